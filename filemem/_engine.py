@@ -1,0 +1,874 @@
+"""The storage engine: reads, writes, batches, splits, recovery (layer L2).
+
+On-disk layout (docs/format.md has the byte-level description)::
+
+    <root>/filemem.json            store marker: format version, codec
+    <root>/ns/<seg>/<seg>/         one directory per namespace (segments escaped)
+        s<bits>.shard              records whose key hash starts with <bits>
+        s<bits>.lock               that shard's lock file, never replaced
+        turnstile.lock             writer-preference gate for the namespace
+    <root>/batches/<id>.batch      intent of a multi-shard batch being committed
+    <root>/quarantine/             corrupt files moved aside by check(fix=True)
+
+**Which shard holds a key.** A key's 64-bit hash is a string of bits; the
+shard for it is the *deepest existing* ``s<prefix>.shard`` whose prefix starts
+that string (or, when none exists, the first prefix that is no ancestor of an
+existing shard: a new region). Shards split in two when they pass
+``shard_max_bytes``, so a write rewrites a bounded file however big the store.
+
+**Splits are crash-safe without a manifest.** To split ``p`` the writer (who
+holds ``p``'s lock) first rewrites ``p`` with ``splitting: true``, then writes
+the new leaves, then unlinks ``p``. Invariant: *descendants of p exist only if
+p is gone or flagged*. A crash at any point leaves either ``p`` unflagged and
+alone, or ``p`` flagged; the next writer to lock a flagged shard finishes the
+split first. Readers that meet a flagged or missing shard re-list the
+directory and resolve again. Nobody writes a descendant's range into ``p``
+while the flag is up, and leaves are written once, so every existing file is
+authoritative for its range.
+
+**Batches are all-or-nothing across shards.** All shard locks are taken in
+sorted path order; the new shard contents go to temp files (fsynced); then an
+intent file listing (temp, target) pairs is created *already locked* and
+renamed into ``batches/`` (the commit point); then the temps are renamed over
+their targets and the intent removed. Anyone who takes a shard lock first
+rolls forward intents whose owner died (its lock can be taken), so no one ever
+reads or writes a shard that an interrupted batch still owes.
+
+**Plain gets take no lock.** Files are only ever replaced by rename, so a
+reader holds a whole old or whole new inode; one ``stat`` tells whether the
+parsed copy in the process cache is current. The (inode, mtime_ns, size) key
+cannot repeat for a path because writers stamp each new file's mtime above
+the old one's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from . import _fs, _locks
+from ._errors import (
+    ConflictError,
+    CorruptShardError,
+    FileMemError,
+    InvalidValueError,
+    LockTimeout,
+    ReadOnlyError,
+    StorageError,
+    StoreClosedError,
+    UnsupportedFormatError,
+)
+from ._names import escape_segment, hash_bits, unescape_segment
+from ._shard import FORMAT_VERSION, LOCK_SUFFIX, SHARD_SUFFIX, Record, Shard, decode_shard, encode_shard, shard_name
+from ._types import Durability, Finding
+from .codecs import Codec, get_codec
+
+__all__ = ["Engine", "Op"]
+
+MARKER: Final = "filemem.json"
+NS_DIR: Final = "ns"
+BATCH_DIR: Final = "batches"
+QUARANTINE_DIR: Final = "quarantine"
+TURNSTILE: Final = "turnstile.lock"
+BATCH_SUFFIX: Final = ".batch"
+#: While holding some of a batch's locks, wait at most this long for the next
+#: one before releasing all and retrying: that back-off is what keeps a batch
+#: from deadlocking with a snapshot that took shared locks in another order.
+_BATCH_STEP_S: Final = 0.05
+_MAX_PREFIX_BITS: Final = 64
+_CACHE_MAX_SHARDS: Final = 4096
+
+
+def copy_value(value: Any) -> Any:
+    """Copy the containers of a codec value so callers never alias the cache."""
+    t = type(value)
+    if t is dict:
+        return {k: copy_value(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [copy_value(v) for v in value]
+    if t is bytearray:
+        return bytes(value)
+    return value
+
+
+class View:
+    """What one process knows of a namespace directory: which shard prefixes exist."""
+
+    __slots__ = ("depths", "dir", "existing", "internal", "namespace", "turnstile")
+
+    def __init__(self, namespace: tuple[str, ...], directory: str) -> None:
+        self.namespace = namespace
+        self.dir = directory
+        self.turnstile = os.path.join(directory, TURNSTILE)
+        self.existing: frozenset[str] = frozenset()
+        self.internal: frozenset[str] = frozenset()
+        self.depths: tuple[int, ...] = ()
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Re-list the directory; True if the set of shards changed."""
+        existing = frozenset(
+            name[1 : -len(SHARD_SUFFIX)]
+            for name in _fs.listdir(self.dir)
+            if name.startswith("s") and name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name
+        )
+        if existing == self.existing:
+            return False
+        self.internal = frozenset(p[:d] for p in existing for d in range(len(p)))
+        self.depths = tuple(sorted({len(p) for p in existing}, reverse=True))
+        self.existing = existing
+        return True
+
+    def resolve(self, bits: str) -> str:
+        """The prefix of the shard that holds a key with hash ``bits``."""
+        existing = self.existing
+        for d in self.depths:  # deepest existing prefix, usually one lookup
+            p = bits[:d]
+            if p in existing:
+                return p
+        internal = self.internal
+        for d in range(_MAX_PREFIX_BITS + 1):  # no existing prefix: a new region
+            p = bits[:d]
+            if p not in internal:
+                return p
+        return bits  # pragma: no cover - 64-bit deep tree
+
+    def shard_path(self, prefix: str) -> str:
+        """Path of the shard file for ``prefix``."""
+        return os.path.join(self.dir, shard_name(prefix))
+
+    def lock_path(self, prefix: str) -> str:
+        """Path of the lock file for ``prefix``."""
+        return os.path.join(self.dir, f"s{prefix}{LOCK_SUFFIX}")
+
+
+OpKind = Literal["put", "delete", "update"]
+
+
+@dataclass(slots=True)
+class Op:
+    """One write in a transaction. ``value`` is already copied off the caller."""
+
+    namespace: tuple[str, ...]
+    key: str
+    kind: OpKind
+    value: Any = None
+    ttl: float | None = None
+    if_version: int | None = None
+    fn: Callable[[Any], Any] | None = None
+    bits: str = ""
+    view: View | None = field(default=None, repr=False)
+    prefix: str = ""
+
+
+class Engine:
+    """Files, locks and caches of one store, for one process.
+
+    Thread-safe; fork-safe (a child notices the pid change and starts with an
+    empty cache). The Store facade is the public face; see it for examples.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        codec: str | Codec | None = None,
+        durability: Durability = "fsync",
+        lock_timeout_s: float = 10.0,
+        shard_max_bytes: int = 64 * 1024,
+        max_value_bytes: int = 16 * 1024 * 1024,
+        readonly: bool = False,
+        create: bool = True,
+    ) -> None:
+        if durability not in ("fsync", "flush"):
+            raise InvalidValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
+        if lock_timeout_s <= 0:
+            raise InvalidValueError("lock_timeout_s must be positive")
+        if shard_max_bytes < 1024:
+            raise InvalidValueError("shard_max_bytes must be at least 1024")
+        self.root = os.path.abspath(os.fspath(root))
+        self.durability = durability
+        self.sync = durability == "fsync"
+        self.lock_timeout_s = lock_timeout_s
+        self.shard_max_bytes = shard_max_bytes
+        self.max_value_bytes = max_value_bytes
+        self.readonly = readonly
+        self.ns_root = os.path.join(self.root, NS_DIR)
+        self.batch_dir = os.path.join(self.root, BATCH_DIR)
+        self._codecs: dict[str, Codec] = {"json": get_codec("json"), "msgpack": get_codec("msgpack")}
+        self.codec = self._open_marker(codec, create=create)
+        self._codecs[self.codec.name] = self.codec
+        self._views: dict[tuple[str, ...], View] = {}
+        self._cache: dict[str, Shard] = {}
+        self._cache_guard = threading.Lock()
+        self._pid = os.getpid()
+        self.closed = False
+        self.counters: dict[str, int] = {
+            "shard_parses": 0,
+            "shard_writes": 0,
+            "splits": 0,
+            "batches_recovered": 0,
+            "lock_retries": 0,
+        }
+
+    # ------------------------------------------------------------------ setup
+
+    def _open_marker(self, codec: str | Codec | None, *, create: bool) -> Codec:
+        marker = os.path.join(self.root, MARKER)
+        got = _read_marker(marker)
+        if got is None:
+            if self.readonly or not create:
+                raise FileMemError(f"no filemem store at {self.root} (missing {MARKER})")
+            if os.path.isdir(self.root) and any(n != MARKER for n in os.listdir(self.root)):
+                raise FileMemError(
+                    f"{self.root} is not empty and is not a filemem store; refusing to write into it"
+                )
+            chosen = get_codec(codec if codec is not None else "json")
+            body = json.dumps({"filemem": FORMAT_VERSION, "codec": chosen.name, "created_at": time.time()})
+            _fs.ensure_dir(self.root)
+            tmp = _fs.temp_path(marker)
+            _fs.write_new_file(tmp, body.encode() + b"\n", sync=True)
+            try:
+                # link() fails if another process created the marker first:
+                # create-if-absent, atomically, and the first creator wins.
+                os.link(tmp, marker)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise _fs.storage_error(exc, "create", marker) from exc
+            finally:
+                _fs.remove_quietly(tmp)
+            _fs.fsync_dir(self.root)
+            got = _read_marker(marker)
+            assert got is not None
+        version = got.get("filemem")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UnsupportedFormatError(
+                f"store {self.root} has format version {version!r}; this filemem reads up to {FORMAT_VERSION}",
+                path=marker,
+            )
+        name = got.get("codec")
+        if not isinstance(name, str):
+            raise CorruptShardError(f"store marker {marker} names no codec", path=marker)
+        if codec is not None:
+            wanted = get_codec(codec)
+            if wanted.name != name:
+                raise InvalidValueError(
+                    f"store {self.root} uses codec {name!r}, not {wanted.name!r}; "
+                    "open it without codec= or convert it (filemem convert)"
+                )
+            return wanted
+        return get_codec(name)
+
+    def check_open(self) -> None:
+        """Raise if closed; reset per-process state after a fork."""
+        if self.closed:
+            raise StoreClosedError(f"store {self.root} is closed")
+        if self._pid != os.getpid():
+            # A forked child shares nothing mutable with its parent but files.
+            self._pid = os.getpid()
+            self._cache = {}
+            self._cache_guard = threading.Lock()
+            self._views = {}
+
+    def close(self) -> None:
+        """Forget cached state; further use raises StoreClosedError."""
+        self.closed = True
+        self._cache = {}
+        self._views = {}
+
+    # ------------------------------------------------------------------ views
+
+    def ns_dir(self, namespace: tuple[str, ...]) -> str:
+        """Directory of a (validated) namespace."""
+        return os.path.join(self.ns_root, *(escape_segment(s) for s in namespace))
+
+    def view(self, namespace: tuple[str, ...]) -> View:
+        """This process's view of ``namespace`` (created on first use)."""
+        v = self._views.get(namespace)
+        if v is None:
+            v = View(namespace, self.ns_dir(namespace))
+            if len(self._views) > 65536:
+                self._views.clear()
+            self._views[namespace] = v
+        return v
+
+    # ------------------------------------------------------------------ cache
+
+    def load(self, path: str, prefix: str | None) -> Shard | None:
+        """The current parse of the shard at ``path``, or None if absent.
+
+        One ``stat`` when the cached parse is current; a read and parse
+        otherwise. Raises CorruptShardError for a damaged file.
+        """
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._cache.pop(path, None)
+            return None
+        except OSError as exc:
+            raise _fs.storage_error(exc, "stat", path) from exc
+        cached = self._cache.get(path)
+        if cached is not None and cached.statkey == (st.st_ino, st.st_mtime_ns, st.st_size):
+            return cached
+        got = _fs.read_file(path)
+        if got is None:
+            self._cache.pop(path, None)
+            return None
+        data, key = got
+        shard = decode_shard(data, path, self._codecs, prefix)
+        shard.statkey = key
+        self.counters["shard_parses"] += 1
+        self._remember(path, shard)
+        return shard
+
+    def _remember(self, path: str, shard: Shard) -> None:
+        cache = self._cache
+        with self._cache_guard:
+            cache.pop(path, None)
+            cache[path] = shard
+            while len(cache) > _CACHE_MAX_SHARDS:
+                cache.pop(next(iter(cache)))
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self, namespace: tuple[str, ...], key: str) -> Record | None:
+        """The live record for ``key``, lock-free; None if absent or expired."""
+        view = self.view(namespace)
+        bits = hash_bits(key)
+        for _ in range(8):
+            prefix = view.resolve(bits)
+            shard = self.load(view.shard_path(prefix), prefix)
+            if shard is None or shard.splitting:
+                # Missing: split finished or new region. Flagged: a split is
+                # under way and a leaf may already hold newer data. Either way
+                # the directory knows better than our view.
+                if view.refresh() and view.resolve(bits) != prefix:
+                    continue
+                if shard is None:
+                    return None
+            rec = shard.records.get(key)
+            if rec is None:
+                return None
+            x = rec.get("expires_at")
+            if x is not None and x <= time.time():
+                return None
+            return rec
+        raise StorageError(f"namespace {view.dir} kept changing while reading {key!r}; retry", path=view.dir)
+
+    def iter_shards(self, namespace: tuple[str, ...]) -> Iterator[tuple[str, Shard, Callable[[str], bool]]]:
+        """Each live shard of a namespace with a filter saying which of its keys it owns.
+
+        A flagged shard can share its range with leaves already written; its
+        filter keeps only keys that resolve to it.
+        """
+        view = self.view(namespace)
+        view.refresh()
+        for prefix in sorted(view.existing):
+            shard = self.load(view.shard_path(prefix), prefix)
+            if shard is None:
+                continue  # split away meanwhile: its leaves are in the listing or come next time
+            if shard.splitting or prefix in view.internal:
+                own = _owner_filter(view, prefix)
+            else:
+                own = _all
+            yield prefix, shard, own
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, ops: list[Op]) -> list[Any]:
+        """Apply ``ops`` atomically (all or nothing, across shards); return one result per op.
+
+        put -> new version; delete -> bool; update -> new value.
+        """
+        self.check_open()
+        if self.readonly:
+            raise ReadOnlyError(f"store {self.root} was opened read-only")
+        for op in ops:
+            op.view = self.view(op.namespace)
+            op.bits = hash_bits(op.key)
+        deadline = time.monotonic() + self.lock_timeout_s
+        backoff = 0.001
+        while True:
+            outcome = self._attempt(ops, deadline)
+            if outcome is not None:
+                return outcome
+            self.counters["lock_retries"] += 1
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"timed out after {self.lock_timeout_s:.3f}s retrying a write in {ops[0].view.dir}",  # type: ignore[union-attr]
+                    path=ops[0].view.dir if ops[0].view else None,
+                    waited_s=self.lock_timeout_s,
+                )
+            time.sleep(backoff * random.random())  # noqa: S311 - jitter, not crypto
+            backoff = min(backoff * 2, 0.05)
+
+    def _attempt(self, ops: list[Op], deadline: float) -> list[Any] | None:
+        """One try at ``apply``: None means "state moved under us, retry"."""
+        targets: dict[str, tuple[View, str]] = {}
+        for op in ops:
+            assert op.view is not None
+            op.prefix = op.view.resolve(op.bits)
+            targets[op.view.lock_path(op.prefix)] = (op.view, op.prefix)
+        order = sorted(targets)
+        held: list[_locks.Held] = []
+        try:
+            for i, lock_path in enumerate(order):
+                view, _ = targets[lock_path]
+                _fs.ensure_dir(view.dir)
+                remaining = deadline - time.monotonic()
+                if i == 0:
+                    held.append(_locks.exclusive(lock_path, max(remaining, 0.001), turnstile=view.turnstile))
+                    continue
+                try:
+                    held.append(
+                        _locks.exclusive(lock_path, max(min(remaining, _BATCH_STEP_S), 0.001), turnstile=None)
+                    )
+                except LockTimeout:
+                    if remaining <= _BATCH_STEP_S:
+                        raise
+                    return None  # back off: release everything and start over
+            self.recover_batches()
+            shards: dict[str, Shard] = {}
+            for lock_path in order:
+                view, prefix = targets[lock_path]
+                shard = self.load(view.shard_path(prefix), prefix)
+                if shard is None:
+                    if view.refresh() and any(o.view is view and view.resolve(o.bits) != o.prefix for o in ops):
+                        return None
+                    shard = Shard(prefix, self.codec.name, 0, {})
+                elif shard.splitting:
+                    self._split(view, shard)  # finish what a dead writer started
+                    view.refresh()
+                    return None
+                shards[lock_path] = shard
+            return self._commit(ops, targets, order, shards)
+        finally:
+            for h in reversed(held):
+                h.release()
+
+    def _commit(
+        self,
+        ops: list[Op],
+        targets: dict[str, tuple[View, str]],
+        order: list[str],
+        shards: dict[str, Shard],
+    ) -> list[Any]:
+        now = time.time()
+        work = {lp: shards[lp].copy() for lp in order}
+        dirty: dict[str, list[str]] = {}
+        results: list[Any] = []
+        for op in ops:
+            assert op.view is not None
+            lp = op.view.lock_path(op.prefix)
+            shard = work[lp]
+            rec = shard.records.get(op.key)
+            if rec is not None and (x := rec.get("expires_at")) is not None and x <= now:
+                rec = None
+            current = rec["version"] if rec is not None else 0
+            if op.if_version is not None and op.if_version != current:
+                raise ConflictError(
+                    f"{'/'.join(op.namespace)}/{op.key}: expected version {op.if_version}, found {current}",
+                    namespace=op.namespace,
+                    key=op.key,
+                    expected=op.if_version,
+                    current_version=current,
+                )
+            version = shards[lp].generation + 1
+            if op.kind == "delete":
+                removed = rec is not None
+                if shard.remove(op.key):
+                    dirty.setdefault(lp, []).append(op.key)
+                results.append(removed)
+                continue
+            if op.kind == "update":
+                assert op.fn is not None
+                value = copy_value(op.fn(copy_value(rec["value"]) if rec is not None else None))
+                results.append(copy_value(value))
+            else:
+                value = op.value
+                results.append(version)
+            new: Record = {
+                "value": value,
+                "version": version,
+                "created_at": rec["created_at"] if rec is not None else now,
+                "updated_at": now,
+            }
+            if op.ttl is not None:
+                new["expires_at"] = now + op.ttl
+            elif op.kind == "update" and rec is not None and rec.get("expires_at") is not None:
+                new["expires_at"] = rec["expires_at"]
+            shard.set(op.key, new)
+            dirty.setdefault(lp, []).append(op.key)
+        if not dirty:
+            return results
+        encoded: dict[str, bytes] = {}
+        for lp, keys in dirty.items():
+            shard = work[lp]
+            shard.generation += 1
+            shard.drop_expired(now)
+            shard.touched = keys
+            shard.splitting = False
+            data = encode_shard(shard, self.codec)
+            for k in keys:
+                pair = shard.pairs.get(k)
+                if pair is not None and len(pair) > self.max_value_bytes:
+                    raise InvalidValueError(
+                        f"record {k!r} encodes to {len(pair)} bytes; the limit is {self.max_value_bytes}"
+                    )
+            encoded[lp] = data
+        if len(encoded) == 1:
+            (lp, data), = encoded.items()
+            view, prefix = targets[lp]
+            path = view.shard_path(prefix)
+            old = shards[lp].statkey
+            key = _fs.atomic_write(path, data, sync=self.sync, min_mtime_ns=old[1] + 1 if old else 0)
+            self._installed(path, work[lp], key)
+        else:
+            self._commit_batch(targets, work, encoded, shards)
+        self.counters["shard_writes"] += len(encoded)
+        for lp in encoded:
+            view, prefix = targets[lp]
+            if len(encoded[lp]) > self.shard_max_bytes and len(work[lp].records) > 1 and len(prefix) < 60:
+                self._split(view, work[lp])
+        return results
+
+    def _installed(self, path: str, shard: Shard, key: _fs.StatKey) -> None:
+        shard.statkey = key
+        self._remember(path, shard)
+
+    # ------------------------------------------------------------------ batches
+
+    def _commit_batch(
+        self,
+        targets: dict[str, tuple[View, str]],
+        work: dict[str, Shard],
+        encoded: dict[str, bytes],
+        shards: dict[str, Shard],
+    ) -> None:
+        batch_id = secrets.token_hex(8)
+        written: list[tuple[str, str, str, _fs.StatKey]] = []  # (lock path, temp, target, key)
+        try:
+            for lp, data in encoded.items():
+                view, prefix = targets[lp]
+                target = view.shard_path(prefix)
+                tmp = _fs.temp_path(target, f"b{batch_id}-")
+                old = shards[lp].statkey
+                mtime = max(time.time_ns(), old[1] + 1 if old else 0)
+                key = _fs.write_new_file(tmp, data, sync=self.sync, mtime_ns=mtime)
+                written.append((lp, tmp, target, key))
+            intent = {
+                "filemem": FORMAT_VERSION,
+                "id": batch_id,
+                "pid": os.getpid(),
+                "created_at": time.time(),
+                "renames": [[os.path.relpath(t, self.root), os.path.relpath(g, self.root)] for _, t, g, _ in written],
+            }
+            body = json.dumps(intent, separators=(",", ":")).encode()
+            payload = b"%08x\n" % zlib.crc32(body) + body
+            _fs.ensure_dir(self.batch_dir)
+            final = os.path.join(self.batch_dir, batch_id + BATCH_SUFFIX)
+            pending = _fs.temp_path(final)
+            held = _locks.create_locked(pending)
+        except BaseException:
+            for _, tmp, _, _ in written:
+                _fs.remove_quietly(tmp)
+            raise
+        try:
+            try:
+                _fs.write_fd(held.fd, payload, sync=self.sync, path=pending)
+                _fs.replace(pending, final)
+                if self.sync:
+                    _fs.fsync_dir(self.batch_dir)  # the commit point is durable
+            except BaseException:
+                _fs.remove_quietly(pending)
+                for _, tmp, _, _ in written:
+                    _fs.remove_quietly(tmp)
+                raise
+            # Committed. From here a failure leaves the intent for recovery.
+            dirs = set()
+            for lp, tmp, target, key in written:
+                _fs.replace(tmp, target)
+                dirs.add(os.path.dirname(target))
+                self._installed(target, work[lp], key)
+            if self.sync:
+                for d in sorted(dirs):
+                    _fs.fsync_dir(d)
+            _fs.remove_quietly(final)
+        finally:
+            held.release()
+
+    def recover_batches(self) -> int:
+        """Roll forward every committed batch whose owner died; return how many."""
+        names = _fs.listdir(self.batch_dir)
+        if not names:
+            return 0
+        done = 0
+        for name in names:
+            if name.endswith(BATCH_SUFFIX) and _fs.TEMP_MARK not in name:
+                if self._recover_one(os.path.join(self.batch_dir, name)):
+                    done += 1
+        return done
+
+    def _recover_one(self, path: str) -> bool:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _fs.storage_error(exc, "open", path) from exc
+        try:
+            # A live owner is finishing its renames (it holds no other lock we
+            # could be waiting for): wait for it rather than read a half-applied
+            # batch. A free lock means the owner died.
+            held = _locks.wait_exclusive_fd(fd, path, self.lock_timeout_s)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.fstat(held.fd).st_nlink == 0:
+                return False  # finished (and removed) while we waited
+            with open(path, "rb") as fh:
+                raw = fh.read()
+            intent = _parse_intent(raw)
+            if intent is not None:
+                dirs = set()
+                for tmp_rel, target_rel in intent["renames"]:
+                    tmp = os.path.join(self.root, tmp_rel)
+                    target = os.path.join(self.root, target_rel)
+                    if os.path.exists(tmp):
+                        _fs.replace(tmp, target)
+                        self._cache.pop(target, None)
+                    dirs.add(os.path.dirname(target))
+                if self.sync:
+                    for d in sorted(dirs):
+                        _fs.fsync_dir(d)
+            _fs.remove_quietly(path)
+            if self.sync:
+                _fs.fsync_dir(self.batch_dir)
+            self.counters["batches_recovered"] += 1
+            return True
+        finally:
+            held.release()
+
+    # ------------------------------------------------------------------ splits
+
+    def _split(self, view: View, shard: Shard) -> None:
+        """Split ``shard`` (whose lock we hold) into leaves under ``shard_max_bytes``.
+
+        Safe to call on a flagged shard left by a crashed writer: leaves that
+        already exist are authoritative and are left alone.
+        """
+        path = view.shard_path(shard.prefix)
+        if not shard.splitting:
+            flagged = shard.copy()
+            flagged.splitting = True
+            flagged.generation += 1
+            flagged.touched = []
+            data = encode_shard(flagged, self.codec)
+            old = shard.statkey
+            key = _fs.atomic_write(path, data, sync=self.sync, min_mtime_ns=old[1] + 1 if old else 0)
+            self._installed(path, flagged, key)
+            shard = flagged
+        elif not shard.pairs:
+            encode_shard(shard, self.codec)  # fill pair sizes
+        view.refresh()
+        below = {p for p in view.existing if p.startswith(shard.prefix) and p != shard.prefix}
+        bits = {k: hash_bits(k) for k in shard.records}
+        generation = shard.generation + 1
+
+        def place(region: str, keys: list[str]) -> None:
+            if region in below:
+                return
+            if any(p.startswith(region) for p in below) or (
+                len(keys) > 1
+                and len(region) < _MAX_PREFIX_BITS
+                and sum(len(shard.pairs.get(k, b"")) for k in keys) > self.shard_max_bytes // 2
+            ):
+                d = len(region)
+                place(region + "0", [k for k in keys if bits[k][d] == "0"])
+                place(region + "1", [k for k in keys if bits[k][d] == "1"])
+                return
+            if not keys:
+                return  # an empty range needs no file; it is created on first write
+            leaf = Shard(
+                region,
+                shard.codec,
+                generation,
+                {k: shard.records[k] for k in keys},
+                {k: shard.pairs[k] for k in keys if k in shard.pairs},
+            )
+            target = view.shard_path(region)
+            key = _fs.atomic_write(target, encode_shard(leaf, self.codec), sync=self.sync)
+            self._installed(target, leaf, key)
+
+        d0 = len(shard.prefix)
+        keys = list(shard.records)
+        place(shard.prefix + "0", [k for k in keys if bits[k][d0] == "0"])
+        place(shard.prefix + "1", [k for k in keys if bits[k][d0] == "1"])
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _fs.storage_error(exc, "remove", path) from exc
+        if self.sync:
+            _fs.fsync_dir(view.dir)
+        self._cache.pop(path, None)
+        view.refresh()
+        self.counters["splits"] += 1
+
+    # ------------------------------------------------------------------ snapshot
+
+    def snapshot_lock(self, view: View, prefix: str, first: bool) -> _locks.Held:
+        """A shared lock on one shard for a snapshot (turnstile only for the first)."""
+        return _locks.shared(
+            view.lock_path(prefix), self.lock_timeout_s, turnstile=view.turnstile if first else None
+        )
+
+    # ------------------------------------------------------------------ namespaces
+
+    def list_namespaces(self, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """Namespaces at or under ``prefix`` that hold at least one shard file."""
+        start = self.ns_dir(prefix) if prefix else self.ns_root
+        found: list[tuple[str, ...]] = []
+
+        def walk(directory: str, segments: tuple[str, ...]) -> None:
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as exc:
+                raise _fs.storage_error(exc, "list", directory) from exc
+            if segments and any(e.name.endswith(SHARD_SUFFIX) for e in entries):
+                found.append(segments)
+            for e in sorted(entries, key=lambda e: e.name):
+                if "." in e.name or not e.is_dir(follow_symlinks=False):
+                    continue
+                seg = unescape_segment(e.name)
+                if seg is not None:
+                    walk(e.path, (*segments, seg))
+
+        walk(start, prefix)
+        return sorted(found)
+
+    def namespace_dirs(self) -> Iterator[tuple[str, tuple[str, ...] | None]]:
+        """Every directory under ns/ with its namespace (None: not a valid escaped name)."""
+
+        def walk(directory: str, segments: tuple[str, ...] | None) -> Iterator[tuple[str, tuple[str, ...] | None]]:
+            yield directory, segments
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    seg = unescape_segment(e.name)
+                    child = (*segments, seg) if segments is not None and seg is not None else None
+                    yield from walk(e.path, child)
+
+        if os.path.isdir(self.ns_root):
+            yield from walk(self.ns_root, ())
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _all(_key: str) -> bool:
+    return True
+
+
+def _owner_filter(view: View, prefix: str) -> Callable[[str], bool]:
+    def own(key: str) -> bool:
+        return view.resolve(hash_bits(key)) == prefix
+
+    return own
+
+
+def _read_marker(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _fs.storage_error(exc, "read", path) from exc
+    try:
+        got = json.loads(raw)
+    except ValueError:
+        raise CorruptShardError(f"store marker {path} is not valid JSON", path=path) from None
+    if not isinstance(got, dict):
+        raise CorruptShardError(f"store marker {path} is not a JSON object", path=path)
+    return got
+
+
+def _parse_intent(raw: bytes) -> dict[str, Any] | None:
+    """A batch intent, or None if torn (then it never committed: roll back)."""
+    head, _, body = raw.partition(b"\n")
+    try:
+        if int(head, 16) != zlib.crc32(body):
+            return None
+        intent = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(intent, dict) or not isinstance(intent.get("renames"), list):
+        return None
+    return intent
+
+
+def quarantine_name(root: str, path: str) -> str:
+    """Where ``check(fix=True)`` moves a corrupt file."""
+    rel = os.path.relpath(path, root).replace(os.sep, "__")
+    return os.path.join(root, QUARANTINE_DIR, f"{rel}.{int(time.time())}")
+
+
+def findings_for_temp(path: str, fixed: bool) -> Finding:
+    """A leftover temp file finding."""
+    return Finding(
+        "temp-file",
+        path,
+        "leftover temp file from a writer that died",
+        severity="warning",
+        fixed=fixed,
+        action="removed" if fixed else "",
+    )
+
+
+def maintain_shard(engine: Engine, view: View, prefix: str) -> tuple[int, int]:
+    """Under the shard's lock: finish a split, drop expired records, split if oversize.
+
+    Returns (records dropped, splits done).
+    """
+    splits_before = engine.counters["splits"]
+    with _locks.exclusive(view.lock_path(prefix), engine.lock_timeout_s, turnstile=view.turnstile):
+        engine.recover_batches()
+        path = view.shard_path(prefix)
+        shard = engine.load(path, prefix)
+        if shard is None:
+            return 0, 0
+        if shard.splitting or prefix in view.internal:
+            engine._split(view, shard)
+            return 0, engine.counters["splits"] - splits_before
+        work = shard.copy()
+        gone = work.drop_expired(time.time())
+        data = b""
+        if gone:
+            work.generation += 1
+            work.touched = gone
+            data = encode_shard(work, engine.codec)
+            old = shard.statkey
+            key = _fs.atomic_write(path, data, sync=engine.sync, min_mtime_ns=old[1] + 1 if old else 0)
+            engine._installed(path, work, key)
+            shard = work
+        size = len(data) if data else os.path.getsize(path)
+        if size > engine.shard_max_bytes and len(shard.records) > 1:
+            engine._split(view, shard)
+        return len(gone), engine.counters["splits"] - splits_before

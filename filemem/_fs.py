@@ -1,0 +1,233 @@
+"""Atomic file I/O (layer L1). The only module that turns OSError into StorageError.
+
+The write sequence, and why each step is there:
+
+1. create a temp file *in the same directory* (``os.replace`` is only atomic
+   within one file system), mode 0600, ``O_EXCL`` so two writers never share
+   one;
+2. write everything, then ``fsync`` it: the data must be on disk before the
+   name points at it, or a power cut leaves a named but empty file;
+3. stamp the mtime strictly above the old file's (see :func:`atomic_write`);
+4. ``os.replace`` over the target: readers see the old inode or the new one,
+   never a mix;
+5. ``fsync`` the directory: without it the rename itself can be lost on power
+   failure even though the data blocks are safe.
+
+With ``durability="flush"`` steps 2 and 5 skip the fsyncs: the data survives a
+crash of the process (it is in the kernel's page cache) but not a power cut.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import secrets
+import time
+from typing import Final
+
+from ._errors import StorageError
+
+__all__ = [
+    "TEMP_MARK",
+    "StatKey",
+    "atomic_write",
+    "ensure_dir",
+    "fsync_dir",
+    "read_file",
+    "remove_quietly",
+    "stat_key",
+    "storage_error",
+    "temp_path",
+    "listdir",
+    "replace",
+    "write_fd",
+    "write_new_file",
+]
+
+#: Every temp file's name contains this; ``check`` removes leftovers by it.
+TEMP_MARK: Final = ".tmp-"
+_FILE_MODE: Final = 0o600
+_DIR_MODE: Final = 0o700
+#: Errnos that mean "the disk cannot take it", reported as such.
+_SPACE_ERRNOS: Final = frozenset({_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG})
+
+#: What identifies one version of a file: (inode, mtime in ns, size).
+StatKey = tuple[int, int, int]
+
+
+def storage_error(exc: OSError, action: str, path: str) -> StorageError:
+    """Translate an OSError at the boundary, keeping errno and path."""
+    what = "disk full or quota reached" if exc.errno in _SPACE_ERRNOS else (exc.strerror or str(exc))
+    return StorageError(f"could not {action} {path}: {what}", errno=exc.errno, path=path)
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    """The version key of a stat result."""
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def temp_path(target: str, tag: str = "") -> str:
+    """A fresh temp name beside ``target`` (pid and randomness keep writers apart)."""
+    return f"{target}{TEMP_MARK}{tag}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def ensure_dir(path: str) -> None:
+    """Create ``path`` and missing parents with mode 0700, fsyncing each new entry's parent."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        ensure_dir(parent)
+    try:
+        os.mkdir(path, _DIR_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise storage_error(exc, "create directory", path) from exc
+    # A new directory entry is itself metadata of the parent: sync it so a
+    # shard renamed into ``path`` later cannot outlive its own directory.
+    fsync_dir(parent or ".")
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so renames and unlinks in it are durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise storage_error(exc, "open directory", path) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some file systems (and Windows) cannot fsync a directory; EINVAL
+        # there means "not supported", not "failed".
+        if exc.errno not in (_errno.EINVAL, _errno.EBADF):
+            raise storage_error(exc, "fsync directory", path) from exc
+    finally:
+        os.close(fd)
+
+
+def write_new_file(path: str, data: bytes, *, sync: bool, mtime_ns: int | None = None) -> StatKey:
+    """Write ``data`` to a new file at ``path`` (``O_EXCL``), synced if asked.
+
+    Returns the new file's version key (it survives a rename). On any failure
+    the partial file is removed and StorageError raised.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), _FILE_MODE)
+    except OSError as exc:
+        raise storage_error(exc, "create", path) from exc
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        if sync:
+            os.fsync(fd)
+        key = stat_key(os.fstat(fd))
+    except OSError as exc:
+        os.close(fd)
+        remove_quietly(path)
+        raise storage_error(exc, "write" if not sync else "write and fsync", path) from exc
+    except BaseException:
+        os.close(fd)
+        remove_quietly(path)
+        raise
+    os.close(fd)
+    return key
+
+
+def write_fd(fd: int, data: bytes, *, sync: bool, path: str) -> None:
+    """Write all of ``data`` to an open descriptor, then fsync it if asked."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
+    except OSError as exc:
+        raise storage_error(exc, "write", path) from exc
+
+
+def replace(src: str, dst: str) -> None:
+    """``os.replace`` with our error."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        raise storage_error(exc, "rename into", dst) from exc
+
+
+def listdir(path: str) -> list[str]:
+    """Names in ``path``; empty if it does not exist."""
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        return []
+    except OSError as exc:
+        raise storage_error(exc, "list", path) from exc
+
+
+def atomic_write(target: str, data: bytes, *, sync: bool, min_mtime_ns: int = 0) -> StatKey:
+    """Replace ``target`` with ``data`` atomically (see the module docstring).
+
+    ``min_mtime_ns``: the new file's mtime is stamped at least this (pass the
+    old file's mtime + 1) so that (inode, mtime_ns, size) never repeats for a
+    path even when the clock is coarse and an inode number is reused; readers
+    rely on that key to know a cached parse is current.
+    """
+    tmp = temp_path(target)
+    mtime = max(time.time_ns(), min_mtime_ns)
+    key = write_new_file(tmp, data, sync=sync, mtime_ns=mtime)
+    try:
+        os.replace(tmp, target)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise storage_error(exc, "rename into", target) from exc
+    if sync:
+        fsync_dir(os.path.dirname(target) or ".")
+    return key
+
+
+def read_file(path: str) -> tuple[bytes, StatKey] | None:
+    """Read a whole file and the version key of *the inode read*; None if absent.
+
+    The key comes from ``fstat`` of the open descriptor, not a separate
+    ``stat`` of the name, so it always describes the bytes returned even if
+    the name is replaced in between.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error(exc, "open", path) from exc
+    try:
+        st = os.fstat(fd)
+        chunks: list[bytes] = []
+        remaining = st.st_size
+        while True:
+            chunk = os.read(fd, max(remaining, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except OSError as exc:
+        raise storage_error(exc, "read", path) from exc
+    finally:
+        os.close(fd)
+    return data, stat_key(st)
+
+
+def remove_quietly(path: str) -> bool:
+    """Unlink ``path``; True if it was there. Only for garbage (temp files)."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False

@@ -1,0 +1,325 @@
+"""Cross-process reader-writer locks over portalocker (layer L1).
+
+The rules this module keeps, and why:
+
+* **Lock a separate, never-replaced lock file**, not the data file: a shard is
+  replaced by rename, which gives it a new inode, and a lock on the old inode
+  would guard nothing. Lock files are never deleted while the store lives.
+* **flock locks belong to an open file description.** Two threads that open
+  the lock file separately exclude each other exactly like two processes, so
+  correctness needs nothing more. An in-process ``threading.Lock`` per path
+  sits above the file lock for exclusive holders anyway, so that N threads of
+  one process waiting for the same shard sleep on a condition instead of
+  each polling ``flock`` with system calls.
+* **flock is not fair**, and a stream of overlapping shared holders can keep
+  an exclusive waiter out for ever. A *turnstile* (a second lock file, one per
+  namespace) fixes that: a writer that finds its shard busy holds the turnstile
+  while it waits; readers pass through the turnstile before taking their shared
+  lock, so once a writer waits, new readers queue behind it and the old ones
+  drain. Writers only ever *try* the turnstile (never wait on it) and readers
+  pass it only while they hold no other lock, so it cannot take part in a
+  deadlock.
+* **Waits are polls with capped exponential backoff**: flock has no timeout,
+  and a blocking flock cannot be interrupted safely from Python.
+* **Forks**: a child inherits its parent's open lock descriptors; unlocking
+  one from the child would release the *parent's* lock. A handle remembers the
+  pid that took it and, in any other process, only closes its descriptor.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import random
+import threading
+import time
+from typing import Final
+
+import portalocker
+
+from ._errors import LockTimeout, StorageError
+
+__all__ = [
+    "Held",
+    "create_locked",
+    "exclusive",
+    "shared",
+    "try_exclusive",
+    "try_exclusive_existing",
+    "wait_exclusive_fd",
+]
+
+_FIRST_SLEEP_S: Final = 0.00005
+_MAX_SLEEP_S: Final = 0.002
+_FILE_MODE: Final = 0o600
+_CONTENTION_ERRNOS: Final = frozenset({_errno.EAGAIN, _errno.EACCES, _errno.EWOULDBLOCK})
+
+_registry_guard = threading.Lock()
+
+
+class _InProc:
+    """One path's in-process exclusive lock and how many threads use it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
+# Entries are dropped when unused so the registry does not grow with the
+# number of shards a process has ever touched.
+_inproc: dict[str, _InProc] = {}
+
+
+def _reset_after_fork() -> None:
+    # Locks held by other threads of the parent were not copied with them:
+    # start the child with fresh primitives.
+    global _registry_guard
+    _registry_guard = threading.Lock()
+    _inproc.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class Held:
+    """A lock this process holds. ``release()`` is idempotent; also a context manager."""
+
+    __slots__ = ("_inproc_lock", "_pid", "fd", "mode", "path")
+
+    def __init__(self, path: str, fd: int, mode: str, inproc_lock: _InProc | None) -> None:
+        self.path = path
+        self.fd = fd
+        self.mode = mode
+        self._inproc_lock = inproc_lock
+        self._pid = os.getpid()
+
+    def release(self) -> None:
+        """Release the lock (in a forked child: only close our copy of the descriptor)."""
+        fd = self.fd
+        if fd < 0:
+            return
+        self.fd = -1
+        if self._pid == os.getpid():
+            try:
+                portalocker.unlock(fd)
+            except portalocker.LockException:
+                pass  # closing the descriptor below releases it anyway
+        os.close(fd)
+        if self._inproc_lock is not None and self._pid == os.getpid():
+            _inproc_release(self.path, self._inproc_lock)
+            self._inproc_lock = None
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        # A handle dropped without release (an exception path we missed) must
+        # not keep a shard locked until the process exits.
+        if self.fd >= 0:
+            try:
+                self.release()
+            except Exception:  # noqa: S110 - nothing useful to do in a finaliser
+                pass
+
+
+def _inproc_acquire(path: str, deadline: float) -> _InProc:
+    with _registry_guard:
+        entry = _inproc.get(path)
+        if entry is None:
+            entry = _inproc[path] = _InProc()
+        entry.users += 1
+    remaining = deadline - time.monotonic()
+    if not entry.lock.acquire(timeout=max(remaining, 0.0)):
+        _inproc_forget(path, entry)
+        raise LockTimeout(
+            f"timed out after {max(remaining, 0):.3f}s waiting for lock {path} (held by another thread)",
+            path=path,
+            waited_s=max(remaining, 0.0),
+        )
+    return entry
+
+
+def _inproc_forget(path: str, entry: _InProc) -> None:
+    with _registry_guard:
+        entry.users -= 1
+        if entry.users == 0 and _inproc.get(path) is entry:
+            del _inproc[path]
+
+
+def _inproc_release(path: str, entry: _InProc) -> None:
+    entry.lock.release()
+    _inproc_forget(path, entry)
+
+
+def _open(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    except OSError as exc:
+        raise StorageError(
+            f"could not open lock file {path}: {exc.strerror}", errno=exc.errno, path=path
+        ) from exc
+
+
+def _try(fd: int, flags: portalocker.LockFlags, path: str) -> bool:
+    try:
+        portalocker.lock(fd, flags | portalocker.LockFlags.NON_BLOCKING)
+        return True
+    except portalocker.AlreadyLocked:
+        return False
+    except portalocker.LockException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError) and cause.errno in _CONTENTION_ERRNOS:
+            return False
+        raise StorageError(f"could not lock {path}: {exc}", path=path) from exc
+
+
+def _poll(fd: int, flags: portalocker.LockFlags, path: str, deadline: float, started: float) -> None:
+    sleep = _FIRST_SLEEP_S
+    while not _try(fd, flags, path):
+        now = time.monotonic()
+        if now >= deadline:
+            raise LockTimeout(
+                f"timed out after {now - started:.3f}s waiting for "
+                f"{'an exclusive' if flags & portalocker.LockFlags.EXCLUSIVE else 'a shared'} lock on {path}",
+                path=path,
+                waited_s=now - started,
+            )
+        # Jitter keeps processes that collided once from colliding in lockstep.
+        time.sleep(min(sleep * (0.5 + random.random()), deadline - now))  # noqa: S311 - not crypto
+        sleep = min(sleep * 2, _MAX_SLEEP_S)
+
+
+def exclusive(path: str, timeout_s: float, *, turnstile: str | None = None) -> Held:
+    """Take the exclusive lock on ``path`` within ``timeout_s`` or raise LockTimeout.
+
+    ``turnstile``: a lock file to hold while we have to wait, so that readers
+    arriving meanwhile queue behind us (writer preference).
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    inproc = _inproc_acquire(path, deadline)
+    try:
+        fd = _open(path)
+    except BaseException:
+        _inproc_release(path, inproc)
+        raise
+    try:
+        flags = portalocker.LockFlags.EXCLUSIVE
+        if not _try(fd, flags, path):
+            gate = -1
+            if turnstile is not None:
+                gate = _open(turnstile)
+                if not _try(gate, flags, turnstile):
+                    # Another writer already holds the gate shut: readers are
+                    # queued anyway, and we must never wait on the gate.
+                    os.close(gate)
+                    gate = -1
+            try:
+                _poll(fd, flags, path, deadline, started)
+            finally:
+                if gate >= 0:
+                    portalocker.unlock(gate)
+                    os.close(gate)
+    except BaseException:
+        os.close(fd)
+        _inproc_release(path, inproc)
+        raise
+    return Held(path, fd, "exclusive", inproc)
+
+
+def try_exclusive(path: str) -> Held | None:
+    """Take the exclusive lock on ``path`` if it is free right now, else None.
+
+    Used to ask "is the owner of this file alive?": a live owner holds the lock.
+    """
+    fd = _open(path)
+    try:
+        if _try(fd, portalocker.LockFlags.EXCLUSIVE, path):
+            return Held(path, fd, "exclusive", None)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
+
+
+def shared(path: str, timeout_s: float, *, turnstile: str | None = None) -> Held:
+    """Take a shared lock on ``path`` within ``timeout_s`` or raise LockTimeout.
+
+    ``turnstile``: pass it only when the caller holds no other lock (see the
+    module docstring); we wait there while a writer is queued.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    if turnstile is not None:
+        gate = _open(turnstile)
+        try:
+            _poll(gate, portalocker.LockFlags.EXCLUSIVE, turnstile, deadline, started)
+            portalocker.unlock(gate)
+        finally:
+            os.close(gate)
+    fd = _open(path)
+    try:
+        _poll(fd, portalocker.LockFlags.SHARED, path, deadline, started)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Held(path, fd, "shared", None)
+
+
+def create_locked(path: str) -> Held:
+    """Create ``path`` (it must not exist) and hold its exclusive lock; write through ``held.fd``.
+
+    The file is locked before anyone can open it by its final name, which is
+    what lets a reader treat "I could lock it" as "its owner is dead".
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+    except OSError as exc:
+        raise StorageError(f"could not create {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
+    try:
+        if not _try(fd, portalocker.LockFlags.EXCLUSIVE, path):
+            raise StorageError(f"could not lock the new file {path}", path=path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Held(path, fd, "exclusive", None)
+
+
+def wait_exclusive_fd(fd: int, path: str, timeout_s: float) -> Held:
+    """Wait up to ``timeout_s`` for the exclusive lock on an already open descriptor."""
+    started = time.monotonic()
+    _poll(fd, portalocker.LockFlags.EXCLUSIVE, path, started + timeout_s, started)
+    return Held(path, fd, "exclusive", None)
+
+
+def try_exclusive_existing(path: str) -> Held | None | bool:
+    """Like :func:`try_exclusive` for a file that must already exist (never creates it).
+
+    Returns the handle, None if another process holds the lock, or False if
+    the file is gone (or was removed while we locked it).
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StorageError(f"could not open {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
+    try:
+        if not _try(fd, portalocker.LockFlags.EXCLUSIVE, path):
+            os.close(fd)
+            return None
+        if os.fstat(fd).st_nlink == 0:
+            portalocker.unlock(fd)
+            os.close(fd)
+            return False
+    except BaseException:
+        os.close(fd)
+        raise
+    return Held(path, fd, "exclusive", None)

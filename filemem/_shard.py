@@ -1,0 +1,217 @@
+"""The shard file format (layer L2). See docs/format.md for the full description.
+
+A shard file is one header line of JSON, then the body::
+
+    {"filemem":1,"codec":"json","prefix":"01","generation":7,"count":2,"body_bytes":153,
+     "splitting":false,"touched":["k1"],"crc32":"1c291ca3"}\\n
+    <body: the codec's encoding of {key: record, ...}>
+
+The header is always JSON (whatever the codec) so any tool can read it. The
+``crc32`` field is last; it is the CRC-32 (zlib polynomial) of the header
+line's bytes up to, not including, ``,"crc32":`` followed by the body bytes.
+So a flipped byte anywhere in the file, or a truncated body, is caught.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from typing import Any, Final
+
+from ._errors import CorruptShardError, UnsupportedFormatError
+from .codecs import Codec
+
+__all__ = ["FORMAT_VERSION", "Record", "Shard", "decode_shard", "encode_shard", "shard_name"]
+
+#: Bump only with a migration path; readers refuse versions above theirs.
+FORMAT_VERSION: Final = 1
+_CRC_MARK: Final = b',"crc32":"'
+#: How many touched keys the header names before it just says "many" (null).
+_TOUCHED_MAX: Final = 16
+SHARD_SUFFIX: Final = ".shard"
+LOCK_SUFFIX: Final = ".lock"
+
+#: A record as stored: {"value": V, "version": int, "created_at": float,
+#: "updated_at": float, optional "expires_at": float}.
+Record = dict[str, Any]
+
+
+def shard_name(prefix: str) -> str:
+    """File name of the shard holding keys whose hash bits start with ``prefix``."""
+    return f"s{prefix}{SHARD_SUFFIX}"
+
+
+class Shard:
+    """One parsed shard: its records plus the encoded form of each, when known.
+
+    Instances in the engine's cache are never mutated: a write makes a
+    :meth:`copy`, changes it, encodes it and replaces the cached one.
+    """
+
+    __slots__ = ("codec", "generation", "pairs", "prefix", "records", "splitting", "statkey", "touched")
+
+    def __init__(
+        self,
+        prefix: str,
+        codec: str,
+        generation: int,
+        records: dict[str, Record],
+        pairs: dict[str, bytes] | None = None,
+        *,
+        splitting: bool = False,
+        touched: list[str] | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.codec = codec
+        self.generation = generation
+        self.records = records
+        # Encoded "key: record" entries by key; missing entries are encoded on
+        # demand. This is what keeps a put's cost at encoding one record.
+        self.pairs: dict[str, bytes] = pairs if pairs is not None else {}
+        self.splitting = splitting
+        self.touched = touched
+        self.statkey: tuple[int, int, int] | None = None
+
+    def copy(self) -> Shard:
+        """A copy whose dicts can be changed without touching this one."""
+        return Shard(
+            self.prefix, self.codec, self.generation, dict(self.records), dict(self.pairs), splitting=self.splitting
+        )
+
+    def set(self, key: str, record: Record) -> None:
+        """Insert or replace ``key``."""
+        self.records[key] = record
+        self.pairs.pop(key, None)
+
+    def remove(self, key: str) -> bool:
+        """Remove ``key``; True if it was there."""
+        self.pairs.pop(key, None)
+        return self.records.pop(key, None) is not None
+
+    def drop_expired(self, now: float) -> list[str]:
+        """Remove records whose ``expires_at`` has passed; return their keys."""
+        gone = [k for k, r in self.records.items() if (x := r.get("expires_at")) is not None and x <= now]
+        for k in gone:
+            self.remove(k)
+        return gone
+
+
+def encode_shard(shard: Shard, codec: Codec) -> bytes:
+    """Encode ``shard`` with ``codec`` (filling ``shard.pairs``); return the file bytes."""
+    pairs = shard.pairs
+    if shard.codec != codec.name:
+        pairs.clear()
+        shard.codec = codec.name
+    out: list[bytes] = []
+    for key, record in shard.records.items():
+        pair = pairs.get(key)
+        if pair is None:
+            pair = codec.encode_pair(key, record)
+            pairs[key] = pair
+        out.append(pair)
+    body = codec.join_map(out)
+    touched = shard.touched if shard.touched is not None and len(shard.touched) <= _TOUCHED_MAX else None
+    head = json.dumps(
+        {
+            "filemem": FORMAT_VERSION,
+            "codec": codec.name,
+            "prefix": shard.prefix,
+            "generation": shard.generation,
+            "count": len(shard.records),
+            "body_bytes": len(body),
+            "splitting": shard.splitting,
+            "touched": touched,
+        },
+        separators=(",", ":"),
+        ensure_ascii=True,
+    ).encode("ascii")[:-1]
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return b"".join((head, _CRC_MARK, b"%08x" % crc, b'"}\n', body))
+
+
+def read_header(data: bytes, path: str) -> tuple[dict[str, Any], int]:
+    """Parse and check the header line; return it and the offset of the body.
+
+    Raises CorruptShardError (naming ``path``) on any damage, including a body
+    whose checksum or length does not match.
+    """
+    end = data.find(b"\n")
+    if end < 0:
+        raise CorruptShardError(f"corrupt shard {path}: no header line (truncated?)", path=path)
+    line = data[:end]
+    mark = line.rfind(_CRC_MARK)
+    if mark < 0 or not line.endswith(b'"}') or len(line) != mark + len(_CRC_MARK) + 10:
+        raise CorruptShardError(f"corrupt shard {path}: malformed header", path=path)
+    body = memoryview(data)[end + 1 :]
+    try:
+        expected = int(line[mark + len(_CRC_MARK) : -2], 16)
+    except ValueError:
+        raise CorruptShardError(f"corrupt shard {path}: malformed checksum", path=path) from None
+    actual = zlib.crc32(body, zlib.crc32(line[:mark]))
+    if actual != expected:
+        raise CorruptShardError(
+            f"corrupt shard {path}: checksum mismatch (file says {expected:08x}, content is {actual:08x})",
+            path=path,
+        )
+    try:
+        header = json.loads(line)
+    except ValueError as exc:
+        raise CorruptShardError(f"corrupt shard {path}: header is not JSON: {exc}", path=path) from exc
+    if not isinstance(header, dict):
+        raise CorruptShardError(f"corrupt shard {path}: header is not an object", path=path)
+    version = header.get("filemem")
+    if not isinstance(version, int):
+        raise CorruptShardError(f"corrupt shard {path}: header has no format version", path=path)
+    if version > FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"shard {path} has format version {version}; this filemem reads up to {FORMAT_VERSION}. Upgrade filemem.",
+            path=path,
+        )
+    if header.get("body_bytes") != len(body):
+        raise CorruptShardError(
+            f"corrupt shard {path}: body is {len(body)} bytes, header says {header.get('body_bytes')}", path=path
+        )
+    for field, kind in (("generation", int), ("count", int), ("prefix", str), ("codec", str)):
+        if not isinstance(header.get(field), kind):
+            raise CorruptShardError(f"corrupt shard {path}: header field {field!r} missing or wrong", path=path)
+    return header, end + 1
+
+
+def decode_shard(data: bytes, path: str, codecs: dict[str, Codec], expected_prefix: str | None = None) -> Shard:
+    """Parse and verify a shard file's bytes; raise CorruptShardError naming ``path``."""
+    header, offset = read_header(data, path)
+    codec = codecs.get(header["codec"])
+    if codec is None:
+        raise UnsupportedFormatError(f"shard {path} uses unknown codec {header['codec']!r}", path=path)
+    if expected_prefix is not None and header["prefix"] != expected_prefix:
+        raise CorruptShardError(
+            f"corrupt shard {path}: holds prefix {header['prefix']!r}, file name says {expected_prefix!r}", path=path
+        )
+    body = data[offset:]
+    try:
+        records = codec.decode(body)
+    except CorruptShardError as exc:
+        raise CorruptShardError(f"corrupt shard {path}: {exc.message}", path=path) from exc
+    if not isinstance(records, dict) or len(records) != header["count"]:
+        raise CorruptShardError(f"corrupt shard {path}: body does not hold {header['count']} records", path=path)
+    for rec in records.values():
+        if not isinstance(rec, dict) or "value" not in rec or not isinstance(rec.get("version"), int):
+            raise CorruptShardError(f"corrupt shard {path}: malformed record", path=path)
+    raw = codec.split_map(body, len(records))
+    pairs = dict(zip(records, raw, strict=True)) if raw is not None else None
+    touched = header.get("touched")
+    return Shard(
+        header["prefix"],
+        header["codec"],
+        header["generation"],
+        records,
+        pairs,
+        splitting=bool(header.get("splitting")),
+        touched=touched if isinstance(touched, list) else None,
+    )
+
+
+def records_in(records: Iterable[tuple[str, Record]]) -> dict[str, Record]:
+    """Materialise an iterable of (key, record) into a dict (keeps order)."""
+    return dict(records)

@@ -1,0 +1,527 @@
+"""The public, synchronous store (layer L5): argument checking and shaping over the engine."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from types import TracebackType
+from typing import Any
+
+from . import _locks
+from ._check import check_store, compact_store
+from ._engine import Engine, Op, View, copy_value
+from ._errors import FileMemError, InvalidValueError, StoreClosedError
+from ._names import hash_bits, normalize_namespace, validate_key
+from ._shard import Record, Shard
+from ._types import Durability, Finding, Item, NamespaceLike
+from .codecs import Codec
+
+__all__ = ["Batch", "MappingView", "Snapshot", "Store"]
+
+_MISSING: Any = object()
+
+
+def _item(namespace: tuple[str, ...], key: str, rec: Record) -> Item:
+    return Item(
+        namespace,
+        key,
+        copy_value(rec["value"]),
+        rec["version"],
+        rec["created_at"],
+        rec["updated_at"],
+        rec.get("expires_at"),
+    )
+
+
+def _check_ttl(ttl: float | None) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise InvalidValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
+    return float(ttl)
+
+
+def _check_version(if_version: int | None) -> int | None:
+    if if_version is None:
+        return None
+    if isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 0:
+        raise InvalidValueError(f"if_version must be a non-negative int or None, not {if_version!r}")
+    return if_version
+
+
+class Store:
+    """A directory of memories shared safely by many processes.
+
+    Example::
+
+        import filemem
+        with filemem.Store("./memories") as store:
+            ns = ("agent-1", "episodic")
+            store.put(ns, "ep-42", {"task": "login", "ok": True})
+            assert store.get(ns, "ep-42")["ok"] is True
+            store.update(ns, "runs", lambda n: (n or 0) + 1)   # no lost updates
+
+    Args:
+        path: the store directory (created, mode 0700, if missing).
+        codec: ``"json"`` (default for a new store) or ``"msgpack"``; an existing
+            store keeps the codec it was created with.
+        durability: ``"fsync"`` (default; a returned write survives power loss)
+            or ``"flush"`` (survives a crash of the process, not of the machine).
+        lock_timeout_s: how long a write waits for a lock before ``LockTimeout``.
+        shard_max_bytes: a shard file is split in two when it grows past this.
+        max_value_bytes: larger records are refused with ``InvalidValueError``.
+        readonly: refuse every write (``ReadOnlyError``); never create files.
+        create: create the store if missing (default); else raise.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        codec: str | Codec | None = None,
+        durability: Durability = "fsync",
+        lock_timeout_s: float = 10.0,
+        shard_max_bytes: int = 64 * 1024,
+        max_value_bytes: int = 16 * 1024 * 1024,
+        readonly: bool = False,
+        create: bool = True,
+    ) -> None:
+        self._engine = Engine(
+            os.fspath(path),
+            codec=codec,
+            durability=durability,
+            lock_timeout_s=lock_timeout_s,
+            shard_max_bytes=shard_max_bytes,
+            max_value_bytes=max_value_bytes,
+            readonly=readonly,
+            create=create,
+        )
+        self._ns_cache: dict[Any, tuple[str, ...]] = {}
+        if not readonly:
+            self._engine.recover_batches()
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def path(self) -> str:
+        """Absolute path of the store directory."""
+        return self._engine.root
+
+    @property
+    def codec(self) -> str:
+        """Name of the codec new shards are written with."""
+        return self._engine.codec.name
+
+    @property
+    def durability(self) -> Durability:
+        """``"fsync"`` or ``"flush"``."""
+        return self._engine.durability
+
+    @property
+    def readonly(self) -> bool:
+        """Whether writes are refused."""
+        return self._engine.readonly
+
+    def _ns(self, namespace: NamespaceLike) -> tuple[str, ...]:
+        try:
+            got = self._ns_cache.get(namespace)
+        except TypeError:  # a list: not hashable
+            return normalize_namespace(namespace)
+        if got is None:
+            got = normalize_namespace(namespace)
+            if len(self._ns_cache) > 4096:
+                self._ns_cache.clear()
+            self._ns_cache[namespace] = got
+        return got
+
+    def close(self) -> None:
+        """Release per-process state. Idempotent; later calls raise StoreClosedError."""
+        self._engine.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r}, codec={self.codec!r}, durability={self.durability!r})"
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, namespace: NamespaceLike, key: str, default: Any = None) -> Any:
+        """The value at ``key``, or ``default``. Takes no lock (see docs/concurrency.md).
+
+        >>> store.get("agent-1/facts", "sky", default="unknown")  # doctest: +SKIP
+        'blue'
+        """
+        self._engine.check_open()
+        rec = self._engine.read(self._ns(namespace), validate_key(key))
+        return default if rec is None else copy_value(rec["value"])
+
+    def get_item(self, namespace: NamespaceLike, key: str) -> Item | None:
+        """The record at ``key`` with its version and times, or None."""
+        self._engine.check_open()
+        ns = self._ns(namespace)
+        rec = self._engine.read(ns, validate_key(key))
+        return None if rec is None else _item(ns, key, rec)
+
+    def __contains__(self, ns_key: tuple[NamespaceLike, str]) -> bool:
+        namespace, key = ns_key
+        return self.get_item(namespace, key) is not None
+
+    def items(self, namespace: NamespaceLike) -> list[Item]:
+        """Every live record of a namespace, sorted by key (not a consistent snapshot; see snapshot())."""
+        self._engine.check_open()
+        ns = self._ns(namespace)
+        now = time.time()
+        out: list[Item] = []
+        for _, shard, own in self._engine.iter_shards(ns):
+            for key, rec in shard.records.items():
+                x = rec.get("expires_at")
+                if (x is None or x > now) and own(key):
+                    out.append(_item(ns, key, rec))
+        out.sort(key=lambda it: it.key)
+        return out
+
+    def keys(self, namespace: NamespaceLike) -> list[str]:
+        """Every live key of a namespace, sorted."""
+        self._engine.check_open()
+        ns = self._ns(namespace)
+        now = time.time()
+        out: list[str] = []
+        for _, shard, own in self._engine.iter_shards(ns):
+            out.extend(
+                k for k, r in shard.records.items() if ((x := r.get("expires_at")) is None or x > now) and own(k)
+            )
+        out.sort()
+        return out
+
+    def list_namespaces(
+        self, prefix: NamespaceLike | None = None, *, max_depth: int | None = None
+    ) -> list[tuple[str, ...]]:
+        """Namespaces that hold records, optionally under ``prefix`` (matched by whole segments).
+
+        ``list_namespaces(prefix=("tenant", "acme"))`` never returns
+        ``("tenant", "acme-corp")``. ``max_depth`` truncates longer namespaces
+        to that many segments (deduplicated), like LangGraph's store.
+        """
+        self._engine.check_open()
+        pre = self._ns(prefix) if prefix not in (None, (), "", []) else ()
+        found = self._engine.list_namespaces(pre)
+        if max_depth is not None:
+            found = sorted({ns[:max_depth] for ns in found})
+        return found
+
+    # ------------------------------------------------------------------ writes
+
+    def put(
+        self,
+        namespace: NamespaceLike,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+    ) -> int:
+        """Store ``value`` at ``key``; return the record's new version.
+
+        ``ttl``: seconds until the record expires. ``if_version``: write only if
+        the record is still at that version (0: only if absent), else raise
+        ConflictError; this holds across processes.
+        """
+        op = Op(self._ns(namespace), validate_key(key), "put", copy_value(value), _check_ttl(ttl), _check_version(if_version))
+        result: int = self._engine.apply([op])[0]
+        return result
+
+    def delete(self, namespace: NamespaceLike, key: str, *, if_version: int | None = None) -> bool:
+        """Remove ``key``; True if it was there. ``if_version`` as for put()."""
+        op = Op(self._ns(namespace), validate_key(key), "delete", if_version=_check_version(if_version))
+        result: bool = self._engine.apply([op])[0]
+        return result
+
+    def update(
+        self, namespace: NamespaceLike, key: str, fn: Callable[[Any], Any], *, ttl: float | None = None
+    ) -> Any:
+        """Atomically replace the value with ``fn(current)`` (``current`` is None if absent).
+
+        ``fn`` runs under the shard's exclusive lock, so concurrent updates from
+        any number of processes never lose one. Keep it quick; it may run more
+        than once if the shard is split meanwhile, so it must not have side
+        effects. Returns the new value.
+
+        >>> store.update("stats", "runs", lambda n: (n or 0) + 1)  # doctest: +SKIP
+        1
+        """
+        if not callable(fn):
+            raise InvalidValueError("update() needs a callable")
+        op = Op(self._ns(namespace), validate_key(key), "update", fn=fn, ttl=_check_ttl(ttl))
+        return self._engine.apply([op])[0]
+
+    def batch(self) -> Batch:
+        """Group writes into one all-or-nothing commit, even across shards and namespaces.
+
+        >>> with store.batch() as b:  # doctest: +SKIP
+        ...     b.put("ns", "a", 1)
+        ...     b.delete("ns", "b")
+        """
+        self._engine.check_open()
+        return Batch(self)
+
+    def snapshot(self) -> Snapshot:
+        """A consistent read view: every read inside sees one version of the store.
+
+        Holds shared locks on what it reads until it exits, so keep it short.
+        """
+        self._engine.check_open()
+        return Snapshot(self)
+
+    def mapping(self, namespace: NamespaceLike) -> MappingView:
+        """A ``MutableMapping[str, Any]`` over one namespace."""
+        return MappingView(self, self._ns(namespace))
+
+    # ------------------------------------------------------------------ maintenance
+
+    def check(self, fix: bool = False) -> list[Finding]:
+        """Verify every file of the store; with ``fix=True`` repair what can be repaired.
+
+        Returns the findings (empty: the store is clean). Safe on a live store.
+        """
+        self._engine.check_open()
+        return check_store(self._engine, fix=fix)
+
+    def compact(self) -> dict[str, int]:
+        """Drop expired records from every shard; return counts."""
+        self._engine.check_open()
+        return compact_store(self._engine)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this process's work on the store."""
+        self._engine.check_open()
+        return {"path": self.path, "codec": self.codec, "durability": self.durability, **self._engine.counters}
+
+
+class Batch:
+    """Writes collected and committed together by :meth:`Store.batch`.
+
+    On a clean exit of the ``with`` block the writes are committed all or
+    nothing; on an exception nothing is written. ``results`` then holds one
+    result per operation (as put/delete/update return).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._ops: list[Op] = []
+        self._done = False
+        self.results: list[Any] = []
+
+    def _add(self, op: Op) -> Batch:
+        if self._done:
+            raise StoreClosedError("batch already committed or abandoned")
+        self._ops.append(op)
+        return self
+
+    def put(
+        self,
+        namespace: NamespaceLike,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+    ) -> Batch:
+        """Queue a put (see Store.put)."""
+        s = self._store
+        return self._add(
+            Op(s._ns(namespace), validate_key(key), "put", copy_value(value), _check_ttl(ttl), _check_version(if_version))
+        )
+
+    def delete(self, namespace: NamespaceLike, key: str, *, if_version: int | None = None) -> Batch:
+        """Queue a delete (see Store.delete)."""
+        s = self._store
+        return self._add(Op(s._ns(namespace), validate_key(key), "delete", if_version=_check_version(if_version)))
+
+    def update(
+        self, namespace: NamespaceLike, key: str, fn: Callable[[Any], Any], *, ttl: float | None = None
+    ) -> Batch:
+        """Queue an atomic read-modify-write (see Store.update)."""
+        if not callable(fn):
+            raise InvalidValueError("update() needs a callable")
+        s = self._store
+        return self._add(Op(s._ns(namespace), validate_key(key), "update", fn=fn, ttl=_check_ttl(ttl)))
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def commit(self) -> list[Any]:
+        """Commit now (the ``with`` block does this for you)."""
+        if self._done:
+            raise StoreClosedError("batch already committed or abandoned")
+        self._done = True
+        self.results = self._store._engine.apply(self._ops) if self._ops else []
+        return self.results
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            if not self._done:
+                self.commit()
+        else:
+            self._done = True
+
+
+class Snapshot:
+    """A consistent, read-only view of the store (see :meth:`Store.snapshot`).
+
+    Reads take shared locks and keep them until the block ends: writers of the
+    shards it has read wait, everything else runs.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._engine = store._engine
+        self._held: dict[str, _locks.Held] = {}
+        self._pinned: dict[str, Shard | None] = {}
+        self._now = time.time()
+        self._closed = False
+
+    def _lock(self, view: View, prefix: str) -> Shard | None:
+        lp = view.lock_path(prefix)
+        if lp in self._pinned:
+            return self._pinned[lp]
+        if not os.path.isdir(view.dir):
+            return None  # a namespace that does not exist yet: nothing to lock
+        self._held[lp] = self._engine.snapshot_lock(view, prefix, first=not self._held)
+        self._engine.recover_batches()
+        shard = self._engine.load(view.shard_path(prefix), prefix)
+        self._pinned[lp] = shard
+        return shard
+
+    def _record(self, ns: tuple[str, ...], key: str) -> Record | None:
+        if self._closed:
+            raise StoreClosedError("snapshot is closed")
+        view = self._engine.view(ns)
+        bits = hash_bits(key)
+        for _ in range(16):
+            prefix = view.resolve(bits)
+            shard = self._lock(view, prefix)
+            if shard is None or shard.splitting:
+                if view.refresh() and view.resolve(bits) != prefix:
+                    continue
+                if shard is None:
+                    return None
+            rec = shard.records.get(key)
+            if rec is None or ((x := rec.get("expires_at")) is not None and x <= self._now):
+                return None
+            return rec
+        raise FileMemError(f"namespace {'/'.join(ns)} kept changing under a snapshot")
+
+    def get(self, namespace: NamespaceLike, key: str, default: Any = None) -> Any:
+        """The value at ``key`` as of this snapshot, or ``default``."""
+        rec = self._record(self._store._ns(namespace), validate_key(key))
+        return default if rec is None else copy_value(rec["value"])
+
+    def get_item(self, namespace: NamespaceLike, key: str) -> Item | None:
+        """The record at ``key`` as of this snapshot, or None."""
+        ns = self._store._ns(namespace)
+        rec = self._record(ns, validate_key(key))
+        return None if rec is None else _item(ns, key, rec)
+
+    def items(self, namespace: NamespaceLike) -> list[Item]:
+        """Every live record of a namespace as of this snapshot, sorted by key."""
+        if self._closed:
+            raise StoreClosedError("snapshot is closed")
+        ns = self._store._ns(namespace)
+        view = self._engine.view(ns)
+        if not os.path.isdir(view.dir):
+            return []
+        while True:
+            view.refresh()
+            # Lock every shard and every empty range, so no record can appear
+            # in this namespace while the snapshot lives (no phantoms).
+            wanted = [p for p in sorted(view.existing | _empty_regions(view)) if view.lock_path(p) not in self._pinned]
+            if not wanted:
+                break
+            for p in wanted:
+                self._lock(view, p)
+        out = []
+        for p in sorted(view.existing):
+            shard = self._pinned.get(view.lock_path(p))
+            if shard is None:
+                continue
+            for key, rec in shard.records.items():
+                x = rec.get("expires_at")
+                if (x is None or x > self._now) and view.resolve(hash_bits(key)) == p:
+                    out.append(_item(ns, key, rec))
+        out.sort(key=lambda it: it.key)
+        return out
+
+    def keys(self, namespace: NamespaceLike) -> list[str]:
+        """Every live key of a namespace as of this snapshot, sorted."""
+        return [it.key for it in self.items(namespace)]
+
+    def close(self) -> None:
+        """Release every lock the snapshot holds."""
+        self._closed = True
+        for h in self._held.values():
+            h.release()
+        self._held.clear()
+        self._pinned.clear()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _empty_regions(view: View) -> set[str]:
+    """Ranges covered by no shard file (created on first write), as prefixes."""
+    if not view.existing:
+        return {""}
+    out = set()
+    for node in view.internal:
+        for child in (node + "0", node + "1"):
+            if child not in view.existing and child not in view.internal:
+                out.add(child)
+    return out
+
+
+class MappingView(MutableMapping[str, Any]):
+    """A dict-like view of one namespace (see :meth:`Store.mapping`).
+
+    >>> m = store.mapping("agent-1/facts")  # doctest: +SKIP
+    >>> m["sky"] = "blue"; m["sky"]  # doctest: +SKIP
+    'blue'
+    """
+
+    def __init__(self, store: Store, namespace: tuple[str, ...]) -> None:
+        self._store = store
+        self.namespace = namespace
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._store.get(self.namespace, key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._store.put(self.namespace, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if not self._store.delete(self.namespace, key):
+            raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store.keys(self.namespace))
+
+    def __len__(self) -> int:
+        return len(self._store.keys(self.namespace))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._store.get_item(self.namespace, key) is not None
