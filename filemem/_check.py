@@ -148,7 +148,11 @@ def _check_namespace_dir(
             if path in referenced:
                 continue
             base = name.split(_fs.TEMP_MARK)[0]
-            lock = os.path.join(directory, base[: -len(SHARD_SUFFIX)] + LOCK_SUFFIX) if base.endswith(SHARD_SUFFIX) else None
+            lock = (
+                os.path.join(directory, base[: -len(SHARD_SUFFIX)] + LOCK_SUFFIX)
+                if base.endswith(SHARD_SUFFIX)
+                else None
+            )
             _temp(findings, path, lock, fix)
             continue
         prefix = name[1 : -len(SHARD_SUFFIX)] if name.startswith("s") and name.endswith(SHARD_SUFFIX) else None
@@ -173,7 +177,11 @@ def _check_shard(
         findings.append(Finding("unsupported-format", path, exc.message))
         return
     except CorruptShardError as exc:
-        findings.append(_quarantine(engine, namespace, prefix, path, exc.message) if fix else Finding("corrupt-shard", path, exc.message))
+        findings.append(
+            _quarantine(engine, namespace, prefix, path, exc.message)
+            if fix
+            else Finding("corrupt-shard", path, exc.message)
+        )
         return
     view = engine.view(namespace)
     view.refresh()

@@ -23,8 +23,13 @@ EXIT_STORE = 3
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    report = run_demo(args.path, workers=args.workers, rounds=args.rounds, durability=args.durability,
-                      echo=(lambda s: None) if args.json else print)
+    report = run_demo(
+        args.path,
+        workers=args.workers,
+        rounds=args.rounds,
+        durability=args.durability,
+        echo=(lambda s: None) if args.json else print,
+    )
     if args.json:
         print(json.dumps({**dataclasses.asdict(report), "lost_updates": report.lost_updates, "ok": report.ok}))
     return EXIT_OK if report.ok else EXIT_PROBLEMS
@@ -61,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "what they wrote and a summary (records, shards, lost updates: there must be none).",
         epilog=f"Example: filemem demo --workers 8 --rounds 200   (default store: ./{DEFAULT_DIR})",
     )
-    demo.add_argument("path", nargs="?", default=None, help=f"store directory (default: $FILEMEM_DEMO_DIR or ./{DEFAULT_DIR})")
+    demo.add_argument(
+        "path", nargs="?", default=None, help=f"store directory (default: $FILEMEM_DEMO_DIR or ./{DEFAULT_DIR})"
+    )
     demo.add_argument("--workers", type=int, default=4, help="agent processes to start (default 4)")
     demo.add_argument("--rounds", type=int, default=100, help="episodes each agent records (default 100)")
     demo.add_argument("--durability", choices=["fsync", "flush"], default="fsync", help="durability level")

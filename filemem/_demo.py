@@ -24,6 +24,18 @@ __all__ = ["DemoReport", "run_demo"]
 DEFAULT_DIR = "filemem-demo"
 
 
+def _merge_fact(fact: str, worker: int) -> Callable[[Any], dict[str, Any]]:
+    def merge(current: Any) -> dict[str, Any]:
+        current = current or {}
+        return {
+            "text": f"lesson {fact}",
+            "evidence": current.get("evidence", 0) + 1,
+            "learned_by": sorted({*current.get("learned_by", []), worker}),
+        }
+
+    return merge
+
+
 def _worker(path: str, run: str, worker: int, rounds: int, durability: str) -> None:
     store = Store(path, durability=durability)  # type: ignore[arg-type]
     try:
@@ -36,12 +48,7 @@ def _worker(path: str, run: str, worker: int, rounds: int, durability: str) -> N
             if i % 10 == 0:
                 fact = f"fact-{i // 10}"
                 # Many workers learn the same fact; merge instead of overwrite.
-                store.update(
-                    (*shared, "facts"),
-                    fact,
-                    lambda f, w=worker: {"text": f"lesson {fact}", "evidence": (f or {}).get("evidence", 0) + 1,
-                                         "learned_by": sorted({*(f or {}).get("learned_by", []), w})},
-                )
+                store.update((*shared, "facts"), fact, _merge_fact(fact, worker))
             if i % 25 == 24:
                 with store.batch() as b:
                     b.put(mine, "progress", {"done": i + 1, "of": rounds})
@@ -126,14 +133,23 @@ def run_demo(
             if got != rounds:
                 problems.append(f"worker {w}: counter says {got}, expected {rounds}")
         namespaces = store.list_namespaces(("demo", run))
-        shards = sum(
-            1 for ns in namespaces for name in os.listdir(store._engine.ns_dir(ns)) if name.endswith(".shard")
-        )
+        shards = sum(1 for ns in namespaces for name in os.listdir(store._engine.ns_dir(ns)) if name.endswith(".shard"))
         findings = store.check()
         problems.extend(f"check: {f.code} {f.path}" for f in findings)
         sample = store.items(("demo", run, "worker-0", "episodic"))[:3]
     report = DemoReport(
-        path, run, workers, rounds, seconds, workers * rounds, counted, stored, len(facts), len(namespaces), shards, problems
+        path,
+        run,
+        workers,
+        rounds,
+        seconds,
+        workers * rounds,
+        counted,
+        stored,
+        len(facts),
+        len(namespaces),
+        shards,
+        problems,
     )
     echo("")
     echo("a few episodes worker-0 recorded:")
@@ -141,7 +157,9 @@ def run_demo(
         echo(f"  {'/'.join(item.namespace)}/{item.key} v{item.version}: {item.value}")
     if facts:
         f = facts[0]
-        echo(f"a fact all workers learned: {f.key} -> evidence {f.value['evidence']}, learned by {f.value['learned_by']}")
+        echo(
+            f"a fact all workers learned: {f.key} -> evidence {f.value['evidence']}, learned by {f.value['learned_by']}"
+        )
     echo("")
     echo(f"namespaces           {report.namespaces}")
     echo(f"shard files          {report.shards}")
@@ -151,5 +169,8 @@ def run_demo(
     echo(f"facts (merged)       {report.facts}")
     echo(f"time                 {report.seconds:.2f}s")
     echo(f"store check          {'clean' if not findings else f'{len(findings)} finding(s)'}")
-    echo("result               " + ("OK: nothing lost, nothing torn" if report.ok else "PROBLEMS: " + "; ".join(problems)))
+    echo(
+        "result               "
+        + ("OK: nothing lost, nothing torn" if report.ok else "PROBLEMS: " + "; ".join(problems))
+    )
     return report

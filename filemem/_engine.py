@@ -228,9 +228,7 @@ class Engine:
             if self.readonly or not create:
                 raise FileMemError(f"no filemem store at {self.root} (missing {MARKER})")
             if os.path.isdir(self.root) and any(n != MARKER for n in os.listdir(self.root)):
-                raise FileMemError(
-                    f"{self.root} is not empty and is not a filemem store; refusing to write into it"
-                )
+                raise FileMemError(f"{self.root} is not empty and is not a filemem store; refusing to write into it")
             chosen = get_codec(codec if codec is not None else "json")
             body = json.dumps({"filemem": FORMAT_VERSION, "codec": chosen.name, "created_at": time.time()})
             _fs.ensure_dir(self.root)
@@ -376,10 +374,8 @@ class Engine:
             shard = self.load(view.shard_path(prefix), prefix)
             if shard is None:
                 continue  # split away meanwhile: its leaves are in the listing or come next time
-            if shard.splitting or prefix in view.internal:
-                own = _owner_filter(view, prefix)
-            else:
-                own = _all
+            # A flagged or overlapped shard shares its range with leaves.
+            own = _owner_filter(view, prefix) if shard.splitting or prefix in view.internal else _all
             yield prefix, shard, own
 
     # ------------------------------------------------------------------ writes
@@ -429,9 +425,7 @@ class Engine:
                     held.append(_locks.exclusive(lock_path, max(remaining, 0.001), turnstile=view.turnstile))
                     continue
                 try:
-                    held.append(
-                        _locks.exclusive(lock_path, max(min(remaining, _BATCH_STEP_S), 0.001), turnstile=None)
-                    )
+                    held.append(_locks.exclusive(lock_path, max(min(remaining, _BATCH_STEP_S), 0.001), turnstile=None))
                 except LockTimeout:
                     if remaining <= _BATCH_STEP_S:
                         raise
@@ -526,7 +520,7 @@ class Engine:
                     )
             encoded[lp] = data
         if len(encoded) == 1:
-            (lp, data), = encoded.items()
+            ((lp, data),) = encoded.items()
             view, prefix = targets[lp]
             path = view.shard_path(prefix)
             old = shards[lp].statkey
@@ -535,9 +529,9 @@ class Engine:
         else:
             self._commit_batch(targets, work, encoded, shards)
         self.counters["shard_writes"] += len(encoded)
-        for lp in encoded:
+        for lp, data in encoded.items():
             view, prefix = targets[lp]
-            if len(encoded[lp]) > self.shard_max_bytes and len(work[lp].records) > 1 and len(prefix) < 60:
+            if len(data) > self.shard_max_bytes and len(work[lp].records) > 1 and len(prefix) < 60:
                 self._split(view, work[lp])
         return results
 
@@ -613,9 +607,9 @@ class Engine:
             return 0
         done = 0
         for name in names:
-            if name.endswith(BATCH_SUFFIX) and _fs.TEMP_MARK not in name:
-                if self._recover_one(os.path.join(self.batch_dir, name)):
-                    done += 1
+            is_intent = name.endswith(BATCH_SUFFIX) and _fs.TEMP_MARK not in name
+            if is_intent and self._recover_one(os.path.join(self.batch_dir, name)):
+                done += 1
         return done
 
     def _recover_one(self, path: str) -> bool:
@@ -730,9 +724,7 @@ class Engine:
 
     def snapshot_lock(self, view: View, prefix: str, first: bool) -> _locks.Held:
         """A shared lock on one shard for a snapshot (turnstile only for the first)."""
-        return _locks.shared(
-            view.lock_path(prefix), self.lock_timeout_s, turnstile=view.turnstile if first else None
-        )
+        return _locks.shared(view.lock_path(prefix), self.lock_timeout_s, turnstile=view.turnstile if first else None)
 
     # ------------------------------------------------------------------ namespaces
 

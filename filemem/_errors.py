@@ -147,7 +147,7 @@ class UnsupportedFormatError(FileMemError, ValueError):
         return (_rebuild, (self.__class__, (self.message,), {"path": self.path}))
 
 
-class LockTimeout(FileMemError, TimeoutError):
+class LockTimeout(FileMemError, TimeoutError):  # noqa: N818 - the name the design and users know
     """A lock could not be had within the timeout.
 
     ``path`` is the lock file and ``waited_s`` how long we waited. Another

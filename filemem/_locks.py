@@ -28,6 +28,7 @@ The rules this module keeps, and why:
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import os
 import random
@@ -103,10 +104,9 @@ class Held:
             return
         self.fd = -1
         if self._pid == os.getpid():
-            try:
+            # If unlocking fails, closing the descriptor below releases it anyway.
+            with contextlib.suppress(portalocker.LockException):
                 portalocker.unlock(fd)
-            except portalocker.LockException:
-                pass  # closing the descriptor below releases it anyway
         os.close(fd)
         if self._inproc_lock is not None and self._pid == os.getpid():
             _inproc_release(self.path, self._inproc_lock)
@@ -122,10 +122,8 @@ class Held:
         # A handle dropped without release (an exception path we missed) must
         # not keep a shard locked until the process exits.
         if self.fd >= 0:
-            try:
+            with contextlib.suppress(Exception):
                 self.release()
-            except Exception:  # noqa: S110 - nothing useful to do in a finaliser
-                pass
 
 
 def _inproc_acquire(path: str, deadline: float) -> _InProc:
@@ -161,9 +159,7 @@ def _open(path: str) -> int:
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
     except OSError as exc:
-        raise StorageError(
-            f"could not open lock file {path}: {exc.strerror}", errno=exc.errno, path=path
-        ) from exc
+        raise StorageError(f"could not open lock file {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
 
 
 def _try(fd: int, flags: portalocker.LockFlags, path: str) -> bool:
@@ -299,7 +295,7 @@ def wait_exclusive_fd(fd: int, path: str, timeout_s: float) -> Held:
     return Held(path, fd, "exclusive", None)
 
 
-def try_exclusive_existing(path: str) -> Held | None | bool:
+def try_exclusive_existing(path: str) -> Held | bool | None:
     """Like :func:`try_exclusive` for a file that must already exist (never creates it).
 
     Returns the handle, None if another process holds the lock, or False if

@@ -231,7 +231,14 @@ class Store:
         the record is still at that version (0: only if absent), else raise
         ConflictError; this holds across processes.
         """
-        op = Op(self._ns(namespace), validate_key(key), "put", copy_value(value), _check_ttl(ttl), _check_version(if_version))
+        op = Op(
+            self._ns(namespace),
+            validate_key(key),
+            "put",
+            copy_value(value),
+            _check_ttl(ttl),
+            _check_version(if_version),
+        )
         result: int = self._engine.apply([op])[0]
         return result
 
@@ -241,9 +248,7 @@ class Store:
         result: bool = self._engine.apply([op])[0]
         return result
 
-    def update(
-        self, namespace: NamespaceLike, key: str, fn: Callable[[Any], Any], *, ttl: float | None = None
-    ) -> Any:
+    def update(self, namespace: NamespaceLike, key: str, fn: Callable[[Any], Any], *, ttl: float | None = None) -> Any:
         """Atomically replace the value with ``fn(current)`` (``current`` is None if absent).
 
         ``fn`` runs under the shard's exclusive lock, so concurrent updates from
@@ -334,7 +339,14 @@ class Batch:
         """Queue a put (see Store.put)."""
         s = self._store
         return self._add(
-            Op(s._ns(namespace), validate_key(key), "put", copy_value(value), _check_ttl(ttl), _check_version(if_version))
+            Op(
+                s._ns(namespace),
+                validate_key(key),
+                "put",
+                copy_value(value),
+                _check_ttl(ttl),
+                _check_version(if_version),
+            )
         )
 
     def delete(self, namespace: NamespaceLike, key: str, *, if_version: int | None = None) -> Batch:

@@ -91,7 +91,7 @@ class JsonCodec:
     Tuples become lists, as with every JSON library.
     """
 
-    name: Final = "json"
+    name: str = "json"
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -147,7 +147,7 @@ class JsonCodec:
 class MsgpackCodec:
     """MessagePack with the bin type for bytes; maps may have non-str keys."""
 
-    name: Final = "msgpack"
+    name: str = "msgpack"
 
     def __init__(self) -> None:
         self._packer = msgpack.Packer(use_bin_type=True, datetime=False, strict_types=False)
