@@ -43,6 +43,7 @@ the old one's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -50,7 +51,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -396,6 +397,7 @@ class Engine:
         while True:
             outcome = self._attempt(ops, deadline)
             if outcome is not None:
+                self._finish_splits({id(op.view): op.view for op in ops if op.view is not None}.values())
                 return outcome
             self.counters["lock_retries"] += 1
             if time.monotonic() >= deadline:
@@ -406,6 +408,18 @@ class Engine:
                 )
             time.sleep(backoff * random.random())  # noqa: S311 - jitter, not crypto
             backoff = min(backoff * 2, 0.05)
+
+    def _finish_splits(self, views: Iterable[View]) -> None:
+        """Finish splits a dead writer left (a flagged shard whose leaves took over).
+
+        Writers to the leaves never lock the flagged parent, so without this a
+        stale parent could linger until ``check(fix=True)``. Best effort, after
+        our own locks are released, so it can never deadlock with anything.
+        """
+        for view in views:
+            for prefix in sorted(view.existing & view.internal):
+                with contextlib.suppress(LockTimeout, FileNotFoundError):
+                    maintain_shard(self, view, prefix)
 
     def _attempt(self, ops: list[Op], deadline: float) -> list[Any] | None:
         """One try at ``apply``: None means "state moved under us, retry"."""

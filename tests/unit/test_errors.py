@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pickle
 
-import pytest
-
 import filemem
+import pytest
 from filemem import (
     ConflictError,
     CorruptShardError,
