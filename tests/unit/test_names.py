@@ -24,7 +24,9 @@ def test_bad_namespaces(ns: object) -> None:
 
 
 def test_string_and_tuple_forms() -> None:
-    assert normalize_namespace("a/b") == ("a", "b") == normalize_namespace(("a", "b")) == normalize_namespace(["a", "b"])
+    assert (
+        normalize_namespace("a/b") == ("a", "b") == normalize_namespace(("a", "b")) == normalize_namespace(["a", "b"])
+    )
 
 
 def test_escaped_names_are_safe() -> None:
@@ -55,4 +57,6 @@ def test_hash_bits_is_stable() -> None:
     # Part of the on-disk format: must never change.
     assert hash_bits("ep-42") == hash_bits("ep-42")
     assert len(hash_bits("x")) == 64 and set(hash_bits("x")) <= {"0", "1"}
-    assert hash_bits("hello") == format(int.from_bytes(__import__("hashlib").blake2b(b"hello", digest_size=8).digest(), "big"), "064b")
+    assert hash_bits("hello") == format(
+        int.from_bytes(__import__("hashlib").blake2b(b"hello", digest_size=8).digest(), "big"), "064b"
+    )

@@ -228,7 +228,9 @@ def test_splits_keep_every_record(store_path: str, codec: str) -> None:
     with filemem.Store(store_path, codec=codec, shard_max_bytes=1024, durability="flush") as s:
         for i in range(500):
             s.put(NS, f"key-{i}", {"i": i, "pad": "p" * 30})
-        shard_files = [f for f in os.listdir(os.path.join(store_path, "ns", "agent-1", "episodic")) if f.endswith(".shard")]
+        shard_files = [
+            f for f in os.listdir(os.path.join(store_path, "ns", "agent-1", "episodic")) if f.endswith(".shard")
+        ]
         assert len(shard_files) > 10
         for f in shard_files:
             assert os.path.getsize(os.path.join(store_path, "ns", "agent-1", "episodic", f)) < 2048
