@@ -1,0 +1,143 @@
+"""A hypothesis state machine: put/get/delete/update/batch/reopen against a dict, both codecs.
+
+A small ``shard_max_bytes`` makes shards split often, so the machine also
+exercises split resolution, batches across shards and reopen from a cold cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+import filemem
+
+NAMESPACES = [("a",), ("a", "b"), ("tenant", "acme"), ("tenant", "acme-corp"), ("x/y",)]
+keys = st.sampled_from([f"k{i}" for i in range(40)] + ["ü", "a b", "..x"])
+namespaces = st.sampled_from(NAMESPACES)
+values = st.one_of(
+    st.integers(-1000, 1000),
+    st.text(max_size=60),
+    st.lists(st.integers(0, 9), max_size=5),
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(-(2**53), 2**53), max_size=3),
+    st.none(),
+)
+
+
+class StoreMachine(RuleBasedStateMachine):
+    codec = "json"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="filemem-sm-")
+        self.model: dict[tuple[tuple[str, ...], str], Any] = {}
+        self.versions: dict[tuple[tuple[str, ...], str], int] = {}
+        self.store = self._open()
+
+    def _open(self) -> filemem.Store:
+        return filemem.Store(self.dir + "/s", codec=self.codec, shard_max_bytes=1024, durability="flush")
+
+    @initialize()
+    def start(self) -> None:
+        pass
+
+    @rule(ns=namespaces, key=keys, value=values)
+    def put(self, ns: tuple[str, ...], key: str, value: Any) -> None:
+        v = self.store.put(ns, key, value)
+        assert v > self.versions.get((ns, key), 0)
+        self.model[(ns, key)] = value
+        self.versions[(ns, key)] = v
+
+    @rule(ns=namespaces, key=keys, value=values, stale=st.booleans())
+    def put_if_version(self, ns: tuple[str, ...], key: str, value: Any, stale: bool) -> None:
+        current = self.versions.get((ns, key), 0) if (ns, key) in self.model else 0
+        expected = current + 1000 if stale else current
+        if stale:
+            with pytest.raises(filemem.ConflictError):
+                self.store.put(ns, key, value, if_version=expected)
+            return
+        self.versions[(ns, key)] = self.store.put(ns, key, value, if_version=expected)
+        self.model[(ns, key)] = value
+
+    @rule(ns=namespaces, key=keys)
+    def get(self, ns: tuple[str, ...], key: str) -> None:
+        assert self.store.get(ns, key, "<missing>") == self.model.get((ns, key), "<missing>")
+
+    @rule(ns=namespaces, key=keys)
+    def delete(self, ns: tuple[str, ...], key: str) -> None:
+        assert self.store.delete(ns, key) == ((ns, key) in self.model)
+        self.model.pop((ns, key), None)
+
+    @rule(ns=namespaces, key=keys, n=st.integers(1, 5))
+    def update(self, ns: tuple[str, ...], key: str, n: int) -> None:
+        def fn(v: Any) -> Any:
+            return (v if isinstance(v, int) else 0) + n
+
+        new = self.store.update(ns, key, fn)
+        old = self.model.get((ns, key))
+        assert new == (old if isinstance(old, int) else 0) + n
+        self.model[(ns, key)] = new
+        item = self.store.get_item(ns, key)
+        assert item is not None
+        self.versions[(ns, key)] = item.version
+
+    @rule(ops=st.lists(st.tuples(st.booleans(), namespaces, keys, values), min_size=1, max_size=12))
+    def batch(self, ops: list[tuple[bool, tuple[str, ...], str, Any]]) -> None:
+        with self.store.batch() as b:
+            for is_put, ns, key, value in ops:
+                if is_put:
+                    b.put(ns, key, value)
+                else:
+                    b.delete(ns, key)
+        for is_put, ns, key, value in ops:
+            if is_put:
+                self.model[(ns, key)] = value
+            else:
+                self.model.pop((ns, key), None)
+        for _, ns, key, _ in ops:
+            item = self.store.get_item(ns, key)
+            if item is not None:
+                self.versions[(ns, key)] = item.version
+
+    @rule()
+    def reopen(self) -> None:
+        self.store.close()
+        self.store = self._open()
+
+    @precondition(lambda self: len(self.model) > 0)
+    @rule()
+    def snapshot_matches(self) -> None:
+        with self.store.snapshot() as snap:
+            for ns in NAMESPACES:
+                got = {it.key: it.value for it in snap.items(ns)}
+                assert got == {k: v for (n, k), v in self.model.items() if n == ns}
+
+    @invariant()
+    def listing_matches(self) -> None:
+        for ns in NAMESPACES:
+            assert self.store.keys(ns) == sorted(k for (n, k) in self.model if n == ns)
+
+    def teardown(self) -> None:
+        try:
+            assert self.store.check() == []
+        finally:
+            self.store.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MsgpackStoreMachine(StoreMachine):
+    codec = "msgpack"
+
+
+_SETTINGS = settings(
+    max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestJsonStore = StoreMachine.TestCase
+TestJsonStore.settings = _SETTINGS
+TestMsgpackStore = MsgpackStoreMachine.TestCase
+TestMsgpackStore.settings = _SETTINGS
