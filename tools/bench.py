@@ -1,0 +1,1049 @@
+"""Benchmark filemem against its peers on the same workloads, in one run.
+
+Usage::
+
+    python tools/bench.py --quick                 # ~2-3 minutes, latency sizes up to 100k
+    python tools/bench.py                         # full: latency sizes up to 1M records
+    python tools/bench.py --sizes 1000,10000 --json --out results.json
+
+Peers (each imported lazily; a missing one is skipped with a note):
+
+* ``diskcache.Cache`` (defaults: SQLite WAL, ``synchronous=NORMAL``, pickled values)
+* ``sqlitedict.SqliteDict(..., autocommit=True)`` (defaults: rollback journal,
+  ``synchronous=FULL``, pickled values)
+* ``lmdb.open(path, sync=True)`` and ``lmdb.open(path, sync=False)`` (JSON values)
+* ``json+lock``: one JSON file holding a dict, guarded by an exclusive
+  portalocker (flock) lock on a separate lock file, rewritten whole and
+  atomically (temp file + ``os.replace``) on every put; a get parses the file.
+
+Workloads (each a function below; every figure goes through the library's
+public API, nothing is cached or short-cut by the harness):
+
+1. ``puts``: 1, 2, 4, 8 processes (spawn) write their own distinct keys into
+   one store/namespace, timed from a start barrier to the last finisher.
+   Durable rows (filemem ``fsync``, lmdb ``sync=True``, diskcache and
+   sqlitedict defaults, json+lock with fsync) and non-durable rows (filemem
+   ``flush``, lmdb ``sync=False``, json+lock without fsync) are separate.
+2. ``gets``: 1, 2, 4, 8 processes do random gets on a store pre-populated with
+   ``--get-keys`` records.
+3. ``latency``: p50/p99 of single filemem puts (default ``fsync``) while the
+   store holds 1k, 10k, 100k, 1M records (populated with ``durability="flush"``
+   via ``store.batch()`` in chunks), plus the number of shard files.
+4. ``batch``: one ``store.batch()`` of 1,000 records vs diskcache's 1,000
+   per-record ``set()`` calls (lmdb one write txn and others for reference).
+
+Ratios are always "filemem is N x faster" (>1: filemem ahead, <1: behind).
+Temp stores go under ``--tmpdir`` (default: ``benchtmp`` next to the
+repository), never /tmp, because tmpfs would make fsync free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import queue
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # so `python tools/bench.py` finds filemem without PYTHONPATH
+
+NS = ("bench",)
+PROC_COUNTS = (1, 2, 4, 8)
+BARRIER_TIMEOUT_S = 120.0
+
+
+def make_value(i: int) -> dict[str, Any]:
+    """The record every workload writes: a small JSON-able dict (~150 bytes encoded)."""
+    return {"task": "login", "ok": True, "n": i, "text": "x" * 100}
+
+
+# ---------------------------------------------------------------------- peers
+#
+# A peer is built from a picklable spec (kind, label, options) so that spawned
+# children can construct their own handle: nothing is shared but the files.
+
+
+class Peer:
+    """One store under test: open it, put, get, bulk-populate, close."""
+
+    kind = ""
+
+    def __init__(self, path: str, opts: dict[str, Any]) -> None:
+        self.path = path
+        self.opts = opts
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def put(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def populate(self, items: list[tuple[str, Any]]) -> None:
+        """Bulk load through the library's own fastest real path (one transaction/batch)."""
+        for k, v in items:
+            self.put(k, v)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class FilememPeer(Peer):
+    kind = "filemem"
+
+    def open(self) -> None:
+        import filemem
+
+        self.store = filemem.Store(
+            self.path, durability=self.opts.get("durability", "fsync"), codec=self.opts.get("codec")
+        )
+
+    def put(self, key: str, value: Any) -> None:
+        self.store.put(NS, key, value)
+
+    def get(self, key: str) -> Any:
+        return self.store.get(NS, key)
+
+    def populate(self, items: list[tuple[str, Any]]) -> None:
+        for start in range(0, len(items), 100_000):
+            with self.store.batch() as b:
+                for k, v in items[start : start + 100_000]:
+                    b.put(NS, k, v)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class DiskcachePeer(Peer):
+    kind = "diskcache"
+
+    def open(self) -> None:
+        import diskcache
+
+        self.cache = diskcache.Cache(self.path)
+
+    def put(self, key: str, value: Any) -> None:
+        self.cache.set(key, value)
+
+    def get(self, key: str) -> Any:
+        return self.cache.get(key)
+
+    def populate(self, items: list[tuple[str, Any]]) -> None:
+        with self.cache.transact():
+            for k, v in items:
+                self.cache.set(k, v)
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+class SqlitedictPeer(Peer):
+    kind = "sqlitedict"
+
+    def open(self) -> None:
+        from sqlitedict import SqliteDict
+
+        os.makedirs(self.path, exist_ok=True)
+        self.file = os.path.join(self.path, "db.sqlite")
+        self.db = SqliteDict(self.file, autocommit=True)
+
+    def put(self, key: str, value: Any) -> None:
+        self.db[key] = value
+
+    def get(self, key: str) -> Any:
+        return self.db.get(key)
+
+    def populate(self, items: list[tuple[str, Any]]) -> None:
+        from sqlitedict import SqliteDict
+
+        with SqliteDict(self.file, autocommit=False) as db:
+            for k, v in items:
+                db[k] = v
+            db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class LmdbPeer(Peer):
+    kind = "lmdb"
+
+    def open(self) -> None:
+        import lmdb
+
+        self.env = lmdb.open(self.path, sync=self.opts["sync"], map_size=self.opts.get("map_size", 1 << 31))
+
+    def put(self, key: str, value: Any) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.put(key.encode(), json.dumps(value).encode())
+
+    def get(self, key: str) -> Any:
+        with self.env.begin() as txn:
+            raw = txn.get(key.encode())
+        return None if raw is None else json.loads(raw)
+
+    def populate(self, items: list[tuple[str, Any]]) -> None:
+        with self.env.begin(write=True) as txn:
+            for k, v in items:
+                txn.put(k.encode(), json.dumps(v).encode())
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class JsonFilePeer(Peer):
+    """The naive baseline: one JSON dict in one file, whole-file rewrite under a lock."""
+
+    kind = "jsonfile"
+
+    def open(self) -> None:
+        import portalocker
+
+        self._pl = portalocker
+        os.makedirs(self.path, exist_ok=True)
+        self.file = os.path.join(self.path, "data.json")
+        self.lock_file = os.path.join(self.path, "data.lock")
+        self.fsync = bool(self.opts["fsync"])
+        self.lock_fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            with open(self.file, "rb") as fh:
+                return json.loads(fh.read())
+        except FileNotFoundError:
+            return {}
+
+    def _write(self, data: dict[str, Any]) -> None:
+        tmp = f"{self.file}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(json.dumps(data, separators=(",", ":")).encode())
+            fh.flush()
+            if self.fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, self.file)
+        if self.fsync:
+            dfd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def _locked(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        self._pl.lock(self.lock_fd, self._pl.LockFlags.EXCLUSIVE)
+        try:
+            data = self._load()
+            fn(data)
+            self._write(data)
+        finally:
+            self._pl.unlock(self.lock_fd)
+
+    def put(self, key: str, value: Any) -> None:
+        self._locked(lambda d: d.__setitem__(key, value))
+
+    def get(self, key: str) -> Any:
+        return self._load().get(key)  # replaced by rename: a reader sees a whole file, no lock needed
+
+    def populate(self, items: list[tuple[str, Any]]) -> None:
+        self._locked(lambda d: d.update(items))
+
+    def close(self) -> None:
+        os.close(self.lock_fd)
+
+
+PEER_CLASSES: dict[str, type[Peer]] = {
+    c.kind: c for c in (FilememPeer, DiskcachePeer, SqlitedictPeer, LmdbPeer, JsonFilePeer)
+}
+IMPORT_NAMES = {
+    "filemem": "filemem",
+    "diskcache": "diskcache",
+    "sqlitedict": "sqlitedict",
+    "lmdb": "lmdb",
+    "jsonfile": "portalocker",
+}
+
+Spec = tuple[str, str, dict[str, Any]]  # (kind, label, options)
+
+FILEMEM_DURABLE: Spec = ("filemem", "filemem fsync", {"durability": "fsync"})
+FILEMEM_FLUSH: Spec = ("filemem", "filemem flush", {"durability": "flush"})
+DURABLE_PEERS: list[Spec] = [
+    ("diskcache", "diskcache", {}),
+    ("sqlitedict", "sqlitedict", {}),
+    ("lmdb", "lmdb sync=True", {"sync": True}),
+    ("jsonfile", "json+lock fsync", {"fsync": True}),
+]
+NONDURABLE_PEERS: list[Spec] = [
+    ("lmdb", "lmdb sync=False", {"sync": False}),
+    ("jsonfile", "json+lock no-fsync", {"fsync": False}),
+]
+
+
+def build_peer(spec: Spec, path: str) -> Peer:
+    kind, _, opts = spec
+    return PEER_CLASSES[kind](path, opts)
+
+
+def peer_missing(kind: str) -> str | None:
+    """None if the peer's library imports, else why not."""
+    try:
+        __import__(IMPORT_NAMES[kind])
+    except ImportError as exc:
+        return f"{kind} skipped: {exc}"
+    return None
+
+
+# ---------------------------------------------------------------------- multi-process runner
+
+
+def _worker(
+    spec: Spec,
+    path: str,
+    op: str,
+    wid: int,
+    n_ops: int,
+    n_keys: int,
+    budget_s: float,
+    barrier: Any,
+    out: Any,
+) -> None:
+    """Child entry point (spawn): open the peer, wait at the barrier, run ops, report."""
+    peer: Peer | None = None
+    try:
+        peer = build_peer(spec, path)
+        peer.open()
+        if op == "put":
+            work = [(f"w{wid}-{i}", make_value(i)) for i in range(n_ops)]
+        else:
+            rng = random.Random(1000 + wid)
+            work = [(f"k{rng.randrange(n_keys)}", None) for _ in range(n_ops)]
+        barrier.wait(timeout=BARRIER_TIMEOUT_S)
+        clock = time.perf_counter
+        t0 = clock()
+        deadline = t0 + budget_s
+        done = misses = 0
+        if op == "put":
+            put = peer.put
+            for key, value in work:
+                put(key, value)
+                done += 1
+                if clock() > deadline:
+                    break
+        else:
+            get = peer.get
+            for key, _ in work:
+                if get(key) is None:
+                    misses += 1
+                done += 1
+                if clock() > deadline:
+                    break
+        t1 = clock()
+        out.put({"wid": wid, "ok": True, "ops": done, "t0": t0, "t1": t1, "misses": misses})
+    except BaseException as exc:
+        barrier.abort()  # let the siblings fail fast instead of waiting out the timeout
+        out.put({"wid": wid, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        if peer is not None:
+            with contextlib.suppress(Exception):  # best effort in a child that is exiting anyway
+                peer.close()
+
+
+def run_procs(
+    spec: Spec, path: str, op: str, nprocs: int, ops_total: int, n_keys: int, budget_s: float
+) -> dict[str, Any]:
+    """Run ``op`` from ``nprocs`` spawned processes; return ops/s over the wall time after the barrier."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(nprocs)
+    out = ctx.Queue()
+    per = max(1, ops_total // nprocs)
+    procs = [
+        ctx.Process(target=_worker, args=(spec, path, op, w, per, n_keys, budget_s, barrier, out), daemon=True)
+        for w in range(nprocs)
+    ]
+    results: list[dict[str, Any]] = []
+    try:
+        for p in procs:
+            p.start()
+        limit = time.monotonic() + BARRIER_TIMEOUT_S + budget_s + 60
+        while len(results) < nprocs:
+            try:
+                results.append(out.get(timeout=max(0.1, limit - time.monotonic())))
+            except queue.Empty:
+                return {"error": f"timed out waiting for {nprocs - len(results)} worker(s)"}
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        out.close()
+        out.join_thread()
+    errors = [r["error"] for r in results if not r["ok"]]
+    if errors:
+        return {"error": "; ".join(sorted(set(errors)))[:300]}
+    ops = sum(r["ops"] for r in results)
+    wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+    row: dict[str, Any] = {"ops": ops, "wall_s": round(wall, 4), "rate": round(ops / wall, 1)}
+    if op == "get":
+        row["misses"] = sum(r["misses"] for r in results)
+    if ops < per * nprocs:
+        row["time_capped"] = True
+    return row
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class TempDirs:
+    """Fresh directories under one base; everything is removed at the end."""
+
+    def __init__(self, base: str) -> None:
+        os.makedirs(base, exist_ok=True)
+        self.root = tempfile.mkdtemp(prefix="filemem-bench-", dir=base)
+        self.n = 0
+
+    def new(self, label: str) -> str:
+        self.n += 1
+        safe = "".join(c if c.isalnum() else "_" for c in label)
+        return os.path.join(self.root, f"{self.n:03d}-{safe}")
+
+    @staticmethod
+    def drop(path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pct(sorted_vals: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, math.ceil(q / 100 * len(sorted_vals)) - 1))
+    return sorted_vals[i]
+
+
+def count_shards(store_path: str) -> int:
+    n = 0
+    for _dirpath, _dirs, files in os.walk(os.path.join(store_path, "ns")):
+        n += sum(1 for f in files if f.endswith(".shard") and ".tmp-" not in f)
+    return n
+
+
+def dir_bytes(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):  # a file removed meanwhile
+                total += os.path.getsize(os.path.join(dirpath, f))
+    return total
+
+
+def machine_info(tmp_base: str) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as fh:
+            info["mem_total"] = fh.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        df = subprocess.run(["df", "-T", tmp_base], capture_output=True, text=True, timeout=10, check=False)
+        lines = df.stdout.strip().splitlines()
+        if len(lines) >= 2:
+            fields = lines[-1].split()
+            info["filesystem"] = {"device": fields[0], "type": fields[1], "mount": fields[-1]}
+            with open("/proc/mounts") as fh:
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 4 and parts[1] == fields[-1]:
+                        info["filesystem"]["options"] = parts[3]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        pass
+    versions = {}
+    for mod in ("filemem", "diskcache", "sqlitedict", "lmdb", "portalocker", "msgpack"):
+        try:
+            m = __import__(mod)
+            versions[mod] = getattr(m, "__version__", "?")
+        except ImportError:
+            versions[mod] = None
+    try:
+        import lmdb
+
+        versions["liblmdb"] = ".".join(str(x) for x in lmdb.version())
+    except ImportError:
+        pass
+    info["versions"] = versions
+    info["tmpdir"] = tmp_base
+    return info
+
+
+# ---------------------------------------------------------------------- workloads
+
+
+def available(specs: Iterable[Spec], notes: list[str]) -> list[Spec]:
+    out = []
+    for spec in specs:
+        why = peer_missing(spec[0])
+        if why is None:
+            out.append(spec)
+        elif why not in notes:
+            notes.append(why)
+    return out
+
+
+def workload_puts(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> dict[str, Any]:
+    """Concurrent puts of distinct keys into one fresh store per row, durable and non-durable."""
+    groups = {
+        "durable": available([FILEMEM_DURABLE, *DURABLE_PEERS], notes),
+        "nondurable": available([FILEMEM_FLUSH, *NONDURABLE_PEERS], notes),
+    }
+    res: dict[str, Any] = {"ops_total": cfg.put_ops, "budget_s": cfg.budget, "procs": list(cfg.procs), "rows": {}}
+    for group, specs in groups.items():
+        rows: dict[str, Any] = {}
+        for spec in specs:
+            label = spec[1]
+            rows[label] = {}
+            for n in cfg.procs:
+                path = dirs.new(f"put-{label}-{n}")
+                try:
+                    r = run_procs(spec, path, "put", n, cfg.put_ops, 0, cfg.budget)
+                finally:
+                    dirs.drop(path)
+                rows[label][str(n)] = r
+                log(f"  puts {group:10s} {label:20s} {n}p: {_fmt_rate(r)}")
+        res["rows"][group] = rows
+    return res
+
+
+def workload_gets(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> dict[str, Any]:
+    """Random gets from N processes on a store pre-populated with ``cfg.get_keys`` records."""
+    specs = available(
+        [
+            ("filemem", "filemem", {"durability": "fsync"}),
+            ("diskcache", "diskcache", {}),
+            ("sqlitedict", "sqlitedict", {}),
+            ("lmdb", "lmdb", {"sync": True}),
+            ("jsonfile", "json+lock", {"fsync": True}),
+        ],
+        notes,
+    )
+    items = [(f"k{i}", make_value(i)) for i in range(cfg.get_keys)]
+    res: dict[str, Any] = {"keys": cfg.get_keys, "ops_total": cfg.get_ops, "budget_s": cfg.budget, "rows": {}}
+    for spec in specs:
+        label = spec[1]
+        path = dirs.new(f"get-{label}")
+        try:
+            peer = build_peer(spec, path)
+            peer.open()
+            t = time.perf_counter()
+            peer.populate(items)
+            populate_s = time.perf_counter() - t
+            peer.close()
+            row: dict[str, Any] = {"populate_s": round(populate_s, 3)}
+            for n in cfg.procs:
+                r = run_procs(spec, path, "get", n, cfg.get_ops, cfg.get_keys, cfg.budget)
+                row[str(n)] = r
+                log(f"  gets {label:20s} {n}p: {_fmt_rate(r)}")
+        finally:
+            dirs.drop(path)
+        res["rows"][label] = row
+    return res
+
+
+def workload_latency(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> dict[str, Any]:
+    """p50/p99 of single fsync puts as the store grows (filemem only)."""
+    import filemem
+
+    path = dirs.new("latency")
+    rows: list[dict[str, Any]] = []
+    try:
+        pop = filemem.Store(path, durability="flush")
+        n = 0
+        for size in cfg.sizes:
+            t = time.perf_counter()
+            while n < size:
+                m = min(cfg.chunk, size - n)
+                with pop.batch() as b:
+                    for i in range(n, n + m):
+                        b.put(NS, f"k{i}", make_value(i))
+                n += m
+            populate_s = time.perf_counter() - t
+            shards_before = count_shards(path)
+            # A fresh Store in default (fsync) durability, as a new process would open it.
+            store = filemem.Store(path)
+            lat: list[float] = []
+            try:
+                for j in range(cfg.lat_puts):
+                    key = f"lat{size}-{j}"
+                    value = make_value(j)
+                    t0 = time.perf_counter()
+                    store.put(NS, key, value)
+                    lat.append(time.perf_counter() - t0)
+                stats = store.stats()
+            finally:
+                store.close()
+            n += cfg.lat_puts
+            lat.sort()
+            row = {
+                "records": size,
+                "shards": shards_before,
+                "puts": len(lat),
+                "p50_ms": round(pct(lat, 50) * 1e3, 3),
+                "p90_ms": round(pct(lat, 90) * 1e3, 3),
+                "p99_ms": round(pct(lat, 99) * 1e3, 3),
+                "max_ms": round(lat[-1] * 1e3, 3),
+                "mean_ms": round(statistics.fmean(lat) * 1e3, 3),
+                "shard_parses": stats["shard_parses"],
+                "splits": stats["splits"],
+                "populate_s": round(populate_s, 2),
+                "store_mb": round(dir_bytes(path) / 1e6, 1),
+            }
+            rows.append(row)
+            log(
+                f"  latency {size:>9,} records, {shards_before:>5} shards: p50 {row['p50_ms']:.3f} ms, "
+                f"p99 {row['p99_ms']:.3f} ms (populate {populate_s:.1f}s)"
+            )
+        pop.close()
+    finally:
+        dirs.drop(path)
+    return {"puts_per_size": cfg.lat_puts, "chunk": cfg.chunk, "rows": rows}
+
+
+def _time_rounds(
+    rounds: int, setup: Callable[[int], Any], body: Callable[[Any, int], None], teardown: Callable[[Any], None]
+) -> list[float]:
+    times = []
+    for r in range(rounds):
+        ctx = setup(r)
+        try:
+            t = time.perf_counter()
+            body(ctx, r)
+            times.append(time.perf_counter() - t)
+        finally:
+            teardown(ctx)
+    return times
+
+
+def workload_batch(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> dict[str, Any]:
+    """1,000 records in one filemem batch() vs per-record puts elsewhere; into an empty and a 10k store."""
+    n = cfg.batch_n
+    res: dict[str, Any] = {"records": n, "rounds": cfg.rounds, "scenarios": {}}
+    have = {k: peer_missing(k) is None for k in PEER_CLASSES}
+    for w in (peer_missing(k) for k in PEER_CLASSES):
+        if w and w not in notes:
+            notes.append(w)
+
+    def items(r: int) -> list[tuple[str, Any]]:
+        return [(f"b{r}-{i}", make_value(i)) for i in range(n)]
+
+    prefill_items = [(f"k{i}", make_value(i)) for i in range(cfg.batch_prefill)]
+
+    for prefill in (0, cfg.batch_prefill):
+        methods: list[tuple[str, Spec, Callable[[Peer, int], None], bool]] = []
+
+        def fm_batch(p: Peer, r: int) -> None:
+            with p.store.batch() as b:  # type: ignore[attr-defined]
+                for k, v in items(r):
+                    b.put(NS, k, v)
+
+        def per_record(p: Peer, r: int) -> None:
+            for k, v in items(r):
+                p.put(k, v)
+
+        def dc_transact(p: Peer, r: int) -> None:
+            with p.cache.transact():  # type: ignore[attr-defined]
+                for k, v in items(r):
+                    p.cache.set(k, v)  # type: ignore[attr-defined]
+
+        def one_txn(p: Peer, r: int) -> None:
+            p.populate(items(r))
+
+        if have["filemem"]:
+            methods.append(("filemem batch() fsync", FILEMEM_DURABLE, fm_batch, True))
+        if have["diskcache"]:
+            methods.append(("diskcache per-record set()", ("diskcache", "diskcache", {}), per_record, True))
+            methods.append(("diskcache transact() [ref]", ("diskcache", "diskcache", {}), dc_transact, False))
+        if have["lmdb"]:
+            methods.append(("lmdb one txn sync=True [ref]", ("lmdb", "lmdb", {"sync": True}), one_txn, False))
+        if have["sqlitedict"]:
+            methods.append(
+                ("sqlitedict autocommit per-record [ref]", ("sqlitedict", "sqlitedict", {}), per_record, False)
+            )
+        if have["filemem"]:
+            methods.append(("filemem per-record put() fsync [ref]", FILEMEM_DURABLE, per_record, False))
+
+        rows: dict[str, Any] = {}
+        for label, spec, body, _required in methods:
+
+            def setup(r: int, spec: Spec = spec, label: str = label, prefill: int = prefill) -> Peer:
+                p = build_peer(spec, dirs.new(f"batch-{label}-{prefill}-{r}"))
+                p.open()
+                if prefill:
+                    p.populate(prefill_items)
+                return p
+
+            def teardown(p: Peer) -> None:
+                p.close()
+                dirs.drop(p.path)
+
+            times = _time_rounds(cfg.rounds, setup, body, teardown)
+            med = statistics.median(times)
+            rows[label] = {
+                "median_ms": round(med * 1e3, 2),
+                "min_ms": round(min(times) * 1e3, 2),
+                "max_ms": round(max(times) * 1e3, 2),
+                "records_per_s": round(n / med, 1),
+            }
+            log(f"  batch prefill={prefill:>6} {label:40s} median {med * 1e3:9.2f} ms")
+        res["scenarios"][str(prefill)] = rows
+    return res
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _fmt_rate(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return "ERROR " + r["error"][:60]
+    s = f"{r['rate']:,.0f}/s"
+    if r.get("misses"):
+        s += f" ({r['misses']} misses!)"
+    return s + ("*" if r.get("time_capped") else "")
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return a / b
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    sep = "  ".join("-" * w for w in widths)
+    body = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    return "\n".join([line, sep, *body])
+
+
+def rate_of(row: dict[str, Any], n: int) -> float | None:
+    r = row.get(str(n), {})
+    return r.get("rate") if "error" not in r else None
+
+
+def rate_table(rows: dict[str, Any], ref: str, procs: list[int]) -> str:
+    """Rows of stores, columns of process counts; each cell 'rate (filemem/peer)'."""
+    headers = ["store", *(f"{n} proc" for n in procs)]
+    out = []
+    for label, row in rows.items():
+        cells = [label]
+        for n in procs:
+            r = row.get(str(n), {})
+            if "error" in r:
+                cells.append("ERROR")
+                continue
+            cell = f"{r['rate']:,.0f}/s" + ("*" if r.get("time_capped") else "")
+            if label != ref:
+                cell += f" ({_fmt_ratio(ratio(rate_of(rows[ref], n), r['rate']))})"
+            cells.append(cell)
+        out.append(cells)
+    return table(headers, out)
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    targets: list[dict[str, Any]] = []
+    gets = results.get("gets")
+    if gets and "diskcache" in gets["rows"] and "filemem" in gets["rows"]:
+        fm, dc = gets["rows"]["filemem"], gets["rows"]["diskcache"]
+        per = {n: ratio(rate_of(fm, n), rate_of(dc, n)) for n in results["config"]["procs"]}
+        met = all(x is not None and x > 1 for x in per.values())
+        detail = ", ".join(f"{n}p {_fmt_ratio(x)}" for n, x in per.items())
+        targets.append(
+            {"target": "filemem gets ahead of diskcache gets (every process count)", "met": met, "detail": detail}
+        )
+    puts = results.get("puts")
+    if puts:
+        rows = puts["rows"].get("durable", {})
+        if "filemem fsync" in rows and "lmdb sync=True" in rows and 4 in results["config"]["procs"]:
+            x = ratio(rate_of(rows["filemem fsync"], 4), rate_of(rows["lmdb sync=True"], 4))
+            targets.append(
+                {
+                    "target": "durable puts from 4 processes ahead of lmdb sync=True",
+                    "met": x is not None and x > 1,
+                    "detail": f"filemem/lmdb = {_fmt_ratio(x)} "
+                    f"({rate_of(rows['filemem fsync'], 4)} vs {rate_of(rows['lmdb sync=True'], 4)} puts/s)",
+                }
+            )
+    batch = results.get("batch")
+    if batch:
+        for prefill, rows in batch["scenarios"].items():
+            fm = rows.get("filemem batch() fsync")
+            dc = rows.get("diskcache per-record set()")
+            if fm and dc:
+                x = ratio(dc["median_ms"], fm["median_ms"])
+                targets.append(
+                    {
+                        "target": f"batch() of {batch['records']:,} records ahead of diskcache per-record puts"
+                        + (" (empty store)" if prefill == "0" else f" (store holding {int(prefill):,} records)"),
+                        "met": x is not None and x > 1,
+                        "detail": f"{fm['median_ms']} ms vs {dc['median_ms']} ms = {_fmt_ratio(x)}",
+                    }
+                )
+    lat = results.get("latency")
+    if lat and len(lat["rows"]) >= 2:
+        first, last = lat["rows"][0], lat["rows"][-1]
+        g50 = last["p50_ms"] / first["p50_ms"]
+        g99 = last["p99_ms"] / first["p99_ms"]
+        targets.append(
+            {
+                "target": f"put latency flat within 2x from {first['records']:,} to {last['records']:,} records",
+                "met": g50 <= 2 and g99 <= 2,
+                "detail": f"p50 {first['p50_ms']} -> {last['p50_ms']} ms ({g50:.2f}x), "
+                f"p99 {first['p99_ms']} -> {last['p99_ms']} ms ({g99:.2f}x)",
+            }
+        )
+    return targets
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    cfg = results["config"]
+    fs = m.get("filesystem", {})
+    parts = [
+        "filemem benchmark",
+        "=================",
+        f"date:     {m['date_utc']}",
+        f"command:  {results['command']}",
+        f"machine:  {m.get('cpu_count')} CPUs ({m.get('cpu_model', '?')}), {m.get('mem_total', '?')} RAM, {m['platform']}",
+        f"python:   {m['implementation']} {m['python']}",
+        f"fs:       {fs.get('type', '?')} on {fs.get('device', '?')} mounted at {fs.get('mount', '?')} ({fs.get('options', '')})",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+        f"total:    {results['elapsed_s']:.0f} s",
+    ]
+    for note in results["notes"]:
+        parts.append(f"note:     {note}")
+    parts.append("Ratios in parentheses: filemem / peer (>1.00x: filemem ahead). *: stopped by the time budget.")
+    procs = cfg["procs"]
+    puts = results.get("puts")
+    if puts:
+        for group, ref, title in (
+            ("durable", "filemem fsync", "durable"),
+            ("nondurable", "filemem flush", "non-durable"),
+        ):
+            rows = puts["rows"].get(group)
+            if rows and ref in rows:
+                parts += [
+                    "",
+                    f"1. Puts/s, {title}: {puts['ops_total']:,} distinct keys split over N processes, "
+                    f"one fresh store per cell (budget {puts['budget_s']} s)",
+                    rate_table(rows, ref, procs),
+                ]
+    gets = results.get("gets")
+    if gets and "filemem" in gets["rows"]:
+        parts += [
+            "",
+            f"2. Gets/s: random reads of {gets['keys']:,} pre-populated keys, {gets['ops_total']:,} gets split over "
+            f"N processes (budget {gets['budget_s']} s)",
+            rate_table(gets["rows"], "filemem", procs),
+        ]
+    lat = results.get("latency")
+    if lat and lat["rows"]:
+        base = lat["rows"][0]
+        rows = [
+            [
+                f"{r['records']:,}",
+                str(r["shards"]),
+                f"{r['p50_ms']:.3f}",
+                f"{r['p90_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                f"{r['max_ms']:.3f}",
+                f"{r['p50_ms'] / base['p50_ms']:.2f}x",
+                f"{r['p99_ms'] / base['p99_ms']:.2f}x",
+                str(r["shard_parses"]),
+                str(r["splits"]),
+                f"{r['store_mb']}",
+                f"{r['populate_s']}",
+            ]
+            for r in lat["rows"]
+        ]
+        parts += [
+            "",
+            f"3. filemem put latency (durability=fsync, {lat['puts_per_size']} new keys per size, fresh Store) as the store grows",
+            table(
+                [
+                    "records",
+                    "shards",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "max ms",
+                    "p50/first",
+                    "p99/first",
+                    "parses",
+                    "splits",
+                    "MB",
+                    "populate s",
+                ],
+                rows,
+            ),
+        ]
+    batch = results.get("batch")
+    if batch:
+        for prefill, rows in batch["scenarios"].items():
+            fm = rows.get("filemem batch() fsync")
+            trows = []
+            for label, r in rows.items():
+                x = ratio(r["median_ms"], fm["median_ms"]) if fm and label != "filemem batch() fsync" else None
+                trows.append(
+                    [
+                        label,
+                        f"{r['median_ms']:.2f}",
+                        f"{r['min_ms']:.2f}",
+                        f"{r['max_ms']:.2f}",
+                        f"{r['records_per_s']:,.0f}",
+                        "" if x is None else _fmt_ratio(x),
+                    ]
+                )
+            where = "an empty store" if prefill == "0" else f"a store holding {int(prefill):,} records"
+            parts += [
+                "",
+                f"4. {batch['records']:,} records into {where} (median of {batch['rounds']} rounds, fresh store each)",
+                table(["method", "median ms", "min ms", "max ms", "records/s", "filemem batch() ahead by"], trows),
+            ]
+    parts += ["", "Targets"]
+    for t in results["targets"]:
+        parts.append(f"  [{'MET   ' if t['met'] else 'MISSED'}] {t['target']}: {t['detail']}")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------- main
+
+
+WORKLOADS: dict[str, Callable[[argparse.Namespace, TempDirs, list[str]], dict[str, Any]]] = {
+    "puts": workload_puts,
+    "gets": workload_gets,
+    "latency": workload_latency,
+    "batch": workload_batch,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller op counts; latency sizes stop at 100k")
+    ap.add_argument("--sizes", help="comma-separated store sizes for the latency workload (default 1k,10k,100k,1M)")
+    ap.add_argument("--procs", default=",".join(map(str, PROC_COUNTS)), help="process counts (default 1,2,4,8)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
+    ap.add_argument("--put-ops", type=int, help="puts per cell, split over the processes")
+    ap.add_argument("--get-ops", type=int, help="gets per cell, split over the processes")
+    ap.add_argument("--get-keys", type=int, default=10_000, help="records pre-populated for the gets workload")
+    ap.add_argument("--budget", type=float, help="seconds after which a worker stops early (cell marked *)")
+    ap.add_argument("--lat-puts", type=int, help="measured single puts per store size")
+    ap.add_argument("--chunk", type=int, default=100_000, help="records per batch() when populating the latency store")
+    ap.add_argument("--batch-n", type=int, default=1000, help="records per batch in the batch workload")
+    ap.add_argument(
+        "--batch-prefill", type=int, default=10_000, help="records already in the store, second batch scenario"
+    )
+    ap.add_argument("--rounds", type=int, help="rounds of the batch workload (median reported)")
+    ap.add_argument(
+        "--tmpdir",
+        default=os.environ.get("FILEMEM_BENCH_TMP", os.path.join(os.path.dirname(ROOT), "benchtmp")),
+        help="base directory for temp stores (must be a real disk, not tmpfs)",
+    )
+    ap.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    ap.add_argument("--out", help="also write the JSON results to this file")
+    a = ap.parse_args(argv)
+    q = a.quick
+    a.procs = [int(x) for x in a.procs.split(",") if x]
+    a.workloads = [w for w in a.workloads.split(",") if w]
+    for w in a.workloads:
+        if w not in WORKLOADS:
+            ap.error(f"unknown workload {w!r}")
+    if a.sizes:
+        a.sizes = sorted(int(float(x)) for x in a.sizes.split(",") if x)
+    else:
+        a.sizes = [1_000, 10_000, 100_000] if q else [1_000, 10_000, 100_000, 1_000_000]
+    a.put_ops = a.put_ops or (800 if q else 2_000)
+    a.get_ops = a.get_ops or (20_000 if q else 80_000)
+    a.budget = a.budget or (1.5 if q else 4.0)
+    a.lat_puts = a.lat_puts or (300 if q else 1_000)
+    a.rounds = a.rounds or (3 if q else 5)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    dirs = TempDirs(cfg.tmpdir)
+    notes: list[str] = []
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "command": " ".join(
+            [
+                "python",
+                os.path.relpath(sys.argv[0], ROOT) if argv is None else "tools/bench.py",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
+        "machine": machine_info(cfg.tmpdir),
+        "config": {k: v for k, v in vars(cfg).items() if k not in ("json", "out")},
+        "notes": notes,
+    }
+    if results["machine"].get("filesystem", {}).get("type") in ("tmpfs", "ramfs"):
+        notes.append(f"{cfg.tmpdir} is on tmpfs: fsync costs nothing there, durable figures are meaningless")
+    try:
+        for name in cfg.workloads:
+            log(f"[{time.perf_counter() - started:6.1f}s] workload {name}")
+            results[name] = WORKLOADS[name](cfg, dirs, notes)
+    finally:
+        dirs.cleanup()
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    results["targets"] = evaluate_targets(results)
+    if cfg.out:
+        with open(cfg.out, "w") as fh:
+            json.dump(results, fh, indent=2)
+            fh.write("\n")
+    if cfg.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
