@@ -1,0 +1,227 @@
+"""No lost updates between real processes and threads: counters end exactly at N x M.
+
+Covers ``update`` on one hot key, updates spread over namespaces while shards
+split under contention, cross-namespace batches, compare-and-set loops with
+``if_version`` and create-only puts (``if_version=0``), and threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import threading
+from collections import Counter
+from typing import Any
+
+import filemem
+import pytest
+
+from tests.concurrency import _workers as w
+from tests.helpers import reap
+
+FAST: dict[str, Any] = {"durability": "flush"}
+
+
+def _run(ctx: mp.context.SpawnContext, target: Any, argsets: list[tuple[Any, ...]], timeout: float = 90) -> None:
+    """Start one child per argument tuple (plus a shared start barrier) and join them all."""
+    barrier = ctx.Barrier(len(argsets))
+    procs = []
+    try:
+        for args in argsets:
+            procs.append(w.start(ctx, target, (*args, barrier)))
+        w.join_ok(procs, timeout)
+    finally:
+        reap(procs, timeout=0)
+
+
+def _shards_per_namespace(store: filemem.Store, namespaces: list[tuple[str, ...]]) -> dict[str, int]:
+    return {
+        "/".join(ns): sum(f.endswith(".shard") for f in os.listdir(store._engine.ns_dir(ns))) for ns in namespaces
+    }
+
+
+@pytest.mark.parametrize("n,m", [(6, 150)])
+def test_processes_update_one_key_exactly(store_path: str, codec: str, spawn_ctx: Any, n: int, m: int) -> None:
+    filemem.Store(store_path, codec=codec).close()
+    keys = [[["hot"], "counter"]]
+    res = [os.path.join(os.path.dirname(store_path), f"r{i}.json") for i in range(n)]
+    _run(spawn_ctx, w.incr_child, [(store_path, FAST, keys, m, False, i, res[i]) for i in range(n)])
+    with filemem.Store(store_path) as s:
+        assert s.get("hot", "counter") == n * m
+        assert s.get_item("hot", "counter").version >= n * m  # type: ignore[union-attr]
+        assert s.check() == []
+
+
+def test_processes_update_one_key_exactly_fsync(store_path: str, spawn_ctx: Any) -> None:
+    """The default durability: every update fsyncs its file and directory."""
+    n, m = 4, 60
+    keys = [[["hot"], "counter"]]
+    res = [os.path.join(os.path.dirname(store_path), f"r{i}.json") for i in range(n)]
+    _run(spawn_ctx, w.incr_child, [(store_path, {}, keys, m, False, i, res[i]) for i in range(n)])
+    with filemem.Store(store_path) as s:
+        assert s.get("hot", "counter") == n * m
+        assert s.check() == []
+
+
+def test_processes_update_spread_keys_while_shards_split(store_path: str, codec: str, spawn_ctx: Any) -> None:
+    """Updates race over 3 namespaces x 30 keys; with 2 KiB shards they split many times meanwhile."""
+    n, m = 5, 200
+    namespaces = [("spread", "a"), ("spread", "b"), ("spread", "c", "d")]
+    keys = [[list(ns), f"key-{j:02d}"] for ns in namespaces for j in range(30)]
+    opts = {**FAST, "shard_max_bytes": 2048}
+    filemem.Store(store_path, codec=codec).close()  # empty: every split happens during the race
+    res = [os.path.join(os.path.dirname(store_path), f"r{i}.json") for i in range(n)]
+    _run(spawn_ctx, w.incr_child, [(store_path, opts, keys, m, True, 1000 + i, res[i]) for i in range(n)])
+    expected: Counter[str] = Counter()
+    splits = 0
+    for r in res:
+        got = w.read_result(r)
+        expected.update(got["counts"])
+        splits += got["stats"]["splits"]
+    assert sum(expected.values()) == n * m
+    with filemem.Store(store_path, shard_max_bytes=2048) as s:
+        actual = {
+            f"{'/'.join(ns)}|{it.key}": it.value["n"] for ns in namespaces for it in s.items(ns)
+        }
+        assert actual == dict(expected)
+        assert s.check() == []
+        shards = _shards_per_namespace(s, namespaces)
+    assert splits >= 3 and all(c >= 2 for c in shards.values()), (splits, shards)
+
+
+def test_processes_batch_updates_across_namespaces_exactly(store_path: str, codec: str, spawn_ctx: Any) -> None:
+    """Batches taking several shard locks (sorted order, back-off) from many processes: no deadlock, no loss."""
+    n, m = 5, 60
+    pairs = [[["acct", "x"], "n"], [["acct", "y"], "n"], [["acct", "z", "deep"], "n"]]
+    filemem.Store(store_path, codec=codec).close()
+    res = [os.path.join(os.path.dirname(store_path), f"r{i}.json") for i in range(n)]
+    _run(spawn_ctx, w.batch_incr_child, [(store_path, FAST, pairs, m, res[i]) for i in range(n)])
+    with filemem.Store(store_path) as s:
+        assert [s.get(tuple(ns), k) for ns, k in pairs] == [n * m] * len(pairs)
+        assert s.check() == []
+
+
+def test_processes_compare_and_set_increments_exactly(store_path: str, codec: str, spawn_ctx: Any) -> None:
+    """read -> put(if_version) -> retry on ConflictError: every increment lands once."""
+    n, m = 5, 80
+    keys = ["c0", "c1"]
+    filemem.Store(store_path, codec=codec).close()
+    res = [os.path.join(os.path.dirname(store_path), f"r{i}.json") for i in range(n)]
+    _run(spawn_ctx, w.cas_child, [(store_path, FAST, "cas", keys, m, 7 * i, res[i]) for i in range(n)])
+    expected: Counter[str] = Counter()
+    conflicts = 0
+    for r in res:
+        got = w.read_result(r)
+        expected.update(got["counts"])
+        conflicts += got["conflicts"]
+    with filemem.Store(store_path) as s:
+        assert {k: s.get("cas", k) for k in keys} == dict(expected)
+        assert sum(expected.values()) == n * m
+        assert s.check() == []
+    assert conflicts > 0, "the processes never raced; the test proves nothing"
+
+
+def test_processes_create_only_exactly_one_winner(store_path: str, codec: str, spawn_ctx: Any) -> None:
+    """``put(if_version=0)`` from 6 processes at once: each key is created by exactly one of them."""
+    n = 6
+    keys = [f"slot-{i:03d}" for i in range(120)]
+    filemem.Store(store_path, codec=codec).close()
+    res = [os.path.join(os.path.dirname(store_path), f"r{i}.json") for i in range(n)]
+    # Every process walks the keys in its own order so they collide all over.
+    orders = [random.Random(i).sample(keys, len(keys)) for i in range(n)]
+    _run(spawn_ctx, w.create_only_child, [(store_path, FAST, "claims", orders[i], i, res[i]) for i in range(n)])
+    winners: dict[str, list[int]] = {}
+    lost = 0
+    for i, r in enumerate(res):
+        got = w.read_result(r)
+        lost += got["lost"]
+        for k in got["won"]:
+            winners.setdefault(k, []).append(i)
+    assert sorted(winners) == sorted(keys)
+    assert {k: len(v) for k, v in winners.items() if len(v) != 1} == {}
+    assert lost == (n - 1) * len(keys)
+    with filemem.Store(store_path) as s:
+        assert {k: s.get("claims", k) for k in keys} == {k: v[0] for k, v in winners.items()}
+        assert s.check() == []
+
+
+# ---------------------------------------------------------------- threads
+
+
+def _threads(target: Any, n: int, timeout: float = 60) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"worker-{i}") for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "threads hung"
+    return errors
+
+
+def test_threads_update_one_key_exactly(store_path: str, codec: str) -> None:
+    t, m = 8, 200
+    with filemem.Store(store_path, codec=codec, durability="flush") as s:
+        errors = _threads(lambda i: [s.update("hot", "counter", w.incr) for _ in range(m)], t)
+        assert errors == []
+        assert s.get("hot", "counter") == t * m
+        assert s.check() == []
+
+
+def test_threads_mixed_updates_and_batches_while_shards_split(store_path: str) -> None:
+    """Threads of one process share its caches and views while shards split under them."""
+    t, m = 6, 150
+    namespaces = [("thr", "a"), ("thr", "b")]
+    keys = [(ns, f"key-{j:02d}") for ns in namespaces for j in range(25)]
+    counts: list[Counter[tuple[tuple[str, ...], str]]] = [Counter() for _ in range(t)]
+    with filemem.Store(store_path, durability="flush", shard_max_bytes=1024) as s:
+
+        def work(i: int) -> None:
+            rng = random.Random(i)
+            for _ in range(m):
+                if rng.random() < 0.2:
+                    picked = rng.sample(keys, 2)
+                    with s.batch() as b:
+                        for ns, k in picked:
+                            b.update(ns, k, w.incr_padded)
+                    counts[i].update(picked)
+                else:
+                    ns, k = rng.choice(keys)
+                    s.update(ns, k, w.incr_padded)
+                    counts[i][(ns, k)] += 1
+
+        assert _threads(work, t) == []
+        expected = sum(counts, Counter())
+        actual = {(ns, it.key): it.value["n"] for ns in namespaces for it in s.items(ns)}
+        assert actual == dict(expected)
+        assert s.check() == []
+        assert s.stats()["splits"] >= 2
+
+
+def test_processes_and_threads_together(store_path: str, spawn_ctx: Any) -> None:
+    """Child processes and threads of the parent update one key at the same time."""
+    n, m = 3, 100
+    keys = [[["mix"], "counter"]]
+    res = [os.path.join(os.path.dirname(store_path), f"r{i}.json") for i in range(n)]
+    filemem.Store(store_path).close()
+    barrier = spawn_ctx.Barrier(n)
+    procs = []
+    try:
+        for i in range(n):
+            procs.append(w.start(spawn_ctx, w.incr_child, (store_path, FAST, keys, m, False, i, res[i], barrier)))
+        with filemem.Store(store_path, durability="flush") as s:
+            errors = _threads(lambda i: [s.update("mix", "counter", w.incr) for _ in range(m)], 4)
+        w.join_ok(procs, 90)
+    finally:
+        reap(procs, timeout=0)
+    assert errors == []
+    with filemem.Store(store_path) as s:
+        assert s.get("mix", "counter") == n * m + 4 * m

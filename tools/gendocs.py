@@ -1,0 +1,94 @@
+"""Generate docs/cli.md (from --help) and docs/api.md (from docstrings).
+
+Run ``python tools/gendocs.py`` after changing the CLI or the public API;
+``tests/test_docs.py`` fails when the committed files are out of date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import io
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import filemem  # noqa: E402
+from filemem._cli import build_parser  # noqa: E402
+
+
+def _help(parser: argparse.ArgumentParser) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        parser.print_help()
+    return buf.getvalue().rstrip()
+
+
+def cli_markdown() -> str:
+    """The CLI reference, one section per command, from the parser's own help."""
+    # argparse wraps help to the terminal width: pin it so the file is stable.
+    os.environ["COLUMNS"] = "100"
+    parser = build_parser()
+    out = [
+        "# Command line reference",
+        "",
+        "Generated from `--help` by `tools/gendocs.py`; do not edit by hand.",
+        "",
+        "Exit codes: 0 ok, 1 problems found, 2 usage error, 3 store error (missing store, lock timeout, ...).",
+        "",
+        "## filemem",
+        "",
+        "```",
+        _help(parser),
+        "```",
+    ]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        out += ["", f"## filemem {name}", "", "```", _help(p), "```"]
+    return "\n".join(out) + "\n"
+
+
+def _doc(obj: object) -> str:
+    return inspect.cleandoc(inspect.getdoc(obj) or "(no docstring)")
+
+
+def api_markdown() -> str:
+    """The API reference for every name in filemem.__all__."""
+    out = ["# API reference", "", "Generated from docstrings by `tools/gendocs.py`; do not edit by hand.", ""]
+    for name in filemem.__all__:
+        obj = getattr(filemem, name)
+        if name == "__version__":
+            continue
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            bases = ", ".join(b.__name__ for b in obj.__bases__)
+            out += [f"## `{name}({bases})`", "", _doc(obj), ""]
+            continue
+        if inspect.isclass(obj):
+            try:
+                sig = str(inspect.signature(obj))
+            except (TypeError, ValueError):
+                sig = "(...)"
+            out += [f"## `{name}{sig}`", "", _doc(obj), ""]
+            for attr, member in sorted(vars(obj).items()):
+                if attr.startswith("_") or not (callable(member) or isinstance(member, property)):
+                    continue
+                if isinstance(member, property):
+                    out += [f"### `{name}.{attr}` (property)", "", _doc(member), ""]
+                else:
+                    out += [f"### `{name}.{attr}{inspect.signature(member)}`", "", _doc(member), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> None:
+    """Write both files."""
+    (ROOT / "docs" / "cli.md").write_text(cli_markdown())
+    (ROOT / "docs" / "api.md").write_text(api_markdown())
+    print("wrote docs/cli.md and docs/api.md")
+
+
+if __name__ == "__main__":
+    main()
