@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import filemem
 import pytest
+
+import filemem
 
 
 @pytest.fixture(autouse=True)

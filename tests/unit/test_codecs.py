@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from filemem import CorruptShardError, InvalidValueError
-from filemem.codecs import Codec, JsonCodec, MsgpackCodec, available_codecs, get_codec
 from hypothesis import given
 from hypothesis import strategies as st
+
+from filemem import CorruptShardError, InvalidValueError
+from filemem.codecs import Codec, JsonCodec, MsgpackCodec, available_codecs, get_codec
 
 json_values = st.recursive(
     st.none()

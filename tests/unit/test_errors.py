@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pickle
 
-import filemem
 import pytest
+
+import filemem
 from filemem import (
     ConflictError,
     CorruptShardError,

@@ -7,11 +7,11 @@ import os
 import time
 from pathlib import Path
 
-import filemem
 import pytest
+
+import filemem
 from filemem import CorruptShardError, LockTimeout, StorageError, _fs
 from filemem import _engine as engine_mod
-
 from tests.helpers import reap
 
 NS = ("agent", "facts")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from filemem import InvalidKeyError
-from filemem._names import escape_segment, hash_bits, normalize_namespace, unescape_segment, validate_key
 from hypothesis import given
 from hypothesis import strategies as st
+
+from filemem import InvalidKeyError
+from filemem._names import escape_segment, hash_bits, normalize_namespace, unescape_segment, validate_key
 
 
 @pytest.mark.parametrize("key", ["", "a/b", "a\x00b", ".", "..", "x" * 1025, 3, None])

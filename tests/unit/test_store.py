@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-import filemem
 import pytest
-from filemem import ConflictError, InvalidKeyError, InvalidValueError, Item, ReadOnlyError, StoreClosedError
 
+import filemem
+from filemem import ConflictError, InvalidKeyError, InvalidValueError, Item, ReadOnlyError, StoreClosedError
 from tests.helpers import file_mode
 
 NS = ("agent-1", "episodic")
