@@ -103,7 +103,7 @@ def copy_value(value: Any) -> Any:
 class View:
     """What one process knows of a namespace directory: which shard prefixes exist."""
 
-    __slots__ = ("depths", "dir", "existing", "internal", "namespace", "turnstile")
+    __slots__ = ("depths", "dir", "existing", "internal", "namespace", "overlapped", "turnstile")
 
     def __init__(self, namespace: tuple[str, ...], directory: str) -> None:
         self.namespace = namespace
@@ -112,6 +112,8 @@ class View:
         self.existing: frozenset[str] = frozenset()
         self.internal: frozenset[str] = frozenset()
         self.depths: tuple[int, ...] = ()
+        #: Shards with leaves under them: a split someone has not finished.
+        self.overlapped: frozenset[str] = frozenset()
         self.refresh()
 
     def refresh(self) -> bool:
@@ -124,6 +126,7 @@ class View:
         if existing == self.existing:
             return False
         self.internal = frozenset(p[:d] for p in existing for d in range(len(p)))
+        self.overlapped = existing & self.internal
         self.depths = tuple(sorted({len(p) for p in existing}, reverse=True))
         self.existing = existing
         return True
@@ -417,7 +420,7 @@ class Engine:
         our own locks are released, so it can never deadlock with anything.
         """
         for view in views:
-            for prefix in sorted(view.existing & view.internal):
+            for prefix in sorted(view.overlapped):
                 with contextlib.suppress(LockTimeout, FileNotFoundError):
                     maintain_shard(self, view, prefix)
 
