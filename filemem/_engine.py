@@ -373,14 +373,32 @@ class Engine:
         filter keeps only keys that resolve to it.
         """
         view = self.view(namespace)
-        view.refresh()
-        for prefix in sorted(view.existing):
-            shard = self.load(view.shard_path(prefix), prefix)
-            if shard is None:
-                continue  # split away meanwhile: its leaves are in the listing or come next time
-            # A flagged or overlapped shard shares its range with leaves.
-            own = _owner_filter(view, prefix) if shard.splitting or prefix in view.internal else _all
-            yield prefix, shard, own
+        visited: set[str] = set()
+        whole: set[str] = set()  # visited and read for its whole range
+        for _ in range(64):
+            view.refresh()
+            # A prefix whose ancestor we already read was split off it after
+            # we read it: its records came with the ancestor.
+            todo = [
+                p
+                for p in sorted(view.existing)
+                if p not in visited and not any(p[:d] in whole for d in range(len(p)))
+            ]
+            if not todo:
+                return
+            for prefix in todo:
+                shard = self.load(view.shard_path(prefix), prefix)
+                if shard is None:
+                    continue  # split away meanwhile: the next listing has its leaves
+                visited.add(prefix)
+                # A flagged or overlapped shard shares its range with leaves.
+                if shard.splitting or prefix in view.internal:
+                    own = _owner_filter(view, prefix)
+                else:
+                    own = _all
+                    whole.add(prefix)
+                yield prefix, shard, own
+        raise StorageError(f"namespace {view.dir} kept splitting while being listed; retry", path=view.dir)
 
     # ------------------------------------------------------------------ writes
 
