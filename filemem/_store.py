@@ -175,28 +175,25 @@ class Store:
         """Every live record of a namespace, sorted by key (not a consistent snapshot; see snapshot())."""
         self._engine.check_open()
         ns = self._ns(namespace)
+        return [_item(ns, key, rec) for key, rec in sorted(self._live(ns).items())]
+
+    def _live(self, ns: tuple[str, ...]) -> dict[str, Record]:
         now = time.time()
-        out: list[Item] = []
+        out: dict[str, Record] = {}
         for _, shard, own in self._engine.iter_shards(ns):
             for key, rec in shard.records.items():
                 x = rec.get("expires_at")
                 if (x is None or x > now) and own(key):
-                    out.append(_item(ns, key, rec))
-        out.sort(key=lambda it: it.key)
+                    # A split racing the listing can show a key twice: keep the newer.
+                    seen = out.get(key)
+                    if seen is None or seen["version"] < rec["version"]:
+                        out[key] = rec
         return out
 
     def keys(self, namespace: NamespaceLike) -> list[str]:
         """Every live key of a namespace, sorted."""
         self._engine.check_open()
-        ns = self._ns(namespace)
-        now = time.time()
-        out: list[str] = []
-        for _, shard, own in self._engine.iter_shards(ns):
-            out.extend(
-                k for k, r in shard.records.items() if ((x := r.get("expires_at")) is None or x > now) and own(k)
-            )
-        out.sort()
-        return out
+        return sorted(self._live(self._ns(namespace)))
 
     def list_namespaces(
         self, prefix: NamespaceLike | None = None, *, max_depth: int | None = None
