@@ -9,6 +9,7 @@ the lock" as "its owner is gone" (never "old enough to delete").
 Finding codes (stable; documented in docs/format.md):
 
 ``corrupt-shard``       checksum, length or parse failure; fix: move to quarantine/
+``undecodable-shard``   checksum good but the body does not decode here; never touched
 ``unsupported-format``  written by a newer filemem; never touched
 ``interrupted-split``   a split a writer did not finish; fix: finish it
 ``unfinished-batch``    a committed batch whose owner died; fix: roll forward
@@ -31,13 +32,14 @@ from ._engine import (
     QUARANTINE_DIR,
     TURNSTILE,
     Engine,
+    View,
     _parse_intent,
     findings_for_temp,
     maintain_shard,
     quarantine_name,
 )
 from ._errors import CorruptShardError, LockTimeout, UnsupportedFormatError
-from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, decode_shard
+from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, decode_shard, read_header
 from ._types import Finding
 
 __all__ = ["check_store", "compact_store"]
@@ -53,7 +55,7 @@ def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
         if name not in (MARKER, NS_DIR, BATCH_DIR, QUARANTINE_DIR):
             path = os.path.join(engine.root, name)
             if _fs.TEMP_MARK in name and name.startswith(MARKER):
-                _temp(findings, path, None, fix)
+                _temp(engine, findings, path, None, fix)
             else:
                 findings.append(Finding("foreign-file", path, "not a filemem file; left alone", severity="warning"))
     for directory, namespace in engine.namespace_dirs():
@@ -66,12 +68,43 @@ def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
     return findings
 
 
-def _temp(findings: list[Finding], path: str, lock_path: str | None, fix: bool) -> None:
-    """A temp file is garbage only if no live writer holds its lock."""
+def _temp_owner_alive(path: str) -> bool:
+    """Whether the process that named this temp file may still be using it.
+
+    Temp names end in ``<pid>-<random>``. A split writes its leaves' temps
+    under the *parent's* lock, so the temp's own lock says nothing; the pid
+    does. A reused pid only makes us keep garbage a little longer.
+    """
+    tail = path.rsplit(_fs.TEMP_MARK, 1)[-1]
+    digits = tail.split("-")[-2] if tail.count("-") >= 1 else ""
+    digits = "".join(c for c in digits if c.isdigit()) if digits else ""
+    if not digits:
+        return False
+    pid = int(digits)
+    if pid == os.getpid():
+        return True  # one of our own threads may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but not ours to signal
+    return True
+
+
+def _temp(engine: Engine, findings: list[Finding], path: str, lock_path: str | None, fix: bool) -> None:
+    """Report (and with ``fix`` remove) a temp file whose writer is gone."""
+    if _temp_owner_alive(path):
+        return
     held = _locks.try_exclusive(lock_path) if lock_path is not None else None
     if lock_path is not None and held is None:
-        return  # a live writer is using it
+        return  # someone holds the shard: leave it to them
     try:
+        # A batch that committed after we listed batches/ may own this temp:
+        # roll such batches forward first; a temp they needed is then gone.
+        engine.recover_batches()
+        if not os.path.exists(path):
+            return
         fixed = fix and _fs.remove_quietly(path)
         findings.append(findings_for_temp(path, fixed))
     finally:
@@ -90,6 +123,8 @@ def _check_batches(engine: Engine, fix: bool, findings: list[Finding]) -> set[st
         try:
             if not name.endswith(BATCH_SUFFIX) or _fs.TEMP_MARK in name:
                 if _fs.TEMP_MARK in name:
+                    # An intent being written is locked by its live owner (we
+                    # hold the lock now, so it is dead): never committed.
                     fixed = fix and _fs.remove_quietly(path)
                     findings.append(findings_for_temp(path, fixed))
                 else:
@@ -138,6 +173,9 @@ def _check_namespace_dir(
     findings: list[Finding],
 ) -> None:
     names = sorted(_fs.listdir(directory))
+    view = engine.view(namespace) if namespace else None
+    if view is not None:
+        view.refresh()
     for name in names:
         path = os.path.join(directory, name)
         if os.path.isdir(path):
@@ -153,7 +191,7 @@ def _check_namespace_dir(
                 if base.endswith(SHARD_SUFFIX)
                 else None
             )
-            _temp(findings, path, lock, fix)
+            _temp(engine, findings, path, lock, fix)
             continue
         prefix = name[1 : -len(SHARD_SUFFIX)] if name.startswith("s") and name.endswith(SHARD_SUFFIX) else None
         if prefix is None or not set(prefix) <= _BITS or len(prefix) > 64:
@@ -162,12 +200,11 @@ def _check_namespace_dir(
         if not namespace:
             findings.append(Finding("foreign-file", path, "shard outside any namespace; left alone", "warning"))
             continue
-        _check_shard(engine, namespace, prefix, path, fix, findings)
+        assert view is not None
+        _check_shard(engine, view, prefix, path, fix, findings)
 
 
-def _check_shard(
-    engine: Engine, namespace: tuple[str, ...], prefix: str, path: str, fix: bool, findings: list[Finding]
-) -> None:
+def _check_shard(engine: Engine, view: View, prefix: str, path: str, fix: bool, findings: list[Finding]) -> None:
     got = _fs.read_file(path)
     if got is None:
         return  # split away meanwhile
@@ -177,15 +214,21 @@ def _check_shard(
         findings.append(Finding("unsupported-format", path, exc.message))
         return
     except CorruptShardError as exc:
-        findings.append(
-            _quarantine(engine, namespace, prefix, path, exc.message)
-            if fix
-            else Finding("corrupt-shard", path, exc.message)
-        )
+        if _checksum_ok(got[0], path):
+            # The bytes are what a writer wrote, yet they do not decode here
+            # (e.g. nesting deeper than this interpreter allows): not rot, and
+            # not ours to throw away.
+            findings.append(Finding("undecodable-shard", path, exc.message))
+        elif fix:
+            findings.append(_quarantine(engine, view, prefix, path, exc.message))
+        else:
+            findings.append(Finding("corrupt-shard", path, exc.message))
         return
-    view = engine.view(namespace)
-    view.refresh()
     if shard.splitting or prefix in view.internal:
+        busy = _locks.try_exclusive(view.lock_path(prefix))
+        if busy is None:
+            return  # a live writer is splitting it right now
+        busy.release()
         fixed = False
         if fix:
             maintain_shard(engine, view, prefix)
@@ -201,10 +244,34 @@ def _check_shard(
         )
 
 
-def _quarantine(engine: Engine, namespace: tuple[str, ...], prefix: str, path: str, message: str) -> Finding:
-    view = engine.view(namespace)
+def _checksum_ok(data: bytes, path: str) -> bool:
+    try:
+        read_header(data, path)
+    except (CorruptShardError, UnsupportedFormatError):
+        return False
+    return True
+
+
+def _quarantine(engine: Engine, view: View, prefix: str, path: str, message: str) -> Finding:
     try:
         with _locks.exclusive(view.lock_path(prefix), engine.lock_timeout_s):
+            # Judge again under the lock: a writer or another checker may have
+            # replaced the file since we read it.
+            got = _fs.read_file(path)
+            if got is None:
+                return Finding("corrupt-shard", path, message + "; gone before it could be quarantined")
+            try:
+                decode_shard(got[0], path, engine._codecs, prefix)
+            except CorruptShardError:
+                pass
+            else:
+                return Finding(
+                    "corrupt-shard",
+                    path,
+                    message + "; since replaced by a valid shard",
+                    fixed=True,
+                    action="none needed",
+                )
             dest = quarantine_name(engine.root, path)
             _fs.ensure_dir(os.path.dirname(dest))
             _fs.replace(path, dest)

@@ -31,8 +31,10 @@ sorted path order; the new shard contents go to temp files (fsynced); then an
 intent file listing (temp, target) pairs is created *already locked* and
 renamed into ``batches/`` (the commit point); then the temps are renamed over
 their targets and the intent removed. Anyone who takes a shard lock first
-rolls forward intents whose owner died (its lock can be taken), so no one ever
-reads or writes a shard that an interrupted batch still owes.
+rolls forward intents whose owner died (its lock can be taken), so no writer
+or snapshot ever uses a shard that an interrupted batch still owes. (A plain
+lock-free get can see such a batch half applied until some read-write process
+touches the store; a read-only store never repairs.)
 
 **Plain gets take no lock.** Files are only ever replaced by rename, so a
 reader holds a whole old or whole new inode; one ``stat`` tells whether the
@@ -43,7 +45,6 @@ the old one's.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -88,57 +89,107 @@ _MAX_PREFIX_BITS: Final = 64
 _CACHE_MAX_SHARDS: Final = 4096
 
 
-def copy_value(value: Any) -> Any:
-    """Copy the containers of a codec value so callers never alias the cache."""
+#: Deepest nesting of containers a value may have. Every reader must be able
+#: to decode what a writer wrote, whatever its own recursion limit: one
+#: over-nested value would otherwise make its whole shard unreadable.
+MAX_DEPTH: Final = 100
+
+
+def copy_value(value: Any, _depth: int = 0) -> Any:
+    """Copy the containers of a codec value so callers never alias the cache.
+
+    Raises InvalidValueError past :data:`MAX_DEPTH` levels of nesting.
+    """
     t = type(value)
+    if t is not dict and t is not list and isinstance(value, (dict, list, tuple)):
+        t = dict if isinstance(value, dict) else list  # subclasses copy as plain containers
     if t is dict:
-        return {k: copy_value(v) for k, v in value.items()}
+        if _depth >= MAX_DEPTH:
+            raise InvalidValueError(f"value is nested deeper than {MAX_DEPTH} levels")
+        return {k: copy_value(v, _depth + 1) for k, v in value.items()}
     if t is list or t is tuple:
-        return [copy_value(v) for v in value]
+        if _depth >= MAX_DEPTH:
+            raise InvalidValueError(f"value is nested deeper than {MAX_DEPTH} levels")
+        return [copy_value(v, _depth + 1) for v in value]
     if t is bytearray:
         return bytes(value)
     return value
 
 
-class View:
-    """What one process knows of a namespace directory: which shard prefixes exist."""
+class _Listing:
+    """One immutable listing of a namespace directory.
 
-    __slots__ = ("depths", "dir", "existing", "internal", "namespace", "overlapped", "turnstile")
+    Threads share a View; swapping a whole listing in one assignment means a
+    reader never sees ``existing`` from one listing and ``internal`` from
+    another.
+    """
+
+    __slots__ = ("depths", "existing", "internal", "overlapped")
+
+    def __init__(self, existing: frozenset[str]) -> None:
+        self.existing = existing
+        self.internal = frozenset(p[:d] for p in existing for d in range(len(p)))
+        #: Shards with leaves under them: a split someone has not finished.
+        self.overlapped = existing & self.internal
+        self.depths = tuple(sorted({len(p) for p in existing}, reverse=True))
+
+
+_EMPTY_LISTING: Final = _Listing(frozenset())
+
+
+class View:
+    """What one process knows of a namespace directory: which shard prefixes exist.
+
+    Callers must never infer "nothing changed" from a refresh: another thread
+    may have refreshed the shared view already. After a refresh, resolve
+    again and compare prefixes.
+    """
+
+    __slots__ = ("_listing", "dir", "dir_known", "namespace", "turnstile")
 
     def __init__(self, namespace: tuple[str, ...], directory: str) -> None:
         self.namespace = namespace
         self.dir = directory
         self.turnstile = os.path.join(directory, TURNSTILE)
-        self.existing: frozenset[str] = frozenset()
-        self.internal: frozenset[str] = frozenset()
-        self.depths: tuple[int, ...] = ()
-        #: Shards with leaves under them: a split someone has not finished.
-        self.overlapped: frozenset[str] = frozenset()
+        self._listing = _EMPTY_LISTING
+        #: The directory exists (directories are never removed while a store lives).
+        self.dir_known = False
         self.refresh()
 
-    def refresh(self) -> bool:
-        """Re-list the directory; True if the set of shards changed."""
+    @property
+    def existing(self) -> frozenset[str]:
+        """Prefixes that have a shard file."""
+        return self._listing.existing
+
+    @property
+    def internal(self) -> frozenset[str]:
+        """Proper prefixes of existing shards."""
+        return self._listing.internal
+
+    @property
+    def overlapped(self) -> frozenset[str]:
+        """Existing shards that also have leaves under them."""
+        return self._listing.overlapped
+
+    def refresh(self) -> None:
+        """Re-list the directory."""
         existing = frozenset(
             name[1 : -len(SHARD_SUFFIX)]
             for name in _fs.listdir(self.dir)
             if name.startswith("s") and name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name
         )
-        if existing == self.existing:
-            return False
-        self.internal = frozenset(p[:d] for p in existing for d in range(len(p)))
-        self.overlapped = existing & self.internal
-        self.depths = tuple(sorted({len(p) for p in existing}, reverse=True))
-        self.existing = existing
-        return True
+        if existing != self._listing.existing:
+            self._listing = _Listing(existing)
 
     def resolve(self, bits: str) -> str:
         """The prefix of the shard that holds a key with hash ``bits``."""
-        existing = self.existing
-        for d in self.depths:  # deepest existing prefix, usually one lookup
+        listing = self._listing
+        existing = listing.existing
+        for d in listing.depths:  # deepest existing prefix, usually one lookup
             p = bits[:d]
             if p in existing:
                 return p
-        internal = self.internal
+        internal = listing.internal
         for d in range(_MAX_PREFIX_BITS + 1):  # no existing prefix: a new region
             p = bits[:d]
             if p not in internal:
@@ -221,6 +272,7 @@ class Engine:
             "splits": 0,
             "batches_recovered": 0,
             "lock_retries": 0,
+            "split_failures": 0,
         }
 
     # ------------------------------------------------------------------ setup
@@ -269,6 +321,12 @@ class Engine:
                 )
             return wanted
         return get_codec(name)
+
+    def check_value(self, value: Any) -> None:
+        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored."""
+        size = len(self.codec.encode(value))
+        if size > self.max_value_bytes:
+            raise InvalidValueError(f"value encodes to {size} bytes; the limit is {self.max_value_bytes}")
 
     def check_open(self) -> None:
         """Raise if closed; reset per-process state after a fork."""
@@ -353,7 +411,8 @@ class Engine:
                 # Missing: split finished or new region. Flagged: a split is
                 # under way and a leaf may already hold newer data. Either way
                 # the directory knows better than our view.
-                if view.refresh() and view.resolve(bits) != prefix:
+                view.refresh()
+                if view.resolve(bits) != prefix:
                     continue
                 if shard is None:
                     return None
@@ -380,9 +439,7 @@ class Engine:
             # A prefix whose ancestor we already read was split off it after
             # we read it: its records came with the ancestor.
             todo = [
-                p
-                for p in sorted(view.existing)
-                if p not in visited and not any(p[:d] in whole for d in range(len(p)))
+                p for p in sorted(view.existing) if p not in visited and not any(p[:d] in whole for d in range(len(p)))
             ]
             if not todo:
                 return
@@ -438,9 +495,17 @@ class Engine:
         our own locks are released, so it can never deadlock with anything.
         """
         for view in views:
+            if not view.overlapped:
+                continue
+            view.refresh()
             for prefix in sorted(view.overlapped):
-                with contextlib.suppress(LockTimeout, FileNotFoundError):
-                    maintain_shard(self, view, prefix)
+                # Never wait here: the caller's write has committed, and the
+                # parent may be busy with a live split or a snapshot.
+                try:
+                    maintain_shard(self, view, prefix, wait=False)
+                except Exception:
+                    self.counters["split_failures"] += 1
+            view.refresh()
 
     def _attempt(self, ops: list[Op], deadline: float) -> list[Any] | None:
         """One try at ``apply``: None means "state moved under us, retry"."""
@@ -454,7 +519,9 @@ class Engine:
         try:
             for i, lock_path in enumerate(order):
                 view, _ = targets[lock_path]
-                _fs.ensure_dir(view.dir)
+                if not view.dir_known:
+                    _fs.ensure_dir(view.dir)
+                    view.dir_known = True
                 remaining = deadline - time.monotonic()
                 if i == 0:
                     held.append(_locks.exclusive(lock_path, max(remaining, 0.001), turnstile=view.turnstile))
@@ -471,7 +538,8 @@ class Engine:
                 view, prefix = targets[lock_path]
                 shard = self.load(view.shard_path(prefix), prefix)
                 if shard is None:
-                    if view.refresh() and any(o.view is view and view.resolve(o.bits) != o.prefix for o in ops):
+                    view.refresh()
+                    if any(o.view is view and view.resolve(o.bits) != o.prefix for o in ops):
                         return None
                     shard = Shard(prefix, self.codec.name, 0, {})
                 elif shard.splitting:
@@ -567,7 +635,13 @@ class Engine:
         for lp, data in encoded.items():
             view, prefix = targets[lp]
             if len(data) > self.shard_max_bytes and len(work[lp].records) > 1 and len(prefix) < 60:
-                self._split(view, work[lp])
+                # The write has committed: a failed split must not report it as
+                # failed (a retried update would apply twice). The shard stays
+                # whole or flagged, and the next writer or check finishes it.
+                try:
+                    self._split(view, work[lp])
+                except Exception:
+                    self.counters["split_failures"] += 1
         return results
 
     def _installed(self, path: str, shard: Shard, key: _fs.StatKey) -> None:
@@ -601,6 +675,12 @@ class Engine:
                 "created_at": time.time(),
                 "renames": [[os.path.relpath(t, self.root), os.path.relpath(g, self.root)] for _, t, g, _ in written],
             }
+            if self.sync:
+                # The temps' directory entries must be durable before the
+                # intent that names them, or a power cut could keep the intent
+                # and lose a temp: a committed batch applied in part.
+                for d in sorted({os.path.dirname(g) for _, _, g, _ in written}):
+                    _fs.fsync_dir(d)
             body = json.dumps(intent, separators=(",", ":")).encode()
             payload = b"%08x\n" % zlib.crc32(body) + body
             _fs.ensure_dir(self.batch_dir)
@@ -636,7 +716,14 @@ class Engine:
             held.release()
 
     def recover_batches(self) -> int:
-        """Roll forward every committed batch whose owner died; return how many."""
+        """Roll forward every committed batch whose owner died; return how many.
+
+        A read-only store never does (it never changes the store); until a
+        read-write process recovers, plain reads may see such a batch half
+        applied.
+        """
+        if self.readonly:
+            return 0
         names = _fs.listdir(self.batch_dir)
         if not names:
             return 0
@@ -726,8 +813,9 @@ class Engine:
                 place(region + "0", [k for k in keys if bits[k][d] == "0"])
                 place(region + "1", [k for k in keys if bits[k][d] == "1"])
                 return
-            if not keys:
-                return  # an empty range needs no file; it is created on first write
+            # An empty range gets a file too: it carries the generation forward,
+            # so a key deleted before the split and created again later gets a
+            # version above every earlier one (no ABA).
             leaf = Shard(
                 region,
                 shard.codec,
@@ -848,13 +936,28 @@ def _parse_intent(raw: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(intent, dict) or not isinstance(intent.get("renames"), list):
         return None
+    for entry in intent["renames"]:
+        # Never let an intent name a path outside the store's shards.
+        if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(p, str) for p in entry)):
+            return None
+        tmp, target = entry
+        parts = target.replace("\\", "/").split("/")
+        if (
+            os.path.isabs(target)
+            or parts[0] != NS_DIR
+            or any(p in ("", ".", "..") for p in parts)
+            or not target.endswith(SHARD_SUFFIX)
+            or not tmp.startswith(target + _fs.TEMP_MARK)
+            or "/" in tmp[len(target) :]
+        ):
+            return None
     return intent
 
 
 def quarantine_name(root: str, path: str) -> str:
     """Where ``check(fix=True)`` moves a corrupt file."""
     rel = os.path.relpath(path, root).replace(os.sep, "__")
-    return os.path.join(root, QUARANTINE_DIR, f"{rel}.{int(time.time())}")
+    return os.path.join(root, QUARANTINE_DIR, f"{rel}.{time.time_ns()}-{secrets.token_hex(3)}")
 
 
 def findings_for_temp(path: str, fixed: bool) -> Finding:
@@ -869,13 +972,21 @@ def findings_for_temp(path: str, fixed: bool) -> Finding:
     )
 
 
-def maintain_shard(engine: Engine, view: View, prefix: str) -> tuple[int, int]:
+def maintain_shard(engine: Engine, view: View, prefix: str, *, wait: bool = True) -> tuple[int, int]:
     """Under the shard's lock: finish a split, drop expired records, split if oversize.
 
-    Returns (records dropped, splits done).
+    Returns (records dropped, splits done). With ``wait=False`` a busy shard
+    is skipped (0, 0).
     """
     splits_before = engine.counters["splits"]
-    with _locks.exclusive(view.lock_path(prefix), engine.lock_timeout_s, turnstile=view.turnstile):
+    if wait:
+        held = _locks.exclusive(view.lock_path(prefix), engine.lock_timeout_s, turnstile=view.turnstile)
+    else:
+        got = _locks.try_exclusive(view.lock_path(prefix))
+        if got is None:
+            return 0, 0
+        held = got
+    with held:
         engine.recover_batches()
         path = view.shard_path(prefix)
         shard = engine.load(path, prefix)

@@ -34,6 +34,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from typing import Final
 
 import portalocker
@@ -68,6 +69,9 @@ class _InProc:
         self.users = 0
 
 
+# Every handle currently held by this process (see _reset_after_fork).
+_live: weakref.WeakSet[Held] = weakref.WeakSet()
+
 # Entries are dropped when unused so the registry does not grow with the
 # number of shards a process has ever touched.
 _inproc: dict[str, _InProc] = {}
@@ -75,10 +79,20 @@ _inproc: dict[str, _InProc] = {}
 
 def _reset_after_fork() -> None:
     # Locks held by other threads of the parent were not copied with them:
-    # start the child with fresh primitives.
+    # start the child with fresh primitives. Close the child's copies of the
+    # parent's lock descriptors (never unlock them: that would release the
+    # parent's lock): otherwise a long-lived child would keep the parent's
+    # locks alive after the parent died, and wedge every writer.
     global _registry_guard
     _registry_guard = threading.Lock()
     _inproc.clear()
+    for held in list(_live):
+        fd, held.fd = held.fd, -1
+        held._inproc_lock = None
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _live.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -88,7 +102,7 @@ if hasattr(os, "register_at_fork"):
 class Held:
     """A lock this process holds. ``release()`` is idempotent; also a context manager."""
 
-    __slots__ = ("_inproc_lock", "_pid", "fd", "mode", "path")
+    __slots__ = ("__weakref__", "_inproc_lock", "_pid", "fd", "mode", "path")
 
     def __init__(self, path: str, fd: int, mode: str, inproc_lock: _InProc | None) -> None:
         self.path = path
@@ -96,6 +110,7 @@ class Held:
         self.mode = mode
         self._inproc_lock = inproc_lock
         self._pid = os.getpid()
+        _live.add(self)
 
     def release(self) -> None:
         """Release the lock (in a forked child: only close our copy of the descriptor)."""
@@ -103,13 +118,16 @@ class Held:
         if fd < 0:
             return
         self.fd = -1
-        if self._pid == os.getpid():
-            # If unlocking fails, closing the descriptor below releases it anyway.
-            with contextlib.suppress(portalocker.LockException):
-                portalocker.unlock(fd)
-        os.close(fd)
-        if self._inproc_lock is not None and self._pid == os.getpid():
-            _inproc_release(self.path, self._inproc_lock)
+        _live.discard(self)
+        try:
+            if self._pid == os.getpid():
+                # If unlocking fails, closing the descriptor below releases it anyway.
+                with contextlib.suppress(portalocker.LockException):
+                    portalocker.unlock(fd)
+            os.close(fd)
+        finally:
+            if self._inproc_lock is not None and self._pid == os.getpid():
+                _inproc_release(self.path, self._inproc_lock)
             self._inproc_lock = None
 
     def __enter__(self) -> Held:

@@ -50,6 +50,11 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError(f"key {key!r} may not contain '/' or NUL, nor be '.' or '..'", key=key)
     if len(key) > KEY_MAX_CHARS:
         raise InvalidKeyError(f"key is {len(key)} characters long; the limit is {KEY_MAX_CHARS}", key=key[:64])
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidKeyError(f"key {key!r} is not valid Unicode (lone surrogate)", key=repr(key)) from None
     return key
 
 
@@ -79,6 +84,13 @@ def normalize_namespace(namespace: object) -> tuple[str, ...]:
             raise InvalidKeyError(
                 f"namespace segments must be str, not {type(segment).__name__}", namespace=repr(segments)
             )
+        if not segment.isascii():
+            try:
+                segment.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidKeyError(
+                    f"namespace segment {segment!r} is not valid Unicode (lone surrogate)", namespace=repr(segments)
+                ) from None
         if not segment or segment in (".", "..") or "\x00" in segment:
             raise InvalidKeyError(
                 f"namespace segment {segment!r} is empty, '.', '..' or contains NUL", namespace=segments

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from types import TracebackType
 from typing import Any
 
-from . import _locks
+from . import _fs, _locks
 from ._check import check_store, compact_store
 from ._engine import Engine, Op, View, copy_value
 from ._errors import FileMemError, InvalidValueError, StoreClosedError
@@ -71,7 +71,9 @@ class Store:
         lock_timeout_s: how long a write waits for a lock before ``LockTimeout``.
         shard_max_bytes: a shard file is split in two when it grows past this.
         max_value_bytes: larger records are refused with ``InvalidValueError``.
-        readonly: refuse every write (``ReadOnlyError``); never create files.
+        readonly: refuse every write (``ReadOnlyError``) and never change the
+            store: no recovery of a dead writer's batch, no repairs. A snapshot
+            still creates empty lock files, which is how shared locks are taken.
         create: create the store if missing (default); else raise.
     """
 
@@ -228,11 +230,13 @@ class Store:
         the record is still at that version (0: only if absent), else raise
         ConflictError; this holds across processes.
         """
+        value = copy_value(value)
+        self._engine.check_value(value)
         op = Op(
             self._ns(namespace),
             validate_key(key),
             "put",
-            copy_value(value),
+            value,
             _check_ttl(ttl),
             _check_version(if_version),
         )
@@ -335,12 +339,14 @@ class Batch:
     ) -> Batch:
         """Queue a put (see Store.put)."""
         s = self._store
+        value = copy_value(value)
+        s._engine.check_value(value)
         return self._add(
             Op(
                 s._ns(namespace),
                 validate_key(key),
                 "put",
-                copy_value(value),
+                value,
                 _check_ttl(ttl),
                 _check_version(if_version),
             )
@@ -404,7 +410,12 @@ class Snapshot:
         if lp in self._pinned:
             return self._pinned[lp]
         if not os.path.isdir(view.dir):
-            return None  # a namespace that does not exist yet: nothing to lock
+            if self._engine.readonly:
+                return None  # cannot lock what does not exist without creating it
+            # Lock the root range of the new namespace: any first writer must
+            # take it, so no record can appear under our feet (no phantoms).
+            _fs.ensure_dir(view.dir)
+            view.dir_known = True
         self._held[lp] = self._engine.snapshot_lock(view, prefix, first=not self._held)
         self._engine.recover_batches()
         shard = self._engine.load(view.shard_path(prefix), prefix)
@@ -420,7 +431,8 @@ class Snapshot:
             prefix = view.resolve(bits)
             shard = self._lock(view, prefix)
             if shard is None or shard.splitting:
-                if view.refresh() and view.resolve(bits) != prefix:
+                view.refresh()
+                if view.resolve(bits) != prefix:
                     continue
                 if shard is None:
                     return None
@@ -447,7 +459,7 @@ class Snapshot:
             raise StoreClosedError("snapshot is closed")
         ns = self._store._ns(namespace)
         view = self._engine.view(ns)
-        if not os.path.isdir(view.dir):
+        if not os.path.isdir(view.dir) and self._engine.readonly:
             return []
         while True:
             view.refresh()
@@ -477,10 +489,16 @@ class Snapshot:
     def close(self) -> None:
         """Release every lock the snapshot holds."""
         self._closed = True
-        for h in self._held.values():
-            h.release()
-        self._held.clear()
+        held, self._held = self._held, {}
         self._pinned.clear()
+        errors = []
+        for h in held.values():
+            try:
+                h.release()
+            except Exception as exc:  # release the others whatever happens
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> Snapshot:
         return self

@@ -79,7 +79,7 @@ def build_damaged(clean: Path, codec: str) -> None:
 
     d = copy("leftover-temp")
     shard = _a_shard(d)
-    Path(str(shard) + _fs.TEMP_MARK + "4242-deadbeef").write_bytes(shard.read_bytes()[:30])
+    Path(str(shard) + _fs.TEMP_MARK + "4999999-deadbeef").write_bytes(shard.read_bytes()[:30])
 
     d = copy("foreign-file")
     (d / "ns" / "agent-1" / "notes.txt").write_text("a person left this here\n")

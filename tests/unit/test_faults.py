@@ -107,7 +107,7 @@ def test_damaged_shard_is_never_served(store: filemem.Store, damage: str) -> Non
 def test_leftover_temp_files_are_removed(store: filemem.Store) -> None:
     store.put(NS, "k", 1)
     (path,) = shard_files(store)
-    leftover = path + _fs.TEMP_MARK + "999-dead"
+    leftover = path + _fs.TEMP_MARK + "4999999-dead"
     Path(leftover).write_bytes(b"half a shard")
     findings = store.check()
     assert [f.code for f in findings] == ["temp-file"]
