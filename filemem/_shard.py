@@ -49,7 +49,17 @@ class Shard:
     :meth:`copy`, changes it, encodes it and replaces the cached one.
     """
 
-    __slots__ = ("codec", "generation", "pairs", "prefix", "records", "splitting", "statkey", "touched")
+    __slots__ = (
+        "codec",
+        "generation",
+        "min_expires",
+        "pairs",
+        "prefix",
+        "records",
+        "splitting",
+        "statkey",
+        "touched",
+    )
 
     def __init__(
         self,
@@ -72,17 +82,33 @@ class Shard:
         self.splitting = splitting
         self.touched = touched
         self.statkey: tuple[int, int, int] | None = None
+        # Earliest expires_at of any record (or None): lets a write skip the
+        # expiry scan of a shard in which nothing can have expired.
+        self.min_expires: float | None = min(
+            (x for r in records.values() if (x := r.get("expires_at")) is not None), default=None
+        )
 
     def copy(self) -> Shard:
         """A copy whose dicts can be changed without touching this one."""
-        return Shard(
-            self.prefix, self.codec, self.generation, dict(self.records), dict(self.pairs), splitting=self.splitting
-        )
+        new = Shard.__new__(Shard)
+        new.prefix = self.prefix
+        new.codec = self.codec
+        new.generation = self.generation
+        new.records = dict(self.records)
+        new.pairs = dict(self.pairs)
+        new.splitting = self.splitting
+        new.touched = None
+        new.statkey = None
+        new.min_expires = self.min_expires
+        return new
 
     def set(self, key: str, record: Record) -> None:
         """Insert or replace ``key``."""
         self.records[key] = record
         self.pairs.pop(key, None)
+        x = record.get("expires_at")
+        if x is not None and (self.min_expires is None or x < self.min_expires):
+            self.min_expires = x
 
     def remove(self, key: str) -> bool:
         """Remove ``key``; True if it was there."""
@@ -91,9 +117,14 @@ class Shard:
 
     def drop_expired(self, now: float) -> list[str]:
         """Remove records whose ``expires_at`` has passed; return their keys."""
+        if self.min_expires is None or self.min_expires > now:
+            return []
         gone = [k for k, r in self.records.items() if (x := r.get("expires_at")) is not None and x <= now]
         for k in gone:
             self.remove(k)
+        self.min_expires = min(
+            (x for r in self.records.values() if (x := r.get("expires_at")) is not None), default=None
+        )
         return gone
 
 
