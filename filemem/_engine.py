@@ -263,6 +263,8 @@ class Engine:
         self._codecs[self.codec.name] = self.codec
         self._views: dict[tuple[str, ...], View] = {}
         self._cache: dict[str, Shard] = {}
+        # Read-only stores only: shards owed by a dead writer's batch (see recover_batches).
+        self._overlay: dict[str, str] = {}
         self._cache_guard = threading.Lock()
         self._pid = os.getpid()
         self.closed = False
@@ -369,6 +371,12 @@ class Engine:
         One ``stat`` when the cached parse is current; a read and parse
         otherwise. Raises CorruptShardError for a damaged file.
         """
+        if self._overlay:
+            pending = self._overlay.get(path)
+            if pending is not None:
+                got = _fs.read_file(pending)
+                if got is not None:  # else recovered meanwhile: read the target
+                    return decode_shard(got[0], path, self._codecs, prefix)
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -723,6 +731,7 @@ class Engine:
         applied.
         """
         if self.readonly:
+            self._overlay = self._dead_batch_overlay()
             return 0
         names = _fs.listdir(self.batch_dir)
         if not names:
@@ -733,6 +742,31 @@ class Engine:
             if is_intent and self._recover_one(os.path.join(self.batch_dir, name)):
                 done += 1
         return done
+
+    def _dead_batch_overlay(self) -> dict[str, str]:
+        """For a read-only store: target -> temp of every committed batch whose owner died.
+
+        A read-only store may not roll such a batch forward, but a snapshot
+        must still see it whole: it reads the temps in place of their targets.
+        """
+        overlay: dict[str, str] = {}
+        for name in _fs.listdir(self.batch_dir):
+            if not name.endswith(BATCH_SUFFIX) or _fs.TEMP_MARK in name:
+                continue
+            path = os.path.join(self.batch_dir, name)
+            got = _locks.try_exclusive_existing(path)
+            if not isinstance(got, _locks.Held):
+                continue  # live owner (it holds its shards' locks too) or gone
+            try:
+                with open(path, "rb") as fh:
+                    intent = _parse_intent(fh.read())
+            finally:
+                got.release()
+            for tmp_rel, target_rel in intent["renames"] if intent else []:
+                tmp = os.path.join(self.root, tmp_rel)
+                if os.path.exists(tmp):
+                    overlay[os.path.join(self.root, target_rel)] = tmp
+        return overlay
 
     def _recover_one(self, path: str) -> bool:
         try:

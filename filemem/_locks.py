@@ -320,7 +320,8 @@ def try_exclusive_existing(path: str) -> Held | bool | None:
     the file is gone (or was removed while we locked it).
     """
     try:
-        fd = os.open(path, os.O_RDWR)
+        # Read-only is enough for flock, and works for a read-only user.
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     except OSError as exc:

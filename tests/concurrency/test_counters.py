@@ -1,8 +1,8 @@
-"""No lost updates between real processes and threads: counters end exactly at N x M.
+"""No lost updates between real processes: counters end exactly at N x M.
 
 Covers ``update`` on one hot key, updates spread over namespaces while shards
 split under contention, cross-namespace batches, compare-and-set loops with
-``if_version`` and create-only puts (``if_version=0``), and threads.
+``if_version`` and create-only puts (``if_version=0``). Threads: test_threads.py.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-import threading
 from collections import Counter
 from typing import Any
 
-import filemem
 import pytest
 
+import filemem
+from filemem._names import hash_bits
 from tests.concurrency import _workers as w
 from tests.helpers import reap
 
@@ -36,9 +36,7 @@ def _run(ctx: mp.context.SpawnContext, target: Any, argsets: list[tuple[Any, ...
 
 
 def _shards_per_namespace(store: filemem.Store, namespaces: list[tuple[str, ...]]) -> dict[str, int]:
-    return {
-        "/".join(ns): sum(f.endswith(".shard") for f in os.listdir(store._engine.ns_dir(ns))) for ns in namespaces
-    }
+    return {"/".join(ns): sum(f.endswith(".shard") for f in os.listdir(store._engine.ns_dir(ns))) for ns in namespaces}
 
 
 @pytest.mark.parametrize("n,m", [(6, 150)])
@@ -81,9 +79,7 @@ def test_processes_update_spread_keys_while_shards_split(store_path: str, codec:
         splits += got["stats"]["splits"]
     assert sum(expected.values()) == n * m
     with filemem.Store(store_path, shard_max_bytes=2048) as s:
-        actual = {
-            f"{'/'.join(ns)}|{it.key}": it.value["n"] for ns in namespaces for it in s.items(ns)
-        }
+        actual = {f"{'/'.join(ns)}|{it.key}": it.value["n"] for ns in namespaces for it in s.items(ns)}
         assert actual == dict(expected)
         assert s.check() == []
         shards = _shards_per_namespace(s, namespaces)
@@ -146,82 +142,26 @@ def test_processes_create_only_exactly_one_winner(store_path: str, codec: str, s
         assert s.check() == []
 
 
-# ---------------------------------------------------------------- threads
+def test_if_version_is_never_fooled_by_delete_and_recreate_across_a_split(store_path: str) -> None:
+    """``Item.version`` "is never reused, even after a delete": a compare-and-set from a reader that saw
+    the key's first incarnation must fail against any later one. Regression (found by this test): a
+    split wrote no file for an empty half, so this happened:
 
-
-def _threads(target: Any, n: int, timeout: float = 60) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            target(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,), name=f"worker-{i}") for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "threads hung"
-    return errors
-
-
-def test_threads_update_one_key_exactly(store_path: str, codec: str) -> None:
-    t, m = 8, 200
-    with filemem.Store(store_path, codec=codec, durability="flush") as s:
-        errors = _threads(lambda i: [s.update("hot", "counter", w.incr) for _ in range(m)], t)
-        assert errors == []
-        assert s.get("hot", "counter") == t * m
-        assert s.check() == []
-
-
-def test_threads_mixed_updates_and_batches_while_shards_split(store_path: str) -> None:
-    """Threads of one process share its caches and views while shards split under them."""
-    t, m = 6, 150
-    namespaces = [("thr", "a"), ("thr", "b")]
-    keys = [(ns, f"key-{j:02d}") for ns in namespaces for j in range(25)]
-    counts: list[Counter[tuple[tuple[str, ...], str]]] = [Counter() for _ in range(t)]
-    with filemem.Store(store_path, durability="flush", shard_max_bytes=1024) as s:
-
-        def work(i: int) -> None:
-            rng = random.Random(i)
-            for _ in range(m):
-                if rng.random() < 0.2:
-                    picked = rng.sample(keys, 2)
-                    with s.batch() as b:
-                        for ns, k in picked:
-                            b.update(ns, k, w.incr_padded)
-                    counts[i].update(picked)
-                else:
-                    ns, k = rng.choice(keys)
-                    s.update(ns, k, w.incr_padded)
-                    counts[i][(ns, k)] += 1
-
-        assert _threads(work, t) == []
-        expected = sum(counts, Counter())
-        actual = {(ns, it.key): it.value["n"] for ns in namespaces for it in s.items(ns)}
-        assert actual == dict(expected)
-        assert s.check() == []
-        assert s.stats()["splits"] >= 2
-
-
-def test_processes_and_threads_together(store_path: str, spawn_ctx: Any) -> None:
-    """Child processes and threads of the parent update one key at the same time."""
-    n, m = 3, 100
-    keys = [[["mix"], "counter"]]
-    res = [os.path.join(os.path.dirname(store_path), f"r{i}.json") for i in range(n)]
-    filemem.Store(store_path).close()
-    barrier = spawn_ctx.Barrier(n)
-    procs = []
-    try:
-        for i in range(n):
-            procs.append(w.start(spawn_ctx, w.incr_child, (store_path, FAST, keys, m, False, i, res[i], barrier)))
-        with filemem.Store(store_path, durability="flush") as s:
-            errors = _threads(lambda i: [s.update("mix", "counter", w.incr) for _ in range(m)], 4)
-        w.join_ok(procs, 90)
-    finally:
-        reap(procs, timeout=0)
-    assert errors == []
-    with filemem.Store(store_path) as s:
-        assert s.get("mix", "counter") == n * m + 4 * m
+    1. ``k`` is created (version 1, a stale reader remembers it) and deleted;
+    2. records whose hash starts on the other side of ``k``'s first bit split the root: ``k``'s half
+       held no record, so it got no file;
+    3. ``k`` was created again in a new shard at generation 0: version 1 again.
+    """
+    with filemem.Store(store_path, shard_max_bytes=1024, durability="flush") as s:
+        first = s.put("cas", "k", "first")
+        s.put("cas", "k", "second")
+        assert s.delete("cas", "k")
+        side = hash_bits("k")[0]
+        others = [k for k in (f"o{i}" for i in range(400)) if hash_bits(k)[0] != side][:15]
+        for o in others:
+            s.put("cas", o, w.PAD)
+        assert s.stats()["splits"] >= 1
+        again = s.put("cas", "k", "recreated")
+        assert again > first
+        with pytest.raises(filemem.ConflictError):
+            s.put("cas", "k", "stale writer wins", if_version=first)
