@@ -126,9 +126,9 @@ class _Listing:
 
     __slots__ = ("depths", "existing", "internal", "overlapped")
 
-    def __init__(self, existing: frozenset[str]) -> None:
+    def __init__(self, existing: frozenset[str], internal: frozenset[str] | None = None) -> None:
         self.existing = existing
-        self.internal = frozenset(p[:d] for p in existing for d in range(len(p)))
+        self.internal = internal if internal is not None else frozenset(p[:d] for p in existing for d in range(len(p)))
         #: Shards with leaves under them: a split someone has not finished.
         self.overlapped = existing & self.internal
         self.depths = tuple(sorted({len(p) for p in existing}, reverse=True))
@@ -181,6 +181,59 @@ class View:
         if existing != self._listing.existing:
             self._listing = _Listing(existing)
 
+    def refresh_below(self, prefix: str) -> None:
+        """Update the listing after ``prefix`` was found split (gone or flagged).
+
+        Splits write every leaf, so the new shards are found by probing the
+        children of ``prefix`` with a few ``stat`` calls instead of listing a
+        directory that may hold thousands of shards. Falls back to a full
+        listing when the probe finds nothing or wanders too far.
+        """
+        listing = self._listing
+        if prefix not in listing.existing:
+            self.refresh()
+            return
+        found: list[str] = []
+        pending = [prefix + "0", prefix + "1"]
+        probes = 0
+        while pending:
+            child = pending.pop()
+            probes += 1
+            if probes > 64 or len(child) > _MAX_PREFIX_BITS:
+                self.refresh()
+                return
+            if os.path.exists(self.shard_path(child)):
+                found.append(child)
+            else:
+                pending += [child + "0", child + "1"]
+        if not found:
+            self.refresh()
+            return
+        existing = set(listing.existing)
+        if not os.path.exists(self.shard_path(prefix)):
+            existing.discard(prefix)
+        existing.update(found)
+        internal = set(listing.internal)
+        internal.update(f[:d] for f in found for d in range(len(prefix), len(f)))
+        if self._listing is listing:  # lost a race with another thread's refresh: theirs is as good
+            self._listing = _Listing(frozenset(existing), frozenset(internal))
+
+    def has_shards_below(self, prefix: str) -> bool:
+        """Whether any shard exists strictly below ``prefix`` (refreshing the listing if so).
+
+        ``os.listdir`` is no snapshot: while a split renames leaves in and
+        unlinks the parent, one listing can miss both. Before anyone treats
+        the range of a missing shard as empty (a reader answering "absent", a
+        writer creating the shard afresh), this double-checks with ``stat``
+        of the children, where splits put their leaves, and then with a second
+        listing.
+        """
+        if any(os.path.exists(self.shard_path(prefix + c)) for c in "01"):
+            self.refresh()
+            return True
+        self.refresh()
+        return any(p.startswith(prefix) and p != prefix for p in self.existing)
+
     def resolve(self, bits: str) -> str:
         """The prefix of the shard that holds a key with hash ``bits``."""
         listing = self._listing
@@ -206,6 +259,16 @@ class View:
 
 
 OpKind = Literal["put", "delete", "update"]
+
+
+class _WriteContext:
+    """State of one ``apply`` call across its retries."""
+
+    __slots__ = ("spare", "sync_dirs")
+
+    def __init__(self) -> None:
+        self.spare: _fs.TempFile | None = None
+        self.sync_dirs: set[str] = set()
 
 
 @dataclass(slots=True)
@@ -238,7 +301,7 @@ class Engine:
         codec: str | Codec | None = None,
         durability: Durability = "fsync",
         lock_timeout_s: float = 10.0,
-        shard_max_bytes: int = 64 * 1024,
+        shard_max_bytes: int = 32 * 1024,
         max_value_bytes: int = 16 * 1024 * 1024,
         readonly: bool = False,
         create: bool = True,
@@ -419,10 +482,12 @@ class Engine:
                 # Missing: split finished or new region. Flagged: a split is
                 # under way and a leaf may already hold newer data. Either way
                 # the directory knows better than our view.
-                view.refresh()
+                view.refresh_below(prefix)
                 if view.resolve(bits) != prefix:
                     continue
                 if shard is None:
+                    if view.has_shards_below(prefix):
+                        continue  # the listing raced a split
                     return None
             rec = shard.records.get(key)
             if rec is None:
@@ -480,20 +545,40 @@ class Engine:
             op.bits = hash_bits(op.key)
         deadline = time.monotonic() + self.lock_timeout_s
         backoff = 0.001
-        while True:
-            outcome = self._attempt(ops, deadline)
-            if outcome is not None:
-                self._finish_splits({id(op.view): op.view for op in ops if op.view is not None}.values())
-                return outcome
-            self.counters["lock_retries"] += 1
-            if time.monotonic() >= deadline:
-                raise LockTimeout(
-                    f"timed out after {self.lock_timeout_s:.3f}s retrying a write in {ops[0].view.dir}",  # type: ignore[union-attr]
-                    path=ops[0].view.dir if ops[0].view else None,
-                    waited_s=self.lock_timeout_s,
-                )
-            time.sleep(backoff * random.random())  # noqa: S311 - jitter, not crypto
-            backoff = min(backoff * 2, 0.05)
+        ctx = _WriteContext()
+        first = ops[0].view
+        assert first is not None
+        one_dir = all(op.view is first for op in ops)
+        try:
+            while True:
+                if ctx.spare is None and one_dir:
+                    if not first.dir_known:
+                        _fs.ensure_dir(first.dir)
+                        first.dir_known = True
+                    # Created before the lock is taken: see _fs.TempFile.
+                    ctx.spare = _fs.TempFile(first.shard_path(first.resolve(ops[0].bits)))
+                outcome = self._attempt(ops, deadline, ctx)
+                if outcome is not None:
+                    # Outside the lock: the next writer need not wait for our
+                    # directory fsync, and it builds on our renamed file, so
+                    # nothing it makes durable can lack our write. We still
+                    # return only once our own rename is durable.
+                    for d in sorted(ctx.sync_dirs):
+                        _fs.fsync_dir(d)
+                    self._finish_splits({id(op.view): op.view for op in ops if op.view is not None}.values())
+                    return outcome
+                self.counters["lock_retries"] += 1
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"timed out after {self.lock_timeout_s:.3f}s retrying a write in {first.dir}",
+                        path=first.dir,
+                        waited_s=self.lock_timeout_s,
+                    )
+                time.sleep(backoff * random.random())  # noqa: S311 - jitter, not crypto
+                backoff = min(backoff * 2, 0.05)
+        finally:
+            if ctx.spare is not None:
+                ctx.spare.discard()
 
     def _finish_splits(self, views: Iterable[View]) -> None:
         """Finish splits a dead writer left (a flagged shard whose leaves took over).
@@ -515,7 +600,7 @@ class Engine:
                     self.counters["split_failures"] += 1
             view.refresh()
 
-    def _attempt(self, ops: list[Op], deadline: float) -> list[Any] | None:
+    def _attempt(self, ops: list[Op], deadline: float, ctx: _WriteContext) -> list[Any] | None:
         """One try at ``apply``: None means "state moved under us, retry"."""
         targets: dict[str, tuple[View, str]] = {}
         for op in ops:
@@ -546,16 +631,18 @@ class Engine:
                 view, prefix = targets[lock_path]
                 shard = self.load(view.shard_path(prefix), prefix)
                 if shard is None:
-                    view.refresh()
+                    view.refresh_below(prefix)
                     if any(o.view is view and view.resolve(o.bits) != o.prefix for o in ops):
                         return None
+                    if view.has_shards_below(prefix):
+                        return None  # the listing raced a split: never shadow its leaves
                     shard = Shard(prefix, self.codec.name, 0, {})
                 elif shard.splitting:
                     self._split(view, shard)  # finish what a dead writer started
                     view.refresh()
                     return None
                 shards[lock_path] = shard
-            return self._commit(ops, targets, order, shards)
+            return self._commit(ops, targets, order, shards, ctx)
         finally:
             for h in reversed(held):
                 h.release()
@@ -566,6 +653,7 @@ class Engine:
         targets: dict[str, tuple[View, str]],
         order: list[str],
         shards: dict[str, Shard],
+        ctx: _WriteContext,
     ) -> list[Any]:
         now = time.time()
         work = {lp: shards[lp].copy() for lp in order}
@@ -635,7 +723,14 @@ class Engine:
             view, prefix = targets[lp]
             path = view.shard_path(prefix)
             old = shards[lp].statkey
-            key = _fs.atomic_write(path, data, sync=self.sync, min_mtime_ns=old[1] + 1 if old else 0)
+            spare, ctx.spare = ctx.spare, None
+            if spare is None or spare.directory != view.dir:
+                if spare is not None:
+                    spare.discard()
+                spare = _fs.TempFile(path)
+            key = spare.commit(path, data, sync=self.sync, min_mtime_ns=old[1] + 1 if old else 0, sync_dir=False)
+            if self.sync:
+                ctx.sync_dirs.add(view.dir)
             self._installed(path, work[lp], key)
         else:
             self._commit_batch(targets, work, encoded, shards)

@@ -16,6 +16,7 @@ the children of ``("tenant", "acme")`` live under ``ns/tenant/acme/``, and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Final
 
@@ -146,6 +147,7 @@ def unescape_segment(name: str) -> str | None:
     return segment if segment and escape_segment(segment) == name else None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # hot keys: a dict hit instead of a hash and a format
 def hash_bits(key: str) -> str:
     """The 64-bit hash of ``key`` as a string of ``0``/``1``, most significant first.
 

@@ -84,7 +84,7 @@ class Store:
         codec: str | Codec | None = None,
         durability: Durability = "fsync",
         lock_timeout_s: float = 10.0,
-        shard_max_bytes: int = 64 * 1024,
+        shard_max_bytes: int = 32 * 1024,
         max_value_bytes: int = 16 * 1024 * 1024,
         readonly: bool = False,
         create: bool = True,
@@ -431,10 +431,12 @@ class Snapshot:
             prefix = view.resolve(bits)
             shard = self._lock(view, prefix)
             if shard is None or shard.splitting:
-                view.refresh()
+                view.refresh_below(prefix)
                 if view.resolve(bits) != prefix:
                     continue
                 if shard is None:
+                    if view.has_shards_below(prefix):
+                        continue  # the listing raced a split
                     return None
             rec = shard.records.get(key)
             if rec is None or ((x := rec.get("expires_at")) is not None and x <= self._now):

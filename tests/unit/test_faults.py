@@ -33,6 +33,7 @@ def test_fsync_failure_raises_and_keeps_old_value(store: filemem.Store, monkeypa
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", bad_fsync)
+    monkeypatch.setattr(os, "fdatasync", bad_fsync)  # files are synced with fdatasync where it exists
     with pytest.raises(StorageError) as err:
         store.put(NS, "k", "new")
     assert err.value.errno == errno.EIO and isinstance(err.value, OSError)
