@@ -86,6 +86,8 @@ BATCH_SUFFIX: Final = ".batch"
 #: from deadlocking with a snapshot that took shared locks in another order.
 _BATCH_STEP_S: Final = 0.05
 _MAX_PREFIX_BITS: Final = 64
+#: A batch touching at least this many shards syncs them with one syncfs.
+_SYNCFS_MIN_SHARDS: Final = 4
 _CACHE_MAX_SHARDS: Final = 4096
 
 
@@ -762,15 +764,29 @@ class Engine:
     ) -> None:
         batch_id = secrets.token_hex(8)
         written: list[tuple[str, str, str, _fs.StatKey]] = []  # (lock path, temp, target, key)
+        jobs = []
+        for lp in encoded:
+            view, prefix = targets[lp]
+            target = view.shard_path(prefix)
+            old = shards[lp].statkey
+            jobs.append(
+                (lp, _fs.temp_path(target, f"b{batch_id}-"), target, max(time.time_ns(), old[1] + 1 if old else 0))
+            )
+
+        # Many temps: write them all, then make them durable with one syncfs
+        # (one journal commit) instead of one fsync each.
+        one_sync = self.sync and len(jobs) >= _SYNCFS_MIN_SHARDS and _fs.can_sync_filesystem()
+
+        def write(job: tuple[str, str, str, int]) -> tuple[str, str, str, _fs.StatKey]:
+            lp, tmp, target, mtime = job
+            key = _fs.write_new_file(tmp, encoded[lp], sync=self.sync and not one_sync, mtime_ns=mtime)
+            return lp, tmp, target, key
+
         try:
-            for lp, data in encoded.items():
-                view, prefix = targets[lp]
-                target = view.shard_path(prefix)
-                tmp = _fs.temp_path(target, f"b{batch_id}-")
-                old = shards[lp].statkey
-                mtime = max(time.time_ns(), old[1] + 1 if old else 0)
-                key = _fs.write_new_file(tmp, data, sync=self.sync, mtime_ns=mtime)
-                written.append((lp, tmp, target, key))
+            for job in jobs:
+                written.append(write(job))
+            if one_sync:
+                _fs.sync_filesystem(self.root)
             intent = {
                 "filemem": FORMAT_VERSION,
                 "id": batch_id,
