@@ -270,3 +270,26 @@ def test_lock_timeout_names_the_file(store_path: str, spawn_ctx: object) -> None
             assert s.get(NS, "k") == 1  # reads take no lock: never blocked by a writer
         finally:
             reap([p])
+
+
+def test_syncfs_failure_fails_a_large_batch_before_its_commit(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _fs.can_sync_filesystem():
+        pytest.skip("syncfs is Linux-only")
+    s = filemem.Store(store_path, shard_max_bytes=1024)
+    for i in range(60):
+        s.put(NS, f"k{i}", "old" + "x" * 40)
+
+    def bad_syncfs(path: str) -> None:
+        raise StorageError("could not sync the file system", errno=errno.EIO, path=path)
+
+    monkeypatch.setattr(_fs, "sync_filesystem", bad_syncfs)
+    with pytest.raises(StorageError), s.batch() as b:
+        for i in range(60):
+            b.put(NS, f"k{i}", "new")
+    monkeypatch.undo()
+    assert all(s.get(NS, f"k{i}") == "old" + "x" * 40 for i in range(60))
+    assert temp_files(s.path) == [] and os.listdir(os.path.join(s.path, "batches")) == []
+    assert s.check() == []
+    s.close()
