@@ -290,6 +290,6 @@ def test_syncfs_failure_fails_a_large_batch_before_its_commit(
             b.put(NS, f"k{i}", "new")
     monkeypatch.undo()
     assert all(s.get(NS, f"k{i}") == "old" + "x" * 40 for i in range(60))
-    assert temp_files(s.path) == [] and os.listdir(os.path.join(s.path, "batches")) == []
+    assert temp_files(s.path) == [] and _fs.listdir(os.path.join(s.path, "batches")) == []
     assert s.check() == []
     s.close()
