@@ -15,6 +15,8 @@ with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
     L5  _store, _demo                 Store facade, demo agents
+    L3  _freshness                    cache + watcher + feed of one store in one process
+        _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
     L2  _engine, _check, _shard       engine (read, write, batch, split), checker, format
     L1  _fs, _locks, _names, codecs   atomic file I/O, locks, names, codecs
     L0  _errors, _types               exception tree, plain data types
@@ -35,10 +37,13 @@ from ._errors import ReadOnlyError as ReadOnlyError
 from ._errors import StorageError as StorageError
 from ._errors import StoreClosedError as StoreClosedError
 from ._errors import UnsupportedFormatError as UnsupportedFormatError
+from ._feed import Change as Change
+from ._feed import Subscription as Subscription
 from ._store import Batch as Batch
 from ._store import MappingView as MappingView
 from ._store import Snapshot as Snapshot
 from ._store import Store as Store
+from ._types import Consistency as Consistency
 from ._types import Finding as Finding
 from ._types import Item as Item
 
@@ -46,7 +51,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
+    "Change",
     "ConflictError",
+    "Consistency",
     "CorruptShardError",
     "FileMemError",
     "Finding",
@@ -60,6 +67,7 @@ __all__ = [
     "StorageError",
     "Store",
     "StoreClosedError",
+    "Subscription",
     "UnsupportedFormatError",
     "__version__",
 ]

@@ -278,7 +278,7 @@ def _quarantine(engine: Engine, view: View, prefix: str, path: str, message: str
             _fs.fsync_dir(view.dir)
     except LockTimeout:
         return Finding("corrupt-shard", path, message + "; could not lock it to quarantine", fixed=False)
-    engine._cache.pop(path, None)
+    engine.cache.forget(path)
     return Finding(
         "corrupt-shard",
         path,

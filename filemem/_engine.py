@@ -49,12 +49,11 @@ import json
 import os
 import random
 import secrets
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from . import _fs, _locks
 from ._errors import (
@@ -88,7 +87,6 @@ _BATCH_STEP_S: Final = 0.05
 _MAX_PREFIX_BITS: Final = 64
 #: A batch touching at least this many shards syncs them with one syncfs.
 _SYNCFS_MIN_SHARDS: Final = 4
-_CACHE_MAX_SHARDS: Final = 4096
 
 
 #: Deepest nesting of containers a value may have. Every reader must be able
@@ -147,7 +145,7 @@ class View:
     again and compare prefixes.
     """
 
-    __slots__ = ("_listing", "dir", "dir_known", "namespace", "turnstile")
+    __slots__ = ("_listing", "dir", "dir_known", "namespace", "stale", "turnstile")
 
     def __init__(self, namespace: tuple[str, ...], directory: str) -> None:
         self.namespace = namespace
@@ -156,6 +154,8 @@ class View:
         self._listing = _EMPTY_LISTING
         #: The directory exists (directories are never removed while a store lives).
         self.dir_known = False
+        #: Set by the watcher when a shard file appeared or vanished here.
+        self.stale = False
         self.refresh()
 
     @property
@@ -175,6 +175,7 @@ class View:
 
     def refresh(self) -> None:
         """Re-list the directory."""
+        self.stale = False
         existing = frozenset(
             name[1 : -len(SHARD_SUFFIX)]
             for name in _fs.listdir(self.dir)
@@ -260,6 +261,43 @@ class View:
         return os.path.join(self.dir, f"s{prefix}{LOCK_SUFFIX}")
 
 
+class CacheEntryLike(Protocol):
+    """What the engine reads from a cache entry."""
+
+    shard: Shard | None
+
+
+class ShardCacheLike(Protocol):
+    """The per-process shard cache the engine is given (filemem._cache.ShardCache).
+
+    The engine sits below the cache layer, so it names only this shape.
+    """
+
+    def fresh(self, path: str) -> CacheEntryLike | None:
+        """The entry if it may be used without a stat."""
+        ...
+
+    def peek(self, path: str) -> CacheEntryLike | None:
+        """The entry, fresh or not."""
+        ...
+
+    def store(self, path: str, shard: Shard | None, size: int) -> None:
+        """Remember a shard (or its absence) as current now."""
+        ...
+
+    def revalidated(self, path: str, entry: Any) -> None:
+        """An entry was found current by a stat."""
+        ...
+
+    def forget(self, path: str) -> None:
+        """Drop an entry."""
+        ...
+
+    def clear(self) -> None:
+        """Drop everything."""
+        ...
+
+
 OpKind = Literal["put", "delete", "update"]
 
 
@@ -307,6 +345,7 @@ class Engine:
         max_value_bytes: int = 16 * 1024 * 1024,
         readonly: bool = False,
         create: bool = True,
+        cache: ShardCacheLike,
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise InvalidValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
@@ -327,11 +366,14 @@ class Engine:
         self.codec = self._open_marker(codec, create=create)
         self._codecs[self.codec.name] = self.codec
         self._views: dict[tuple[str, ...], View] = {}
-        self._cache: dict[str, Shard] = {}
+        self._views_by_dir: dict[str, View] = {}
+        self.cache = cache
         # Read-only stores only: shards owed by a dead writer's batch (see recover_batches).
         self._overlay: dict[str, str] = {}
-        self._cache_guard = threading.Lock()
         self._pid = os.getpid()
+        #: Called in a forked child on its first use of the engine (the Store
+        #: restarts its cache and watcher there).
+        self.after_fork: Callable[[], None] | None = None
         self.closed = False
         self.counters: dict[str, int] = {
             "shard_parses": 0,
@@ -402,15 +444,19 @@ class Engine:
         if self._pid != os.getpid():
             # A forked child shares nothing mutable with its parent but files.
             self._pid = os.getpid()
-            self._cache = {}
-            self._cache_guard = threading.Lock()
             self._views = {}
+            self._views_by_dir = {}
+            if self.after_fork is not None:
+                self.after_fork()
+            else:
+                self.cache.clear()
 
     def close(self) -> None:
         """Forget cached state; further use raises StoreClosedError."""
         self.closed = True
-        self._cache = {}
+        self.cache.clear()
         self._views = {}
+        self._views_by_dir = {}
 
     # ------------------------------------------------------------------ views
 
@@ -425,17 +471,30 @@ class Engine:
             v = View(namespace, self.ns_dir(namespace))
             if len(self._views) > 65536:
                 self._views.clear()
+                self._views_by_dir.clear()
             self._views[namespace] = v
+            self._views_by_dir[v.dir] = v
         return v
+
+    def view_of_dir(self, directory: str) -> View | None:
+        """The view of the namespace stored in ``directory``, if this process has one."""
+        return self._views_by_dir.get(directory)
 
     # ------------------------------------------------------------------ cache
 
-    def load(self, path: str, prefix: str | None) -> Shard | None:
+    def load(self, path: str, prefix: str | None, *, fresh_ok: bool = False) -> Shard | None:
         """The current parse of the shard at ``path``, or None if absent.
 
-        One ``stat`` when the cached parse is current; a read and parse
-        otherwise. Raises CorruptShardError for a damaged file.
+        ``fresh_ok``: a cache entry that is still fresh (TTL, no change event)
+        is used with no system call. Otherwise one ``stat`` when the cached
+        parse is current, a read and parse when not. Raises CorruptShardError
+        for a damaged file.
         """
+        cache = self.cache
+        if fresh_ok:
+            hit = cache.fresh(path)
+            if hit is not None:
+                return hit.shard
         if self._overlay:
             pending = self._overlay.get(path)
             if pending is not None:
@@ -445,41 +504,46 @@ class Engine:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            self._cache.pop(path, None)
+            cache.store(path, None, 0)
             return None
         except OSError as exc:
             raise _fs.storage_error(exc, "stat", path) from exc
-        cached = self._cache.get(path)
-        if cached is not None and cached.statkey == (st.st_ino, st.st_mtime_ns, st.st_size):
-            return cached
+        entry = cache.peek(path)
+        if (
+            entry is not None
+            and entry.shard is not None
+            and entry.shard.statkey == (st.st_ino, st.st_mtime_ns, st.st_size)
+        ):
+            cache.revalidated(path, entry)
+            return entry.shard
         got = _fs.read_file(path)
         if got is None:
-            self._cache.pop(path, None)
+            cache.store(path, None, 0)
             return None
         data, key = got
         shard = decode_shard(data, path, self._codecs, prefix)
         shard.statkey = key
         self.counters["shard_parses"] += 1
-        self._remember(path, shard)
+        cache.store(path, shard, len(data))
         return shard
-
-    def _remember(self, path: str, shard: Shard) -> None:
-        cache = self._cache
-        with self._cache_guard:
-            cache.pop(path, None)
-            cache[path] = shard
-            while len(cache) > _CACHE_MAX_SHARDS:
-                cache.pop(next(iter(cache)))
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, namespace: tuple[str, ...], key: str) -> Record | None:
-        """The live record for ``key``, lock-free; None if absent or expired."""
+    def read(self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False) -> Record | None:
+        """The live record for ``key``, lock-free; None if absent or expired.
+
+        ``fresh_ok``: serve from a fresh cache entry without any system call
+        (the "cached" consistency level); otherwise revalidate ("strict").
+        """
         view = self.view(namespace)
+        if view.stale and fresh_ok:
+            view.refresh()
         bits = hash_bits(key)
-        for _ in range(8):
+        for attempt in range(8):
             prefix = view.resolve(bits)
-            shard = self.load(view.shard_path(prefix), prefix)
+            # Only the first look may trust the cache: a retry means the
+            # cached picture was wrong somewhere, so revalidate everything.
+            shard = self.load(view.shard_path(prefix), prefix, fresh_ok=fresh_ok and attempt == 0)
             if shard is None or shard.splitting:
                 # Missing: split finished or new region. Flagged: a split is
                 # under way and a leaf may already hold newer data. Either way
@@ -750,8 +814,10 @@ class Engine:
         return results
 
     def _installed(self, path: str, shard: Shard, key: _fs.StatKey) -> None:
+        # Our own write is current by construction: a process reads its own
+        # writes at once, whatever the cache's TTL.
         shard.statkey = key
-        self._remember(path, shard)
+        self.cache.store(path, shard, key[2])
 
     # ------------------------------------------------------------------ batches
 
@@ -907,7 +973,7 @@ class Engine:
                     target = os.path.join(self.root, target_rel)
                     if os.path.exists(tmp):
                         _fs.replace(tmp, target)
-                        self._cache.pop(target, None)
+                        self.cache.forget(target)
                     dirs.add(os.path.dirname(target))
                 if self.sync:
                     for d in sorted(dirs):
@@ -984,7 +1050,7 @@ class Engine:
             raise _fs.storage_error(exc, "remove", path) from exc
         if self.sync:
             _fs.fsync_dir(view.dir)
-        self._cache.pop(path, None)
+        self.cache.forget(path)
         view.refresh()
         self.counters["splits"] += 1
 

@@ -9,12 +9,15 @@ from types import TracebackType
 from typing import Any
 
 from . import _fs, _locks
+from ._cache import ShardCache
 from ._check import check_store, compact_store
 from ._engine import Engine, Op, View, copy_value
 from ._errors import FileMemError, InvalidValueError, StoreClosedError
+from ._feed import Change, Subscription
+from ._freshness import Freshness, WatchMode
 from ._names import hash_bits, normalize_namespace, validate_key
 from ._shard import Record, Shard
-from ._types import Durability, Finding, Item, NamespaceLike
+from ._types import Consistency, Durability, Finding, Item, NamespaceLike
 from .codecs import Codec
 
 __all__ = ["Batch", "MappingView", "Snapshot", "Store"]
@@ -88,7 +91,21 @@ class Store:
         max_value_bytes: int = 16 * 1024 * 1024,
         readonly: bool = False,
         create: bool = True,
+        consistency: Consistency = "cached",
+        cache_ttl_s: float = 1.0,
+        cache_max_entries: int = 4096,
+        cache_max_bytes: int = 64 * 1024 * 1024,
+        watch: WatchMode = "auto",
+        poll_interval_s: float = 0.05,
     ) -> None:
+        if consistency not in ("cached", "strict"):
+            raise InvalidValueError(f"consistency must be 'cached' or 'strict', not {consistency!r}")
+        if watch not in ("auto", "native", "polling", "off"):
+            raise InvalidValueError(f"watch must be 'auto', 'native', 'polling' or 'off', not {watch!r}")
+        if not cache_ttl_s >= 0 or cache_max_entries < 1 or cache_max_bytes < 0 or not poll_interval_s > 0:
+            raise InvalidValueError("cache_ttl_s must be >= 0, cache sizes positive, poll_interval_s > 0")
+        self.consistency: Consistency = consistency
+        cache = ShardCache(ttl_s=cache_ttl_s, max_entries=cache_max_entries, max_bytes=cache_max_bytes)
         self._engine = Engine(
             os.fspath(path),
             codec=codec,
@@ -98,7 +115,9 @@ class Store:
             max_value_bytes=max_value_bytes,
             readonly=readonly,
             create=create,
+            cache=cache,
         )
+        self._fresh = Freshness(self._engine, cache, watch=watch, poll_interval_s=poll_interval_s)
         self._ns_cache: dict[Any, tuple[str, ...]] = {}
         if not readonly:
             self._engine.recover_batches()
@@ -138,7 +157,11 @@ class Store:
         return got
 
     def close(self) -> None:
-        """Release per-process state. Idempotent; later calls raise StoreClosedError."""
+        """Stop the watcher, end subscriptions, release per-process state.
+
+        Idempotent; later calls raise StoreClosedError. Leaves no thread behind.
+        """
+        self._fresh.close()
         self._engine.close()
 
     def __enter__(self) -> Store:
@@ -152,21 +175,37 @@ class Store:
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, namespace: NamespaceLike, key: str, default: Any = None) -> Any:
+    def _fresh_ok(self, consistency: Consistency | None) -> bool:
+        level = consistency or self.consistency
+        if level == "cached":
+            self._fresh.ensure_watching()
+            return True
+        if level != "strict":
+            raise InvalidValueError(f"consistency must be 'cached' or 'strict', not {level!r}")
+        return False
+
+    def get(
+        self, namespace: NamespaceLike, key: str, default: Any = None, *, consistency: Consistency | None = None
+    ) -> Any:
         """The value at ``key``, or ``default``. Takes no lock (see docs/concurrency.md).
+
+        ``consistency``: ``"cached"`` (the store's default) may answer from this
+        process's cache, never older than ``cache_ttl_s`` and normally refreshed
+        within milliseconds of another process's write; ``"strict"`` always
+        checks the file. A process always sees its own writes at once.
 
         >>> store.get("agent-1/facts", "sky", default="unknown")  # doctest: +SKIP
         'blue'
         """
         self._engine.check_open()
-        rec = self._engine.read(self._ns(namespace), validate_key(key))
+        rec = self._engine.read(self._ns(namespace), validate_key(key), fresh_ok=self._fresh_ok(consistency))
         return default if rec is None else copy_value(rec["value"])
 
-    def get_item(self, namespace: NamespaceLike, key: str) -> Item | None:
-        """The record at ``key`` with its version and times, or None."""
+    def get_item(self, namespace: NamespaceLike, key: str, *, consistency: Consistency | None = None) -> Item | None:
+        """The record at ``key`` with its version and times, or None (``consistency`` as for get)."""
         self._engine.check_open()
         ns = self._ns(namespace)
-        rec = self._engine.read(ns, validate_key(key))
+        rec = self._engine.read(ns, validate_key(key), fresh_ok=self._fresh_ok(consistency))
         return None if rec is None else _item(ns, key, rec)
 
     def __contains__(self, ns_key: tuple[NamespaceLike, str]) -> bool:
@@ -303,9 +342,59 @@ class Store:
         return compact_store(self._engine)
 
     def stats(self) -> dict[str, Any]:
-        """Counters of this process's work on the store."""
+        """Figures of this process's work on the store: engine counters, cache, watcher, feed.
+
+        >>> store.stats()["cache"]["hits"]  # doctest: +SKIP
+        1042
+        """
         self._engine.check_open()
-        return {"path": self.path, "codec": self.codec, "durability": self.durability, **self._engine.counters}
+        return {
+            "path": self.path,
+            "codec": self.codec,
+            "durability": self.durability,
+            "consistency": self.consistency,
+            **self._engine.counters,
+            **self._fresh.stats(),
+        }
+
+    # ------------------------------------------------------------------ change feed
+
+    def subscribe(
+        self,
+        callback: Callable[[Change], object],
+        namespace_prefix: NamespaceLike | None = None,
+        *,
+        max_queue: int = 1000,
+    ) -> Subscription:
+        """Call ``callback(change)`` for every change any process makes under ``namespace_prefix``.
+
+        Delivery runs on the subscription's own thread; a subscriber that falls
+        more than ``max_queue`` changes behind receives a ``"missed"`` change
+        instead of slowing anyone down. ``close()`` the subscription (or the
+        store) to stop.
+
+        >>> sub = store.subscribe(print, namespace_prefix=("agent-1",))  # doctest: +SKIP
+        >>> sub.close()  # doctest: +SKIP
+        """
+        self._engine.check_open()
+        if not callable(callback):
+            raise InvalidValueError("subscribe() needs a callable")
+        prefix = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
+        sub = self._fresh.feed.subscribe(callback, prefix, max(1, max_queue))
+        self._fresh.ensure_watching()
+        return sub
+
+    def changes(self, namespace_prefix: NamespaceLike | None = None, *, max_queue: int = 1000) -> Subscription:
+        """An async iterator of changes under ``namespace_prefix`` (call it inside a running loop).
+
+        >>> async for change in store.changes(("agent-1",)):  # doctest: +SKIP
+        ...     print(change.namespace, change.keys)
+        """
+        self._engine.check_open()
+        prefix = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
+        sub = self._fresh.feed.subscribe_async(prefix, max(1, max_queue))
+        self._fresh.ensure_watching()
+        return sub
 
 
 class Batch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-__all__ = ["Durability", "Finding", "Item", "NamespaceLike", "Severity"]
+__all__ = ["Consistency", "Durability", "Finding", "Item", "NamespaceLike", "Severity"]
 
 #: A namespace as users write it: a tuple of segments or the segments joined by "/".
 NamespaceLike: TypeAlias = "tuple[str, ...] | list[str] | str"
@@ -15,6 +15,10 @@ NamespaceLike: TypeAlias = "tuple[str, ...] | list[str] | str"
 Durability: TypeAlias = Literal["fsync", "flush"]
 
 Severity: TypeAlias = Literal["error", "warning", "info"]
+
+#: ``"cached"``: reads may use this process's cache (bounded by its TTL, kept
+#: fresh by file-system events). ``"strict"``: every read checks the file.
+Consistency: TypeAlias = Literal["cached", "strict"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,11 +155,11 @@ def test_read_racing_another_threads_split_finds_the_key(store_path: str, monkey
         real = _engine.Engine.load
         armed = [True]
 
-        def load(self: Any, path: str, prefix: str | None) -> Any:
+        def load(self: Any, path: str, prefix: str | None, **kw: Any) -> Any:
             if armed[0] and path.endswith(os.sep + "s.shard"):
                 armed[0] = False
                 _split_from_another_thread(s, "ns")
-            return real(self, path, prefix)
+            return real(self, path, prefix, **kw)
 
         monkeypatch.setattr(_engine.Engine, "load", load)
         got = s.get("ns", "k0")

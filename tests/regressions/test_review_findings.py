@@ -168,4 +168,4 @@ def test_snapshot_locks_a_namespace_that_does_not_exist_yet(store_path: str) -> 
                 other.put(("fresh",), "k", "phantom")
             assert snap.items(("fresh",)) == []
         other.put(("fresh",), "k", "after")
-        assert s.get(("fresh",), "k") == "after"
+        assert s.get(("fresh",), "k", consistency="strict") == "after"

@@ -351,7 +351,7 @@ def test_flush_durability_round_trips(store_path: str) -> None:
 
 def test_cross_instance_visibility(store_path: str) -> None:
     a = filemem.Store(store_path)
-    b = filemem.Store(store_path)
+    b = filemem.Store(store_path, consistency="strict")  # another process, as far as caches go
     try:
         a.put(NS, "k", 1)
         assert b.get(NS, "k") == 1

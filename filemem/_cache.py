@@ -1,0 +1,149 @@
+"""The per-process shard cache: LRU by entries and bytes, with a TTL (layer L3).
+
+Each entry is one parsed shard (or the fact that a shard file is absent),
+with the version key it was read at and the time it was last known current.
+While an entry is *fresh* (known current less than ``ttl_s`` ago, and not
+invalidated by a file-system event since), a read uses it with no system
+call at all. After that, the engine revalidates it with one ``stat``: if the
+version key still matches, the entry is fresh again without a re-parse.
+
+The TTL is the safety net for lost events (queue overflow, a watch limit, a
+file system that sends none): no cached read is ever older than ``ttl_s``.
+Thread-safe; a forked child starts empty (the engine replaces its cache).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Final
+
+from ._shard import Shard
+
+__all__ = ["ABSENT", "CacheEntry", "ShardCache"]
+
+#: Stand-in for "no shard file at this path" in an entry.
+ABSENT: Final = None
+_NEVER: Final = float("-inf")
+
+
+class CacheEntry:
+    """One cached shard (or absence) and when it was last known current."""
+
+    __slots__ = ("fresh_until", "shard", "size")
+
+    def __init__(self, shard: Shard | None, size: int, fresh_until: float) -> None:
+        self.shard = shard
+        self.size = size
+        self.fresh_until = fresh_until
+
+
+class ShardCache:
+    """Bounded LRU of parsed shards with a freshness TTL.
+
+    Example::
+
+        cache = ShardCache(ttl_s=1.0, max_entries=1024, max_bytes=64 << 20)
+        cache.store("/s/ns/a/s.shard", shard, size=len(data))
+        hit = cache.fresh("/s/ns/a/s.shard")   # the shard, while fresh
+    """
+
+    def __init__(self, *, ttl_s: float, max_entries: int, max_bytes: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.revalidations = 0
+        self.invalidations = 0
+        self.evictions = 0
+        self.drops = 0
+
+    # The read path: a dict lookup and a clock read, no lock, no system call.
+    def fresh(self, path: str) -> CacheEntry | None:
+        """The entry for ``path`` if it is fresh, else None."""
+        entry = self._entries.get(path)
+        if entry is not None and entry.fresh_until > time.monotonic():
+            self.hits += 1
+            return entry
+        self.misses += 1
+        return None
+
+    def peek(self, path: str) -> CacheEntry | None:
+        """The entry for ``path``, fresh or not (to compare version keys)."""
+        return self._entries.get(path)
+
+    def store(self, path: str, shard: Shard | None, size: int) -> None:
+        """Remember ``shard`` (None: the file is absent) as current now."""
+        entry = CacheEntry(shard, size, time.monotonic() + self.ttl_s)
+        with self._lock:
+            old = self._entries.pop(path, None)
+            if old is not None:
+                self._bytes -= old.size
+            self._entries[path] = entry
+            self._bytes += size
+            while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
+                _, gone = self._entries.popitem(last=False)
+                self._bytes -= gone.size
+                self.evictions += 1
+
+    def revalidated(self, path: str, entry: CacheEntry) -> None:
+        """``entry`` was checked against the file and is current: fresh again, most recently used."""
+        entry.fresh_until = time.monotonic() + self.ttl_s
+        self.revalidations += 1
+        with self._lock:
+            if self._entries.get(path) is entry:
+                self._entries.move_to_end(path)
+
+    def invalidate(self, path: str) -> None:
+        """The file at ``path`` changed: the next read revalidates (one stat)."""
+        entry = self._entries.get(path)
+        if entry is not None:
+            entry.fresh_until = _NEVER
+            self.invalidations += 1
+
+    def forget(self, path: str) -> None:
+        """Drop the entry for ``path``."""
+        with self._lock:
+            old = self._entries.pop(path, None)
+            if old is not None:
+                self._bytes -= old.size
+
+    def invalidate_all(self) -> None:
+        """Events were lost: every entry must be revalidated before use."""
+        with self._lock:
+            for entry in self._entries.values():
+                entry.fresh_until = _NEVER
+            self.drops += 1
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """Approximate bytes held (sizes of the files parsed)."""
+        return self._bytes
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters for ``Store.stats()``."""
+        return {
+            "entries": len(self._entries),
+            "bytes": self._bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "revalidations": self.revalidations,
+            "invalidations": self.invalidations,
+            "evictions": self.evictions,
+            "drops": self.drops,
+            "ttl_s": self.ttl_s,
+        }

@@ -1,0 +1,273 @@
+"""The live change feed (layer L3): who changed what, from any process.
+
+Fed by the same file-system events that keep caches fresh. The watcher's
+thread only appends to bounded queues; each callback subscriber has its own
+delivery thread, and each async subscriber its own ``asyncio.Queue``, so a
+slow subscriber never slows writers, the watcher, or other subscribers. A
+subscriber whose queue is full loses changes and is told so: the next thing
+it receives is a ``Change`` of kind ``"missed"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from ._names import unescape_segment
+
+__all__ = ["Change", "ChangeFeed", "Subscription"]
+
+ChangeKind = Literal["write", "delete", "missed"]
+_HEADER_MAX_BYTES: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change seen in the store.
+
+    ``kind``: ``"write"`` (a shard was replaced: a put, update, delete of a
+    key, batch, split or compaction), ``"delete"`` (a shard file went away,
+    e.g. after a split), or ``"missed"`` (this subscriber fell behind or events
+    were lost: re-read what you care about). ``keys``: the keys the write
+    touched, when the shard's header names them (None: unknown or many).
+
+    Example::
+
+        def on_change(change: filemem.Change) -> None:
+            print(change.namespace, change.kind, change.keys)
+        store.subscribe(on_change, namespace_prefix=("agent-1",))
+    """
+
+    namespace: tuple[str, ...]
+    shard: str
+    kind: ChangeKind
+    time: float
+    keys: tuple[str, ...] | None = None
+    path: str = ""
+
+
+def _touched_keys(path: str) -> tuple[str, ...] | None:
+    """The ``touched`` list of a shard's header (cheap: the first line only)."""
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline(_HEADER_MAX_BYTES)
+        header = json.loads(line)
+    except (OSError, ValueError):
+        return None
+    touched = header.get("touched") if isinstance(header, dict) else None
+    if isinstance(touched, list) and all(isinstance(k, str) for k in touched):
+        return tuple(touched)
+    return None
+
+
+class Subscription:
+    """A live subscription; ``close()`` ends it (also a context manager)."""
+
+    def __init__(
+        self,
+        feed: ChangeFeed,
+        prefix: tuple[str, ...],
+        max_queue: int,
+        callback: Callable[[Change], object] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._feed = feed
+        self.prefix = prefix
+        self.max_queue = max_queue
+        self._callback = callback
+        self._loop = loop
+        self._queue: collections.deque[Change] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._missed = False
+        self.delivered = 0
+        self.missed = 0
+        self.errors = 0
+        self._async_queue: asyncio.Queue[Change | None] | None = (
+            asyncio.Queue(maxsize=max_queue) if loop is not None else None
+        )
+        self._thread: threading.Thread | None = None
+        if callback is not None:
+            self._thread = threading.Thread(target=self._deliver_loop, name="filemem-subscriber", daemon=True)
+            self._thread.start()
+
+    def matches(self, namespace: tuple[str, ...]) -> bool:
+        """Whether ``namespace`` is at or under this subscription's prefix (whole segments)."""
+        return namespace[: len(self.prefix)] == self.prefix
+
+    # --- producer side (the watcher's thread): never blocks ---
+
+    def offer(self, change: Change) -> None:
+        """Queue ``change``, or note that this subscriber missed it."""
+        if self._closed:
+            return
+        if self._async_queue is not None and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._async_put, change)
+            except RuntimeError:  # the loop is closed
+                self.close()
+            return
+        with self._cond:
+            if len(self._queue) >= self.max_queue:
+                self._missed = True
+                self.missed += 1
+                return
+            self._queue.append(change)
+            self._cond.notify()
+
+    def _async_put(self, change: Change) -> None:
+        q = self._async_queue
+        assert q is not None
+        if self._missed and q.qsize() < q.maxsize:
+            self._missed = False
+            q.put_nowait(Change(change.namespace, "", "missed", time.time()))
+        try:
+            q.put_nowait(change)
+        except asyncio.QueueFull:
+            self._missed = True
+            self.missed += 1
+
+    # --- consumer side ---
+
+    def _deliver_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed and not self._missed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                missed, self._missed = self._missed, False
+                change = self._queue.popleft() if self._queue else None
+            assert self._callback is not None
+            for item in (
+                [Change(change.namespace if change else self.prefix, "", "missed", time.time())] if missed else []
+            ) + ([self._feed.enrich(change)] if change is not None else []):
+                try:
+                    self._callback(item)
+                    self.delivered += 1
+                except Exception:
+                    # A failing callback must not kill delivery to it or others.
+                    self.errors += 1
+
+    async def __anext__(self) -> Change:
+        q = self._async_queue
+        if q is None:
+            raise TypeError("not an async subscription")
+        change = await q.get()
+        if change is None:
+            raise StopAsyncIteration
+        return self._feed.enrich(change) if change.kind == "write" else change
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    def close(self) -> None:
+        """Stop delivery and join the delivery thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._feed._remove(self)
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+        if self._async_queue is not None and self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError, asyncio.QueueFull):
+                self._loop.call_soon_threadsafe(self._async_queue.put_nowait, None)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ChangeFeed:
+    """Fans change events out to subscriptions. Thread-safe."""
+
+    def __init__(self, ns_root: str) -> None:
+        self.ns_root = ns_root
+        self._subs: list[Subscription] = []
+        self._lock = threading.Lock()
+        self.published = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens (the watcher skips work otherwise)."""
+        return bool(self._subs)
+
+    def namespace_of(self, directory: str) -> tuple[str, ...] | None:
+        """The namespace stored in ``directory`` (None: not a namespace directory)."""
+        rel = os.path.relpath(directory, self.ns_root)
+        if rel == "." or rel.startswith(".."):
+            return None
+        segments = []
+        for part in rel.split(os.sep):
+            seg = unescape_segment(part)
+            if seg is None:
+                return None
+            segments.append(seg)
+        return tuple(segments)
+
+    def publish(self, directory: str, name: str, kind: Literal["write", "delete"]) -> None:
+        """Called on the watcher's thread for each changed shard file."""
+        subs = self._subs
+        if not subs:
+            return
+        namespace = self.namespace_of(directory)
+        if namespace is None:
+            return
+        change = Change(namespace, name[1 : -len(".shard")], kind, time.time(), None, os.path.join(directory, name))
+        self.published += 1
+        for sub in subs:
+            if sub.matches(namespace):
+                sub.offer(change)
+
+    def publish_missed(self) -> None:
+        """Events were lost: every subscriber is told."""
+        for sub in self._subs:
+            sub.offer(Change(sub.prefix, "", "missed", time.time()))
+
+    def enrich(self, change: Change) -> Change:
+        """Add the touched keys (read on the subscriber's side, never the watcher's)."""
+        if change.kind != "write" or change.keys is not None or not change.path:
+            return change
+        keys = _touched_keys(change.path)
+        if keys is None:
+            return change
+        return Change(change.namespace, change.shard, change.kind, change.time, keys, change.path)
+
+    def subscribe(self, callback: Callable[[Change], object], prefix: tuple[str, ...], max_queue: int) -> Subscription:
+        """A callback subscription with its own delivery thread."""
+        sub = Subscription(self, prefix, max_queue, callback=callback)
+        with self._lock:
+            self._subs = [*self._subs, sub]
+        return sub
+
+    def subscribe_async(self, prefix: tuple[str, ...], max_queue: int) -> Subscription:
+        """An async-iterator subscription bound to the running loop."""
+        sub = Subscription(self, prefix, max_queue, loop=asyncio.get_running_loop())
+        with self._lock:
+            self._subs = [*self._subs, sub]
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs = [s for s in self._subs if s is not sub]
+
+    def close(self) -> None:
+        """End every subscription."""
+        for sub in list(self._subs):
+            sub.close()
+
+    def iterate(self, sub: Subscription) -> AsyncIterator[Change]:
+        """``sub`` as an async iterator."""
+        return sub
