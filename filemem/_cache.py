@@ -62,6 +62,9 @@ class ShardCache:
         self.invalidations = 0
         self.evictions = 0
         self.drops = 0
+        #: Bumped whenever entries leave the cache; holders of entry
+        #: references (the Store's hot-key table) drop theirs when it moves.
+        self.epoch = 0
 
     # The read path: a dict lookup and a clock read, no lock, no system call.
     def fresh(self, path: str) -> CacheEntry | None:
@@ -83,13 +86,16 @@ class ShardCache:
         with self._lock:
             old = self._entries.pop(path, None)
             if old is not None:
+                old.fresh_until = _NEVER  # superseded: no one may serve it any more
                 self._bytes -= old.size
             self._entries[path] = entry
             self._bytes += size
             while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
                 _, gone = self._entries.popitem(last=False)
+                gone.fresh_until = _NEVER
                 self._bytes -= gone.size
                 self.evictions += 1
+                self.epoch += 1
 
     def revalidated(self, path: str, entry: CacheEntry) -> None:
         """``entry`` was checked against the file and is current: fresh again, most recently used."""
@@ -111,7 +117,9 @@ class ShardCache:
         with self._lock:
             old = self._entries.pop(path, None)
             if old is not None:
+                old.fresh_until = _NEVER
                 self._bytes -= old.size
+                self.epoch += 1
 
     def invalidate_all(self) -> None:
         """Events were lost: every entry must be revalidated before use."""
@@ -123,8 +131,11 @@ class ShardCache:
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
+            for entry in self._entries.values():
+                entry.fresh_until = _NEVER
             self._entries.clear()
             self._bytes = 0
+            self.epoch += 1
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -89,10 +89,24 @@ _MAX_PREFIX_BITS: Final = 64
 _SYNCFS_MIN_SHARDS: Final = 4
 
 
+_SCALAR_TYPES: Final = frozenset({str, int, float, bool, bytes, type(None)})
+
 #: Deepest nesting of containers a value may have. Every reader must be able
 #: to decode what a writer wrote, whatever its own recursion limit: one
 #: over-nested value would otherwise make its whole shard unreadable.
 MAX_DEPTH: Final = 100
+
+
+#: Bumped in every forked child (see Engine.check_open).
+_fork_generation = [0]
+
+
+def _after_fork_in_child() -> None:
+    _fork_generation[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def copy_value(value: Any, _depth: int = 0) -> Any:
@@ -101,8 +115,17 @@ def copy_value(value: Any, _depth: int = 0) -> Any:
     Raises InvalidValueError past :data:`MAX_DEPTH` levels of nesting.
     """
     t = type(value)
-    if t is not dict and t is not list and isinstance(value, (dict, list, tuple)):
-        t = dict if isinstance(value, dict) else list  # subclasses copy as plain containers
+    if t is dict or t is list:
+        # Fast path: a flat container (the common memory record) is copied
+        # whole at C speed; only nested ones take the recursive walk.
+        scalars = _SCALAR_TYPES
+        for v in value.values() if t is dict else value:
+            if type(v) not in scalars:
+                break
+        else:
+            return value.copy()
+    elif isinstance(value, (dict, list, tuple)):
+        t = dict if isinstance(value, dict) else list  # subclasses and tuples copy as plain containers
     if t is dict:
         if _depth >= MAX_DEPTH:
             raise InvalidValueError(f"value is nested deeper than {MAX_DEPTH} levels")
@@ -145,13 +168,14 @@ class View:
     again and compare prefixes.
     """
 
-    __slots__ = ("_listing", "dir", "dir_known", "namespace", "stale", "turnstile")
+    __slots__ = ("_listing", "_paths", "dir", "dir_known", "namespace", "stale", "turnstile")
 
     def __init__(self, namespace: tuple[str, ...], directory: str) -> None:
         self.namespace = namespace
         self.dir = directory
         self.turnstile = os.path.join(directory, TURNSTILE)
         self._listing = _EMPTY_LISTING
+        self._paths: dict[str, str] = {}
         #: The directory exists (directories are never removed while a store lives).
         self.dir_known = False
         #: Set by the watcher when a shard file appeared or vanished here.
@@ -254,7 +278,10 @@ class View:
 
     def shard_path(self, prefix: str) -> str:
         """Path of the shard file for ``prefix``."""
-        return os.path.join(self.dir, shard_name(prefix))
+        path = self._paths.get(prefix)
+        if path is None:
+            path = self._paths[prefix] = os.path.join(self.dir, shard_name(prefix))
+        return path
 
     def lock_path(self, prefix: str) -> str:
         """Path of the lock file for ``prefix``."""
@@ -265,6 +292,7 @@ class CacheEntryLike(Protocol):
     """What the engine reads from a cache entry."""
 
     shard: Shard | None
+    fresh_until: float
 
 
 class ShardCacheLike(Protocol):
@@ -371,6 +399,7 @@ class Engine:
         # Read-only stores only: shards owed by a dead writer's batch (see recover_batches).
         self._overlay: dict[str, str] = {}
         self._pid = os.getpid()
+        self._fork_generation = _fork_generation[0]
         #: Called in a forked child on its first use of the engine (the Store
         #: restarts its cache and watcher there).
         self.after_fork: Callable[[], None] | None = None
@@ -441,7 +470,10 @@ class Engine:
         """Raise if closed; reset per-process state after a fork."""
         if self.closed:
             raise StoreClosedError(f"store {self.root} is closed")
-        if self._pid != os.getpid():
+        # A counter bumped by an at-fork hook, not os.getpid(): getpid is a
+        # system call on current glibc, and a fresh cached read makes none.
+        if self._fork_generation != _fork_generation[0]:
+            self._fork_generation = _fork_generation[0]
             # A forked child shares nothing mutable with its parent but files.
             self._pid = os.getpid()
             self._views = {}
@@ -535,15 +567,36 @@ class Engine:
         ``fresh_ok``: serve from a fresh cache entry without any system call
         (the "cached" consistency level); otherwise revalidate ("strict").
         """
+        return self.read_entry(namespace, key, fresh_ok=fresh_ok)[0]
+
+    def read_entry(
+        self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False
+    ) -> tuple[Record | None, CacheEntryLike | None]:
+        """Like :meth:`read`, plus the cache entry the record came from when it was a fresh hit."""
         view = self.view(namespace)
         if view.stale and fresh_ok:
             view.refresh()
         bits = hash_bits(key)
         for attempt in range(8):
             prefix = view.resolve(bits)
-            # Only the first look may trust the cache: a retry means the
-            # cached picture was wrong somewhere, so revalidate everything.
-            shard = self.load(view.shard_path(prefix), prefix, fresh_ok=fresh_ok and attempt == 0)
+            path = view.shard_path(prefix)
+            if fresh_ok and attempt == 0:
+                # Only the first look may trust the cache: a retry means the
+                # cached picture was wrong somewhere, so revalidate everything.
+                hit = self.cache.fresh(path)
+                if hit is not None and hit.shard is None:
+                    # Known absent and still fresh, but only trustworthy if the
+                    # current listing also puts the key in a range no file
+                    # covers: a shard split away is "absent" too, and a reader
+                    # that resolved through an older listing must look again.
+                    if prefix not in view.existing and view.resolve(bits) == prefix:
+                        return None, None
+                    hit = None
+                    continue
+                shard: Shard | None = hit.shard if hit is not None else self.load(path, prefix)
+            else:
+                hit = None
+                shard = self.load(path, prefix)
             if shard is None or shard.splitting:
                 # Missing: split finished or new region. Flagged: a split is
                 # under way and a leaf may already hold newer data. Either way
@@ -554,14 +607,14 @@ class Engine:
                 if shard is None:
                     if view.has_shards_below(prefix):
                         continue  # the listing raced a split
-                    return None
+                    return None, None
             rec = shard.records.get(key)
             if rec is None:
-                return None
+                return None, None
             x = rec.get("expires_at")
             if x is not None and x <= time.time():
-                return None
-            return rec
+                return None, None
+            return rec, hit
         raise StorageError(f"namespace {view.dir} kept changing while reading {key!r}; retry", path=view.dir)
 
     def iter_shards(self, namespace: tuple[str, ...]) -> Iterator[tuple[str, Shard, Callable[[str], bool]]]:

@@ -100,6 +100,7 @@ class Freshness:
         """In a forked child: threads did not survive; start over, lazily."""
         self._watcher = None  # its thread is gone; its descriptors die with the process
         self._lock = threading.Lock()
+        self.cache.clear()  # no watcher kept the parent's entries fresh for us
         self.cache = ShardCache(
             ttl_s=self.cache.ttl_s, max_entries=self.cache.max_entries, max_bytes=self.cache.max_bytes
         )

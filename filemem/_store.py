@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, MutableMapping
@@ -23,6 +24,8 @@ from .codecs import Codec
 __all__ = ["Batch", "MappingView", "Snapshot", "Store"]
 
 _MISSING: Any = object()
+#: Most keys the hot-path table remembers before it starts over.
+_HOT_MAX = 16384
 
 
 def _item(namespace: tuple[str, ...], key: str, rec: Record) -> Item:
@@ -118,6 +121,10 @@ class Store:
             cache=cache,
         )
         self._fresh = Freshness(self._engine, cache, watch=watch, poll_interval_s=poll_interval_s)
+        # (namespace as given, key) -> (cache entry, record) for recent cached gets.
+        self._hot: dict[tuple[Any, str], tuple[Any, Record]] = {}
+        self._hot_epoch = cache.epoch
+        self._hot_on = consistency == "cached"
         self._ns_cache: dict[Any, tuple[str, ...]] = {}
         if not readonly:
             self._engine.recover_batches()
@@ -161,6 +168,8 @@ class Store:
 
         Idempotent; later calls raise StoreClosedError. Leaves no thread behind.
         """
+        self._hot_on = False
+        self._hot = {}
         self._fresh.close()
         self._engine.close()
 
@@ -197,8 +206,32 @@ class Store:
         >>> store.get("agent-1/facts", "sky", default="unknown")  # doctest: +SKIP
         'blue'
         """
+        if consistency is None and self._hot_on:
+            # The hot path: a key this process read lately, from a cache entry
+            # that is still fresh. No validation (it passed before), no system
+            # call, no hashing: one dict lookup and a clock read.
+            try:
+                hot = self._hot.get((namespace, key))
+            except TypeError:  # an unhashable namespace (a list)
+                hot = None
+            if hot is not None and hot[0].fresh_until > time.monotonic() and self._hot_epoch == self._fresh.cache.epoch:
+                hot_rec = hot[1]
+                x = hot_rec.get("expires_at")
+                if x is None or x > time.time():
+                    return copy_value(hot_rec["value"])
         self._engine.check_open()
-        rec = self._engine.read(self._ns(namespace), validate_key(key), fresh_ok=self._fresh_ok(consistency))
+        fresh_ok = self._fresh_ok(consistency)
+        rec, entry = self._engine.read_entry(self._ns(namespace), validate_key(key), fresh_ok=fresh_ok)
+        if entry is not None and consistency is None:
+            cache = self._fresh.cache
+            if self._hot_epoch != cache.epoch or len(self._hot) >= _HOT_MAX:
+                # Entries left the cache: drop our references to them so
+                # evicted shards can be freed.
+                self._hot = {}
+                self._hot_epoch = cache.epoch
+            assert rec is not None
+            with contextlib.suppress(TypeError):  # an unhashable namespace
+                self._hot[(namespace, key)] = (entry, rec)
         return default if rec is None else copy_value(rec["value"])
 
     def get_item(self, namespace: NamespaceLike, key: str, *, consistency: Consistency | None = None) -> Item | None:
