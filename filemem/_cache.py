@@ -29,14 +29,18 @@ _NEVER: Final = float("-inf")
 
 
 class CacheEntry:
-    """One cached shard (or absence) and when it was last known current."""
+    """One cached shard (or absence), when it was last known current, and whether it was used since."""
 
-    __slots__ = ("fresh_until", "shard", "size")
+    __slots__ = ("fresh_until", "shard", "size", "used")
 
     def __init__(self, shard: Shard | None, size: int, fresh_until: float) -> None:
         self.shard = shard
         self.size = size
         self.fresh_until = fresh_until
+        #: Set by every read that uses the entry; eviction gives used entries a
+        #: second chance (CLOCK), so a read costs one attribute store, not a
+        #: reordering under a lock.
+        self.used = False
 
 
 class ShardCache:
@@ -72,6 +76,7 @@ class ShardCache:
         entry = self._entries.get(path)
         if entry is not None and entry.fresh_until > time.monotonic():
             self.hits += 1
+            entry.used = True
             return entry
         self.misses += 1
         return None
@@ -80,9 +85,13 @@ class ShardCache:
         """The entry for ``path``, fresh or not (to compare version keys)."""
         return self._entries.get(path)
 
-    def store(self, path: str, shard: Shard | None, size: int) -> None:
-        """Remember ``shard`` (None: the file is absent) as current now."""
-        entry = CacheEntry(shard, size, time.monotonic() + self.ttl_s)
+    def store(self, path: str, shard: Shard | None, size: int, *, as_of: float | None = None) -> None:
+        """Remember ``shard`` (None: the file is absent) as current at ``as_of`` (default now).
+
+        Readers pass the time *before* they looked at the file, so a slow read
+        cannot stretch an entry's life past the TTL.
+        """
+        entry = CacheEntry(shard, size, (time.monotonic() if as_of is None else as_of) + self.ttl_s)
         with self._lock:
             old = self._entries.pop(path, None)
             if old is not None:
@@ -90,16 +99,23 @@ class ShardCache:
                 self._bytes -= old.size
             self._entries[path] = entry
             self._bytes += size
+            chances = len(self._entries)
             while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
-                _, gone = self._entries.popitem(last=False)
+                victim, gone = self._entries.popitem(last=False)
+                if gone.used and chances > 0 and gone is not entry:
+                    gone.used = False  # used since it was last considered: a second chance
+                    self._entries[victim] = gone
+                    chances -= 1
+                    continue
                 gone.fresh_until = _NEVER
                 self._bytes -= gone.size
                 self.evictions += 1
                 self.epoch += 1
 
-    def revalidated(self, path: str, entry: CacheEntry) -> None:
-        """``entry`` was checked against the file and is current: fresh again, most recently used."""
-        entry.fresh_until = time.monotonic() + self.ttl_s
+    def revalidated(self, path: str, entry: CacheEntry, *, as_of: float | None = None) -> None:
+        """``entry`` was checked against the file (at ``as_of``) and is current: fresh again."""
+        entry.fresh_until = (time.monotonic() if as_of is None else as_of) + self.ttl_s
+        entry.used = True
         self.revalidations += 1
         with self._lock:
             if self._entries.get(path) is entry:

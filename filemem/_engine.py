@@ -293,6 +293,7 @@ class CacheEntryLike(Protocol):
 
     shard: Shard | None
     fresh_until: float
+    used: bool
 
 
 class ShardCacheLike(Protocol):
@@ -309,11 +310,11 @@ class ShardCacheLike(Protocol):
         """The entry, fresh or not."""
         ...
 
-    def store(self, path: str, shard: Shard | None, size: int) -> None:
-        """Remember a shard (or its absence) as current now."""
+    def store(self, path: str, shard: Shard | None, size: int, *, as_of: float | None = None) -> None:
+        """Remember a shard (or its absence) as current at ``as_of`` (default now)."""
         ...
 
-    def revalidated(self, path: str, entry: Any) -> None:
+    def revalidated(self, path: str, entry: Any, *, as_of: float | None = None) -> None:
         """An entry was found current by a stat."""
         ...
 
@@ -533,10 +534,13 @@ class Engine:
                 got = _fs.read_file(pending)
                 if got is not None:  # else recovered meanwhile: read the target
                     return decode_shard(got[0], path, self._codecs, prefix)
+        # Whatever we find is current as of *before* we looked: a slow read
+        # must not stretch the entry's freshness past the TTL.
+        started = time.monotonic()
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            cache.store(path, None, 0)
+            cache.store(path, None, 0, as_of=started)
             return None
         except OSError as exc:
             raise _fs.storage_error(exc, "stat", path) from exc
@@ -546,17 +550,17 @@ class Engine:
             and entry.shard is not None
             and entry.shard.statkey == (st.st_ino, st.st_mtime_ns, st.st_size)
         ):
-            cache.revalidated(path, entry)
+            cache.revalidated(path, entry, as_of=started)
             return entry.shard
         got = _fs.read_file(path)
         if got is None:
-            cache.store(path, None, 0)
+            cache.store(path, None, 0, as_of=started)
             return None
         data, key = got
         shard = decode_shard(data, path, self._codecs, prefix)
         shard.statkey = key
         self.counters["shard_parses"] += 1
-        cache.store(path, shard, len(data))
+        cache.store(path, shard, len(data), as_of=started)
         return shard
 
     # ------------------------------------------------------------------ reads

@@ -161,10 +161,18 @@ class Subscription:
         q = self._async_queue
         if q is None:
             raise TypeError("not an async subscription")
+        if q.empty():
+            if self._missed:
+                # Drained what was queued before the overflow: say what was
+                # lost now, not when (if ever) another change arrives.
+                self._missed = False
+                return Change(self.prefix, "", "missed", time.time())
+            if self._closed:
+                raise StopAsyncIteration
         change = await q.get()
         if change is None:
             raise StopAsyncIteration
-        return self._feed.enrich(change) if change.kind == "write" else change
+        return change
 
     def __aiter__(self) -> Subscription:
         return self
@@ -180,8 +188,15 @@ class Subscription:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
         if self._async_queue is not None and self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError, asyncio.QueueFull):
-                self._loop.call_soon_threadsafe(self._async_queue.put_nowait, None)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._async_end)
+
+    def _async_end(self) -> None:
+        """On the loop: wake a consumer waiting on an empty queue (a busy one sees ``_closed``)."""
+        q = self._async_queue
+        assert q is not None
+        if not q.full():
+            q.put_nowait(None)
 
     def __enter__(self) -> Subscription:
         return self
@@ -225,7 +240,12 @@ class ChangeFeed:
         namespace = self.namespace_of(directory)
         if namespace is None:
             return
-        change = Change(namespace, name[1 : -len(".shard")], kind, time.time(), None, os.path.join(directory, name))
+        path = os.path.join(directory, name)
+        # Read the touched keys now, on the watcher's thread (one short read
+        # of the header, and only while someone listens): read later, a
+        # lagging subscriber would see a later write's keys.
+        keys = _touched_keys(path) if kind == "write" else None
+        change = Change(namespace, name[1 : -len(".shard")], kind, time.time(), keys, path)
         self.published += 1
         for sub in subs:
             if sub.matches(namespace):

@@ -12,7 +12,7 @@ from typing import Any
 from . import _fs, _locks
 from ._cache import ShardCache
 from ._check import check_store, compact_store
-from ._engine import Engine, Op, View, copy_value
+from ._engine import Engine, Op, View, _fork_generation, copy_value
 from ._errors import FileMemError, InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
@@ -124,6 +124,8 @@ class Store:
         # (namespace as given, key) -> (cache entry, record) for recent cached gets.
         self._hot: dict[tuple[Any, str], tuple[Any, Record]] = {}
         self._hot_epoch = cache.epoch
+        self._hot_fork = _fork_generation[0]
+        self._hot_hits = 0
         self._hot_on = consistency == "cached"
         self._ns_cache: dict[Any, tuple[str, ...]] = {}
         if not readonly:
@@ -214,21 +216,29 @@ class Store:
                 hot = self._hot.get((namespace, key))
             except TypeError:  # an unhashable namespace (a list)
                 hot = None
-            if hot is not None and hot[0].fresh_until > time.monotonic() and self._hot_epoch == self._fresh.cache.epoch:
+            if (
+                hot is not None
+                and hot[0].fresh_until > time.monotonic()
+                and self._hot_epoch == self._fresh.cache.epoch
+                and self._hot_fork == _fork_generation[0]  # a forked child takes the full path first
+            ):
                 hot_rec = hot[1]
                 x = hot_rec.get("expires_at")
                 if x is None or x > time.time():
+                    hot[0].used = True
+                    self._hot_hits += 1
                     return copy_value(hot_rec["value"])
         self._engine.check_open()
         fresh_ok = self._fresh_ok(consistency)
         rec, entry = self._engine.read_entry(self._ns(namespace), validate_key(key), fresh_ok=fresh_ok)
         if entry is not None and consistency is None:
             cache = self._fresh.cache
-            if self._hot_epoch != cache.epoch or len(self._hot) >= _HOT_MAX:
+            if self._hot_epoch != cache.epoch or len(self._hot) >= _HOT_MAX or self._hot_fork != _fork_generation[0]:
                 # Entries left the cache: drop our references to them so
                 # evicted shards can be freed.
                 self._hot = {}
                 self._hot_epoch = cache.epoch
+                self._hot_fork = _fork_generation[0]
             assert rec is not None
             with contextlib.suppress(TypeError):  # an unhashable namespace
                 self._hot[(namespace, key)] = (entry, rec)
@@ -381,13 +391,15 @@ class Store:
         1042
         """
         self._engine.check_open()
+        fresh = self._fresh.stats()
+        fresh["cache"]["hits"] += self._hot_hits  # reads answered by the hot-key table
         return {
             "path": self.path,
             "codec": self.codec,
             "durability": self.durability,
             "consistency": self.consistency,
             **self._engine.counters,
-            **self._fresh.stats(),
+            **fresh,
         }
 
     # ------------------------------------------------------------------ change feed
