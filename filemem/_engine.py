@@ -85,6 +85,8 @@ BATCH_SUFFIX: Final = ".batch"
 #: from deadlocking with a snapshot that took shared locks in another order.
 _BATCH_STEP_S: Final = 0.05
 _MAX_PREFIX_BITS: Final = 64
+#: A shard writers had to queue for splits at 1/N of shard_max_bytes.
+_CONTENDED_SPLIT_FRACTION: Final = 8
 #: A batch touching at least this many shards syncs them with one syncfs.
 _SYNCFS_MIN_SHARDS: Final = 4
 
@@ -333,11 +335,13 @@ OpKind = Literal["put", "delete", "update"]
 class _WriteContext:
     """State of one ``apply`` call across its retries."""
 
-    __slots__ = ("spare", "sync_dirs")
+    __slots__ = ("contended", "spare", "sync_dirs")
 
     def __init__(self) -> None:
         self.spare: _fs.TempFile | None = None
         self.sync_dirs: set[str] = set()
+        #: We had to wait for a shard lock: others write here at the same time.
+        self.contended = False
 
 
 @dataclass(slots=True)
@@ -740,7 +744,9 @@ class Engine:
                     view.dir_known = True
                 remaining = deadline - time.monotonic()
                 if i == 0:
-                    held.append(_locks.exclusive(lock_path, max(remaining, 0.001), turnstile=view.turnstile))
+                    got = _locks.exclusive(lock_path, max(remaining, 0.001), turnstile=view.turnstile)
+                    held.append(got)
+                    ctx.contended = ctx.contended or got.contended
                     continue
                 try:
                     held.append(_locks.exclusive(lock_path, max(min(remaining, _BATCH_STEP_S), 0.001), turnstile=None))
@@ -860,12 +866,16 @@ class Engine:
         self.counters["shard_writes"] += len(encoded)
         for lp, data in encoded.items():
             view, prefix = targets[lp]
-            if len(data) > self.shard_max_bytes and len(work[lp].records) > 1 and len(prefix) < 60:
+            # Split when the shard is too big, or, earlier, when writers queue
+            # for it: a namespace many processes write at once gets more
+            # shards (more writers in parallel), a quiet one stays one file.
+            limit = self.shard_max_bytes // _CONTENDED_SPLIT_FRACTION if ctx.contended else self.shard_max_bytes
+            if len(data) > limit and len(work[lp].records) > 1 and len(prefix) < 60:
                 # The write has committed: a failed split must not report it as
                 # failed (a retried update would apply twice). The shard stays
                 # whole or flagged, and the next writer or check finishes it.
                 try:
-                    self._split(view, work[lp])
+                    self._split(view, work[lp], target_bytes=min(limit, self.shard_max_bytes) // 2)
                 except Exception:
                     self.counters["split_failures"] += 1
         return results
@@ -1045,12 +1055,16 @@ class Engine:
 
     # ------------------------------------------------------------------ splits
 
-    def _split(self, view: View, shard: Shard) -> None:
-        """Split ``shard`` (whose lock we hold) into leaves under ``shard_max_bytes``.
+    def _split(self, view: View, shard: Shard, *, target_bytes: int | None = None) -> None:
+        """Split ``shard`` (whose lock we hold) into leaves of at most ``target_bytes``.
+
+        ``target_bytes`` defaults to half of ``shard_max_bytes``; a leaf is
+        split further only while it holds more than one record.
 
         Safe to call on a flagged shard left by a crashed writer: leaves that
         already exist are authoritative and are left alone.
         """
+        leaf_max = self.shard_max_bytes // 2 if target_bytes is None else target_bytes
         path = view.shard_path(shard.prefix)
         if not shard.splitting:
             flagged = shard.copy()
@@ -1075,7 +1089,7 @@ class Engine:
             if any(p.startswith(region) for p in below) or (
                 len(keys) > 1
                 and len(region) < _MAX_PREFIX_BITS
-                and sum(len(shard.pairs.get(k, b"")) for k in keys) > self.shard_max_bytes // 2
+                and sum(len(shard.pairs.get(k, b"")) for k in keys) > leaf_max
             ):
                 d = len(region)
                 place(region + "0", [k for k in keys if bits[k][d] == "0"])

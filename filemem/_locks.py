@@ -54,6 +54,8 @@ __all__ = [
 _FIRST_SLEEP_S: Final = 0.00005
 _MAX_SLEEP_S: Final = 0.002
 _FILE_MODE: Final = 0o600
+#: Waiting longer than this for the in-process lock counts as contention.
+_CONTENDED_S: Final = 0.0002
 _CONTENTION_ERRNOS: Final = frozenset({_errno.EAGAIN, _errno.EACCES, _errno.EWOULDBLOCK})
 
 _registry_guard = threading.Lock()
@@ -102,12 +104,14 @@ if hasattr(os, "register_at_fork"):
 class Held:
     """A lock this process holds. ``release()`` is idempotent; also a context manager."""
 
-    __slots__ = ("__weakref__", "_inproc_lock", "_pid", "fd", "mode", "path")
+    __slots__ = ("__weakref__", "_inproc_lock", "_pid", "contended", "fd", "mode", "path")
 
     def __init__(self, path: str, fd: int, mode: str, inproc_lock: _InProc | None) -> None:
         self.path = path
         self.fd = fd
         self.mode = mode
+        #: Whether we had to wait for it (another thread or process held it).
+        self.contended = False
         self._inproc_lock = inproc_lock
         self._pid = os.getpid()
         _live.add(self)
@@ -150,6 +154,8 @@ def _inproc_acquire(path: str, deadline: float) -> _InProc:
         if entry is None:
             entry = _inproc[path] = _InProc()
         entry.users += 1
+    if entry.lock.acquire(blocking=False):
+        return entry
     remaining = deadline - time.monotonic()
     if not entry.lock.acquire(timeout=max(remaining, 0.0)):
         _inproc_forget(path, entry)
@@ -218,6 +224,7 @@ def exclusive(path: str, timeout_s: float, *, turnstile: str | None = None) -> H
     started = time.monotonic()
     deadline = started + timeout_s
     inproc = _inproc_acquire(path, deadline)
+    contended = time.monotonic() - started > _CONTENDED_S
     try:
         fd = _open(path)
     except BaseException:
@@ -226,6 +233,7 @@ def exclusive(path: str, timeout_s: float, *, turnstile: str | None = None) -> H
     try:
         flags = portalocker.LockFlags.EXCLUSIVE
         if not _try(fd, flags, path):
+            contended = True
             gate = -1
             if turnstile is not None:
                 gate = _open(turnstile)
@@ -244,7 +252,9 @@ def exclusive(path: str, timeout_s: float, *, turnstile: str | None = None) -> H
         os.close(fd)
         _inproc_release(path, inproc)
         raise
-    return Held(path, fd, "exclusive", inproc)
+    held = Held(path, fd, "exclusive", inproc)
+    held.contended = contended
+    return held
 
 
 def try_exclusive(path: str) -> Held | None:
