@@ -272,9 +272,7 @@ def test_lock_timeout_names_the_file(store_path: str, spawn_ctx: object) -> None
             reap([p])
 
 
-def test_syncfs_failure_fails_a_large_batch_before_its_commit(
-    store_path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_syncfs_failure_fails_a_large_batch_before_its_commit(store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if not _fs.can_sync_filesystem():
         pytest.skip("syncfs is Linux-only")
     s = filemem.Store(store_path, shard_max_bytes=1024)
