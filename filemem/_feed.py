@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -149,7 +149,7 @@ class Subscription:
             assert self._callback is not None
             for item in (
                 [Change(change.namespace if change else self.prefix, "", "missed", time.time())] if missed else []
-            ) + ([self._feed.enrich(change)] if change is not None else []):
+            ) + ([change] if change is not None else []):
                 try:
                     self._callback(item)
                     self.delivered += 1
@@ -256,15 +256,6 @@ class ChangeFeed:
         for sub in self._subs:
             sub.offer(Change(sub.prefix, "", "missed", time.time()))
 
-    def enrich(self, change: Change) -> Change:
-        """Add the touched keys (read on the subscriber's side, never the watcher's)."""
-        if change.kind != "write" or change.keys is not None or not change.path:
-            return change
-        keys = _touched_keys(change.path)
-        if keys is None:
-            return change
-        return Change(change.namespace, change.shard, change.kind, change.time, keys, change.path)
-
     def subscribe(self, callback: Callable[[Change], object], prefix: tuple[str, ...], max_queue: int) -> Subscription:
         """A callback subscription with its own delivery thread."""
         sub = Subscription(self, prefix, max_queue, callback=callback)
@@ -287,7 +278,3 @@ class ChangeFeed:
         """End every subscription."""
         for sub in list(self._subs):
             sub.close()
-
-    def iterate(self, sub: Subscription) -> AsyncIterator[Change]:
-        """``sub`` as an async iterator."""
-        return sub

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import io
 import json
 import math
 import multiprocessing as mp
@@ -49,11 +51,14 @@ import platform
 import queue
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +70,10 @@ if ROOT not in sys.path:
 NS = ("bench",)
 PROC_COUNTS = (1, 2, 4, 8)
 BARRIER_TIMEOUT_S = 120.0
+WARMUP_GETS = 3_000
+WARMUP_S = 0.5
+#: filemem/__init__.py of the code snapshot every process must import (set by main()).
+EXPECTED_MODULE: list[str | None] = [None]
 
 
 def make_value(i: int) -> dict[str, Any]:
@@ -111,9 +120,11 @@ class FilememPeer(Peer):
     def open(self) -> None:
         import filemem
 
-        self.store = filemem.Store(
-            self.path, durability=self.opts.get("durability", "fsync"), codec=self.opts.get("codec")
-        )
+        kwargs: dict[str, Any] = {"durability": self.opts.get("durability", "fsync"), "codec": self.opts.get("codec")}
+        if "consistency" in self.opts:
+            kwargs["consistency"] = self.opts["consistency"]
+        self.store = filemem.Store(self.path, **kwargs)
+        self.module_file = filemem.__file__
 
     def put(self, key: str, value: Any) -> None:
         self.store.put(NS, key, value)
@@ -299,6 +310,15 @@ def build_peer(spec: Spec, path: str) -> Peer:
     return PEER_CLASSES[kind](path, opts)
 
 
+def create_store(spec: Spec, path: str, items: list[tuple[str, Any]] | None = None) -> None:
+    """Create the store in the parent (so workers time puts, not racing to create it), optionally populated."""
+    peer = build_peer(spec, path)
+    peer.open()
+    if items:
+        peer.populate(items)
+    peer.close()
+
+
 def peer_missing(kind: str) -> str | None:
     """None if the peer's library imports, else why not."""
     try:
@@ -332,6 +352,14 @@ def _worker(
         else:
             rng = random.Random(1000 + wid)
             work = [(f"k{rng.randrange(n_keys)}", None) for _ in range(n_ops)]
+            # Warm-up, identical for every peer: up to WARMUP_GETS random gets or WARMUP_S seconds,
+            # so the figure is the steady state of a long-lived process (filemem's shard cache,
+            # SQLite's page cache, lmdb's mapping), not the cost of starting one.
+            warm_until = time.perf_counter() + WARMUP_S
+            for _ in range(WARMUP_GETS):
+                peer.get(f"k{rng.randrange(n_keys)}")
+                if time.perf_counter() > warm_until:
+                    break
         barrier.wait(timeout=BARRIER_TIMEOUT_S)
         clock = time.perf_counter
         t0 = clock()
@@ -353,7 +381,17 @@ def _worker(
                 if clock() > deadline:
                     break
         t1 = clock()
-        out.put({"wid": wid, "ok": True, "ops": done, "t0": t0, "t1": t1, "misses": misses})
+        out.put(
+            {
+                "wid": wid,
+                "ok": True,
+                "ops": done,
+                "t0": t0,
+                "t1": t1,
+                "misses": misses,
+                "module": getattr(peer, "module_file", None),
+            }
+        )
     except BaseException as exc:
         barrier.abort()  # let the siblings fail fast instead of waiting out the timeout
         out.put({"wid": wid, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
@@ -380,11 +418,22 @@ def run_procs(
         for p in procs:
             p.start()
         limit = time.monotonic() + BARRIER_TIMEOUT_S + budget_s + 60
+        dead_since: float | None = None
         while len(results) < nprocs:
             try:
-                results.append(out.get(timeout=max(0.1, limit - time.monotonic())))
+                results.append(out.get(timeout=0.5))
+                continue
             except queue.Empty:
+                pass
+            if time.monotonic() > limit:
                 return {"error": f"timed out waiting for {nprocs - len(results)} worker(s)"}
+            if any(p.is_alive() for p in procs):
+                dead_since = None
+            elif dead_since is None:
+                dead_since = time.monotonic()  # give the queue's pipe a moment to drain
+            elif time.monotonic() - dead_since > 2:
+                codes = [p.exitcode for p in procs]
+                return {"error": f"{nprocs - len(results)} worker(s) died without reporting (exit codes {codes})"}
     finally:
         for p in procs:
             p.join(timeout=10)
@@ -395,6 +444,9 @@ def run_procs(
         out.close()
         out.join_thread()
     errors = [r["error"] for r in results if not r["ok"]]
+    strays = {r.get("module") for r in results if r["ok"] and r.get("module")} - {EXPECTED_MODULE[0]}
+    if EXPECTED_MODULE[0] and strays:
+        errors.append(f"worker imported filemem from {sorted(strays)}, not the snapshot {EXPECTED_MODULE[0]}")
     if errors:
         return {"error": "; ".join(sorted(set(errors)))[:300]}
     ops = sum(r["ops"] for r in results)
@@ -505,8 +557,76 @@ def machine_info(tmp_base: str) -> dict[str, Any]:
         pass
     info["versions"] = versions
     info["tmpdir"] = tmp_base
+    info["filemem_git"] = git_state()
     info["fs_probe_us"] = fs_probe(tmp_base)
+    info["loadavg_start"] = loadavg()
     return info
+
+
+def snapshot_code(dest: str, ref: str | None) -> dict[str, Any]:
+    """Copy the filemem package under ``dest`` and import it from there, in this process and every child.
+
+    The checkout may change while a long run goes on (spawned children import
+    afresh); a snapshot makes every figure of one run come from one code version.
+    ``ref``: take the package as committed at that git ref (``git archive``)
+    instead of the working tree.
+    """
+    code = os.path.join(dest, "code")
+    os.makedirs(code)
+    if ref:
+        archive = subprocess.run(
+            ["git", "-C", ROOT, "archive", "--format=tar", ref, "filemem"], capture_output=True, timeout=60, check=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(code, filter="data")
+    else:
+        src = os.path.join(ROOT, "filemem")
+        shutil.copytree(src, os.path.join(code, "filemem"), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    digest = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(os.path.join(code, "filemem")):
+        dirs.sort()
+        for f in sorted(files):
+            full = os.path.join(dirpath, f)
+            digest.update(os.path.relpath(full, code).encode() + b"\0")
+            with open(full, "rb") as fh:
+                digest.update(fh.read())
+    sys.path.insert(0, code)  # spawn children inherit sys.path
+    if "filemem" in sys.modules:
+        raise RuntimeError("filemem was imported before the code snapshot was taken")
+    import filemem
+
+    EXPECTED_MODULE[0] = filemem.__file__
+    out: dict[str, Any] = {"path": filemem.__file__, "sha256": digest.hexdigest()[:16], "ref": ref}
+    if ref:
+        out["commit"] = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", ref], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    return out
+
+
+def git_state() -> dict[str, Any] | None:
+    """Commit of the filemem checkout and which of its files differ from it (the code measured)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--", "filemem"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "modified": [line[3:] for line in dirty if line.strip()]}
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def fs_probe(base: str, n: int = 200) -> dict[str, float]:
@@ -557,27 +677,55 @@ def available(specs: Iterable[Spec], notes: list[str]) -> list[Spec]:
     return out
 
 
+def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate (an error anywhere marks the cell), with every rate kept."""
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        return {"error": errors[0], "runs": len(runs)}
+    ordered = sorted(runs, key=lambda r: r["rate"])
+    cell = dict(ordered[(len(ordered) - 1) // 2])
+    cell["rates"] = [r["rate"] for r in runs]
+    cell["time_capped"] = any(r.get("time_capped") for r in runs)
+    return cell
+
+
 def workload_puts(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> dict[str, Any]:
-    """Concurrent puts of distinct keys into one fresh store per row, durable and non-durable."""
+    """Concurrent puts of distinct keys into one fresh store per cell, durable and non-durable.
+
+    Repeats are interleaved (every peer once, then again) so a burst of
+    outside noise does not land on one peer's every run.
+    """
     groups = {
         "durable": available([FILEMEM_DURABLE, *DURABLE_PEERS], notes),
         "nondurable": available([FILEMEM_FLUSH, *NONDURABLE_PEERS], notes),
     }
-    res: dict[str, Any] = {"ops_total": cfg.put_ops, "budget_s": cfg.budget, "procs": list(cfg.procs), "rows": {}}
-    for group, specs in groups.items():
-        rows: dict[str, Any] = {}
-        for spec in specs:
-            label = spec[1]
-            rows[label] = {}
-            for n in cfg.procs:
-                path = dirs.new(f"put-{label}-{n}")
-                try:
-                    r = run_procs(spec, path, "put", n, cfg.put_ops, 0, cfg.budget)
-                finally:
-                    dirs.drop(path)
-                rows[label][str(n)] = r
-                log(f"  puts {group:10s} {label:20s} {n}p: {_fmt_rate(r)}")
-        res["rows"][group] = rows
+    if cfg.put_prefill:
+        # The same puts into a store that already has many shards: writers rarely share one.
+        groups["durable_prefilled"] = available([FILEMEM_DURABLE, DURABLE_PEERS[0], DURABLE_PEERS[2]], notes)
+    prefill_items = [(f"k{i}", make_value(i)) for i in range(cfg.put_prefill)]
+    res: dict[str, Any] = {
+        "prefill": cfg.put_prefill,
+        "ops_total": cfg.put_ops,
+        "budget_s": cfg.budget,
+        "repeat": cfg.repeat,
+        "procs": list(cfg.procs),
+        "rows": {},
+    }
+    runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for rep in range(cfg.repeat):
+        for group, specs in groups.items():
+            for spec in specs:
+                for n in cfg.procs:
+                    path = dirs.new(f"put-{spec[1]}-{n}-{rep}")
+                    try:
+                        create_store(spec, path, prefill_items if group == "durable_prefilled" else None)
+                        r = run_procs(spec, path, "put", n, cfg.put_ops, 0, cfg.budget)
+                    finally:
+                        dirs.drop(path)
+                    runs.setdefault((group, spec[1], n), []).append(r)
+                    log(f"  puts #{rep + 1} {group:10s} {spec[1]:20s} {n}p: {_fmt_rate(r)}")
+    for (group, label, n), cell_runs in runs.items():
+        res["rows"].setdefault(group, {}).setdefault(label, {})[str(n)] = median_cell(cell_runs)
     return res
 
 
@@ -586,6 +734,7 @@ def workload_gets(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> 
     specs = available(
         [
             ("filemem", "filemem", {"durability": "fsync"}),
+            ("filemem", "filemem strict", {"durability": "fsync", "consistency": "strict"}),
             ("diskcache", "diskcache", {}),
             ("sqlitedict", "sqlitedict", {}),
             ("lmdb", "lmdb", {"sync": True}),
@@ -594,25 +743,37 @@ def workload_gets(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> 
         notes,
     )
     items = [(f"k{i}", make_value(i)) for i in range(cfg.get_keys)]
-    res: dict[str, Any] = {"keys": cfg.get_keys, "ops_total": cfg.get_ops, "budget_s": cfg.budget, "rows": {}}
-    for spec in specs:
-        label = spec[1]
-        path = dirs.new(f"get-{label}")
-        try:
+    res: dict[str, Any] = {
+        "keys": cfg.get_keys,
+        "ops_total": cfg.get_ops,
+        "budget_s": cfg.budget,
+        "repeat": cfg.repeat,
+        "rows": {},
+    }
+    paths: dict[str, str] = {}
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    try:
+        for spec in specs:
+            label = spec[1]
+            path = paths[label] = dirs.new(f"get-{label}")
             peer = build_peer(spec, path)
             peer.open()
             t = time.perf_counter()
             peer.populate(items)
-            populate_s = time.perf_counter() - t
+            res["rows"][label] = {"populate_s": round(time.perf_counter() - t, 3)}
             peer.close()
-            row: dict[str, Any] = {"populate_s": round(populate_s, 3)}
-            for n in cfg.procs:
-                r = run_procs(spec, path, "get", n, cfg.get_ops, cfg.get_keys, cfg.budget)
-                row[str(n)] = r
-                log(f"  gets {label:20s} {n}p: {_fmt_rate(r)}")
-        finally:
+        for rep in range(cfg.repeat):
+            for spec in specs:
+                label = spec[1]
+                for n in cfg.procs:
+                    r = run_procs(spec, paths[label], "get", n, cfg.get_ops, cfg.get_keys, cfg.budget)
+                    runs.setdefault((label, n), []).append(r)
+                    log(f"  gets #{rep + 1} {label:20s} {n}p: {_fmt_rate(r)}")
+    finally:
+        for path in paths.values():
             dirs.drop(path)
-        res["rows"][label] = row
+    for (label, n), cell_runs in runs.items():
+        res["rows"][label][str(n)] = median_cell(cell_runs)
     return res
 
 
@@ -656,6 +817,21 @@ def workload_latency(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) 
                     store.put(NS, key, value)
                     warm.append(time.perf_counter() - t0)
                 warm_parses = store.stats()["shard_parses"] - stats["shard_parses"]
+                # Random gets over the whole key space, same long-lived Store: shows whether the
+                # shard cache still holds the working set at this size.
+                rng = random.Random(size)
+                get_keys = [f"k{rng.randrange(size)}" for _ in range(cfg.lat_gets)]
+                parses0 = store.stats()["shard_parses"]
+                t0 = time.perf_counter()
+                got = 0
+                for key in get_keys:
+                    if store.get(NS, key) is not None:
+                        got += 1
+                    if time.perf_counter() - t0 > cfg.budget:
+                        break
+                get_s = time.perf_counter() - t0
+                gets_done = max(got, 1)
+                get_parses = store.stats()["shard_parses"] - parses0
             finally:
                 store.close()
             n += cfg.lat_puts
@@ -676,6 +852,9 @@ def workload_latency(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) 
                 "warm_p99_ms": round(pct(warm, 99) * 1e3, 3),
                 "warm_max_ms": round(warm[-1] * 1e3, 3),
                 "warm_shard_parses": warm_parses,
+                "gets_per_s": round(gets_done / get_s, 1),
+                "gets": gets_done,
+                "get_parses": get_parses,
                 "populate_s": round(populate_s, 2),
                 "store_mb": round(dir_bytes(path) / 1e6, 1),
             }
@@ -831,25 +1010,37 @@ def rate_table(rows: dict[str, Any], ref: str, procs: list[int]) -> str:
                 cells.append("ERROR")
                 continue
             cell = f"{r['rate']:,.0f}/s" + ("*" if r.get("time_capped") else "")
-            if label != ref:
+            if not label.startswith("filemem"):
                 cell += f" ({_fmt_ratio(ratio(rate_of(rows[ref], n), r['rate']))})"
             cells.append(cell)
         out.append(cells)
     return table(headers, out)
 
 
+def _ok(results: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A workload's results, or None if it was not run or failed."""
+    got = results.get(name)
+    return got if got and "error" not in got else None
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
-    gets = results.get("gets")
-    if gets and "diskcache" in gets["rows"] and "filemem" in gets["rows"]:
-        fm, dc = gets["rows"]["filemem"], gets["rows"]["diskcache"]
+    gets = _ok(results, "gets")
+    for label, what in (("filemem", "default consistency='cached'"), ("filemem strict", "consistency='strict'")):
+        if not gets or "diskcache" not in gets["rows"] or label not in gets["rows"]:
+            continue
+        fm, dc = gets["rows"][label], gets["rows"]["diskcache"]
         per = {n: ratio(rate_of(fm, n), rate_of(dc, n)) for n in results["config"]["procs"]}
         met = all(x is not None and x > 1 for x in per.values())
         detail = ", ".join(f"{n}p {_fmt_ratio(x)}" for n, x in per.items())
         targets.append(
-            {"target": "filemem gets ahead of diskcache gets (every process count)", "met": met, "detail": detail}
+            {
+                "target": f"filemem gets ({what}) ahead of diskcache gets, every process count",
+                "met": met,
+                "detail": detail,
+            }
         )
-    puts = results.get("puts")
+    puts = _ok(results, "puts")
     if puts:
         rows = puts["rows"].get("durable", {})
         if "filemem fsync" in rows and "lmdb sync=True" in rows and 4 in results["config"]["procs"]:
@@ -862,7 +1053,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"({rate_of(rows['filemem fsync'], 4)} vs {rate_of(rows['lmdb sync=True'], 4)} puts/s)",
                 }
             )
-    batch = results.get("batch")
+    batch = _ok(results, "batch")
     if batch:
         for prefill, rows in batch["scenarios"].items():
             fm = rows.get("filemem batch() fsync")
@@ -877,7 +1068,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "detail": f"{fm['median_ms']} ms vs {dc['median_ms']} ms = {_fmt_ratio(x)}",
                     }
                 )
-    lat = results.get("latency")
+    lat = _ok(results, "latency")
     if lat and len(lat["rows"]) >= 2:
         first, last = lat["rows"][0], lat["rows"][-1]
         for pre, what in (("", "fresh Store, new keys"), ("warm_", "warm Store, overwrites")):
@@ -907,21 +1098,52 @@ def render(results: dict[str, Any]) -> str:
         f"machine:  {m.get('cpu_count')} CPUs ({m.get('cpu_model', '?')}), {m.get('mem_total', '?')} RAM, {m['platform']}",
         f"python:   {m['implementation']} {m['python']}",
         f"fs:       {fs.get('type', '?')} on {fs.get('device', '?')} mounted at {fs.get('mount', '?')} ({fs.get('options', '')})",
+        "filemem:  "
+        + (
+            f"git {m['filemem_git']['commit']}"
+            + (
+                f" + uncommitted changes in {', '.join(m['filemem_git']['modified'])}"
+                if m["filemem_git"]["modified"]
+                else ""
+            )
+            if m.get("filemem_git")
+            else "?"
+        ),
+        "code:     "
+        + (
+            (
+                f"snapshot {results['code_snapshot']['sha256']} of filemem/ "
+                + (
+                    f"as committed at {results['code_snapshot']['ref']} ({results['code_snapshot']['commit']})"
+                    if results["code_snapshot"].get("ref")
+                    else "from the working tree at start"
+                )
+            )
+            if results.get("code_snapshot")
+            else "live checkout (--no-snapshot)"
+        ),
         "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
         "fs probe: "
         + ", ".join(f"{k} {v:.0f}us" for k, v in m.get("fs_probe_us", {}).items())
         + " (p50 of the primitives of one atomic file replace)",
-        f"total:    {results['elapsed_s']:.0f} s",
+        f"total:    {results['elapsed_s']:.0f} s (load average at start {m.get('loadavg_start')}, "
+        f"at end {m.get('loadavg_end')})",
     ]
     for note in results["notes"]:
         parts.append(f"note:     {note}")
-    parts.append("Ratios in parentheses: filemem / peer (>1.00x: filemem ahead). *: stopped by the time budget.")
+    parts.append(
+        "Ratios in parentheses: the table's first filemem row / peer (>1.00x: filemem ahead). "
+        "*: stopped by the time budget."
+    )
+    if cfg.get("repeat", 1) > 1:
+        parts.append(f"Puts/gets cells: median of {cfg['repeat']} interleaved runs (all runs in the JSON output).")
     procs = cfg["procs"]
-    puts = results.get("puts")
+    puts = _ok(results, "puts")
     if puts:
         for group, ref, title in (
-            ("durable", "filemem fsync", "durable"),
-            ("nondurable", "filemem flush", "non-durable"),
+            ("durable", "filemem fsync", "durable, into an empty store"),
+            ("nondurable", "filemem flush", "non-durable, into an empty store"),
+            ("durable_prefilled", "filemem fsync", f"durable, into a store holding {puts.get('prefill', 0):,} records"),
         ):
             rows = puts["rows"].get(group)
             if rows and ref in rows:
@@ -931,15 +1153,15 @@ def render(results: dict[str, Any]) -> str:
                     f"one fresh store per cell (budget {puts['budget_s']} s)",
                     rate_table(rows, ref, procs),
                 ]
-    gets = results.get("gets")
+    gets = _ok(results, "gets")
     if gets and "filemem" in gets["rows"]:
         parts += [
             "",
             f"2. Gets/s: random reads of {gets['keys']:,} pre-populated keys, {gets['ops_total']:,} gets split over "
-            f"N processes (budget {gets['budget_s']} s)",
+            f"N processes after a warm-up of up to {WARMUP_GETS:,} gets/{WARMUP_S} s each (budget {gets['budget_s']} s)",
             rate_table(gets["rows"], "filemem", procs),
         ]
-    lat = results.get("latency")
+    lat = _ok(results, "latency")
     if lat and lat["rows"]:
         base = lat["rows"][0]
         rows = [
@@ -958,6 +1180,8 @@ def render(results: dict[str, Any]) -> str:
                 f"{r['warm_p99_ms']:.3f}",
                 f"{r['warm_p50_ms'] / base['warm_p50_ms']:.2f}x",
                 f"{r['warm_p99_ms'] / base['warm_p99_ms']:.2f}x",
+                f"{r['gets_per_s']:,.0f}",
+                f"{r['get_parses'] / r['gets']:.2f}",
                 f"{r['store_mb']}",
                 f"{r['populate_s']}",
             ]
@@ -966,7 +1190,8 @@ def render(results: dict[str, Any]) -> str:
         parts += [
             "",
             f"3. filemem put latency as the store grows (durability=fsync; {lat['puts_per_size']} puts of new keys "
-            "in a fresh Store, then 'warm': the same keys overwritten in that Store)",
+            "in a fresh Store, then 'warm': the same keys overwritten in that Store; then random gets "
+            "of the whole key space in that Store)",
             table(
                 [
                     "records",
@@ -983,13 +1208,15 @@ def render(results: dict[str, Any]) -> str:
                     "warm p99",
                     "p50/first",
                     "p99/first",
+                    "gets/s",
+                    "parses/get",
                     "MB",
                     "populate s",
                 ],
                 rows,
             ),
         ]
-    batch = results.get("batch")
+    batch = _ok(results, "batch")
     if batch:
         for prefill, rows in batch["scenarios"].items():
             fm = rows.get("filemem batch() fsync")
@@ -1036,20 +1263,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--procs", default=",".join(map(str, PROC_COUNTS)), help="process counts (default 1,2,4,8)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
     ap.add_argument("--put-ops", type=int, help="puts per cell, split over the processes")
+    ap.add_argument(
+        "--put-prefill",
+        type=int,
+        default=10_000,
+        help="records in the store for the extra 'prefilled' puts rows (0: skip)",
+    )
     ap.add_argument("--get-ops", type=int, help="gets per cell, split over the processes")
     ap.add_argument("--get-keys", type=int, default=10_000, help="records pre-populated for the gets workload")
     ap.add_argument("--budget", type=float, help="seconds after which a worker stops early (cell marked *)")
     ap.add_argument("--lat-puts", type=int, help="measured single puts per store size")
+    ap.add_argument("--lat-gets", type=int, default=20_000, help="random gets per store size (latency workload)")
     ap.add_argument("--chunk", type=int, default=100_000, help="records per batch() when populating the latency store")
     ap.add_argument("--batch-n", type=int, default=1000, help="records per batch in the batch workload")
     ap.add_argument(
         "--batch-prefill", type=int, default=10_000, help="records already in the store, second batch scenario"
     )
+    ap.add_argument("--repeat", type=int, help="runs per puts/gets cell, median reported (default 1 quick, 3 full)")
     ap.add_argument("--rounds", type=int, help="rounds of the batch workload (median reported)")
     ap.add_argument(
         "--tmpdir",
         default=os.environ.get("FILEMEM_BENCH_TMP", os.path.join(os.path.dirname(ROOT), "benchtmp")),
         help="base directory for temp stores (must be a real disk, not tmpfs)",
+    )
+    ap.add_argument(
+        "--no-snapshot",
+        dest="snapshot",
+        action="store_false",
+        help="import filemem from the live checkout instead of a copy taken at start",
+    )
+    ap.add_argument(
+        "--code-ref", help="benchmark filemem as committed at this git ref (e.g. HEAD), not the working tree"
     )
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     ap.add_argument("--out", help="also write the JSON results to this file")
@@ -1065,39 +1309,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     else:
         a.sizes = [1_000, 10_000, 100_000] if q else [1_000, 10_000, 100_000, 1_000_000]
     a.put_ops = a.put_ops or (800 if q else 2_000)
-    a.get_ops = a.get_ops or (20_000 if q else 80_000)
-    a.budget = a.budget or (1.5 if q else 4.0)
+    a.get_ops = a.get_ops or (40_000 if q else 100_000)
+    a.budget = a.budget or (1.5 if q else 2.0)
     a.lat_puts = a.lat_puts or (300 if q else 1_000)
     a.rounds = a.rounds or (3 if q else 5)
+    a.repeat = a.repeat or (1 if q else 3)
     return a
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C: children are killed and temp dirs removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     dirs = TempDirs(cfg.tmpdir)
     notes: list[str] = []
     started = time.perf_counter()
-    results: dict[str, Any] = {
-        "command": " ".join(
-            [
-                "python",
-                os.path.relpath(sys.argv[0], ROOT) if argv is None else "tools/bench.py",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
-        "machine": machine_info(cfg.tmpdir),
-        "config": {k: v for k, v in vars(cfg).items() if k not in ("json", "out")},
-        "notes": notes,
-    }
-    if results["machine"].get("filesystem", {}).get("type") in ("tmpfs", "ramfs"):
-        notes.append(f"{cfg.tmpdir} is on tmpfs: fsync costs nothing there, durable figures are meaningless")
     try:
+        code = snapshot_code(dirs.root, cfg.code_ref) if cfg.snapshot else None
+        results: dict[str, Any] = {
+            "command": " ".join(
+                [
+                    "python",
+                    os.path.relpath(sys.argv[0], ROOT) if argv is None else "tools/bench.py",
+                    *(sys.argv[1:] if argv is None else argv),
+                ]
+            ),
+            "machine": machine_info(cfg.tmpdir),
+            "code_snapshot": code,
+            "config": {k: v for k, v in vars(cfg).items() if k not in ("json", "out")},
+            "notes": notes,
+        }
+        load = results["machine"].get("loadavg_start")
+        if load and load[0] > 0.5:
+            notes.append(f"load average {load[0]} at start: other work on this machine may add noise")
+        if results["machine"].get("filesystem", {}).get("type") in ("tmpfs", "ramfs"):
+            notes.append(f"{cfg.tmpdir} is on tmpfs: fsync costs nothing there, durable figures are meaningless")
         for name in cfg.workloads:
             log(f"[{time.perf_counter() - started:6.1f}s] workload {name}")
-            results[name] = WORKLOADS[name](cfg, dirs, notes)
+            try:
+                results[name] = WORKLOADS[name](cfg, dirs, notes)
+            except Exception as exc:  # one broken workload must not lose the others' figures
+                log(traceback.format_exc())
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                notes.append(f"workload {name} failed: {type(exc).__name__}: {exc}")
     finally:
         dirs.cleanup()
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    results["machine"]["loadavg_end"] = loadavg()
     results["targets"] = evaluate_targets(results)
     if cfg.out:
         with open(cfg.out, "w") as fh:

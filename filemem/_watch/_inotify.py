@@ -73,8 +73,18 @@ class InotifyWatcher:
             fd.join(_STOP_TIMEOUT_S)
 
     def _watch_tree(self, top: str) -> None:
-        for dirpath, _dirs, _files in os.walk(top):
-            self._watch(dirpath)
+        # Watch a directory *before* listing it: a subdirectory created after
+        # the listing then produces an event (which watches it), and one
+        # created before is in the listing. Listing first would lose the gap.
+        pending = [top]
+        while pending:
+            directory = pending.pop()
+            self._watch(directory)
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            pending.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
 
     def _watch(self, directory: str) -> None:
         fd = self._fd
