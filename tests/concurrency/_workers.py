@@ -369,9 +369,9 @@ def split_crash_child(path: str, opts: dict[str, Any], ns: list[str], point: str
     real_split, real_replace, real_unlink = _engine.Engine._split, os.replace, os.unlink
     state = {"in_split": False, "shard_renames": 0}
 
-    def split(self: Any, view: Any, shard: Any) -> None:
+    def split(self: Any, view: Any, shard: Any, **kw: Any) -> None:
         state["in_split"] = True
-        real_split(self, view, shard)
+        real_split(self, view, shard, **kw)
         state["in_split"] = False
 
     def replace(src: Any, dst: Any, *a: Any, **kw: Any) -> None:
