@@ -426,7 +426,11 @@ class Engine:
         if got is None:
             if self.readonly or not create:
                 raise FileMemError(f"no filemem store at {self.root} (missing {MARKER})")
-            if os.path.isdir(self.root) and any(n != MARKER for n in os.listdir(self.root)):
+            # Another process creating the store at this very moment leaves
+            # its temp marker here: that is not a foreign file.
+            if os.path.isdir(self.root) and any(
+                n != MARKER and not n.startswith(MARKER + _fs.TEMP_MARK) for n in os.listdir(self.root)
+            ):
                 raise FileMemError(f"{self.root} is not empty and is not a filemem store; refusing to write into it")
             chosen = get_codec(codec if codec is not None else "json")
             body = json.dumps({"filemem": FORMAT_VERSION, "codec": chosen.name, "created_at": time.time()})

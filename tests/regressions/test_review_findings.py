@@ -169,3 +169,35 @@ def test_snapshot_locks_a_namespace_that_does_not_exist_yet(store_path: str) -> 
             assert snap.items(("fresh",)) == []
         other.put(("fresh",), "k", "after")
         assert s.get(("fresh",), "k", consistency="strict") == "after"
+
+
+def _open_store(path: str, barrier: object, result: str) -> None:
+    barrier.wait(30)  # type: ignore[attr-defined]
+    try:
+        with filemem.Store(path) as s:
+            s.put(("race",), f"k{os.getpid()}", 1)
+        Path(result).write_text("ok")
+    except Exception as exc:  # reported to the parent through the file
+        Path(result).write_text(f"{type(exc).__name__}: {exc}")
+
+
+def test_many_processes_create_the_same_store_at_once(tmp_path: Path) -> None:
+    """Found by the fsync counter test: a process saw another's temp marker and refused the directory."""
+    import multiprocessing as mp
+
+    from tests.helpers import reap
+
+    ctx = mp.get_context("spawn")
+    for round_ in range(3):
+        path = str(tmp_path / f"store{round_}")
+        barrier = ctx.Barrier(6)
+        results = [str(tmp_path / f"r{round_}-{i}") for i in range(6)]
+        procs = [ctx.Process(target=_open_store, args=(path, barrier, r)) for r in results]
+        try:
+            for p in procs:
+                p.start()
+        finally:
+            reap(procs)
+        assert [Path(r).read_text() for r in results] == ["ok"] * 6
+        with filemem.Store(path) as s:
+            assert len(s.keys(("race",))) == 6
