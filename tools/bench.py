@@ -3,7 +3,8 @@
 Usage::
 
     python tools/bench.py --quick                 # ~2-3 minutes, latency sizes up to 100k
-    python tools/bench.py                         # full: latency sizes up to 1M records
+    python tools/bench.py                         # full (~10-15 minutes): latency sizes up to 1M records
+    python tools/bench.py --code-ref HEAD         # measure filemem as committed, not the working tree
     python tools/bench.py --sizes 1000,10000 --json --out results.json
 
 Peers (each imported lazily; a missing one is skipped with a note):
@@ -23,18 +24,27 @@ public API, nothing is cached or short-cut by the harness):
    one store/namespace, timed from a start barrier to the last finisher.
    Durable rows (filemem ``fsync``, lmdb ``sync=True``, diskcache and
    sqlitedict defaults, json+lock with fsync) and non-durable rows (filemem
-   ``flush``, lmdb ``sync=False``, json+lock without fsync) are separate.
+   ``flush``, lmdb ``sync=False``, json+lock without fsync) are separate; a
+   third group repeats the durable puts into a store already holding
+   ``--put-prefill`` records (many shards, so writers rarely share one).
 2. ``gets``: 1, 2, 4, 8 processes do random gets on a store pre-populated with
-   ``--get-keys`` records.
+   ``--get-keys`` records, after an identical warm-up for every peer. filemem
+   is measured with its default ``consistency="cached"`` and with ``"strict"``.
 3. ``latency``: p50/p99 of single filemem puts (default ``fsync``) while the
    store holds 1k, 10k, 100k, 1M records (populated with ``durability="flush"``
-   via ``store.batch()`` in chunks), plus the number of shard files.
+   via ``store.batch()`` in chunks), the number of shard files, and random
+   gets over the whole key space at each size.
 4. ``batch``: one ``store.batch()`` of 1,000 records vs diskcache's 1,000
-   per-record ``set()`` calls (lmdb one write txn and others for reference).
+   per-record ``set()`` calls (lmdb one write txn and others for reference),
+   into an empty store and into one holding ``--batch-prefill`` records.
 
-Ratios are always "filemem is N x faster" (>1: filemem ahead, <1: behind).
-Temp stores go under ``--tmpdir`` (default: ``benchtmp`` next to the
-repository), never /tmp, because tmpfs would make fsync free.
+Puts/gets cells are the median of ``--repeat`` interleaved runs; batch rows
+the median of ``--rounds``. Ratios are always "filemem is N x faster" (>1:
+filemem ahead, <1: behind). filemem is imported from a copy of the package
+taken at start (``--code-ref`` to take it from git), so a checkout edited
+during the run cannot mix versions. Temp stores go under ``--tmpdir``
+(default: ``benchtmp`` next to the repository), never /tmp, because tmpfs
+would make fsync free. See docs/benchmarks.md for figures and analysis.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ class InotifyWatcher:
         self.sink = sink
         self._fd: InotifyFD | None = None
         self._dirs: dict[int, str] = {}
+        self._watched: set[str] = set()
         self._lock = threading.Lock()
         self.events = 0
         self.overflows = 0
@@ -90,11 +91,19 @@ class InotifyWatcher:
         fd = self._fd
         if fd is None:
             return
+        with self._lock:
+            if directory in self._watched:
+                return  # a create event for a directory our scan already found
+            self._watched.add(directory)
         try:
             wd = fd.add_callback(os.fsencode(directory), _MASK, self, CallbackId(id(self)))
         except FileNotFoundError:
+            with self._lock:
+                self._watched.discard(directory)
             return
         except OSError as exc:
+            with self._lock:
+                self._watched.discard(directory)
             raise WatchLimitError(exc.errno, f"cannot watch {directory}: {exc}") from exc
         with self._lock:
             self._dirs[wd] = directory
@@ -102,7 +111,14 @@ class InotifyWatcher:
     # --- watchdog's WatchCallback protocol, called on the inotify thread ---
 
     def on_event(self, event: InotifyEvent) -> None:
-        """Translate one raw event."""
+        """Translate one raw event; never lets an error kill the inotify thread."""
+        try:
+            self._on_event(event)
+        except Exception:
+            # Whatever went wrong, the cache must not trust what it holds.
+            self.sink.events_lost()
+
+    def _on_event(self, event: InotifyEvent) -> None:
         self.events += 1
         with self._lock:
             directory = self._dirs.get(event.wd)
@@ -134,7 +150,9 @@ class InotifyWatcher:
     def on_watch_deleted(self, wd: int) -> None:
         """A watched directory went away."""
         with self._lock:
-            self._dirs.pop(wd, None)
+            gone = self._dirs.pop(wd, None)
+            if gone is not None:
+                self._watched.discard(gone)
 
     def on_queue_overflow(self) -> None:
         """The kernel dropped events."""
