@@ -247,6 +247,16 @@ class View:
         if self._listing is listing:  # lost a race with another thread's refresh: theirs is as good
             self._listing = _Listing(frozenset(existing), frozenset(internal))
 
+    def replace_split(self, prefix: str, leaves: list[str]) -> None:
+        """Record in the listing that ``prefix`` was split into ``leaves`` (no directory listing)."""
+        listing = self._listing
+        existing = set(listing.existing)
+        existing.discard(prefix)
+        existing.update(leaves)
+        internal = set(listing.internal)
+        internal.update(f[:d] for f in leaves for d in range(len(prefix), len(f)))
+        self._listing = _Listing(frozenset(existing), frozenset(internal))
+
     def has_shards_below(self, prefix: str) -> bool:
         """Whether any shard exists strictly below ``prefix`` (refreshing the listing if so).
 
@@ -739,6 +749,13 @@ class Engine:
             op.prefix = op.view.resolve(op.bits)
             targets[op.view.lock_path(op.prefix)] = (op.view, op.prefix)
         order = sorted(targets)
+        if len(order) > _max_locks():
+            # Each shard lock holds a descriptor until the commit: fail
+            # clearly, before taking any, rather than with EMFILE halfway.
+            raise InvalidValueError(
+                f"this batch touches {len(order)} shards but at most {_max_locks()} can be locked at once "
+                "(the open-file limit, ulimit -n): split it into smaller batches or raise the limit"
+            )
         held: list[_locks.Held] = []
         try:
             for i, lock_path in enumerate(order):
@@ -879,7 +896,7 @@ class Engine:
                 # failed (a retried update would apply twice). The shard stays
                 # whole or flagged, and the next writer or check finishes it.
                 try:
-                    self._split(view, work[lp], target_bytes=min(limit, self.shard_max_bytes) // 2)
+                    self._split(view, work[lp], target_bytes=min(limit, self.shard_max_bytes) // 2, leaf=True)
                 except Exception:
                     self.counters["split_failures"] += 1
         return results
@@ -1059,7 +1076,7 @@ class Engine:
 
     # ------------------------------------------------------------------ splits
 
-    def _split(self, view: View, shard: Shard, *, target_bytes: int | None = None) -> None:
+    def _split(self, view: View, shard: Shard, *, target_bytes: int | None = None, leaf: bool = False) -> None:
         """Split ``shard`` (whose lock we hold) into leaves of at most ``target_bytes``.
 
         ``target_bytes`` defaults to half of ``shard_max_bytes``; a leaf is
@@ -1082,8 +1099,15 @@ class Engine:
             shard = flagged
         elif not shard.pairs:
             encode_shard(shard, self.codec)  # fill pair sizes
-        view.refresh()
-        below = {p for p in view.existing if p.startswith(shard.prefix) and p != shard.prefix}
+        if leaf:
+            # The writer just wrote this shard, unflagged, under its lock: by
+            # the invariant it has no descendants, so there is nothing to
+            # list (a listing costs milliseconds in a directory of thousands).
+            below: set[str] = set()
+        else:
+            view.refresh()
+            below = {p for p in view.existing if p.startswith(shard.prefix) and p != shard.prefix}
+        written: list[str] = []
         bits = {k: hash_bits(k) for k in shard.records}
         generation = shard.generation + 1
 
@@ -1102,7 +1126,7 @@ class Engine:
             # An empty range gets a file too: it carries the generation forward,
             # so a key deleted before the split and created again later gets a
             # version above every earlier one (no ABA).
-            leaf = Shard(
+            leaf_shard = Shard(
                 region,
                 shard.codec,
                 generation,
@@ -1110,8 +1134,9 @@ class Engine:
                 {k: shard.pairs[k] for k in keys if k in shard.pairs},
             )
             target = view.shard_path(region)
-            key = _fs.atomic_write(target, encode_shard(leaf, self.codec), sync=self.sync)
-            self._installed(target, leaf, key)
+            key = _fs.atomic_write(target, encode_shard(leaf_shard, self.codec), sync=self.sync)
+            self._installed(target, leaf_shard, key)
+            written.append(region)
 
         d0 = len(shard.prefix)
         keys = list(shard.records)
@@ -1126,7 +1151,10 @@ class Engine:
         if self.sync:
             _fs.fsync_dir(view.dir)
         self.cache.forget(path)
-        view.refresh()
+        if leaf:
+            view.replace_split(shard.prefix, written)
+        else:
+            view.refresh()
         self.counters["splits"] += 1
 
     # ------------------------------------------------------------------ snapshot
@@ -1181,6 +1209,19 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _max_locks() -> int:
+    """How many shard locks one batch may hold: the open-file limit, less room for everything else."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return 500
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 1 << 20
+    return max(16, soft - 128)
 
 
 def _all(_key: str) -> bool:

@@ -201,3 +201,20 @@ def test_many_processes_create_the_same_store_at_once(tmp_path: Path) -> None:
         assert [Path(r).read_text() for r in results] == ["ok"] * 6
         with filemem.Store(path) as s:
             assert len(s.keys(("race",))) == 6
+
+
+def test_a_batch_wider_than_the_open_file_limit_fails_clearly(store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the benchmark: a batch over ~1,000 shards died with EMFILE halfway through locking."""
+    from filemem import _engine
+
+    s = filemem.Store(store_path, shard_max_bytes=1024, durability="flush")
+    for i in range(300):
+        s.put(NS, f"k{i}", "x" * 60)
+    monkeypatch.setattr(_engine, "_max_locks", lambda: 8)
+    before = sorted(str(p) for p in Path(store_path).rglob("*.shard"))
+    with pytest.raises(filemem.InvalidValueError, match="open-file limit"), s.batch() as b:
+        for i in range(300):
+            b.put(NS, f"k{i}", "y")
+    assert sorted(str(p) for p in Path(store_path).rglob("*.shard")) == before
+    assert s.get(NS, "k7") == "x" * 60
+    s.close()
