@@ -257,6 +257,19 @@ class View:
         internal.update(f[:d] for f in leaves for d in range(len(prefix), len(f)))
         self._listing = _Listing(frozenset(existing), frozenset(internal))
 
+    def recheck(self, prefix: str, bits: str, *, missing: bool) -> bool:
+        """After ``prefix``'s shard turned out missing or flagged: whether to resolve again.
+
+        Missing: a split finished, or a new range. Flagged: a split is under
+        way and a leaf may already hold newer data. Either way the directory
+        knows better than this listing. A missing shard whose range still
+        resolves to itself is only "absent" if no leaf exists below it.
+        """
+        self.refresh_below(prefix)
+        if self.resolve(bits) != prefix:
+            return True
+        return missing and self.has_shards_below(prefix)
+
     def has_shards_below(self, prefix: str) -> bool:
         """Whether any shard exists strictly below ``prefix`` (refreshing the listing if so).
 
@@ -620,15 +633,9 @@ class Engine:
                 hit = None
                 shard = self.load(path, prefix)
             if shard is None or shard.splitting:
-                # Missing: split finished or new region. Flagged: a split is
-                # under way and a leaf may already hold newer data. Either way
-                # the directory knows better than our view.
-                view.refresh_below(prefix)
-                if view.resolve(bits) != prefix:
+                if view.recheck(prefix, bits, missing=shard is None):
                     continue
                 if shard is None:
-                    if view.has_shards_below(prefix):
-                        continue  # the listing raced a split
                     return None, None
             rec = shard.records.get(key)
             if rec is None:

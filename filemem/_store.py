@@ -565,12 +565,9 @@ class Snapshot:
             prefix = view.resolve(bits)
             shard = self._lock(view, prefix)
             if shard is None or shard.splitting:
-                view.refresh_below(prefix)
-                if view.resolve(bits) != prefix:
+                if view.recheck(prefix, bits, missing=shard is None):
                     continue
                 if shard is None:
-                    if view.has_shards_below(prefix):
-                        continue  # the listing raced a split
                     return None
             rec = shard.records.get(key)
             if rec is None or ((x := rec.get("expires_at")) is not None and x <= self._now):
