@@ -17,7 +17,7 @@ with import-linter, see pyproject.toml)::
     L5  _store, _demo                 Store facade, demo agents
     L3  _freshness                    cache + watcher + feed of one store in one process
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
-    L2  _engine, _check, _shard       engine (read, write, batch, split), checker, format
+    L2  _check, _engine, _view, _shard checker; engine (read, write, batch, split); shard resolution; format
     L1  _fs, _locks, _names, codecs   atomic file I/O, locks, names, codecs
     L0  _errors, _types               exception tree, plain data types
 

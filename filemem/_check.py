@@ -21,6 +21,8 @@ Finding codes (stable; documented in docs/format.md):
 from __future__ import annotations
 
 import os
+import secrets
+import time
 from typing import Any
 
 from . import _fs, _locks
@@ -30,21 +32,36 @@ from ._engine import (
     MARKER,
     NS_DIR,
     QUARANTINE_DIR,
-    TURNSTILE,
     Engine,
-    View,
     _parse_intent,
-    findings_for_temp,
     maintain_shard,
-    quarantine_name,
 )
 from ._errors import CorruptShardError, LockTimeout, UnsupportedFormatError
 from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, decode_shard, read_header
 from ._types import Finding
+from ._view import TURNSTILE, View
 
 __all__ = ["check_store", "compact_store"]
 
 _BITS = frozenset("01")
+
+
+def quarantine_name(root: str, path: str) -> str:
+    """Where ``check(fix=True)`` moves a corrupt file."""
+    rel = os.path.relpath(path, root).replace(os.sep, "__")
+    return os.path.join(root, QUARANTINE_DIR, f"{rel}.{time.time_ns()}-{secrets.token_hex(3)}")
+
+
+def findings_for_temp(path: str, fixed: bool) -> Finding:
+    """A leftover temp file finding."""
+    return Finding(
+        "temp-file",
+        path,
+        "leftover temp file from a writer that died",
+        severity="warning",
+        fixed=fixed,
+        action="removed" if fixed else "",
+    )
 
 
 def check_store(engine: Engine, *, fix: bool) -> list[Finding]:

@@ -68,8 +68,9 @@ from ._errors import (
     UnsupportedFormatError,
 )
 from ._names import escape_segment, hash_bits, unescape_segment
-from ._shard import FORMAT_VERSION, LOCK_SUFFIX, SHARD_SUFFIX, Record, Shard, decode_shard, encode_shard, shard_name
-from ._types import Durability, Finding
+from ._shard import FORMAT_VERSION, SHARD_SUFFIX, Record, Shard, decode_shard, encode_shard
+from ._types import Durability
+from ._view import MAX_PREFIX_BITS, View
 from .codecs import Codec, get_codec
 
 __all__ = ["Engine", "Op"]
@@ -78,13 +79,11 @@ MARKER: Final = "filemem.json"
 NS_DIR: Final = "ns"
 BATCH_DIR: Final = "batches"
 QUARANTINE_DIR: Final = "quarantine"
-TURNSTILE: Final = "turnstile.lock"
 BATCH_SUFFIX: Final = ".batch"
 #: While holding some of a batch's locks, wait at most this long for the next
 #: one before releasing all and retrying: that back-off is what keeps a batch
 #: from deadlocking with a snapshot that took shared locks in another order.
 _BATCH_STEP_S: Final = 0.05
-_MAX_PREFIX_BITS: Final = 64
 #: A shard writers had to queue for splits at 1/N of shard_max_bytes.
 _CONTENDED_SPLIT_FRACTION: Final = 8
 #: A batch touching at least this many shards syncs them with one syncfs.
@@ -139,178 +138,6 @@ def copy_value(value: Any, _depth: int = 0) -> Any:
     if t is bytearray:
         return bytes(value)
     return value
-
-
-class _Listing:
-    """One immutable listing of a namespace directory.
-
-    Threads share a View; swapping a whole listing in one assignment means a
-    reader never sees ``existing`` from one listing and ``internal`` from
-    another.
-    """
-
-    __slots__ = ("depths", "existing", "internal", "overlapped")
-
-    def __init__(self, existing: frozenset[str], internal: frozenset[str] | None = None) -> None:
-        self.existing = existing
-        self.internal = internal if internal is not None else frozenset(p[:d] for p in existing for d in range(len(p)))
-        #: Shards with leaves under them: a split someone has not finished.
-        self.overlapped = existing & self.internal
-        self.depths = tuple(sorted({len(p) for p in existing}, reverse=True))
-
-
-_EMPTY_LISTING: Final = _Listing(frozenset())
-
-
-class View:
-    """What one process knows of a namespace directory: which shard prefixes exist.
-
-    Callers must never infer "nothing changed" from a refresh: another thread
-    may have refreshed the shared view already. After a refresh, resolve
-    again and compare prefixes.
-    """
-
-    __slots__ = ("_listing", "_paths", "dir", "dir_known", "namespace", "stale", "turnstile")
-
-    def __init__(self, namespace: tuple[str, ...], directory: str) -> None:
-        self.namespace = namespace
-        self.dir = directory
-        self.turnstile = os.path.join(directory, TURNSTILE)
-        self._listing = _EMPTY_LISTING
-        self._paths: dict[str, str] = {}
-        #: The directory exists (directories are never removed while a store lives).
-        self.dir_known = False
-        #: Set by the watcher when a shard file appeared or vanished here.
-        self.stale = False
-        self.refresh()
-
-    @property
-    def existing(self) -> frozenset[str]:
-        """Prefixes that have a shard file."""
-        return self._listing.existing
-
-    @property
-    def internal(self) -> frozenset[str]:
-        """Proper prefixes of existing shards."""
-        return self._listing.internal
-
-    @property
-    def overlapped(self) -> frozenset[str]:
-        """Existing shards that also have leaves under them."""
-        return self._listing.overlapped
-
-    def refresh(self) -> None:
-        """Re-list the directory."""
-        self.stale = False
-        existing = frozenset(
-            name[1 : -len(SHARD_SUFFIX)]
-            for name in _fs.listdir(self.dir)
-            if name.startswith("s") and name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name
-        )
-        if existing != self._listing.existing:
-            self._listing = _Listing(existing)
-
-    def refresh_below(self, prefix: str) -> None:
-        """Update the listing after ``prefix`` was found split (gone or flagged).
-
-        Splits write every leaf, so the new shards are found by probing the
-        children of ``prefix`` with a few ``stat`` calls instead of listing a
-        directory that may hold thousands of shards. Falls back to a full
-        listing when the probe finds nothing or wanders too far.
-        """
-        listing = self._listing
-        if prefix not in listing.existing:
-            self.refresh()
-            return
-        found: list[str] = []
-        pending = [prefix + "0", prefix + "1"]
-        probes = 0
-        while pending:
-            child = pending.pop()
-            probes += 1
-            if probes > 64 or len(child) > _MAX_PREFIX_BITS:
-                self.refresh()
-                return
-            if os.path.exists(self.shard_path(child)):
-                found.append(child)
-            else:
-                pending += [child + "0", child + "1"]
-        if not found:
-            self.refresh()
-            return
-        existing = set(listing.existing)
-        if not os.path.exists(self.shard_path(prefix)):
-            existing.discard(prefix)
-        existing.update(found)
-        internal = set(listing.internal)
-        internal.update(f[:d] for f in found for d in range(len(prefix), len(f)))
-        if self._listing is listing:  # lost a race with another thread's refresh: theirs is as good
-            self._listing = _Listing(frozenset(existing), frozenset(internal))
-
-    def replace_split(self, prefix: str, leaves: list[str]) -> None:
-        """Record in the listing that ``prefix`` was split into ``leaves`` (no directory listing)."""
-        listing = self._listing
-        existing = set(listing.existing)
-        existing.discard(prefix)
-        existing.update(leaves)
-        internal = set(listing.internal)
-        internal.update(f[:d] for f in leaves for d in range(len(prefix), len(f)))
-        self._listing = _Listing(frozenset(existing), frozenset(internal))
-
-    def recheck(self, prefix: str, bits: str, *, missing: bool) -> bool:
-        """After ``prefix``'s shard turned out missing or flagged: whether to resolve again.
-
-        Missing: a split finished, or a new range. Flagged: a split is under
-        way and a leaf may already hold newer data. Either way the directory
-        knows better than this listing. A missing shard whose range still
-        resolves to itself is only "absent" if no leaf exists below it.
-        """
-        self.refresh_below(prefix)
-        if self.resolve(bits) != prefix:
-            return True
-        return missing and self.has_shards_below(prefix)
-
-    def has_shards_below(self, prefix: str) -> bool:
-        """Whether any shard exists strictly below ``prefix`` (refreshing the listing if so).
-
-        ``os.listdir`` is no snapshot: while a split renames leaves in and
-        unlinks the parent, one listing can miss both. Before anyone treats
-        the range of a missing shard as empty (a reader answering "absent", a
-        writer creating the shard afresh), this double-checks with ``stat``
-        of the children, where splits put their leaves, and then with a second
-        listing.
-        """
-        if any(os.path.exists(self.shard_path(prefix + c)) for c in "01"):
-            self.refresh()
-            return True
-        self.refresh()
-        return any(p.startswith(prefix) and p != prefix for p in self.existing)
-
-    def resolve(self, bits: str) -> str:
-        """The prefix of the shard that holds a key with hash ``bits``."""
-        listing = self._listing
-        existing = listing.existing
-        for d in listing.depths:  # deepest existing prefix, usually one lookup
-            p = bits[:d]
-            if p in existing:
-                return p
-        internal = listing.internal
-        for d in range(_MAX_PREFIX_BITS + 1):  # no existing prefix: a new region
-            p = bits[:d]
-            if p not in internal:
-                return p
-        return bits  # pragma: no cover - 64-bit deep tree
-
-    def shard_path(self, prefix: str) -> str:
-        """Path of the shard file for ``prefix``."""
-        path = self._paths.get(prefix)
-        if path is None:
-            path = self._paths[prefix] = os.path.join(self.dir, shard_name(prefix))
-        return path
-
-    def lock_path(self, prefix: str) -> str:
-        """Path of the lock file for ``prefix``."""
-        return os.path.join(self.dir, f"s{prefix}{LOCK_SUFFIX}")
 
 
 class CacheEntryLike(Protocol):
@@ -1123,7 +950,7 @@ class Engine:
                 return
             if any(p.startswith(region) for p in below) or (
                 len(keys) > 1
-                and len(region) < _MAX_PREFIX_BITS
+                and len(region) < MAX_PREFIX_BITS
                 and sum(len(shard.pairs.get(k, b"")) for k in keys) > leaf_max
             ):
                 d = len(region)
@@ -1286,24 +1113,6 @@ def _parse_intent(raw: bytes) -> dict[str, Any] | None:
         ):
             return None
     return intent
-
-
-def quarantine_name(root: str, path: str) -> str:
-    """Where ``check(fix=True)`` moves a corrupt file."""
-    rel = os.path.relpath(path, root).replace(os.sep, "__")
-    return os.path.join(root, QUARANTINE_DIR, f"{rel}.{time.time_ns()}-{secrets.token_hex(3)}")
-
-
-def findings_for_temp(path: str, fixed: bool) -> Finding:
-    """A leftover temp file finding."""
-    return Finding(
-        "temp-file",
-        path,
-        "leftover temp file from a writer that died",
-        severity="warning",
-        fixed=fixed,
-        action="removed" if fixed else "",
-    )
 
 
 def maintain_shard(engine: Engine, view: View, prefix: str, *, wait: bool = True) -> tuple[int, int]:

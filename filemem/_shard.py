@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable
 from typing import Any, Final
 
 from ._errors import CorruptShardError, UnsupportedFormatError
@@ -241,8 +240,3 @@ def decode_shard(data: bytes, path: str, codecs: dict[str, Codec], expected_pref
         splitting=bool(header.get("splitting")),
         touched=touched if isinstance(touched, list) else None,
     )
-
-
-def records_in(records: Iterable[tuple[str, Record]]) -> dict[str, Record]:
-    """Materialise an iterable of (key, record) into a dict (keeps order)."""
-    return dict(records)

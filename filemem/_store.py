@@ -12,13 +12,14 @@ from typing import Any
 from . import _fs, _locks
 from ._cache import ShardCache
 from ._check import check_store, compact_store
-from ._engine import Engine, Op, View, _fork_generation, copy_value
+from ._engine import Engine, Op, _fork_generation, copy_value
 from ._errors import FileMemError, InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
 from ._names import hash_bits, normalize_namespace, validate_key
 from ._shard import Record, Shard
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
+from ._view import View
 from .codecs import Codec
 
 __all__ = ["Batch", "MappingView", "Snapshot", "Store"]
