@@ -14,7 +14,7 @@ Layers (a module imports only from its own layer or lower ones; CI checks it
 with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
-    L5  _store, _demo                 Store facade, demo agents
+    L5  _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
     L3  _freshness                    cache + watcher + feed of one store in one process
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
     L2  _check, _engine, _view, _shard checker; engine (read, write, batch, split); shard resolution; format
@@ -39,9 +39,9 @@ from ._errors import StoreClosedError as StoreClosedError
 from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._feed import Change as Change
 from ._feed import Subscription as Subscription
+from ._snapshot import MappingView as MappingView
+from ._snapshot import Snapshot as Snapshot
 from ._store import Batch as Batch
-from ._store import MappingView as MappingView
-from ._store import Snapshot as Snapshot
 from ._store import Store as Store
 from ._types import Consistency as Consistency
 from ._types import Finding as Finding

@@ -276,12 +276,15 @@ class Engine:
         if got is None:
             if self.readonly or not create:
                 raise FileMemError(f"no filemem store at {self.root} (missing {MARKER})")
-            # Another process creating the store at this very moment leaves
-            # its temp marker here: that is not a foreign file.
-            if os.path.isdir(self.root) and any(
-                n != MARKER and not n.startswith(MARKER + _fs.TEMP_MARK) for n in os.listdir(self.root)
-            ):
+            names = os.listdir(self.root) if os.path.isdir(self.root) else []
+            # Another process may be creating the store at this very moment:
+            # its temp marker is no foreign file, and once its marker exists
+            # (it may already be writing namespaces) the store is simply there.
+            if MARKER in names:
+                got = _read_marker(marker)
+            elif any(not n.startswith(MARKER + _fs.TEMP_MARK) for n in names):
                 raise FileMemError(f"{self.root} is not empty and is not a filemem store; refusing to write into it")
+        if got is None:
             chosen = get_codec(codec if codec is not None else "json")
             body = json.dumps({"filemem": FORMAT_VERSION, "codec": chosen.name, "created_at": time.time()})
             _fs.ensure_dir(self.root)
