@@ -27,11 +27,10 @@ from typing import Any
 
 from . import _fs, _locks
 from ._engine import (
-    BATCH_DIR,
     BATCH_SUFFIX,
     MARKER,
-    NS_DIR,
     QUARANTINE_DIR,
+    ROOT_ENTRIES,
     Engine,
     _parse_intent,
     maintain_shard,
@@ -69,7 +68,7 @@ def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
     findings: list[Finding] = []
     referenced = _check_batches(engine, fix, findings)
     for name in sorted(_fs.listdir(engine.root)):
-        if name not in (MARKER, NS_DIR, BATCH_DIR, QUARANTINE_DIR):
+        if name not in ROOT_ENTRIES:
             path = os.path.join(engine.root, name)
             if _fs.TEMP_MARK in name and name.startswith(MARKER):
                 _temp(engine, findings, path, None, fix)

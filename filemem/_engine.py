@@ -79,6 +79,21 @@ MARKER: Final = "filemem.json"
 NS_DIR: Final = "ns"
 BATCH_DIR: Final = "batches"
 QUARANTINE_DIR: Final = "quarantine"
+#: Collector journals (one per collecting process) live here.
+JOURNAL_DIR: Final = "journals"
+#: Session registry files and slot locks live here.
+SESSION_DIR: Final = "sessions"
+#: Search indexes, one per namespace, live here.
+INDEX_DIR: Final = "index"
+#: Store-internal records (e.g. what a journal replay has applied) live in
+#: namespaces under this directory, apart from users' ``ns/`` so that
+#: ``list_namespaces`` never shows them.
+INTERNAL_DIR: Final = "internal"
+#: Every name filemem may create at the store root; ``check`` reports anything
+#: else as a foreign file.
+ROOT_ENTRIES: Final = frozenset(
+    {MARKER, NS_DIR, BATCH_DIR, QUARANTINE_DIR, JOURNAL_DIR, SESSION_DIR, INDEX_DIR, INTERNAL_DIR}
+)
 BATCH_SUFFIX: Final = ".batch"
 #: While holding some of a batch's locks, wait at most this long for the next
 #: one before releasing all and retrying: that back-off is what keeps a batch
