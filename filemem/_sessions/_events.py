@@ -28,6 +28,10 @@ from ._registry import Registry
 __all__ = ["SessionWatcher"]
 
 _STOP_TIMEOUT_S: Final = 5.0
+#: A directory whose mtime is this recent is listed again next round: its
+#: mtime comes from a coarse clock, so a rename in the same tick as our last
+#: look would not move it ("racily clean", as git calls it).
+_RACY_NS: Final = 50_000_000
 
 
 class SessionFeed(ChangeFeed):
@@ -132,7 +136,7 @@ class SessionWatcher:
         except FileNotFoundError:
             mtime = 0
         now = time.time()
-        if mtime != self._dir_mtime:
+        if mtime != self._dir_mtime or time.time_ns() - mtime < _RACY_NS:
             self._dir_mtime = mtime
             names = {
                 n[: -len(RECORD_SUFFIX)]
