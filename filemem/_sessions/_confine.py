@@ -123,16 +123,26 @@ class SessionStore:
             s.store.put("docs", "howto", "x")                 # SessionPermissionError
     """
 
-    def __init__(self, store: StoreLike, rules: _Rules, count: Counter, size_of: Callable[[Any], int]) -> None:
+    def __init__(
+        self,
+        store: StoreLike,
+        rules: _Rules,
+        count: Counter,
+        size_of: Callable[[Any], int],
+        guard: Callable[[], None],
+    ) -> None:
         self._store = store
         self._rules = rules
         self._count = count
         self._size_of = size_of
+        #: Raises once the session is closed (or in a forked child): the facade dies with its session.
+        self._guard = guard
 
     def get(
         self, namespace: NamespaceLike, key: str, default: Any = None, *, consistency: Consistency | None = None
     ) -> Any:
         """As :meth:`filemem.Store.get`, inside the session's readable namespaces."""
+        self._guard()
         ns = self._rules.check("get", namespace, write=False)
         out = self._store.get(ns, key, default, consistency=consistency)
         self._count(0)
@@ -140,6 +150,7 @@ class SessionStore:
 
     def get_item(self, namespace: NamespaceLike, key: str, *, consistency: Consistency | None = None) -> Item | None:
         """As :meth:`filemem.Store.get_item`, inside the session's readable namespaces."""
+        self._guard()
         ns = self._rules.check("get_item", namespace, write=False)
         out = self._store.get_item(ns, key, consistency=consistency)
         self._count(0)
@@ -147,12 +158,14 @@ class SessionStore:
 
     def keys(self, namespace: NamespaceLike) -> list[str]:
         """As :meth:`filemem.Store.keys`, inside the session's readable namespaces."""
+        self._guard()
         out = self._store.keys(self._rules.check("keys", namespace, write=False))
         self._count(0)
         return out
 
     def items(self, namespace: NamespaceLike) -> list[Item]:
         """As :meth:`filemem.Store.items`, inside the session's readable namespaces."""
+        self._guard()
         out = self._store.items(self._rules.check("items", namespace, write=False))
         self._count(0)
         return out
@@ -161,6 +174,7 @@ class SessionStore:
         self, prefix: NamespaceLike | None = None, *, max_depth: int | None = None
     ) -> list[tuple[str, ...]]:
         """As :meth:`filemem.Store.list_namespaces`, showing only namespaces this session may read."""
+        self._guard()
         found = self._store.list_namespaces(prefix, max_depth=max_depth)
         self._count(0)
         return [ns for ns in found if self._rules.readable(ns)]
@@ -175,6 +189,7 @@ class SessionStore:
         if_version: int | None = None,
     ) -> int:
         """As :meth:`filemem.Store.put`, inside the session's own namespace."""
+        self._guard()
         ns = self._rules.check("put", namespace, write=True)
         version = self._store.put(ns, key, value, ttl=ttl, if_version=if_version)
         self._count(self._size_of(value))
@@ -182,6 +197,7 @@ class SessionStore:
 
     def delete(self, namespace: NamespaceLike, key: str, *, if_version: int | None = None) -> bool:
         """As :meth:`filemem.Store.delete`, inside the session's own namespace."""
+        self._guard()
         ns = self._rules.check("delete", namespace, write=True)
         out = self._store.delete(ns, key, if_version=if_version)
         self._count(0)
@@ -189,6 +205,7 @@ class SessionStore:
 
     def update(self, namespace: NamespaceLike, key: str, fn: Callable[[Any], Any], *, ttl: float | None = None) -> Any:
         """As :meth:`filemem.Store.update`, inside the session's own namespace."""
+        self._guard()
         ns = self._rules.check("update", namespace, write=True)
         out = self._store.update(ns, key, fn, ttl=ttl)
         self._count(self._size_of(out))
@@ -196,13 +213,22 @@ class SessionStore:
 
     def batch(self) -> SessionBatch:
         """As :meth:`filemem.Store.batch`; every queued write is checked when it is queued."""
-        return SessionBatch(self._store.batch(), self._rules, self._count, self._size_of)
+        self._guard()
+        return SessionBatch(self._store.batch(), self._rules, self._count, self._size_of, self._guard)
 
 
 class SessionBatch:
     """A confined :class:`filemem.Batch`: refuses a write outside the session's namespace as it is queued."""
 
-    def __init__(self, batch: BatchLike, rules: _Rules, count: Counter, size_of: Callable[[Any], int]) -> None:
+    def __init__(
+        self,
+        batch: BatchLike,
+        rules: _Rules,
+        count: Counter,
+        size_of: Callable[[Any], int],
+        guard: Callable[[], None],
+    ) -> None:
+        self._guard = guard
         self._batch = batch
         self._rules = rules
         self._count = count
@@ -246,6 +272,7 @@ class SessionBatch:
 
     def commit(self) -> list[Any]:
         """Commit now (the ``with`` block does this for you)."""
+        self._guard()
         self._committed = True
         out = self._batch.commit()
         self._count(self._bytes)

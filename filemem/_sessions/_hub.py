@@ -130,7 +130,7 @@ class SessionHub:
             info,
             held,
             slots,
-            lambda s: SessionStore(store, rules, s._count, size_of),
+            lambda s: SessionStore(store, rules, s._count, size_of, s._own),
             on_stop,
             self._unwatch,
         )

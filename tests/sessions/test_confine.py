@@ -100,3 +100,15 @@ def test_readonly_store(store_path: str) -> None:
             ro.session("x")
         with pytest.raises(filemem.ReadOnlyError):
             ro.limit_sessions(3)
+
+
+def test_facade_dies_with_its_session(store_path: str) -> None:
+    with filemem.Store(store_path) as store:
+        with store.session("w", namespace="w") as s:
+            fs = s.store
+            fs.put("w", "k", 1)
+        with pytest.raises(filemem.StoreClosedError):
+            fs.put("w", "k", 2)
+        with pytest.raises(filemem.StoreClosedError):
+            fs.get("w", "k")
+        assert store.get("w", "k") == 1
