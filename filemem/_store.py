@@ -478,6 +478,8 @@ class Store:
         ever) or fail at once (``wait=False``); both raise
         ``SessionLimitError``. ``on_stop(session)``: called on filemem's
         session thread when another process calls :meth:`request_stop`.
+        ``close()`` the session (or leave its ``with`` block) to end it;
+        closing the store ends the sessions it started.
 
         >>> with store.session(agent="worker-3", priority=5, metadata={"task": "crawl"}) as s:  # doctest: +SKIP
         ...     s.set_status("running", progress=0.4)

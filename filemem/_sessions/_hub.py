@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, Final
@@ -53,6 +54,8 @@ class SessionHub:
         self._poll_interval_s = poll_interval_s
         self._is_closed = is_closed
         self._watcher: SessionWatcher | None = None
+        #: Sessions this Store object started and that are still referenced; closed with the store.
+        self._open: weakref.WeakSet[Session] = weakref.WeakSet()
 
     @property
     def watcher(self) -> SessionWatcher:
@@ -136,6 +139,7 @@ class SessionHub:
         )
         if on_stop is not None:
             self.watcher.watch_stop(info.id, session._fire_stop)
+        self._open.add(session)
         return session
 
     def _unwatch(self, session_id: str) -> None:
@@ -171,7 +175,9 @@ class SessionHub:
         return sub
 
     def close(self) -> None:
-        """Stop the watcher (and its subscriptions)."""
+        """End this store's open sessions, stop the watcher (and its subscriptions)."""
+        for session in list(self._open):
+            session.close()
         if self._watcher is not None:
             self._watcher.stop()
 

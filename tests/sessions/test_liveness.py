@@ -147,3 +147,13 @@ def test_old_records_are_pruned(store_path: str, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(_registry, "ENDED_KEEP_S", -1.0)
         assert store.sessions(alive=None) == []
         assert os.listdir(os.path.join(store_path, "sessions")) == []
+
+
+def test_closing_the_store_ends_its_sessions(store_path: str) -> None:
+    store = filemem.Store(store_path)
+    s = store.session("w")
+    store.close()
+    assert s.closed
+    with filemem.Store(store_path) as other:
+        [info] = other.sessions(alive=False)
+        assert info.state == "ended"
