@@ -52,7 +52,9 @@ def test_sigkilled_session_is_dead_at_once_and_its_slot_reused(
         assert store.sessions() == []
         with store.session("next", wait=False) as s:  # its slot is free at once
             assert s.info().alive
-        assert time.monotonic() - t0 < 1.0
+        # No sleep or retry above: "at once" is the absence of any wait. The
+        # bound only catches a hidden one (generous: the machine may be loaded).
+        assert time.monotonic() - t0 < 5.0
         assert [i.state for i in store.sessions(alive=False)] == ["crashed", "ended"]
         assert store.check() == []
 

@@ -39,7 +39,9 @@ def test_status_updates_from_many_processes(
             # a session's progress never goes back.
             last: dict[str, float] = {}
             looks = 0
-            while any(p.is_alive() for p in procs):
+            running = True
+            while running:
+                running = any(p.is_alive() for p in procs)
                 for info in store.sessions(alive=None):
                     looks += 1
                     if info.progress is not None:
