@@ -15,6 +15,7 @@ with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
     L5  _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
+    L4  _sessions                     session registry, lock-based liveness, limits, confinement
     L3  _freshness                    cache + watcher + feed of one store in one process
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
     L2  _check, _engine, _view, _shard checker; engine (read, write, batch, split); shard resolution; format
@@ -34,11 +35,17 @@ from ._errors import InvalidKeyError as InvalidKeyError
 from ._errors import InvalidValueError as InvalidValueError
 from ._errors import LockTimeout as LockTimeout
 from ._errors import ReadOnlyError as ReadOnlyError
+from ._errors import SessionLimitError as SessionLimitError
+from ._errors import SessionPermissionError as SessionPermissionError
 from ._errors import StorageError as StorageError
 from ._errors import StoreClosedError as StoreClosedError
 from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._feed import Change as Change
 from ._feed import Subscription as Subscription
+from ._sessions import Session as Session
+from ._sessions import SessionBatch as SessionBatch
+from ._sessions import SessionInfo as SessionInfo
+from ._sessions import SessionStore as SessionStore
 from ._snapshot import MappingView as MappingView
 from ._snapshot import Snapshot as Snapshot
 from ._store import Batch as Batch
@@ -63,6 +70,12 @@ __all__ = [
     "LockTimeout",
     "MappingView",
     "ReadOnlyError",
+    "Session",
+    "SessionBatch",
+    "SessionInfo",
+    "SessionLimitError",
+    "SessionPermissionError",
+    "SessionStore",
     "Snapshot",
     "StorageError",
     "Store",

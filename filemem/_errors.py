@@ -13,6 +13,8 @@ or ``except ValueError`` keep working in code that does not know filemem::
     ├── LockTimeout(FileMemError, TimeoutError)          lock not had in time
     ├── StoreClosedError(FileMemError, RuntimeError)     use after close()
     ├── ReadOnlyError(FileMemError, PermissionError)     write on a read-only store
+    ├── SessionPermissionError(FileMemError, PermissionError)  outside a session's namespaces
+    ├── SessionLimitError(FileMemError, TimeoutError)    no session slot in time
     └── StorageError(FileMemError, OSError)              the disk said no (ENOSPC, EIO, fsync)
 
 All of them survive pickling (a worker process may raise them to its parent):
@@ -31,6 +33,8 @@ __all__ = [
     "InvalidValueError",
     "LockTimeout",
     "ReadOnlyError",
+    "SessionLimitError",
+    "SessionPermissionError",
     "StorageError",
     "StoreClosedError",
     "UnsupportedFormatError",
@@ -170,6 +174,64 @@ class StoreClosedError(FileMemError, RuntimeError):
 
 class ReadOnlyError(FileMemError, PermissionError):
     """A write was attempted on a store opened with ``readonly=True``."""
+
+
+class SessionPermissionError(FileMemError, PermissionError):
+    """A confined session touched a namespace it may not (see ``Store.session(namespace=..., shared=...)``).
+
+    ``operation`` is what was refused (``"put"``, ``"get"``, ...), ``namespace``
+    the namespace asked for, ``session_id`` the session. Nothing was read or
+    written. The confinement guards against mistakes between cooperating
+    agents, not against a hostile process that can open the files itself.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str | None = None,
+        namespace: tuple[str, ...] | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.namespace = namespace
+        self.session_id = session_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (
+                self.__class__,
+                (self.message,),
+                {"operation": self.operation, "namespace": self.namespace, "session_id": self.session_id},
+            ),
+        )
+
+
+class SessionLimitError(FileMemError, TimeoutError):
+    """A session could not start: ``max_sessions`` live sessions already hold every slot.
+
+    Raised at once with ``wait=False``, else after ``timeout`` seconds.
+    ``scope`` names the limit (``()`` for the whole store, else a namespace),
+    ``limit`` its value and ``waited_s`` how long we waited. Nothing of the
+    session is left behind. Retry later, or raise the limit
+    (``Store.limit_sessions``).
+    """
+
+    def __init__(
+        self, message: str, *, scope: tuple[str, ...] | None = None, limit: int = 0, waited_s: float = 0.0
+    ) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit = limit
+        self.waited_s = waited_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (self.__class__, (self.message,), {"scope": self.scope, "limit": self.limit, "waited_s": self.waited_s}),
+        )
 
 
 class StorageError(FileMemError, OSError):

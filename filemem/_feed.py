@@ -25,7 +25,7 @@ from ._names import unescape_segment
 
 __all__ = ["Change", "ChangeFeed", "Subscription"]
 
-ChangeKind = Literal["write", "delete", "missed"]
+ChangeKind = Literal["write", "delete", "missed", "session-started", "session-changed", "session-ended"]
 _HEADER_MAX_BYTES: Final = 64 * 1024
 
 
@@ -38,6 +38,9 @@ class Change:
     e.g. after a split), or ``"missed"`` (this subscriber fell behind or events
     were lost: re-read what you care about). ``keys``: the keys the write
     touched, when the shard's header names them (None: unknown or many).
+    Session subscriptions (``Store.subscribe_sessions``) receive the kinds
+    ``"session-started"``, ``"session-changed"`` and ``"session-ended"``, with
+    the session id as the one key and the session's namespace (or ``()``).
 
     Example::
 

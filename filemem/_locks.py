@@ -48,6 +48,7 @@ __all__ = [
     "shared",
     "try_exclusive",
     "try_exclusive_existing",
+    "try_shared_existing",
     "wait_exclusive_fd",
 ]
 
@@ -348,3 +349,32 @@ def try_exclusive_existing(path: str) -> Held | bool | None:
         os.close(fd)
         raise
     return Held(path, fd, "exclusive", None)
+
+
+def try_shared_existing(path: str) -> Held | bool | None:
+    """Take a *shared* lock on an existing ``path`` if nobody holds it exclusively right now.
+
+    Returns the handle, None if another process holds the exclusive lock, or
+    False if the file is gone (or was removed while we locked it). Used to
+    probe "is the owner of this file alive?" when several processes may probe
+    at once: shared probes never mistake each other for the owner, as two
+    exclusive probes would.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StorageError(f"could not open {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
+    try:
+        if not _try(fd, portalocker.LockFlags.SHARED, path):
+            os.close(fd)
+            return None
+        if os.fstat(fd).st_nlink == 0:
+            portalocker.unlock(fd)
+            os.close(fd)
+            return False
+    except BaseException:
+        os.close(fd)
+        raise
+    return Held(path, fd, "shared", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +16,7 @@ from ._errors import InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
 from ._names import normalize_namespace, validate_key
+from ._sessions import Session, SessionHub, SessionInfo, check_sessions, normalize_shared, validate_id
 from ._shard import Record
 from ._snapshot import MappingView, Snapshot, item_of
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
@@ -160,6 +161,8 @@ class Store:
         self._hot_on = False
         self._hot = {}
         self._fresh.close()
+        if self._session_hub is not None:
+            self._session_hub.close()  # the sessions thread (issue 7)
         self._engine.close()
 
     def __enter__(self) -> Store:
@@ -364,7 +367,7 @@ class Store:
         Returns the findings (empty: the store is clean). Safe on a live store.
         """
         self._engine.check_open()
-        return check_store(self._engine, fix=fix)
+        return check_store(self._engine, fix=fix) + check_sessions(self._sessions().registry, fix=fix)
 
     def compact(self) -> dict[str, int]:
         """Drop expired records from every shard; return counts."""
@@ -427,6 +430,138 @@ class Store:
         sub = self._fresh.feed.subscribe_async(prefix, max(1, max_queue))
         self._fresh.ensure_watching()
         return sub
+
+    # --- sessions (issue 7) ---
+
+    _session_hub: SessionHub | None = None
+
+    def _sessions(self) -> SessionHub:
+        self._engine.check_open()
+        hub = self._session_hub
+        if hub is None:
+            engine = self._engine
+            hub = self._session_hub = SessionHub(
+                engine.root,
+                sync=engine.sync,
+                readonly=engine.readonly,
+                lock_timeout_s=engine.lock_timeout_s,
+                poll_interval_s=self._fresh.poll_interval_s,
+                is_closed=lambda: engine.closed,
+            )
+        return hub
+
+    def session(
+        self,
+        agent: str,
+        *,
+        priority: int = 0,
+        metadata: dict[str, Any] | None = None,
+        namespace: NamespaceLike | None = None,
+        shared: Iterable[NamespaceLike] | str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_stop: Callable[[Session], object] | None = None,
+    ) -> Session:
+        """Register a session that every process can see, and return it running.
+
+        The session holds a lock on its own file while it lives: other
+        processes see it alive exactly as long as this process holds it, and
+        dead at once if the process dies (SIGKILL included); no heartbeats.
+
+        ``namespace``: the session's own namespace. It confines the session's
+        ``store`` facade (read-write there, read-only under each of ``shared``,
+        nothing elsewhere: ``SessionPermissionError``), and a limit set with
+        :meth:`limit_sessions` on it or on a prefix of it applies. Without a
+        namespace the facade is unconfined. ``priority``: waiting sessions
+        start by priority (higher first), then by arrival. ``wait``/``timeout``:
+        when a limit is reached, wait (up to ``timeout`` seconds; None: for
+        ever) or fail at once (``wait=False``); both raise
+        ``SessionLimitError``. ``on_stop(session)``: called on filemem's
+        session thread when another process calls :meth:`request_stop`.
+        ``close()`` the session (or leave its ``with`` block) to end it;
+        closing the store ends the sessions it started.
+
+        >>> with store.session(agent="worker-3", priority=5, metadata={"task": "crawl"}) as s:  # doctest: +SKIP
+        ...     s.set_status("running", progress=0.4)
+        ...     s.store.put("worker-3", "page-1", {"ok": True})
+        """
+        ns = self._ns(namespace) if namespace is not None else None
+        hub = self._sessions()
+        codec = self._engine.codec
+        return hub.start(
+            self,
+            lambda value: len(codec.encode(value)),
+            agent=agent,
+            priority=priority,
+            metadata=metadata,
+            namespace=ns,
+            shared=normalize_shared(shared, self._ns),
+            wait=wait,
+            timeout=timeout,
+            on_stop=on_stop,
+        )
+
+    def sessions(self, *, alive: bool | None = True) -> list[SessionInfo]:
+        """Sessions of every process, oldest first: live ones (default), ended ones (``alive=False``), or all (None).
+
+        Looking is also cleaning up: a session whose owner died is marked
+        ``crashed`` by whoever looks next. Ended and crashed records are kept
+        for an hour, then removed.
+
+        >>> [(i.agent, i.status, i.progress) for i in store.sessions()]  # doctest: +SKIP
+        [('worker-3', 'running', 0.4)]
+        """
+        return self._sessions().sessions(alive)
+
+    def session_info(self, session_id: str) -> SessionInfo | None:
+        """One session by id (None if unknown or long gone); a dead owner is seen and recorded as crashed."""
+        return self._sessions().registry.look(validate_id(session_id))
+
+    def request_stop(self, session_id: str) -> bool:
+        """Ask a live session (of any process) to stop; False if it is not alive.
+
+        The session sees ``stop_requested`` become True and, if it passed
+        ``on_stop``, its callback runs. Stopping is up to the session.
+
+        >>> store.request_stop(info.id)  # doctest: +SKIP
+        True
+        """
+        return self._sessions().request_stop(session_id)
+
+    def limit_sessions(self, max_sessions: int | None, *, namespace: NamespaceLike | None = None) -> None:
+        """Allow at most ``max_sessions`` live sessions in the store, or under ``namespace``, across processes.
+
+        Persisted in the store (``sessions/limits.json``), so every process
+        enforces the same limit; None removes it. Lowering a limit does not
+        stop running sessions; new ones wait until the count is under it.
+
+        >>> store.limit_sessions(5)  # doctest: +SKIP
+        >>> store.limit_sessions(2, namespace="crawlers")  # doctest: +SKIP
+        """
+        scope = self._ns(namespace) if namespace not in (None, (), "", []) else ()
+        self._sessions().limit(scope, max_sessions)
+
+    def session_limits(self) -> dict[tuple[str, ...], int]:
+        """Every limit set with :meth:`limit_sessions`: namespace (``()``: the whole store) -> max_sessions."""
+        return self._sessions().slots.limits()
+
+    def subscribe_sessions(self, callback: Callable[[Change], object], *, max_queue: int = 1000) -> Subscription:
+        """Call ``callback(change)`` when a session of any process starts, changes or ends.
+
+        ``change.kind`` is ``"session-started"``, ``"session-changed"`` or
+        ``"session-ended"`` (a crash included, seen within ``poll_interval_s``),
+        ``change.keys`` is ``(session_id,)``. Read the session with
+        :meth:`session_info`. ``close()`` the subscription (or the store) to stop.
+
+        >>> sub = store.subscribe_sessions(lambda c: print(c.kind, c.keys[0]))  # doctest: +SKIP
+        """
+        if not callable(callback):
+            raise InvalidValueError("subscribe_sessions() needs a callable")
+        return self._sessions().subscribe(callback, max(1, max_queue))
+
+    def session_changes(self, *, max_queue: int = 1000) -> Subscription:
+        """An async iterator of session changes (as :meth:`subscribe_sessions`; call it inside a running loop)."""
+        return self._sessions().subscribe(None, max(1, max_queue), asynchronous=True)
 
 
 class Batch:

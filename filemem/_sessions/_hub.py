@@ -1,0 +1,193 @@
+"""The sessions of one store in one process: registry, slots and watcher together (layer L4)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any, Final
+
+from .._engine import SESSION_DIR
+from .._errors import InvalidValueError, ReadOnlyError
+from .._feed import Subscription
+from ._confine import SessionStore, StoreLike, _Rules
+from ._events import SessionWatcher
+from ._record import SessionInfo, check_metadata
+from ._registry import HOST, Registry
+from ._session import Session
+from ._slots import Slots, check_limit
+
+__all__ = ["SessionHub"]
+
+AGENT_MAX_CHARS: Final = 256
+_PRIORITY_MAX: Final = 10**9
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise InvalidValueError(f"timeout must be a number of seconds >= 0, or None, not {timeout!r}")
+    return float(timeout)
+
+
+class SessionHub:
+    """Everything about sessions for one Store object."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        sync: bool,
+        readonly: bool,
+        lock_timeout_s: float,
+        poll_interval_s: float,
+        is_closed: Callable[[], bool],
+    ) -> None:
+        directory = os.path.join(root, SESSION_DIR)
+        self.readonly = readonly
+        self.registry = Registry(directory, sync=sync, readonly=readonly)
+        self.slots = Slots(directory, sync=sync, lock_timeout_s=lock_timeout_s)
+        self._poll_interval_s = poll_interval_s
+        self._is_closed = is_closed
+        self._watcher: SessionWatcher | None = None
+        #: Sessions this Store object started and that are still referenced; closed with the store.
+        self._open: weakref.WeakSet[Session] = weakref.WeakSet()
+
+    @property
+    def watcher(self) -> SessionWatcher:
+        """The session watcher (created on first use, started by its users)."""
+        if self._watcher is None:
+            self._watcher = SessionWatcher(self.registry, interval_s=self._poll_interval_s, is_closed=self._is_closed)
+        return self._watcher
+
+    def _writable(self, what: str) -> None:
+        if self.readonly:
+            raise ReadOnlyError(f"{what} needs a store opened read-write")
+
+    def start(
+        self,
+        store: StoreLike,
+        size_of: Callable[[Any], int],
+        *,
+        agent: str,
+        priority: int,
+        metadata: dict[str, Any] | None,
+        namespace: tuple[str, ...] | None,
+        shared: tuple[tuple[str, ...], ...],
+        wait: bool,
+        timeout: float | None,
+        on_stop: Callable[[Session], object] | None,
+    ) -> Session:
+        """Register a session, wait for its slots, and hand it over running."""
+        if not isinstance(agent, str) or not agent or len(agent) > AGENT_MAX_CHARS:
+            raise InvalidValueError(f"agent must be a non-empty str of at most {AGENT_MAX_CHARS} characters")
+        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > _PRIORITY_MAX:
+            raise InvalidValueError(f"priority must be an int within ±{_PRIORITY_MAX}, not {priority!r}")
+        meta = check_metadata(metadata)
+        wait_s = _check_timeout(timeout)
+        if on_stop is not None and not callable(on_stop):
+            raise InvalidValueError("on_stop must be callable")
+        self._writable("store.session()")
+        scopes = self.slots.scopes_for(namespace)
+        now = time.time()
+        info = SessionInfo(
+            id=f"{time.time_ns():016x}{secrets.token_hex(4)}",
+            agent=agent,
+            pid=os.getpid(),
+            host=HOST,
+            registered_at=now,
+            started_at=None if scopes else now,
+            state="waiting" if scopes else "running",
+            status="waiting" if scopes else "started",
+            progress=None,
+            priority=priority,
+            metadata=meta,
+            namespace=namespace,
+            shared=shared,
+            heartbeat_at=now,
+        )
+        held = self.registry.create(info)
+        try:
+            slots, had_at = self.slots.acquire(
+                info.id, priority, scopes, wait=wait, timeout=wait_s, alive=self.registry.probe
+            )
+        except BaseException:
+            self.registry.discard(info.id, held)
+            raise
+        if scopes:
+            info = replace(info, state="running", status="started", started_at=had_at, heartbeat_at=time.time())
+            try:
+                self.registry.write(info)
+            except BaseException:
+                for slot in slots:
+                    slot.release()
+                self.registry.discard(info.id, held)
+                raise
+        rules = _Rules(info.id, namespace, shared)
+        session = Session(
+            self.registry,
+            info,
+            held,
+            slots,
+            lambda s: SessionStore(store, rules, s._count, size_of, s._own),
+            on_stop,
+            self._unwatch,
+        )
+        if on_stop is not None:
+            self.watcher.watch_stop(info.id, session._fire_stop)
+        self._open.add(session)
+        return session
+
+    def _unwatch(self, session_id: str) -> None:
+        if self._watcher is not None:
+            self._watcher.unwatch_stop(session_id)
+
+    def sessions(self, alive: bool | None) -> list[SessionInfo]:
+        """See Store.sessions."""
+        return self.registry.list(alive=alive)
+
+    def request_stop(self, session_id: str) -> bool:
+        """See Store.request_stop."""
+        self._writable("request_stop()")
+        return self.registry.request_stop(session_id)
+
+    def limit(self, scope: tuple[str, ...], max_sessions: int | None) -> None:
+        """See Store.limit_sessions."""
+        self._writable("limit_sessions()")
+        self.slots.set_limit(scope, check_limit(max_sessions))
+
+    def subscribe(
+        self, callback: Callable[[Any], object] | None, max_queue: int, *, asynchronous: bool = False
+    ) -> Subscription:
+        """A subscription to session changes (callback or async iterator)."""
+        watcher = self.watcher
+        watcher.ensure_running()
+        feed = watcher.feed
+        if asynchronous:
+            sub: Subscription = feed.subscribe_async((), max_queue)
+        else:
+            assert callback is not None
+            sub = feed.subscribe(callback, (), max_queue)
+        return sub
+
+    def close(self) -> None:
+        """End this store's open sessions, stop the watcher (and its subscriptions)."""
+        for session in list(self._open):
+            session.close()
+        if self._watcher is not None:
+            self._watcher.stop()
+
+
+def normalize_shared(
+    shared: Iterable[Any] | str | None, normalize: Callable[[Any], tuple[str, ...]]
+) -> tuple[tuple[str, ...], ...]:
+    """The read-only namespaces of a session, normalized (a single str is one namespace)."""
+    if shared is None:
+        return ()
+    if isinstance(shared, str):
+        return (normalize(shared),)
+    return tuple(normalize(s) for s in shared)
