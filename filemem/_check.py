@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import _fs, _locks
@@ -36,6 +37,7 @@ from ._engine import (
     maintain_shard,
 )
 from ._errors import CorruptShardError, LockTimeout, UnsupportedFormatError
+from ._maintain import compact
 from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, decode_shard, read_header
 from ._types import Finding
 from ._view import TURNSTILE, View
@@ -63,8 +65,8 @@ def findings_for_temp(path: str, fixed: bool) -> Finding:
     )
 
 
-def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
-    """See :meth:`filemem.Store.check`."""
+def check_store(engine: Engine, *, fix: bool, progress: Callable[[int, int], None] | None = None) -> list[Finding]:
+    """See :meth:`filemem.Store.check`. ``progress(done, total)`` is called as it walks the namespace directories."""
     findings: list[Finding] = []
     referenced = _check_batches(engine, fix, findings)
     for name in sorted(_fs.listdir(engine.root)):
@@ -74,7 +76,10 @@ def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
                 _temp(engine, findings, path, None, fix)
             else:
                 findings.append(Finding("foreign-file", path, "not a filemem file; left alone", severity="warning"))
-    for directory, namespace in engine.namespace_dirs():
+    dirs = list(engine.namespace_dirs())
+    for i, (directory, namespace) in enumerate(dirs):
+        if progress is not None:
+            progress(i, len(dirs))
         if namespace is None:
             findings.append(
                 Finding("foreign-file", directory, "directory name is not an escaped namespace", severity="warning")
@@ -306,20 +311,5 @@ def _quarantine(engine: Engine, view: View, prefix: str, path: str, message: str
 
 
 def compact_store(engine: Engine) -> dict[str, Any]:
-    """See :meth:`filemem.Store.compact`."""
-    dropped = splits = shards = namespaces = 0
-    engine.recover_batches()
-    for _directory, namespace in list(engine.namespace_dirs()):
-        if not namespace:
-            continue
-        view = engine.view(namespace)
-        view.refresh()
-        if not view.existing:
-            continue
-        namespaces += 1
-        for prefix in sorted(view.existing):
-            d, s = maintain_shard(engine, view, prefix)
-            dropped += d
-            splits += s
-            shards += 1
-    return {"namespaces": namespaces, "shards": shards, "expired_dropped": dropped, "splits": splits}
+    """See :meth:`filemem.Store.compact` (the work is in :mod:`filemem._maintain`)."""
+    return compact(engine)
