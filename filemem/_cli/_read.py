@@ -85,11 +85,14 @@ def _ls(args: argparse.Namespace, out: Output) -> int:
             rows = [namespace_info(store, ns) for ns in store.list_namespaces()][: args.limit]
             if out.json:
                 for n in rows:
-                    out.emit({"namespace": list(n.namespace), "records": n.records, "shards": n.shards, "bytes": n.bytes})
+                    out.emit(
+                        {"namespace": list(n.namespace), "records": n.records, "shards": n.shards, "bytes": n.bytes}
+                    )
             else:
-                out.table(["NAMESPACE", "RECORDS", "SHARDS", "BYTES"], [
-                    [ns_text(n.namespace), n.records, n.shards, n.bytes] for n in rows
-                ])
+                out.table(
+                    ["NAMESPACE", "RECORDS", "SHARDS", "BYTES"],
+                    [[ns_text(n.namespace), n.records, n.shards, n.bytes] for n in rows],
+                )
             return EXIT_OK
         namespace = args.namespace
         items = store.items(namespace)
@@ -137,7 +140,7 @@ def _get_args(p: argparse.ArgumentParser) -> None:
 @command(
     "get",
     help="print the value of one key (as JSON)",
-    description="Print the value stored at KEY in NAMESPACE as indented JSON (bytes as {\"$bytes\": base64}). "
+    description='Print the value stored at KEY in NAMESPACE as indented JSON (bytes as {"$bytes": base64}). '
     "With --json, one line with the value and its version and times. Exit 1 if the key is absent. Lock-free.",
     example="filemem get ./memories agent-1/facts sky",
     store="read",
@@ -239,8 +242,11 @@ def _stats(args: argparse.Namespace, out: Output) -> int:
             ("shard sizes", ", ".join(f"{k} {v}" for k, v in got["shard_sizes"].items())),
             ("shard depths", ", ".join(f"{k}: {v}" for k, v in got["shard_depths"].items()) or "-"),
             ("locks", f"{got['locks']['lock_files']} lock files, {got['locks']['held_now']} held now"),
-            ("this process", f"{got['process']['shard_parses']} shard parses, cache {cache.get('entries', 0)} "
-             f"entries / {human_bytes(int(cache.get('bytes', 0)))}"),
+            (
+                "this process",
+                f"{got['process']['shard_parses']} shard parses, cache {cache.get('entries', 0)} "
+                f"entries / {human_bytes(int(cache.get('bytes', 0)))}",
+            ),
         ]
     )
     return EXIT_OK

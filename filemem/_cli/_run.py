@@ -49,7 +49,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records", type=positive_int, default=500, help="puts, then as many gets (default 500)")
     p.add_argument("--value-bytes", type=int, default=100, help="size of each value's payload (default 100)")
     p.add_argument("--durability", choices=["fsync", "flush"], default="fsync", help="for both sides (default fsync)")
-    p.add_argument("--dir", default=None, help="where the temporary stores go (default: system temp; tmpfs makes fsync free)")
+    p.add_argument(
+        "--dir", default=None, help="where the temporary stores go (default: system temp; tmpfs makes fsync free)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 

@@ -29,7 +29,9 @@ def _put_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("key", help="the key")
     p.add_argument("value", help="the value as JSON (a string needs its quotes: '\"blue\"')")
     p.add_argument("--ttl", type=float, default=None, metavar="SECONDS", help="expire the record after this long")
-    p.add_argument("--if-version", type=int, default=None, metavar="N", help="write only if the record is at version N (0: absent)")
+    p.add_argument(
+        "--if-version", type=int, default=None, metavar="N", help="write only if the record is at version N (0: absent)"
+    )
 
 
 @command(
@@ -59,7 +61,9 @@ def _put(args: argparse.Namespace, out: Output) -> int:
 def _rm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("namespace", help="namespace, segments joined by '/'")
     p.add_argument("key", help="the key")
-    p.add_argument("--if-version", type=int, default=None, metavar="N", help="delete only if the record is at version N")
+    p.add_argument(
+        "--if-version", type=int, default=None, metavar="N", help="delete only if the record is at version N"
+    )
 
 
 @command(
@@ -91,7 +95,9 @@ def _rm(args: argparse.Namespace, out: Output) -> int:
 def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", nargs="?", default="-", help="JSON Lines file (default: stdin)")
     p.add_argument("--dry-run", action="store_true", help="validate every line and report; write nothing")
-    p.add_argument("--batch-size", type=positive_int, default=200, metavar="N", help="records per atomic batch (default 200)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=200, metavar="N", help="records per atomic batch (default 200)"
+    )
     p.add_argument("--create", action="store_true", help="create the store if it does not exist")
     p.add_argument("--codec", choices=["json", "msgpack"], default=None, help="codec of a store --create makes")
 
@@ -123,9 +129,10 @@ def _import(args: argparse.Namespace, out: Output) -> int:
     if args.dry_run and not exists and args.create:
         # Validate against a store of the codec we would create, without creating anything.
         raise InvalidValueError("--dry-run needs an existing store (drop --create, or create it first)")
-    with open_for(args, write=not args.dry_run, create=args.create and not args.dry_run) as store, Progress(
-        "import"
-    ) as progress:
+    with (
+        open_for(args, write=not args.dry_run, create=args.create and not args.dry_run) as store,
+        Progress("import") as progress,
+    ):
         report = import_records(store, lines, batch_size=args.batch_size, dry_run=args.dry_run, progress=progress)
     if out.json:
         out.emit(dataclasses.asdict(report))
@@ -218,4 +225,3 @@ def _convert(args: argparse.Namespace, out: Output) -> int:
             f"({got['already']} already {got['to']}); the store's codec is now {got['to']}"
         )
     return EXIT_OK
-
