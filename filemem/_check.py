@@ -113,13 +113,28 @@ def _temp_owner_alive(path: str) -> bool:
     return True
 
 
+def _probe(engine: Engine, lock_path: str) -> tuple[bool, _locks.Held | None]:
+    """(busy, handle): take ``lock_path`` if free right now, without waiting.
+
+    A read-only store never creates the lock file: a lock file that does not
+    exist is held by nobody.
+    """
+    if engine.readonly:
+        got = _locks.try_exclusive_existing(lock_path)
+        return got is None, got if isinstance(got, _locks.Held) else None
+    held = _locks.try_exclusive(lock_path)
+    return held is None, held
+
+
 def _temp(engine: Engine, findings: list[Finding], path: str, lock_path: str | None, fix: bool) -> None:
     """Report (and with ``fix`` remove) a temp file whose writer is gone."""
     if _temp_owner_alive(path):
         return
-    held = _locks.try_exclusive(lock_path) if lock_path is not None else None
-    if lock_path is not None and held is None:
-        return  # someone holds the shard: leave it to them
+    held = None
+    if lock_path is not None:
+        busy, held = _probe(engine, lock_path)
+        if busy:
+            return  # someone holds the shard: leave it to them
     try:
         # A batch that committed after we listed batches/ may own this temp:
         # roll such batches forward first; a temp they needed is then gone.
@@ -246,10 +261,11 @@ def _check_shard(engine: Engine, view: View, prefix: str, path: str, fix: bool, 
             findings.append(Finding("corrupt-shard", path, exc.message))
         return
     if shard.splitting or prefix in view.internal:
-        busy = _locks.try_exclusive(view.lock_path(prefix))
-        if busy is None:
+        busy, probe = _probe(engine, view.lock_path(prefix))
+        if busy:
             return  # a live writer is splitting it right now
-        busy.release()
+        if probe is not None:
+            probe.release()
         fixed = False
         if fix:
             maintain_shard(engine, view, prefix)

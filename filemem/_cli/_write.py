@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from .. import ConflictError, InvalidValueError
+from .. import ConflictError, Finding, InvalidValueError
 from ..admin import check, compact, convert, from_json_value, import_records
 from ._base import EXIT_OK, EXIT_PROBLEMS, Output, Progress, command, open_for, positive_int
 
@@ -77,8 +77,10 @@ def _rm_args(p: argparse.ArgumentParser) -> None:
 )
 def _rm(args: argparse.Namespace, out: Output) -> int:
     with open_for(args, write=True) as store:
+        # A key that is not there needs no lock (and so no lock file): report it and change nothing.
+        present = args.if_version is not None or store.get_item(args.namespace, args.key) is not None
         try:
-            removed = store.delete(args.namespace, args.key, if_version=args.if_version)
+            removed = present and store.delete(args.namespace, args.key, if_version=args.if_version)
         except ConflictError as exc:
             print(f"filemem: conflict: {exc.message}", file=sys.stderr)
             return EXIT_PROBLEMS
@@ -161,7 +163,21 @@ def _check_args(p: argparse.ArgumentParser) -> None:
 )
 def _check(args: argparse.Namespace, out: Output) -> int:
     with open_for(args, write=args.fix) as store, Progress("check") as progress:
+        # Opening a store read-write already rolls forward batches whose writer
+        # died: say so, or `check --fix` would call such a store plainly clean.
+        recovered = int(store.stats()["batches_recovered"])
         findings = check(store, fix=args.fix, progress=progress)
+    if recovered:
+        findings.insert(
+            0,
+            Finding(
+                "unfinished-batch",
+                os.path.join(os.path.abspath(args.path), "batches"),
+                f"{recovered} committed batch(es) whose writer died",
+                fixed=True,
+                action="rolled forward when the store was opened",
+            ),
+        )
     if out.json:
         out.line(json.dumps([dataclasses.asdict(f) for f in findings]))
     elif not findings:
