@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -23,7 +25,25 @@ class Result:
     err: str
 
 
-def run(*args: str, stdin: str | None = None, timeout: float = 120) -> Result:
+def run(*args: str, stdin: str | None = None) -> Result:
+    """Run the CLI in this process (fast): ``main(args)`` with stdin, stdout and stderr captured."""
+    from filemem._cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                rc = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        sys.stdin = saved
+    return Result(rc, out.getvalue(), err.getvalue())
+
+
+def run_proc(*args: str, stdin: str | None = None, timeout: float = 120) -> Result:
     """Run the CLI in a child process (stdout and stderr are pipes, never terminals)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
     proc = subprocess.run(
