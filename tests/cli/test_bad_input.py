@@ -35,7 +35,7 @@ def store(tmp_path: Path) -> str:
 def test_bad_input_changes_nothing(store: str, args: list[str], code: int, words: str) -> None:
     before = tree_hash(store)
     res = run(*[a.replace("{store}", store) for a in args])
-    if code == 2 and "invalid choice" in words or "must be positive" in words:
+    if (code == 2 and "invalid choice" in words) or "must be positive" in words:
         assert res.rc == 2 and words in res.err  # argparse's usage error (usage line + message)
     else:
         one_line_error(res)
@@ -44,9 +44,24 @@ def test_bad_input_changes_nothing(store: str, args: list[str], code: int, words
     assert tree_hash(store) == before
 
 
-@pytest.mark.parametrize("command", [["info"], ["ls"], ["stats"], ["export"], ["check"], ["check", "--fix"],
-                                     ["compact"], ["put", "ns", "k", "1"], ["rm", "ns", "k"], ["get", "ns", "k"],
-                                     ["convert", "--codec", "msgpack"], ["watch", "--timeout", "1"], ["import"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["info"],
+        ["ls"],
+        ["stats"],
+        ["export"],
+        ["check"],
+        ["check", "--fix"],
+        ["compact"],
+        ["put", "ns", "k", "1"],
+        ["rm", "ns", "k"],
+        ["get", "ns", "k"],
+        ["convert", "--codec", "msgpack"],
+        ["watch", "--timeout", "1"],
+        ["import"],
+    ],
+)
 def test_missing_store(tmp_path: Path, command: list[str]) -> None:
     missing = str(tmp_path / "nowhere")
     res = run(command[0], missing, *command[1:], stdin="")
@@ -65,7 +80,10 @@ def test_not_a_store(tmp_path: Path) -> None:
 
 
 BAD_LINES = [
-    ('{"namespace": "a", "key": "k", "value": 1}\n{"namespace": "a", "key": "k2", "value": \n', "line 2: not valid JSON"),
+    (
+        '{"namespace": "a", "key": "k", "value": 1}\n{"namespace": "a", "key": "k2", "value": \n',
+        "line 2: not valid JSON",
+    ),
     ('{"namespace": "a", "key": "k", "value": 1}\n[1, 2]\n', "line 2: expected a JSON object"),
     ('{"namespace": "a", "key": "k/x", "value": 1}\n', "line 1"),
     ('{"namespace": ["a", ".."], "key": "k", "value": 1}\n', "line 1"),

@@ -37,7 +37,10 @@ def test_read_commands_never_write(tmp_path: Path, name: str) -> None:
     table = run("ls", path, "agent-1/facts").out
     assert table.splitlines()[0].split() == ["KEY", "VERSION", "UPDATED", "EXPIRES", "VALUE"]
     assert "naïve café ✓" in table
-    keys = [json.loads(line)["key"] for line in run("ls", path, "agent-1/episodic", "--json", "--limit", "5").out.splitlines()]
+    keys = [
+        json.loads(line)["key"]
+        for line in run("ls", path, "agent-1/episodic", "--json", "--limit", "5").out.splitlines()
+    ]
     assert keys == [f"ep-{i:03d}" for i in range(5)]
     assert run("ls", path, "agent-1").out.split() == ["agent-1/episodic/", "agent-1/facts/"]
 

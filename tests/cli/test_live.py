@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -24,7 +23,9 @@ class Writers:
         ready = [str(tmp / f"ready-{w}") for w in range(n)]
         self.procs = [
             ctx.Process(
-                target=_children.writer_child, args=(path, w, self.stop, ready[w], self.results[w], min_rounds), daemon=True
+                target=_children.writer_child,
+                args=(path, w, self.stop, ready[w], self.results[w], min_rounds),
+                daemon=True,
             )
             for w in range(n)
         ]
@@ -50,9 +51,7 @@ class Writers:
 
 def _counters(path: str) -> dict[str, int]:
     with filemem.Store(path, readonly=True) as store:
-        return {
-            "/".join(ns) + "|" + it.key: it.value for ns in _children.COUNTER_NS for it in store.items(ns)
-        }
+        return {"/".join(ns) + "|" + it.key: it.value for ns in _children.COUNTER_NS for it in store.items(ns)}
 
 
 @pytest.mark.parametrize("codec", ["json", "msgpack"])

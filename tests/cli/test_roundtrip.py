@@ -29,8 +29,8 @@ def _contents(path: str) -> dict[tuple[tuple[str, ...], str], tuple[Any, float |
 
 def _same(a: dict[Any, Any], b: dict[Any, Any]) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        (va, xa), (vb, xb) = a[k], b[k]
+    for k, (va, xa) in a.items():
+        vb, xb = b[k]
         assert va == vb and type(va) is type(vb), k
         assert (xa is None) == (xb is None), k
         if xa is not None:
@@ -108,15 +108,23 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     before = tree_hash(path)
     text = "".join(json.dumps({"namespace": ["n", str(i)], "key": f"k{i}", "value": i}) + "\n" for i in range(50))
     res = run("import", path, "--dry-run", "--batch-size", "20", "--json", stdin=text)
-    assert json.loads(res.out) == {"imported": 50, "expired_skipped": 0, "batches": 3, "namespaces": 50, "dry_run": True}
+    assert json.loads(res.out) == {
+        "imported": 50,
+        "expired_skipped": 0,
+        "batches": 3,
+        "namespaces": 50,
+        "dry_run": True,
+    }
     assert tree_hash(path) == before
 
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text() | st.binary(),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=5), inner, max_size=4)
-    | st.dictionaries(st.integers(-5, 5) | st.binary(max_size=3), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+        | st.dictionaries(st.integers(-5, 5) | st.binary(max_size=3), inner, max_size=3)
+    ),
     max_leaves=12,
 )
 

@@ -72,7 +72,9 @@ def test_a_busy_shard_is_skipped_not_waited_for(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fail_at", [1, 2])
-def test_a_merge_cut_short_loses_nothing(tmp_path: Path, codec: str, fail_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_merge_cut_short_loses_nothing(
+    tmp_path: Path, codec: str, fail_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A merge that dies after writing the flagged parent (fail_at=1) or after one leaf went (2)."""
     path = str(tmp_path / "s")
     live = _fill(path, codec)
