@@ -17,7 +17,7 @@ from . import _read, _run, _write
 from ._base import (
     COMMANDS,
     EXIT_BUSY,
-    EXIT_CODES_DOC,
+    EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="filemem",
         description="Inspect, verify, repair, export and watch a filemem store, live or cold.",
-        epilog=f"Example: filemem info ./memories\n\n{EXIT_CODES_DOC}",
+        epilog=f"Example: filemem info ./memories\n\n{EXIT_CODES_HELP}",
+        # Keep the exit-code table's line breaks (sub-commands wrap as usual).
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ranked = sorted(COMMANDS.values(), key=lambda c: _ORDER.index(c.name) if c.name in _ORDER else len(_ORDER))

@@ -37,6 +37,15 @@ EXIT_STORE: Final = 3
 EXIT_BUSY: Final = 4
 EXIT_INTERRUPTED: Final = 130
 
+#: The exit codes as the top-level --help lists them.
+EXIT_CODES_HELP: Final = """Exit codes:
+  0    ok
+  1    problems found (check), nothing found (missing key or namespace), version conflict
+  2    usage error: bad option, malformed JSON, invalid key or namespace, bad import line
+  3    store error: missing or damaged store, disk error
+  4    store busy: a lock was not had within --lock-timeout
+  130  interrupted"""
+
 EXIT_CODES_DOC: Final = (
     "Exit codes: 0 ok; 1 problems found (check), nothing found (missing key or namespace) or a version "
     "conflict; 2 usage error (bad option, malformed JSON, invalid key or namespace); 3 store error (missing "
