@@ -24,10 +24,11 @@ def writer_child(path: str, wid: int, stop_path: str, ready_path: str, result_pa
     """
     counts: dict[str, int] = {}
     with Store(path, shard_max_bytes=2048, durability="flush") as store:
-        with open(ready_path, "w"):
-            pass
         i = 0
         while i < min_rounds or not os.path.exists(stop_path):
+            if i == 1:  # ready once the first round is on disk: the parent's commands then see data
+                with open(ready_path, "w"):
+                    pass
             ns = COUNTER_NS[i % len(COUNTER_NS)]
             key = f"c{i % 5}"
             store.update(ns, key, incr)

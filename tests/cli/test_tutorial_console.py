@@ -34,7 +34,7 @@ def _console_blocks() -> list[list[tuple[str, list[str]]]]:
 
 def _matches(shown: str, real: list[str]) -> bool:
     if "…" in shown:
-        head = shown.split("…")[0].rstrip()
+        head = shown.split("…", maxsplit=1)[0].rstrip()
         return any(line.startswith(head) for line in real)
     return shown.rstrip() in [line.rstrip() for line in real]
 
