@@ -122,7 +122,12 @@ def merge_small_siblings(engine: Engine, view: View, max_bytes: int) -> int:
     back towards one shard. Busy shards are skipped, never waited for.
     """
     merges = 0
-    for _ in range(_MAX_PASSES):
+    view.refresh()
+    # One pass per level of the tree as it is now: live writers with a
+    # smaller shard_max_bytes than ours may split what we merge, and chasing
+    # them level after level would never end.
+    passes = min(_MAX_PASSES, max((len(p) for p in view.existing), default=0))
+    for _ in range(passes):
         view.refresh()
         existing = view.existing
         parents = {p[:-1] for p in existing if p} - existing

@@ -20,7 +20,7 @@ def _shards(path: str, ns: str) -> list[str]:
 
 
 def _fill(path: str, codec: str, keep: int = 10, total: int = 200) -> dict[str, Any]:
-    with filemem.Store(path, codec=codec, shard_max_bytes=1024) as store:
+    with filemem.Store(path, codec=codec, shard_max_bytes=1024, durability="flush") as store:
         for i in range(total):
             store.put("ns", f"k{i:03d}", {"i": i, "pad": "p" * 40})
         for i in range(keep, total):
