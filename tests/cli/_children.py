@@ -55,3 +55,20 @@ def holder_child(path: str, ns: str, key: str, ready_path: str, stop_path: str) 
         deadline = time.monotonic() + 60
         while not os.path.exists(stop_path) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+def merge_writer_child(path: str, wid: int, rounds: int, ready_path: str, result_path: str) -> None:
+    """Update shared counters and delete this writer's prefilled keys while the parent compacts and merges."""
+    counts: dict[str, int] = {}
+    with Store(path, shard_max_bytes=16384, durability="flush") as store:
+        with open(ready_path, "w"):
+            pass
+        for i in range(rounds):
+            key = f"c{i % 10}"
+            store.update("m", key, incr)
+            counts[key] = counts.get(key, 0) + 1
+            store.delete("m", f"p{wid}-{i:03d}")
+    tmp = result_path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(counts, fh)
+    os.replace(tmp, result_path)
