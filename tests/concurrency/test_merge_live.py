@@ -21,11 +21,10 @@ PREFILL = 200  # per writer; the first ROUNDS of them are deleted while we merge
 
 def test_merges_under_live_writers(tmp_path: Path, spawn_ctx: Any) -> None:
     path = str(tmp_path / "store")
-    with filemem.Store(path, shard_max_bytes=1024, durability="flush") as store:
-        with store.batch() as b:
-            for w in range(WRITERS):
-                for i in range(PREFILL):
-                    b.put("m", f"p{w}-{i:03d}", {"w": w, "i": i, "pad": "q" * 30})
+    with filemem.Store(path, shard_max_bytes=1024, durability="flush") as store, store.batch() as b:
+        for w in range(WRITERS):
+            for i in range(PREFILL):
+                b.put("m", f"p{w}-{i:03d}", {"w": w, "i": i, "pad": "q" * 30})
     shards_before = len([f for f in os.listdir(os.path.join(path, "ns", "m")) if f.endswith(".shard")])
     assert shards_before > 16
     ready = [str(tmp_path / f"ready-{w}") for w in range(WRITERS)]
