@@ -85,7 +85,22 @@ def api_markdown() -> str:
                     out += [f"### `{name}.{attr}` (property)", "", _doc(member), ""]
                 else:
                     out += [f"### `{name}.{attr}{inspect.signature(member)}`", "", _doc(member), ""]
+    out += _admin_markdown()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _admin_markdown() -> list[str]:
+    """The public toolbox behind the command line: filemem.admin."""
+    import filemem.admin as admin
+
+    out = ["# `filemem.admin`", "", _doc(admin), ""]
+    for name in admin.__all__:
+        obj = getattr(admin, name)
+        if inspect.isclass(obj):
+            out += [f"## `admin.{name}`", "", _doc(obj), ""]
+        elif callable(obj):
+            out += [f"## `admin.{name}{inspect.signature(obj)}`", "", _doc(obj), ""]
+    return out
 
 
 def main() -> None:

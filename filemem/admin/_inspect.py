@@ -92,7 +92,14 @@ def _owner(view: View, prefix: str, key: str) -> bool:
 
 
 def namespace_info(store: Store, namespace: tuple[str, ...]) -> NamespaceInfo:
-    """Figures of one namespace (see :class:`NamespaceInfo`), lock-free."""
+    """Figures of one namespace (see :class:`NamespaceInfo`), lock-free.
+
+    Example::
+
+        with filemem.admin.open_store("./memories") as store:
+            facts = filemem.admin.namespace_info(store, ("agent-1", "facts"))
+            print(facts.records, facts.shards, facts.codecs)
+    """
     engine = _engine(store)
     view = engine.view(namespace)
     view.refresh()
@@ -152,7 +159,14 @@ def _disk_usage(root: str) -> tuple[int, int]:
 
 
 def info(store: Store) -> StoreInfo:
-    """The store's format, codec, namespaces, records, shards and size (lock-free, read-only)."""
+    """The store's format, codec, namespaces, records, shards and size (lock-free, read-only).
+
+    Example::
+
+        with filemem.admin.open_store("./memories") as store:
+            summary = filemem.admin.info(store)
+            print(summary.codec, summary.records, summary.shard_codecs)
+    """
     engine = _engine(store)
     per_ns = [namespace_info(store, ns) for ns in store.list_namespaces()]
     marker = _marker(engine.root)
