@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli._util import copy_fixture, one_line_error, run, tree_hash
+from tests.cli._util import copy_fixture, one_line_error, run, run_proc, tree_hash
 
 
 @pytest.fixture
@@ -112,3 +112,21 @@ def test_unencodable_value_for_the_store_codec(store: str) -> None:
     one_line_error(res)
     assert res.rc == 2 and "line 2" in res.err
     assert tree_hash(store) == before
+
+
+def test_a_damaged_shard_is_reported_in_one_line(tmp_path: Path) -> None:
+    path = copy_fixture(tmp_path, "v1-msgpack-flipped-byte")
+    before = tree_hash(path)
+    for args in (["get", path, "agent-1/facts", "sky"], ["ls", path, "agent-1/facts"], ["export", path]):
+        res = run(*args)
+        one_line_error(res)
+        assert res.rc == 3 and "corrupt shard" in res.err and "check --fix" not in res.out
+    assert tree_hash(path) == before
+
+
+def test_watch_writes_nothing(tmp_path: Path) -> None:
+    path = copy_fixture(tmp_path, "v1-json")
+    before = tree_hash(path)
+    res = run_proc("watch", path, "--timeout", "0.5", "--json")
+    assert res.rc == 0 and res.out == ""
+    assert tree_hash(path) == before

@@ -146,6 +146,10 @@ def test_a_busy_store_gives_a_clear_message_not_a_hang(tmp_path: Path, spawn_ctx
         lines = res.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("filemem: store busy:") and "--lock-timeout" in lines[0]
         assert took < 20
+        for args in (["compact", path], ["convert", path, "--codec", "msgpack"], ["rm", path, "ns", "k"]):
+            res = run_proc(*args, "--lock-timeout", "0.5")
+            assert res.rc == 4 and res.err.startswith("filemem: store busy:"), (args, res)
+            assert len(res.err.strip().splitlines()) == 1
         # Reads are lock-free: they still work while the shard is held.
         assert json.loads(run("get", path, "ns", "k").out) == 1
     finally:
