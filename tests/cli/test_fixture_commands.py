@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,17 @@ def test_write_commands_on_a_copy(tmp_path: Path, name: str) -> None:
         assert store.codec == other
         assert {it.key: it.value for it in store.items(("agent-1", "episodic"))} == EXPECTED["agent-1/episodic"]
         assert store.get(("agent-1", "facts"), "unicode") == "naïve café ✓"
+
+
+def test_compact_drops_expired_records(tmp_path: Path) -> None:
+    path = copy_fixture(tmp_path, "v1-msgpack")
+    with filemem.Store(path) as store:
+        store.put(("agent-1", "facts"), "brief", "gone soon", ttl=0.05)
+        store.put(("agent-1", "episodic"), "brief", "gone soon", ttl=0.05)
+    time.sleep(0.1)
+    info = json.loads(run("info", path, "--json").out)
+    assert info["expired"] == 2 and info["records"] == 66
+    res = run("compact", path, "--no-merge", "--json")
+    assert res.rc == 0 and json.loads(res.out)["expired_dropped"] == 2 and json.loads(res.out)["merges"] == 0
+    info = json.loads(run("info", path, "--json").out)
+    assert info["expired"] == 0 and info["records"] == 66
