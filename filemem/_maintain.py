@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from . import _fs, _locks
 from ._engine import MARKER, Engine, maintain_shard
-from ._errors import InvalidValueError, ReadOnlyError
+from ._errors import CorruptShardError, InvalidValueError, ReadOnlyError, UnsupportedFormatError
 from ._shard import Shard, encode_shard
 from ._view import View
 from .codecs import Codec, get_codec
@@ -95,9 +95,14 @@ def compact(engine: Engine, *, merge: bool = True, progress: ProgressFn | None =
     refs = all_shards(engine)
     dropped = splits = 0
     views: dict[tuple[str, ...], View] = {}
+    damaged = 0
     for i, (view, prefix) in enumerate(refs):
         views[view.namespace] = view
-        d, s = maintain_shard(engine, view, prefix)
+        try:
+            d, s = maintain_shard(engine, view, prefix)
+        except (CorruptShardError, UnsupportedFormatError):
+            damaged += 1  # never built upon; `check --fix` deals with it
+            d = s = 0
         dropped += d
         splits += s
         report(i + 1, len(refs))
@@ -112,6 +117,7 @@ def compact(engine: Engine, *, merge: bool = True, progress: ProgressFn | None =
         "expired_dropped": dropped,
         "splits": splits,
         "merges": merges,
+        "damaged_skipped": damaged,
     }
 
 
@@ -177,8 +183,11 @@ def _merge_pair(engine: Engine, view: View, parent: str, max_bytes: int) -> bool
             return False
         if a in view.internal or b in view.internal:
             return False
-        left = engine.load(view.shard_path(a), a)
-        right = engine.load(view.shard_path(b), b)
+        try:
+            left = engine.load(view.shard_path(a), a)
+            right = engine.load(view.shard_path(b), b)
+        except (CorruptShardError, UnsupportedFormatError):
+            return False  # a damaged leaf is never built upon; `check --fix` deals with it
         if left is None or right is None or left.splitting or right.splitting:
             return False
         records = {**left.records, **right.records}
@@ -227,7 +236,11 @@ def precheck_convert(engine: Engine, codec: Codec, progress: ProgressFn | None =
     report = progress or _no_progress
     refs = all_shards(engine)
     for i, (view, prefix) in enumerate(refs):
-        shard = engine.load(view.shard_path(prefix), prefix)
+        try:
+            shard = engine.load(view.shard_path(prefix), prefix)
+        except (CorruptShardError, UnsupportedFormatError) as exc:
+            exc.add_note("nothing was converted; run `filemem check --fix` first")
+            raise
         if shard is not None and shard.codec != codec.name:
             for key, rec in shard.records.items():
                 try:

@@ -51,3 +51,14 @@ def test_check_then_fix(tmp_path: Path, codec: str, damage: str) -> None:
     else:
         assert facts.pop("far-future") == "still here"
         assert facts == EXPECTED["agent-1/facts"] or damage == "unfinished-batch"
+
+
+def test_compact_skips_and_convert_refuses_a_damaged_store(tmp_path: Path) -> None:
+    path = copy_fixture(tmp_path, "v1-json-truncated")
+    res = run("compact", path, "--json")
+    assert res.rc == 0 and json.loads(res.out)["damaged_skipped"] == 1
+    before = tree_hash(path)
+    res = run("convert", path, "--codec", "msgpack")
+    assert res.rc == 3 and "corrupt shard" in res.err and "check --fix" in res.err
+    assert len(res.err.strip().splitlines()) == 1
+    assert tree_hash(path) == before

@@ -135,3 +135,18 @@ def test_convert_refuses_what_the_codec_cannot_hold(tmp_path: Path) -> None:
     with filemem.Store(path) as store, pytest.raises(filemem.InvalidValueError, match="b/raw"):
         filemem.admin.convert(store, "json")
     assert tree_hash(path) == before
+
+
+def test_a_damaged_leaf_is_never_merged(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    _fill(path, "json")
+    ns_dir = os.path.join(path, "ns", "ns")
+    victim = os.path.join(ns_dir, _shards(path, "ns")[0])
+    with open(victim, "r+b") as fh:
+        fh.seek(-3, os.SEEK_END)
+        fh.write(b"###")
+    with filemem.Store(path) as store:
+        got = store.compact()
+        assert got["damaged_skipped"] == 1
+        assert os.path.exists(victim)  # left for check --fix, never merged away
+        assert [f.code for f in store.check()] == ["corrupt-shard"]
