@@ -307,10 +307,11 @@ def _sweep(engine: Engine, codec: Codec, progress: ProgressFn) -> tuple[int, int
 def convert(engine: Engine, codec_name: str, *, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Rewrite every shard with ``codec_name``, then switch the store marker to it.
 
-    The store stays readable and writable throughout. Processes that opened
-    the store before the switch keep writing the old codec until they reopen
-    it (their shards stay readable by everyone); a second sweep after the
-    switch converts what they wrote meanwhile.
+    The store stays readable and writable throughout. A process that opened
+    the store earlier keeps writing the old codec until the marker switches
+    (readable by everyone meanwhile), then adopts the new one at its next
+    write to a converted shard (``Engine._follow_marker_codec``); a second
+    sweep after the switch converts what such processes wrote meanwhile.
     """
     if engine.readonly:
         raise ReadOnlyError(f"store {engine.root} was opened read-only")

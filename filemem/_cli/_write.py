@@ -224,8 +224,8 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     help="rewrite a store with another codec, in place and live",
     description="Check that every record can be encoded with the new codec (else exit 2, nothing changed), rewrite "
     "every shard under its lock, switch the store's codec, then convert shards written meanwhile. Readers and "
-    "writers keep working throughout: each shard names its own codec. Processes that opened the store before the "
-    "switch keep writing the old codec until they reopen it (filemem info shows the mix; convert again to finish).",
+    "writers keep working throughout: each shard names its own codec. Running agents adopt the new codec at their next "
+    "write after the switch. filemem info shows the codec of every shard; convert is idempotent.",
     example="filemem convert ./memories --codec msgpack",
     store="write",
     arguments=_convert_args,

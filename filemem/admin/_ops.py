@@ -95,9 +95,11 @@ def convert(store: Store, codec: str, *, progress: ProgressFn | None = None) -> 
     header names. First a read-only pass checks that every record can be
     encoded with ``codec`` (bytes or non-string map keys cannot be JSON);
     if one cannot, ``InvalidValueError`` names it and nothing is changed.
-    Processes that opened the store before the switch keep writing the old
-    codec until they reopen it; ``info`` shows the mix, and a second
-    ``convert`` finishes it.
+    A process that opened the store earlier writes the old codec until the
+    switch and adopts the new one at its next write; a final sweep converts
+    what it wrote meanwhile. ``info`` shows the codec of every shard (a
+    shard such a process creates afresh before it writes an existing one may
+    stay in the old codec: run ``convert`` again, it is idempotent).
 
     Example::
 
