@@ -14,16 +14,19 @@ Layers (a module imports only from its own layer or lower ones; CI checks it
 with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
+        admin                        whole-store operations for tools: export/import/convert/info/stats
     L5  _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
     L4  _sessions                     session registry, lock-based liveness, limits, confinement
     L3  _freshness                    cache + watcher + feed of one store in one process
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
     L2  _check, _engine, _view, _shard checker; engine (read, write, batch, split); shard resolution; format
+        _maintain                     compaction, merging tiny shards, live codec conversion
     L1  _fs, _locks, _names, codecs   atomic file I/O, locks, names, codecs
     L0  _errors, _types               exception tree, plain data types
 
 Everything behind a leading underscore is private; this module is the front
-door, and ``filemem.codecs`` is the one public extension point.
+door; ``filemem.codecs`` is the public extension point and ``filemem.admin``
+the public toolbox behind the command line.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import _fs, _locks
@@ -36,6 +37,7 @@ from ._engine import (
     maintain_shard,
 )
 from ._errors import CorruptShardError, LockTimeout, UnsupportedFormatError
+from ._maintain import compact
 from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, decode_shard, read_header
 from ._types import Finding
 from ._view import TURNSTILE, View
@@ -63,8 +65,8 @@ def findings_for_temp(path: str, fixed: bool) -> Finding:
     )
 
 
-def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
-    """See :meth:`filemem.Store.check`."""
+def check_store(engine: Engine, *, fix: bool, progress: Callable[[int, int], None] | None = None) -> list[Finding]:
+    """See :meth:`filemem.Store.check`. ``progress(done, total)`` is called as it walks the namespace directories."""
     findings: list[Finding] = []
     referenced = _check_batches(engine, fix, findings)
     for name in sorted(_fs.listdir(engine.root)):
@@ -74,7 +76,10 @@ def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
                 _temp(engine, findings, path, None, fix)
             else:
                 findings.append(Finding("foreign-file", path, "not a filemem file; left alone", severity="warning"))
-    for directory, namespace in engine.namespace_dirs():
+    dirs = list(engine.namespace_dirs())
+    for i, (directory, namespace) in enumerate(dirs):
+        if progress is not None:
+            progress(i, len(dirs))
         if namespace is None:
             findings.append(
                 Finding("foreign-file", directory, "directory name is not an escaped namespace", severity="warning")
@@ -108,13 +113,28 @@ def _temp_owner_alive(path: str) -> bool:
     return True
 
 
+def _probe(engine: Engine, lock_path: str) -> tuple[bool, _locks.Held | None]:
+    """(busy, handle): take ``lock_path`` if free right now, without waiting.
+
+    A read-only store never creates the lock file: a lock file that does not
+    exist is held by nobody.
+    """
+    if engine.readonly:
+        got = _locks.try_exclusive_existing(lock_path)
+        return got is None, got if isinstance(got, _locks.Held) else None
+    held = _locks.try_exclusive(lock_path)
+    return held is None, held
+
+
 def _temp(engine: Engine, findings: list[Finding], path: str, lock_path: str | None, fix: bool) -> None:
     """Report (and with ``fix`` remove) a temp file whose writer is gone."""
     if _temp_owner_alive(path):
         return
-    held = _locks.try_exclusive(lock_path) if lock_path is not None else None
-    if lock_path is not None and held is None:
-        return  # someone holds the shard: leave it to them
+    held = None
+    if lock_path is not None:
+        busy, held = _probe(engine, lock_path)
+        if busy:
+            return  # someone holds the shard: leave it to them
     try:
         # A batch that committed after we listed batches/ may own this temp:
         # roll such batches forward first; a temp they needed is then gone.
@@ -241,10 +261,11 @@ def _check_shard(engine: Engine, view: View, prefix: str, path: str, fix: bool, 
             findings.append(Finding("corrupt-shard", path, exc.message))
         return
     if shard.splitting or prefix in view.internal:
-        busy = _locks.try_exclusive(view.lock_path(prefix))
-        if busy is None:
+        busy, probe = _probe(engine, view.lock_path(prefix))
+        if busy:
             return  # a live writer is splitting it right now
-        busy.release()
+        if probe is not None:
+            probe.release()
         fixed = False
         if fix:
             maintain_shard(engine, view, prefix)
@@ -306,20 +327,5 @@ def _quarantine(engine: Engine, view: View, prefix: str, path: str, message: str
 
 
 def compact_store(engine: Engine) -> dict[str, Any]:
-    """See :meth:`filemem.Store.compact`."""
-    dropped = splits = shards = namespaces = 0
-    engine.recover_batches()
-    for _directory, namespace in list(engine.namespace_dirs()):
-        if not namespace:
-            continue
-        view = engine.view(namespace)
-        view.refresh()
-        if not view.existing:
-            continue
-        namespaces += 1
-        for prefix in sorted(view.existing):
-            d, s = maintain_shard(engine, view, prefix)
-            dropped += d
-            splits += s
-            shards += 1
-    return {"namespaces": namespaces, "shards": shards, "expired_dropped": dropped, "splits": splits}
+    """See :meth:`filemem.Store.compact` (the work is in :mod:`filemem._maintain`)."""
+    return compact(engine)

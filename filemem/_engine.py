@@ -706,6 +706,8 @@ class Engine:
         if not dirty:
             return results
         encoded: dict[str, bytes] = {}
+        if any(shards[lp].codec != self.codec.name for lp in dirty):
+            self._follow_marker_codec()
         for lp, keys in dirty.items():
             shard = work[lp]
             shard.generation += 1
@@ -752,6 +754,23 @@ class Engine:
                 except Exception:
                     self.counters["split_failures"] += 1
         return results
+
+    def _follow_marker_codec(self) -> None:
+        """Adopt the store marker's codec if it changed since we opened the store.
+
+        Called only when a shard we are about to rewrite was written with
+        another codec than ours, which happens when ``filemem convert`` runs:
+        a long-lived process then switches to the new codec at its next write
+        instead of writing the old one until it reopens the store. One small
+        file read, and only on a mismatch; the marker is replaced atomically.
+        """
+        try:
+            got = _read_marker(os.path.join(self.root, MARKER))
+        except FileMemError:
+            return  # keep writing what we write: every reader decodes either codec
+        name = got.get("codec") if got is not None else None
+        if isinstance(name, str) and name != self.codec.name and name in self._codecs:
+            self.codec = self._codecs[name]
 
     def _installed(self, path: str, shard: Shard, key: _fs.StatKey) -> None:
         # Our own write is current by construction: a process reads its own

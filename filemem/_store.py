@@ -370,7 +370,11 @@ class Store:
         return check_store(self._engine, fix=fix) + check_sessions(self._sessions().registry, fix=fix)
 
     def compact(self) -> dict[str, int]:
-        """Drop expired records from every shard; return counts."""
+        """Drop expired records, finish interrupted splits, merge tiny sibling shards; return counts.
+
+        Each shard is changed under its writers' lock; busy shards are skipped
+        by the merge step (see filemem/_maintain.py and docs/format.md).
+        """
         self._engine.check_open()
         return compact_store(self._engine)
 

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 import filemem  # noqa: E402
 from filemem._cli import build_parser  # noqa: E402
+from filemem._cli._base import EXIT_CODES_DOC  # noqa: E402
 
 
 def _help(parser: argparse.ArgumentParser) -> str:
@@ -38,7 +39,11 @@ def cli_markdown() -> str:
         "",
         "Generated from `--help` by `tools/gendocs.py`; do not edit by hand.",
         "",
-        "Exit codes: 0 ok, 1 problems found, 2 usage error, 3 store error (missing store, lock timeout, ...).",
+        EXIT_CODES_DOC,
+        "",
+        "Every store command takes `--json` (JSON Lines where the output streams: `ls`, `watch`) and",
+        "`--lock-timeout SECONDS`. Read commands open the store read-only and never write; a progress line",
+        "appears on stderr for long work only when stderr is a terminal.",
         "",
         "## filemem",
         "",
@@ -80,7 +85,22 @@ def api_markdown() -> str:
                     out += [f"### `{name}.{attr}` (property)", "", _doc(member), ""]
                 else:
                     out += [f"### `{name}.{attr}{inspect.signature(member)}`", "", _doc(member), ""]
+    out += _admin_markdown()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _admin_markdown() -> list[str]:
+    """The public toolbox behind the command line: filemem.admin."""
+    import filemem.admin as admin
+
+    out = ["# `filemem.admin`", "", _doc(admin), ""]
+    for name in admin.__all__:
+        obj = getattr(admin, name)
+        if inspect.isclass(obj):
+            out += [f"## `admin.{name}`", "", _doc(obj), ""]
+        elif callable(obj):
+            out += [f"## `admin.{name}{inspect.signature(obj)}`", "", _doc(obj), ""]
+    return out
 
 
 def main() -> None:
