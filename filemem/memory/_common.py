@@ -14,7 +14,7 @@ from .._errors import InvalidValueError
 from .._names import normalize_namespace
 from .._types import NamespaceLike
 
-__all__ = ["Snippet", "check_number", "check_text", "namespace", "new_id", "id_time"]
+__all__ = ["Snippet", "check_number", "check_positive_int", "check_text", "id_time", "namespace", "new_id"]
 
 _ID_LOCK: Final = threading.Lock()
 _last_ns = [0]

@@ -107,7 +107,9 @@ def _snippets(name: str, raw: Any) -> list[Snippet]:
         elif isinstance(x, tuple) and len(x) == 2:
             out.append(Snippet(name, str(x[0]), float(x[1])))
         else:
-            raise InvalidValueError(f"source {name!r} returned {type(x).__name__}; expected Snippet, str or (text, score)")
+            raise InvalidValueError(
+                f"source {name!r} returned {type(x).__name__}; expected Snippet, str or (text, score)"
+            )
     return out
 
 
@@ -307,5 +309,3 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_exception(exc)
     else:
         fut.set_result(result)
-
-

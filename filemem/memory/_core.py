@@ -74,7 +74,9 @@ def run_sync(store: Any, plan: Plan[T]) -> T:
                 result = list(b.results)
             elif callable(getattr(store, "search", None)):
                 result = _hits(
-                    store.search(step.prefix, query=step.query, filter=step.filter, limit=step.limit, offset=step.offset)
+                    store.search(
+                        step.prefix, query=step.query, filter=step.filter, limit=step.limit, offset=step.offset
+                    )
                 )
             else:
                 result = run_sync(store, fallback_search(step.prefix, step.query, step.filter, step.limit, step.offset))
@@ -155,7 +157,7 @@ def _face_signature(plan: Callable[..., Any], method: Callable[..., Any], asynch
 def sync_op(plan: Callable[Concatenate[C, P], Plan[T]]) -> Callable[Concatenate[Face[C], P], T]:
     """Make a sync face method from a core plan method."""
 
-    def method(self: Face[C], *args: P.args, **kwargs: P.kwargs) -> T:
+    def method(self: Face[C], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return run_sync(self._store, plan(self._core, *args, **kwargs))
 
     _face_signature(plan, method, False)
@@ -165,13 +167,11 @@ def sync_op(plan: Callable[Concatenate[C, P], Plan[T]]) -> Callable[Concatenate[
 def async_op(plan: Callable[Concatenate[C, P], Plan[T]]) -> Callable[Concatenate[Face[C], P], Coroutine[Any, Any, T]]:
     """Make an async face method (a coroutine function) from a core plan method."""
 
-    async def method(self: Face[C], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def method(self: Face[C], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await run_async(self._store, plan(self._core, *args, **kwargs))
 
     _face_signature(plan, method, True)
     return method
-
-
 
 
 def list_plan(prefix: tuple[str, ...]) -> Plan[list[tuple[str, ...]]]:

@@ -223,4 +223,3 @@ class AsyncEpisodic(Face[EpisodicCore]):
         for ns in self._core.buckets(spaces):
             for item in await run_async(self._store, items_plan(ns)):
                 yield Episode.of(item.value)
-

@@ -151,9 +151,7 @@ class GenerationCacheCore:
         yield Call("put", (self.model_ns(model), key, value), {"ttl": ttl})
         return key
 
-    def invalidate(
-        self, *, tag: str | None = None, prefix: str | None = None, model: str | None = None
-    ) -> Plan[int]:
+    def invalidate(self, *, tag: str | None = None, prefix: str | None = None, model: str | None = None) -> Plan[int]:
         """Drop entries with ``tag`` and/or whose prompt starts with ``prefix`` (optionally of one ``model``).
 
         Returns how many were dropped. With neither ``tag`` nor ``prefix``, drops every

@@ -68,10 +68,7 @@ class SiteStats:
         """A one-line rendering for a prompt."""
         where = self.url or self.domain
         notes = f"; notes: {' | '.join(self.notes)}" if self.notes else ""
-        return (
-            f"{where}: {self.visits} visits, {self.success_rate:.0%} ok, "
-            f"mean {self.mean_duration_s:.2f}s{notes}"
-        )
+        return f"{where}: {self.visits} visits, {self.success_rate:.0%} ok, mean {self.mean_duration_s:.2f}s{notes}"
 
 
 def normalise_url(url: str) -> tuple[str, str]:
@@ -101,17 +98,21 @@ def visit(
     """Update function: count one visit."""
 
     def fn(current: Any) -> dict[str, Any]:
-        base = dict(current) if current else {
-            "url": url,
-            "domain": domain,
-            "visits": 0,
-            "successes": 0,
-            "total_duration_s": 0.0,
-            "last_duration_s": 0.0,
-            "first_visit": now,
-            "last_visit": now,
-            "notes": [],
-        }
+        base: dict[str, Any] = (
+            dict(current)
+            if current
+            else {
+                "url": url,
+                "domain": domain,
+                "visits": 0,
+                "successes": 0,
+                "total_duration_s": 0.0,
+                "last_duration_s": 0.0,
+                "first_visit": now,
+                "last_visit": now,
+                "notes": [],
+            }
+        )
         base["visits"] = int(base["visits"]) + 1
         base["successes"] = int(base["successes"]) + (1 if success else 0)
         base["total_duration_s"] = float(base["total_duration_s"]) + duration_s

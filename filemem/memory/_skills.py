@@ -129,7 +129,9 @@ class SkillsCore:
             raise InvalidValueError("steps and preconditions must be sequences (a list of strings), not a str")
         if not isinstance(description, str):
             raise InvalidValueError("description must be a str")
-        value = yield Call("update", (self.ns, self.key_of(name), define(name, list(steps), list(preconditions), description)))
+        value = yield Call(
+            "update", (self.ns, self.key_of(name), define(name, list(steps), list(preconditions), description))
+        )
         return Skill.of(value)
 
     def record_use(self, name: str, success: bool, duration_s: float) -> Plan[Skill]:

@@ -45,7 +45,7 @@ def extractive_summary(texts: Sequence[str], max_chars: int = 600) -> str:
     n = len(sentences)
     idf = {w: math.log(1 + n / c) for w, c in df.items()}
     scored = []
-    for idx, ((i, j, s), words) in enumerate(zip(sentences, docs, strict=True)):
+    for idx, ((i, j, _), words) in enumerate(zip(sentences, docs, strict=True)):
         weight = sum(idf[w] for w in words) / math.sqrt(len(words) or 1)
         if (i == 0 or i == len(texts) - 1) and j == 0:
             weight = math.inf  # the first and the last entry frame the session

@@ -107,7 +107,7 @@ def bm25_scores(query: str, docs: Sequence[str]) -> list[float]:
 
 
 def jaccard(a: Iterable[str], b: Iterable[str]) -> float:
-    """|a ∩ b| / |a ∪ b| of two token collections (1.0 for two empty ones)."""
+    """Size of the intersection over size of the union of two token collections (1.0 for two empty ones)."""
     sa, sb = set(a), set(b)
     if not sa and not sb:
         return 1.0

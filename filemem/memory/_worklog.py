@@ -224,10 +224,9 @@ class Worklog(Face[WorklogCore]):
             if self._closed:
                 raise StoreClosedError("worklog closed")
             running = self._running.get(session_id)
-            if running is not None and not running.done():
-                if only_if_idle:
-                    return None
-                # A summary is being made; chain one more so the caller's covers its own appends.
+            if running is not None and not running.done() and only_if_idle:
+                return None
+            # If one is running, the single worker runs this one after it, so it covers the caller's appends.
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-summary")
             fut = self._pool.submit(self._summarize_now, session_id)
@@ -317,7 +316,9 @@ class AsyncWorklog(Face[WorklogCore]):
             text = await text
         if not isinstance(text, str):
             raise InvalidValueError(f"summarizer returned {type(text).__name__}, not str")
-        return await run_async(self._store, self._core.store_summary(session_id, entries, text, _name(self._summarizer)))
+        return await run_async(
+            self._store, self._core.store_summary(session_id, entries, text, _name(self._summarizer))
+        )
 
     async def close(self) -> None:
         """Wait for running summaries (idempotent)."""
@@ -331,5 +332,3 @@ class AsyncWorklog(Face[WorklogCore]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
