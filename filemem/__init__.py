@@ -15,6 +15,7 @@ with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
     L5  _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
+    L4  _search                       search: filters, BM25, vectors, per-namespace index files
     L3  _freshness                    cache + watcher + feed of one store in one process
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
     L2  _check, _engine, _view, _shard checker; engine (read, write, batch, split); shard resolution; format
@@ -31,6 +32,7 @@ from ._errors import ConflictError as ConflictError
 from ._errors import CorruptShardError as CorruptShardError
 from ._errors import FileMemError as FileMemError
 from ._errors import InvalidKeyError as InvalidKeyError
+from ._errors import InvalidQueryError as InvalidQueryError
 from ._errors import InvalidValueError as InvalidValueError
 from ._errors import LockTimeout as LockTimeout
 from ._errors import ReadOnlyError as ReadOnlyError
@@ -39,6 +41,7 @@ from ._errors import StoreClosedError as StoreClosedError
 from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._feed import Change as Change
 from ._feed import Subscription as Subscription
+from ._search import SearchHit as SearchHit
 from ._snapshot import MappingView as MappingView
 from ._snapshot import Snapshot as Snapshot
 from ._store import Batch as Batch
@@ -58,11 +61,13 @@ __all__ = [
     "FileMemError",
     "Finding",
     "InvalidKeyError",
+    "InvalidQueryError",
     "InvalidValueError",
     "Item",
     "LockTimeout",
     "MappingView",
     "ReadOnlyError",
+    "SearchHit",
     "Snapshot",
     "StorageError",
     "Store",

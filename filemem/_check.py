@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import _fs, _locks
@@ -43,6 +44,11 @@ from ._view import TURNSTILE, View
 __all__ = ["check_store", "compact_store"]
 
 _BITS = frozenset("01")
+
+#: Checkers of files that higher layers own (e.g. search indexes under
+#: ``index/``), called as ``fn(engine, fix)``; each returns its findings. They
+#: register here because this layer may not import them.
+EXTRA_CHECKS: list[Callable[[Engine, bool], list[Finding]]] = []
 
 
 def quarantine_name(root: str, path: str) -> str:
@@ -81,6 +87,8 @@ def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
             )
             continue
         _check_namespace_dir(engine, directory, namespace, fix, referenced, findings)
+    for extra in EXTRA_CHECKS:
+        findings.extend(extra(engine, fix))
     return findings
 
 

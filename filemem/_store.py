@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +16,7 @@ from ._errors import InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
 from ._names import normalize_namespace, validate_key
+from ._search import Embed, Searcher, SearchHit
 from ._shard import Record
 from ._snapshot import MappingView, Snapshot, item_of
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
@@ -68,6 +69,11 @@ class Store:
             store: no recovery of a dead writer's batch, no repairs. A snapshot
             still creates empty lock files, which is how shared locks are taken.
         create: create the store if missing (default); else raise.
+        index_fields: dotted paths of the fields ``search`` reads text from
+            (default: every string in a value).
+        embed: ``text -> vector`` function; enables ``search(vector=...)``.
+        embed_id: names the embedding model in the shared index (default: the
+            function's qualified name); change it when the model changes.
     """
 
     def __init__(
@@ -87,6 +93,9 @@ class Store:
         cache_max_bytes: int = 64 * 1024 * 1024,
         watch: WatchMode = "auto",
         poll_interval_s: float = 0.05,
+        index_fields: Sequence[str] | None = None,
+        embed: Embed | None = None,
+        embed_id: str | None = None,
     ) -> None:
         if consistency not in ("cached", "strict"):
             raise InvalidValueError(f"consistency must be 'cached' or 'strict', not {consistency!r}")
@@ -115,6 +124,7 @@ class Store:
         self._hot_hits = 0
         self._hot_on = consistency == "cached"
         self._ns_cache: dict[Any, tuple[str, ...]] = {}
+        self._searcher = Searcher(self._engine, index_fields=index_fields, embed=embed, embed_id=embed_id)
         if not readonly:
             self._engine.recover_batches()
 
@@ -427,6 +437,45 @@ class Store:
         sub = self._fresh.feed.subscribe_async(prefix, max(1, max_queue))
         self._fresh.ensure_watching()
         return sub
+
+    # --- search (issue 6) ---
+
+    def search(
+        self,
+        namespace_prefix: NamespaceLike | None,
+        query: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        *,
+        vector: Sequence[float] | str | None = None,
+    ) -> list[SearchHit]:
+        """Records under ``namespace_prefix`` that match, best first, as ``SearchHit(item, score)``.
+
+        ``namespace_prefix`` matches whole segments (as ``list_namespaces``;
+        ``None`` or ``()``: the whole store). ``filter`` keeps records whose
+        value fields match: ``{"lang": "en", "meta.score": {"$gte": 0.5},
+        "tag": {"$in": ["a", "b"]}}`` (``$eq $ne $gt $gte $lt $lte $in``;
+        dotted paths reach nested dicts). ``query`` ranks by BM25 over the
+        text fields (every string, or the store's ``index_fields``); only
+        records holding a query term are hits. ``vector`` (a vector, or a
+        text the store's ``embed`` turns into one) ranks by cosine
+        similarity; with both, ranks fuse (reciprocal rank fusion). With
+        neither, every record passing the filter is a hit, score 1.0, in
+        (namespace, key) order. ``offset``/``limit`` page the ranking.
+
+        Reads go through a per-namespace index under ``<store>/index`` that
+        any process reuses; a stale index entry is detected by shard
+        identity and rebuilt, never served. Bad arguments raise
+        ``InvalidQueryError`` before anything is read.
+
+        >>> hits = store.search(("agent-1",), query="login timeout", filter={"ok": False}, limit=3)  # doctest: +SKIP
+        >>> [(h.item.key, round(h.score, 2)) for h in hits]  # doctest: +SKIP
+        [('ep-42', 1.87), ('ep-7', 0.52)]
+        """
+        self._engine.check_open()
+        pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
+        return self._searcher.search(pre, query, filter, limit, offset, vector)
 
 
 class Batch:
