@@ -14,7 +14,8 @@ Layers (a module imports only from its own layer or lower ones; CI checks it
 with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
-    L5  _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
+    L5  _async, aio                   AsyncStore: the async twin, calls run in worker threads
+        _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
     L4  _search                       search: filters, BM25, vectors, per-namespace index files
     L3  _freshness                    cache + watcher + feed of one store in one process
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
@@ -23,11 +24,12 @@ with import-linter, see pyproject.toml)::
     L0  _errors, _types               exception tree, plain data types
 
 Everything behind a leading underscore is private; this module is the front
-door, and ``filemem.codecs`` is the one public extension point.
+door; ``filemem.codecs`` (codecs) and ``filemem.aio`` (asyncio) are the public submodules.
 """
 
 from __future__ import annotations
 
+from ._async import AsyncStore as AsyncStore
 from ._errors import ConflictError as ConflictError
 from ._errors import CorruptShardError as CorruptShardError
 from ._errors import FileMemError as FileMemError
@@ -53,6 +55,7 @@ from ._types import Item as Item
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncStore",
     "Batch",
     "Change",
     "ConflictError",

@@ -5,19 +5,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from . import _fs
 from ._cache import ShardCache
 from ._check import check_store, compact_store
 from ._engine import Engine, Op, _fork_generation, copy_value
-from ._errors import InvalidValueError, StoreClosedError
+from ._errors import InvalidValueError, StorageError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
-from ._names import normalize_namespace, validate_key
+from ._names import hash_bits, normalize_namespace, validate_key
 from ._search import Embed, Searcher, SearchHit
-from ._shard import Record
+from ._shard import Record, Shard, decode_shard
 from ._snapshot import MappingView, Snapshot, item_of
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
 from .codecs import Codec
@@ -476,6 +477,87 @@ class Store:
         self._engine.check_open()
         pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
         return self._searcher.search(pre, query, filter, limit, offset, vector)
+
+    # --- async twin: streaming scan (issue 4) ---
+
+    def scan(self, namespace: NamespaceLike, batch_size: int = 100) -> Generator[list[Item], None, None]:
+        """Every live record of a namespace, in lists of at most ``batch_size``, one shard at a time.
+
+        Memory stays bounded however large the namespace: one shard's parse
+        and one batch are alive at a time, and shards read here do not enter
+        the process cache (a scan would evict every hot entry). Records come
+        in shard order (by key hash), sorted by key within a shard; like
+        ``items()`` it is not a snapshot: a record written during the scan may
+        or may not be seen, but none is returned twice.
+
+        >>> for batch in store.scan("agent-1/episodic", batch_size=500):  # doctest: +SKIP
+        ...     index(batch)
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        self._engine.check_open()
+        # Validate now, not at the first next(): bad input fails at the call.
+        return self._scan(self._ns(namespace), batch_size)
+
+    def _scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
+        engine = self._engine
+        view = engine.view(ns)
+        visited: set[str] = set()
+        whole: set[str] = set()  # read for its whole range: its descendants came with it
+        # Keys already returned from a flagged (half-split) shard: its leaves
+        # may hold the same records, which must not come out twice.
+        from_flagged: dict[str, set[str]] = {}
+        out: list[Item] = []
+        for _ in range(64):
+            view.refresh()
+            todo = [
+                p for p in sorted(view.existing) if p not in visited and not any(p[:d] in whole for d in range(len(p)))
+            ]
+            if not todo:
+                break
+            for prefix in todo:
+                engine.check_open()
+                shard = self._scan_load(view.shard_path(prefix), prefix)
+                if shard is None:
+                    continue  # split away meanwhile: the next listing has its leaves
+                visited.add(prefix)
+                flagged = shard.splitting or prefix in view.internal
+                if not flagged:
+                    whole.add(prefix)
+                skip = [keys for p, keys in from_flagged.items() if prefix.startswith(p)]
+                mine: set[str] = set()
+                now = time.time()
+                for key in sorted(shard.records):
+                    rec = shard.records[key]
+                    x = rec.get("expires_at")
+                    if x is not None and x <= now:
+                        continue
+                    if flagged and view.resolve(hash_bits(key)) != prefix:
+                        continue  # owned by a leaf of the split
+                    if any(key in keys for keys in skip):
+                        continue
+                    if flagged:
+                        mine.add(key)
+                    out.append(item_of(ns, key, rec))
+                    if len(out) >= batch_size:
+                        yield out
+                        out = []
+                if flagged:
+                    from_flagged[prefix] = mine
+        else:
+            raise StorageError(f"namespace {view.dir} kept splitting while being scanned; retry", path=view.dir)
+        if out:
+            yield out
+
+    def _scan_load(self, path: str, prefix: str) -> Shard | None:
+        entry = self._engine.cache.peek(path)
+        if entry is not None:
+            # Already cached: the ordinary load keeps that entry current.
+            return self._engine.load(path, prefix)
+        got = _fs.read_file(path)
+        if got is None:
+            return None
+        return decode_shard(got[0], path, self._engine._codecs, prefix)
 
 
 class Batch:
