@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
@@ -103,6 +104,18 @@ async def run_async(astore: Any, plan: Plan[T]) -> T:
                 result = await _maybe_await(getattr(astore, step.method)(*step.args, **step.kwargs))
             elif isinstance(step, BatchCall):
                 result = await _async_batch(astore, step)
+            elif not callable(getattr(astore, "search", None)) and callable(getattr(_sync_of(astore), "search", None)):
+                # An AsyncStore without its own search: run the sync store's in a thread.
+                result = _hits(
+                    await asyncio.to_thread(
+                        _sync_of(astore).search,
+                        step.prefix,
+                        query=step.query,
+                        filter=step.filter,
+                        limit=step.limit,
+                        offset=step.offset,
+                    )
+                )
             elif callable(getattr(astore, "search", None)):
                 result = _hits(
                     await _maybe_await(
@@ -117,6 +130,10 @@ async def run_async(astore: Any, plan: Plan[T]) -> T:
                 )
         except Exception as exc:  # handed to the plan, which re-raises what it does not handle
             error = exc
+
+
+def _sync_of(astore: Any) -> Any:
+    return getattr(astore, "sync", None)
 
 
 async def _async_batch(astore: Any, step: BatchCall) -> list[Any]:

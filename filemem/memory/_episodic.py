@@ -17,7 +17,7 @@ from .._errors import InvalidValueError
 from .._types import NamespaceLike
 from ._common import Snippet, check_positive_int, check_text, id_time, namespace, new_id
 from ._core import Face, async_op, items_plan, list_plan, run_async, sync_op
-from ._search import Hit
+from ._search import Hit, matches
 from ._steps import Call, Plan, SearchCall
 
 __all__ = ["AsyncEpisodic", "Episode", "Episodic"]
@@ -148,9 +148,18 @@ class EpisodicCore:
         flt = dict(filter or {})
         if success is not None:
             flt["success"] = success
+        if not query:
+            # A filter alone: newest first, reading hour buckets from the newest until k match.
+            out: list[Episode] = []
+            for ns in reversed(self.buckets((yield Call("list_namespaces", (self.ns,))))):
+                items = yield Call("items", (ns,))
+                for item in sorted(items, key=lambda it: it.key, reverse=True):
+                    if matches(item.value, flt):
+                        out.append(Episode.of(item.value, 1.0))
+                        if len(out) == k:
+                            return out
+            return out
         hits: list[Hit] = yield SearchCall(self.ns, query, flt or None, k, 0)
-        if not query:  # a filter alone: newest first
-            hits = sorted(hits, key=lambda h: h.key, reverse=True)
         return [Episode.of(h.value, h.score) for h in hits]
 
     def context(self, query: str, k: int = 5) -> Plan[list[Snippet]]:
@@ -185,11 +194,21 @@ class Episodic(Face[EpisodicCore]):
     search = sync_op(EpisodicCore.search)
     context = sync_op(EpisodicCore.context)
 
-    def stream(self) -> Iterator[Episode]:
-        """Every episode, oldest first, holding one hour bucket in memory at a time."""
+    def stream(self, *, ordered: bool = True, batch_size: int = 100) -> Iterator[Episode]:
+        """Every episode, in bounded memory.
+
+        ``ordered=True``: oldest first, holding one hour bucket at a time.
+        ``ordered=False``: hour by hour but unordered within an hour, holding
+        one shard at a time (``Store.scan``), however big an hour gets.
+        """
         for ns in self._core.buckets(self._store.list_namespaces(self._core.ns)):
-            for item in self._store.items(ns):
-                yield Episode.of(item.value)
+            if ordered or not callable(getattr(self._store, "scan", None)):
+                for item in self._store.items(ns):
+                    yield Episode.of(item.value)
+            else:
+                for chunk in self._store.scan(ns, batch_size):
+                    for item in chunk:
+                        yield Episode.of(item.value)
 
     def __len__(self) -> int:
         return sum(len(self._store.keys(ns)) for ns in self._core.buckets(self._store.list_namespaces(self._core.ns)))
@@ -217,9 +236,14 @@ class AsyncEpisodic(Face[EpisodicCore]):
     search = async_op(EpisodicCore.search)
     context = async_op(EpisodicCore.context)
 
-    async def stream(self) -> AsyncIterator[Episode]:
-        """Every episode, oldest first, holding one hour bucket in memory at a time."""
+    async def stream(self, *, ordered: bool = True, batch_size: int = 100) -> AsyncIterator[Episode]:
+        """Every episode, in bounded memory (``ordered`` as for :meth:`Episodic.stream`)."""
         spaces = await run_async(self._store, list_plan(self._core.ns))
         for ns in self._core.buckets(spaces):
-            for item in await run_async(self._store, items_plan(ns)):
-                yield Episode.of(item.value)
+            if ordered or not callable(getattr(self._store, "scan", None)):
+                for item in await run_async(self._store, items_plan(ns)):
+                    yield Episode.of(item.value)
+            else:
+                async for chunk in self._store.scan(ns, batch_size):
+                    for item in chunk:
+                        yield Episode.of(item.value)

@@ -38,7 +38,8 @@ class Hit:
             return obj
         if isinstance(obj, Mapping):
             return cls(tuple(obj["namespace"]), obj["key"], obj["value"], float(obj.get("score") or 0.0))
-        return cls(tuple(obj.namespace), obj.key, obj.value, float(getattr(obj, "score", 0.0) or 0.0))
+        item = getattr(obj, "item", obj)  # Store.search returns SearchHit(item, score)
+        return cls(tuple(item.namespace), item.key, item.value, float(getattr(obj, "score", 0.0) or 0.0))
 
 
 def _field(value: Any, path: str) -> tuple[bool, Any]:
