@@ -8,7 +8,8 @@ append) and ``summary``.
 Summaries never block writers: the summariser reads the entries lock-free
 (``items`` takes no lock), computes outside any lock, and only then stores the
 result with one short atomic update that keeps whichever summary covers more
-of the log (two processes summarising at once cannot roll it back).
+of the log (two processes summarising at once cannot roll it back; on a tie
+the newer text wins).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _incr(v: Any) -> dict[str, Any]:
 
 def _keep_newer(new: dict[str, Any]) -> Callable[[Any], dict[str, Any]]:
     def fn(current: Any) -> dict[str, Any]:
-        if current and (current["upto"], current["entries"]) >= (new["upto"], new["entries"]):
+        if current and (current["upto"], current["entries"]) > (new["upto"], new["entries"]):
             return dict(current)
         return new
 
