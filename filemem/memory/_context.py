@@ -19,6 +19,7 @@ not fit is skipped, and a smaller one after it may still fit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 import time
@@ -268,14 +269,17 @@ async def arecall_context(
             fut: asyncio.Future[Any] = loop.create_future()
 
             def work() -> None:
+                res: Any = None
+                err: Exception | None = None
                 try:
-                    res: Any = fetch(query, per_source)
+                    res = fetch(query, per_source)
                     if inspect.isawaitable(res):
                         res = asyncio.run(_await(res))
                 except Exception as exc:
-                    loop.call_soon_threadsafe(_settle, fut, None, exc)
-                else:
-                    loop.call_soon_threadsafe(_settle, fut, res, None)
+                    err = exc
+                # An abandoned source may finish after the loop has closed: nobody waits for it then.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, fut, res, err)
 
             threading.Thread(target=work, name=f"filemem-context-{name}", daemon=True).start()
             raw = await fut
