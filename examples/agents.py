@@ -63,11 +63,18 @@ def sync_worker(path: str, n: int, rounds: int) -> None:
 
 async def async_worker(path: str, n: int, rounds: int) -> None:
     async with filemem.AsyncStore(path) as store, AsyncWorklog(store, summarize_every=10) as log:
-        episodes, facts, skills, sites = AsyncEpisodic(store), AsyncSemantic(store), AsyncSkills(store), AsyncSites(store)
+        episodes, facts, skills, sites = (
+            AsyncEpisodic(store),
+            AsyncSemantic(store),
+            AsyncSkills(store),
+            AsyncSites(store),
+        )
         for i in range(rounds):
             skill, url, ok, secs = work(n, i)
             await asyncio.gather(skills.record_use(skill, ok, secs), sites.record_visit(url, secs, success=ok))
-            await episodes.record(skill, SKILLS[skill], "ok" if ok else "payment page timed out", ok, metadata={"worker": n})
+            await episodes.record(
+                skill, SKILLS[skill], "ok" if ok else "payment page timed out", ok, metadata={"worker": n}
+            )
             await log.append(f"worker-{n}", f"Round {i}: {skill} {'worked' if ok else 'failed'}.")
             if not ok:
                 await facts.learn("the payment page times out under load", 0.4, source=f"worker-{n}")
@@ -81,7 +88,8 @@ def planner(path: str, workers: int, rounds: int) -> int:
         facts.learn("Always search before checking out.", 0.9, source="planner")
         log.append("planner", f"Started {workers} workers for {rounds} rounds each.")
         procs = [
-            subprocess.Popen([sys.executable, __file__, path, "worker", str(n), "--rounds", str(rounds)])
+            # This very script, with the current interpreter: no untrusted input reaches the command.
+            subprocess.Popen([sys.executable, __file__, path, "worker", str(n), "--rounds", str(rounds)])  # noqa: S603
             for n in range(workers)
         ]
         try:

@@ -14,6 +14,7 @@ Layers (a module imports only from its own layer or lower ones; CI checks it
 with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
+    L5  memory                        agent memory kinds (sync and async faces), context assembly
     L5  _async, aio                   AsyncStore: the async twin, calls run in worker threads
         _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
     L4  _search                       search: filters, BM25, vectors, per-namespace index files
@@ -24,7 +25,8 @@ with import-linter, see pyproject.toml)::
     L0  _errors, _types               exception tree, plain data types
 
 Everything behind a leading underscore is private; this module is the front
-door; ``filemem.codecs`` (codecs) and ``filemem.aio`` (asyncio) are the public submodules.
+door; ``filemem.codecs`` (codecs), ``filemem.aio`` (asyncio) and ``filemem.memory``
+(agent memory kinds) are the public submodules.
 """
 
 from __future__ import annotations
@@ -51,18 +53,40 @@ from ._store import Store as Store
 from ._types import Consistency as Consistency
 from ._types import Finding as Finding
 from ._types import Item as Item
+from .memory import AsyncEpisodic as AsyncEpisodic
+from .memory import AsyncGenerationCache as AsyncGenerationCache
+from .memory import AsyncSemantic as AsyncSemantic
+from .memory import AsyncSites as AsyncSites
+from .memory import AsyncSkills as AsyncSkills
+from .memory import AsyncWorklog as AsyncWorklog
+from .memory import Episodic as Episodic
+from .memory import GenerationCache as GenerationCache
+from .memory import Semantic as Semantic
+from .memory import Sites as Sites
+from .memory import Skills as Skills
+from .memory import Worklog as Worklog
+from .memory import arecall_context as arecall_context
+from .memory import recall_context as recall_context
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncEpisodic",
+    "AsyncGenerationCache",
+    "AsyncSemantic",
+    "AsyncSites",
+    "AsyncSkills",
     "AsyncStore",
+    "AsyncWorklog",
     "Batch",
     "Change",
     "ConflictError",
     "Consistency",
     "CorruptShardError",
+    "Episodic",
     "FileMemError",
     "Finding",
+    "GenerationCache",
     "InvalidKeyError",
     "InvalidQueryError",
     "InvalidValueError",
@@ -71,11 +95,17 @@ __all__ = [
     "MappingView",
     "ReadOnlyError",
     "SearchHit",
+    "Semantic",
+    "Sites",
+    "Skills",
     "Snapshot",
     "StorageError",
     "Store",
     "StoreClosedError",
     "Subscription",
     "UnsupportedFormatError",
+    "Worklog",
     "__version__",
+    "arecall_context",
+    "recall_context",
 ]

@@ -20,7 +20,7 @@ import multiprocessing as mp
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,12 @@ _SKILLS = {
     "fill a form": ["find the form", "fill the fields", "submit", "check the confirmation"],
     "parse a table": ["locate the table", "read the header", "read every row"],
 }
-_SITES = ["https://shop.example/cart", "https://shop.example/search", "https://docs.example/api", "https://news.example/"]
+_SITES = [
+    "https://shop.example/cart",
+    "https://shop.example/search",
+    "https://docs.example/api",
+    "https://news.example/",
+]
 _FACTS = [
     "The shop search page needs a session cookie.",
     "docs.example rate-limits to 10 requests a second.",
@@ -86,7 +91,9 @@ def _worker(path: str, run: str, worker: int, rounds: int, durability: str) -> N
             url = _SITES[(worker * 7 + i) % len(_SITES)]
             ok = (worker + i) % 7 != 0
             t0 = time.perf_counter()
-            sites.record_visit(url, 0.05 + (i % 5) * 0.01, success=ok, notes=None if ok else f"worker {worker}: timeout")
+            sites.record_visit(
+                url, 0.05 + (i % 5) * 0.01, success=ok, notes=None if ok else f"worker {worker}: timeout"
+            )
             skills.record_use(skill, ok, time.perf_counter() - t0)
             episodes.record(
                 f"{skill} on {url}",
@@ -140,7 +147,7 @@ class DemoReport:
         return self.lost_updates == 0 and self.stored_episodes == self.expected_episodes and not self.problems
 
 
-def _join(procs: list[mp.process.BaseProcess]) -> None:
+def _join(procs: Sequence[mp.process.BaseProcess]) -> None:
     try:
         for p in procs:
             p.join()

@@ -20,7 +20,9 @@ def episodes_child(path: str, wid: int, m: int, result_path: str, barrier: Any) 
     with Store(path, **FAST) as store:
         eps = Episodic(store, ("team", "episodes"))
         barrier.wait(60)
-        ids = [eps.record(f"task {wid}-{i}", [f"step {i}"], "done", i % 3 != 0, metadata={"worker": wid}) for i in range(m)]
+        ids = [
+            eps.record(f"task {wid}-{i}", [f"step {i}"], "done", i % 3 != 0, metadata={"worker": wid}) for i in range(m)
+        ]
         write_result(result_path, {"ids": ids})
 
 

@@ -85,7 +85,13 @@ def test_async_context_survives_a_raising_and_a_hanging_source(mstore: filemem.S
             t0 = time.monotonic()
             ctx = await arecall_context(
                 "staging database",
-                [AsyncSemantic(astore), Source("boom", boom), Source("hang", hang), AsyncEpisodic(astore), Skills(mstore)],
+                [
+                    AsyncSemantic(astore),
+                    Source("boom", boom),
+                    Source("hang", hang),
+                    AsyncEpisodic(astore),
+                    Skills(mstore),
+                ],
                 budget_chars=2000,
                 timeout_s=0.5,
             )

@@ -13,7 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_agents_example_runs_small(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "agents.py"), str(tmp_path / "store"), "--workers", "3", "--rounds", "10"],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "agents.py"),
+            str(tmp_path / "store"),
+            "--workers",
+            "3",
+            "--rounds",
+            "10",
+        ],
         capture_output=True,
         text=True,
         env=env,

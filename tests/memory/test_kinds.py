@@ -30,7 +30,10 @@ def test_episode_ids_sort_by_time_even_when_the_clock_stands_still() -> None:
 
 def test_episodic_record_recent_search_stream(mstore: filemem.Store) -> None:
     eps = Episodic(mstore)
-    ids = [eps.record(f"task {i}", [f"act {i}"], f"outcome {i}", i % 2 == 0, tags=["t"], metadata={"i": i}) for i in range(12)]
+    ids = [
+        eps.record(f"task {i}", [f"act {i}"], f"outcome {i}", i % 2 == 0, tags=["t"], metadata={"i": i})
+        for i in range(12)
+    ]
     assert [e.id for e in eps.recent(5)] == ids[::-1][:5]
     assert len(eps.recent(100)) == 12
     got = eps.get(ids[3])
@@ -124,12 +127,16 @@ def test_normalise_text() -> None:
 
 def test_skills_counts_rates_and_redefinition_keeps_figures(mstore: filemem.Store) -> None:
     skills = Skills(mstore)
-    skills.add("log in / SSO", ["open /login", "click SSO"], preconditions=["has account"], description="single sign-on")
+    skills.add(
+        "log in / SSO", ["open /login", "click SSO"], preconditions=["has account"], description="single sign-on"
+    )
     for ok, d in [(True, 1.0), (False, 3.0), (True, 2.0)]:
         skills.record_use("log in / SSO", ok, d)
     s = skills.get("log in / SSO")
     assert s is not None and s.uses == 3 and s.successes == 2
-    assert s.success_rate == pytest.approx(2 / 3) and s.mean_duration_s == pytest.approx(2.0) and s.last_duration_s == 2.0
+    assert (
+        s.success_rate == pytest.approx(2 / 3) and s.mean_duration_s == pytest.approx(2.0) and s.last_duration_s == 2.0
+    )
     skills.add("log in / SSO", ["open /sso"])
     s2 = skills.get("log in / SSO")
     assert s2 is not None and s2.steps == ["open /sso"] and s2.uses == 3
@@ -190,7 +197,8 @@ def test_sites_figures(mstore: filemem.Store) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [("not a url", 1.0), ("https://a.com", -1.0), ("https://a.com", 1.0, "yes"), ("https://a.com", 1.0, True, 5)]
+    "args",
+    [("not a url", 1.0), ("https://a.com", -1.0), ("https://a.com", 1.0, "yes"), ("https://a.com", 1.0, True, 5)],
 )
 def test_sites_bad_input(mstore: filemem.Store, args: tuple[Any, ...]) -> None:
     with pytest.raises(filemem.InvalidValueError):

@@ -57,9 +57,8 @@ def test_facts_learned_by_four_processes_are_merged_not_duplicated(store_path: s
 def test_skill_uses_from_eight_processes_are_exact(store_path: str, spawn_ctx: Any) -> None:
     n, m = 8, 40
     filemem.Store(store_path).close()
-    Skills_ = Skills  # noqa: N806 - readability
     with filemem.Store(store_path) as s:
-        Skills_(s, ("team", "skills")).add("login", ["open", "submit"])
+        Skills(s, ("team", "skills")).add("login", ["open", "submit"])
     res = results(os.path.dirname(store_path), n)
     run_children(spawn_ctx, mw.skills_child, [(store_path, i, m, res[i]) for i in range(n)])
     ok = sum(read_result(r)["ok"] for r in res)
