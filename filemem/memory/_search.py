@@ -4,7 +4,7 @@
 records. When a store does not offer it, :func:`fallback_search` gives the same
 answer the slow way: list the namespaces under the prefix, read them, apply
 the filter (equality and ``$gt/$gte/$lt/$lte/$ne/$in``) and rank by BM25 over
-every string in the value.
+every string in the value, with the statistics of every record under the prefix.
 """
 
 from __future__ import annotations
@@ -93,15 +93,23 @@ def matches(value: Any, flt: Mapping[str, Any] | None) -> bool:
 def fallback_search(
     prefix: tuple[str, ...], query: str | None, flt: dict[str, Any] | None, limit: int, offset: int
 ) -> Plan[list[Hit]]:
-    """A plan: scan every namespace under ``prefix``, filter, rank by BM25 (ties: namespace, key)."""
+    """A plan: scan every namespace under ``prefix``, filter, rank by BM25 (ties: namespace, key).
+
+    As ``Store.search``: the BM25 statistics (N, document frequencies, mean
+    length) count every live record under the prefix, not only those passing
+    the filter.
+    """
     namespaces = yield Call("list_namespaces", (prefix,))
-    found: list[Hit] = []
+    every: list[tuple[Hit, bool]] = []
     for ns in namespaces:
         for item in (yield Call("items", (ns,))):
-            if matches(item.value, flt):
-                found.append(Hit(tuple(item.namespace), item.key, item.value, 1.0))
+            every.append((Hit(tuple(item.namespace), item.key, item.value, 1.0), matches(item.value, flt)))
     if query:
-        scores = bm25_scores(query, [text_of(h.value) for h in found])
-        found = [Hit(h.namespace, h.key, h.value, s) for h, s in zip(found, scores, strict=True) if s > 0]
+        scores = bm25_scores(query, [text_of(h.value) for h, _ in every])
+        found = [
+            Hit(h.namespace, h.key, h.value, sc) for (h, ok), sc in zip(every, scores, strict=True) if ok and sc > 0
+        ]
+    else:
+        found = [h for h, ok in every if ok]
     found.sort(key=lambda h: (-h.score, h.namespace, h.key))
     return found[offset : offset + limit]
