@@ -13,14 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import InvalidValueError
+from .._search._filter import compile_filter
 from ._steps import Call, Plan
 from ._text import bm25_scores, text_of
 
 __all__ = ["Hit", "fallback_search", "matches"]
-
-_OPS = ("$gt", "$gte", "$lt", "$lte", "$ne", "$in", "$eq")
-
 
 @dataclass(frozen=True, slots=True)
 class Hit:
@@ -42,52 +39,10 @@ class Hit:
         return cls(tuple(item.namespace), item.key, item.value, float(getattr(obj, "score", 0.0) or 0.0))
 
 
-def _field(value: Any, path: str) -> tuple[bool, Any]:
-    cur = value
-    for part in path.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            return False, None
-        cur = cur[part]
-    return True, cur
-
-
-def _cmp(op: str, have: Any, want: Any) -> bool:
-    try:
-        if op == "$eq":
-            return bool(have == want)
-        if op == "$ne":
-            return bool(have != want)
-        if op == "$in":
-            return have in want
-        if op == "$gt":
-            return bool(have > want)
-        if op == "$gte":
-            return bool(have >= want)
-        if op == "$lt":
-            return bool(have < want)
-        return bool(have <= want)
-    except TypeError:  # comparing a str with a number: not a match, not an error
-        return False
-
-
 def matches(value: Any, flt: Mapping[str, Any] | None) -> bool:
-    """Whether ``value`` passes ``flt`` (``{"field": 3}`` or ``{"field": {"$gte": 3}}``; dotted paths)."""
-    if not flt:
-        return True
-    for path, cond in flt.items():
-        found, have = _field(value, path)
-        if isinstance(cond, Mapping) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
-            for op, want in cond.items():
-                if op not in _OPS:
-                    raise InvalidValueError(f"unknown filter operator {op!r} (use one of {', '.join(_OPS)})")
-                if op == "$ne":
-                    if found and not _cmp(op, have, want):
-                        return False
-                elif not found or not _cmp(op, have, want):
-                    return False
-        elif not found or have != cond:
-            return False
-    return True
+    """Whether ``value`` passes ``flt``, by exactly the rules of ``Store.search`` (its own compiled filter)."""
+    pred = compile_filter(flt) if flt else None
+    return pred is None or pred(value)
 
 
 def fallback_search(
@@ -99,11 +54,13 @@ def fallback_search(
     length) count every live record under the prefix, not only those passing
     the filter.
     """
+    pred = compile_filter(flt) if flt else None  # bad filters fail here, before anything is read
     namespaces = yield Call("list_namespaces", (prefix,))
     every: list[tuple[Hit, bool]] = []
     for ns in namespaces:
         for item in (yield Call("items", (ns,))):
-            every.append((Hit(tuple(item.namespace), item.key, item.value, 1.0), matches(item.value, flt)))
+            ok = pred is None or pred(item.value)
+            every.append((Hit(tuple(item.namespace), item.key, item.value, 1.0), ok))
     if query:
         scores = bm25_scores(query, [text_of(h.value) for h, _ in every])
         found = [

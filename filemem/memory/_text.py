@@ -44,8 +44,8 @@ def normalise_text(text: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-case word tokens (``\\w+``) of ``text``."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    """Case-folded word tokens (``\\w+``) of ``text``: the same terms as ``Store.search``."""
+    return _WORD.findall(text.casefold())
 
 
 def stable_key(*parts: Any, prefix: str = "") -> str:
