@@ -19,6 +19,7 @@ from ._text import bm25_scores, text_of
 
 __all__ = ["Hit", "fallback_search", "matches"]
 
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     """One search result: where the record lives, its value and its score (higher is better)."""

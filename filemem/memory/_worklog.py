@@ -225,9 +225,14 @@ class Worklog(Face[WorklogCore]):
             if self._closed:
                 raise StoreClosedError("worklog closed")
             running = self._running.get(session_id)
-            if running is not None and not running.done() and only_if_idle:
-                return None
-            # If one is running, the single worker runs this one after it, so it covers the caller's appends.
+            if running is not None and not running.done():
+                if only_if_idle:
+                    return None
+                if not running.running():
+                    # Queued and not started: it reads the log when it starts, after the
+                    # caller's appends, so callers share it and the queue cannot grow.
+                    return running
+            # One is running: the single worker runs this one after it, so it covers the caller's appends.
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-summary")
             fut = self._pool.submit(self._summarize_now, session_id)
@@ -274,6 +279,7 @@ class AsyncWorklog(Face[WorklogCore]):
         self._core = WorklogCore(namespace, summarize_every)
         self._summarizer: AsyncSummarizer = summarizer or extractive_summary
         self._running: dict[str, asyncio.Task[Summary]] = {}
+        self._queued: dict[str, asyncio.Task[Summary]] = {}
         self._closed = False
         self.name = "worklog"
 
@@ -300,9 +306,21 @@ class AsyncWorklog(Face[WorklogCore]):
     def _start(self, session_id: str) -> asyncio.Task[Summary]:
         if self._closed:
             raise StoreClosedError("worklog closed")
-        task = asyncio.get_running_loop().create_task(self._summarize_now(session_id))
+        queued = self._queued.get(session_id)
+        if queued is not None and not queued.done():
+            return queued  # not started yet: it will read the log after the caller's appends
+        task = asyncio.get_running_loop().create_task(self._after(self._running.get(session_id), session_id))
         self._running[session_id] = task
+        self._queued[session_id] = task
         return task
+
+    async def _after(self, prev: asyncio.Task[Summary] | None, session_id: str) -> Summary:
+        # One summary per session at a time, in order: a later one covers at least as much of the log.
+        if prev is not None and not prev.done():
+            await asyncio.wait([prev])
+        if self._queued.get(session_id) is asyncio.current_task():
+            del self._queued[session_id]
+        return await self._summarize_now(session_id)
 
     async def _summarize_now(self, session_id: str) -> Summary:
         entries = await run_async(self._store, self._core.entries(session_id))

@@ -338,3 +338,44 @@ def test_generation_cache_bad_input(mstore: filemem.Store) -> None:
 def test_bm25_prefers_rarer_terms_and_scores_misses_zero() -> None:
     s = bm25_scores("deploy noon", ["deploy at noon", "deploy tomorrow", "lunch", "deploy deploy deploy"])
     assert s[0] > s[1] and s[2] == 0.0 and s[0] > s[3]
+
+
+def test_summary_requests_coalesce_while_one_is_queued(mstore: filemem.Store) -> None:
+    import threading
+
+    gate = threading.Event()
+    seen: list[int] = []
+
+    def slow(texts: list[str]) -> str:
+        gate.wait(10)
+        seen.append(len(texts))
+        return str(len(texts))
+
+    with Worklog(mstore, summarizer=slow, summarize_every=None) as log:
+        log.append("s", "one")
+        first = log.summarize("s")
+        time.sleep(0.05)  # let it start (it now waits on the gate)
+        log.append("s", "two")
+        queued = [log.summarize("s") for _ in range(20)]
+        assert all(q is queued[0] for q in queued) and queued[0] is not first
+        gate.set()
+        assert first.result(10).entries in (1, 2) and queued[0].result(10).entries == 2
+    assert len(seen) == 2
+
+
+def test_async_summary_requests_coalesce(mstore: filemem.Store) -> None:
+    import asyncio
+
+    from filemem.memory import AsyncWorklog
+
+    async def main() -> None:
+        async with filemem.AsyncStore(mstore.path) as astore, AsyncWorklog(astore, summarize_every=None) as log:
+            await log.append("s", "one")
+            tasks = [log.summarize("s") for _ in range(10)]
+            assert all(t is tasks[0] for t in tasks)
+            await log.append("s", "two")
+            later = log.summarize("s")
+            results = [await tasks[0], await later]
+            assert results[-1].entries == 2
+
+    asyncio.run(main())
