@@ -28,8 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .._errors import InvalidValueError
-from ._common import Snippet, check_number, check_positive_int
-from ._text import jaccard, normalise_text, tokens
+from .._types import NamespaceLike
+from ._common import Snippet, check_number, check_positive_int, namespace
+from ._core import run_async, run_sync
+from ._steps import Plan, SearchCall
+from ._text import jaccard, normalise_text, text_of, tokens
 
 __all__ = ["Context", "Source", "arecall_context", "recall_context"]
 
@@ -51,6 +54,32 @@ class Source:
     name: str
     fetch: Callable[[str, int], Any]
     weight: float = 1.0
+
+    @classmethod
+    def namespace(cls, store: Any, prefix: NamespaceLike, *, name: str | None = None, weight: float = 1.0) -> Source:
+        """A source over raw records: ``store.search(prefix, query)`` on a ``Store`` or an ``AsyncStore``.
+
+        Each hit becomes a snippet of every string in its value.
+
+        Example::
+
+            notes = Source.namespace(store, ("team", "notes"), weight=0.5)
+            recall_context("deploy", [facts, notes])
+        """
+        ns = namespace(prefix)
+        label = name or "/".join(ns)
+
+        def plan(query: str, k: int) -> Plan[list[Snippet]]:
+            hits = yield SearchCall(ns, query, None, k, 0)
+            return [Snippet(label, text_of(h.value), h.score, f"{'/'.join(h.namespace)}/{h.key}") for h in hits]
+
+        if inspect.iscoroutinefunction(getattr(store, "get", None)):
+
+            async def afetch(query: str, k: int) -> list[Snippet]:
+                return await run_async(store, plan(query, k))
+
+            return cls(label, afetch, weight)
+        return cls(label, lambda query, k: run_sync(store, plan(query, k)), weight)
 
 
 @dataclass(frozen=True)

@@ -159,3 +159,24 @@ def test_sources_with_the_same_name_are_told_apart_and_bad_sources_refused() -> 
         recall_context("q", [], budget_chars=0)
     bad = recall_context("q", [Source("odd", lambda q, k: [object()])])
     assert "odd" in bad.failed
+
+
+def test_raw_namespaces_are_sources_too(mstore: filemem.Store) -> None:
+    mstore.put(("team", "notes"), "n1", {"title": "Deploy checklist", "body": "Run the smoke tests after a deploy."})
+    mstore.put(("team", "notes"), "n2", {"title": "Lunch", "body": "Noodles on Fridays."})
+    facts = Semantic(mstore)
+    facts.learn("We deploy at noon.", 0.9)
+    ctx = recall_context("deploy", [facts, Source.namespace(mstore, ("team", "notes"), weight=0.5)])
+    assert ctx.failed == {}
+    assert [s.source for s in ctx.snippets] == ["facts", "team/notes"]
+    assert (
+        ctx.snippets[1].text == "Deploy checklist Run the smoke tests after a deploy."
+        and ctx.snippets[1].ref == "team/notes/n1"
+    )
+
+    async def main() -> Context:
+        async with filemem.AsyncStore(mstore.path) as astore:
+            return await arecall_context("deploy", [Source.namespace(astore, "team/notes", name="notes")])
+
+    actx = asyncio.run(main())
+    assert actx.text == "[notes] Deploy checklist Run the smoke tests after a deploy."
