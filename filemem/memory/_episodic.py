@@ -124,11 +124,14 @@ class EpisodicCore:
         check_positive_int("n", n)
         out: list[Episode] = []
         for ns in reversed(self.buckets((yield Call("list_namespaces", (self.ns,))))):
-            items = yield Call("items", (ns,))
-            for item in sorted(items, key=lambda it: it.key, reverse=True):
-                out.append(Episode.of(item.value))
-                if len(out) == n:
-                    return out
+            # Keys only (no value copies), then read just the newest few.
+            keys = yield Call("keys", (ns,))
+            for key in reversed(keys):
+                value = yield Call("get", (ns, key))
+                if value is not None:  # deleted since the listing
+                    out.append(Episode.of(value))
+                    if len(out) == n:
+                        return out
         return out
 
     def search(
