@@ -125,6 +125,7 @@ class Store:
         self._hot_on = consistency == "cached"
         self._ns_cache: dict[Any, tuple[str, ...]] = {}
         self._searcher = Searcher(self._engine, index_fields=index_fields, embed=embed, embed_id=embed_id)
+        self._engine.after_apply = self._searcher.note_write
         if not readonly:
             self._engine.recover_batches()
 
@@ -169,6 +170,8 @@ class Store:
         """
         self._hot_on = False
         self._hot = {}
+        if not self._engine.closed:
+            self._searcher.flush()
         self._fresh.close()
         self._engine.close()
 

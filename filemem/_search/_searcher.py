@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import _fs
-from .._engine import Engine, _owner_filter, copy_value
-from .._errors import InvalidQueryError, StorageError
+from .._engine import Engine, Op, _owner_filter, copy_value
+from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Shard
 from .._types import Item
 from ._filter import Predicate, compile_filter
@@ -53,6 +53,9 @@ B: Final = 0.75
 RRF_K: Final = 60
 #: Searches that found a shard changed under them before the last, all-reading attempt.
 _ATTEMPTS: Final = 4
+#: A writer rewrites a namespace's index file at most this often (a search
+#: catches up what is newer).
+INDEX_WRITE_INTERVAL_S: Final = 1.0
 
 #: (part index, doc index) inside one search.
 DocRef = tuple[int, int]
@@ -73,7 +76,7 @@ class _Part:
 class _NsState:
     """What this process holds of one namespace's index."""
 
-    __slots__ = ("blobs", "dirty", "file_checked", "file_key", "segs", "where")
+    __slots__ = ("blobs", "dirty", "file_checked", "file_key", "segs", "where", "written_on_write_at")
 
     def __init__(self, where: IndexFile) -> None:
         self.where = where
@@ -82,6 +85,9 @@ class _NsState:
         self.segs: dict[str, Segment] = {}
         self.dirty = False
         self.file_checked = False
+        #: When a write last rewrote the file (writers do so at most every
+        #: INDEX_WRITE_INTERVAL_S; close() writes what is left).
+        self.written_on_write_at = -math.inf
 
 
 class Searcher:
@@ -115,6 +121,8 @@ class Searcher:
             "index_writes_skipped": 0,
             "index_files_damaged": 0,
             "search_retries": 0,
+            "segments_built_on_write": 0,
+            "index_write_errors": 0,
         }
 
     # ------------------------------------------------------------------ index state
@@ -172,9 +180,27 @@ class Searcher:
         state.segs[prefix] = seg
         return seg
 
+    def _old(self, state: _NsState, prefix: str) -> Segment | None:
+        """An earlier segment of this shard or of the shard it was split from (to reuse vectors)."""
+        if self.embed is None:
+            return None
+        for d in range(len(prefix), -1, -1):
+            p = prefix[:d]
+            seg = state.segs.get(p)
+            if seg is not None:
+                return seg
+            ent = state.blobs.get(p)
+            if ent is not None:
+                try:
+                    return decode_segment(ent[1], ent[0])
+                except Exception:
+                    return None
+        return None
+
     def _build(self, state: _NsState | None, prefix: str, shard: Shard) -> Segment:
         key = shard.statkey
-        seg = build_segment(shard, key if key is not None else (-1, -1, -1), self.fields, self.embed)
+        old = self._old(state, prefix) if state is not None else None
+        seg = build_segment(shard, key if key is not None else (-1, -1, -1), self.fields, self.embed, old)
         self.counters["segments_built"] += 1
         if state is not None and key is not None:
             state.segs[prefix] = seg
@@ -249,12 +275,56 @@ class Searcher:
         self.counters["index_writes"] += 1
         return True
 
-    def update(self, namespaces: Sequence[tuple[str, ...]]) -> None:
-        """Bring the segments of ``namespaces`` up to date and share them (after a write)."""
+    def note_write(self, ops: Sequence[Op]) -> None:
+        """After a committed write: re-index the shards it wrote, in namespaces someone searches.
+
+        Only namespaces that already have an index file of this configuration
+        are maintained (one ``stat`` per namespace written tells), so writers
+        of namespaces nobody searches pay nothing. The file is rewritten at
+        most every :data:`INDEX_WRITE_INTERVAL_S` per namespace; a search
+        catches up whatever is left. Never raises: the write has happened,
+        and a search rebuilds whatever this missed.
+        """
+        if self.engine.readonly:
+            return
+        try:
+            with self._lock:
+                by_ns: dict[tuple[str, ...], set[str]] = {}
+                for op in ops:
+                    by_ns.setdefault(op.namespace, set()).add(op.bits)
+                for ns, bits in by_ns.items():
+                    state = self._states.get(ns)
+                    if state is None:
+                        # No state for namespaces nobody searched: one stat, no memory.
+                        where = IndexFile(self.engine.root, ns, self.config)
+                        if not os.path.exists(where.path):
+                            continue
+                        state = self._states[ns] = _NsState(where)
+                    view = self.engine.view(ns)
+                    for prefix in {view.resolve(b) for b in bits}:
+                        shard = self.engine.load(view.shard_path(prefix), prefix)
+                        if shard is None or shard.statkey is None:
+                            continue
+                        seg = state.segs.get(prefix)
+                        if seg is None or seg.statkey != shard.statkey:
+                            self._build(state, prefix, shard)
+                            self.counters["segments_built_on_write"] += 1
+                    now = time.monotonic()
+                    if state.dirty and now - state.written_on_write_at >= INDEX_WRITE_INTERVAL_S:
+                        state.written_on_write_at = now
+                        self.persist(ns)
+        except (FileMemError, OSError, ValueError):
+            self.counters["index_write_errors"] += 1
+
+    def flush(self) -> None:
+        """Write every namespace's pending segments (at close). Best effort: never raises."""
         with self._lock:
-            for ns in dict.fromkeys(namespaces):
-                self._parts(ns, need_shard=False)
-                self.persist(ns)
+            for ns, state in list(self._states.items()):
+                if state.dirty:
+                    try:
+                        self.persist(ns)
+                    except (FileMemError, OSError, ValueError):
+                        self.counters["index_write_errors"] += 1
 
     # ------------------------------------------------------------------ search
 

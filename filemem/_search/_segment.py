@@ -9,7 +9,11 @@ from the shard, so a stale segment is never used.
 Encoded form (a msgpack list, stored as one opaque blob in the namespace's
 index file so that loading a file does not decode every segment)::
 
-    [keys, expires_at list, lengths (uint32 LE), {term: postings}, dim, vector mask, vectors, splitting]
+    [keys, expires_at list, lengths (uint32 LE), {term: postings}, dim, vector mask, vectors, splitting, versions]
+
+Record versions are kept so that a rebuild re-embeds only the records that
+changed: embedding calls may be slow or paid for, and a shard write rewrites
+up to a few hundred records.
 
 ``postings`` is a packed uint32 little-endian array of (doc, tf) pairs;
 ``vectors`` packs float32 little-endian values of the docs whose mask byte is 1.
@@ -69,6 +73,7 @@ class Segment:
         "statkey",
         "total_len",
         "vectors",
+        "versions",
     )
 
     def __init__(
@@ -81,8 +86,10 @@ class Segment:
         dim: int,
         vectors: list[array[float] | None],
         splitting: bool,
+        versions: list[int],
     ) -> None:
         self.statkey = statkey
+        self.versions = versions
         #: The shard version was flagged mid-split: its keys need an owner check.
         self.splitting = splitting
         self.has_expiry = any(x is not None for x in expires)
@@ -112,9 +119,18 @@ def build_segment(
     statkey: tuple[int, int, int],
     fields: tuple[tuple[str, ...], ...] | None,
     embed: Embed | None,
+    old: Segment | None = None,
 ) -> Segment:
-    """Index every record of ``shard`` (expired ones too: expiry is checked at query time)."""
+    """Index every record of ``shard`` (expired ones too: expiry is checked at query time).
+
+    ``old``: an earlier segment of the same shard; its vectors are reused for
+    records whose version did not change.
+    """
     keys = sorted(shard.records)
+    reuse: dict[str, tuple[int, array[float] | None]] = {}
+    if old is not None and embed is not None:
+        reuse = {k: (v, vec) for k, v, vec in zip(old.keys, old.versions, old.vectors, strict=True)}
+    versions: list[int] = []
     expires: list[float | None] = []
     lens = array("I")
     postings: dict[str, array[int]] = {}
@@ -123,6 +139,7 @@ def build_segment(
     for doc, key in enumerate(keys):
         rec = shard.records[key]
         expires.append(rec.get("expires_at"))
+        versions.append(rec["version"])
         texts = record_text(rec["value"], fields)
         terms: list[str] = []
         for t in texts:
@@ -136,13 +153,16 @@ def build_segment(
             p.append(tf)
         vec: array[float] | None = None
         if embed is not None and texts:
-            vec = _embed(embed, " ".join(texts))
+            prev = reuse.get(key)
+            vec = prev[1] if prev is not None and prev[0] == rec["version"] and prev[1] is not None else None
+            if vec is None:
+                vec = _embed(embed, " ".join(texts))
             if dim and len(vec) != dim:
                 raise InvalidValueError(f"embed returned vectors of {dim} and {len(vec)} dimensions")
             dim = len(vec)
         vectors.append(vec)
     raw = {t: _pack(p) for t, p in postings.items()}
-    return Segment(statkey, keys, expires, lens, raw, dim, vectors, shard.splitting)
+    return Segment(statkey, keys, expires, lens, raw, dim, vectors, shard.splitting, versions)
 
 
 def _embed(embed: Embed, text: str) -> array[float]:
@@ -162,19 +182,29 @@ def encode_segment(seg: Segment) -> bytes:
     for v in seg.vectors:
         if v is not None:
             flat.extend(v)
-    body = [seg.keys, seg.expires, _pack(seg.lens), seg._postings_raw, seg.dim, mask, _pack(flat), seg.splitting]
+    body = [
+        seg.keys,
+        seg.expires,
+        _pack(seg.lens),
+        seg._postings_raw,
+        seg.dim,
+        mask,
+        _pack(flat),
+        seg.splitting,
+        seg.versions,
+    ]
     out: bytes = msgpack.packb(body, use_bin_type=True)
     return out
 
 
 def decode_segment(blob: bytes, statkey: tuple[int, int, int]) -> Segment:
     """Inverse of :func:`encode_segment`; raises ValueError (or msgpack's errors) on a bad blob."""
-    keys, expires, lens_raw, postings, dim, mask, flat_raw, splitting = msgpack.unpackb(
+    keys, expires, lens_raw, postings, dim, mask, flat_raw, splitting, versions = msgpack.unpackb(
         blob, raw=False, strict_map_key=False
     )
     lens = _unpack("I", lens_raw)
     flat = _unpack("f", flat_raw)
-    if not (len(keys) == len(expires) == len(lens) == len(mask)) or len(flat) != dim * sum(mask):
+    if not (len(keys) == len(expires) == len(lens) == len(mask) == len(versions)) or len(flat) != dim * sum(mask):
         raise ValueError("inconsistent segment")
     vectors: list[array[float] | None] = []
     pos = 0
@@ -184,4 +214,6 @@ def decode_segment(blob: bytes, statkey: tuple[int, int, int]) -> Segment:
             pos += dim
         else:
             vectors.append(None)
-    return Segment(statkey, list(keys), list(expires), lens, dict(postings), int(dim), vectors, bool(splitting))
+    return Segment(
+        statkey, list(keys), list(expires), lens, dict(postings), int(dim), vectors, bool(splitting), list(versions)
+    )
