@@ -6,6 +6,7 @@ filemem._search, so the tests compare two implementations.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from array import array
@@ -54,7 +55,7 @@ def eq(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=False))
     if isinstance(a, dict) and isinstance(b, dict):
         return set(a) == set(b) and all(eq(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple, dict)) or isinstance(b, (list, tuple, dict)):
@@ -139,7 +140,7 @@ def reference(
             v = array("f", embed(" ".join(texts)))  # stored as float32
             nv = math.sqrt(sum(x * x for x in v))
             if nv:
-                cos[ref] = sum(a * b for a, b in zip(vector, v)) / (qn * nv)
+                cos[ref] = sum(a * b for a, b in zip(vector, v, strict=False)) / (qn * nv)
     if bm25 is not None and cos is not None:
         fused: dict[Any, float] = {}
         for ranking in (rank(bm25), rank(cos)):
@@ -158,7 +159,7 @@ def assert_same(got: list[filemem.SearchHit], full: Ranked, offset: int, limit: 
     want = full[offset : offset + limit]
     assert len(got) == len(want), (got, want)
     scores = dict(full)
-    for hit, (_, wscore) in zip(got, want):
+    for hit, (_, wscore) in zip(got, want, strict=False):
         ref = (hit.item.namespace, hit.item.key)
         assert ref in scores, ref
         assert math.isclose(hit.score, scores[ref], rel_tol=1e-9, abs_tol=1e-12)
@@ -167,12 +168,12 @@ def assert_same(got: list[filemem.SearchHit], full: Ranked, offset: int, limit: 
     # Where the reference's score is not within float noise of another
     # (different) score, the very same record must be at that position.
     all_scores = [sc for _, sc in full]
-    for i, (hit, (wref, wscore)) in enumerate(zip(got, want)):
+    for i, (hit, (wref, wscore)) in enumerate(zip(got, want, strict=False)):
         noisy = any(sc != wscore and math.isclose(sc, wscore, rel_tol=1e-9) for sc in all_scores)
         if not noisy:
             assert (hit.item.namespace, hit.item.key) == wref, (i, hit, wref)
     # Where scores differ clearly, the order is the reference's.
-    for a, b in zip(got, got[1:]):
+    for a, b in itertools.pairwise(got):
         assert a.score >= b.score - 1e-9
         if math.isclose(a.score, b.score, rel_tol=1e-9):
             continue
