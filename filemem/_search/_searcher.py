@@ -219,11 +219,19 @@ class Searcher:
         parts: list[_Part] = []
         for _ in range(64):
             view.refresh()
+            # A prefix whose ancestor we already read whole was split off it
+            # after we read it: its records came with the ancestor.
             todo = [
-                p for p in sorted(view.existing) if p not in visited and not any(p[:d] in whole for d in range(len(p)))
+                p
+                for p in sorted(view.existing)
+                if p not in visited and not (whole and any(p[:d] in whole for d in range(len(p))))
             ]
             if not todo:
                 return parts
+            # A second listing is needed only if a shard vanished or was
+            # flagged mid-split: otherwise every existing file was read for
+            # its whole range, and leaves split off it later add nothing.
+            relist = False
             for prefix in todo:
                 path = view.shard_path(prefix)
                 shard: Shard | None = None
@@ -231,12 +239,14 @@ class Searcher:
                 if need_shard:
                     shard = engine.load(path, prefix)
                     if shard is None:
-                        continue  # split away meanwhile: the next listing has its leaves
+                        relist = True  # split away meanwhile: the next listing has its leaves
+                        continue
                     key = shard.statkey
                 else:
                     try:
                         key = _fs.stat_key(os.stat(path))
                     except FileNotFoundError:
+                        relist = True
                         continue
                     except OSError as exc:
                         raise _fs.storage_error(exc, "stat", path) from exc
@@ -245,15 +255,19 @@ class Searcher:
                     if shard is None:
                         shard = engine.load(path, prefix)
                         if shard is None:
+                            relist = True
                             continue
                     seg = self._build(state, prefix, shard)
                 visited.add(prefix)
                 if seg.splitting or prefix in view.internal:
                     own: Callable[[str], bool] | None = _owner_filter(view, prefix)
+                    relist = True
                 else:
                     own = None
                     whole.add(prefix)
                 parts.append(_Part(ns, prefix, path, seg, own, shard))
+            if not relist:
+                return parts
         raise StorageError(f"namespace {view.dir} kept splitting while being searched; retry", path=view.dir)
 
     def persist(self, ns: tuple[str, ...]) -> bool:
@@ -441,7 +455,7 @@ class Searcher:
             scored = {
                 (pi, doc): 1.0
                 for pi, (part, cand) in enumerate(zip(parts, cands, strict=True))
-                for doc in range(len(part.seg.keys))
+                for doc in range(part.seg.n)
                 if cand is None or cand[doc]
             }
         best = heapq.nsmallest(want, scored.items(), key=lambda kv: sort_key(*kv))
