@@ -40,7 +40,7 @@ from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Shard
 from .._types import Item
 from ._filter import Predicate, compile_filter
-from ._indexfile import Entries, IndexFile, index_lock, read_index, write_index
+from ._indexfile import Entries, IndexFile, bucket_of, index_lock, read_index, write_index
 from ._result import SearchHit
 from ._segment import Embed, Segment, build_segment, decode_segment, encode_segment
 from ._text import parse_fields, tokenize
@@ -53,8 +53,9 @@ B: Final = 0.75
 RRF_K: Final = 60
 #: Searches that found a shard changed under them before the last, all-reading attempt.
 _ATTEMPTS: Final = 4
-#: A writer rewrites a namespace's index file at most this often (a search
-#: catches up what is newer).
+#: A process rewrites a namespace's index file at most this often (the whole
+#: file is rewritten; whoever comes later rebuilds only the shards changed
+#: since, and close() writes what is pending).
 INDEX_WRITE_INTERVAL_S: Final = 1.0
 
 #: (part index, doc index) inside one search.
@@ -76,18 +77,21 @@ class _Part:
 class _NsState:
     """What this process holds of one namespace's index."""
 
-    __slots__ = ("blobs", "dirty", "file_checked", "file_key", "segs", "where", "written_on_write_at")
+    __slots__ = ("blobs", "dirty", "file_checked", "file_keys", "persisted_at", "segs", "where")
 
     def __init__(self, where: IndexFile) -> None:
         self.where = where
-        self.file_key: _fs.StatKey | None = None
+        #: bucket -> identity of the index file last read or written
+        self.file_keys: dict[str, _fs.StatKey] = {}
         self.blobs: Entries = {}
         self.segs: dict[str, Segment] = {}
-        self.dirty = False
+        #: buckets whose file lacks segments this process built
+        self.dirty: set[str] = set()
         self.file_checked = False
-        #: When a write last rewrote the file (writers do so at most every
-        #: INDEX_WRITE_INTERVAL_S; close() writes what is left).
-        self.written_on_write_at = -math.inf
+        #: When this process last rewrote a file here: it does so at most every
+        #: INDEX_WRITE_INTERVAL_S (a rewrite costs a whole file), and close()
+        #: writes what is left.
+        self.persisted_at = -math.inf
 
 
 class Searcher:
@@ -134,31 +138,38 @@ class Searcher:
         return st
 
     def _reload(self, state: _NsState) -> None:
-        """Merge the index file into memory if it changed since we last read it."""
+        """Merge the namespace's index files into memory where they changed since we last read them."""
+        where = state.where
         try:
-            key = _fs.stat_key(os.stat(state.where.path))
-        except FileNotFoundError:
-            return
-        except OSError:
-            return  # an index we cannot stat is an index we do without
-        if key == state.file_key:
-            return
-        try:
-            got = read_index(state.where.path, self.config)
-        except (ValueError, StorageError):
-            self.counters["index_files_damaged"] += 1
-            state.file_key = key
-            state.dirty = True  # rewrite it whole from what we build
-            return
-        if got is None:
-            return
-        entries, state.file_key = got
-        for p, (k, blob) in entries.items():
-            cur = state.blobs.get(p)
-            # Writers stamp each new shard file's mtime above the old one's:
-            # the larger mtime describes the newer shard version.
-            if cur is None or k[1] >= cur[0][1]:
-                state.blobs[p] = (k, blob)
+            buckets = where.buckets()
+        except StorageError:
+            return  # an index we cannot list is an index we do without
+        for b in buckets:
+            path = where.path(b)
+            try:
+                key = _fs.stat_key(os.stat(path))
+            except OSError:
+                continue
+            if key == state.file_keys.get(b):
+                continue
+            try:
+                got = read_index(path, self.config)
+            except (ValueError, StorageError):
+                self.counters["index_files_damaged"] += 1
+                state.file_keys[b] = key
+                state.dirty.add(b)  # rewrite it from what we build
+                continue
+            if got is None:
+                continue
+            entries, state.file_keys[b] = got
+            for p, (k, blob) in entries.items():
+                if bucket_of(p) != b:
+                    continue
+                cur = state.blobs.get(p)
+                # Writers stamp each new shard file's mtime above the old
+                # one's: the larger mtime describes the newer shard version.
+                if cur is None or k[1] >= cur[0][1]:
+                    state.blobs[p] = (k, blob)
 
     def _lookup(self, state: _NsState, prefix: str, key: _fs.StatKey) -> Segment | None:
         seg = state.segs.get(prefix)
@@ -205,7 +216,7 @@ class Searcher:
         if state is not None and key is not None:
             state.segs[prefix] = seg
             state.blobs[prefix] = (key, encode_segment(seg))
-            state.dirty = True
+            state.dirty.add(bucket_of(prefix))
         return seg
 
     def _parts(self, ns: tuple[str, ...], need_shard: bool) -> list[_Part]:
@@ -271,7 +282,7 @@ class Searcher:
         raise StorageError(f"namespace {view.dir} kept splitting while being searched; retry", path=view.dir)
 
     def persist(self, ns: tuple[str, ...]) -> bool:
-        """Write what this process built for ``ns`` to its index file; False if skipped."""
+        """Write what this process built for ``ns`` to its index files; False if skipped."""
         state = self._states.get(ns)
         if state is None or not state.dirty or self.engine.readonly:
             return False
@@ -282,11 +293,12 @@ class Searcher:
                 return False
             self._reload(state)  # keep what another process wrote meanwhile
             # Prefixes split away since are dropped: their shards are gone.
-            entries = {p: e for p, e in state.blobs.items() if p in existing}
-            state.blobs = entries
-            state.file_key = write_index(state.where, entries, self.config)
-            state.dirty = False
-        self.counters["index_writes"] += 1
+            state.blobs = {p: e for p, e in state.blobs.items() if p in existing}
+            for b in sorted(state.dirty):
+                entries = {p: e for p, e in state.blobs.items() if bucket_of(p) == b}
+                state.file_keys[b] = write_index(state.where.path(b), entries, self.config)
+                self.counters["index_writes"] += 1
+            state.dirty.clear()
         return True
 
     def note_write(self, ops: Sequence[Op]) -> None:
@@ -311,7 +323,7 @@ class Searcher:
                     if state is None:
                         # No state for namespaces nobody searched: one stat, no memory.
                         where = IndexFile(self.engine.root, ns, self.config)
-                        if not os.path.exists(where.path):
+                        if not os.path.exists(where.lock):  # made by the first index write
                             continue
                         state = self._states[ns] = _NsState(where)
                     view = self.engine.view(ns)
@@ -323,12 +335,15 @@ class Searcher:
                         if seg is None or seg.statkey != shard.statkey:
                             self._build(state, prefix, shard)
                             self.counters["segments_built_on_write"] += 1
-                    now = time.monotonic()
-                    if state.dirty and now - state.written_on_write_at >= INDEX_WRITE_INTERVAL_S:
-                        state.written_on_write_at = now
-                        self.persist(ns)
+                    self._maybe_persist(ns, state)
         except (FileMemError, OSError, ValueError):
             self.counters["index_write_errors"] += 1
+
+    def _maybe_persist(self, ns: tuple[str, ...], state: _NsState) -> None:
+        now = time.monotonic()
+        if state.dirty and now - state.persisted_at >= INDEX_WRITE_INTERVAL_S:
+            state.persisted_at = now
+            self.persist(ns)
 
     def flush(self) -> None:
         """Write every namespace's pending segments (at close). Best effort: never raises."""
@@ -390,7 +405,7 @@ class Searcher:
                 page = self._rank(parts, pred, terms, qvec, limit, offset)
                 hits = self._materialize(parts, page)
                 for ns in prefixes:
-                    self.persist(ns)
+                    self._maybe_persist(ns, self._state(ns))
                 if hits is not None:
                     return hits
                 self.counters["search_retries"] += 1

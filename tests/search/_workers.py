@@ -55,11 +55,11 @@ def torn_index_child(path: str, where: str) -> None:
     from filemem import _fs
     from filemem._search import _searcher
 
-    def write_half(loc: Any, entries: Any, config: str) -> Any:
+    def write_half(path: str, entries: Any, config: str) -> Any:
         from filemem._search._indexfile import encode_index
 
         data = encode_index(entries, config)
-        target = loc.path if where == "in-place" else _fs.temp_path(loc.path)
+        target = path if where == "in-place" else _fs.temp_path(path)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.write(fd, data[: len(data) // 2])
         os.close(fd)
