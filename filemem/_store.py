@@ -75,6 +75,9 @@ class Store:
         embed: ``text -> vector`` function; enables ``search(vector=...)``.
         embed_id: names the embedding model in the shared index (default: the
             function's qualified name); change it when the model changes.
+        index_on_write: after each write, re-index the shards it wrote in
+            namespaces that have a search index (default); ``False`` leaves
+            that to the next search (writers then pay nothing for search).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class Store:
         index_fields: Sequence[str] | None = None,
         embed: Embed | None = None,
         embed_id: str | None = None,
+        index_on_write: bool = True,
     ) -> None:
         if consistency not in ("cached", "strict"):
             raise InvalidValueError(f"consistency must be 'cached' or 'strict', not {consistency!r}")
@@ -126,6 +130,8 @@ class Store:
         self._hot_on = consistency == "cached"
         self._ns_cache: dict[Any, tuple[str, ...]] = {}
         self._searcher = Searcher(self._engine, index_fields=index_fields, embed=embed, embed_id=embed_id)
+        if index_on_write:
+            self._engine.after_apply = self._searcher.note_write
         if not readonly:
             self._engine.recover_batches()
 
@@ -170,6 +176,8 @@ class Store:
         """
         self._hot_on = False
         self._hot = {}
+        if not self._engine.closed:
+            self._searcher.flush()
         self._fresh.close()
         self._engine.close()
 

@@ -26,10 +26,25 @@ from ._indexfile import INDEX_LOCK_SUFFIX, index_paths, parse_index_name, read_i
 __all__ = ["check_indexes"]
 
 
-def _lock_of(path: str) -> str:
+def _lock_of(path: str) -> str | None:
+    """The lock guarding an index file (or its temp), or None if the name is not an index's."""
     base = path.split(_fs.TEMP_MARK, 1)[0]
-    stem = base[: -len(".idx")] if base.endswith(".idx") else base
-    return stem + INDEX_LOCK_SUFFIX
+    got = parse_index_name(os.path.basename(base))
+    if got is None:
+        return None
+    return os.path.join(os.path.dirname(path), f"search-{got[0]}{INDEX_LOCK_SUFFIX}")
+
+
+def _remove_unlocked(path: str) -> bool:
+    """Remove ``path`` if nobody is writing that index right now (its lock is free)."""
+    lock = _lock_of(path)
+    held = _locks.try_exclusive(lock) if lock is not None else None
+    if held is None:
+        return False
+    try:
+        return _fs.remove_quietly(path)
+    finally:
+        held.release()
 
 
 def check_indexes(engine: Engine, fix: bool) -> list[Finding]:
@@ -40,32 +55,19 @@ def check_indexes(engine: Engine, fix: bool) -> list[Finding]:
         path = os.path.join(directory, name)
         if name.endswith(INDEX_LOCK_SUFFIX) and _fs.TEMP_MARK not in name:
             continue
-        if _fs.TEMP_MARK in name and name.startswith("search-"):
-            fixed = False
-            if fix:
-                held = _locks.try_exclusive(_lock_of(path))
-                if held is not None:  # nobody is writing this index: the temp is garbage
-                    try:
-                        fixed = _fs.remove_quietly(path)
-                    finally:
-                        held.release()
-            findings.append(findings_for_temp(path, fixed))
+        if _fs.TEMP_MARK in name and _lock_of(path) is not None:
+            # Index files are only written under their lock: a temp whose lock
+            # is free belongs to a writer that died.
+            findings.append(findings_for_temp(path, fix and _remove_unlocked(path)))
             continue
-        config = parse_index_name(name)
-        if config is None:
+        got = parse_index_name(name)
+        if got is None:
             findings.append(Finding("foreign-file", path, "not a filemem index file; left alone", severity="warning"))
             continue
         try:
-            read_index(path, config)
+            read_index(path, got[0])
         except (ValueError, StorageError) as exc:
-            fixed = False
-            if fix:
-                held = _locks.try_exclusive(_lock_of(path))
-                if held is not None:
-                    try:
-                        fixed = _fs.remove_quietly(path)
-                    finally:
-                        held.release()
+            fixed = fix and _remove_unlocked(path)
             findings.append(
                 Finding(
                     "corrupt-index",

@@ -2,12 +2,14 @@
 
 Layout::
 
-    <store>/index/<seg>/<seg>/search-<config>.idx    segments of that namespace's shards
-    <store>/index/<seg>/<seg>/search-<config>.lock   held while (re)writing the .idx
+    <store>/index/<seg>/<seg>/search-<config>-b<bits>.idx   segments of the shards whose prefix starts <bits>
+    <store>/index/<seg>/<seg>/search-<config>.lock          held while (re)writing any of them
 
 ``<config>`` fingerprints what the index holds (which fields, which embedding
 model), so processes configured differently keep separate files instead of
-overwriting each other's. The file is one JSON header line, then a msgpack
+overwriting each other's. A namespace's index is split over up to 16 files
+by the first 4 bits of the shard prefix, so that a rewrite, which costs a
+whole file, stays small as the namespace grows. Each file is one JSON header line, then a msgpack
 map ``{shard prefix: [inode, mtime_ns, size, segment blob]}``::
 
     {"filemem-index":1,"config":"3fa2c1d0e9b4","body_bytes":5120,"crc32":"1c291ca3"}\\n<body>
@@ -26,7 +28,7 @@ import json
 import os
 import zlib
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
 import msgpack
 
@@ -34,26 +36,51 @@ from .. import _fs, _locks
 from .._engine import INDEX_DIR
 from .._names import escape_segment
 
-__all__ = ["INDEX_SUFFIX", "IndexFile", "index_paths", "read_index", "write_index"]
+__all__ = ["INDEX_SUFFIX", "IndexFile", "bucket_of", "index_paths", "parse_index_name", "read_index", "write_index"]
 
 INDEX_VERSION: Final = 1
 INDEX_SUFFIX: Final = ".idx"
 INDEX_LOCK_SUFFIX: Final = ".lock"
 _STEM: Final = "search-"
+#: Shard prefixes' first bits that choose the index file (see bucket_of).
+BUCKET_BITS: Final = 4
 
 #: prefix -> (shard identity, segment blob)
 Entries = dict[str, tuple[tuple[int, int, int], bytes]]
 
 
 class IndexFile:
-    """Where one namespace's index lives for one configuration."""
+    """Where one namespace's index lives for one configuration: bucket files and one lock."""
 
-    __slots__ = ("dir", "lock", "path")
+    __slots__ = ("config", "dir", "lock", "stem")
 
     def __init__(self, root: str, namespace: tuple[str, ...], config: str) -> None:
+        self.config = config
         self.dir = os.path.join(root, INDEX_DIR, *(escape_segment(s) for s in namespace))
-        self.path = os.path.join(self.dir, f"{_STEM}{config}{INDEX_SUFFIX}")
-        self.lock = os.path.join(self.dir, f"{_STEM}{config}{INDEX_LOCK_SUFFIX}")
+        self.stem = f"{_STEM}{config}"
+        self.lock = os.path.join(self.dir, self.stem + INDEX_LOCK_SUFFIX)
+
+    def path(self, bucket: str) -> str:
+        """The file holding the segments of shards whose prefix starts with ``bucket``."""
+        return os.path.join(self.dir, f"{self.stem}-b{bucket}{INDEX_SUFFIX}")
+
+    def buckets(self) -> list[str]:
+        """Buckets that have a file now."""
+        out = []
+        for name in _fs.listdir(self.dir):
+            got = parse_index_name(name)
+            if got is not None and got[0] == self.config:
+                out.append(got[1])
+        return out
+
+
+def bucket_of(prefix: str) -> str:
+    """Which index file of its namespace holds a shard's segment.
+
+    Namespaces of many shards spread their index over up to
+    2**BUCKET_BITS files, so one rewrite costs a sixteenth of the index.
+    """
+    return prefix[:BUCKET_BITS]
 
 
 def read_index(path: str, config: str) -> tuple[Entries, _fs.StatKey] | None:
@@ -109,9 +136,9 @@ def index_lock(where: IndexFile) -> Iterator[bool]:
             held.release()
 
 
-def write_index(where: IndexFile, entries: Entries, config: str) -> _fs.StatKey:
-    """Replace the index file (caller holds its lock). Not fsynced: the file is a cache."""
-    return _fs.atomic_write(where.path, encode_index(entries, config), sync=False)
+def write_index(path: str, entries: Entries, config: str) -> _fs.StatKey:
+    """Replace an index file (caller holds the index lock). Not fsynced: the file is a cache."""
+    return _fs.atomic_write(path, encode_index(entries, config), sync=False)
 
 
 def index_paths(root: str) -> Iterator[tuple[str, str]]:
@@ -122,21 +149,11 @@ def index_paths(root: str) -> Iterator[tuple[str, str]]:
             yield directory, name
 
 
-def parse_index_name(name: str) -> str | None:
-    """The config fingerprint of an index file name, or None if it is not one."""
-    if name.startswith(_STEM) and name.endswith(INDEX_SUFFIX) and _fs.TEMP_MARK not in name:
-        return name[len(_STEM) : -len(INDEX_SUFFIX)]
-    return None
-
-
-def config_of_header(path: str) -> Any:
-    """The config named in a file's header (for the checker), or None."""
-    got = _fs.read_file(path)
-    if got is None:
+def parse_index_name(name: str) -> tuple[str, str] | None:
+    """(config, bucket) of an index file name, or None if it is not one."""
+    if not (name.startswith(_STEM) and name.endswith(INDEX_SUFFIX)) or _fs.TEMP_MARK in name:
         return None
-    line = got[0].split(b"\n", 1)[0]
-    try:
-        head = json.loads(line)
-    except ValueError:
+    config, sep, bucket = name[len(_STEM) : -len(INDEX_SUFFIX)].partition("-b")
+    if not sep or not config or any(c not in "01" for c in bucket):
         return None
-    return head.get("config") if isinstance(head, dict) else None
+    return config, bucket

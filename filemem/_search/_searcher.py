@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import _fs
-from .._engine import Engine, _owner_filter, copy_value
-from .._errors import InvalidQueryError, StorageError
+from .._engine import Engine, Op, _owner_filter, copy_value
+from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Shard
 from .._types import Item
 from ._filter import Predicate, compile_filter
-from ._indexfile import Entries, IndexFile, index_lock, read_index, write_index
+from ._indexfile import Entries, IndexFile, bucket_of, index_lock, read_index, write_index
 from ._result import SearchHit
 from ._segment import Embed, Segment, build_segment, decode_segment, encode_segment
 from ._text import parse_fields, tokenize
@@ -53,6 +53,10 @@ B: Final = 0.75
 RRF_K: Final = 60
 #: Searches that found a shard changed under them before the last, all-reading attempt.
 _ATTEMPTS: Final = 4
+#: A process rewrites a namespace's index file at most this often (the whole
+#: file is rewritten; whoever comes later rebuilds only the shards changed
+#: since, and close() writes what is pending).
+INDEX_WRITE_INTERVAL_S: Final = 1.0
 
 #: (part index, doc index) inside one search.
 DocRef = tuple[int, int]
@@ -73,15 +77,21 @@ class _Part:
 class _NsState:
     """What this process holds of one namespace's index."""
 
-    __slots__ = ("blobs", "dirty", "file_checked", "file_key", "segs", "where")
+    __slots__ = ("blobs", "dirty", "file_checked", "file_keys", "persisted_at", "segs", "where")
 
     def __init__(self, where: IndexFile) -> None:
         self.where = where
-        self.file_key: _fs.StatKey | None = None
+        #: bucket -> identity of the index file last read or written
+        self.file_keys: dict[str, _fs.StatKey] = {}
         self.blobs: Entries = {}
         self.segs: dict[str, Segment] = {}
-        self.dirty = False
+        #: buckets whose file lacks segments this process built
+        self.dirty: set[str] = set()
         self.file_checked = False
+        #: When this process last rewrote a file here: it does so at most every
+        #: INDEX_WRITE_INTERVAL_S (a rewrite costs a whole file), and close()
+        #: writes what is left.
+        self.persisted_at = -math.inf
 
 
 class Searcher:
@@ -115,6 +125,8 @@ class Searcher:
             "index_writes_skipped": 0,
             "index_files_damaged": 0,
             "search_retries": 0,
+            "segments_built_on_write": 0,
+            "index_write_errors": 0,
         }
 
     # ------------------------------------------------------------------ index state
@@ -126,31 +138,38 @@ class Searcher:
         return st
 
     def _reload(self, state: _NsState) -> None:
-        """Merge the index file into memory if it changed since we last read it."""
+        """Merge the namespace's index files into memory where they changed since we last read them."""
+        where = state.where
         try:
-            key = _fs.stat_key(os.stat(state.where.path))
-        except FileNotFoundError:
-            return
-        except OSError:
-            return  # an index we cannot stat is an index we do without
-        if key == state.file_key:
-            return
-        try:
-            got = read_index(state.where.path, self.config)
-        except (ValueError, StorageError):
-            self.counters["index_files_damaged"] += 1
-            state.file_key = key
-            state.dirty = True  # rewrite it whole from what we build
-            return
-        if got is None:
-            return
-        entries, state.file_key = got
-        for p, (k, blob) in entries.items():
-            cur = state.blobs.get(p)
-            # Writers stamp each new shard file's mtime above the old one's:
-            # the larger mtime describes the newer shard version.
-            if cur is None or k[1] >= cur[0][1]:
-                state.blobs[p] = (k, blob)
+            buckets = where.buckets()
+        except StorageError:
+            return  # an index we cannot list is an index we do without
+        for b in buckets:
+            path = where.path(b)
+            try:
+                key = _fs.stat_key(os.stat(path))
+            except OSError:
+                continue
+            if key == state.file_keys.get(b):
+                continue
+            try:
+                got = read_index(path, self.config)
+            except (ValueError, StorageError):
+                self.counters["index_files_damaged"] += 1
+                state.file_keys[b] = key
+                state.dirty.add(b)  # rewrite it from what we build
+                continue
+            if got is None:
+                continue
+            entries, state.file_keys[b] = got
+            for p, (k, blob) in entries.items():
+                if bucket_of(p) != b:
+                    continue
+                cur = state.blobs.get(p)
+                # Writers stamp each new shard file's mtime above the old
+                # one's: the larger mtime describes the newer shard version.
+                if cur is None or k[1] >= cur[0][1]:
+                    state.blobs[p] = (k, blob)
 
     def _lookup(self, state: _NsState, prefix: str, key: _fs.StatKey) -> Segment | None:
         seg = state.segs.get(prefix)
@@ -172,14 +191,32 @@ class Searcher:
         state.segs[prefix] = seg
         return seg
 
+    def _old(self, state: _NsState, prefix: str) -> Segment | None:
+        """An earlier segment of this shard or of the shard it was split from (to reuse vectors)."""
+        if self.embed is None:
+            return None
+        for d in range(len(prefix), -1, -1):
+            p = prefix[:d]
+            seg = state.segs.get(p)
+            if seg is not None:
+                return seg
+            ent = state.blobs.get(p)
+            if ent is not None:
+                try:
+                    return decode_segment(ent[1], ent[0])
+                except Exception:
+                    return None
+        return None
+
     def _build(self, state: _NsState | None, prefix: str, shard: Shard) -> Segment:
         key = shard.statkey
-        seg = build_segment(shard, key if key is not None else (-1, -1, -1), self.fields, self.embed)
+        old = self._old(state, prefix) if state is not None else None
+        seg = build_segment(shard, key if key is not None else (-1, -1, -1), self.fields, self.embed, old)
         self.counters["segments_built"] += 1
         if state is not None and key is not None:
             state.segs[prefix] = seg
             state.blobs[prefix] = (key, encode_segment(seg))
-            state.dirty = True
+            state.dirty.add(bucket_of(prefix))
         return seg
 
     def _parts(self, ns: tuple[str, ...], need_shard: bool) -> list[_Part]:
@@ -193,11 +230,19 @@ class Searcher:
         parts: list[_Part] = []
         for _ in range(64):
             view.refresh()
+            # A prefix whose ancestor we already read whole was split off it
+            # after we read it: its records came with the ancestor.
             todo = [
-                p for p in sorted(view.existing) if p not in visited and not any(p[:d] in whole for d in range(len(p)))
+                p
+                for p in sorted(view.existing)
+                if p not in visited and not (whole and any(p[:d] in whole for d in range(len(p))))
             ]
             if not todo:
                 return parts
+            # A second listing is needed only if a shard vanished or was
+            # flagged mid-split: otherwise every existing file was read for
+            # its whole range, and leaves split off it later add nothing.
+            relist = False
             for prefix in todo:
                 path = view.shard_path(prefix)
                 shard: Shard | None = None
@@ -205,12 +250,14 @@ class Searcher:
                 if need_shard:
                     shard = engine.load(path, prefix)
                     if shard is None:
-                        continue  # split away meanwhile: the next listing has its leaves
+                        relist = True  # split away meanwhile: the next listing has its leaves
+                        continue
                     key = shard.statkey
                 else:
                     try:
                         key = _fs.stat_key(os.stat(path))
                     except FileNotFoundError:
+                        relist = True
                         continue
                     except OSError as exc:
                         raise _fs.storage_error(exc, "stat", path) from exc
@@ -219,19 +266,23 @@ class Searcher:
                     if shard is None:
                         shard = engine.load(path, prefix)
                         if shard is None:
+                            relist = True
                             continue
                     seg = self._build(state, prefix, shard)
                 visited.add(prefix)
                 if seg.splitting or prefix in view.internal:
                     own: Callable[[str], bool] | None = _owner_filter(view, prefix)
+                    relist = True
                 else:
                     own = None
                     whole.add(prefix)
                 parts.append(_Part(ns, prefix, path, seg, own, shard))
+            if not relist:
+                return parts
         raise StorageError(f"namespace {view.dir} kept splitting while being searched; retry", path=view.dir)
 
     def persist(self, ns: tuple[str, ...]) -> bool:
-        """Write what this process built for ``ns`` to its index file; False if skipped."""
+        """Write what this process built for ``ns`` to its index files; False if skipped."""
         state = self._states.get(ns)
         if state is None or not state.dirty or self.engine.readonly:
             return False
@@ -242,19 +293,67 @@ class Searcher:
                 return False
             self._reload(state)  # keep what another process wrote meanwhile
             # Prefixes split away since are dropped: their shards are gone.
-            entries = {p: e for p, e in state.blobs.items() if p in existing}
-            state.blobs = entries
-            state.file_key = write_index(state.where, entries, self.config)
-            state.dirty = False
-        self.counters["index_writes"] += 1
+            state.blobs = {p: e for p, e in state.blobs.items() if p in existing}
+            for b in sorted(state.dirty):
+                entries = {p: e for p, e in state.blobs.items() if bucket_of(p) == b}
+                state.file_keys[b] = write_index(state.where.path(b), entries, self.config)
+                self.counters["index_writes"] += 1
+            state.dirty.clear()
         return True
 
-    def update(self, namespaces: Sequence[tuple[str, ...]]) -> None:
-        """Bring the segments of ``namespaces`` up to date and share them (after a write)."""
+    def note_write(self, ops: Sequence[Op]) -> None:
+        """After a committed write: re-index the shards it wrote, in namespaces someone searches.
+
+        Only namespaces that already have an index file of this configuration
+        are maintained (one ``stat`` per namespace written tells), so writers
+        of namespaces nobody searches pay nothing. The file is rewritten at
+        most every :data:`INDEX_WRITE_INTERVAL_S` per namespace; a search
+        catches up whatever is left. Never raises: the write has happened,
+        and a search rebuilds whatever this missed.
+        """
+        if self.engine.readonly:
+            return
+        try:
+            with self._lock:
+                by_ns: dict[tuple[str, ...], set[str]] = {}
+                for op in ops:
+                    by_ns.setdefault(op.namespace, set()).add(op.bits)
+                for ns, bits in by_ns.items():
+                    state = self._states.get(ns)
+                    if state is None:
+                        # No state for namespaces nobody searched: one stat, no memory.
+                        where = IndexFile(self.engine.root, ns, self.config)
+                        if not os.path.exists(where.lock):  # made by the first index write
+                            continue
+                        state = self._states[ns] = _NsState(where)
+                    view = self.engine.view(ns)
+                    for prefix in {view.resolve(b) for b in bits}:
+                        shard = self.engine.load(view.shard_path(prefix), prefix)
+                        if shard is None or shard.statkey is None:
+                            continue
+                        seg = state.segs.get(prefix)
+                        if seg is None or seg.statkey != shard.statkey:
+                            self._build(state, prefix, shard)
+                            self.counters["segments_built_on_write"] += 1
+                    self._maybe_persist(ns, state)
+        except (FileMemError, OSError, ValueError):
+            self.counters["index_write_errors"] += 1
+
+    def _maybe_persist(self, ns: tuple[str, ...], state: _NsState) -> None:
+        now = time.monotonic()
+        if state.dirty and now - state.persisted_at >= INDEX_WRITE_INTERVAL_S:
+            state.persisted_at = now
+            self.persist(ns)
+
+    def flush(self) -> None:
+        """Write every namespace's pending segments (at close). Best effort: never raises."""
         with self._lock:
-            for ns in dict.fromkeys(namespaces):
-                self._parts(ns, need_shard=False)
-                self.persist(ns)
+            for ns, state in list(self._states.items()):
+                if state.dirty:
+                    try:
+                        self.persist(ns)
+                    except (FileMemError, OSError, ValueError):
+                        self.counters["index_write_errors"] += 1
 
     # ------------------------------------------------------------------ search
 
@@ -306,7 +405,7 @@ class Searcher:
                 page = self._rank(parts, pred, terms, qvec, limit, offset)
                 hits = self._materialize(parts, page)
                 for ns in prefixes:
-                    self.persist(ns)
+                    self._maybe_persist(ns, self._state(ns))
                 if hits is not None:
                     return hits
                 self.counters["search_retries"] += 1
@@ -371,7 +470,7 @@ class Searcher:
             scored = {
                 (pi, doc): 1.0
                 for pi, (part, cand) in enumerate(zip(parts, cands, strict=True))
-                for doc in range(len(part.seg.keys))
+                for doc in range(part.seg.n)
                 if cand is None or cand[doc]
             }
         best = heapq.nsmallest(want, scored.items(), key=lambda kv: sort_key(*kv))

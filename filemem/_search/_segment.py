@@ -6,23 +6,29 @@ engine guarantees never repeats for a path). Whoever finds a segment whose
 identity differs from the shard on disk throws it away and builds a new one
 from the shard, so a stale segment is never used.
 
-Encoded form (a msgpack list, stored as one opaque blob in the namespace's
-index file so that loading a file does not decode every segment)::
+Encoded form: a msgpack list of flat byte strings, so that loading one costs
+a few copies and no per-term objects; a query finds its terms by a substring
+search in ``terms`` and decodes only their postings::
 
-    [keys, expires_at list, lengths (uint32 LE), {term: postings}, dim, vector mask, vectors, splitting]
+    [2, keys (NUL-joined UTF-8), expires_at list or None, lengths (uint32),
+     terms (NUL-delimited, "\\0t1\\0t2\\0"), term offsets (uint32, one more than terms),
+     postings (uint32 (doc, tf) pairs), dim, vector mask, vectors (float32),
+     splitting, versions (int64)]
 
-``postings`` is a packed uint32 little-endian array of (doc, tf) pairs;
-``vectors`` packs float32 little-endian values of the docs whose mask byte is 1.
+Integers and floats are little-endian. Record versions are kept so that a
+rebuild re-embeds only the records that changed: embedding calls may be slow
+or paid for, and a shard write rewrites up to a few hundred records.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -35,7 +41,12 @@ __all__ = ["Embed", "Segment", "build_segment", "decode_segment", "encode_segmen
 #: A user's embedding function: text -> vector.
 Embed = Callable[[str], Sequence[float]]
 
-_SWAP = sys.byteorder == "big"  # files are little-endian everywhere
+_SWAP: Final = sys.byteorder == "big"  # files are little-endian everywhere
+_SEGMENT_VERSION: Final = 2
+_NUL: Final = b"\0"
+_TWO_U32: Final = struct.Struct("<II")
+#: Decoded postings kept per segment (the terms of recent queries).
+_POSTINGS_CACHE_MAX: Final = 64
 
 
 def _pack(a: array[Any]) -> bytes:
@@ -54,56 +65,147 @@ def _unpack(typecode: str, raw: bytes) -> array[Any]:
 
 
 class Segment:
-    """One shard's records as the searcher sees them (immutable once built)."""
+    """One shard's records as the searcher sees them (immutable once built; parts decoded on demand)."""
 
     __slots__ = (
-        "_postings_raw",
-        "_terms",
+        "_expires",
+        "_keys",
+        "_norms",
+        "_postings_cache",
+        "_term_ids",
+        "_vectors",
+        "_versions",
         "dim",
-        "expires",
         "has_expiry",
-        "keys",
+        "keys_raw",
         "lens",
-        "norms",
+        "mask",
+        "n",
+        "offsets_raw",
+        "postings_raw",
         "splitting",
         "statkey",
+        "terms_raw",
         "total_len",
-        "vectors",
+        "vectors_raw",
+        "versions_raw",
     )
 
     def __init__(
         self,
         statkey: tuple[int, int, int],
-        keys: list[str],
-        expires: list[float | None],
-        lens: array[int],
-        postings_raw: dict[str, bytes],
+        keys_raw: bytes,
+        n: int,
+        expires: list[float | None] | None,
+        lens_raw: bytes,
+        terms_raw: bytes,
+        offsets_raw: bytes,
+        postings_raw: bytes,
         dim: int,
-        vectors: list[array[float] | None],
+        mask: bytes,
+        vectors_raw: bytes,
         splitting: bool,
+        versions_raw: bytes,
     ) -> None:
         self.statkey = statkey
+        self.keys_raw = keys_raw
+        self.n = n
+        self._expires = expires
+        #: Some record has an expiry time: liveness must be checked per record.
+        self.has_expiry = expires is not None
+        self.lens = _unpack("I", lens_raw)
+        self.total_len = sum(self.lens)
+        self.terms_raw = terms_raw
+        self.offsets_raw = offsets_raw
+        self.postings_raw = postings_raw
+        self.dim = dim
+        self.mask = mask
+        self.vectors_raw = vectors_raw
         #: The shard version was flagged mid-split: its keys need an owner check.
         self.splitting = splitting
-        self.has_expiry = any(x is not None for x in expires)
-        self.total_len = sum(lens)
-        self.keys = keys
-        self.expires = expires
-        self.lens = lens
-        self._postings_raw = postings_raw
-        self._terms: dict[str, array[int]] = {}
-        self.dim = dim
-        self.vectors = vectors
-        self.norms = [math.sqrt(sum(x * x for x in v)) if v is not None else 0.0 for v in vectors]
+        self.versions_raw = versions_raw
+        self._keys: list[str] | None = None
+        self._versions: array[int] | None = None
+        self._vectors: list[array[float] | None] | None = None
+        self._norms: list[float] | None = None
+        self._postings_cache: dict[str, array[int] | None] = {}
+        self._term_ids: dict[str, int] | None = None
+        if len(self.lens) != n or len(mask) != n or len(versions_raw) != 8 * n:
+            raise ValueError("inconsistent segment")
+
+    @property
+    def keys(self) -> list[str]:
+        """Record keys, in doc order."""
+        if self._keys is None:
+            self._keys = self.keys_raw.decode().split("\0") if self.n else []
+        return self._keys
+
+    @property
+    def expires(self) -> list[float | None]:
+        """``expires_at`` of each record (None: never)."""
+        return self._expires if self._expires is not None else [None] * self.n
+
+    @property
+    def versions(self) -> array[int]:
+        """Record versions, in doc order."""
+        if self._versions is None:
+            self._versions = _unpack("q", self.versions_raw)
+        return self._versions
+
+    @property
+    def vectors(self) -> list[array[float] | None]:
+        """Each record's vector, or None (no text, or no embed)."""
+        if self._vectors is None:
+            flat = _unpack("f", self.vectors_raw)
+            out: list[array[float] | None] = []
+            pos = 0
+            dim = self.dim
+            for m in self.mask:
+                if m:
+                    out.append(flat[pos : pos + dim])
+                    pos += dim
+                else:
+                    out.append(None)
+            self._vectors = out
+        return self._vectors
+
+    @property
+    def norms(self) -> list[float]:
+        """Euclidean norm of each vector (0.0 where none)."""
+        if self._norms is None:
+            self._norms = [math.sqrt(sum(x * x for x in v)) if v is not None else 0.0 for v in self.vectors]
+        return self._norms
 
     def postings(self, term: str) -> array[int] | None:
-        """(doc, tf, doc, tf, ...) for ``term``; None if no record here has it."""
-        got = self._terms.get(term)
-        if got is None:
-            raw = self._postings_raw.get(term)
-            if raw is None:
-                return None
-            got = self._terms[term] = _unpack("I", raw)
+        """(doc, tf, doc, tf, ...) for ``term``; None if no record here has it.
+
+        The first lookup searches the raw term bytes (no per-term objects: a
+        fresh process answers its first query without decoding a term
+        table); the second builds a term table, so a warm process looks
+        terms up in a dict.
+        """
+        try:
+            return self._postings_cache[term]
+        except KeyError:
+            pass
+        ids = self._term_ids
+        if ids is not None:
+            idx = ids.get(term, -1)
+        elif not self._postings_cache:
+            raw = self.terms_raw
+            pos = raw.find(_NUL + term.encode() + _NUL)
+            idx = raw.count(_NUL, 0, pos + 1) - 1 if pos >= 0 else -1
+        else:
+            names = self.terms_raw[1:-1].decode().split("\0") if self.terms_raw else []
+            ids = self._term_ids = {t: i for i, t in enumerate(names)}
+            idx = ids.get(term, -1)
+        got: array[int] | None = None
+        if idx >= 0:
+            start, end = _TWO_U32.unpack_from(self.offsets_raw, idx * 4)
+            got = _unpack("I", self.postings_raw[start * 4 : end * 4])
+        if len(self._postings_cache) >= _POSTINGS_CACHE_MAX:
+            self._postings_cache.clear()
+        self._postings_cache[term] = got
         return got
 
 
@@ -112,9 +214,18 @@ def build_segment(
     statkey: tuple[int, int, int],
     fields: tuple[tuple[str, ...], ...] | None,
     embed: Embed | None,
+    old: Segment | None = None,
 ) -> Segment:
-    """Index every record of ``shard`` (expired ones too: expiry is checked at query time)."""
+    """Index every record of ``shard`` (expired ones too: expiry is checked at query time).
+
+    ``old``: an earlier segment of the same shard; its vectors are reused for
+    records whose version did not change.
+    """
     keys = sorted(shard.records)
+    reuse: dict[str, tuple[int, array[float] | None]] = {}
+    if old is not None and embed is not None:
+        reuse = {k: (v, vec) for k, v, vec in zip(old.keys, old.versions, old.vectors, strict=True)}
+    versions = array("q")
     expires: list[float | None] = []
     lens = array("I")
     postings: dict[str, array[int]] = {}
@@ -123,6 +234,7 @@ def build_segment(
     for doc, key in enumerate(keys):
         rec = shard.records[key]
         expires.append(rec.get("expires_at"))
+        versions.append(rec["version"])
         texts = record_text(rec["value"], fields)
         terms: list[str] = []
         for t in texts:
@@ -136,13 +248,39 @@ def build_segment(
             p.append(tf)
         vec: array[float] | None = None
         if embed is not None and texts:
-            vec = _embed(embed, " ".join(texts))
+            prev = reuse.get(key)
+            vec = prev[1] if prev is not None and prev[0] == rec["version"] and prev[1] is not None else None
+            if vec is None:
+                vec = _embed(embed, " ".join(texts))
             if dim and len(vec) != dim:
                 raise InvalidValueError(f"embed returned vectors of {dim} and {len(vec)} dimensions")
             dim = len(vec)
         vectors.append(vec)
-    raw = {t: _pack(p) for t, p in postings.items()}
-    return Segment(statkey, keys, expires, lens, raw, dim, vectors, shard.splitting)
+    offsets = array("I", [0])
+    flat_postings = array("I")
+    for p in postings.values():
+        flat_postings.extend(p)
+        offsets.append(len(flat_postings))
+    terms_raw = _NUL + _NUL.join(t.encode() for t in postings) + _NUL if postings else b""
+    flat_vectors = array("f")
+    for v in vectors:
+        if v is not None:
+            flat_vectors.extend(v)
+    return Segment(
+        statkey,
+        "\0".join(keys).encode(),
+        len(keys),
+        expires if any(x is not None for x in expires) else None,
+        _pack(lens),
+        terms_raw,
+        _pack(offsets),
+        _pack(flat_postings),
+        dim,
+        bytes(1 if v is not None else 0 for v in vectors),
+        _pack(flat_vectors),
+        shard.splitting,
+        _pack(versions),
+    )
 
 
 def _embed(embed: Embed, text: str) -> array[float]:
@@ -157,31 +295,46 @@ def _embed(embed: Embed, text: str) -> array[float]:
 
 def encode_segment(seg: Segment) -> bytes:
     """The segment as a blob for the index file."""
-    mask = bytes(1 if v is not None else 0 for v in seg.vectors)
-    flat = array("f")
-    for v in seg.vectors:
-        if v is not None:
-            flat.extend(v)
-    body = [seg.keys, seg.expires, _pack(seg.lens), seg._postings_raw, seg.dim, mask, _pack(flat), seg.splitting]
+    body = [
+        _SEGMENT_VERSION,
+        seg.keys_raw,
+        seg.n,
+        seg._expires,
+        _pack(seg.lens),
+        seg.terms_raw,
+        seg.offsets_raw,
+        seg.postings_raw,
+        seg.dim,
+        seg.mask,
+        seg.vectors_raw,
+        seg.splitting,
+        seg.versions_raw,
+    ]
     out: bytes = msgpack.packb(body, use_bin_type=True)
     return out
 
 
 def decode_segment(blob: bytes, statkey: tuple[int, int, int]) -> Segment:
     """Inverse of :func:`encode_segment`; raises ValueError (or msgpack's errors) on a bad blob."""
-    keys, expires, lens_raw, postings, dim, mask, flat_raw, splitting = msgpack.unpackb(
-        blob, raw=False, strict_map_key=False
+    body = msgpack.unpackb(blob, raw=False)
+    if not isinstance(body, list) or len(body) != 13 or body[0] != _SEGMENT_VERSION:
+        raise ValueError("not a segment of this version")
+    _, keys_raw, n, expires, lens_raw, terms_raw, offsets_raw, postings_raw, dim, mask, vec_raw, split, ver_raw = body
+    seg = Segment(
+        statkey,
+        keys_raw,
+        int(n),
+        expires,
+        lens_raw,
+        terms_raw,
+        offsets_raw,
+        postings_raw,
+        int(dim),
+        mask,
+        vec_raw,
+        bool(split),
+        ver_raw,
     )
-    lens = _unpack("I", lens_raw)
-    flat = _unpack("f", flat_raw)
-    if not (len(keys) == len(expires) == len(lens) == len(mask)) or len(flat) != dim * sum(mask):
+    if len(vec_raw) != 4 * dim * sum(mask) or (expires is not None and len(expires) != n):
         raise ValueError("inconsistent segment")
-    vectors: list[array[float] | None] = []
-    pos = 0
-    for m in mask:
-        if m:
-            vectors.append(flat[pos : pos + dim])
-            pos += dim
-        else:
-            vectors.append(None)
-    return Segment(statkey, list(keys), list(expires), lens, dict(postings), int(dim), vectors, bool(splitting))
+    return seg
