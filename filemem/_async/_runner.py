@@ -46,6 +46,8 @@ T = TypeVar("T")
 DEFAULT_MAX_IN_FLIGHT: Final = 16
 #: Idle snapshot threads kept for reuse per store.
 _SPARE_SNAPSHOT_POOLS: Final = 8
+#: Snapshot threads started with the store, before any loop needs one.
+_WARM_SNAPSHOT_POOLS: Final = 2
 
 
 async def finish(
@@ -114,6 +116,10 @@ class Runner:
         # Idle threads reserved for snapshots (see AsyncSnapshot), reused
         # for the same reason.
         self.spare_snapshot_pools: list[concurrent.futures.ThreadPoolExecutor] = []
+        for _ in range(_WARM_SNAPSHOT_POOLS):
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-aio-snap")
+            pool.submit(int).result()
+            self.spare_snapshot_pools.append(pool)
         # asyncio primitives belong to one loop; a store may be used from
         # several (asyncio.run twice, or loops in several threads).
         self._sems: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
