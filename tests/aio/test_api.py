@@ -225,3 +225,24 @@ def test_subscribe_with_an_async_callback_and_changes(store_path: str) -> None:
             feed.close()
 
     asyncio.run(main())
+
+
+def test_a_hot_cached_get_is_answered_on_the_loop_and_still_fresh(store_path: str) -> None:
+    async def main() -> None:
+        async with AsyncStore(store_path, **FAST) as s:
+            await s.put("ns", "k", {"v": 1})
+            for _ in range(3):  # through a worker: starts the watcher, fills the hot table
+                assert await s.get("ns", "k") == {"v": 1}
+                await asyncio.sleep(0.01)
+            ops = (await s.stats())["aio"]["ops"]
+            for _ in range(10):
+                assert await s.get("ns", "k") == {"v": 1}
+            got = await s.get("ns", "k")
+            assert got == {"v": 1}
+            got["v"] = 2  # a copy: the cache is not aliased
+            assert await s.get("ns", "k") == {"v": 1}
+            assert (await s.stats())["aio"]["ops"] == ops  # no worker round trip
+            await s.put("ns", "k", {"v": 3})  # own writes are seen at once
+            assert await s.get("ns", "k") == {"v": 3}
+
+    asyncio.run(main())
