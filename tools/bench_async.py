@@ -271,7 +271,7 @@ def scan_rss(tmp: str, records: int, with_items: bool) -> dict[str, Any]:
     path = os.path.join(tempfile.mkdtemp(dir=tmp), "s")
     t0 = time.perf_counter()
     with filemem.Store(path, durability="flush") as s:
-        chunk = 2000
+        chunk = 25_000  # one batch per chunk rewrites every shard it touches: few, large batches
         for start in range(0, records, chunk):
             with s.batch() as b:
                 for i in range(start, min(records, start + chunk)):
