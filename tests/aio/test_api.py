@@ -166,8 +166,10 @@ def test_lock_wait_does_not_block_the_loop_and_queue_depth_is_visible(store_path
             portalocker.unlock(fd)
             await asyncio.gather(*tasks)
             await hb.stop()
-            assert hb.ticks > 50
-            assert hb.max_lag_s < 0.1, hb.max_lag_s
+            # The puts waited >= 0.3 s for the lock: a loop blocked by that
+            # wait would show a lag that long. Generous for a loaded machine.
+            assert hb.ticks > 20
+            assert hb.max_lag_s < 0.25, hb.max_lag_s
             aio = (await s.stats())["aio"]
             assert aio["queue_depth"] == 0 and aio["peak_queue_depth"] >= 10
             assert len(await s.keys("ns")) == 11
