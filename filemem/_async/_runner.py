@@ -11,11 +11,14 @@ or run to its end. When the awaiting coroutine is cancelled:
 
 * while it waits for a slot (the semaphore) or before its job started: the job
   is withdrawn and never runs; the coroutine raises ``CancelledError`` at once;
-* once the job runs: the coroutine waits (shielded, absorbing further
-  cancellations) until the job is over, then raises ``CancelledError``. So when
-  a cancelled coroutine finishes, its thread holds no lock, has left no temp
-  file (the engine removes its temps on every exit path) and will change
-  nothing more: the store is in the old state or the new one, for good.
+* once the job runs: its lock waits are aborted (``_locks.set_abort``): a job
+  still waiting for a lock gives up holding nothing, having written nothing
+  (a write takes every lock it needs before it writes a byte); a job past its
+  waits runs to its end. The coroutine waits for that (shielded, absorbing
+  further cancellations), then raises ``CancelledError``. So when a cancelled
+  coroutine finishes, its thread holds no lock, has left no temp file (the
+  engine removes its temps on every exit path) and will change nothing more:
+  the store is in the old state or the new one, for good.
 
 Jobs that release resources (closing a snapshot, shutting down) are never
 withdrawn, only waited for.
@@ -30,6 +33,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+from .. import _locks
 from .._errors import InvalidValueError, StoreClosedError
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "Runner", "finish"]
@@ -40,6 +44,10 @@ T = TypeVar("T")
 #: worker thread (mostly asleep in fsync or a lock wait); past a few dozen,
 #: more threads only add GIL contention on a small machine.
 DEFAULT_MAX_IN_FLIGHT: Final = 16
+#: Idle snapshot threads kept for reuse per store.
+_SPARE_SNAPSHOT_POOLS: Final = 8
+#: Snapshot threads started with the store, before any loop needs one.
+_WARM_SNAPSHOT_POOLS: Final = 2
 
 
 async def finish(
@@ -54,13 +62,24 @@ async def finish(
     ``withdraw=False``: the job is never cancelled, even before it starts (for
     jobs that release what a cancelled task held).
     """
-    cf = pool.submit(fn, *args, **kwargs)
+    abort = threading.Event()
+
+    def job() -> T:
+        _locks.set_abort(abort if withdraw else None)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _locks.set_abort(None)
+
+    cf = pool.submit(job)
     fut = asyncio.wrap_future(cf)
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
-        if withdraw and cf.cancel():
-            raise  # never started, never will: nothing happened
+        if withdraw:
+            if cf.cancel():
+                raise  # never started, never will: nothing happened
+            abort.set()  # a lock wait gives up; past the waits, the job completes
         # Running (or must run): a thread cannot be stopped. Wait for the end,
         # whatever further cancellations arrive, so nothing stays held.
         while not fut.done():
@@ -85,6 +104,22 @@ class Runner:
         # One worker per slot: a job never queues behind the pool, only behind
         # the semaphore, where it can still be withdrawn.
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="filemem-aio")
+        # Start every worker now. Started lazily, they would be started by the
+        # loop thread in the first burst of calls, and Thread.start() waits
+        # until the new thread runs: under GIL contention that is a stall of
+        # the loop per thread (measured: ~100 ms for 16 threads, 4 processes
+        # on 2 cores).
+        gate = threading.Barrier(max_in_flight + 1)
+        for _ in range(max_in_flight):
+            self.pool.submit(gate.wait)
+        gate.wait()
+        # Idle threads reserved for snapshots (see AsyncSnapshot), reused
+        # for the same reason.
+        self.spare_snapshot_pools: list[concurrent.futures.ThreadPoolExecutor] = []
+        for _ in range(_WARM_SNAPSHOT_POOLS):
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-aio-snap")
+            pool.submit(int).result()
+            self.spare_snapshot_pools.append(pool)
         # asyncio primitives belong to one loop; a store may be used from
         # several (asyncio.run twice, or loops in several threads).
         self._sems: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -148,6 +183,21 @@ class Runner:
         finally:
             sem.release()
 
+    def snapshot_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """A one-thread pool reserved for one snapshot (an idle one if any)."""
+        with self._guard:
+            if self.spare_snapshot_pools:
+                return self.spare_snapshot_pools.pop()
+        return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-aio-snap")
+
+    def return_snapshot_pool(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        """Keep an idle snapshot pool for the next snapshot, or stop it."""
+        with self._guard:
+            if not self.closed and len(self.spare_snapshot_pools) < _SPARE_SNAPSHOT_POOLS:
+                self.spare_snapshot_pools.append(pool)
+                return
+        pool.shutdown(wait=False)
+
     def stats(self) -> dict[str, int]:
         """Queue figures: ``queue_depth`` is waiting plus in flight, right now."""
         with self._guard:
@@ -165,11 +215,16 @@ class Runner:
 
     async def close(self, last: Callable[[], None]) -> None:
         """Refuse new jobs, wait for the running ones, run ``last`` (closing the store), stop the threads."""
+        if self.closed:
+            return
         self.closed = True
 
         def drain_and_close() -> None:
             # Waiting for the pool from a thread of its own: the loop keeps running.
             self.pool.shutdown(wait=True)
+            spare, self.spare_snapshot_pools = self.spare_snapshot_pools, []
+            for pool in spare:
+                pool.shutdown(wait=True)
             last()
 
         closer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-aio-close")

@@ -175,6 +175,12 @@ class AsyncStore:
         >>> await store.get("agent-1/facts", "sky", default="unknown")  # doctest: +SKIP
         'blue'
         """
+        if consistency is None and not self._runner.closed:
+            # A key read lately from a still-fresh cache entry: pure memory,
+            # answered here (a thread round trip would cost ~100x more).
+            got = self._store._get_hot(namespace, key, _DONE)
+            if got is not _DONE:
+                return got
         return await self._runner.run(self._store.get, namespace, key, default, consistency=consistency)
 
     async def get_item(

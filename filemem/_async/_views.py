@@ -152,7 +152,7 @@ class AsyncSnapshot:
         runner = self._store._runner
         if runner.closed:
             raise StoreClosedError("async store is closed")
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-aio-snap")
+        self._pool = runner.snapshot_pool()
         runner.snapshots_open += 1
         try:
             # Opening takes no lock yet (reads take them), so withdrawing it is safe.
@@ -176,8 +176,8 @@ class AsyncSnapshot:
         pool, self._pool = self._pool, None
         if pool is not None:
             self._store._runner.snapshots_open -= 1
-            # The one thread is idle (every job was awaited to its end): it exits at once.
-            pool.shutdown(wait=False)
+            # The one thread is idle (every job was awaited to its end).
+            self._store._runner.return_snapshot_pool(pool)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()

@@ -166,8 +166,10 @@ def test_lock_wait_does_not_block_the_loop_and_queue_depth_is_visible(store_path
             portalocker.unlock(fd)
             await asyncio.gather(*tasks)
             await hb.stop()
-            assert hb.ticks > 50
-            assert hb.max_lag_s < 0.1, hb.max_lag_s
+            # The puts waited >= 0.3 s for the lock: a loop blocked by that
+            # wait would show a lag that long. Generous for a loaded machine.
+            assert hb.ticks > 20
+            assert hb.max_lag_s < 0.25, hb.max_lag_s
             aio = (await s.stats())["aio"]
             assert aio["queue_depth"] == 0 and aio["peak_queue_depth"] >= 10
             assert len(await s.keys("ns")) == 11
@@ -223,5 +225,26 @@ def test_subscribe_with_an_async_callback_and_changes(store_path: str) -> None:
             assert got2.namespace == ("agent", "x")
             sub.close()
             feed.close()
+
+    asyncio.run(main())
+
+
+def test_a_hot_cached_get_is_answered_on_the_loop_and_still_fresh(store_path: str) -> None:
+    async def main() -> None:
+        async with AsyncStore(store_path, **FAST) as s:
+            await s.put("ns", "k", {"v": 1})
+            for _ in range(3):  # through a worker: starts the watcher, fills the hot table
+                assert await s.get("ns", "k") == {"v": 1}
+                await asyncio.sleep(0.01)
+            ops = (await s.stats())["aio"]["ops"]
+            for _ in range(10):
+                assert await s.get("ns", "k") == {"v": 1}
+            got = await s.get("ns", "k")
+            assert got == {"v": 1}
+            got["v"] = 2  # a copy: the cache is not aliased
+            assert await s.get("ns", "k") == {"v": 1}
+            assert (await s.stats())["aio"]["ops"] == ops  # no worker round trip
+            await s.put("ns", "k", {"v": 3})  # own writes are seen at once
+            assert await s.get("ns", "k") == {"v": 3}
 
     asyncio.run(main())
