@@ -6,12 +6,13 @@ import asyncio
 import concurrent.futures
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from typing import Any, Final
 
 from .._errors import InvalidValueError
 from .._feed import Change, Subscription
 from .._freshness import WatchMode
+from .._search import Embed, SearchHit
 from .._store import Store
 from .._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ..codecs import Codec
@@ -74,6 +75,10 @@ class AsyncStore:
         cache_max_bytes: int = 64 * 1024 * 1024,
         watch: WatchMode = "auto",
         poll_interval_s: float = 0.05,
+        index_fields: Sequence[str] | None = None,
+        embed: Embed | None = None,
+        embed_id: str | None = None,
+        index_on_write: bool = True,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         # Check our own argument first: a refused one must not leave an open store behind.
@@ -94,6 +99,10 @@ class AsyncStore:
                 cache_max_bytes=cache_max_bytes,
                 watch=watch,
                 poll_interval_s=poll_interval_s,
+                index_fields=index_fields,
+                embed=embed,
+                embed_id=embed_id,
+                index_on_write=index_on_write,
             )
         except BaseException:
             runner.pool.shutdown(wait=False)
@@ -343,3 +352,21 @@ class AsyncStore:
         ...     print(change.namespace, change.keys)
         """
         return self._store.changes(namespace_prefix, max_queue=max_queue)
+
+    # --- search (issue 6; the twin of Store.search, added where the search and async branches meet) ---
+
+    async def search(
+        self,
+        namespace_prefix: NamespaceLike | None,
+        query: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        *,
+        vector: Sequence[float] | str | None = None,
+    ) -> list[SearchHit]:
+        """Records under ``namespace_prefix`` that match, best first (see Store.search); runs in a worker thread.
+
+        >>> hits = await store.search(("agent-1",), query="login timeout", limit=3)  # doctest: +SKIP
+        """
+        return await self._runner.run(self._store.search, namespace_prefix, query, filter, limit, offset, vector=vector)
