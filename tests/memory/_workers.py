@@ -74,3 +74,42 @@ def worklog_child(path: str, wid: int, m: int, result_path: str, barrier: Any) -
             if i % 10 == 0:
                 time.sleep(0.001)
         write_result(result_path, {"ids": ids})
+
+
+def crash_child(path: str, ack_path: str, ready_path: str) -> None:
+    """Record visits and worklog appends, acking each after it returned; runs until SIGKILLed."""
+    from tests.concurrency._workers import ack, open_ack, touch
+
+    fd = open_ack(ack_path)
+    with Store(path, **FAST) as store:
+        sites = Sites(store, ("crash", "sites"))
+        log = Worklog(store, ("crash", "worklog"), summarize_every=5)
+        touch(ready_path)
+        i = 0
+        while True:
+            sites.record_visit("https://a.example/x", 0.1, success=i % 2 == 0)
+            ack(fd, "visit", i)
+            log.append("s", f"entry {i}")
+            ack(fd, "append", i)
+            i += 1
+
+
+def gencache_child(path: str, wid: int, prompts: list[str], result_path: str, barrier: Any) -> None:
+    """get_or_generate every prompt (in a worker-specific order); count own generations."""
+    from filemem.memory import GenerationCache
+
+    with Store(path, **FAST) as store:
+        cache = GenerationCache(store, ("team", "gen"), ttl_s=600)
+        made = 0
+
+        def gen(p: str) -> Any:
+            nonlocal made
+            made += 1
+            return {"answer": p.upper()}
+
+        barrier.wait(60)
+        out = {}
+        order = prompts[wid:] + prompts[:wid]
+        for p in order:
+            out[p] = cache.get_or_generate("m", p, lambda p=p: gen(p), params={"t": 0})
+        write_result(result_path, {"made": made, "out": out})

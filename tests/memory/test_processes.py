@@ -135,3 +135,59 @@ def test_summaries_are_made_while_writers_keep_appending(store_path: str, spawn_
         assert final.text and len(final.text) <= 600
         assert log.summary("shared") == final
         assert store.check() == []
+
+
+def test_generation_cache_shared_by_four_processes_has_one_entry_per_prompt(store_path: str, spawn_ctx: Any) -> None:
+    n = 4
+    prompts = [f"prompt {i}" for i in range(12)]
+    filemem.Store(store_path).close()
+    res = results(os.path.dirname(store_path), n)
+    run_children(spawn_ctx, mw.gencache_child, [(store_path, i, prompts, res[i]) for i in range(n)])
+    outs = [read_result(r) for r in res]
+    for o in outs:  # every process got the right answer for every prompt, generated or cached
+        assert o["out"] == {p: {"answer": p.upper()} for p in prompts}
+    assert len(prompts) <= sum(o["made"] for o in outs) < n * len(prompts)  # most answers came from the cache
+    with filemem.Store(store_path) as store:
+        from filemem.memory import GenerationCache
+
+        assert sum(len(store.keys(ns)) for ns in store.list_namespaces(("team", "gen"))) == len(prompts)
+        assert GenerationCache(store, ("team", "gen")).invalidate(prefix="prompt 1") == 3  # 1, 10, 11
+        assert store.check() == []
+
+
+def test_sigkill_mid_work_leaves_url_and_domain_counts_equal_and_no_acked_write_lost(
+    store_path: str, spawn_ctx: Any
+) -> None:
+    """A visit updates URL and domain in one batch, an append writes entry and count in one batch:
+    killed at any instant, the pairs still agree, and every acknowledged call is there."""
+    from tests.concurrency import _workers as cw
+    from tests.helpers import reap
+
+    filemem.Store(store_path).close()
+    tmp = os.path.dirname(store_path)
+    for round_ in range(3):
+        acks, ready = os.path.join(tmp, f"acks{round_}"), os.path.join(tmp, f"ready{round_}")
+        p = cw.start(spawn_ctx, mw.crash_child, (store_path, acks, ready))
+        try:
+            cw.wait_for(ready, p)
+            time.sleep(0.3 + 0.1 * round_)
+            cw.sigkill(p)
+        finally:
+            reap([p], timeout=0)
+    acked = [a for r in range(3) for a in cw.read_acks(os.path.join(tmp, f"acks{r}"))]
+    visits_acked = sum(1 for a in acked if a[0] == "visit")
+    appends_acked = sum(1 for a in acked if a[0] == "append")
+    assert visits_acked > 0 and appends_acked > 0
+    with filemem.Store(store_path) as store:  # opening rolls forward any committed batch a dead writer left
+        sites = Sites(store, ("crash", "sites"))
+        url, dom = sites.site("https://a.example/x"), sites.domain("a.example")
+        assert url is not None and dom is not None
+        assert url.visits == dom.visits and url.successes == dom.successes  # one batch: both or neither
+        assert visits_acked <= url.visits <= visits_acked + 3  # at most one unacked visit per kill
+        log = Worklog(store, ("crash", "worklog"))
+        count, entries = log.count("s"), len(log.entries("s"))
+        assert count == entries and appends_acked <= entries <= appends_acked + 3
+        log.close()
+        findings = store.check(fix=True)
+        assert all(f.fixed or f.severity != "error" for f in findings), findings
+        assert store.check() == []
