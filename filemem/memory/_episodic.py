@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
@@ -19,6 +19,10 @@ from ._common import Snippet, check_positive_int, check_text, id_time, namespace
 from ._core import Face, async_op, items_plan, list_plan, run_async, sync_op
 from ._search import Hit, matches
 from ._steps import Call, Plan, SearchCall
+
+if TYPE_CHECKING:
+    from .._async import AsyncStore
+    from .._store import Store
 
 __all__ = ["AsyncEpisodic", "Episode", "Episodic"]
 
@@ -186,7 +190,7 @@ class Episodic(Face[EpisodicCore]):
             print(ep.task, ep.success)
     """
 
-    def __init__(self, store: Any, namespace: NamespaceLike = ("memory", "episodes")) -> None:
+    def __init__(self, store: Store, namespace: NamespaceLike = ("memory", "episodes")) -> None:
         self._store = store
         self._core = EpisodicCore(namespace)
         self.name = "episodes"
@@ -228,7 +232,7 @@ class AsyncEpisodic(Face[EpisodicCore]):
             ...
     """
 
-    def __init__(self, store: Any, namespace: NamespaceLike = ("memory", "episodes")) -> None:
+    def __init__(self, store: AsyncStore, namespace: NamespaceLike = ("memory", "episodes")) -> None:
         self._store = store
         self._core = EpisodicCore(namespace)
         self.name = "episodes"

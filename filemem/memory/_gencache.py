@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
@@ -32,6 +32,10 @@ from ._common import check_number, check_text, namespace
 from ._core import Face, async_op, run_async, run_sync, sync_op
 from ._steps import BatchCall, Call, Plan
 from ._text import cosine, slug, stable_key
+
+if TYPE_CHECKING:
+    from .._async import AsyncStore
+    from .._store import Store
 
 __all__ = ["AsyncGenerationCache", "CachedGeneration", "GenerationCache"]
 
@@ -188,7 +192,7 @@ class GenerationCache(Face[GenerationCacheCore]):
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         namespace: NamespaceLike = ("memory", "gencache"),
         *,
         ttl_s: float | None = 24 * 3600.0,
@@ -227,7 +231,7 @@ class AsyncGenerationCache(Face[GenerationCacheCore]):
 
     def __init__(
         self,
-        store: Any,
+        store: AsyncStore,
         namespace: NamespaceLike = ("memory", "gencache"),
         *,
         ttl_s: float | None = 24 * 3600.0,

@@ -20,13 +20,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._types import NamespaceLike
 from ._common import Snippet, check_number, check_positive_int, check_text, namespace
 from ._core import Face, async_op, sync_op
 from ._steps import Call, Plan, SearchCall
 from ._text import normalise_text, stable_key
+
+if TYPE_CHECKING:
+    from .._async import AsyncStore
+    from .._store import Store
 
 __all__ = ["AsyncSemantic", "Fact", "Semantic", "merge_fact"]
 
@@ -160,7 +164,7 @@ class Semantic(Face[SemanticCore]):
         facts.recall("staging database", k=3)
     """
 
-    def __init__(self, store: Any, namespace: NamespaceLike = ("memory", "facts")) -> None:
+    def __init__(self, store: Store, namespace: NamespaceLike = ("memory", "facts")) -> None:
         self._store = store
         self._core = SemanticCore(namespace)
         self.name = "facts"
@@ -176,7 +180,7 @@ class Semantic(Face[SemanticCore]):
 class AsyncSemantic(Face[SemanticCore]):
     """The async twin of :class:`Semantic` (same names; await them)."""
 
-    def __init__(self, store: Any, namespace: NamespaceLike = ("memory", "facts")) -> None:
+    def __init__(self, store: AsyncStore, namespace: NamespaceLike = ("memory", "facts")) -> None:
         self._store = store
         self._core = SemanticCore(namespace)
         self.name = "facts"

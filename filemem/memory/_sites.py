@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import InvalidValueError
@@ -19,6 +19,10 @@ from ._common import Snippet, check_number, check_positive_int, namespace
 from ._core import Face, async_op, sync_op
 from ._steps import BatchCall, Call, Plan, SearchCall
 from ._text import slug, stable_key
+
+if TYPE_CHECKING:
+    from .._async import AsyncStore
+    from .._store import Store
 
 __all__ = ["AsyncSites", "SiteStats", "Sites", "normalise_url"]
 
@@ -206,7 +210,7 @@ class Sites(Face[SitesCore]):
         sites.top_sites(5)
     """
 
-    def __init__(self, store: Any, namespace: NamespaceLike = ("memory", "sites")) -> None:
+    def __init__(self, store: Store, namespace: NamespaceLike = ("memory", "sites")) -> None:
         self._store = store
         self._core = SitesCore(namespace)
         self.name = "sites"
@@ -222,7 +226,7 @@ class Sites(Face[SitesCore]):
 class AsyncSites(Face[SitesCore]):
     """The async twin of :class:`Sites` (same names; await them)."""
 
-    def __init__(self, store: Any, namespace: NamespaceLike = ("memory", "sites")) -> None:
+    def __init__(self, store: AsyncStore, namespace: NamespaceLike = ("memory", "sites")) -> None:
         self._store = store
         self._core = SitesCore(namespace)
         self.name = "sites"

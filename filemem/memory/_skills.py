@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
@@ -19,6 +19,10 @@ from ._common import Snippet, check_number, check_positive_int, check_text, name
 from ._core import Face, async_op, sync_op
 from ._steps import Call, Plan, SearchCall
 from ._text import normalise_text, slug, stable_key
+
+if TYPE_CHECKING:
+    from .._async import AsyncStore
+    from .._store import Store
 
 __all__ = ["AsyncSkills", "Skill", "Skills"]
 
@@ -183,7 +187,7 @@ class Skills(Face[SkillsCore]):
         best = skills.best_for("sign in to the site", k=1)
     """
 
-    def __init__(self, store: Any, namespace: NamespaceLike = ("memory", "skills")) -> None:
+    def __init__(self, store: Store, namespace: NamespaceLike = ("memory", "skills")) -> None:
         self._store = store
         self._core = SkillsCore(namespace)
         self.name = "skills"
@@ -199,7 +203,7 @@ class Skills(Face[SkillsCore]):
 class AsyncSkills(Face[SkillsCore]):
     """The async twin of :class:`Skills` (same names; await them)."""
 
-    def __init__(self, store: Any, namespace: NamespaceLike = ("memory", "skills")) -> None:
+    def __init__(self, store: AsyncStore, namespace: NamespaceLike = ("memory", "skills")) -> None:
         self._store = store
         self._core = SkillsCore(namespace)
         self.name = "skills"

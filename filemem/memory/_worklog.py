@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidValueError, StoreClosedError
 from .._types import NamespaceLike
@@ -30,6 +30,10 @@ from ._common import Snippet, check_positive_int, id_time, namespace, new_id
 from ._core import Face, async_op, run_async, run_sync, sync_op
 from ._steps import BatchCall, Call, Plan, SearchCall
 from ._summarise import extractive_summary
+
+if TYPE_CHECKING:
+    from .._async import AsyncStore
+    from .._store import Store
 
 __all__ = ["AsyncWorklog", "LogEntry", "Summary", "Worklog"]
 
@@ -181,7 +185,7 @@ class Worklog(Face[WorklogCore]):
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         namespace: NamespaceLike = ("memory", "worklog"),
         *,
         summarizer: Summarizer | None = None,
@@ -269,7 +273,7 @@ class AsyncWorklog(Face[WorklogCore]):
 
     def __init__(
         self,
-        store: Any,
+        store: AsyncStore,
         namespace: NamespaceLike = ("memory", "worklog"),
         *,
         summarizer: AsyncSummarizer | None = None,
