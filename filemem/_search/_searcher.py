@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import _fs
-from .._engine import Engine, Op, _owner_filter, copy_value
+from .._engine import Engine, Op, _fork_generation, _owner_filter, copy_value
 from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Shard
 from .._types import Item
@@ -117,6 +117,7 @@ class Searcher:
         self.config = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         self._states: dict[tuple[str, ...], _NsState] = {}
         self._lock = threading.RLock()
+        self._fork = _fork_generation[0]
         self.counters: dict[str, int] = {
             "searches": 0,
             "segments_built": 0,
@@ -286,7 +287,9 @@ class Searcher:
         state = self._states.get(ns)
         if state is None or not state.dirty or self.engine.readonly:
             return False
-        existing = self.engine.view(ns).existing
+        view = self.engine.view(ns)
+        view.refresh()  # a writer's listing may be old: never drop segments of shards that exist
+        existing = view.existing
         with index_lock(state.where) as got:
             if not got:
                 self.counters["index_writes_skipped"] += 1
@@ -313,6 +316,7 @@ class Searcher:
         """
         if self.engine.readonly:
             return
+        self._after_fork()
         try:
             with self._lock:
                 by_ns: dict[tuple[str, ...], set[str]] = {}
@@ -346,7 +350,8 @@ class Searcher:
             self.persist(ns)
 
     def flush(self) -> None:
-        """Write every namespace's pending segments (at close). Best effort: never raises."""
+        """At close: write every namespace's pending segments, then forget them. Never raises."""
+        self._after_fork()
         with self._lock:
             for ns, state in list(self._states.items()):
                 if state.dirty:
@@ -354,6 +359,15 @@ class Searcher:
                         self.persist(ns)
                     except (FileMemError, OSError, ValueError):
                         self.counters["index_write_errors"] += 1
+            self._states = {}
+
+    def _after_fork(self) -> None:
+        # A forked child may have inherited the lock held by a thread that
+        # does not exist there: start over with a new lock (the segments are
+        # still valid: they are checked against the files anyway).
+        if self._fork != _fork_generation[0]:
+            self._fork = _fork_generation[0]
+            self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ search
 
@@ -394,6 +408,7 @@ class Searcher:
         terms = list(dict.fromkeys(tokenize(query))) if query is not None else None
         if limit == 0 or (terms == [] and qvec is None):
             return []  # a query with no word in it matches nothing
+        self._after_fork()
         with self._lock:
             self.counters["searches"] += 1
             prefixes = self.engine.list_namespaces(prefix)

@@ -6,6 +6,7 @@ import glob
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -116,12 +117,45 @@ def test_writers_update_an_existing_index(store_path: str) -> None:
         s.put("nobody-searches", "k", "text")
         s.put("n", "a", "alpha")
         s.search("n", "alpha")
-        s.put("n", "b", "alpha beta")  # first write since: the index file is rewritten now
-        assert s._searcher.counters["segments_built_on_write"] == 1
+        s.put("n", "b", "alpha beta")  # re-indexed now; the file waits (rewritten at most once a second)
+        s.put("n", "c", "gamma")
+        assert s._searcher.counters["segments_built_on_write"] == 2
         assert not os.path.isdir(os.path.join(s.path, "index", "nobody-searches"))
+    # close() wrote what was pending
     with filemem.Store(store_path, watch="off") as fresh:
         assert [h.item.key for h in fresh.search("n", "beta")] == ["b"]
+        assert [h.item.key for h in fresh.search("n", "gamma")] == ["c"]
         assert fresh._searcher.counters["segments_built"] == 0
+
+
+def _search_in_child(path: str, out: str) -> None:
+    with filemem.Store(path, watch="off") as s:
+        keys = [h.item.key for h in s.search("n", "alpha")]
+    with open(out, "w") as fh:
+        fh.write(",".join(keys))
+
+
+def test_forked_child_searches(store_path: str, tmp_path: Any) -> None:
+    import multiprocessing as mp
+
+    with filemem.Store(store_path, watch="off") as s:
+        s.put("n", "a", "alpha")
+        s.search("n", "alpha")
+        out = str(tmp_path / "out")
+
+        def child() -> None:
+            s.put("n", "b", "alpha two")  # the inherited Store keeps working in the child
+            _search_in_child(store_path, out)
+            with open(out, "a") as fh:
+                fh.write("|" + ",".join(h.item.key for h in s.search("n", "alpha")))
+
+        p = mp.get_context("fork").Process(target=child)
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0
+        with open(out) as fh:
+            assert fh.read() == "a,b|a,b"
+        assert [h.item.key for h in s.search("n", "alpha")] == ["a", "b"]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncate", "flip", "empty"])
