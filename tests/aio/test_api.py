@@ -58,6 +58,9 @@ def test_bad_input_is_refused_with_our_errors_and_nothing_written(store_path: st
             with pytest.raises(filemem.InvalidValueError):
                 await s.update("ns", "k", coro_fn)
             with pytest.raises(filemem.InvalidValueError):
+                async with s.batch() as b:
+                    b.update("ns", "k", coro_fn)
+            with pytest.raises(filemem.InvalidValueError):
                 s.scan("ns", batch_size=0)
             assert await s.list_namespaces() == []
         with pytest.raises(filemem.InvalidValueError):
