@@ -278,9 +278,12 @@ def scan_rss(tmp: str, records: int, with_items: bool) -> dict[str, Any]:
             with s.batch() as b:
                 for i in range(start, min(records, start + chunk)):
                     b.put(NS, f"k{i:08d}", {**VALUE, "n": i})
+        view = s._engine.view(NS)
+        view.refresh()
+        shard_files = len(view.existing)
     fill_s = time.perf_counter() - t0
     ctx = mp.get_context("spawn")
-    out: dict[str, Any] = {"records": records, "fill_seconds": round(fill_s, 1)}
+    out: dict[str, Any] = {"records": records, "shard_files": shard_files, "fill_seconds": round(fill_s, 1)}
     for how in ["scan", "items"] if with_items else ["scan"]:
         parent, child = ctx.Pipe()
         p = ctx.Process(target=_rss_child, args=(path, how, child))
