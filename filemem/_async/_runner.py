@@ -71,7 +71,10 @@ async def finish(
         finally:
             _locks.set_abort(None)
 
-    cf = pool.submit(job)
+    try:
+        cf = pool.submit(job)
+    except RuntimeError as exc:  # the pool was shut down: the store closed meanwhile (another loop)
+        raise StoreClosedError("async store is closed") from exc
     fut = asyncio.wrap_future(cf)
     try:
         return await asyncio.shield(fut)

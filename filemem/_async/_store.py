@@ -340,7 +340,11 @@ class AsyncStore:
             coro_fn = callback
 
             def on_loop(change: Change) -> None:
-                asyncio.run_coroutine_threadsafe(coro_fn(change), loop)
+                coro = coro_fn(change)
+                try:
+                    asyncio.run_coroutine_threadsafe(coro, loop)
+                except RuntimeError:  # the loop is closed: nobody is listening any more
+                    coro.close()
 
             callback = on_loop
         return await self._runner.run(self._store.subscribe, callback, namespace_prefix, max_queue=max_queue)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .._errors import StoreClosedError
+from .._errors import InvalidValueError, StoreClosedError
 from .._snapshot import Snapshot
 from .._store import Batch
 from .._types import Item, NamespaceLike
@@ -84,6 +85,8 @@ class AsyncBatch:
         self, namespace: NamespaceLike, key: str, fn: Callable[[Any], Any], *, ttl: float | None = None
     ) -> AsyncBatch:
         """Queue an atomic read-modify-write (see Store.update); ``fn`` runs in the worker thread."""
+        if inspect.iscoroutinefunction(fn):
+            raise InvalidValueError("update() needs a plain function: it runs under a file lock, in a worker thread")
         self._batch.update(namespace, key, fn, ttl=ttl)
         return self
 

@@ -58,6 +58,9 @@ def test_bad_input_is_refused_with_our_errors_and_nothing_written(store_path: st
             with pytest.raises(filemem.InvalidValueError):
                 await s.update("ns", "k", coro_fn)
             with pytest.raises(filemem.InvalidValueError):
+                async with s.batch() as b:
+                    b.update("ns", "k", coro_fn)
+            with pytest.raises(filemem.InvalidValueError):
                 s.scan("ns", batch_size=0)
             assert await s.list_namespaces() == []
         with pytest.raises(filemem.InvalidValueError):
@@ -248,3 +251,28 @@ def test_a_hot_cached_get_is_answered_on_the_loop_and_still_fresh(store_path: st
             assert await s.get("ns", "k") == {"v": 3}
 
     asyncio.run(main())
+
+
+def test_close_waits_for_running_calls_and_refuses_new_ones(store_path: str) -> None:
+    lock = _shard_lock(store_path, "ns")
+    held = _locks.exclusive(lock, 1.0)
+
+    async def main() -> None:
+        s = AsyncStore(store_path, **FAST)
+        puts = [asyncio.create_task(s.put("ns", f"k{i}", i)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        closing = asyncio.create_task(s.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # the running calls hold it open
+        with pytest.raises(filemem.StoreClosedError):
+            await s.get("ns", "k0", consistency="strict")
+        asyncio.get_running_loop().call_later(0.05, held.release)
+        await closing
+        assert [await p for p in puts] == [p.result() for p in puts]
+        with filemem.Store(store_path) as sync:
+            assert sorted(sync.keys("ns")) == ["k0", "k1", "k2", "seed"]
+
+    try:
+        asyncio.run(main())
+    finally:
+        held.release()
