@@ -147,16 +147,21 @@ class WorklogCore:
         return Summary(session_id, v["text"], v["entries"], v["upto"], v["at"], v["summarizer"])
 
     def context(self, query: str, k: int = 5) -> Plan[list[Snippet]]:
-        """Snippets for :func:`~filemem.memory.recall_context`: matching entries of any session."""
+        """Snippets for :func:`~filemem.memory.recall_context`: matching entries and summaries of any session."""
         check_positive_int("k", k)
         hits = yield SearchCall(self.ns, query, None, k * 2, 0)
         out = []
+        depth = len(self.ns)
         for h in hits:
-            if h.namespace[-1] != "entries" or not isinstance(h.value, dict) or "entry" not in h.value:
+            if not isinstance(h.value, dict) or len(h.namespace) <= depth:
                 continue
-            e = LogEntry(h.key, float(h.value.get("at") or 0.0), h.value.get("entry"))
-            sid = h.namespace[len(self.ns)]
-            out.append(Snippet("worklog", f"[{sid}] {e.text()}", h.score, f"{'/'.join(h.namespace)}/{h.key}", e))
+            sid = h.namespace[depth]
+            ref = f"{'/'.join(h.namespace)}/{h.key}"
+            if h.namespace[-1] == "entries" and len(h.namespace) == depth + 2 and "entry" in h.value:
+                e = LogEntry(h.key, float(h.value.get("at") or 0.0), h.value.get("entry"))
+                out.append(Snippet("worklog", f"[{sid}] {e.text()}", h.score, ref, e))
+            elif h.key == "summary" and len(h.namespace) == depth + 1 and isinstance(h.value.get("text"), str):
+                out.append(Snippet("worklog", f"[{sid} summary] {h.value['text']}", h.score, ref))
         return out[:k]
 
 

@@ -379,3 +379,15 @@ def test_async_summary_requests_coalesce(mstore: filemem.Store) -> None:
             assert results[-1].entries == 2
 
     asyncio.run(main())
+
+
+def test_worklog_context_gives_entries_and_summaries(mstore: filemem.Store) -> None:
+    with Worklog(mstore, summarize_every=None) as log:
+        log.append("a", "The invoice export timed out.")
+        log.append("a", "Retried the export with a smaller page.")
+        log.append("b", "Lunch.")
+        log.summarize("a").result(10)
+        snips = log.context("export", k=5)
+    texts = [s.text for s in snips]
+    assert any(t.startswith("[a summary] ") for t in texts)
+    assert "[a] The invoice export timed out." in texts and not any("Lunch" in t for t in texts)
