@@ -15,26 +15,34 @@ with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
         admin                        whole-store operations for tools: export/import/convert/info/stats
-    L5  _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
-    L4  _sessions                     session registry, lock-based liveness, limits, confinement
+    L5  _demo                        the demo: planner and worker agent processes
+        memory                       agent memory kinds (sync and async faces), context assembly
+        _async, aio                  AsyncStore: the async twin, calls run in worker threads
+        _store, _snapshot            Store facade and Batch; Snapshot, MappingView
+    L4  _collector                   fire-and-forget collector, durable journal, replay, dead letters
+        _sessions                    session registry, lock-based liveness, limits, confinement
+        _search                      search: filters, BM25, vectors, per-namespace index files
     L3  _freshness                    cache + watcher + feed of one store in one process
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
-    L2  _check, _engine, _view, _shard checker; engine (read, write, batch, split); shard resolution; format
-        _maintain                     compaction, merging tiny shards, live codec conversion
+    L2  _check, _maintain             checker; compaction, merging tiny shards, live codec conversion
+        _engine, _view, _shard        engine (read, write, batch, split); shard resolution; format
     L1  _fs, _locks, _names, codecs   atomic file I/O, locks, names, codecs
     L0  _errors, _types               exception tree, plain data types
 
 Everything behind a leading underscore is private; this module is the front
-door; ``filemem.codecs`` is the public extension point and ``filemem.admin``
-the public toolbox behind the command line.
+door. The public submodules: ``filemem.codecs`` (the codec extension point),
+``filemem.aio`` (asyncio), ``filemem.memory`` (agent memory kinds) and
+``filemem.admin`` (the whole-store toolbox behind the command line).
 """
 
 from __future__ import annotations
 
+from ._async import AsyncStore as AsyncStore
 from ._errors import ConflictError as ConflictError
 from ._errors import CorruptShardError as CorruptShardError
 from ._errors import FileMemError as FileMemError
 from ._errors import InvalidKeyError as InvalidKeyError
+from ._errors import InvalidQueryError as InvalidQueryError
 from ._errors import InvalidValueError as InvalidValueError
 from ._errors import LockTimeout as LockTimeout
 from ._errors import ReadOnlyError as ReadOnlyError
@@ -45,6 +53,7 @@ from ._errors import StoreClosedError as StoreClosedError
 from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._feed import Change as Change
 from ._feed import Subscription as Subscription
+from ._search import SearchHit as SearchHit
 from ._sessions import Session as Session
 from ._sessions import SessionBatch as SessionBatch
 from ._sessions import SessionInfo as SessionInfo
@@ -56,34 +65,65 @@ from ._store import Store as Store
 from ._types import Consistency as Consistency
 from ._types import Finding as Finding
 from ._types import Item as Item
+from .memory import AsyncEpisodic as AsyncEpisodic
+from .memory import AsyncGenerationCache as AsyncGenerationCache
+from .memory import AsyncSemantic as AsyncSemantic
+from .memory import AsyncSites as AsyncSites
+from .memory import AsyncSkills as AsyncSkills
+from .memory import AsyncWorklog as AsyncWorklog
+from .memory import Episodic as Episodic
+from .memory import GenerationCache as GenerationCache
+from .memory import Semantic as Semantic
+from .memory import Sites as Sites
+from .memory import Skills as Skills
+from .memory import Worklog as Worklog
+from .memory import arecall_context as arecall_context
+from .memory import recall_context as recall_context
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncEpisodic",
+    "AsyncGenerationCache",
+    "AsyncSemantic",
+    "AsyncSites",
+    "AsyncSkills",
+    "AsyncStore",
+    "AsyncWorklog",
     "Batch",
     "Change",
     "ConflictError",
     "Consistency",
     "CorruptShardError",
+    "Episodic",
     "FileMemError",
     "Finding",
+    "GenerationCache",
     "InvalidKeyError",
+    "InvalidQueryError",
     "InvalidValueError",
     "Item",
     "LockTimeout",
     "MappingView",
     "ReadOnlyError",
+    "SearchHit",
+    "Semantic",
     "Session",
     "SessionBatch",
     "SessionInfo",
     "SessionLimitError",
     "SessionPermissionError",
     "SessionStore",
+    "Sites",
+    "Skills",
     "Snapshot",
     "StorageError",
     "Store",
     "StoreClosedError",
     "Subscription",
     "UnsupportedFormatError",
+    "Worklog",
     "__version__",
+    "arecall_context",
+    "recall_context",
 ]

@@ -46,6 +46,11 @@ __all__ = ["check_store", "compact_store"]
 
 _BITS = frozenset("01")
 
+#: Checkers of files that higher layers own (e.g. search indexes under
+#: ``index/``), called as ``fn(engine, fix)``; each returns its findings. They
+#: register here because this layer may not import them.
+EXTRA_CHECKS: list[Callable[[Engine, bool], list[Finding]]] = []
+
 
 def quarantine_name(root: str, path: str) -> str:
     """Where ``check(fix=True)`` moves a corrupt file."""
@@ -86,6 +91,8 @@ def check_store(engine: Engine, *, fix: bool, progress: Callable[[int, int], Non
             )
             continue
         _check_namespace_dir(engine, directory, namespace, fix, referenced, findings)
+    for extra in EXTRA_CHECKS:
+        findings.extend(extra(engine, fix))
     return findings
 
 

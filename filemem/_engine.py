@@ -273,6 +273,10 @@ class Engine:
         #: Called in a forked child on its first use of the engine (the Store
         #: restarts its cache and watcher there).
         self.after_fork: Callable[[], None] | None = None
+        #: Called with the ops of every committed ``apply`` (the Store keeps its
+        #: search index up to date through it). Must not raise: the write has
+        #: already happened.
+        self.after_apply: Callable[[list[Op]], None] | None = None
         self.closed = False
         self.counters: dict[str, int] = {
             "shard_parses": 0,
@@ -559,6 +563,8 @@ class Engine:
                     for d in sorted(ctx.sync_dirs):
                         _fs.fsync_dir(d)
                     self._finish_splits({id(op.view): op.view for op in ops if op.view is not None}.values())
+                    if self.after_apply is not None:
+                        self.after_apply(ops)
                     return outcome
                 self.counters["lock_retries"] += 1
                 if time.monotonic() >= deadline:

@@ -10,6 +10,7 @@ or ``except ValueError`` keep working in code that does not know filemem::
     ├── ConflictError(FileMemError, ValueError)          if_version did not match
     ├── CorruptShardError(FileMemError, ValueError)      checksum / parse failure
     ├── UnsupportedFormatError(FileMemError, ValueError) unknown format version
+    ├── InvalidQueryError(FileMemError, ValueError)      bad search query or filter
     ├── LockTimeout(FileMemError, TimeoutError)          lock not had in time
     ├── StoreClosedError(FileMemError, RuntimeError)     use after close()
     ├── ReadOnlyError(FileMemError, PermissionError)     write on a read-only store
@@ -30,6 +31,7 @@ __all__ = [
     "CorruptShardError",
     "FileMemError",
     "InvalidKeyError",
+    "InvalidQueryError",
     "InvalidValueError",
     "LockTimeout",
     "ReadOnlyError",
@@ -149,6 +151,22 @@ class UnsupportedFormatError(FileMemError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.__class__, (self.message,), {"path": self.path}))
+
+
+class InvalidQueryError(FileMemError, ValueError):
+    """A search was given a filter, query, vector or paging argument it cannot use.
+
+    Raised before anything is read: an unknown ``$operator``, a ``$in`` without
+    a list, a negative ``limit``, a vector of the wrong dimension. Fix the
+    call; ``field`` names the filter path at fault when there is one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.__class__, (self.message,), {"field": self.field}))
 
 
 class LockTimeout(FileMemError, TimeoutError):  # noqa: N818 - the name the design and users know

@@ -21,6 +21,11 @@ The rules this module keeps, and why:
   deadlock.
 * **Waits are polls with capped exponential backoff**: flock has no timeout,
   and a blocking flock cannot be interrupted safely from Python.
+* **Aborting a wait** (for the async twin): a thread cannot be killed, but a
+  thread that installed an abort event (``set_abort``) leaves a lock wait
+  with ``WaitAborted`` once the event is set, holding nothing. Waits are the
+  only place a write can be abandoned cleanly: nothing is written before
+  every lock it needs is held.
 * **Forks**: a child inherits its parent's open lock descriptors; unlocking
   one from the child would release the *parent's* lock. A handle remembers the
   pid that took it and, in any other process, only closes its descriptor.
@@ -43,8 +48,10 @@ from ._errors import LockTimeout, StorageError
 
 __all__ = [
     "Held",
+    "WaitAborted",
     "create_locked",
     "exclusive",
+    "set_abort",
     "shared",
     "try_exclusive",
     "try_exclusive_existing",
@@ -60,6 +67,31 @@ _CONTENDED_S: Final = 0.0002
 _CONTENTION_ERRNOS: Final = frozenset({_errno.EAGAIN, _errno.EACCES, _errno.EWOULDBLOCK})
 
 _registry_guard = threading.Lock()
+#: How often a thread that may be aborted looks at its abort event while it
+#: waits for another thread's in-process lock.
+_ABORT_CHECK_S: Final = 0.01
+
+
+class WaitAborted(BaseException):
+    """A lock wait was abandoned because the thread's abort event was set (see set_abort).
+
+    A BaseException, so that no ``except Exception`` on the way up swallows it:
+    every cleanup path (``finally``, ``except BaseException``) still runs.
+    """
+
+
+_abort = threading.local()
+
+
+def set_abort(event: threading.Event | None) -> None:
+    """Make this thread's lock waits raise WaitAborted once ``event`` is set (None: never)."""
+    _abort.event = event
+
+
+def _check_abort(path: str) -> None:
+    event: threading.Event | None = getattr(_abort, "event", None)
+    if event is not None and event.is_set():
+        raise WaitAborted(path)
 
 
 class _InProc:
@@ -158,7 +190,19 @@ def _inproc_acquire(path: str, deadline: float) -> _InProc:
     if entry.lock.acquire(blocking=False):
         return entry
     remaining = deadline - time.monotonic()
-    if not entry.lock.acquire(timeout=max(remaining, 0.0)):
+    if getattr(_abort, "event", None) is not None:
+        # Abortable: wait in slices, looking at the abort event between them.
+        got = False
+        try:
+            while not got and (left := deadline - time.monotonic()) > 0:
+                _check_abort(path)
+                got = entry.lock.acquire(timeout=min(left, _ABORT_CHECK_S))
+        except BaseException:
+            _inproc_forget(path, entry)
+            raise
+    else:
+        got = entry.lock.acquire(timeout=max(remaining, 0.0))
+    if not got:
         _inproc_forget(path, entry)
         raise LockTimeout(
             f"timed out after {max(remaining, 0):.3f}s waiting for lock {path} (held by another thread)",
@@ -211,6 +255,7 @@ def _poll(fd: int, flags: portalocker.LockFlags, path: str, deadline: float, sta
                 path=path,
                 waited_s=now - started,
             )
+        _check_abort(path)
         # Jitter keeps processes that collided once from colliding in lockstep.
         time.sleep(min(sleep * (0.5 + random.random()), deadline - now))  # noqa: S311 - not crypto
         sleep = min(sleep * 2, _MAX_SLEEP_S)

@@ -5,19 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from . import _fs
 from ._cache import ShardCache
 from ._check import check_store, compact_store
 from ._engine import Engine, Op, _fork_generation, copy_value
-from ._errors import InvalidValueError, StoreClosedError
+from ._errors import InvalidValueError, StorageError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
-from ._names import normalize_namespace, validate_key
+from ._names import hash_bits, normalize_namespace, validate_key
+from ._search import Embed, Searcher, SearchHit
 from ._sessions import Session, SessionHub, SessionInfo, check_sessions, normalize_shared, validate_id
-from ._shard import Record
+from ._shard import Record, Shard, decode_shard
 from ._snapshot import MappingView, Snapshot, item_of
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
 from .codecs import Codec
@@ -69,6 +71,14 @@ class Store:
             store: no recovery of a dead writer's batch, no repairs. A snapshot
             still creates empty lock files, which is how shared locks are taken.
         create: create the store if missing (default); else raise.
+        index_fields: dotted paths of the fields ``search`` reads text from
+            (default: every string in a value).
+        embed: ``text -> vector`` function; enables ``search(vector=...)``.
+        embed_id: names the embedding model in the shared index (default: the
+            function's qualified name); change it when the model changes.
+        index_on_write: after each write, re-index the shards it wrote in
+            namespaces that have a search index (default); ``False`` leaves
+            that to the next search (writers then pay nothing for search).
     """
 
     def __init__(
@@ -88,6 +98,10 @@ class Store:
         cache_max_bytes: int = 64 * 1024 * 1024,
         watch: WatchMode = "auto",
         poll_interval_s: float = 0.05,
+        index_fields: Sequence[str] | None = None,
+        embed: Embed | None = None,
+        embed_id: str | None = None,
+        index_on_write: bool = True,
     ) -> None:
         if consistency not in ("cached", "strict"):
             raise InvalidValueError(f"consistency must be 'cached' or 'strict', not {consistency!r}")
@@ -116,6 +130,9 @@ class Store:
         self._hot_hits = 0
         self._hot_on = consistency == "cached"
         self._ns_cache: dict[Any, tuple[str, ...]] = {}
+        self._searcher = Searcher(self._engine, index_fields=index_fields, embed=embed, embed_id=embed_id)
+        if index_on_write:
+            self._engine.after_apply = self._searcher.note_write
         if not readonly:
             self._engine.recover_batches()
 
@@ -160,6 +177,8 @@ class Store:
         """
         self._hot_on = False
         self._hot = {}
+        if not self._engine.closed:
+            self._searcher.flush()
         self._fresh.close()
         if self._session_hub is not None:
             self._session_hub.close()  # the sessions thread (issue 7)
@@ -566,6 +585,154 @@ class Store:
     def session_changes(self, *, max_queue: int = 1000) -> Subscription:
         """An async iterator of session changes (as :meth:`subscribe_sessions`; call it inside a running loop)."""
         return self._sessions().subscribe(None, max(1, max_queue), asynchronous=True)
+
+    # --- search (issue 6) ---
+
+    def search(
+        self,
+        namespace_prefix: NamespaceLike | None,
+        query: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        *,
+        vector: Sequence[float] | str | None = None,
+    ) -> list[SearchHit]:
+        """Records under ``namespace_prefix`` that match, best first, as ``SearchHit(item, score)``.
+
+        ``namespace_prefix`` matches whole segments (as ``list_namespaces``;
+        ``None`` or ``()``: the whole store). ``filter`` keeps records whose
+        value fields match: ``{"lang": "en", "meta.score": {"$gte": 0.5},
+        "tag": {"$in": ["a", "b"]}}`` (``$eq $ne $gt $gte $lt $lte $in``;
+        dotted paths reach nested dicts). ``query`` ranks by BM25 over the
+        text fields (every string, or the store's ``index_fields``); only
+        records holding a query term are hits. ``vector`` (a vector, or a
+        text the store's ``embed`` turns into one) ranks by cosine
+        similarity; with both, ranks fuse (reciprocal rank fusion). With
+        neither, every record passing the filter is a hit, score 1.0, in
+        (namespace, key) order. ``offset``/``limit`` page the ranking.
+
+        Reads go through a per-namespace index under ``<store>/index`` that
+        any process reuses; a stale index entry is detected by shard
+        identity and rebuilt, never served. Bad arguments raise
+        ``InvalidQueryError`` before anything is read.
+
+        >>> hits = store.search(("agent-1",), query="login timeout", filter={"ok": False}, limit=3)  # doctest: +SKIP
+        >>> [(h.item.key, round(h.score, 2)) for h in hits]  # doctest: +SKIP
+        [('ep-42', 1.87), ('ep-7', 0.52)]
+        """
+        self._engine.check_open()
+        pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
+        return self._searcher.search(pre, query, filter, limit, offset, vector)
+
+    # --- async twin: streaming scan (issue 4) ---
+
+    def scan(self, namespace: NamespaceLike, batch_size: int = 100) -> Generator[list[Item], None, None]:
+        """Every live record of a namespace, in lists of at most ``batch_size``, one shard at a time.
+
+        Memory stays bounded however large the namespace: one shard's parse
+        and one batch are alive at a time, and shards read here do not enter
+        the process cache (a scan would evict every hot entry). Records come
+        in shard order (by key hash), sorted by key within a shard; like
+        ``items()`` it is not a snapshot: a record written during the scan may
+        or may not be seen, but none is returned twice.
+
+        >>> for batch in store.scan("agent-1/episodic", batch_size=500):  # doctest: +SKIP
+        ...     index(batch)
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        self._engine.check_open()
+        # Validate now, not at the first next(): bad input fails at the call.
+        return self._scan(self._ns(namespace), batch_size)
+
+    def _scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
+        engine = self._engine
+        view = engine.view(ns)
+        visited: set[str] = set()
+        whole: set[str] = set()  # read for its whole range: its descendants came with it
+        # Keys already returned from a flagged (half-split) shard: its leaves
+        # may hold the same records, which must not come out twice.
+        from_flagged: dict[str, set[str]] = {}
+        out: list[Item] = []
+        for _ in range(64):
+            view.refresh()
+            todo = [
+                p for p in sorted(view.existing) if p not in visited and not any(p[:d] in whole for d in range(len(p)))
+            ]
+            if not todo:
+                break
+            for prefix in todo:
+                engine.check_open()
+                shard = self._scan_load(view.shard_path(prefix), prefix)
+                if shard is None:
+                    continue  # split away meanwhile: the next listing has its leaves
+                visited.add(prefix)
+                flagged = shard.splitting or prefix in view.internal
+                if not flagged:
+                    whole.add(prefix)
+                skip = [keys for p, keys in from_flagged.items() if prefix.startswith(p)]
+                mine: set[str] = set()
+                now = time.time()
+                for key in sorted(shard.records):
+                    rec = shard.records[key]
+                    x = rec.get("expires_at")
+                    if x is not None and x <= now:
+                        continue
+                    if flagged and view.resolve(hash_bits(key)) != prefix:
+                        continue  # owned by a leaf of the split
+                    if any(key in keys for keys in skip):
+                        continue
+                    if flagged:
+                        mine.add(key)
+                    out.append(item_of(ns, key, rec))
+                    if len(out) >= batch_size:
+                        yield out
+                        out = []
+                if flagged:
+                    from_flagged[prefix] = mine
+        else:
+            raise StorageError(f"namespace {view.dir} kept splitting while being scanned; retry", path=view.dir)
+        if out:
+            yield out
+
+    def _get_hot(self, namespace: NamespaceLike, key: str, missing: Any) -> Any:
+        """The value from get()'s hot path, or ``missing`` when only the full path can answer.
+
+        Pure memory, no system call: the async twin answers such a get on the
+        loop instead of paying a round trip to a worker thread. Keep in step
+        with the hot path at the top of get() (inlined there for speed).
+        """
+        if not self._hot_on:
+            return missing
+        try:
+            hot = self._hot.get((namespace, key))
+        except TypeError:  # an unhashable namespace (a list)
+            return missing
+        if (
+            hot is None
+            or hot[0].fresh_until <= time.monotonic()
+            or self._hot_epoch != self._fresh.cache.epoch
+            or self._hot_fork != _fork_generation[0]
+        ):
+            return missing
+        rec = hot[1]
+        x = rec.get("expires_at")
+        if x is not None and x <= time.time():
+            return missing
+        hot[0].used = True
+        self._hot_hits += 1
+        return copy_value(rec["value"])
+
+    def _scan_load(self, path: str, prefix: str) -> Shard | None:
+        entry = self._engine.cache.peek(path)
+        if entry is not None:
+            # Already cached: the ordinary load keeps that entry current.
+            return self._engine.load(path, prefix)
+        got = _fs.read_file(path)
+        if got is None:
+            return None
+        return decode_shard(got[0], path, self._engine._codecs, prefix)
 
 
 class Batch:

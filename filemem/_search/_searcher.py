@@ -1,0 +1,574 @@
+"""Query execution: shard segments, BM25, vectors, paging (layer L4).
+
+How a search stays correct without trusting the index:
+
+1. The namespaces under the prefix are listed, and each namespace's shards
+   are listed and ``stat``-ed (with a filter, loaded through the engine's
+   cache instead: the filter needs the values).
+2. For each shard, the segment whose identity equals the shard's current
+   identity is taken from memory, else from the namespace's index file, else
+   built from the shard itself. A segment of another identity is never used.
+3. Scores are computed from the segments; the hits of the requested page are
+   read from their shards, and if a shard changed since its segment was
+   taken the whole search runs again (the last attempt reads every shard, so
+   it cannot miss).
+4. Segments this process built are written back to the index file for other
+   processes (best effort: skipped if another process is writing it).
+
+Ranking (see docs/search.md): BM25 (k1=1.2, b=0.75, idf = ln(1 + (N - df +
+0.5)/(df + 0.5))) over the unique query terms, with N, df and the average
+length counted over every live record under the prefix; cosine similarity
+for vectors; reciprocal rank fusion (k=60) when both are given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .. import _fs
+from .._engine import Engine, Op, _fork_generation, _owner_filter, copy_value
+from .._errors import FileMemError, InvalidQueryError, StorageError
+from .._shard import Shard
+from .._types import Item
+from ._filter import Predicate, compile_filter
+from ._indexfile import Entries, IndexFile, bucket_of, index_lock, read_index, write_index
+from ._result import SearchHit
+from ._segment import Embed, Segment, build_segment, decode_segment, encode_segment
+from ._text import parse_fields, tokenize
+
+__all__ = ["Searcher"]
+
+K1: Final = 1.2
+B: Final = 0.75
+#: Reciprocal rank fusion constant (the usual 60, from Cormack et al. 2009).
+RRF_K: Final = 60
+#: Searches that found a shard changed under them before the last, all-reading attempt.
+_ATTEMPTS: Final = 4
+#: A process rewrites a namespace's index file at most this often (the whole
+#: file is rewritten; whoever comes later rebuilds only the shards changed
+#: since, and close() writes what is pending).
+INDEX_WRITE_INTERVAL_S: Final = 1.0
+
+#: (part index, doc index) inside one search.
+DocRef = tuple[int, int]
+
+
+@dataclass(slots=True)
+class _Part:
+    """One shard's segment as one search uses it."""
+
+    ns: tuple[str, ...]
+    prefix: str
+    path: str
+    seg: Segment
+    own: Callable[[str], bool] | None
+    shard: Shard | None
+
+
+class _NsState:
+    """What this process holds of one namespace's index."""
+
+    __slots__ = ("blobs", "dirty", "file_checked", "file_keys", "persisted_at", "segs", "where")
+
+    def __init__(self, where: IndexFile) -> None:
+        self.where = where
+        #: bucket -> identity of the index file last read or written
+        self.file_keys: dict[str, _fs.StatKey] = {}
+        self.blobs: Entries = {}
+        self.segs: dict[str, Segment] = {}
+        #: buckets whose file lacks segments this process built
+        self.dirty: set[str] = set()
+        self.file_checked = False
+        #: When this process last rewrote a file here: it does so at most every
+        #: INDEX_WRITE_INTERVAL_S (a rewrite costs a whole file), and close()
+        #: writes what is left.
+        self.persisted_at = -math.inf
+
+
+class Searcher:
+    """Search over one store for one process (the Store's ``search`` delegates here)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        index_fields: Sequence[str] | None = None,
+        embed: Embed | None = None,
+        embed_id: str | None = None,
+    ) -> None:
+        if embed is not None and not callable(embed):
+            raise InvalidQueryError("embed must be a callable: text -> sequence of floats")
+        self.engine = engine
+        self.fields = parse_fields(index_fields)
+        self.embed = embed
+        if embed is not None and embed_id is None:
+            embed_id = f"{getattr(embed, '__module__', '?')}.{getattr(embed, '__qualname__', type(embed).__name__)}"
+        self.embed_id = embed_id if embed is not None else None
+        spec = {"v": 1, "fields": [list(f) for f in self.fields] if self.fields else None, "embed": self.embed_id}
+        self.config = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        self._states: dict[tuple[str, ...], _NsState] = {}
+        self._lock = threading.RLock()
+        self._fork = _fork_generation[0]
+        self.counters: dict[str, int] = {
+            "searches": 0,
+            "segments_built": 0,
+            "segments_from_file": 0,
+            "index_writes": 0,
+            "index_writes_skipped": 0,
+            "index_files_damaged": 0,
+            "search_retries": 0,
+            "segments_built_on_write": 0,
+            "index_write_errors": 0,
+        }
+
+    # ------------------------------------------------------------------ index state
+
+    def _state(self, ns: tuple[str, ...]) -> _NsState:
+        st = self._states.get(ns)
+        if st is None:
+            st = self._states[ns] = _NsState(IndexFile(self.engine.root, ns, self.config))
+        return st
+
+    def _reload(self, state: _NsState) -> None:
+        """Merge the namespace's index files into memory where they changed since we last read them."""
+        where = state.where
+        try:
+            buckets = where.buckets()
+        except StorageError:
+            return  # an index we cannot list is an index we do without
+        for b in buckets:
+            path = where.path(b)
+            try:
+                key = _fs.stat_key(os.stat(path))
+            except OSError:
+                continue
+            if key == state.file_keys.get(b):
+                continue
+            try:
+                got = read_index(path, self.config)
+            except (ValueError, StorageError):
+                self.counters["index_files_damaged"] += 1
+                state.file_keys[b] = key
+                state.dirty.add(b)  # rewrite it from what we build
+                continue
+            if got is None:
+                continue
+            entries, state.file_keys[b] = got
+            for p, (k, blob) in entries.items():
+                if bucket_of(p) != b:
+                    continue
+                cur = state.blobs.get(p)
+                # Writers stamp each new shard file's mtime above the old
+                # one's: the larger mtime describes the newer shard version.
+                if cur is None or k[1] >= cur[0][1]:
+                    state.blobs[p] = (k, blob)
+
+    def _lookup(self, state: _NsState, prefix: str, key: _fs.StatKey) -> Segment | None:
+        seg = state.segs.get(prefix)
+        if seg is not None and seg.statkey == key:
+            return seg
+        ent = state.blobs.get(prefix)
+        if (ent is None or ent[0] != key) and not state.file_checked:
+            state.file_checked = True
+            self._reload(state)
+            ent = state.blobs.get(prefix)
+        if ent is None or ent[0] != key:
+            return None
+        try:
+            seg = decode_segment(ent[1], key)
+        except Exception:
+            del state.blobs[prefix]
+            return None
+        self.counters["segments_from_file"] += 1
+        state.segs[prefix] = seg
+        return seg
+
+    def _old(self, state: _NsState, prefix: str) -> Segment | None:
+        """An earlier segment of this shard or of the shard it was split from (to reuse vectors)."""
+        if self.embed is None:
+            return None
+        for d in range(len(prefix), -1, -1):
+            p = prefix[:d]
+            seg = state.segs.get(p)
+            if seg is not None:
+                return seg
+            ent = state.blobs.get(p)
+            if ent is not None:
+                try:
+                    return decode_segment(ent[1], ent[0])
+                except Exception:
+                    return None
+        return None
+
+    def _build(self, state: _NsState | None, prefix: str, shard: Shard) -> Segment:
+        key = shard.statkey
+        old = self._old(state, prefix) if state is not None else None
+        seg = build_segment(shard, key if key is not None else (-1, -1, -1), self.fields, self.embed, old)
+        self.counters["segments_built"] += 1
+        if state is not None and key is not None:
+            state.segs[prefix] = seg
+            state.blobs[prefix] = (key, encode_segment(seg))
+            state.dirty.add(bucket_of(prefix))
+        return seg
+
+    def _parts(self, ns: tuple[str, ...], need_shard: bool) -> list[_Part]:
+        """Each live shard of ``ns`` with its segment (the engine's iter_shards, over segments)."""
+        engine = self.engine
+        view = engine.view(ns)
+        state = self._state(ns)
+        state.file_checked = False
+        visited: set[str] = set()
+        whole: set[str] = set()
+        parts: list[_Part] = []
+        for _ in range(64):
+            view.refresh()
+            # A prefix whose ancestor we already read whole was split off it
+            # after we read it: its records came with the ancestor.
+            todo = [
+                p
+                for p in sorted(view.existing)
+                if p not in visited and not (whole and any(p[:d] in whole for d in range(len(p))))
+            ]
+            if not todo:
+                return parts
+            # A second listing is needed only if a shard vanished or was
+            # flagged mid-split: otherwise every existing file was read for
+            # its whole range, and leaves split off it later add nothing.
+            relist = False
+            for prefix in todo:
+                path = view.shard_path(prefix)
+                shard: Shard | None = None
+                key: _fs.StatKey | None
+                if need_shard:
+                    shard = engine.load(path, prefix)
+                    if shard is None:
+                        relist = True  # split away meanwhile: the next listing has its leaves
+                        continue
+                    key = shard.statkey
+                else:
+                    try:
+                        key = _fs.stat_key(os.stat(path))
+                    except FileNotFoundError:
+                        relist = True
+                        continue
+                    except OSError as exc:
+                        raise _fs.storage_error(exc, "stat", path) from exc
+                seg = self._lookup(state, prefix, key) if key is not None else None
+                if seg is None:
+                    if shard is None:
+                        shard = engine.load(path, prefix)
+                        if shard is None:
+                            relist = True
+                            continue
+                    seg = self._build(state, prefix, shard)
+                visited.add(prefix)
+                if seg.splitting or prefix in view.internal:
+                    own: Callable[[str], bool] | None = _owner_filter(view, prefix)
+                    relist = True
+                else:
+                    own = None
+                    whole.add(prefix)
+                parts.append(_Part(ns, prefix, path, seg, own, shard))
+            if not relist:
+                return parts
+        raise StorageError(f"namespace {view.dir} kept splitting while being searched; retry", path=view.dir)
+
+    def persist(self, ns: tuple[str, ...]) -> bool:
+        """Write what this process built for ``ns`` to its index files; False if skipped."""
+        state = self._states.get(ns)
+        if state is None or not state.dirty or self.engine.readonly:
+            return False
+        view = self.engine.view(ns)
+        view.refresh()  # a writer's listing may be old: never drop segments of shards that exist
+        existing = view.existing
+        with index_lock(state.where) as got:
+            if not got:
+                self.counters["index_writes_skipped"] += 1
+                return False
+            self._reload(state)  # keep what another process wrote meanwhile
+            # Prefixes split away since are dropped: their shards are gone.
+            state.blobs = {p: e for p, e in state.blobs.items() if p in existing}
+            for b in sorted(state.dirty):
+                entries = {p: e for p, e in state.blobs.items() if bucket_of(p) == b}
+                state.file_keys[b] = write_index(state.where.path(b), entries, self.config)
+                self.counters["index_writes"] += 1
+            state.dirty.clear()
+        return True
+
+    def note_write(self, ops: Sequence[Op]) -> None:
+        """After a committed write: re-index the shards it wrote, in namespaces someone searches.
+
+        Only namespaces that already have an index file of this configuration
+        are maintained (one ``stat`` per namespace written tells), so writers
+        of namespaces nobody searches pay nothing. The file is rewritten at
+        most every :data:`INDEX_WRITE_INTERVAL_S` per namespace; a search
+        catches up whatever is left. Never raises: the write has happened,
+        and a search rebuilds whatever this missed.
+        """
+        if self.engine.readonly:
+            return
+        self._after_fork()
+        try:
+            with self._lock:
+                by_ns: dict[tuple[str, ...], set[str]] = {}
+                for op in ops:
+                    by_ns.setdefault(op.namespace, set()).add(op.bits)
+                for ns, bits in by_ns.items():
+                    state = self._states.get(ns)
+                    if state is None:
+                        # No state for namespaces nobody searched: one stat, no memory.
+                        where = IndexFile(self.engine.root, ns, self.config)
+                        if not os.path.exists(where.lock):  # made by the first index write
+                            continue
+                        state = self._states[ns] = _NsState(where)
+                    view = self.engine.view(ns)
+                    for prefix in {view.resolve(b) for b in bits}:
+                        shard = self.engine.load(view.shard_path(prefix), prefix)
+                        if shard is None or shard.statkey is None:
+                            continue
+                        seg = state.segs.get(prefix)
+                        if seg is None or seg.statkey != shard.statkey:
+                            self._build(state, prefix, shard)
+                            self.counters["segments_built_on_write"] += 1
+                    self._maybe_persist(ns, state)
+        except (FileMemError, OSError, ValueError):
+            self.counters["index_write_errors"] += 1
+
+    def _maybe_persist(self, ns: tuple[str, ...], state: _NsState) -> None:
+        now = time.monotonic()
+        if state.dirty and now - state.persisted_at >= INDEX_WRITE_INTERVAL_S:
+            state.persisted_at = now
+            self.persist(ns)
+
+    def flush(self) -> None:
+        """At close: write every namespace's pending segments, then forget them. Never raises."""
+        self._after_fork()
+        with self._lock:
+            for ns, state in list(self._states.items()):
+                if state.dirty:
+                    try:
+                        self.persist(ns)
+                    except (FileMemError, OSError, ValueError):
+                        self.counters["index_write_errors"] += 1
+            self._states = {}
+
+    def _after_fork(self) -> None:
+        # A forked child may have inherited the lock held by a thread that
+        # does not exist there: start over with a new lock (the segments are
+        # still valid: they are checked against the files anyway).
+        if self._fork != _fork_generation[0]:
+            self._fork = _fork_generation[0]
+            self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ search
+
+    def _query_vector(self, vector: Sequence[float] | str | None) -> list[float] | None:
+        if vector is None:
+            return None
+        if self.embed is None:
+            raise InvalidQueryError("vector search needs a store opened with embed= (and the records it indexed)")
+        if isinstance(vector, str):
+            raw: Any = self.embed(vector)
+        else:
+            raw = vector
+        try:
+            q = [float(x) for x in raw]
+        except (TypeError, ValueError) as exc:
+            raise InvalidQueryError(f"vector must be a sequence of numbers or a text to embed: {exc}") from exc
+        if not q or not all(math.isfinite(x) for x in q) or not any(q):
+            raise InvalidQueryError("vector must be a non-empty, finite, non-zero sequence of numbers")
+        return q
+
+    def search(
+        self,
+        prefix: tuple[str, ...],
+        query: str | None,
+        filter: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        vector: Sequence[float] | str | None,
+    ) -> list[SearchHit]:
+        """See :meth:`filemem.Store.search` (``prefix`` already checked)."""
+        if query is not None and not isinstance(query, str):
+            raise InvalidQueryError(f"query must be a string or None, not {type(query).__name__}")
+        for name, n in (("limit", limit), ("offset", offset)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise InvalidQueryError(f"{name} must be a non-negative int, not {n!r}")
+        pred = compile_filter(filter)
+        qvec = self._query_vector(vector)
+        terms = list(dict.fromkeys(tokenize(query))) if query is not None else None
+        if limit == 0 or (terms == [] and qvec is None):
+            return []  # a query with no word in it matches nothing
+        self._after_fork()
+        with self._lock:
+            self.counters["searches"] += 1
+            prefixes = self.engine.list_namespaces(prefix)
+            for attempt in range(_ATTEMPTS):
+                last = attempt == _ATTEMPTS - 1
+                parts: list[_Part] = []
+                for ns in prefixes:
+                    parts.extend(self._parts(ns, need_shard=pred is not None or last))
+                page = self._rank(parts, pred, terms, qvec, limit, offset)
+                hits = self._materialize(parts, page)
+                for ns in prefixes:
+                    self._maybe_persist(ns, self._state(ns))
+                if hits is not None:
+                    return hits
+                self.counters["search_retries"] += 1
+        raise AssertionError("the last attempt reads every shard and cannot be stale")  # pragma: no cover
+
+    def _rank(
+        self,
+        parts: list[_Part],
+        pred: Predicate | None,
+        terms: list[str] | None,
+        qvec: list[float] | None,
+        limit: int,
+        offset: int,
+    ) -> list[tuple[DocRef, float]]:
+        now = time.time()
+        n_docs = 0
+        total_len = 0
+        cands: list[list[bool] | None] = []  # None: every doc of the part is a candidate
+        lives: list[list[bool] | None] = []
+        for part in parts:
+            seg = part.seg
+            live: list[bool] | None = None
+            if part.own is not None or seg.has_expiry:
+                own = part.own
+                live = [
+                    (x is None or x > now) and (own is None or own(k))
+                    for k, x in zip(seg.keys, seg.expires, strict=True)
+                ]
+                n_docs += sum(live)
+                total_len += sum(n for n, ok in zip(seg.lens, live, strict=True) if ok)
+            else:
+                n_docs += len(seg.keys)
+                total_len += seg.total_len
+            lives.append(live)
+            cand = live
+            if pred is not None:
+                shard = part.shard
+                assert shard is not None
+                recs = shard.records
+                cand = [(live is None or live[i]) and pred(recs[k]["value"]) for i, k in enumerate(seg.keys)]
+            cands.append(cand)
+
+        def sort_key(ref: DocRef, score: float) -> tuple[float, tuple[str, ...], str]:
+            part = parts[ref[0]]
+            return (-score, part.ns, part.seg.keys[ref[1]])
+
+        want = offset + limit
+        bm25 = self._bm25(parts, lives, cands, terms, n_docs, total_len) if terms is not None else None
+        cos = self._cosine(parts, cands, qvec) if qvec is not None else None
+        if bm25 is not None and cos is not None:
+            fused: dict[DocRef, float] = {}
+            for ranking in (bm25, cos):
+                ordered = sorted(ranking.items(), key=lambda kv: sort_key(*kv))
+                for rank, (ref, _) in enumerate(ordered, 1):
+                    fused[ref] = fused.get(ref, 0.0) + 1.0 / (RRF_K + rank)
+            scored = fused
+        elif bm25 is not None:
+            scored = bm25
+        elif cos is not None:
+            scored = cos
+        else:
+            scored = {
+                (pi, doc): 1.0
+                for pi, (part, cand) in enumerate(zip(parts, cands, strict=True))
+                for doc in range(part.seg.n)
+                if cand is None or cand[doc]
+            }
+        best = heapq.nsmallest(want, scored.items(), key=lambda kv: sort_key(*kv))
+        return best[offset:]
+
+    @staticmethod
+    def _bm25(
+        parts: list[_Part],
+        lives: list[list[bool] | None],
+        cands: list[list[bool] | None],
+        terms: list[str],
+        n_docs: int,
+        total_len: int,
+    ) -> dict[DocRef, float]:
+        scores: dict[DocRef, float] = {}
+        if not n_docs or not total_len:
+            return scores
+        avgdl = total_len / n_docs
+        for term in terms:
+            hits: list[tuple[int, Any]] = []
+            df = 0
+            for pi, part in enumerate(parts):
+                p = part.seg.postings(term)
+                if p is None:
+                    continue
+                hits.append((pi, p))
+                live = lives[pi]
+                df += len(p) // 2 if live is None else sum(1 for i in range(0, len(p), 2) if live[p[i]])
+            if not df:
+                continue
+            idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+            for pi, p in hits:
+                cand = cands[pi]
+                lens = parts[pi].seg.lens
+                for i in range(0, len(p), 2):
+                    doc = p[i]
+                    if cand is not None and not cand[doc]:
+                        continue
+                    tf = p[i + 1]
+                    s = idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * lens[doc] / avgdl))
+                    ref = (pi, doc)
+                    scores[ref] = scores.get(ref, 0.0) + s
+        return scores
+
+    @staticmethod
+    def _cosine(parts: list[_Part], cands: list[list[bool] | None], q: list[float]) -> dict[DocRef, float]:
+        qn = math.sqrt(sum(x * x for x in q))
+        out: dict[DocRef, float] = {}
+        for pi, part in enumerate(parts):
+            seg = part.seg
+            if seg.dim and seg.dim != len(q):
+                raise InvalidQueryError(f"vector has {len(q)} dimensions; the index holds {seg.dim}")
+            cand = cands[pi]
+            for doc, v in enumerate(seg.vectors):
+                if v is None or (cand is not None and not cand[doc]):
+                    continue
+                norm = seg.norms[doc]
+                if norm:
+                    out[(pi, doc)] = math.fsum(a * b for a, b in zip(q, v, strict=True)) / (qn * norm)
+        return out
+
+    def _materialize(self, parts: list[_Part], page: list[tuple[DocRef, float]]) -> list[SearchHit] | None:
+        """Items for the page, or None if a shard changed since its segment was taken."""
+        loaded: dict[int, Shard] = {}
+        hits: list[SearchHit] = []
+        for (pi, doc), score in page:
+            part = parts[pi]
+            shard = part.shard if part.shard is not None else loaded.get(pi)
+            if shard is None:
+                shard = self.engine.load(part.path, part.prefix)
+                if shard is None or shard.statkey != part.seg.statkey:
+                    return None
+                loaded[pi] = shard
+            key = part.seg.keys[doc]
+            rec = shard.records[key]
+            item = Item(
+                part.ns,
+                key,
+                copy_value(rec["value"]),
+                rec["version"],
+                rec["created_at"],
+                rec["updated_at"],
+                rec.get("expires_at"),
+            )
+            hits.append(SearchHit(item, score))
+        return hits

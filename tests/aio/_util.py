@@ -1,0 +1,63 @@
+"""Helpers for the async tests: lock probes, temp-file scans, a loop-lag heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+
+from filemem import _fs, _locks
+
+
+def lock_files(root: str) -> list[str]:
+    out = []
+    for d, _, names in os.walk(root):
+        out += [os.path.join(d, n) for n in names if n.endswith(".lock")]
+    return sorted(out)
+
+
+def temp_files(root: str) -> list[str]:
+    out = []
+    for d, _, names in os.walk(root):
+        out += [os.path.join(d, n) for n in names if _fs.TEMP_MARK in n]
+    return out
+
+
+def busy_locks(root: str) -> list[str]:
+    """Lock files someone holds (probed with a fresh descriptor: flock excludes it like another process)."""
+    busy = []
+    for path in lock_files(root):
+        got = _locks.try_exclusive(path)
+        if got is None:
+            busy.append(path)
+        else:
+            got.release()
+    return busy
+
+
+class Heartbeat:
+    """Ticks every ``period_s`` on the running loop and records how late each tick was."""
+
+    def __init__(self, period_s: float = 0.002) -> None:
+        self.period_s = period_s
+        self.max_lag_s = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(self.period_s)
+            lag = time.perf_counter() - t0 - self.period_s
+            self.ticks += 1
+            self.max_lag_s = max(self.max_lag_s, lag)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
