@@ -218,6 +218,14 @@ class Runner:
                 "snapshots_open": self.snapshots_open,
             }
 
+    def stop_now(self) -> None:
+        """Stop the idle threads of a runner whose store failed to open."""
+        self.closed = True
+        self.pool.shutdown(wait=False)
+        spare, self.spare_snapshot_pools = self.spare_snapshot_pools, []
+        for pool in spare:
+            pool.shutdown(wait=False)
+
     async def close(self, last: Callable[[], None]) -> None:
         """Refuse new jobs, wait for the running ones, run ``last`` (closing the store), stop the threads."""
         if self.closed:
