@@ -189,6 +189,7 @@ class Runner:
     def snapshot_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         """A one-thread pool reserved for one snapshot (an idle one if any)."""
         with self._guard:
+            self.snapshots_open += 1
             if self.spare_snapshot_pools:
                 return self.spare_snapshot_pools.pop()
         return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-aio-snap")
@@ -196,6 +197,7 @@ class Runner:
     def return_snapshot_pool(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
         """Keep an idle snapshot pool for the next snapshot, or stop it."""
         with self._guard:
+            self.snapshots_open -= 1
             if not self.closed and len(self.spare_snapshot_pools) < _SPARE_SNAPSHOT_POOLS:
                 self.spare_snapshot_pools.append(pool)
                 return
@@ -215,6 +217,14 @@ class Runner:
                 "cancelled_while_running": self.cancelled_running,
                 "snapshots_open": self.snapshots_open,
             }
+
+    def stop_now(self) -> None:
+        """Stop the idle threads of a runner whose store failed to open."""
+        self.closed = True
+        self.pool.shutdown(wait=False)
+        spare, self.spare_snapshot_pools = self.spare_snapshot_pools, []
+        for pool in spare:
+            pool.shutdown(wait=False)
 
     async def close(self, last: Callable[[], None]) -> None:
         """Refuse new jobs, wait for the running ones, run ``last`` (closing the store), stop the threads."""

@@ -105,7 +105,16 @@ class AsyncStore:
                 index_on_write=index_on_write,
             )
         except BaseException:
-            runner.pool.shutdown(wait=False)
+            runner.stop_now()
+            raise
+        try:
+            # Start the file-system watcher now (Store starts it on first use):
+            # started later by changes(), it would walk the store's
+            # directories on the loop.
+            self._store._fresh.ensure_watching()
+        except BaseException:
+            self._store.close()
+            runner.stop_now()
             raise
         self._runner = runner
         self._closed = False

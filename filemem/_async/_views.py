@@ -156,7 +156,6 @@ class AsyncSnapshot:
         if runner.closed:
             raise StoreClosedError("async store is closed")
         self._pool = runner.snapshot_pool()
-        runner.snapshots_open += 1
         try:
             # Opening takes no lock yet (reads take them), so withdrawing it is safe.
             self._snap = await finish(self._pool, self._store._store.snapshot)
@@ -178,7 +177,6 @@ class AsyncSnapshot:
     async def _shutdown(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            self._store._runner.snapshots_open -= 1
             # The one thread is idle (every job was awaited to its end).
             self._store._runner.return_snapshot_pool(pool)
 

@@ -65,6 +65,11 @@ def test_bad_input_is_refused_with_our_errors_and_nothing_written(store_path: st
             assert await s.list_namespaces() == []
         with pytest.raises(filemem.InvalidValueError):
             AsyncStore(store_path, max_in_flight=0)
+        # A store that cannot be opened leaves no worker thread behind (the leak check sees it).
+        with pytest.raises(filemem.FileMemError):
+            AsyncStore(store_path + "-missing", readonly=True)
+        with pytest.raises(filemem.FileMemError):
+            await AsyncStore.open(store_path + "-missing", create=False)
 
     asyncio.run(main())
     assert not os.path.exists(os.path.join(store_path, "ns", "x"))
