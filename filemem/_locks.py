@@ -49,6 +49,7 @@ from ._errors import LockTimeout, StorageError
 __all__ = [
     "Held",
     "WaitAborted",
+    "check_abort",
     "create_locked",
     "exclusive",
     "set_abort",
@@ -92,6 +93,11 @@ def _check_abort(path: str) -> None:
     event: threading.Event | None = getattr(_abort, "event", None)
     if event is not None and event.is_set():
         raise WaitAborted(path)
+
+
+def check_abort(path: str) -> None:
+    """Raise WaitAborted if this thread's abort event is set: for waits built on try-locks (session slots)."""
+    _check_abort(path)
 
 
 class _InProc:

@@ -749,6 +749,11 @@ class Batch:
         self._done = False
         self.results: list[Any] = []
 
+    @property
+    def done(self) -> bool:
+        """Whether the batch was committed or abandoned (it takes no more operations then)."""
+        return self._done
+
     def _add(self, op: Op) -> Batch:
         if self._done:
             raise StoreClosedError("batch already committed or abandoned")

@@ -6,17 +6,19 @@ import asyncio
 import concurrent.futures
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from .._errors import InvalidValueError
 from .._feed import Change, Subscription
 from .._freshness import WatchMode
 from .._search import Embed, SearchHit
+from .._sessions import SessionInfo
 from .._store import Store
 from .._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ..codecs import Codec
 from ._runner import DEFAULT_MAX_IN_FLIGHT, Runner, finish
+from ._sessions import AsyncSession, SessionStart
 from ._views import AsyncBatch, AsyncListing, AsyncMappingView, AsyncSnapshot
 
 __all__ = ["AsyncStore"]
@@ -344,19 +346,26 @@ class AsyncStore:
         A plain callback runs on the subscription's own thread; an ``async def``
         callback is scheduled on the calling loop, one task per change.
         """
-        if inspect.iscoroutinefunction(callback):
-            loop = asyncio.get_running_loop()
-            coro_fn = callback
+        return await self._runner.run(
+            self._store.subscribe, self._on_loop(callback), namespace_prefix, max_queue=max_queue
+        )
 
-            def on_loop(change: Change) -> None:
-                coro = coro_fn(change)
-                try:
-                    asyncio.run_coroutine_threadsafe(coro, loop)
-                except RuntimeError:  # the loop is closed: nobody is listening any more
-                    coro.close()
+    @staticmethod
+    def _on_loop(callback: Callable[[Change], object]) -> Callable[[Change], object]:
+        """A plain callback as is; an ``async def`` one scheduled on the calling loop, one task per change."""
+        if not inspect.iscoroutinefunction(callback):
+            return callback
+        loop = asyncio.get_running_loop()
+        coro_fn = callback
 
-            callback = on_loop
-        return await self._runner.run(self._store.subscribe, callback, namespace_prefix, max_queue=max_queue)
+        def on_loop(change: Change) -> None:
+            coro = coro_fn(change)
+            try:
+                asyncio.run_coroutine_threadsafe(coro, loop)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                coro.close()
+
+        return on_loop
 
     def changes(self, namespace_prefix: NamespaceLike | None = None, *, max_queue: int = 1000) -> Subscription:
         """An async iterator of changes under ``namespace_prefix`` (see Store.changes).
@@ -383,3 +392,82 @@ class AsyncStore:
         >>> hits = await store.search(("agent-1",), query="login timeout", limit=3)  # doctest: +SKIP
         """
         return await self._runner.run(self._store.search, namespace_prefix, query, filter, limit, offset, vector=vector)
+
+    # --- sessions (issue 7; the twins of Store.session and friends) ---
+
+    def session(
+        self,
+        agent: str,
+        *,
+        priority: int = 0,
+        metadata: dict[str, Any] | None = None,
+        namespace: NamespaceLike | None = None,
+        shared: Iterable[NamespaceLike] | str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_stop: Callable[[AsyncSession], object] | None = None,
+    ) -> SessionStart:
+        """Register a session every process can see (see Store.session): await it, or ``async with`` it.
+
+        A wait for a slot runs on a thread of its own, never blocks the loop,
+        and is aborted cleanly if the caller is cancelled. ``on_stop`` gets the
+        AsyncSession and runs on filemem's session thread (not on the loop):
+        use ``loop.call_soon_threadsafe`` from it to reach the loop.
+
+        >>> async with store.session(agent="worker-3", priority=5) as s:  # doctest: +SKIP
+        ...     await s.set_status("running", progress=0.4)
+        ...     await s.store.put("worker-3", "page-1", {"ok": True})
+        """
+        holder: list[AsyncSession] = []
+
+        def stop_hook(_: Any) -> None:
+            if on_stop is not None and holder:
+                on_stop(holder[0])
+
+        def start() -> Any:
+            return self._store.session(
+                agent,
+                priority=priority,
+                metadata=metadata,
+                namespace=namespace,
+                shared=shared,
+                wait=wait,
+                timeout=timeout,
+                on_stop=stop_hook if on_stop is not None else None,
+            )
+
+        starter = SessionStart(self, start, holder)
+        return starter
+
+    async def sessions(self, *, alive: bool | None = True) -> list[SessionInfo]:
+        """Sessions of every process (see Store.sessions)."""
+        return await self._runner.run(self._store.sessions, alive=alive)
+
+    async def session_info(self, session_id: str) -> SessionInfo | None:
+        """One session by id (see Store.session_info)."""
+        return await self._runner.run(self._store.session_info, session_id)
+
+    async def request_stop(self, session_id: str) -> bool:
+        """Ask a live session of any process to stop (see Store.request_stop)."""
+        return await self._runner.run(self._store.request_stop, session_id)
+
+    async def limit_sessions(self, max_sessions: int | None, *, namespace: NamespaceLike | None = None) -> None:
+        """Set or remove a cross-process session limit (see Store.limit_sessions)."""
+        await self._runner.run(self._store.limit_sessions, max_sessions, namespace=namespace)
+
+    async def session_limits(self) -> dict[tuple[str, ...], int]:
+        """Every session limit (see Store.session_limits)."""
+        return await self._runner.run(self._store.session_limits)
+
+    async def subscribe_sessions(self, callback: Callable[[Change], object], *, max_queue: int = 1000) -> Subscription:
+        """Call ``callback(change)`` when a session of any process starts, changes or ends.
+
+        See Store.subscribe_sessions.
+
+        An ``async def`` callback is scheduled on the calling loop.
+        """
+        return await self._runner.run(self._store.subscribe_sessions, self._on_loop(callback), max_queue=max_queue)
+
+    def session_changes(self, *, max_queue: int = 1000) -> Subscription:
+        """An async iterator of session changes (see Store.session_changes)."""
+        return self._store.session_changes(max_queue=max_queue)

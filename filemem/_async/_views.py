@@ -106,7 +106,7 @@ class AsyncBatch:
         # Same rule as the sync batch: commit on a clean exit, drop on any
         # exception, cancellation included (nothing was written yet).
         if exc_type is None:
-            if not self._batch._done:
+            if not self._batch.done:
                 await self.commit()
         else:
             self._batch.__exit__(exc_type, exc, tb)

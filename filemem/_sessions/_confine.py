@@ -270,6 +270,11 @@ class SessionBatch:
     def __len__(self) -> int:
         return len(self._batch)
 
+    @property
+    def done(self) -> bool:
+        """Whether the batch was committed or abandoned."""
+        return self._committed
+
     def commit(self) -> list[Any]:
         """Commit now (the ``with`` block does this for you)."""
         self._guard()

@@ -223,6 +223,9 @@ class Slots:
                         limit=limit,
                         waited_s=now - started,
                     )
+                # A cancelled async caller aborts the wait here, holding nothing
+                # (its tickets and registry record go in the cleanup below).
+                _locks.check_abort(self.dir)
                 time.sleep(min(sleep * (0.5 + random.random()), max(deadline - now, 0.0)))  # noqa: S311
                 sleep = min(sleep * 2, _MAX_SLEEP_S)
         finally:
