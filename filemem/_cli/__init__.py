@@ -12,8 +12,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import FileMemError, InvalidKeyError, InvalidValueError, LockTimeout
-from . import _read, _run, _write
+from .. import FileMemError, InvalidKeyError, InvalidQueryError, InvalidValueError, LockTimeout
+from . import _agents, _read, _run, _write
 from ._base import (
     COMMANDS,
     EXIT_BUSY,
@@ -38,9 +38,25 @@ __all__ = [
     "main",
 ]
 
-_COMMAND_MODULES = (_read, _write, _run)  # importing them registers their commands
+_COMMAND_MODULES = (_read, _write, _agents, _run)  # importing them registers their commands
 #: The order commands are listed in (help and docs/cli.md); unknown ones go last.
-_ORDER = ("info", "ls", "get", "put", "rm", "export", "import", "check", "compact", "stats", "watch", "convert")
+_ORDER = (
+    "info",
+    "ls",
+    "get",
+    "put",
+    "rm",
+    "search",
+    "export",
+    "import",
+    "check",
+    "compact",
+    "stats",
+    "watch",
+    "convert",
+    "sessions",
+    "stop",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BUSY
-    except (InvalidKeyError, InvalidValueError) as exc:
+    except (InvalidKeyError, InvalidValueError, InvalidQueryError) as exc:
         print(f"filemem: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except FileMemError as exc:
