@@ -452,7 +452,7 @@ class Searcher:
                 n_docs += sum(live)
                 total_len += sum(n for n, ok in zip(seg.lens, live, strict=True) if ok)
             else:
-                n_docs += len(seg.keys)
+                n_docs += seg.n
                 total_len += seg.total_len
             lives.append(live)
             cand = live
@@ -488,8 +488,15 @@ class Searcher:
                 for doc in range(part.seg.n)
                 if cand is None or cand[doc]
             }
-        best = heapq.nsmallest(want, scored.items(), key=lambda kv: sort_key(*kv))
-        return best[offset:]
+        pool = list(scored.items())
+        if len(pool) > want:
+            # Select by score first, so keys (for tie order) are decoded only
+            # for the page's candidates; every record tied with the last one
+            # selected stays in the pool.
+            cutoff = heapq.nsmallest(want, pool, key=lambda kv: -kv[1])[-1][1]
+            pool = [kv for kv in pool if kv[1] >= cutoff]
+        pool.sort(key=lambda kv: sort_key(*kv))
+        return pool[offset:want]
 
     @staticmethod
     def _bm25(

@@ -45,6 +45,8 @@ _SWAP: Final = sys.byteorder == "big"  # files are little-endian everywhere
 _SEGMENT_VERSION: Final = 2
 _NUL: Final = b"\0"
 _TWO_U32: Final = struct.Struct("<II")
+#: Term lookups by byte search in a segment before it builds a term table.
+_FINDS_BEFORE_TABLE: Final = 8
 #: Decoded postings kept per segment (the terms of recent queries).
 _POSTINGS_CACHE_MAX: Final = 64
 
@@ -69,6 +71,7 @@ class Segment:
 
     __slots__ = (
         "_expires",
+        "_finds",
         "_keys",
         "_norms",
         "_postings_cache",
@@ -130,6 +133,7 @@ class Segment:
         self._norms: list[float] | None = None
         self._postings_cache: dict[str, array[int] | None] = {}
         self._term_ids: dict[str, int] | None = None
+        self._finds = 0
         if len(self.lens) != n or len(mask) != n or len(versions_raw) != 8 * n:
             raise ValueError("inconsistent segment")
 
@@ -179,9 +183,9 @@ class Segment:
     def postings(self, term: str) -> array[int] | None:
         """(doc, tf, doc, tf, ...) for ``term``; None if no record here has it.
 
-        The first lookup searches the raw term bytes (no per-term objects: a
-        fresh process answers its first query without decoding a term
-        table); the second builds a term table, so a warm process looks
+        The first lookups search the raw term bytes (no per-term objects: a
+        fresh process answers its first queries without decoding a term
+        table); after a few, a term table is built, so a warm process looks
         terms up in a dict.
         """
         try:
@@ -189,16 +193,16 @@ class Segment:
         except KeyError:
             pass
         ids = self._term_ids
+        if ids is None and self._finds >= _FINDS_BEFORE_TABLE:
+            names = self.terms_raw[1:-1].decode().split("\0") if self.terms_raw else []
+            ids = self._term_ids = {t: i for i, t in enumerate(names)}
         if ids is not None:
             idx = ids.get(term, -1)
-        elif not self._postings_cache:
+        else:
+            self._finds += 1
             raw = self.terms_raw
             pos = raw.find(_NUL + term.encode() + _NUL)
             idx = raw.count(_NUL, 0, pos + 1) - 1 if pos >= 0 else -1
-        else:
-            names = self.terms_raw[1:-1].decode().split("\0") if self.terms_raw else []
-            ids = self._term_ids = {t: i for i, t in enumerate(names)}
-            idx = ids.get(term, -1)
         got: array[int] | None = None
         if idx >= 0:
             start, end = _TWO_U32.unpack_from(self.offsets_raw, idx * 4)
