@@ -162,7 +162,7 @@ class Searcher:
             return None
         try:
             seg = decode_segment(ent[1], key)
-        except Exception:
+        except Exception:  # a bad blob is rebuilt from the shard, never served
             del state.blobs[prefix]
             return None
         self.counters["segments_from_file"] += 1
@@ -182,7 +182,7 @@ class Searcher:
             if ent is not None:
                 try:
                     return decode_segment(ent[1], ent[0])
-                except Exception:
+                except Exception:  # only an optimisation: embed again
                     return None
         return None
 
@@ -317,7 +317,7 @@ class Searcher:
                             self._build(state, prefix, shard)
                             self.counters["segments_built_on_write"] += 1
                     self._maybe_persist(ns, state)
-        except (FileMemError, OSError, ValueError):
+        except Exception:  # the write committed: a failing embed= or disk must not turn it into an error
             self.counters["index_write_errors"] += 1
 
     def _maybe_persist(self, ns: tuple[str, ...], state: _NsState) -> None:
