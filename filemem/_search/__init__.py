@@ -6,7 +6,8 @@ Modules, one mechanism each:
 - ``_text``: which strings of a record are text, and the tokenizer;
 - ``_segment``: one shard's index (postings, lengths, vectors), its encoding;
 - ``_indexfile``: the per-namespace index file shared by processes;
-- ``_searcher``: query execution (identity checks, BM25, cosine, RRF, paging);
+- ``_searcher``: query execution (shard identity checks, index state, results);
+- ``_scoring``: BM25, cosine, reciprocal rank fusion, the page;
 - ``_checkindex``: what ``store.check()`` says about index files.
 """
 

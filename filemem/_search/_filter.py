@@ -77,7 +77,7 @@ def values_equal(a: Any, b: Any) -> bool:
         return False
     try:
         return bool(a == b)
-    except Exception:
+    except Exception:  # an exotic codec value must not break a search
         return False
 
 

@@ -107,7 +107,7 @@ def read_index(path: str, config: str) -> tuple[Entries, _fs.StatKey] | None:
     try:
         raw = msgpack.unpackb(body, raw=False, strict_map_key=False)
         entries: Entries = {str(p): ((int(v[0]), int(v[1]), int(v[2])), bytes(v[3])) for p, v in raw.items()}
-    except Exception as exc:
+    except Exception as exc:  # any decoding failure means "damaged": rebuild
         raise ValueError(f"index file {path} does not decode: {exc}") from exc
     return entries, key
 

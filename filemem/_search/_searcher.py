@@ -15,23 +15,18 @@ How a search stays correct without trusting the index:
 4. Segments this process built are written back to the index file for other
    processes (best effort: skipped if another process is writing it).
 
-Ranking (see docs/search.md): BM25 (k1=1.2, b=0.75, idf = ln(1 + (N - df +
-0.5)/(df + 0.5))) over the unique query terms, with N, df and the average
-length counted over every live record under the prefix; cosine similarity
-for vectors; reciprocal rank fusion (k=60) when both are given.
+Ranking is in ``_scoring`` (and docs/search.md).
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import _fs
@@ -39,39 +34,21 @@ from .._engine import Engine, Op, _fork_generation, _owner_filter, copy_value
 from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Shard
 from .._types import Item
-from ._filter import Predicate, compile_filter
+from ._filter import compile_filter
 from ._indexfile import Entries, IndexFile, bucket_of, index_lock, read_index, write_index
 from ._result import SearchHit
+from ._scoring import DocRef, Part, rank
 from ._segment import Embed, Segment, build_segment, decode_segment, encode_segment
 from ._text import parse_fields, tokenize
 
 __all__ = ["Searcher"]
 
-K1: Final = 1.2
-B: Final = 0.75
-#: Reciprocal rank fusion constant (the usual 60, from Cormack et al. 2009).
-RRF_K: Final = 60
 #: Searches that found a shard changed under them before the last, all-reading attempt.
 _ATTEMPTS: Final = 4
 #: A process rewrites a namespace's index file at most this often (the whole
 #: file is rewritten; whoever comes later rebuilds only the shards changed
 #: since, and close() writes what is pending).
 INDEX_WRITE_INTERVAL_S: Final = 1.0
-
-#: (part index, doc index) inside one search.
-DocRef = tuple[int, int]
-
-
-@dataclass(slots=True)
-class _Part:
-    """One shard's segment as one search uses it."""
-
-    ns: tuple[str, ...]
-    prefix: str
-    path: str
-    seg: Segment
-    own: Callable[[str], bool] | None
-    shard: Shard | None
 
 
 class _NsState:
@@ -185,7 +162,7 @@ class Searcher:
             return None
         try:
             seg = decode_segment(ent[1], key)
-        except Exception:
+        except Exception:  # a bad blob is rebuilt from the shard, never served
             del state.blobs[prefix]
             return None
         self.counters["segments_from_file"] += 1
@@ -205,7 +182,7 @@ class Searcher:
             if ent is not None:
                 try:
                     return decode_segment(ent[1], ent[0])
-                except Exception:
+                except Exception:  # only an optimisation: embed again
                     return None
         return None
 
@@ -220,7 +197,7 @@ class Searcher:
             state.dirty.add(bucket_of(prefix))
         return seg
 
-    def _parts(self, ns: tuple[str, ...], need_shard: bool) -> list[_Part]:
+    def _parts(self, ns: tuple[str, ...], need_shard: bool) -> list[Part]:
         """Each live shard of ``ns`` with its segment (the engine's iter_shards, over segments)."""
         engine = self.engine
         view = engine.view(ns)
@@ -228,7 +205,7 @@ class Searcher:
         state.file_checked = False
         visited: set[str] = set()
         whole: set[str] = set()
-        parts: list[_Part] = []
+        parts: list[Part] = []
         for _ in range(64):
             view.refresh()
             # A prefix whose ancestor we already read whole was split off it
@@ -277,7 +254,7 @@ class Searcher:
                 else:
                     own = None
                     whole.add(prefix)
-                parts.append(_Part(ns, prefix, path, seg, own, shard))
+                parts.append(Part(ns, prefix, path, seg, own, shard))
             if not relist:
                 return parts
         raise StorageError(f"namespace {view.dir} kept splitting while being searched; retry", path=view.dir)
@@ -340,7 +317,7 @@ class Searcher:
                             self._build(state, prefix, shard)
                             self.counters["segments_built_on_write"] += 1
                     self._maybe_persist(ns, state)
-        except (FileMemError, OSError, ValueError):
+        except Exception:  # the write committed: a failing embed= or disk must not turn it into an error
             self.counters["index_write_errors"] += 1
 
     def _maybe_persist(self, ns: tuple[str, ...], state: _NsState) -> None:
@@ -414,10 +391,10 @@ class Searcher:
             prefixes = self.engine.list_namespaces(prefix)
             for attempt in range(_ATTEMPTS):
                 last = attempt == _ATTEMPTS - 1
-                parts: list[_Part] = []
+                parts: list[Part] = []
                 for ns in prefixes:
                     parts.extend(self._parts(ns, need_shard=pred is not None or last))
-                page = self._rank(parts, pred, terms, qvec, limit, offset)
+                page = rank(parts, pred, terms, qvec, limit, offset)
                 hits = self._materialize(parts, page)
                 for ns in prefixes:
                     self._maybe_persist(ns, self._state(ns))
@@ -426,128 +403,7 @@ class Searcher:
                 self.counters["search_retries"] += 1
         raise AssertionError("the last attempt reads every shard and cannot be stale")  # pragma: no cover
 
-    def _rank(
-        self,
-        parts: list[_Part],
-        pred: Predicate | None,
-        terms: list[str] | None,
-        qvec: list[float] | None,
-        limit: int,
-        offset: int,
-    ) -> list[tuple[DocRef, float]]:
-        now = time.time()
-        n_docs = 0
-        total_len = 0
-        cands: list[list[bool] | None] = []  # None: every doc of the part is a candidate
-        lives: list[list[bool] | None] = []
-        for part in parts:
-            seg = part.seg
-            live: list[bool] | None = None
-            if part.own is not None or seg.has_expiry:
-                own = part.own
-                live = [
-                    (x is None or x > now) and (own is None or own(k))
-                    for k, x in zip(seg.keys, seg.expires, strict=True)
-                ]
-                n_docs += sum(live)
-                total_len += sum(n for n, ok in zip(seg.lens, live, strict=True) if ok)
-            else:
-                n_docs += len(seg.keys)
-                total_len += seg.total_len
-            lives.append(live)
-            cand = live
-            if pred is not None:
-                shard = part.shard
-                assert shard is not None
-                recs = shard.records
-                cand = [(live is None or live[i]) and pred(recs[k]["value"]) for i, k in enumerate(seg.keys)]
-            cands.append(cand)
-
-        def sort_key(ref: DocRef, score: float) -> tuple[float, tuple[str, ...], str]:
-            part = parts[ref[0]]
-            return (-score, part.ns, part.seg.keys[ref[1]])
-
-        want = offset + limit
-        bm25 = self._bm25(parts, lives, cands, terms, n_docs, total_len) if terms is not None else None
-        cos = self._cosine(parts, cands, qvec) if qvec is not None else None
-        if bm25 is not None and cos is not None:
-            fused: dict[DocRef, float] = {}
-            for ranking in (bm25, cos):
-                ordered = sorted(ranking.items(), key=lambda kv: sort_key(*kv))
-                for rank, (ref, _) in enumerate(ordered, 1):
-                    fused[ref] = fused.get(ref, 0.0) + 1.0 / (RRF_K + rank)
-            scored = fused
-        elif bm25 is not None:
-            scored = bm25
-        elif cos is not None:
-            scored = cos
-        else:
-            scored = {
-                (pi, doc): 1.0
-                for pi, (part, cand) in enumerate(zip(parts, cands, strict=True))
-                for doc in range(part.seg.n)
-                if cand is None or cand[doc]
-            }
-        best = heapq.nsmallest(want, scored.items(), key=lambda kv: sort_key(*kv))
-        return best[offset:]
-
-    @staticmethod
-    def _bm25(
-        parts: list[_Part],
-        lives: list[list[bool] | None],
-        cands: list[list[bool] | None],
-        terms: list[str],
-        n_docs: int,
-        total_len: int,
-    ) -> dict[DocRef, float]:
-        scores: dict[DocRef, float] = {}
-        if not n_docs or not total_len:
-            return scores
-        avgdl = total_len / n_docs
-        for term in terms:
-            hits: list[tuple[int, Any]] = []
-            df = 0
-            for pi, part in enumerate(parts):
-                p = part.seg.postings(term)
-                if p is None:
-                    continue
-                hits.append((pi, p))
-                live = lives[pi]
-                df += len(p) // 2 if live is None else sum(1 for i in range(0, len(p), 2) if live[p[i]])
-            if not df:
-                continue
-            idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
-            for pi, p in hits:
-                cand = cands[pi]
-                lens = parts[pi].seg.lens
-                for i in range(0, len(p), 2):
-                    doc = p[i]
-                    if cand is not None and not cand[doc]:
-                        continue
-                    tf = p[i + 1]
-                    s = idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * lens[doc] / avgdl))
-                    ref = (pi, doc)
-                    scores[ref] = scores.get(ref, 0.0) + s
-        return scores
-
-    @staticmethod
-    def _cosine(parts: list[_Part], cands: list[list[bool] | None], q: list[float]) -> dict[DocRef, float]:
-        qn = math.sqrt(sum(x * x for x in q))
-        out: dict[DocRef, float] = {}
-        for pi, part in enumerate(parts):
-            seg = part.seg
-            if seg.dim and seg.dim != len(q):
-                raise InvalidQueryError(f"vector has {len(q)} dimensions; the index holds {seg.dim}")
-            cand = cands[pi]
-            for doc, v in enumerate(seg.vectors):
-                if v is None or (cand is not None and not cand[doc]):
-                    continue
-                norm = seg.norms[doc]
-                if norm:
-                    out[(pi, doc)] = math.fsum(a * b for a, b in zip(q, v, strict=True)) / (qn * norm)
-        return out
-
-    def _materialize(self, parts: list[_Part], page: list[tuple[DocRef, float]]) -> list[SearchHit] | None:
+    def _materialize(self, parts: list[Part], page: list[tuple[DocRef, float]]) -> list[SearchHit] | None:
         """Items for the page, or None if a shard changed since its segment was taken."""
         loaded: dict[int, Shard] = {}
         hits: list[SearchHit] = []

@@ -10,9 +10,9 @@ Encoded form: a msgpack list of flat byte strings, so that loading one costs
 a few copies and no per-term objects; a query finds its terms by a substring
 search in ``terms`` and decodes only their postings::
 
-    [2, keys (NUL-joined UTF-8), expires_at list or None, lengths (uint32),
+    [3, keys (NUL-joined UTF-8), expires_at list or None, lengths (uint32),
      terms (NUL-delimited, "\\0t1\\0t2\\0"), term offsets (uint32, one more than terms),
-     postings (uint32 (doc, tf) pairs), dim, vector mask, vectors (float32),
+     postings ((doc, tf) pairs: uint16 if all fit, else uint32), dim, vector mask, vectors (float32),
      splitting, versions (int64)]
 
 Integers and floats are little-endian. Record versions are kept so that a
@@ -42,9 +42,11 @@ __all__ = ["Embed", "Segment", "build_segment", "decode_segment", "encode_segmen
 Embed = Callable[[str], Sequence[float]]
 
 _SWAP: Final = sys.byteorder == "big"  # files are little-endian everywhere
-_SEGMENT_VERSION: Final = 2
+_SEGMENT_VERSION: Final = 3
 _NUL: Final = b"\0"
 _TWO_U32: Final = struct.Struct("<II")
+#: Term lookups by byte search in a segment before it builds a term table.
+_FINDS_BEFORE_TABLE: Final = 8
 #: Decoded postings kept per segment (the terms of recent queries).
 _POSTINGS_CACHE_MAX: Final = 64
 
@@ -69,6 +71,7 @@ class Segment:
 
     __slots__ = (
         "_expires",
+        "_finds",
         "_keys",
         "_norms",
         "_postings_cache",
@@ -83,6 +86,7 @@ class Segment:
         "n",
         "offsets_raw",
         "postings_raw",
+        "postings_type",
         "splitting",
         "statkey",
         "terms_raw",
@@ -118,6 +122,13 @@ class Segment:
         self.terms_raw = terms_raw
         self.offsets_raw = offsets_raw
         self.postings_raw = postings_raw
+        # Postings are uint16 when every doc number and count fits (most
+        # shards), else uint32; the width follows from the byte count.
+        total = int.from_bytes(offsets_raw[-4:], "little") if offsets_raw else 0
+        width = len(postings_raw) // total if total else 4
+        if width not in (2, 4) or width * total != len(postings_raw):
+            raise ValueError("inconsistent segment postings")
+        self.postings_type = "H" if width == 2 else "I"
         self.dim = dim
         self.mask = mask
         self.vectors_raw = vectors_raw
@@ -130,6 +141,7 @@ class Segment:
         self._norms: list[float] | None = None
         self._postings_cache: dict[str, array[int] | None] = {}
         self._term_ids: dict[str, int] | None = None
+        self._finds = 0
         if len(self.lens) != n or len(mask) != n or len(versions_raw) != 8 * n:
             raise ValueError("inconsistent segment")
 
@@ -179,9 +191,9 @@ class Segment:
     def postings(self, term: str) -> array[int] | None:
         """(doc, tf, doc, tf, ...) for ``term``; None if no record here has it.
 
-        The first lookup searches the raw term bytes (no per-term objects: a
-        fresh process answers its first query without decoding a term
-        table); the second builds a term table, so a warm process looks
+        The first lookups search the raw term bytes (no per-term objects: a
+        fresh process answers its first queries without decoding a term
+        table); after a few, a term table is built, so a warm process looks
         terms up in a dict.
         """
         try:
@@ -189,20 +201,21 @@ class Segment:
         except KeyError:
             pass
         ids = self._term_ids
+        if ids is None and self._finds >= _FINDS_BEFORE_TABLE:
+            names = self.terms_raw[1:-1].decode().split("\0") if self.terms_raw else []
+            ids = self._term_ids = {t: i for i, t in enumerate(names)}
         if ids is not None:
             idx = ids.get(term, -1)
-        elif not self._postings_cache:
+        else:
+            self._finds += 1
             raw = self.terms_raw
             pos = raw.find(_NUL + term.encode() + _NUL)
             idx = raw.count(_NUL, 0, pos + 1) - 1 if pos >= 0 else -1
-        else:
-            names = self.terms_raw[1:-1].decode().split("\0") if self.terms_raw else []
-            ids = self._term_ids = {t: i for i, t in enumerate(names)}
-            idx = ids.get(term, -1)
         got: array[int] | None = None
         if idx >= 0:
             start, end = _TWO_U32.unpack_from(self.offsets_raw, idx * 4)
-            got = _unpack("I", self.postings_raw[start * 4 : end * 4])
+            w = 2 if self.postings_type == "H" else 4
+            got = _unpack(self.postings_type, self.postings_raw[start * w : end * w])
         if len(self._postings_cache) >= _POSTINGS_CACHE_MAX:
             self._postings_cache.clear()
         self._postings_cache[term] = got
@@ -274,7 +287,7 @@ def build_segment(
         _pack(lens),
         terms_raw,
         _pack(offsets),
-        _pack(flat_postings),
+        _pack(array("H", flat_postings) if max(flat_postings, default=0) < 65536 else flat_postings),
         dim,
         bytes(1 if v is not None else 0 for v in vectors),
         _pack(flat_vectors),

@@ -67,11 +67,12 @@ def test_index_fields_restrict_the_text(store_path: str) -> None:
         filemem.Store(store_path, index_fields=["a..b"])
 
 
-def test_expired_records_are_not_found(store: filemem.Store) -> None:
-    store.put("e", "short", "api", ttl=0.05)
+def test_expired_records_are_not_found(store: filemem.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("e", "short", "api", ttl=60)
     store.put("e", "long", "api deploy")
     assert {h.item.key for h in store.search("e", "api")} == {"short", "long"}
-    time.sleep(0.1)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 120)  # the short one has expired
     hits = store.search("e", "api")
     assert [h.item.key for h in hits] == ["long"]
     assert_same(hits, reference(store, ("e",), "api"), 0, 10, store)  # N counts live records only
@@ -246,3 +247,16 @@ def test_closed_store_refuses(store_path: str) -> None:
     s.close()
     with pytest.raises(filemem.StoreClosedError):
         s.search("n", "x")
+
+
+def test_large_term_counts_use_wide_postings(store_path: str) -> None:
+    with filemem.Store(store_path, watch="off") as s:
+        s.put("w", "big", "alpha " * 70_000)  # a count past uint16
+        s.put("w", "small", "alpha beta")
+        hits = s.search("w", "alpha")
+        assert [h.item.key for h in hits] == ["big", "small"]
+        assert_same(hits, reference(s, ("w",), "alpha"), 0, 10, s)
+    with filemem.Store(store_path, watch="off") as fresh:
+        again = fresh.search("w", "alpha")
+        assert fresh._searcher.counters["segments_from_file"] >= 1
+        assert [(h.item.key, h.score) for h in again] == [(h.item.key, h.score) for h in hits]

@@ -100,3 +100,24 @@ def test_vector_search_matches_reference(texts: list[str], q: str, query: str | 
         qv: Sequence[float] = toy_embed(q)
         want: Any = reference(s, ("v",), query, vector=qv, embed=toy_embed)
         assert_same(got, want, offset, limit, s)
+
+
+def test_a_failing_embed_never_fails_a_committed_write(store_path: str) -> None:
+    state = {"fail": False}
+
+    def flaky(text: str) -> list[float]:
+        if state["fail"]:
+            raise RuntimeError("model down")
+        return toy_embed(text)
+
+    with filemem.Store(store_path, embed=flaky, watch="off") as s:
+        s.put("v", "a", "api")
+        s.search("v", vector="api")
+        state["fail"] = True
+        s.put("v", "b", "login")  # re-indexing on write fails: the put still succeeds
+        assert s.get("v", "b") == "login"
+        assert s._searcher.counters["index_write_errors"] == 1
+        with pytest.raises(RuntimeError):
+            s.search("v", vector=[1.0] * DIM)  # a search that must embed reports the failure
+        state["fail"] = False
+        assert {h.item.key for h in s.search("v", vector="login")} == {"a", "b"}
