@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import gendocs  # noqa: E402
 
+import filemem  # noqa: E402
 from filemem._cli import build_parser  # noqa: E402
 
 
@@ -28,6 +29,19 @@ def test_tutorial_code_runs(capsys: pytest.CaptureFixture[str]) -> None:
         exec(compile(block, "docs/tutorial.md", "exec"), env)
     out = capsys.readouterr().out
     assert "{'task': 'log in', 'ok': True}" in out and "blue green" in out
+
+
+def test_readme_code_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's examples, as written (they use ./memories: run them in a scratch directory)."""
+    monkeypatch.chdir(tmp_path)
+    blocks = _blocks(ROOT / "README.md")
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.strip() == "1"  # the async scan saw the one fact
+    with filemem.Store(str(tmp_path / "memories")) as store:
+        assert store.check() == []
+        assert store.get(("agent-1", "events"), "ev-1") == {"step": "login"}
 
 
 def test_cli_reference_is_current() -> None:
