@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import _fs, _locks
@@ -40,7 +41,17 @@ from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, decode_shard, read_header
 from ._types import Finding
 from ._view import TURNSTILE, View
 
-__all__ = ["check_store", "compact_store"]
+__all__ = ["check_store", "compact_store", "register_check"]
+
+#: Checks of higher layers (e.g. the collector's journals), called by
+#: check_store: those layers may import this one, never the reverse.
+_EXTRA_CHECKS: list[Callable[[Engine, bool], list[Finding]]] = []
+
+
+def register_check(fn: Callable[[Engine, bool], list[Finding]]) -> None:
+    """Have ``check_store`` also call ``fn(engine, fix)`` and report its findings."""
+    if fn not in _EXTRA_CHECKS:
+        _EXTRA_CHECKS.append(fn)
 
 _BITS = frozenset("01")
 
@@ -81,6 +92,8 @@ def check_store(engine: Engine, *, fix: bool) -> list[Finding]:
             )
             continue
         _check_namespace_dir(engine, directory, namespace, fix, referenced, findings)
+    for extra in _EXTRA_CHECKS:
+        findings.extend(extra(engine, fix))
     return findings
 
 
