@@ -15,6 +15,7 @@ with import-linter, see pyproject.toml)::
 
     L6  _cli, __main__               command line: a thin shell over the API
     L5  _store, _snapshot, _demo      Store facade and Batch; Snapshot, MappingView; demo agents
+    L4  _collector                    fire-and-forget collector: journal, batches, breaker, dead letters
     L3  _freshness                    cache + watcher + feed of one store in one process
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
     L2  _check, _engine, _view, _shard checker; engine (read, write, batch, split); shard resolution; format
@@ -27,12 +28,17 @@ door, and ``filemem.codecs`` is the one public extension point.
 
 from __future__ import annotations
 
+from ._collector import Collector as Collector
+from ._collector import CollectorConfig as CollectorConfig
+from ._collector import DeadLetter as DeadLetter
 from ._errors import ConflictError as ConflictError
 from ._errors import CorruptShardError as CorruptShardError
 from ._errors import FileMemError as FileMemError
+from ._errors import FlushTimeoutError as FlushTimeoutError
 from ._errors import InvalidKeyError as InvalidKeyError
 from ._errors import InvalidValueError as InvalidValueError
 from ._errors import LockTimeout as LockTimeout
+from ._errors import QueueFullError as QueueFullError
 from ._errors import ReadOnlyError as ReadOnlyError
 from ._errors import StorageError as StorageError
 from ._errors import StoreClosedError as StoreClosedError
@@ -52,16 +58,21 @@ __version__ = "0.1.0"
 __all__ = [
     "Batch",
     "Change",
+    "Collector",
+    "CollectorConfig",
     "ConflictError",
     "Consistency",
     "CorruptShardError",
+    "DeadLetter",
     "FileMemError",
     "Finding",
+    "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidValueError",
     "Item",
     "LockTimeout",
     "MappingView",
+    "QueueFullError",
     "ReadOnlyError",
     "Snapshot",
     "StorageError",

@@ -53,6 +53,7 @@ def register_check(fn: Callable[[Engine, bool], list[Finding]]) -> None:
     if fn not in _EXTRA_CHECKS:
         _EXTRA_CHECKS.append(fn)
 
+
 _BITS = frozenset("01")
 
 

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Iterable
 from typing import Any, Final
 
+from .. import _fs
 from .._engine import INTERNAL_DIR, INTERNAL_NS, Engine, Op
 
 __all__ = ["MARKER_KEY", "RangeSet", "marker_dir", "marker_namespace", "marker_op", "read_marker", "remove_marker"]
@@ -128,8 +129,6 @@ def remove_marker(engine: Engine, jid: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
     parent = os.path.dirname(path)
     if os.path.isdir(parent):
-        from .. import _fs  # noqa: PLC0415 - keep the module's import list about markers
-
         _fs.fsync_dir(parent)
 
 

@@ -201,7 +201,9 @@ def _validate(cfg: CollectorConfig) -> None:
     number("breaker_reset", integer=False, minimum=0, strict=True)
     number("close_timeout", integer=False, minimum=0)
     if cfg.on_full not in ("block", "raise", "drop_oldest"):
-        raise InvalidValueError(f"collector setting on_full must be 'block', 'raise' or 'drop_oldest', not {cfg.on_full!r}")
+        raise InvalidValueError(
+            f"collector setting on_full must be 'block', 'raise' or 'drop_oldest', not {cfg.on_full!r}"
+        )
     if not isinstance(cfg.journal, bool):
         raise InvalidValueError(f"collector setting journal must be True or False, not {cfg.journal!r}")
     if cfg.backoff_max < cfg.backoff_base:
@@ -209,4 +211,6 @@ def _validate(cfg: CollectorConfig) -> None:
             f"collector setting backoff_max ({cfg.backoff_max}) must be >= backoff_base ({cfg.backoff_base})"
         )
     if cfg.batch_size > cfg.max_queue:
-        raise InvalidValueError(f"collector setting batch_size ({cfg.batch_size}) must be <= max_queue ({cfg.max_queue})")
+        raise InvalidValueError(
+            f"collector setting batch_size ({cfg.batch_size}) must be <= max_queue ({cfg.max_queue})"
+        )

@@ -21,6 +21,7 @@ letters that fail again stay in the file.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import time
@@ -84,10 +85,8 @@ def letter(
         "error": error,
     }
     if codec == "json":
-        try:
+        with contextlib.suppress(ValueError):  # shown for people; the payload is what replays
             out["value"] = json.loads(payload)
-        except ValueError:
-            pass
     return out
 
 

@@ -127,7 +127,7 @@ class Collector:
         self._stop = threading.Event()
         self._closed = False
         self._fatal: BaseException | None = None
-        self._rng = random.Random()
+        self._rng = random.Random()  # noqa: S311 - retry jitter, not crypto
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset)
         self._counts = {
             "accepted": 0,
@@ -400,7 +400,9 @@ class Collector:
                     self._counts["journal_errors"] += 1
                     self.last_error = f"journal: {exc}"
                     attempt += 1
-                    if self._stop.wait(backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max, self._rng)):
+                    if self._stop.wait(
+                        backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max, self._rng)
+                    ):
                         # Closing with the journal failing: hand the group on
                         # unjournaled rather than lose it.
                         break
@@ -607,7 +609,7 @@ class Collector:
         try:
             append_dead_letters(self._engine, self.jid, letters)
         except FileMemError as exc:
-            log.error("collector %s: could not write %d dead letters: %s", self.jid, len(recs), exc)  # noqa: TRY400
+            log.error("collector %s: could not write %d dead letters: %s", self.jid, len(recs), exc)
             raise
         with self._lock:
             self._counts["dead_letters"] += len(recs)
