@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from .. import _fs, _locks
+from .._check import _temp_owner_alive
 from .._engine import JOURNAL_DIR, Engine, Op
 from .._errors import ConflictError, FileMemError, InvalidKeyError, InvalidValueError
 from .._types import Finding
@@ -187,6 +188,8 @@ def check_journals(engine: Engine, fix: bool) -> list[Finding]:
     for name in sorted(_fs.listdir(directory)):
         path = os.path.join(directory, name)
         if _fs.TEMP_MARK in name:
+            if _temp_owner_alive(path):
+                continue  # a collector starting right now (its pid is in the name)
             got = _locks.try_exclusive_existing(path)
             if isinstance(got, _locks.Held):
                 try:

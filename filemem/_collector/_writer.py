@@ -562,7 +562,7 @@ class Collector:
 
     def _fold_retired(self) -> None:
         """Write the marker for ids retired without an apply (dropped, dead-lettered), when idle."""
-        if self._journal is None or not self._retired.ranges:
+        if self._journal is None or not self._retired.ranges or self.breaker.state != "closed":
             self._maybe_truncate()
             return
         try:
