@@ -46,6 +46,10 @@ def test_eight_collectors_some_sigkilled_lose_nothing_accepted(store_path: str, 
     rng = random.Random(5)
     try:
         deadline = time.monotonic() + 60
+        # Every child has opened the store (and replayed what it found)
+        # before the first kill, so the victims' journals wait for us.
+        while not all(os.path.exists(r) for _, r in procs) and time.monotonic() < deadline:
+            time.sleep(0.01)
         # Kill each victim at a random point after it has accepted something.
         for i in sorted(victims):
             want = rng.randint(1000, 7000)
