@@ -148,6 +148,8 @@ class Collector:
         self._in_file = 0  # records in the journal file since its last truncation
         self._done_in_file = 0  # of those, applied or retired
         self._file_lock = threading.Lock()
+        #: Ids handed on without a journal write (the journal kept failing while closing).
+        self._unjournaled: set[int] = set()
         # A starting collector recovers the journals of dead ones first, so
         # their records land before anything this one collects.
         try:
@@ -339,10 +341,11 @@ class Collector:
                 remove_marker(self._engine, self.jid)
             else:
                 self._journal.release()  # its records wait for replay
-        else:
-            left = [r for q in self._ready for r in q] + self._inflight
-            if left:
-                self._dead_letter(left, "unfinished", "collector closed before the store took it")
+        left = [r for q in self._ready for r in q] + self._inflight
+        if self._journal is not None:
+            left = [r for r in left if r.seq in self._unjournaled]  # the journal holds the others
+        if left:
+            self._dead_letter(left, "unfinished", "collector closed before the store took it")
 
     def __enter__(self) -> Collector:
         return self
@@ -388,6 +391,7 @@ class Collector:
                     return
                 continue
             data = b"".join(encode_frame(r.seq, r.ts, r.prio, r.ns, r.key, codec, r.payload) for r in group)
+            journaled = False
             while True:
                 try:
                     with self._file_lock:
@@ -395,6 +399,7 @@ class Collector:
                         journal.flush()
                         self._in_file += len(group)
                     attempt = 0
+                    journaled = True
                     break
                 except FileMemError as exc:
                     self._counts["journal_errors"] += 1
@@ -410,7 +415,10 @@ class Collector:
                 for r in group:
                     self._ready[r.prio].append(r)
                 self._jbatch_min = math.inf
-                self._counts["accepted"] += len(group)
+                if journaled:
+                    self._counts["accepted"] += len(group)
+                else:
+                    self._unjournaled.update(r.seq for r in group)
             self._awake.set()
 
     def _ready_count(self) -> int:

@@ -389,3 +389,62 @@ def test_rangeset() -> None:
     r.add_range(20, 20)
     r.add_range(15, 16)
     assert r.ranges == [[1, 10], [15, 16], [20, 20]]
+
+
+def test_collector_start_and_check_fix_replay_dead_journals(store: filemem.Store) -> None:
+    _dead_journal(store, "j997-dead", [(1, "a", 1), (2, "b", 2)])
+    with store.collector() as c:  # a starting collector replays first
+        assert c.stats()["recovered"] == 2
+    assert store.keys("j") == ["a", "b"]
+    _dead_journal(store, "j996-dead", [(1, "c", 3)])
+    fixed = store.check(fix=True)
+    assert [(f.code, f.fixed) for f in fixed] == [("unreplayed-journal", True)]
+    assert store.get("j", "c") == 3 and store.check() == []
+
+
+def _failing(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    real = Engine.apply
+    failing = threading.Event()
+    failing.set()
+
+    def apply(engine: Engine, ops: list[Op]) -> list[Any]:
+        if failing.is_set() and any(op.namespace[:1] == ("down",) for op in ops):
+            raise filemem.StorageError("injected: store down", errno=5, path=engine.root)
+        return real(engine, ops)
+
+    monkeypatch.setattr(Engine, "apply", apply)
+    return failing
+
+
+def test_close_on_a_failing_store_keeps_the_journal_for_replay(store: filemem.Store, monkeypatch: Any) -> None:
+    failing = _failing(monkeypatch)
+    c = store.collector(breaker_reset=0.05, backoff_max=0.02)
+    for i in range(10):
+        c.collect("down", f"k{i}", i)
+    time.sleep(0.1)
+    s = c.stats()
+    assert s["queue_depth"] == 10 and s["oldest_age_s"] > 0 and s["accepted"] == 10
+    c.close(timeout=0.2)  # cannot drain: the journal stays
+    assert len(_journals(store)) == 1
+    assert [f.code for f in store.check()] == ["unreplayed-journal"]
+    failing.clear()
+    store.close()
+    with filemem.Store(store.path) as again:
+        assert again.keys("down") == sorted(f"k{i}" for i in range(10))
+        assert _journals(again) == [] and again.check() == []
+
+
+def test_close_without_journal_on_a_failing_store_dead_letters_the_rest(
+    store: filemem.Store, monkeypatch: Any
+) -> None:
+    failing = _failing(monkeypatch)
+    c = store.collector(journal=False, breaker_reset=0.05, backoff_max=0.02)
+    for i in range(5):
+        c.collect("down", f"k{i}", i)
+    c.close(timeout=0.2)
+    letters = store.dead_letters()
+    assert sorted(d.key for d in letters) == [f"k{i}" for i in range(5)]
+    assert {d.reason for d in letters} == {"unfinished"}
+    failing.clear()
+    assert store.replay_dead_letters() == {"applied": 5, "superseded": 0, "failed": 0}
+    assert store.keys("down") == [f"k{i}" for i in range(5)]
