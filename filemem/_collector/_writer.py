@@ -181,8 +181,8 @@ class Collector:
         return self._collect(namespace, key, value, priority, wait=True)
 
     async def acollect(self, namespace: NamespaceLike, key: str, value: Any, priority: str = "normal") -> int:
-        """:meth:`collect` for asyncio: never blocks the event loop (a full queue with
-        ``on_full="block"`` waits in a worker thread).
+        """:meth:`collect` for asyncio: never blocks the event loop (with a full queue,
+        ``on_full="block"`` waits and ``"drop_oldest"`` writes its dead letter in a worker thread).
 
         >>> op = await collector.acollect("agent-1/events", "ev-8", {"ok": True})  # doctest: +SKIP
         """
@@ -236,6 +236,10 @@ class Collector:
         policy = self.config.on_full
         if policy == "raise":
             raise QueueFullError(f"collector queue is full ({self.config.max_queue} records waiting)")
+        if not wait:
+            # acollect: dropping costs an fsync (the dead letter) and blocking
+            # waits; both belong in a worker thread, not on the event loop.
+            raise _WouldBlock
         if policy == "drop_oldest":
             for q in reversed(self._ready):  # lowest priority first; oldest of it
                 if q:
@@ -253,8 +257,6 @@ class Collector:
                 self._counts["dropped"] += 1
                 return victim
             # Everything waiting is already in the writers' hands: wait for room.
-        if not wait:
-            raise _WouldBlock
         deadline = None if self.config.block_timeout is None else time.monotonic() + self.config.block_timeout
         while self._queued >= self.config.max_queue:
             if self._closed:

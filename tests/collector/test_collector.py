@@ -434,9 +434,7 @@ def test_close_on_a_failing_store_keeps_the_journal_for_replay(store: filemem.St
         assert _journals(again) == [] and again.check() == []
 
 
-def test_close_without_journal_on_a_failing_store_dead_letters_the_rest(
-    store: filemem.Store, monkeypatch: Any
-) -> None:
+def test_close_without_journal_on_a_failing_store_dead_letters_the_rest(store: filemem.Store, monkeypatch: Any) -> None:
     failing = _failing(monkeypatch)
     c = store.collector(journal=False, breaker_reset=0.05, backoff_max=0.02)
     for i in range(5):
@@ -448,3 +446,27 @@ def test_close_without_journal_on_a_failing_store_dead_letters_the_rest(
     failing.clear()
     assert store.replay_dead_letters() == {"applied": 5, "superseded": 0, "failed": 0}
     assert store.keys("down") == [f"k{i}" for i in range(5)]
+
+
+def test_acollect_with_a_full_queue_waits_off_the_event_loop(store: filemem.Store, stall: Stall) -> None:
+    async def main() -> None:
+        with store.collector(max_queue=3, batch_size=1, batch_timeout=0, on_full="drop_oldest") as c:
+            for i in range(3):
+                await c.acollect("stalled", f"k{i}", i)
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.001)
+
+            t = asyncio.create_task(ticker())
+            await c.acollect("stalled", "k3", 3)  # full: drops in a worker thread
+            t.cancel()
+            assert c.stats()["dropped"] == 1
+            stall.release()
+            await c.aflush()
+
+    asyncio.run(main())
+    assert len(store.keys("stalled")) == 3
