@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._engine import JOURNAL_DIR, Engine, Op, copy_value
+from .._engine import JOURNAL_DIR, Engine, Op, _fork_generation, copy_value
 from .._errors import (
     FileMemError,
     FlushTimeoutError,
@@ -126,6 +126,7 @@ class Collector:
         self._awake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
+        self._fork = _fork_generation[0]  # a forked child has none of our threads
         self._fatal: BaseException | None = None
         self._rng = random.Random()  # noqa: S311 - retry jitter, not crypto
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset)
@@ -192,8 +193,12 @@ class Collector:
             return await asyncio.to_thread(self._collect, namespace, key, value, priority, wait=True)
 
     def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, *, wait: bool) -> int:
-        if self._closed:
-            raise StoreClosedError("collector is closed")
+        if self._closed or self._fork != _fork_generation[0]:
+            raise StoreClosedError(
+                "collector is closed"
+                if self._closed
+                else "this collector belongs to the parent process: create a new one in the forked child"
+            )
         prio = _PRIO.get(prio_name) if isinstance(prio_name, str) else None
         if prio is None:
             raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}")
@@ -321,6 +326,11 @@ class Collector:
         dead-letter file. Idempotent.
         """
         if self._closed:
+            return
+        if self._fork != _fork_generation[0]:
+            # A forked child: the threads, the queue and the journal are the
+            # parent's. Touch nothing (retiring would delete the parent's journal).
+            self._closed = True
             return
         limit = self.config.close_timeout if timeout is None else timeout
         drained = True

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -470,3 +471,34 @@ def test_acollect_with_a_full_queue_waits_off_the_event_loop(store: filemem.Stor
 
     asyncio.run(main())
     assert len(store.keys("stalled")) == 3
+
+
+def _forked_child_uses(c: filemem.Collector, w: int) -> None:
+    try:
+        c.collect("ns", "from-child", 1)
+        code = 1
+    except filemem.StoreClosedError:
+        code = 0
+    c.close()  # must not retire the parent's journal
+    os.write(w, str(code).encode())
+    os._exit(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_cannot_use_the_parents_collector(store: filemem.Store) -> None:
+    with store.collector() as c:
+        c.collect("ns", "k", 1)
+        c.flush()
+        r, w = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+ warns: we have threads
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            _forked_child_uses(c, w)
+        os.close(w)
+        assert os.read(r, 10) == b"0"
+        os.close(r)
+        os.waitpid(pid, 0)
+        assert len(_journals(store)) == 1  # still ours
+        c.collect("ns", "k2", 2)
+    assert store.get("ns", "k2") == 2
