@@ -38,13 +38,18 @@ door. The public submodules: ``filemem.codecs`` (the codec extension point),
 from __future__ import annotations
 
 from ._async import AsyncStore as AsyncStore
+from ._collector import Collector as Collector
+from ._collector import CollectorConfig as CollectorConfig
+from ._collector import DeadLetter as DeadLetter
 from ._errors import ConflictError as ConflictError
 from ._errors import CorruptShardError as CorruptShardError
 from ._errors import FileMemError as FileMemError
+from ._errors import FlushTimeoutError as FlushTimeoutError
 from ._errors import InvalidKeyError as InvalidKeyError
 from ._errors import InvalidQueryError as InvalidQueryError
 from ._errors import InvalidValueError as InvalidValueError
 from ._errors import LockTimeout as LockTimeout
+from ._errors import QueueFullError as QueueFullError
 from ._errors import ReadOnlyError as ReadOnlyError
 from ._errors import SessionLimitError as SessionLimitError
 from ._errors import SessionPermissionError as SessionPermissionError
@@ -92,12 +97,16 @@ __all__ = [
     "AsyncWorklog",
     "Batch",
     "Change",
+    "Collector",
+    "CollectorConfig",
     "ConflictError",
     "Consistency",
     "CorruptShardError",
+    "DeadLetter",
     "Episodic",
     "FileMemError",
     "Finding",
+    "FlushTimeoutError",
     "GenerationCache",
     "InvalidKeyError",
     "InvalidQueryError",
@@ -105,6 +114,7 @@ __all__ = [
     "Item",
     "LockTimeout",
     "MappingView",
+    "QueueFullError",
     "ReadOnlyError",
     "SearchHit",
     "Semantic",

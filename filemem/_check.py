@@ -42,14 +42,22 @@ from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, decode_shard, read_header
 from ._types import Finding
 from ._view import TURNSTILE, View
 
-__all__ = ["check_store", "compact_store"]
+__all__ = ["check_store", "compact_store", "register_check"]
+
+#: Checkers of files that higher layers own (the collector's journals, search
+#: indexes under ``index/``), called by check_store as ``fn(engine, fix)``;
+#: each returns its findings. They register here (``register_check``) because
+#: this layer may not import them.
+_EXTRA_CHECKS: list[Callable[[Engine, bool], list[Finding]]] = []
+
+
+def register_check(fn: Callable[[Engine, bool], list[Finding]]) -> None:
+    """Have ``check_store`` also call ``fn(engine, fix)`` and report its findings."""
+    if fn not in _EXTRA_CHECKS:
+        _EXTRA_CHECKS.append(fn)
+
 
 _BITS = frozenset("01")
-
-#: Checkers of files that higher layers own (e.g. search indexes under
-#: ``index/``), called as ``fn(engine, fix)``; each returns its findings. They
-#: register here because this layer may not import them.
-EXTRA_CHECKS: list[Callable[[Engine, bool], list[Finding]]] = []
 
 
 def quarantine_name(root: str, path: str) -> str:
@@ -91,7 +99,7 @@ def check_store(engine: Engine, *, fix: bool, progress: Callable[[int, int], Non
             )
             continue
         _check_namespace_dir(engine, directory, namespace, fix, referenced, findings)
-    for extra in EXTRA_CHECKS:
+    for extra in _EXTRA_CHECKS:
         findings.extend(extra(engine, fix))
     return findings
 

@@ -89,6 +89,10 @@ INDEX_DIR: Final = "index"
 #: namespaces under this directory, apart from users' ``ns/`` so that
 #: ``list_namespaces`` never shows them.
 INTERNAL_DIR: Final = "internal"
+#: First segment of a store-internal namespace. No user namespace can start
+#: with it (segments may not contain NUL), and :meth:`Engine.ns_dir` maps such
+#: a namespace under :data:`INTERNAL_DIR` instead of ``ns/``.
+INTERNAL_NS: Final = "\x00internal"
 #: Every name filemem may create at the store root; ``check`` reports anything
 #: else as a foreign file.
 ROOT_ENTRIES: Final = frozenset(
@@ -374,7 +378,9 @@ class Engine:
     # ------------------------------------------------------------------ views
 
     def ns_dir(self, namespace: tuple[str, ...]) -> str:
-        """Directory of a (validated) namespace."""
+        """Directory of a (validated) namespace; an internal one (see INTERNAL_NS) lives under internal/."""
+        if namespace and namespace[0] == INTERNAL_NS:
+            return os.path.join(self.root, INTERNAL_DIR, *(escape_segment(s) for s in namespace[1:]))
         return os.path.join(self.ns_root, *(escape_segment(s) for s in namespace))
 
     def view(self, namespace: tuple[str, ...]) -> View:
@@ -1148,7 +1154,7 @@ def _parse_intent(raw: bytes) -> dict[str, Any] | None:
         parts = target.replace("\\", "/").split("/")
         if (
             os.path.isabs(target)
-            or parts[0] != NS_DIR
+            or parts[0] not in (NS_DIR, INTERNAL_DIR)
             or any(p in ("", ".", "..") for p in parts)
             or not target.endswith(SHARD_SUFFIX)
             or not tmp.startswith(target + _fs.TEMP_MARK)

@@ -16,7 +16,9 @@ or ``except ValueError`` keep working in code that does not know filemem::
     ├── ReadOnlyError(FileMemError, PermissionError)     write on a read-only store
     ├── SessionPermissionError(FileMemError, PermissionError)  outside a session's namespaces
     ├── SessionLimitError(FileMemError, TimeoutError)    no session slot in time
-    └── StorageError(FileMemError, OSError)              the disk said no (ENOSPC, EIO, fsync)
+    ├── StorageError(FileMemError, OSError)              the disk said no (ENOSPC, EIO, fsync)
+    ├── QueueFullError(FileMemError, BufferError)        collector queue full (on_full="raise")
+    └── FlushTimeoutError(FileMemError, TimeoutError)    collector flush/close not done in time
 
 All of them survive pickling (a worker process may raise them to its parent):
 each defines ``__reduce__`` from its constructor arguments.
@@ -30,10 +32,12 @@ __all__ = [
     "ConflictError",
     "CorruptShardError",
     "FileMemError",
+    "FlushTimeoutError",
     "InvalidKeyError",
     "InvalidQueryError",
     "InvalidValueError",
     "LockTimeout",
+    "QueueFullError",
     "ReadOnlyError",
     "SessionLimitError",
     "SessionPermissionError",
@@ -271,6 +275,22 @@ class StorageError(FileMemError, OSError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.__class__, (self.message,), {"errno": self.errno, "path": self.path}))
+
+
+class QueueFullError(FileMemError, BufferError):
+    """A collector's queue is full and its ``on_full`` policy is ``"raise"``.
+
+    Nothing was queued for this call. Slow down, call ``flush()``, or choose
+    ``on_full="block"`` (wait for room) or ``"drop_oldest"``.
+    """
+
+
+class FlushTimeoutError(FileMemError, TimeoutError):
+    """A collector's ``flush()`` or ``close()`` did not finish within its timeout.
+
+    Nothing is lost: queued records stay queued (and journaled, with the
+    journal on); ``collector.health()`` says why the writer is behind.
+    """
 
 
 def _rebuild(cls: type[FileMemError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> FileMemError:

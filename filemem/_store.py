@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -12,8 +13,9 @@ from typing import Any
 from . import _fs
 from ._cache import ShardCache
 from ._check import check_store, compact_store
+from ._collector import Collector, CollectorConfig, DeadLetter, list_dead_letters, recover_journals, replay_dead_letters
 from ._engine import Engine, Op, _fork_generation, copy_value
-from ._errors import InvalidValueError, StorageError, StoreClosedError
+from ._errors import FileMemError, InvalidValueError, ReadOnlyError, StorageError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
 from ._names import hash_bits, normalize_namespace, validate_key
@@ -135,6 +137,7 @@ class Store:
             self._engine.after_apply = self._searcher.note_write
         if not readonly:
             self._engine.recover_batches()
+            self._recover_journals()
 
     # ------------------------------------------------------------------ basics
 
@@ -179,6 +182,7 @@ class Store:
         self._hot = {}
         if not self._engine.closed:
             self._searcher.flush()
+        self._close_collectors()
         self._fresh.close()
         if self._session_hub is not None:
             self._session_hub.close()  # the sessions thread (issue 7)
@@ -733,6 +737,66 @@ class Store:
         if got is None:
             return None
         return decode_shard(got[0], path, self._engine._codecs, prefix)
+
+    # --- collector (issue 5) ---
+
+    def collector(self, config: CollectorConfig | str | os.PathLike[str] | None = None, **overrides: Any) -> Collector:
+        """A fire-and-forget collector: ``collect()`` queues in microseconds, a background
+        writer applies in batches, a journal makes accepted records survive a crash.
+
+        ``config``: a :class:`CollectorConfig`, or the path of a TOML file; with
+        a path or None, ``FILEMEM_COLLECTOR_*`` environment variables apply
+        too. ``overrides`` (e.g. ``batch_size=500``) win over both. Invalid
+        settings raise InvalidValueError here. Closing the store closes its
+        collectors (draining them). See docs/collector.md.
+
+        >>> with store.collector(batch_size=500) as c:  # doctest: +SKIP
+        ...     c.collect("agent-1/events", "ev-1", {"ok": True})
+        ...     c.flush()
+        """
+        self._engine.check_open()
+        if isinstance(config, CollectorConfig):
+            cfg = config.replace(**overrides) if overrides else config
+        else:
+            cfg = CollectorConfig.load(config, **overrides)
+        collector = Collector(self._engine, cfg, normalize=self._ns)
+        self.__dict__.setdefault("_collectors", []).append(collector)
+        return collector
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Records collectors could not apply (or dropped), from ``journals/deadletter-*.jsonl``.
+
+        >>> for d in store.dead_letters():  # doctest: +SKIP
+        ...     print(d.namespace, d.key, d.reason, d.error)
+        """
+        self._engine.check_open()
+        return list_dead_letters(self._engine)
+
+    def replay_dead_letters(self) -> dict[str, int]:
+        """Put dead letters back into the store; return counts ``applied``, ``superseded``, ``failed``.
+
+        A letter is *superseded* (skipped) when its key already holds a record
+        written after the letter was collected; letters that fail again stay.
+
+        >>> store.replay_dead_letters()  # doctest: +SKIP
+        {'applied': 3, 'superseded': 0, 'failed': 0}
+        """
+        self._engine.check_open()
+        if self._engine.readonly:
+            raise ReadOnlyError(f"store {self.path} was opened read-only")
+        return replay_dead_letters(self._engine)
+
+    def _recover_journals(self) -> None:
+        # Replays journals of collectors that died; a failing store must not
+        # make open() fail: the journals stay and check() reports them.
+        try:
+            recover_journals(self._engine)
+        except FileMemError as exc:
+            logging.getLogger("filemem.collector").warning("journal replay deferred: %s", exc)
+
+    def _close_collectors(self) -> None:
+        for collector in self.__dict__.pop("_collectors", []):
+            collector.close()
 
 
 class Batch:

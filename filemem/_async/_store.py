@@ -6,9 +6,10 @@ import asyncio
 import concurrent.futures
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from .._collector import Collector, CollectorConfig, DeadLetter
 from .._errors import InvalidValueError
 from .._feed import Change, Subscription
 from .._freshness import WatchMode
@@ -471,3 +472,47 @@ class AsyncStore:
     def session_changes(self, *, max_queue: int = 1000) -> Subscription:
         """An async iterator of session changes (see Store.session_changes)."""
         return self._store.session_changes(max_queue=max_queue)
+
+    # --- collector (issue 5; the twins of Store.collector and the dead-letter tools) ---
+
+    def collector(
+        self, config: CollectorConfig | str | os.PathLike[str] | None = None, **overrides: Any
+    ) -> CollectorStart:
+        """A fire-and-forget collector (see Store.collector): await it, or ``async with`` it.
+
+        Creating one replays the journals of dead collectors, so it runs in a
+        worker thread. Use ``await c.acollect(...)`` / ``await c.aflush()`` on
+        the loop; ``async with`` drains and closes it in a worker thread.
+
+        >>> async with store.collector(batch_size=500) as c:  # doctest: +SKIP
+        ...     await c.acollect("agent-1/events", "ev-1", {"ok": True})
+        ...     await c.aflush()
+        """
+        return CollectorStart(lambda: self._runner.run(self._store.collector, config, **overrides))
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Records collectors could not apply (see Store.dead_letters)."""
+        return await self._runner.run(self._store.dead_letters)
+
+    async def replay_dead_letters(self) -> dict[str, int]:
+        """Put dead letters back into the store (see Store.replay_dead_letters)."""
+        return await self._runner.run(self._store.replay_dead_letters)
+
+
+class CollectorStart:
+    """What ``AsyncStore.collector(...)`` returns: await it for the Collector, or ``async with`` it."""
+
+    def __init__(self, open_: Callable[[], Awaitable[Collector]]) -> None:
+        self._open = open_
+        self._collector: Collector | None = None
+
+    def __await__(self) -> Generator[Any, None, Collector]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Collector:
+        self._collector = await self._open()
+        return self._collector
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._collector is not None:
+            await self._collector.aclose()

@@ -56,6 +56,7 @@ _ORDER = (
     "convert",
     "sessions",
     "stop",
+    "deadletters",
 )
 
 

@@ -1,4 +1,4 @@
-"""Commands about what agents do in a store: sessions, stop, search."""
+"""Commands about what agents do in a store: sessions, stop, search, dead letters."""
 
 from __future__ import annotations
 
@@ -144,5 +144,48 @@ def _search(args: argparse.Namespace, out: Output) -> int:
             ]
             for h in hits
         ],
+    )
+    return EXIT_OK
+
+
+def _deadletters_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--replay",
+        action="store_true",
+        help="put the letters back into the store (a key written since is left alone: 'superseded')",
+    )
+
+
+@command(
+    "deadletters",
+    help="show (or replay) records a collector could not apply",
+    description="List the collectors' dead letters (journals/deadletter-*.jsonl): records that kept failing, "
+    "were dropped by on_full=drop_oldest, or were left when a collector closed without a journal. With "
+    "--replay, put them into the store under the usual locks; exit 1 if any still fail.",
+    example="filemem deadletters ./memories --json",
+    store="write",
+    arguments=_deadletters_args,
+)
+def _deadletters(args: argparse.Namespace, out: Output) -> int:
+    if args.replay:
+        with open_for(args, write=True) as store:
+            counts = store.replay_dead_letters()
+        if out.json:
+            out.emit(counts)
+        else:
+            out.pairs(sorted(counts.items()))
+        return EXIT_PROBLEMS if counts.get("failed") else EXIT_OK
+    with open_for(args) as store:
+        letters = store.dead_letters()
+    if out.json:
+        for d in letters:
+            row = dataclasses.asdict(d)
+            row["namespace"] = list(d.namespace)
+            row["value"] = to_json_value(d.value)
+            out.emit(row)
+        return EXIT_OK
+    out.table(
+        ["ID", "NAMESPACE", "KEY", "REASON", "FAILED", "ERROR"],
+        [[d.id, ns_text(d.namespace), d.key, d.reason, when(d.failed_at), d.error[:50]] for d in letters],
     )
     return EXIT_OK

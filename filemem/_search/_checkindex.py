@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from .. import _fs, _locks
-from .._check import EXTRA_CHECKS, findings_for_temp
+from .._check import findings_for_temp, register_check
 from .._engine import Engine
 from .._errors import StorageError
 from .._types import Finding
@@ -81,5 +81,4 @@ def check_indexes(engine: Engine, fix: bool) -> list[Finding]:
     return findings
 
 
-if check_indexes not in EXTRA_CHECKS:
-    EXTRA_CHECKS.append(check_indexes)
+register_check(check_indexes)

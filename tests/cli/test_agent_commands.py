@@ -8,6 +8,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 import filemem
 from tests.cli._util import one_line_error, run, tree_hash
 from tests.helpers import reap
@@ -85,3 +87,33 @@ def test_search_ranks_filters_and_refuses_bad_filters_without_writing(tmp_path: 
         one_line_error(res)
     assert run("search", str(tmp_path / "missing"), "x").rc != 0
     assert tree_hash(path) == before
+
+
+def test_deadletters_lists_and_replays_dropped_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.collector.test_collector import Stall
+
+    path = str(tmp_path / "store")
+    with filemem.Store(path) as store:
+        stall = Stall(monkeypatch)
+        with store.collector(max_queue=4, batch_size=1, batch_timeout=0, on_full="drop_oldest") as c:
+            c.collect("stalled", "k0", 0)
+            assert stall.entered.wait(10)
+            for i in range(1, 8):
+                c.collect("stalled", f"k{i}", {"i": i})
+            stall.release()
+            c.flush()
+        monkeypatch.undo()
+    before = tree_hash(path)
+    listed = run("deadletters", path, "--json")
+    assert listed.rc == 0, listed.err
+    rows = [json.loads(line) for line in listed.out.splitlines()]
+    assert len(rows) == 4 and {r["reason"] for r in rows} == {"dropped"}  # 8 collected, room for 4
+    assert all(r["namespace"] == ["stalled"] for r in rows)
+    table = run("deadletters", path)
+    assert table.rc == 0 and "dropped" in table.out
+    assert tree_hash(path) == before  # listing is read-only
+    replayed = run("deadletters", path, "--replay", "--json")
+    assert replayed.rc == 0 and json.loads(replayed.out) == {"applied": 4, "superseded": 0, "failed": 0}
+    assert run("deadletters", path, "--json").out == ""
+    with filemem.Store(path) as store:
+        assert len(store.keys("stalled")) == 8

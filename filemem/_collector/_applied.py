@@ -1,0 +1,141 @@
+"""Which journal records are applied: id ranges kept in a store-internal marker (layer L4).
+
+Each apply batch of a journaled collector also puts, *in the same atomic
+engine batch*, the set of its journal's record ids that are applied (or
+otherwise retired: dead-lettered, dropped, superseded) into the internal
+namespace ``(INTERNAL_NS, "collector", <jid>)``, key ``"applied"``. The marker
+and the records it names therefore become durable together or not at all,
+which is what makes replay exactly-once: whatever the marker names is never
+applied again, whatever it does not name was never applied.
+
+The marker lives under ``<store>/internal/``, so ``list_namespaces`` never
+shows it, and is removed with the journal it describes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from typing import Any, Final
+
+from .. import _fs
+from .._engine import INTERNAL_DIR, INTERNAL_NS, Engine, Op
+
+__all__ = ["MARKER_KEY", "RangeSet", "marker_dir", "marker_namespace", "marker_op", "read_marker", "remove_marker"]
+
+MARKER_KEY: Final = "applied"
+_AREA: Final = "collector"
+
+
+class RangeSet:
+    """A set of ints kept as sorted, disjoint, inclusive ``[lo, hi]`` ranges (ids come mostly in order)."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self, ranges: Iterable[Iterable[int]] = ()) -> None:
+        self.ranges: list[list[int]] = []
+        for lo, hi in ranges:
+            self.add_range(int(lo), int(hi))
+
+    def __contains__(self, n: int) -> bool:
+        lo, hi = 0, len(self.ranges)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            r = self.ranges[mid]
+            if n < r[0]:
+                hi = mid
+            elif n > r[1]:
+                lo = mid + 1
+            else:
+                return True
+        return False
+
+    def __len__(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.ranges)
+
+    def add_many(self, ids: Iterable[int]) -> None:
+        """Add ids (any order)."""
+        run: list[int] | None = None
+        for n in sorted(ids):
+            if run is not None and n <= run[1] + 1:
+                run[1] = max(run[1], n)
+                continue
+            if run is not None:
+                self.add_range(run[0], run[1])
+            run = [n, n]
+        if run is not None:
+            self.add_range(run[0], run[1])
+
+    def add_range(self, lo: int, hi: int) -> None:
+        """Add ``lo..hi`` inclusive, merging with neighbours."""
+        rs = self.ranges
+        if not rs or lo > rs[-1][1] + 1:  # the common case: past the end
+            rs.append([lo, hi])
+            return
+        if lo >= rs[-1][0] and lo <= rs[-1][1] + 1:
+            rs[-1][1] = max(rs[-1][1], hi)
+            return
+        merged: list[list[int]] = []
+        placed = False
+        for r in rs:
+            if r[1] + 1 < lo:
+                merged.append(r)
+            elif hi + 1 < r[0]:
+                if not placed:
+                    merged.append([lo, hi])
+                    placed = True
+                merged.append(r)
+            else:
+                lo, hi = min(lo, r[0]), max(hi, r[1])
+        if not placed:
+            merged.append([lo, hi])
+        merged.sort()
+        self.ranges = merged
+
+    def to_value(self) -> list[list[int]]:
+        """A codec-friendly copy."""
+        return [[lo, hi] for lo, hi in self.ranges]
+
+
+def marker_namespace(jid: str) -> tuple[str, ...]:
+    """The internal namespace that holds journal ``jid``'s marker."""
+    return (INTERNAL_NS, _AREA, jid)
+
+
+def marker_dir(engine: Engine, jid: str) -> str:
+    """The directory of that namespace."""
+    return engine.ns_dir(marker_namespace(jid))
+
+
+def marker_op(jid: str, applied: RangeSet) -> Op:
+    """The put that records ``applied`` (include it in the same engine.apply as the records)."""
+    return Op(marker_namespace(jid), MARKER_KEY, "put", {"ranges": applied.to_value()})
+
+
+def read_marker(engine: Engine, jid: str) -> tuple[RangeSet, float]:
+    """The applied ids of ``jid`` and when the marker was last written (0.0: never)."""
+    rec: dict[str, Any] | None = engine.read(marker_namespace(jid), MARKER_KEY)
+    if rec is None:
+        return RangeSet(), 0.0
+    value = rec["value"]
+    ranges = value.get("ranges", []) if isinstance(value, dict) else []
+    return RangeSet(r for r in ranges if isinstance(r, list) and len(r) == 2), float(rec["updated_at"])
+
+
+def remove_marker(engine: Engine, jid: str) -> None:
+    """Delete the marker's directory (its journal is gone: nobody reads or writes it any more)."""
+    path = marker_dir(engine, jid)
+    shutil.rmtree(path, ignore_errors=True)
+    parent = os.path.dirname(path)
+    if os.path.isdir(parent):
+        _fs.fsync_dir(parent)
+
+
+def marker_dirs(engine: Engine) -> list[str]:
+    """The journal ids that have a marker directory."""
+    base = os.path.join(engine.root, INTERNAL_DIR, _AREA)
+    try:
+        return sorted(n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n)))
+    except FileNotFoundError:
+        return []

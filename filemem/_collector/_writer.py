@@ -1,0 +1,715 @@
+"""The fire-and-forget collector: queue, journal thread, apply thread (layer L4).
+
+Path of one record::
+
+    collect()  --validate, encode, seq-->  incoming  (memory; collect returns here)
+    journal thread  --append + fsync a group-->  ready[high|normal|low]  ("accepted")
+    apply thread  --one engine batch: records + applied-ids marker-->  store  ("applied")
+
+``collect`` never touches the disk: it checks the record, encodes the value
+with the store's codec (so a bad value fails *now*), gives it an id and
+appends it to an in-memory deque. The journal thread writes everything that
+arrived since its last write as one group and fsyncs once; only then is a
+record *accepted* (it survives a crash of this process) and handed to the
+apply thread. Without a journal, records are handed over at once.
+
+The apply thread takes up to ``batch_size`` records, high priority first, and
+applies them in id order as one engine batch: all their shards are locked
+together, written once each and fsynced once each, atomically, together
+with the journal's marker of applied ids (see ``_applied``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from .._engine import JOURNAL_DIR, Engine, Op, _fork_generation, copy_value
+from .._errors import (
+    FileMemError,
+    FlushTimeoutError,
+    InvalidKeyError,
+    InvalidValueError,
+    QueueFullError,
+    ReadOnlyError,
+    StoreClosedError,
+)
+from .._names import validate_key
+from .._types import NamespaceLike
+from ._applied import RangeSet, marker_op, remove_marker
+from ._breaker import CircuitBreaker, backoff_delay
+from ._config import CollectorConfig
+from ._deadletter import append_dead_letters, letter
+from ._journal import JournalFile, encode_frame
+from ._replay import recover_journals
+
+__all__ = ["PRIORITIES", "Collector"]
+
+log = logging.getLogger("filemem.collector")
+
+#: Priority names, most urgent first; records are taken into batches in this order.
+PRIORITIES: Final = ("high", "normal", "low")
+_PRIO: Final = {name: i for i, name in enumerate(PRIORITIES)}
+#: Truncate the journal once everything in it is applied and it is at least this big.
+_TRUNCATE_BYTES: Final = 1 << 20
+#: Most distinct namespaces in one engine batch (each holds shard locks).
+_MAX_NAMESPACES_PER_APPLY: Final = 64
+_IDLE_WAIT_S: Final = 0.1
+_PERMANENT: Final = (InvalidValueError, InvalidKeyError)
+
+
+class _Rec:
+    """One queued record (kept small: a million may wait)."""
+
+    __slots__ = ("key", "ns", "payload", "prio", "seq", "ts")
+
+    def __init__(self, seq: int, prio: int, ts: float, ns: tuple[str, ...], key: str, payload: bytes) -> None:
+        self.seq = seq
+        self.prio = prio
+        self.ts = ts
+        self.ns = ns
+        self.key = key
+        self.payload = payload
+
+
+class Collector:
+    """Queue records now, store them in the background, lose none: ``store.collector()``.
+
+    Example::
+
+        with store.collector(batch_size=500) as c:
+            op = c.collect(("agent-1", "events"), "ev-1", {"step": "login", "ok": True})
+            c.collect(("agent-1", "errors"), "err-1", {"trace": "..."}, priority="high")
+            c.flush()                      # both are now durable in the store
+            print(c.stats()["applied"])
+
+    ``collect()`` returning means *queued* (in memory, checked, with an id).
+    The record is *accepted* once the journal thread has written and fsynced
+    it (``stats()["accepted"]``): from then on it survives a crash of this
+    process. ``flush()`` returns once everything queued before it is applied
+    to the store (or, if the store refused it for good, in a dead-letter file).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: CollectorConfig,
+        *,
+        normalize: Callable[[NamespaceLike], tuple[str, ...]],
+    ) -> None:
+        engine.check_open()
+        if engine.readonly:
+            raise ReadOnlyError(f"store {engine.root} was opened read-only; a collector needs to write")
+        self.config = config
+        self._engine = engine
+        self._normalize = normalize
+        self._codec = engine.codec
+        self.jid = f"j{os.getpid()}-{secrets.token_hex(4)}"
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)  # space freed / records finished
+        self._seq = 0
+        self._queued = 0  # queued and not yet finished
+        self._incoming: deque[_Rec] = deque()
+        self._ready: tuple[deque[_Rec], deque[_Rec], deque[_Rec]] = (deque(), deque(), deque())
+        self._jbatch_min = math.inf  # lowest id the journal thread holds
+        self._inflight: list[_Rec] = []  # the batch being applied
+        self._jwake = threading.Event()
+        self._awake = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._fork = _fork_generation[0]  # a forked child has none of our threads
+        self._fatal: BaseException | None = None
+        self._rng = random.Random()  # noqa: S311 - retry jitter, not crypto
+        self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset)
+        self._counts = {
+            "accepted": 0,
+            "applied": 0,
+            "retried": 0,
+            "failed": 0,
+            "dropped": 0,
+            "dead_letters": 0,
+            "batches": 0,
+            "journal_errors": 0,
+            "recovered": 0,
+        }
+        self._latency: deque[float] = deque(maxlen=2048)
+        self.last_error = ""
+        # Journal bookkeeping (journal mode only).
+        self._applied = RangeSet()  # ids of this journal applied or retired since its last truncation
+        self._retired = RangeSet()  # dropped journaled ids still to be folded into the marker
+        self._in_file = 0  # records in the journal file since its last truncation
+        self._done_in_file = 0  # of those, applied or retired
+        self._file_lock = threading.Lock()
+        #: Ids handed on without a journal write (the journal kept failing while closing).
+        self._unjournaled: set[int] = set()
+        # A starting collector recovers the journals of dead ones first, so
+        # their records land before anything this one collects.
+        try:
+            self._counts["recovered"] = recover_journals(engine)["applied"]
+        except FileMemError as exc:
+            log.warning("could not replay dead collectors' journals yet (they stay for later): %s", exc)
+        self._journal = (
+            JournalFile(os.path.join(engine.root, JOURNAL_DIR), self.jid, sync=engine.sync) if config.journal else None
+        )
+        self._threads = [threading.Thread(target=self._guard(self._apply_loop), name="filemem-collector", daemon=True)]
+        if self._journal is not None:
+            self._threads.append(
+                threading.Thread(target=self._guard(self._journal_loop), name="filemem-journal", daemon=True)
+            )
+        for t in self._threads:
+            t.start()
+
+    # ------------------------------------------------------------------ collecting
+
+    def collect(self, namespace: NamespaceLike, key: str, value: Any, priority: str = "normal") -> int:
+        """Queue ``value`` for ``namespace``/``key``; return the record's id at once.
+
+        ``priority``: ``"high"`` (errors, bugs: applied first), ``"normal"`` or
+        ``"low"``. Bad input raises now (InvalidKeyError, InvalidValueError);
+        a full queue follows ``on_full``.
+
+        >>> op = collector.collect("agent-1/events", "ev-7", {"ok": True})  # doctest: +SKIP
+        """
+        return self._collect(namespace, key, value, priority, wait=True)
+
+    async def acollect(self, namespace: NamespaceLike, key: str, value: Any, priority: str = "normal") -> int:
+        """:meth:`collect` for asyncio: never blocks the event loop (with a full queue,
+        ``on_full="block"`` waits and ``"drop_oldest"`` writes its dead letter in a worker thread).
+
+        >>> op = await collector.acollect("agent-1/events", "ev-8", {"ok": True})  # doctest: +SKIP
+        """
+        try:
+            return self._collect(namespace, key, value, priority, wait=False)
+        except _WouldBlock:
+            return await asyncio.to_thread(self._collect, namespace, key, value, priority, wait=True)
+
+    def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, *, wait: bool) -> int:
+        if self._closed or self._fork != _fork_generation[0]:
+            raise StoreClosedError(
+                "collector is closed"
+                if self._closed
+                else "this collector belongs to the parent process: create a new one in the forked child"
+            )
+        prio = _PRIO.get(prio_name) if isinstance(prio_name, str) else None
+        if prio is None:
+            raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}")
+        ns = self._normalize(namespace)
+        validate_key(key)
+        copy_value(value)  # checks nesting depth, as put() does
+        payload = self._codec.encode(value)
+        if len(payload) > self._engine.max_value_bytes:
+            raise InvalidValueError(
+                f"value encodes to {len(payload)} bytes; the limit is {self._engine.max_value_bytes}"
+            )
+        ts = time.time()
+        victim: _Rec | None = None
+        with self._lock:
+            if self._queued >= self.config.max_queue:
+                victim = self._make_room(wait)
+            self._seq += 1
+            seq = self._seq
+            rec = _Rec(seq, prio, ts, ns, key, payload)
+            self._queued += 1
+            if self._journal is not None:
+                self._incoming.append(rec)
+            else:
+                self._ready[prio].append(rec)
+        if self._journal is not None:
+            if not self._jwake.is_set():
+                self._jwake.set()
+        elif not self._awake.is_set():
+            self._awake.set()
+        if victim is not None:
+            try:
+                self._dead_letter([victim], "dropped", "queue full (on_full='drop_oldest')")
+            except FileMemError as exc:
+                # The new record is queued already; report, do not fail it.
+                self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
+        return seq
+
+    def _make_room(self, wait: bool) -> _Rec | None:
+        """With the lock held and the queue full: apply ``on_full``. Returns a dropped record."""
+        policy = self.config.on_full
+        if policy == "raise":
+            raise QueueFullError(f"collector queue is full ({self.config.max_queue} records waiting)")
+        if not wait:
+            # acollect: dropping costs an fsync (the dead letter) and blocking
+            # waits; both belong in a worker thread, not on the event loop.
+            raise _WouldBlock
+        if policy == "drop_oldest":
+            for q in reversed(self._ready):  # lowest priority first; oldest of it
+                if q:
+                    victim = q.popleft()
+                    self._queued -= 1
+                    self._counts["dropped"] += 1
+                    if self._journal is not None:
+                        # It is in the journal: retire it there, or a replay
+                        # would bring back what we report as dropped.
+                        self._retired.add_range(victim.seq, victim.seq)
+                    return victim
+            if self._incoming:
+                victim = self._incoming.popleft()  # not journaled yet: nothing to retire
+                self._queued -= 1
+                self._counts["dropped"] += 1
+                return victim
+            # Everything waiting is already in the writers' hands: wait for room.
+        deadline = None if self.config.block_timeout is None else time.monotonic() + self.config.block_timeout
+        while self._queued >= self.config.max_queue:
+            if self._closed:
+                raise StoreClosedError("collector is closed")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise QueueFullError(
+                    f"collector queue stayed full ({self.config.max_queue} records) for {self.config.block_timeout}s"
+                )
+            self._progress.wait(_IDLE_WAIT_S if remaining is None else min(remaining, _IDLE_WAIT_S))
+        return None
+
+    # ------------------------------------------------------------------ flushing
+
+    def _min_outstanding(self) -> float:
+        low = self._jbatch_min
+        if self._incoming:
+            low = min(low, self._incoming[0].seq)
+        for q in self._ready:
+            if q:
+                low = min(low, q[0].seq)
+        if self._inflight:
+            low = min(low, self._inflight[0].seq)
+        return low
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once every record collected before this call is durable in the store.
+
+        (Or, for a record the store refused for good, in the dead-letter file.)
+        Raises FlushTimeoutError after ``timeout`` seconds; nothing is lost then.
+
+        >>> collector.flush()  # doctest: +SKIP
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._progress:
+            target = self._seq
+            self._awake.set()
+            while self._min_outstanding() <= target:
+                if self._fatal is not None:
+                    raise StoreClosedError(f"collector writer stopped: {self._fatal!r}")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise FlushTimeoutError(
+                        f"flush not done after {timeout}s: {self._queued} records waiting "
+                        f"(breaker {self.breaker.state}; last error: {self.last_error or 'none'})"
+                    )
+                self._progress.wait(_IDLE_WAIT_S if remaining is None else min(remaining, _IDLE_WAIT_S))
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        """:meth:`flush` for asyncio (waits in a worker thread).
+
+        >>> await collector.aflush()  # doctest: +SKIP
+        """
+        await asyncio.to_thread(self.flush, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking records, drain the queue (up to ``timeout``, default ``close_timeout``), stop the threads.
+
+        If the queue drained, the journal is retired (removed). If not (the
+        store kept failing), the journal stays and the next process to open
+        the store replays it; without a journal, what is left goes to the
+        dead-letter file. Idempotent.
+        """
+        if self._closed:
+            return
+        if self._fork != _fork_generation[0]:
+            # A forked child: the threads, the queue and the journal are the
+            # parent's. Touch nothing (retiring would delete the parent's journal).
+            self._closed = True
+            return
+        limit = self.config.close_timeout if timeout is None else timeout
+        drained = True
+        try:
+            self.flush(limit)
+        except (FlushTimeoutError, StoreClosedError) as exc:
+            drained = False
+            log.warning("collector %s closed with records still queued: %s", self.jid, exc)
+        with self._progress:
+            self._closed = True
+            self._progress.notify_all()
+        self._stop.set()
+        self._jwake.set()
+        self._awake.set()
+        for t in self._threads:
+            t.join()
+        if self._journal is not None:
+            if drained and self._queued == 0:
+                self._journal.retire()
+                remove_marker(self._engine, self.jid)
+            else:
+                self._journal.release()  # its records wait for replay
+        left = [r for q in self._ready for r in q] + self._inflight
+        if self._journal is not None:
+            left = [r for r in left if r.seq in self._unjournaled]  # the journal holds the others
+        if left:
+            self._dead_letter(left, "unfinished", "collector closed before the store took it")
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` for asyncio: the drain waits in a worker thread.
+
+        >>> await collector.aclose()  # doctest: +SKIP
+        """
+        await asyncio.to_thread(self.close, timeout)
+
+    async def __aenter__(self) -> Collector:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() ran."""
+        return self._closed
+
+    # ------------------------------------------------------------------ threads
+
+    def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except BaseException as exc:
+                self._fatal = exc
+                log.exception("collector %s: writer thread died", self.jid)
+                with self._progress:
+                    self._progress.notify_all()
+
+        return run
+
+    def _journal_loop(self) -> None:
+        journal = self._journal
+        assert journal is not None
+        codec = self._codec.name
+        attempt = 0
+        while True:
+            self._jwake.wait(_IDLE_WAIT_S)
+            self._jwake.clear()
+            if self.config.journal_group_delay:
+                time.sleep(self.config.journal_group_delay)
+            with self._lock:
+                group, self._incoming = self._incoming, deque()
+                if group:
+                    self._jbatch_min = group[0].seq
+            if not group:
+                if self._stop.is_set():
+                    return
+                continue
+            data = b"".join(encode_frame(r.seq, r.ts, r.prio, r.ns, r.key, codec, r.payload) for r in group)
+            journaled = False
+            while True:
+                try:
+                    with self._file_lock:
+                        journal.append(data)
+                        journal.flush()
+                        self._in_file += len(group)
+                    attempt = 0
+                    journaled = True
+                    break
+                except FileMemError as exc:
+                    self._counts["journal_errors"] += 1
+                    self.last_error = f"journal: {exc}"
+                    attempt += 1
+                    if self._stop.wait(
+                        backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max, self._rng)
+                    ):
+                        # Closing with the journal failing: hand the group on
+                        # unjournaled rather than lose it.
+                        break
+            with self._lock:
+                for r in group:
+                    self._ready[r.prio].append(r)
+                self._jbatch_min = math.inf
+                if journaled:
+                    self._counts["accepted"] += len(group)
+                else:
+                    self._unjournaled.update(r.seq for r in group)
+            self._awake.set()
+
+    def _ready_count(self) -> int:
+        return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
+
+    def _apply_loop(self) -> None:
+        cfg = self.config
+        while True:
+            self._awake.wait(_IDLE_WAIT_S)
+            self._awake.clear()
+            n = self._ready_count()
+            if n == 0:
+                if self._stop.is_set() and not self._incoming and self._jbatch_min == math.inf:
+                    return
+                self._fold_retired()
+                continue
+            if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set():
+                # Let the batch fill a little: fewer, larger batches.
+                deadline = time.monotonic() + cfg.batch_timeout
+                while self._ready_count() < cfg.batch_size and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._awake.wait(left)
+                    self._awake.clear()
+            wait = self.breaker.wait_s()
+            if wait > 0 and self._stop.wait(wait):
+                return  # closing while the breaker is open: close() accounts for what is left
+            with self._lock:
+                batch: list[_Rec] = []
+                for q in self._ready:
+                    while q and len(batch) < cfg.batch_size:
+                        batch.append(q.popleft())
+                batch.sort(key=lambda r: r.seq)
+                self._inflight = batch
+            if not self._apply_with_retries():
+                # Closing interrupted the retries: put what is left back in line.
+                with self._lock:
+                    for r in reversed(self._inflight):
+                        self._ready[r.prio].appendleft(r)
+                    self._inflight = []
+                return
+            self._awake.set()
+
+    def _apply_with_retries(self) -> bool:
+        """Apply the in-flight batch; False if closing interrupted the retries."""
+        cfg = self.config
+        attempt = 0
+        while self._inflight:
+            started = time.monotonic()
+            try:
+                self._commit(list(self._inflight))
+            except _PERMANENT:
+                self._isolate()
+                continue
+            except FileMemError as exc:
+                self._note_failure(exc, len(self._inflight))
+                attempt += 1
+                if attempt > cfg.max_retries:
+                    if self._isolate():
+                        continue
+                    attempt = 0  # the whole store fails: keep waiting behind the breaker
+                self._counts["retried"] += len(self._inflight)
+                delay = max(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max, self._rng), self.breaker.wait_s())
+                if self._stop.wait(delay):
+                    return False
+                continue
+            self._latency.append(time.monotonic() - started)
+            self.breaker.success()
+        self._maybe_truncate()
+        return True
+
+    def _note_failure(self, exc: BaseException, n: int) -> None:
+        self._counts["failed"] += n
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.breaker.failure(self.last_error)
+
+    def _commit(self, batch: list[_Rec]) -> None:
+        """Apply ``batch``: one atomic engine batch per group of namespaces, each with the marker.
+
+        Each group that commits is finished at once (a retry never applies it again).
+        """
+        decode = self._codec.decode
+        groups: list[list[_Rec]] = [[]]
+        seen: set[tuple[str, ...]] = set()
+        for r in batch:
+            if r.ns not in seen and len(seen) >= _MAX_NAMESPACES_PER_APPLY:
+                groups.append([])
+                seen = set()
+            seen.add(r.ns)
+            groups[-1].append(r)
+        for group in groups:
+            ops = [Op(r.ns, r.key, "put", decode(r.payload)) for r in group]
+            if self._journal is None:
+                if ops:
+                    self._engine.apply(ops)
+                    self._finished(group, applied=len(group))
+                continue
+            with self._lock:
+                retired, self._retired = self._retired, RangeSet()
+                done = RangeSet(self._applied.ranges)
+            for lo, hi in retired.ranges:
+                done.add_range(lo, hi)
+            done.add_many(r.seq for r in group)
+            try:
+                self._engine.apply([*ops, marker_op(self.jid, done)])
+            except BaseException:
+                with self._lock:
+                    for lo, hi in retired.ranges:
+                        self._retired.add_range(lo, hi)
+                raise
+            with self._lock:
+                self._applied = done
+                self._done_in_file += len(retired)
+            if group:
+                self._finished(group, applied=len(group))
+
+    def _isolate(self) -> bool:
+        """Apply the in-flight records one by one; dead-letter those the store refuses while it takes others.
+
+        Returns False (records left in flight) when the first
+        ``breaker_threshold`` all fail for reasons not their own: then the
+        store is down, not the records.
+        """
+        bad: list[_Rec] = []
+        errors: set[str] = set()
+        any_ok = False
+        for i, r in enumerate(list(self._inflight)):
+            try:
+                self._commit([r])
+            except FileMemError as exc:
+                if not any_ok and not isinstance(exc, _PERMANENT) and i + 1 >= self.config.breaker_threshold:
+                    self._note_failure(exc, 1)
+                    return False
+                errors.add(f"{type(exc).__name__}: {exc}")
+                bad.append(r)
+                continue
+            any_ok = True
+        if bad:
+            self._dead_letter(bad, "failed", "; ".join(sorted(errors))[:500])
+            with self._lock:
+                if self._journal is not None:
+                    for r in bad:
+                        self._retired.add_range(r.seq, r.seq)
+            # Counted done in the file when the marker retires them (fold).
+            self._finished(bad, applied=0, in_file=False)
+            self._fold_retired()
+        return True
+
+    def _fold_retired(self) -> None:
+        """Write the marker for ids retired without an apply (dropped, dead-lettered), when idle."""
+        if self._journal is None or not self._retired.ranges or self.breaker.state != "closed":
+            self._maybe_truncate()
+            return
+        try:
+            self._commit([])
+        except FileMemError as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return
+        self._maybe_truncate()
+
+    def _finished(self, recs: list[_Rec], *, applied: int, in_file: bool = True) -> None:
+        with self._progress:
+            done = {id(r) for r in recs}
+            self._inflight = [r for r in self._inflight if id(r) not in done]
+            self._queued -= len(recs)
+            self._counts["applied"] += applied
+            self._counts["batches"] += 1 if applied else 0
+            if self._journal is not None and in_file:
+                self._done_in_file += len(recs)
+            self._progress.notify_all()
+
+    def _maybe_truncate(self) -> None:
+        journal = self._journal
+        if journal is None or journal.size_since_truncate < _TRUNCATE_BYTES:
+            return
+        if not self._file_lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                if self._done_in_file != self._in_file or self._retired.ranges:
+                    return
+                # Everything in the file is applied (the marker says so): start it over.
+                journal.truncate()
+                self._in_file = self._done_in_file = 0
+                self._applied = RangeSet()
+        except FileMemError as exc:
+            self.last_error = f"journal truncate: {exc}"
+        finally:
+            self._file_lock.release()
+
+    def _dead_letter(self, recs: list[_Rec], reason: str, error: str) -> None:
+        letters = [
+            letter(self.jid, r.seq, r.ns, r.key, self._codec.name, r.payload, r.prio, r.ts, reason, error) for r in recs
+        ]
+        try:
+            append_dead_letters(self._engine, self.jid, letters)
+        except FileMemError as exc:
+            log.error("collector %s: could not write %d dead letters: %s", self.jid, len(recs), exc)
+            raise
+        with self._lock:
+            self._counts["dead_letters"] += len(recs)
+
+    # ------------------------------------------------------------------ health
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges of this collector.
+
+        ``queue_depth`` (records queued, not yet finished), ``oldest_age_s``,
+        ``collected``, ``accepted`` (journal-fsynced; without a journal: queued),
+        ``applied``, ``retried``, ``failed`` (record-attempts that failed),
+        ``dropped``, ``dead_letters``, ``batches``, ``apply_p50_ms`` /
+        ``apply_p99_ms`` (per batch), ``breaker`` and ``breaker_opened``.
+
+        >>> collector.stats()["queue_depth"]  # doctest: +SKIP
+        0
+        """
+        with self._lock:
+            counts = dict(self._counts)
+            depth = self._queued
+            heads = [q[0].ts for q in (self._incoming, *self._ready) if q]
+            heads += [self._inflight[0].ts] if self._inflight else []
+            collected = self._seq
+        lat = sorted(self._latency)
+        if self._journal is None:
+            counts["accepted"] = collected - counts["dropped"] if collected else 0
+        return {
+            **counts,
+            "collected": collected,
+            "queue_depth": depth,
+            "oldest_age_s": (time.time() - min(heads)) if heads else 0.0,
+            "apply_p50_ms": _pct(lat, 0.50) * 1000,
+            "apply_p99_ms": _pct(lat, 0.99) * 1000,
+            "breaker": self.breaker.state,
+            "breaker_opened": self.breaker.opened_count,
+            "last_error": self.last_error,
+            "journal": self._journal.path if self._journal is not None else None,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """Is the collector keeping up? ``ok`` is False while the breaker is not closed, the
+        writer died, or the queue is full.
+
+        >>> collector.health()["ok"]  # doctest: +SKIP
+        True
+        """
+        s = self.stats()
+        ok = s["breaker"] == "closed" and self._fatal is None and s["queue_depth"] < self.config.max_queue
+        return {
+            "ok": ok,
+            "breaker": s["breaker"],
+            "queue_depth": s["queue_depth"],
+            "oldest_age_s": s["oldest_age_s"],
+            "last_error": s["last_error"],
+            "writer_alive": self._fatal is None,
+        }
+
+    def __repr__(self) -> str:
+        return f"Collector({self._engine.root!r}, jid={self.jid!r}, closed={self._closed})"
+
+
+class _WouldBlock(Exception):  # noqa: N818 - internal signal, never escapes acollect
+    """collect(wait=False) found the queue full under on_full="block"."""
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]

@@ -1,0 +1,303 @@
+"""Measure the collector (see docs/collector.md).
+
+Usage::
+
+    python tools/bench_collector.py                    # all figures at a modest size
+    python tools/bench_collector.py --records 20000 --latency 100000 --queued 1000000 --json
+
+Figures:
+
+1. ``latency``: ``collect()`` with the journal on, each call timed with
+   ``perf_counter_ns`` (p50 / p99 / p99.9 / max, in microseconds), while the
+   journal and apply threads run. ``burst``: back-to-back calls;
+   ``paced_100us`` / ``paced_1ms``: one call every 100 us / 1 ms, sleeping
+   in between (an agent that waits on I/O between records; the sleep leaves
+   the GIL to the writer threads, as real I/O would).
+2. ``throughput``: N processes each collect ``--records`` records into their
+   own namespace and ``flush()``; records/s = all records / wall time from the
+   start signal until the last flush returned (durable in the store, store
+   ``durability="fsync"``). Beside it, in the same run: lmdb with
+   ``sync=False`` (one put per write transaction, as a caller without a
+   collector would do; and one transaction per ``batch_size`` records).
+3. ``visibility``: time from ``collect()`` returning in this process to a
+   ``consistency="strict"`` get in another process seeing the record
+   (CLOCK_MONOTONIC is one clock for both).
+4. ``memory``: a child process whose writer is stalled (its engine apply
+   blocks) collects ``--queued`` records; peak RSS (ru_maxrss) before and
+   after, and the journal's size.
+
+Temp stores go under ``--tmpdir`` (default ``benchtmp`` next to the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import filemem  # noqa: E402
+
+VALUE = {"task": "login", "ok": True, "n": 1, "note": "a small memory record"}
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+# ---------------------------------------------------------------- 1. latency
+
+
+def bench_latency(tmp: str, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for mode, gap_s in (("burst", 0.0), ("paced_100us", 0.0001), ("paced_1ms", 0.001)):
+        path = os.path.join(tmp, f"lat-{mode}")
+        with filemem.Store(path) as store, store.collector(max_queue=max(n, 1000)) as c:
+            ns = ("bench", "events")
+            for i in range(1000):  # warm up caches
+                c.collect(ns, f"w{i}", VALUE)
+            c.flush()
+            times: list[float] = []
+            pc = time.perf_counter_ns
+            count = n if not gap_s else max(1000, int(n * 0.0001 / gap_s) // 5)
+            next_at = time.perf_counter()
+            for i in range(count):
+                if gap_s:
+                    # Sleep, as an agent waiting on I/O would: the GIL is free
+                    # for the writer threads meanwhile.
+                    next_at += gap_s
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                t0 = pc()
+                c.collect(ns, f"k{i}", VALUE)
+                times.append((pc() - t0) / 1000)
+            c.flush()
+        out[mode] = {
+            "calls": count,
+            "p50_us": round(pct(times, 0.5), 2),
+            "p99_us": round(pct(times, 0.99), 2),
+            "p999_us": round(pct(times, 0.999), 2),
+            "max_us": round(max(times), 1),
+        }
+    return out
+
+
+# ---------------------------------------------------------------- 2. throughput
+
+
+def _collector_child(path: str, proc: int, records: int, batch: int, go: Any, done: Any) -> None:
+    with filemem.Store(path) as store, store.collector(batch_size=batch, max_queue=max(records, batch)) as c:
+        ns = ("bench", f"p{proc}")
+        go.wait()
+        for i in range(records):
+            c.collect(ns, f"k{i}", VALUE)
+        c.flush()
+        done.put(time.monotonic())
+
+
+def _lmdb_child(path: str, proc: int, records: int, per_txn: int, go: Any, done: Any) -> None:
+    import lmdb
+
+    env = lmdb.open(path, sync=False, map_size=1 << 31, max_dbs=0)
+    go.wait()
+    i = 0
+    while i < records:
+        with env.begin(write=True) as txn:
+            for j in range(i, min(records, i + per_txn)):
+                txn.put(f"p{proc}/k{j}".encode(), json.dumps(VALUE).encode())
+        i += per_txn
+    env.close()
+    done.put(time.monotonic())
+
+
+def _run_procs(target: Any, path: str, procs: int, records: int, arg: int) -> float:
+    ctx = mp.get_context("spawn")
+    go = ctx.Event()
+    done = ctx.Queue()
+    ps = [ctx.Process(target=target, args=(path, p, records, arg, go, done)) for p in range(procs)]
+    for p in ps:
+        p.start()
+    time.sleep(1.5)  # let every child import and open its store
+    start = time.monotonic()
+    go.set()
+    ends = [done.get(timeout=600) for _ in ps]
+    for p in ps:
+        p.join(60)
+    return procs * records / (max(ends) - start)
+
+
+def bench_throughput(tmp: str, records: int, batch: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for procs in (1, 4):
+        row: dict[str, Any] = {}
+        path = os.path.join(tmp, f"tp-{procs}")
+        filemem.Store(path).close()
+        row["filemem_collector_fsync"] = round(_run_procs(_collector_child, path, procs, records, batch))
+        try:
+            import lmdb  # noqa: F401
+
+            for label, per_txn in (("lmdb_sync_off_txn_per_record", 1), ("lmdb_sync_off_txn_per_batch", batch)):
+                lpath = os.path.join(tmp, f"lmdb-{procs}-{per_txn}")
+                os.makedirs(lpath, exist_ok=True)
+                row[label] = round(_run_procs(_lmdb_child, lpath, procs, records, per_txn))
+        except ImportError:
+            row["lmdb"] = "not installed"
+        out[f"{procs}_process" + ("es" if procs > 1 else "")] = row
+    return out
+
+
+# ---------------------------------------------------------------- 3. visibility
+
+
+def _watcher_child(path: str, n: int, conn: Any) -> None:
+    with filemem.Store(path) as store:
+        conn.send("ready")
+        for i in range(n):
+            key = conn.recv()
+            while store.get("vis", key, consistency="strict") is None:
+                pass
+            conn.send(time.monotonic())
+            del i
+
+
+def bench_visibility(tmp: str, n: int) -> dict[str, Any]:
+    path = os.path.join(tmp, "vis")
+    filemem.Store(path).close()
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_watcher_child, args=(path, n, child))
+    p.start()
+    lags: list[float] = []
+    with filemem.Store(path) as store, store.collector() as c:
+        assert parent.recv() == "ready"
+        for i in range(n):
+            key = f"k{i}"
+            parent.send(key)
+            time.sleep(0.002)
+            c.collect("vis", key, VALUE)
+            t0 = time.monotonic()
+            seen = parent.recv()
+            lags.append((seen - t0) * 1000)
+            time.sleep(0.01)
+    p.join(30)
+    return {
+        "samples": n,
+        "p50_ms": round(pct(lags, 0.5), 2),
+        "p99_ms": round(pct(lags, 0.99), 2),
+        "max_ms": round(max(lags), 2),
+    }
+
+
+# ---------------------------------------------------------------- 4. memory
+
+
+def _rss_kb() -> int:
+    """Resident set size now, in KiB (Linux /proc; falls back to the peak)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _memory_child(path: str, queued: int, conn: Any) -> None:
+    from filemem._engine import Engine
+
+    gate = threading.Event()
+    real = Engine.apply
+
+    def stalled(self: Engine, ops: list[Any]) -> list[Any]:
+        if any(op.namespace[:1] == ("mem",) for op in ops):
+            gate.wait()
+        return real(self, ops)
+
+    Engine.apply = stalled  # type: ignore[method-assign]
+    store = filemem.Store(path)
+    c = store.collector(max_queue=queued + 10, batch_size=1000)
+    before = _rss_kb()
+    t = time.monotonic()
+    for i in range(queued):
+        c.collect("mem", f"k{i}", {"i": i, "note": "a small memory record"})
+    elapsed = time.monotonic() - t
+    while c.stats()["accepted"] < queued:
+        time.sleep(0.05)
+    after = max(_rss_kb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    conn.send(
+        {
+            "queued": queued,
+            "rss_before_mb": round(before / 1024, 1),  # RSS before collecting
+            "peak_rss_mb": round(after / 1024, 1),
+            "bytes_per_record": round((after - before) * 1024 / queued),
+            "journal_mb": round(os.path.getsize(c.stats()["journal"]) / 1e6, 1),
+            "collect_rate_per_s": round(queued / elapsed),
+        }
+    )
+    os._exit(0)  # the stalled writer never finishes: leave without draining
+
+
+def bench_memory(tmp: str, queued: int) -> dict[str, Any]:
+    path = os.path.join(tmp, "mem")
+    filemem.Store(path).close()
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_memory_child, args=(path, queued, child))
+    p.start()
+    got: dict[str, Any] = parent.recv()
+    p.join(60)
+    return got
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latency", type=int, default=100_000, help="collect() calls timed (burst)")
+    ap.add_argument("--records", type=int, default=20_000, help="records per process for throughput")
+    ap.add_argument("--batch", type=int, default=1000, help="collector batch_size")
+    ap.add_argument("--visibility", type=int, default=100, help="samples of collect-to-visible")
+    ap.add_argument("--queued", type=int, default=1_000_000, help="records queued for the memory figure")
+    ap.add_argument("--only", choices=["latency", "throughput", "visibility", "memory"], action="append")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tmpdir", default=os.path.join(ROOT, "benchtmp"))
+    args = ap.parse_args()
+    os.makedirs(args.tmpdir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="bench-collector-", dir=args.tmpdir)
+    only = set(args.only or ["latency", "throughput", "visibility", "memory"])
+    results: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        if "latency" in only:
+            results["latency"] = bench_latency(tmp, args.latency)
+        if "throughput" in only:
+            results["throughput"] = bench_throughput(tmp, args.records, args.batch)
+        if "visibility" in only:
+            results["visibility"] = bench_visibility(tmp, args.visibility)
+        if "memory" in only:
+            results["memory"] = bench_memory(tmp, args.queued)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for section, body in results.items():
+        if not isinstance(body, dict):
+            print(f"{section}: {body}")
+            continue
+        print(f"\n[{section}]")
+        for k, v in body.items():
+            print(f"  {k}: {v}")
+
+
+if __name__ == "__main__":
+    main()
