@@ -245,25 +245,14 @@ class Collector:
             # acollect: dropping costs an fsync (the dead letter) and blocking
             # waits; both belong in a worker thread, not on the event loop.
             raise _WouldBlock
-        if policy == "drop_oldest":
-            for q in reversed(self._ready):  # lowest priority first; oldest of it
-                if q:
-                    victim = q.popleft()
-                    self._queued -= 1
-                    self._counts["dropped"] += 1
-                    if self._journal is not None:
-                        # It is in the journal: retire it there, or a replay
-                        # would bring back what we report as dropped.
-                        self._retired.add_range(victim.seq, victim.seq)
-                    return victim
-            if self._incoming:
-                victim = self._incoming.popleft()  # not journaled yet: nothing to retire
-                self._queued -= 1
-                self._counts["dropped"] += 1
-                return victim
-            # Everything waiting is already in the writers' hands: wait for room.
         deadline = None if self.config.block_timeout is None else time.monotonic() + self.config.block_timeout
         while self._queued >= self.config.max_queue:
+            if policy == "drop_oldest":
+                victim = self._drop_one()
+                if victim is not None:
+                    return victim
+                # Everything waiting is in the writers' hands (the group being
+                # journaled, the batch in flight): wait until some is droppable.
             if self._closed:
                 raise StoreClosedError("collector is closed")
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -271,7 +260,26 @@ class Collector:
                 raise QueueFullError(
                     f"collector queue stayed full ({self.config.max_queue} records) for {self.config.block_timeout}s"
                 )
-            self._progress.wait(_IDLE_WAIT_S if remaining is None else min(remaining, _IDLE_WAIT_S))
+            self._progress.wait(_IDLE_WAIT_S / 10 if remaining is None else min(remaining, _IDLE_WAIT_S / 10))
+        return None
+
+    def _drop_one(self) -> _Rec | None:
+        """With the lock held: take the oldest queued record of the lowest priority out of line."""
+        for q in reversed(self._ready):  # lowest priority first; oldest of it
+            if q:
+                victim = q.popleft()
+                self._queued -= 1
+                self._counts["dropped"] += 1
+                if self._journal is not None:
+                    # It is in the journal: retire it there, or a replay
+                    # would bring back what we report as dropped.
+                    self._retired.add_range(victim.seq, victim.seq)
+                return victim
+        if self._incoming:
+            victim = self._incoming.popleft()  # not journaled yet: nothing to retire
+            self._queued -= 1
+            self._counts["dropped"] += 1
+            return victim
         return None
 
     # ------------------------------------------------------------------ flushing
