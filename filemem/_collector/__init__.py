@@ -8,7 +8,8 @@ One mechanism per module:
 * ``_replay``     replaying dead collectors' journals; check() findings
 * ``_breaker``    retry backoff and the circuit breaker
 * ``_deadletter`` dead-letter files: append, list, replay
-* ``_writer``     Collector: the queue and its journal and apply threads
+* ``_writer``     Collector: collect, the queue, the journal thread, flush/close, stats
+* ``_apply``      the apply thread: batches, retries, breaker, dead letters, truncation
 """
 
 from __future__ import annotations

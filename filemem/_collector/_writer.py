@@ -33,11 +33,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._engine import JOURNAL_DIR, Engine, Op, _fork_generation, copy_value
+from .._engine import JOURNAL_DIR, Engine, _fork_generation, copy_value
 from .._errors import (
     FileMemError,
     FlushTimeoutError,
-    InvalidKeyError,
     InvalidValueError,
     QueueFullError,
     ReadOnlyError,
@@ -45,10 +44,10 @@ from .._errors import (
 )
 from .._names import validate_key
 from .._types import NamespaceLike
-from ._applied import RangeSet, marker_op, remove_marker
+from ._applied import RangeSet, remove_marker
+from ._apply import IDLE_WAIT_S, ApplyLoop, Rec
 from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
-from ._deadletter import append_dead_letters, letter
 from ._journal import JournalFile, encode_frame
 from ._replay import recover_journals
 
@@ -59,29 +58,9 @@ log = logging.getLogger("filemem.collector")
 #: Priority names, most urgent first; records are taken into batches in this order.
 PRIORITIES: Final = ("high", "normal", "low")
 _PRIO: Final = {name: i for i, name in enumerate(PRIORITIES)}
-#: Truncate the journal once everything in it is applied and it is at least this big.
-_TRUNCATE_BYTES: Final = 1 << 20
-#: Most distinct namespaces in one engine batch (each holds shard locks).
-_MAX_NAMESPACES_PER_APPLY: Final = 64
-_IDLE_WAIT_S: Final = 0.1
-_PERMANENT: Final = (InvalidValueError, InvalidKeyError)
 
 
-class _Rec:
-    """One queued record (kept small: a million may wait)."""
-
-    __slots__ = ("key", "ns", "payload", "prio", "seq", "ts")
-
-    def __init__(self, seq: int, prio: int, ts: float, ns: tuple[str, ...], key: str, payload: bytes) -> None:
-        self.seq = seq
-        self.prio = prio
-        self.ts = ts
-        self.ns = ns
-        self.key = key
-        self.payload = payload
-
-
-class Collector:
+class Collector(ApplyLoop):
     """Queue records now, store them in the background, lose none: ``store.collector()``.
 
     Example::
@@ -118,10 +97,10 @@ class Collector:
         self._progress = threading.Condition(self._lock)  # space freed / records finished
         self._seq = 0
         self._queued = 0  # queued and not yet finished
-        self._incoming: deque[_Rec] = deque()
-        self._ready: tuple[deque[_Rec], deque[_Rec], deque[_Rec]] = (deque(), deque(), deque())
+        self._incoming: deque[Rec] = deque()
+        self._ready: tuple[deque[Rec], deque[Rec], deque[Rec]] = (deque(), deque(), deque())
         self._jbatch_min = math.inf  # lowest id the journal thread holds
-        self._inflight: list[_Rec] = []  # the batch being applied
+        self._inflight: list[Rec] = []  # the batch being applied
         self._jwake = threading.Event()
         self._awake = threading.Event()
         self._stop = threading.Event()
@@ -211,13 +190,13 @@ class Collector:
                 f"value encodes to {len(payload)} bytes; the limit is {self._engine.max_value_bytes}"
             )
         ts = time.time()
-        victim: _Rec | None = None
+        victim: Rec | None = None
         with self._lock:
             if self._queued >= self.config.max_queue:
                 victim = self._make_room(wait)
             self._seq += 1
             seq = self._seq
-            rec = _Rec(seq, prio, ts, ns, key, payload)
+            rec = Rec(seq, prio, ts, ns, key, payload)
             self._queued += 1
             if self._journal is not None:
                 self._incoming.append(rec)
@@ -236,7 +215,7 @@ class Collector:
                 self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
         return seq
 
-    def _make_room(self, wait: bool) -> _Rec | None:
+    def _make_room(self, wait: bool) -> Rec | None:
         """With the lock held and the queue full: apply ``on_full``. Returns a dropped record."""
         policy = self.config.on_full
         if policy == "raise":
@@ -245,25 +224,14 @@ class Collector:
             # acollect: dropping costs an fsync (the dead letter) and blocking
             # waits; both belong in a worker thread, not on the event loop.
             raise _WouldBlock
-        if policy == "drop_oldest":
-            for q in reversed(self._ready):  # lowest priority first; oldest of it
-                if q:
-                    victim = q.popleft()
-                    self._queued -= 1
-                    self._counts["dropped"] += 1
-                    if self._journal is not None:
-                        # It is in the journal: retire it there, or a replay
-                        # would bring back what we report as dropped.
-                        self._retired.add_range(victim.seq, victim.seq)
-                    return victim
-            if self._incoming:
-                victim = self._incoming.popleft()  # not journaled yet: nothing to retire
-                self._queued -= 1
-                self._counts["dropped"] += 1
-                return victim
-            # Everything waiting is already in the writers' hands: wait for room.
         deadline = None if self.config.block_timeout is None else time.monotonic() + self.config.block_timeout
         while self._queued >= self.config.max_queue:
+            if policy == "drop_oldest":
+                victim = self._drop_one()
+                if victim is not None:
+                    return victim
+                # Everything waiting is in the writers' hands (the group being
+                # journaled, the batch in flight): wait until some is droppable.
             if self._closed:
                 raise StoreClosedError("collector is closed")
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -271,7 +239,26 @@ class Collector:
                 raise QueueFullError(
                     f"collector queue stayed full ({self.config.max_queue} records) for {self.config.block_timeout}s"
                 )
-            self._progress.wait(_IDLE_WAIT_S if remaining is None else min(remaining, _IDLE_WAIT_S))
+            self._progress.wait(IDLE_WAIT_S / 10 if remaining is None else min(remaining, IDLE_WAIT_S / 10))
+        return None
+
+    def _drop_one(self) -> Rec | None:
+        """With the lock held: take the oldest queued record of the lowest priority out of line."""
+        for q in reversed(self._ready):  # lowest priority first; oldest of it
+            if q:
+                victim = q.popleft()
+                self._queued -= 1
+                self._counts["dropped"] += 1
+                if self._journal is not None:
+                    # It is in the journal: retire it there, or a replay
+                    # would bring back what we report as dropped.
+                    self._retired.add_range(victim.seq, victim.seq)
+                return victim
+        if self._incoming:
+            victim = self._incoming.popleft()  # not journaled yet: nothing to retire
+            self._queued -= 1
+            self._counts["dropped"] += 1
+            return victim
         return None
 
     # ------------------------------------------------------------------ flushing
@@ -308,7 +295,7 @@ class Collector:
                         f"flush not done after {timeout}s: {self._queued} records waiting "
                         f"(breaker {self.breaker.state}; last error: {self.last_error or 'none'})"
                     )
-                self._progress.wait(_IDLE_WAIT_S if remaining is None else min(remaining, _IDLE_WAIT_S))
+                self._progress.wait(IDLE_WAIT_S if remaining is None else min(remaining, IDLE_WAIT_S))
 
     async def aflush(self, timeout: float | None = None) -> None:
         """:meth:`flush` for asyncio (waits in a worker thread).
@@ -403,7 +390,7 @@ class Collector:
         codec = self._codec.name
         attempt = 0
         while True:
-            self._jwake.wait(_IDLE_WAIT_S)
+            self._jwake.wait(IDLE_WAIT_S)
             self._jwake.clear()
             if self.config.journal_group_delay:
                 time.sleep(self.config.journal_group_delay)
@@ -445,207 +432,6 @@ class Collector:
                 else:
                     self._unjournaled.update(r.seq for r in group)
             self._awake.set()
-
-    def _ready_count(self) -> int:
-        return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
-
-    def _apply_loop(self) -> None:
-        cfg = self.config
-        while True:
-            self._awake.wait(_IDLE_WAIT_S)
-            self._awake.clear()
-            n = self._ready_count()
-            if n == 0:
-                if self._stop.is_set() and not self._incoming and self._jbatch_min == math.inf:
-                    return
-                self._fold_retired()
-                continue
-            if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set():
-                # Let the batch fill a little: fewer, larger batches.
-                deadline = time.monotonic() + cfg.batch_timeout
-                while self._ready_count() < cfg.batch_size and not self._stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._awake.wait(left)
-                    self._awake.clear()
-            wait = self.breaker.wait_s()
-            if wait > 0 and self._stop.wait(wait):
-                return  # closing while the breaker is open: close() accounts for what is left
-            with self._lock:
-                batch: list[_Rec] = []
-                for q in self._ready:
-                    while q and len(batch) < cfg.batch_size:
-                        batch.append(q.popleft())
-                batch.sort(key=lambda r: r.seq)
-                self._inflight = batch
-            if not self._apply_with_retries():
-                # Closing interrupted the retries: put what is left back in line.
-                with self._lock:
-                    for r in reversed(self._inflight):
-                        self._ready[r.prio].appendleft(r)
-                    self._inflight = []
-                return
-            self._awake.set()
-
-    def _apply_with_retries(self) -> bool:
-        """Apply the in-flight batch; False if closing interrupted the retries."""
-        cfg = self.config
-        attempt = 0
-        while self._inflight:
-            started = time.monotonic()
-            try:
-                self._commit(list(self._inflight))
-            except _PERMANENT:
-                self._isolate()
-                continue
-            except FileMemError as exc:
-                self._note_failure(exc, len(self._inflight))
-                attempt += 1
-                if attempt > cfg.max_retries:
-                    if self._isolate():
-                        continue
-                    attempt = 0  # the whole store fails: keep waiting behind the breaker
-                self._counts["retried"] += len(self._inflight)
-                delay = max(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max, self._rng), self.breaker.wait_s())
-                if self._stop.wait(delay):
-                    return False
-                continue
-            self._latency.append(time.monotonic() - started)
-            self.breaker.success()
-        self._maybe_truncate()
-        return True
-
-    def _note_failure(self, exc: BaseException, n: int) -> None:
-        self._counts["failed"] += n
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        self.breaker.failure(self.last_error)
-
-    def _commit(self, batch: list[_Rec]) -> None:
-        """Apply ``batch``: one atomic engine batch per group of namespaces, each with the marker.
-
-        Each group that commits is finished at once (a retry never applies it again).
-        """
-        decode = self._codec.decode
-        groups: list[list[_Rec]] = [[]]
-        seen: set[tuple[str, ...]] = set()
-        for r in batch:
-            if r.ns not in seen and len(seen) >= _MAX_NAMESPACES_PER_APPLY:
-                groups.append([])
-                seen = set()
-            seen.add(r.ns)
-            groups[-1].append(r)
-        for group in groups:
-            ops = [Op(r.ns, r.key, "put", decode(r.payload)) for r in group]
-            if self._journal is None:
-                if ops:
-                    self._engine.apply(ops)
-                    self._finished(group, applied=len(group))
-                continue
-            with self._lock:
-                retired, self._retired = self._retired, RangeSet()
-                done = RangeSet(self._applied.ranges)
-            for lo, hi in retired.ranges:
-                done.add_range(lo, hi)
-            done.add_many(r.seq for r in group)
-            try:
-                self._engine.apply([*ops, marker_op(self.jid, done)])
-            except BaseException:
-                with self._lock:
-                    for lo, hi in retired.ranges:
-                        self._retired.add_range(lo, hi)
-                raise
-            with self._lock:
-                self._applied = done
-                self._done_in_file += len(retired)
-            if group:
-                self._finished(group, applied=len(group))
-
-    def _isolate(self) -> bool:
-        """Apply the in-flight records one by one; dead-letter those the store refuses while it takes others.
-
-        Returns False (records left in flight) when the first
-        ``breaker_threshold`` all fail for reasons not their own: then the
-        store is down, not the records.
-        """
-        bad: list[_Rec] = []
-        errors: set[str] = set()
-        any_ok = False
-        for i, r in enumerate(list(self._inflight)):
-            try:
-                self._commit([r])
-            except FileMemError as exc:
-                if not any_ok and not isinstance(exc, _PERMANENT) and i + 1 >= self.config.breaker_threshold:
-                    self._note_failure(exc, 1)
-                    return False
-                errors.add(f"{type(exc).__name__}: {exc}")
-                bad.append(r)
-                continue
-            any_ok = True
-        if bad:
-            self._dead_letter(bad, "failed", "; ".join(sorted(errors))[:500])
-            with self._lock:
-                if self._journal is not None:
-                    for r in bad:
-                        self._retired.add_range(r.seq, r.seq)
-            # Counted done in the file when the marker retires them (fold).
-            self._finished(bad, applied=0, in_file=False)
-            self._fold_retired()
-        return True
-
-    def _fold_retired(self) -> None:
-        """Write the marker for ids retired without an apply (dropped, dead-lettered), when idle."""
-        if self._journal is None or not self._retired.ranges or self.breaker.state != "closed":
-            self._maybe_truncate()
-            return
-        try:
-            self._commit([])
-        except FileMemError as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            return
-        self._maybe_truncate()
-
-    def _finished(self, recs: list[_Rec], *, applied: int, in_file: bool = True) -> None:
-        with self._progress:
-            done = {id(r) for r in recs}
-            self._inflight = [r for r in self._inflight if id(r) not in done]
-            self._queued -= len(recs)
-            self._counts["applied"] += applied
-            self._counts["batches"] += 1 if applied else 0
-            if self._journal is not None and in_file:
-                self._done_in_file += len(recs)
-            self._progress.notify_all()
-
-    def _maybe_truncate(self) -> None:
-        journal = self._journal
-        if journal is None or journal.size_since_truncate < _TRUNCATE_BYTES:
-            return
-        if not self._file_lock.acquire(blocking=False):
-            return
-        try:
-            with self._lock:
-                if self._done_in_file != self._in_file or self._retired.ranges:
-                    return
-                # Everything in the file is applied (the marker says so): start it over.
-                journal.truncate()
-                self._in_file = self._done_in_file = 0
-                self._applied = RangeSet()
-        except FileMemError as exc:
-            self.last_error = f"journal truncate: {exc}"
-        finally:
-            self._file_lock.release()
-
-    def _dead_letter(self, recs: list[_Rec], reason: str, error: str) -> None:
-        letters = [
-            letter(self.jid, r.seq, r.ns, r.key, self._codec.name, r.payload, r.prio, r.ts, reason, error) for r in recs
-        ]
-        try:
-            append_dead_letters(self._engine, self.jid, letters)
-        except FileMemError as exc:
-            log.error("collector %s: could not write %d dead letters: %s", self.jid, len(recs), exc)
-            raise
-        with self._lock:
-            self._counts["dead_letters"] += len(recs)
 
     # ------------------------------------------------------------------ health
 

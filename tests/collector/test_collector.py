@@ -368,7 +368,7 @@ def test_live_journal_is_not_replayed_by_others(store: filemem.Store, stall: Sta
 
 
 def test_journal_is_truncated_once_applied(store: filemem.Store, monkeypatch: Any) -> None:
-    monkeypatch.setattr("filemem._collector._writer._TRUNCATE_BYTES", 2000)
+    monkeypatch.setattr("filemem._collector._apply._TRUNCATE_BYTES", 2000)
     with store.collector(batch_size=50) as c:
         for i in range(200):
             c.collect("t", f"k{i}", "x" * 50)

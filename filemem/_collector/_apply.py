@@ -1,0 +1,283 @@
+"""The collector's apply side: batches, retries, the breaker, dead letters, journal truncation (layer L4).
+
+A mixin of :class:`~filemem._collector._writer.Collector`, kept apart because
+it is one mechanism: the apply thread takes up to ``batch_size`` records (high
+priority first), applies them in id order as one engine batch together with
+the journal's marker of applied ids, retries transient failures with backoff
+behind the circuit breaker, and dead-letters records the store refuses while
+it takes others.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from typing import Final
+
+from .._engine import Engine, Op
+from .._errors import FileMemError, InvalidKeyError, InvalidValueError
+from ..codecs import Codec
+from ._applied import RangeSet, marker_op
+from ._breaker import CircuitBreaker, backoff_delay
+from ._config import CollectorConfig
+from ._deadletter import append_dead_letters, letter
+from ._journal import JournalFile
+
+__all__ = ["ApplyLoop", "Rec"]
+
+log = logging.getLogger("filemem.collector")
+
+#: Truncate the journal once everything in it is applied and it is at least this big.
+_TRUNCATE_BYTES: Final = 1 << 20
+#: Most distinct namespaces in one engine batch (each holds shard locks).
+_MAX_NAMESPACES_PER_APPLY: Final = 64
+IDLE_WAIT_S: Final = 0.1
+_PERMANENT: Final = (InvalidValueError, InvalidKeyError)
+
+
+class Rec:
+    """One queued record (kept small: a million may wait)."""
+
+    __slots__ = ("key", "ns", "payload", "prio", "seq", "ts")
+
+    def __init__(self, seq: int, prio: int, ts: float, ns: tuple[str, ...], key: str, payload: bytes) -> None:
+        self.seq = seq
+        self.prio = prio
+        self.ts = ts
+        self.ns = ns
+        self.key = key
+        self.payload = payload
+
+
+class ApplyLoop:
+    """The apply thread's half of the collector (state is set up by Collector.__init__)."""
+
+    config: CollectorConfig
+    jid: str
+    breaker: CircuitBreaker
+    last_error: str
+    _engine: Engine
+    _codec: Codec
+    _lock: threading.Lock
+    _progress: threading.Condition
+    _queued: int
+    _incoming: deque[Rec]
+    _ready: tuple[deque[Rec], deque[Rec], deque[Rec]]
+    _jbatch_min: float
+    _inflight: list[Rec]
+    _awake: threading.Event
+    _stop: threading.Event
+    _rng: random.Random
+    _counts: dict[str, int]
+    _latency: deque[float]
+    _journal: JournalFile | None
+    _applied: RangeSet
+    _retired: RangeSet
+    _in_file: int
+    _done_in_file: int
+    _file_lock: threading.Lock
+
+    def _ready_count(self) -> int:
+        return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
+
+    def _apply_loop(self) -> None:
+        cfg = self.config
+        while True:
+            self._awake.wait(IDLE_WAIT_S)
+            self._awake.clear()
+            n = self._ready_count()
+            if n == 0:
+                if self._stop.is_set() and not self._incoming and self._jbatch_min == math.inf:
+                    return
+                self._fold_retired()
+                continue
+            if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set():
+                # Let the batch fill a little: fewer, larger batches.
+                deadline = time.monotonic() + cfg.batch_timeout
+                while self._ready_count() < cfg.batch_size and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._awake.wait(left)
+                    self._awake.clear()
+            wait = self.breaker.wait_s()
+            if wait > 0 and self._stop.wait(wait):
+                return  # closing while the breaker is open: close() accounts for what is left
+            with self._lock:
+                batch: list[Rec] = []
+                for q in self._ready:
+                    while q and len(batch) < cfg.batch_size:
+                        batch.append(q.popleft())
+                batch.sort(key=lambda r: r.seq)
+                self._inflight = batch
+            if not self._apply_with_retries():
+                # Closing interrupted the retries: put what is left back in line.
+                with self._lock:
+                    for r in reversed(self._inflight):
+                        self._ready[r.prio].appendleft(r)
+                    self._inflight = []
+                return
+            self._awake.set()
+
+    def _apply_with_retries(self) -> bool:
+        """Apply the in-flight batch; False if closing interrupted the retries."""
+        cfg = self.config
+        attempt = 0
+        while self._inflight:
+            started = time.monotonic()
+            try:
+                self._commit(list(self._inflight))
+            except _PERMANENT:
+                self._isolate()
+                continue
+            except FileMemError as exc:
+                self._note_failure(exc, len(self._inflight))
+                attempt += 1
+                if attempt > cfg.max_retries:
+                    if self._isolate():
+                        continue
+                    attempt = 0  # the whole store fails: keep waiting behind the breaker
+                self._counts["retried"] += len(self._inflight)
+                delay = max(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max, self._rng), self.breaker.wait_s())
+                if self._stop.wait(delay):
+                    return False
+                continue
+            self._latency.append(time.monotonic() - started)
+            self.breaker.success()
+        self._maybe_truncate()
+        return True
+
+    def _note_failure(self, exc: BaseException, n: int) -> None:
+        self._counts["failed"] += n
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.breaker.failure(self.last_error)
+
+    def _commit(self, batch: list[Rec]) -> None:
+        """Apply ``batch``: one atomic engine batch per group of namespaces, each with the marker.
+
+        Each group that commits is finished at once (a retry never applies it again).
+        """
+        decode = self._codec.decode
+        groups: list[list[Rec]] = [[]]
+        seen: set[tuple[str, ...]] = set()
+        for r in batch:
+            if r.ns not in seen and len(seen) >= _MAX_NAMESPACES_PER_APPLY:
+                groups.append([])
+                seen = set()
+            seen.add(r.ns)
+            groups[-1].append(r)
+        for group in groups:
+            ops = [Op(r.ns, r.key, "put", decode(r.payload)) for r in group]
+            if self._journal is None:
+                if ops:
+                    self._engine.apply(ops)
+                    self._finished(group, applied=len(group))
+                continue
+            with self._lock:
+                retired, self._retired = self._retired, RangeSet()
+                done = RangeSet(self._applied.ranges)
+            for lo, hi in retired.ranges:
+                done.add_range(lo, hi)
+            done.add_many(r.seq for r in group)
+            try:
+                self._engine.apply([*ops, marker_op(self.jid, done)])
+            except BaseException:
+                with self._lock:
+                    for lo, hi in retired.ranges:
+                        self._retired.add_range(lo, hi)
+                raise
+            with self._lock:
+                self._applied = done
+                self._done_in_file += len(retired)
+            if group:
+                self._finished(group, applied=len(group))
+
+    def _isolate(self) -> bool:
+        """Apply the in-flight records one by one; dead-letter those the store refuses while it takes others.
+
+        Returns False (records left in flight) when the first
+        ``breaker_threshold`` all fail for reasons not their own: then the
+        store is down, not the records.
+        """
+        bad: list[Rec] = []
+        errors: set[str] = set()
+        any_ok = False
+        for i, r in enumerate(list(self._inflight)):
+            try:
+                self._commit([r])
+            except FileMemError as exc:
+                if not any_ok and not isinstance(exc, _PERMANENT) and i + 1 >= self.config.breaker_threshold:
+                    self._note_failure(exc, 1)
+                    return False
+                errors.add(f"{type(exc).__name__}: {exc}")
+                bad.append(r)
+                continue
+            any_ok = True
+        if bad:
+            self._dead_letter(bad, "failed", "; ".join(sorted(errors))[:500])
+            with self._lock:
+                if self._journal is not None:
+                    for r in bad:
+                        self._retired.add_range(r.seq, r.seq)
+            # Counted done in the file when the marker retires them (fold).
+            self._finished(bad, applied=0, in_file=False)
+            self._fold_retired()
+        return True
+
+    def _fold_retired(self) -> None:
+        """Write the marker for ids retired without an apply (dropped, dead-lettered), when idle."""
+        if self._journal is None or not self._retired.ranges or self.breaker.state != "closed":
+            self._maybe_truncate()
+            return
+        try:
+            self._commit([])
+        except FileMemError as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return
+        self._maybe_truncate()
+
+    def _finished(self, recs: list[Rec], *, applied: int, in_file: bool = True) -> None:
+        with self._progress:
+            done = {id(r) for r in recs}
+            self._inflight = [r for r in self._inflight if id(r) not in done]
+            self._queued -= len(recs)
+            self._counts["applied"] += applied
+            self._counts["batches"] += 1 if applied else 0
+            if self._journal is not None and in_file:
+                self._done_in_file += len(recs)
+            self._progress.notify_all()
+
+    def _maybe_truncate(self) -> None:
+        journal = self._journal
+        if journal is None or journal.size_since_truncate < _TRUNCATE_BYTES:
+            return
+        if not self._file_lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                if self._done_in_file != self._in_file or self._retired.ranges:
+                    return
+                # Everything in the file is applied (the marker says so): start it over.
+                journal.truncate()
+                self._in_file = self._done_in_file = 0
+                self._applied = RangeSet()
+        except FileMemError as exc:
+            self.last_error = f"journal truncate: {exc}"
+        finally:
+            self._file_lock.release()
+
+    def _dead_letter(self, recs: list[Rec], reason: str, error: str) -> None:
+        letters = [
+            letter(self.jid, r.seq, r.ns, r.key, self._codec.name, r.payload, r.prio, r.ts, reason, error) for r in recs
+        ]
+        try:
+            append_dead_letters(self._engine, self.jid, letters)
+        except FileMemError as exc:
+            log.error("collector %s: could not write %d dead letters: %s", self.jid, len(recs), exc)
+            raise
+        with self._lock:
+            self._counts["dead_letters"] += len(recs)
