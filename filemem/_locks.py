@@ -40,7 +40,7 @@ import random
 import threading
 import time
 import weakref
-from typing import Final
+from typing import Final, Literal
 
 import portalocker
 
@@ -381,25 +381,7 @@ def try_exclusive_existing(path: str) -> Held | bool | None:
     Returns the handle, None if another process holds the lock, or False if
     the file is gone (or was removed while we locked it).
     """
-    try:
-        # Read-only is enough for flock, and works for a read-only user.
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise StorageError(f"could not open {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
-    try:
-        if not _try(fd, portalocker.LockFlags.EXCLUSIVE, path):
-            os.close(fd)
-            return None
-        if os.fstat(fd).st_nlink == 0:
-            portalocker.unlock(fd)
-            os.close(fd)
-            return False
-    except BaseException:
-        os.close(fd)
-        raise
-    return Held(path, fd, "exclusive", None)
+    return _try_existing(path, "exclusive")
 
 
 def try_shared_existing(path: str) -> Held | bool | None:
@@ -411,14 +393,20 @@ def try_shared_existing(path: str) -> Held | bool | None:
     at once: shared probes never mistake each other for the owner, as two
     exclusive probes would.
     """
+    return _try_existing(path, "shared")
+
+
+def _try_existing(path: str, mode: Literal["exclusive", "shared"]) -> Held | bool | None:
     try:
+        # Read-only is enough for flock, and works for a read-only user.
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     except OSError as exc:
         raise StorageError(f"could not open {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
+    flag = portalocker.LockFlags.EXCLUSIVE if mode == "exclusive" else portalocker.LockFlags.SHARED
     try:
-        if not _try(fd, portalocker.LockFlags.SHARED, path):
+        if not _try(fd, flag, path):
             os.close(fd)
             return None
         if os.fstat(fd).st_nlink == 0:
@@ -428,4 +416,4 @@ def try_shared_existing(path: str) -> Held | bool | None:
     except BaseException:
         os.close(fd)
         raise
-    return Held(path, fd, "shared", None)
+    return Held(path, fd, mode, None)
