@@ -85,6 +85,29 @@ def _check_json_keys(obj: Any) -> None:
             stack.extend(v for v in cur if isinstance(v, (dict, list, tuple)))
 
 
+_MSGPACK_KEY_TYPES = (str, bytes, int, float, bool, type(None))
+
+
+def _check_msgpack_keys(obj: Any) -> None:
+    # msgpack packs a tuple key as an array, which decodes as a list: an
+    # unhashable key, so the whole shard would fail to load for everyone.
+    # Refuse such keys before a byte is written.
+    stack = [obj]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, dict):
+            for k, v in cur.items():
+                if not isinstance(k, _MSGPACK_KEY_TYPES):
+                    raise InvalidValueError(
+                        f"msgpack map keys must be str, bytes, int, float, bool or None; got {type(k).__name__} "
+                        f"key {k!r} (it would not read back as the same key)"
+                    )
+                if isinstance(v, (dict, list, tuple)):
+                    stack.append(v)
+        elif isinstance(cur, (list, tuple)):
+            stack.extend(v for v in cur if isinstance(v, (dict, list, tuple)))
+
+
 class JsonCodec:
     """JSON, UTF-8, compact, NaN and Infinity refused (they are not JSON).
 
@@ -158,6 +181,8 @@ class MsgpackCodec:
         >>> MsgpackCodec().encode([1, b"x"])
         b'\\x92\\x01\\xc4\\x01x'
         """
+        if isinstance(obj, (dict, list, tuple)):
+            _check_msgpack_keys(obj)
         try:
             return msgpack.packb(obj, use_bin_type=True, datetime=False)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:

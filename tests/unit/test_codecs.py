@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import filemem
 from filemem import CorruptShardError, InvalidValueError
 from filemem.codecs import Codec, JsonCodec, MsgpackCodec, available_codecs, get_codec
+from tests.unit.test_store import snapshot_tree
 
 json_values = st.recursive(
     st.none()
@@ -75,3 +78,18 @@ def test_registry() -> None:
     assert get_codec(c) is c
     with pytest.raises(InvalidValueError):
         get_codec("pickle")
+
+
+@pytest.mark.parametrize("value", [{(1, 2): "x"}, {"ok": [{frozenset({1}): 1}]}, [{(1,): None}]])
+def test_msgpack_refuses_map_keys_that_would_not_read_back(value: object, tmp_path: Path) -> None:
+    """A tuple key packs as an array and reads back as an unhashable list: the shard would be unreadable."""
+    with pytest.raises(filemem.InvalidValueError, match="msgpack map keys"):
+        MsgpackCodec().encode(value)
+    with filemem.Store(str(tmp_path / "s"), codec="msgpack") as store:
+        store.put("ns", "neighbour", {1: "int keys are fine", b"k": "so are bytes", None: 0})
+        before = snapshot_tree(store.path)
+        with pytest.raises(filemem.InvalidValueError):
+            store.put("ns", "bad", value)
+        assert snapshot_tree(store.path) == before
+        with filemem.Store(store.path) as other:
+            assert other.get("ns", "neighbour") == {1: "int keys are fine", b"k": "so are bytes", None: 0}
