@@ -726,7 +726,17 @@ class Engine:
             shard.drop_expired(now)
             shard.touched = keys
             shard.splitting = False
-            data = encode_shard(shard, self.codec)
+            try:
+                data = encode_shard(shard, self.codec)
+            except InvalidValueError:
+                # A record this shard already holds cannot be encoded with the
+                # marker's codec (a value another process stored in its own
+                # codec while a conversion ran): keep the shard's codec, which
+                # encodes it and which every reader decodes.
+                own = self._codecs.get(shards[lp].codec)
+                if own is None or own is self.codec:
+                    raise
+                data = encode_shard(shard, own)
             for k in keys:
                 pair = shard.pairs.get(k)
                 if pair is not None and len(pair) > self.max_value_bytes:
@@ -1184,6 +1194,8 @@ def maintain_shard(engine: Engine, view: View, prefix: str, *, wait: bool = True
         shard = engine.load(path, prefix)
         if shard is None:
             return 0, 0
+        if not shard.splitting and prefix in view.internal:
+            view.refresh()  # the listing may predate a merge that removed its leaves since
         if shard.splitting or prefix in view.internal:
             engine._split(view, shard)
             return 0, engine.counters["splits"] - splits_before

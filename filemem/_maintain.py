@@ -262,6 +262,8 @@ def _convert_shard(engine: Engine, view: View, prefix: str, codec: Codec) -> str
         shard = engine.load(path, prefix)
         if shard is None:
             return "gone"  # split away meanwhile: its leaves come in the next listing
+        if not shard.splitting and prefix in view.internal:
+            view.refresh()  # the listing may predate a merge that removed its leaves since
         if shard.splitting or prefix in view.internal:
             # Finish the split (the leaves are written with the new codec:
             # engine.codec is already switched for this process).
@@ -321,11 +323,23 @@ def convert(engine: Engine, codec_name: str, *, progress: ProgressFn | None = No
     previous = engine.codec.name
     precheck_convert(engine, codec)
     # From here this process writes the new codec (splits it finishes, recoveries).
+    old_codec = engine.codec
     engine.codec = codec
     engine._codecs[codec.name] = codec
-    converted, already = _sweep(engine, codec, report)
-    _switch_marker(engine, codec.name)
-    again, _ = _sweep(engine, codec, _no_progress)
+    try:
+        converted, already = _sweep(engine, codec, report)
+        _switch_marker(engine, codec.name)
+        try:
+            again, _ = _sweep(engine, codec, _no_progress)
+        except BaseException:
+            # A live process stored, between the sweeps, a value the new codec
+            # cannot hold (or a lock timed out): switch the marker back, so
+            # that processes following it keep a codec that encodes the store.
+            _switch_marker(engine, previous)
+            raise
+    except BaseException:
+        engine.codec = old_codec  # this process keeps the store's codec, as before the call
+        raise
     return {
         "from": previous,
         "to": codec.name,

@@ -186,6 +186,28 @@ class Runner:
         finally:
             sem.release()
 
+    async def run_owned(self, fn: Callable[..., T], close: Callable[[T], object], *args: Any, **kwargs: Any) -> T:
+        """:meth:`run` for a call that creates something to close (a collector, a subscription).
+
+        A thread cannot be stopped, so a call cancelled while running still
+        completes; its result is then nobody's. Close it (never withdrawn)
+        before the caller sees ``CancelledError``, or it would keep threads,
+        locks and files alive for good.
+        """
+        made: list[T] = []
+
+        def job() -> T:
+            got = fn(*args, **kwargs)
+            made.append(got)
+            return got
+
+        try:
+            return await self.run(job)
+        except asyncio.CancelledError:
+            if made:
+                await finish(self.pool, close, made[0], withdraw=False)
+            raise
+
     def snapshot_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         """A one-thread pool reserved for one snapshot (an idle one if any)."""
         with self._guard:

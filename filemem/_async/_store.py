@@ -130,8 +130,18 @@ class AsyncStore:
         >>> store = await AsyncStore.open("./memories", durability="flush")  # doctest: +SKIP
         """
         once = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="filemem-aio-open")
+        made: list[AsyncStore] = []
+
+        def job() -> AsyncStore:
+            made.append(cls(path, **kwargs))
+            return made[0]
+
         try:
-            return await finish(once, lambda: cls(path, **kwargs))
+            return await finish(once, job)
+        except asyncio.CancelledError:
+            if made:  # opened just as the caller gave up: nobody will close it but us
+                await made[0].close()
+            raise
         finally:
             once.shutdown(wait=False)
 
@@ -347,8 +357,8 @@ class AsyncStore:
         A plain callback runs on the subscription's own thread; an ``async def``
         callback is scheduled on the calling loop, one task per change.
         """
-        return await self._runner.run(
-            self._store.subscribe, self._on_loop(callback), namespace_prefix, max_queue=max_queue
+        return await self._runner.run_owned(
+            self._store.subscribe, Subscription.close, self._on_loop(callback), namespace_prefix, max_queue=max_queue
         )
 
     @staticmethod
@@ -467,7 +477,9 @@ class AsyncStore:
 
         An ``async def`` callback is scheduled on the calling loop.
         """
-        return await self._runner.run(self._store.subscribe_sessions, self._on_loop(callback), max_queue=max_queue)
+        return await self._runner.run_owned(
+            self._store.subscribe_sessions, Subscription.close, self._on_loop(callback), max_queue=max_queue
+        )
 
     def session_changes(self, *, max_queue: int = 1000) -> Subscription:
         """An async iterator of session changes (see Store.session_changes)."""
@@ -488,7 +500,9 @@ class AsyncStore:
         ...     await c.acollect("agent-1/events", "ev-1", {"ok": True})
         ...     await c.aflush()
         """
-        return CollectorStart(lambda: self._runner.run(self._store.collector, config, **overrides))
+        return CollectorStart(
+            lambda: self._runner.run_owned(self._store.collector, Collector.close, config, **overrides)
+        )
 
     async def dead_letters(self) -> list[DeadLetter]:
         """Records collectors could not apply (see Store.dead_letters)."""

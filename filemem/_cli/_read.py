@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
 
+from .. import Store
 from ..admin import export_records, info, namespace_info, stats, to_json_value, watch
 from ._base import (
     EXIT_OK,
@@ -192,13 +195,34 @@ def _export(args: argparse.Namespace, out: Output) -> int:
             count = export_records(store, sys.stdout, args.prefix, progress=progress)
             sys.stdout.flush()
             return EXIT_OK
-        with open(args.output, "w", encoding="utf-8") as fh:
-            count = export_records(store, fh, args.prefix, progress=progress)
+        count = _export_to_file(store, args.output, args.prefix, progress)
     if out.json:
         out.emit({"exported": count, "output": args.output})
     else:
         out.line(f"exported {count} records to {args.output}")
     return EXIT_OK
+
+
+def _export_to_file(store: Store, output: str, prefix: str | None, progress: Progress) -> int:
+    """Export into a private temp file beside ``output``, then rename it into place.
+
+    The dump holds every record of the store, so it gets the store's own
+    file mode (0600, from mkstemp), whatever the umask; and a failed export
+    leaves no partial file under the name the user asked for.
+    """
+    directory = os.path.dirname(os.path.abspath(output))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(output) + ".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            count = export_records(store, fh, prefix, progress=progress)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return count
 
 
 @command(

@@ -1,0 +1,115 @@
+"""Reproducers of defects the review of 2026-11-28 found (search, async, maintenance, admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import filemem
+from filemem import _maintain, admin
+from filemem.aio import AsyncStore
+from tests.cli._util import run
+
+
+def test_a_failed_convert_switches_back_and_leaves_every_shard_writable(store_path: str, monkeypatch: Any) -> None:
+    """Finding 4: msgpack -> json convert while a live agent stores bytes between the sweeps."""
+    agent = filemem.Store(store_path, codec="msgpack", watch="off")  # opened before the convert: msgpack
+    agent.put("ns", "a", "plain")
+    real_switch = _maintain._switch_marker
+    raced: list[bool] = []
+
+    def switch(engine: Any, name: str) -> None:
+        if not raced:
+            raced.append(True)
+            agent.put("ns", "blob", b"\x00\x01")  # legal for its codec, impossible in json
+        real_switch(engine, name)
+
+    monkeypatch.setattr(_maintain, "_switch_marker", switch)
+    with admin.open_store(store_path, readonly=False) as conv:
+        with pytest.raises(filemem.InvalidValueError, match="cannot encode"):
+            admin.convert(conv, "json")
+        assert conv.codec == "msgpack"  # the converting process is back on the store's codec
+        conv.put("ns", "c", b"bytes again")
+    monkeypatch.undo()
+    with filemem.Store(store_path, watch="off") as later:  # the marker was switched back
+        assert later.codec == "msgpack"
+        later.put("ns", "a", "an unrelated write")
+    agent.put("ns", "a", "x")
+    assert agent.get("ns", "blob") == b"\x00\x01"
+    assert agent.check() == []
+    agent.close()
+
+
+def test_a_shard_holding_what_the_marker_codec_cannot_encode_keeps_its_codec(tmp_path: Path) -> None:
+    """Finding 4, the writer's side: a process on json meets a msgpack shard holding bytes."""
+    path = str(tmp_path / "s")
+    with filemem.Store(path, codec="msgpack", watch="off") as old:
+        old.put("ns", "blob", b"\x00")
+    with admin.open_store(path, readonly=False) as store:
+        engine = store._engine
+        engine.codec = engine._codecs["json"] = filemem.codecs.get_codec("json")
+        store.put("ns", "other", "text")  # must not fail on the neighbour's bytes
+    with filemem.Store(path) as again:
+        assert again.get("ns", "blob") == b"\x00" and again.get("ns", "other") == "text"
+        assert again.check() == []
+
+
+def test_cancelled_async_calls_that_create_resources_close_them(store_path: str) -> None:
+    """Finding 5: a collector or subscription created by a call cancelled mid-way was left running."""
+    before = {t.name for t in threading.enumerate()}
+
+    async def main() -> None:
+        async with AsyncStore(store_path) as store:
+            for make in (
+                lambda: store.collector(),
+                lambda: store.subscribe(lambda c: None),
+                lambda: store.subscribe_sessions(lambda c: None),
+            ):
+                for delay in (0, 0.0005, 0.002, 0.01):
+                    task = asyncio.ensure_future(_awaitable(make()))
+                    await asyncio.sleep(delay)
+                    task.cancel()
+                    try:
+                        got = await task
+                    except asyncio.CancelledError:
+                        continue
+                    await _close(got)
+            journals = os.path.join(store_path, "journals")
+            assert not os.path.isdir(journals) or [n for n in os.listdir(journals) if n.endswith(".journal")] == []
+
+    asyncio.run(main())
+    left = {t.name for t in threading.enumerate()} - before
+    assert not {n for n in left if n.startswith(("filemem-collector", "filemem-journal", "filemem-subscriber"))}
+
+
+async def _awaitable(x: Any) -> Any:
+    return await x
+
+
+async def _close(x: Any) -> None:
+    if hasattr(x, "aclose"):
+        await x.aclose()
+    else:
+        x.close()
+
+
+def test_export_to_a_file_is_private_and_never_partial(tmp_path: Path) -> None:
+    """Finding 6: `filemem export -o FILE` wrote the dump with the umask's permissions (0644)."""
+    path = str(tmp_path / "s")
+    with filemem.Store(path) as store:
+        store.put("ns", "k", {"secret": True})
+    out = tmp_path / "dump.jsonl"
+    old = os.umask(0o022)
+    try:
+        assert run("export", path, "-o", str(out)).rc == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert '"secret"' in out.read_text()
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
