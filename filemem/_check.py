@@ -167,6 +167,10 @@ def _check_batches(engine: Engine, fix: bool, findings: list[Finding]) -> set[st
     referenced: set[str] = set()
     for name in sorted(_fs.listdir(engine.batch_dir)):
         path = os.path.join(engine.batch_dir, name)
+        if _fs.TEMP_MARK in name and _temp_owner_alive(path):
+            # An intent its writer is still creating: even a moment's probe of
+            # its lock could land before the writer locks it (see create_locked).
+            continue
         got = _locks.try_exclusive_existing(path)
         if got is None or got is False:
             continue  # a live batch (or just finished): not ours to judge

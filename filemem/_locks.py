@@ -60,6 +60,8 @@ __all__ = [
     "wait_exclusive_fd",
 ]
 
+#: How long create_locked waits for a prober to release a file it just created.
+_CREATE_LOCK_WAIT_S: Final = 5.0
 _FIRST_SLEEP_S: Final = 0.00005
 _MAX_SLEEP_S: Final = 0.002
 _FILE_MODE: Final = 0o600
@@ -360,10 +362,15 @@ def create_locked(path: str) -> Held:
     except OSError as exc:
         raise StorageError(f"could not create {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
     try:
-        if not _try(fd, portalocker.LockFlags.EXCLUSIVE, path):
-            raise StorageError(f"could not lock the new file {path}", path=path)
+        # Only a prober can hold the lock of a file we just created (a checker
+        # asking "is its owner alive?" by trying the lock for a moment): wait
+        # for it to let go rather than fail the caller.
+        started = time.monotonic()
+        _poll(fd, portalocker.LockFlags.EXCLUSIVE, path, started + _CREATE_LOCK_WAIT_S, started)
     except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # ours, never used: leave no garbage behind
         raise
     return Held(path, fd, "exclusive", None)
 

@@ -67,7 +67,7 @@ def test_cancelled_async_calls_that_create_resources_close_them(store_path: str)
     async def main() -> None:
         async with AsyncStore(store_path) as store:
             for make in (
-                lambda: store.collector(),
+                store.collector,
                 lambda: store.subscribe(lambda c: None),
                 lambda: store.subscribe_sessions(lambda c: None),
             ):
@@ -113,3 +113,40 @@ def test_export_to_a_file_is_private_and_never_partial(tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert '"secret"' in out.read_text()
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
+def test_create_locked_waits_out_a_prober_and_leaves_nothing_when_it_fails(tmp_path: Path, monkeypatch: Any) -> None:
+    """Review A, finding 2: a checker probing a just-created intent made the writer's batch fail and left garbage."""
+    from filemem import _locks
+
+    real_try = _locks._try
+    probes = {"n": 0}
+
+    def busy_once(fd: int, flags: Any, path: str) -> bool:
+        probes["n"] += 1
+        return False if probes["n"] == 1 else real_try(fd, flags, path)  # a prober held it for a moment
+
+    monkeypatch.setattr(_locks, "_try", busy_once)
+    held = _locks.create_locked(str(tmp_path / "a"))
+    assert probes["n"] >= 2
+    held.release()
+    monkeypatch.setattr(_locks, "_try", lambda fd, flags, path: False)
+    monkeypatch.setattr(_locks, "_CREATE_LOCK_WAIT_S", 0.05)
+    with pytest.raises(filemem.LockTimeout):
+        _locks.create_locked(str(tmp_path / "b"))
+    assert not (tmp_path / "b").exists()
+
+
+def test_check_leaves_a_live_writers_intent_temp_alone(store_path: str) -> None:
+    """Review A, finding 2: check() took the lock of an intent its live writer was still creating."""
+    from filemem import _fs
+
+    with filemem.Store(store_path) as store:
+        store.put("ns", "k", 1)
+        os.makedirs(os.path.join(store_path, "batches"), exist_ok=True)
+        live = os.path.join(store_path, "batches", f"x.batch{_fs.TEMP_MARK}{os.getpid()}-abcd")
+        with open(live, "wb"):
+            pass
+        assert store.check(fix=True) == []
+        assert os.path.exists(live)
+        os.unlink(live)
