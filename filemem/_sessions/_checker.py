@@ -29,6 +29,7 @@ from ._record import (
     LOCK_SUFFIX,
     QUEUE_DIR,
     RECORD_SUFFIX,
+    SLOT_GATE,
     SLOT_SUFFIX,
     SLOTS_DIR,
     STOP_SUFFIX,
@@ -145,5 +146,5 @@ def _check_slots(slots_dir: str, found: Found) -> None:
     for scope in sorted(_fs.listdir(slots_dir)):
         scope_dir = os.path.join(slots_dir, scope)
         for name in sorted(_fs.listdir(scope_dir)):
-            if not name.endswith(SLOT_SUFFIX):
+            if not name.endswith(SLOT_SUFFIX) and name != SLOT_GATE:
                 found("foreign-file", os.path.join(scope_dir, name), "not a filemem file; left alone", "")

@@ -7,9 +7,11 @@ scope whose limit covers its namespace (the store's, and each limited prefix
 of its namespace).
 
 **Slots.** A scope with limit N has slot files ``0.slot`` .. ``N-1.slot``.
-Holding slot i's exclusive lock *is* holding a slot: at most N processes can
-hold N distinct exclusive locks, and the kernel frees the slot of a process
-that dies, SIGKILL included, at once. A session takes its slots all at once
+Holding slot i's exclusive lock *is* holding a slot, and the kernel frees the
+slot of a process that dies, SIGKILL included, at once. A session is admitted
+only while fewer than N slot files of the scope (any number: a lowered limit
+leaves running sessions on higher ones) are held; counting and taking happen
+under the scope's gate lock. A session takes its slots all at once
 or not at all (it releases what it took and waits), so two sessions needing
 two scopes can never deadlock each other.
 
@@ -37,7 +39,7 @@ from typing import Final
 from .. import _fs, _locks
 from .._errors import InvalidValueError, SessionLimitError
 from .._names import escape_segment
-from ._record import LIMITS_FILE, LIMITS_LOCK, QUEUE_DIR, SLOT_SUFFIX, SLOTS_DIR, TICKET_SUFFIX
+from ._record import LIMITS_FILE, LIMITS_LOCK, QUEUE_DIR, SLOT_GATE, SLOT_SUFFIX, SLOTS_DIR, TICKET_SUFFIX
 
 __all__ = ["Slots", "scope_name"]
 
@@ -142,15 +144,36 @@ class Slots:
         return path
 
     def _take_slot(self, scope: Scope, limit: int) -> _locks.Held | None:
+        """Take a slot if fewer than ``limit`` slots of the scope are held, else None.
+
+        Every held slot counts, also one numbered ``limit`` or above: it was
+        taken under an older, higher limit by a session still running, and a
+        lowered limit admits nobody until the live count is under it. The
+        count and the take happen under the scope's gate, so two admissions
+        never count the same free place; releasing a slot needs no gate.
+        """
         slot_dir = self._dir(SLOTS_DIR, scope)
-        # Start at a random slot: N waiters that all try 0, 1, 2... in order
-        # would collide on the same files.
-        first = random.randrange(limit)  # noqa: S311 - not crypto
-        for i in range(limit):
-            held = _locks.try_exclusive(os.path.join(slot_dir, f"{(first + i) % limit}{SLOT_SUFFIX}"))
-            if held is not None:
-                return held
-        return None
+        with _locks.exclusive(os.path.join(slot_dir, SLOT_GATE), self.lock_timeout_s):
+            held_count = 0
+            for name in _fs.listdir(slot_dir):
+                if not name.endswith(SLOT_SUFFIX):
+                    continue
+                # A shared probe: it fails only while a session holds the slot.
+                probe = _locks.try_shared_existing(os.path.join(slot_dir, name))
+                if probe is None:
+                    held_count += 1
+                    if held_count >= limit:
+                        return None
+                elif not isinstance(probe, bool):
+                    probe.release()
+            # Slots that were never created are free too. Start at a random
+            # one: N waiters that all try 0, 1, 2... in order would collide.
+            first = random.randrange(limit)  # noqa: S311 - not crypto
+            for i in range(limit):
+                held = _locks.try_exclusive(os.path.join(slot_dir, f"{(first + i) % limit}{SLOT_SUFFIX}"))
+                if held is not None:
+                    return held
+            return None
 
     def _ahead(self, queue_dir: str, mine: _Rank, alive: Callable[[str], bool]) -> bool:
         """Whether a live ticket in ``queue_dir`` ranks before ``mine`` (dead ones are removed)."""

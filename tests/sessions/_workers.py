@@ -129,3 +129,10 @@ def lifecycle_child(store_path: str, ready_path: str, go_path: str) -> None:
         time.sleep(0.2)  # longer than the watcher's interval: the change is seen on its own
         s.set_status("most", progress=0.9)
         time.sleep(0.2)
+
+
+def hold_until_child(store_path: str, agent: str, ready_path: str, go_path: str) -> None:
+    """Start a session, report its id, hold it until ``go_path`` exists, then close it."""
+    with filemem.Store(store_path) as store, store.session(agent, timeout=60) as s:
+        log(ready_path, s.id)
+        wait_for(go_path, timeout=60)

@@ -12,7 +12,7 @@ import pytest
 import filemem
 from tests.helpers import reap
 
-from ._workers import hold_child, read_log
+from ._workers import hold_child, hold_until_child, read_log, wait_for
 
 
 def _max_concurrent(events: list[list[object]]) -> int:
@@ -138,3 +138,42 @@ def test_bad_limits_refused(store_path: str, bad: object) -> None:
         with pytest.raises(filemem.InvalidValueError):
             store.limit_sessions(bad)  # type: ignore[arg-type]
         assert not os.path.exists(os.path.join(store_path, "sessions", "limits.json"))
+
+
+def test_lowered_limit_counts_slots_taken_under_the_old_one(
+    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
+    """Four processes run under max_sessions=4; lowered to 2, newcomers wait until fewer than 2 run."""
+    procs: list[mp.process.BaseProcess] = []
+    gos = [str(tmp_path / f"go-{i}") for i in range(4)]
+    with filemem.Store(store_path) as store:
+        try:
+            # Raising the limit one at a time gives holder i slot i, so the
+            # first to leave frees slot 0: a slot under the new limit.
+            for i in range(4):
+                store.limit_sessions(i + 1)
+                ready = str(tmp_path / f"ready-{i}")
+                p = spawn_ctx.Process(target=hold_until_child, args=(store_path, f"h{i}", ready, gos[i]))
+                p.start()
+                procs.append(p)
+                wait_for(ready)
+            store.limit_sessions(2)
+            for i in range(2):
+                Path(gos[i]).touch()
+                procs[i].join(30)
+                assert len(store.sessions()) == 3 - i
+                with pytest.raises(filemem.SessionLimitError) as info:
+                    store.session("new", wait=False)
+                assert info.value.limit == 2
+            Path(gos[2]).touch()
+            procs[2].join(30)
+            with store.session("new", wait=False):
+                assert len(store.sessions()) == 2
+                with pytest.raises(filemem.SessionLimitError):
+                    store.session("newer", wait=False)
+        finally:
+            for go in gos:
+                Path(go).touch()
+            reap(procs, timeout=30)
+        assert [p.exitcode for p in procs] == [0] * 4
+        assert store.check() == []
