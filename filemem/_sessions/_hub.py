@@ -13,6 +13,7 @@ from typing import Any, Final
 from .._engine import SESSION_DIR
 from .._errors import InvalidValueError, ReadOnlyError
 from .._feed import Subscription
+from .._locks import Held
 from ._confine import SessionStore, StoreLike, _Rules
 from ._events import SessionWatcher
 from ._record import SessionInfo, check_metadata
@@ -92,7 +93,7 @@ class SessionHub:
         if on_stop is not None and not callable(on_stop):
             raise InvalidValueError("on_stop must be callable")
         self._writable("store.session()")
-        scopes = self.slots.scopes_for(namespace)
+        limited = bool(self.slots.scopes_for(namespace))
         now = time.time()
         info = SessionInfo(
             id=f"{time.time_ns():016x}{secrets.token_hex(4)}",
@@ -100,9 +101,9 @@ class SessionHub:
             pid=os.getpid(),
             host=HOST,
             registered_at=now,
-            started_at=None if scopes else now,
-            state="waiting" if scopes else "running",
-            status="waiting" if scopes else "started",
+            started_at=None if limited else now,
+            state="waiting" if limited else "running",
+            status="waiting" if limited else "started",
             progress=None,
             priority=priority,
             metadata=meta,
@@ -111,14 +112,16 @@ class SessionHub:
             heartbeat_at=now,
         )
         held = self.registry.create(info)
-        try:
-            slots, had_at = self.slots.acquire(
-                info.id, priority, scopes, wait=wait, timeout=wait_s, alive=self.registry.probe
-            )
-        except BaseException:
-            self.registry.discard(info.id, held)
-            raise
-        if scopes:
+        slots: list[Held] = []
+        if limited:
+            try:
+                # The limits are re-read on every pass of the wait.
+                slots, had_at = self.slots.acquire(
+                    info.id, priority, namespace, wait=wait, timeout=wait_s, alive=self.registry.probe
+                )
+            except BaseException:
+                self.registry.discard(info.id, held)
+                raise
             info = replace(info, state="running", status="started", started_at=had_at, heartbeat_at=time.time())
             try:
                 self.registry.write(info)

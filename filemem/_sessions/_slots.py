@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .. import _fs, _locks
-from .._errors import InvalidValueError, SessionLimitError
+from .._errors import InvalidValueError, SessionLimitError, StoreClosedError
 from .._names import escape_segment
 from ._record import LIMITS_FILE, LIMITS_LOCK, QUEUE_DIR, SLOT_GATE, SLOT_SUFFIX, SLOTS_DIR, TICKET_SUFFIX
 
@@ -99,20 +99,39 @@ class Slots:
         self.sync = sync
         self.lock_timeout_s = lock_timeout_s
         self._made: set[str] = set()
+        self._limits_cache: tuple[tuple[int, int, int, int], dict[Scope, int]] | None = None
 
     # ------------------------------------------------------------------ limits
 
     def limits(self) -> dict[Scope, int]:
-        """Every configured limit: scope (``()`` = the whole store) -> max_sessions."""
-        got = _fs.read_file(os.path.join(self.dir, LIMITS_FILE))
+        """Every configured limit: scope (``()`` = the whole store) -> max_sessions.
+
+        Cached by the file's stat (it is replaced by rename, so a change moves
+        its inode), so waiters can re-read it on every pass for one ``stat``.
+        """
+        path = os.path.join(self.dir, LIMITS_FILE)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}
+        except OSError:
+            st = None
+        key = None if st is None else (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        cached = self._limits_cache
+        if key is not None and cached is not None and cached[0] == key:
+            return dict(cached[1])
+        got = _fs.read_file(path)
         if got is None:
             return {}
         try:
             obj = json.loads(got[0])
-            return {tuple(str(s) for s in scope): int(n) for scope, n in obj["limits"]}
+            limits = {tuple(str(s) for s in scope): int(n) for scope, n in obj["limits"]}
         except (ValueError, KeyError, TypeError):
             # A damaged settings file must not stop sessions; check() reports it.
-            return {}
+            limits = {}
+        if key is not None:
+            self._limits_cache = (key, limits)
+        return dict(limits)
 
     def set_limit(self, scope: Scope, max_sessions: int | None) -> None:
         """Set (or with None remove) the limit of a scope, read-modify-write under a lock."""
@@ -190,32 +209,36 @@ class Slots:
         self,
         session_id: str,
         priority: int,
-        scopes: list[tuple[Scope, int]],
+        namespace: Scope | None,
         *,
         wait: bool,
         timeout: float | None,
         alive: Callable[[str], bool],
+        is_closed: Callable[[], bool] = lambda: False,
     ) -> tuple[list[_locks.Held], float]:
-        """Take one slot in every scope, in turn by priority; return the slot handles and the time they were had.
+        """Take one slot in every limited scope of ``namespace``, in turn by priority.
 
+        Returns the slot handles and the time they were had. The limits are
+        re-read on every pass (one ``stat``), so a waiter sees a limit raised,
+        lowered, added or removed: a scope whose limit is gone no longer holds
+        it back (its ticket goes), a scope newly limited gets its ticket.
         Raises SessionLimitError at once (``wait=False``) or after ``timeout``
-        seconds (None: wait for ever).
+        seconds (None: wait for ever), and StoreClosedError once ``is_closed()``.
         """
-        if not scopes:
-            return [], time.time()
         arrival = time.time_ns()
         mine: _Rank = (-priority, arrival, session_id)
-        tickets = []
+        tickets: dict[Scope, str] = {}
         started = time.monotonic()
         deadline = math.inf if timeout is None else started + timeout
         try:
-            for scope, _limit in scopes:
-                ticket = os.path.join(self._dir(QUEUE_DIR, scope), f"{priority}_{arrival}_{session_id}{TICKET_SUFFIX}")
-                # No fsync: a ticket means nothing after a power cut (its waiter is gone).
-                _fs.write_new_file(ticket, b"", sync=False)
-                tickets.append(ticket)
             sleep = _FIRST_SLEEP_S
             while True:
+                if is_closed():
+                    raise StoreClosedError("the store was closed while this session waited for a slot")
+                scopes = self.scopes_for(namespace)
+                if not scopes:
+                    return [], time.time()
+                self._sync_tickets(tickets, scopes, f"{priority}_{arrival}_{session_id}{TICKET_SUFFIX}")
                 blocked: tuple[Scope, int] | None = None
                 for scope, limit in scopes:
                     if self._ahead(self._dir(QUEUE_DIR, scope), mine, alive):
@@ -252,5 +275,17 @@ class Slots:
                 time.sleep(min(sleep * (0.5 + random.random()), max(deadline - now, 0.0)))  # noqa: S311
                 sleep = min(sleep * 2, _MAX_SLEEP_S)
         finally:
-            for ticket in tickets:
+            for ticket in tickets.values():
                 _fs.remove_quietly(ticket)
+
+    def _sync_tickets(self, tickets: dict[Scope, str], scopes: list[tuple[Scope, int]], name: str) -> None:
+        """One ticket in each limited scope: add those of newly limited scopes, drop those no longer limited."""
+        wanted = {scope for scope, _limit in scopes}
+        for scope in [s for s in tickets if s not in wanted]:
+            _fs.remove_quietly(tickets.pop(scope))
+        for scope in wanted:
+            if scope not in tickets:
+                ticket = os.path.join(self._dir(QUEUE_DIR, scope), name)
+                # No fsync: a ticket means nothing after a power cut (its waiter is gone).
+                _fs.write_new_file(ticket, b"", sync=False)
+                tickets[scope] = ticket

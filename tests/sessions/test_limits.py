@@ -177,3 +177,30 @@ def test_lowered_limit_counts_slots_taken_under_the_old_one(
             reap(procs, timeout=30)
         assert [p.exitcode for p in procs] == [0] * 4
         assert store.check() == []
+
+
+def test_waiters_in_other_processes_see_a_limit_raised_or_removed(
+    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
+    procs: list[mp.process.BaseProcess] = []
+    go = str(tmp_path / "go")
+    with filemem.Store(store_path) as store:
+        store.limit_sessions(1)
+        held = store.session("holder")
+        try:
+            for n, change in enumerate((2, None), start=1):
+                ready = str(tmp_path / f"ready-{n}")
+                p = spawn_ctx.Process(target=hold_until_child, args=(store_path, f"w{n}", ready, go))
+                p.start()
+                procs.append(p)
+                _wait_sessions(store, 1, "waiting")
+                store.limit_sessions(change)  # 1 -> 2 (w1 fits), then none at all (w2 fits)
+                wait_for(ready, timeout=5)
+                assert [i.state for i in store.sessions()] == ["running"] * (n + 1)
+            assert not os.listdir(os.path.join(store_path, "sessions", "queue", "store"))  # tickets gone
+        finally:
+            Path(go).touch()
+            reap(procs, timeout=30)
+            held.close()
+        assert [p.exitcode for p in procs] == [0] * 2
+        assert store.check() == []
