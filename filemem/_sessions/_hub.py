@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -11,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from .._engine import SESSION_DIR
-from .._errors import InvalidValueError, ReadOnlyError
+from .._errors import InvalidValueError, ReadOnlyError, StoreClosedError
 from .._feed import Subscription
 from .._locks import Held
 from ._confine import SessionStore, StoreLike, _Rules
@@ -25,6 +26,8 @@ __all__ = ["SessionHub"]
 
 AGENT_MAX_CHARS: Final = 256
 _PRIORITY_MAX: Final = 10**9
+#: How long close() waits for threads waiting for a slot to give up (each looks every 10 ms).
+_CLOSE_WAIT_S: Final = 5.0
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -57,6 +60,11 @@ class SessionHub:
         self._watcher: SessionWatcher | None = None
         #: Sessions this Store object started and that are still referenced; closed with the store.
         self._open: weakref.WeakSet[Session] = weakref.WeakSet()
+        #: Set by close(): waiters give up and no session is handed over any more.
+        self._closed = False
+        #: Guards _closed, _open and _waiters (close() and a waiter taking its slot may race).
+        self._cond = threading.Condition()
+        self._waiters = 0
 
     @property
     def watcher(self) -> SessionWatcher:
@@ -111,25 +119,36 @@ class SessionHub:
             shared=shared,
             heartbeat_at=now,
         )
-        held = self.registry.create(info)
-        slots: list[Held] = []
-        if limited:
-            try:
-                # The limits are re-read on every pass of the wait.
-                slots, had_at = self.slots.acquire(
-                    info.id, priority, namespace, wait=wait, timeout=wait_s, alive=self.registry.probe
-                )
-            except BaseException:
-                self.registry.discard(info.id, held)
-                raise
-            info = replace(info, state="running", status="started", started_at=had_at, heartbeat_at=time.time())
-            try:
-                self.registry.write(info)
-            except BaseException:
-                for slot in slots:
-                    slot.release()
-                self.registry.discard(info.id, held)
-                raise
+        with self._cond:
+            self._check_open()
+            self._waiters += 1
+        try:
+            held = self.registry.create(info)
+            slots: list[Held] = []
+            if limited:
+                try:
+                    # The limits are re-read on every pass of the wait, and a
+                    # close() of the store ends the wait (StoreClosedError).
+                    slots, had_at = self.slots.acquire(
+                        info.id,
+                        priority,
+                        namespace,
+                        wait=wait,
+                        timeout=wait_s,
+                        alive=self.registry.probe,
+                        is_closed=self._closing,
+                    )
+                    info = replace(info, state="running", status="started", started_at=had_at, heartbeat_at=time.time())
+                    self.registry.write(info)
+                except BaseException:
+                    for slot in slots:
+                        slot.release()
+                    self.registry.discard(info.id, held)
+                    raise
+        finally:
+            with self._cond:
+                self._waiters -= 1
+                self._cond.notify_all()
         rules = _Rules(info.id, namespace, shared)
         session = Session(
             self.registry,
@@ -140,10 +159,24 @@ class SessionHub:
             on_stop,
             self._unwatch,
         )
+        with self._cond:
+            closed = self._closed
+            if not closed:
+                self._open.add(session)
+        if closed:
+            # close() ran while we took our slot: it could not end this session.
+            session.close()
+            self._check_open()
         if on_stop is not None:
             self.watcher.watch_stop(info.id, session._fire_stop)
-        self._open.add(session)
         return session
+
+    def _closing(self) -> bool:
+        return self._closed or self._is_closed()
+
+    def _check_open(self) -> None:
+        if self._closing():
+            raise StoreClosedError("the store is closed")
 
     def _unwatch(self, session_id: str) -> None:
         if self._watcher is not None:
@@ -178,9 +211,18 @@ class SessionHub:
         return sub
 
     def close(self) -> None:
-        """End this store's open sessions, stop the watcher (and its subscriptions)."""
-        for session in list(self._open):
+        """End this store's open sessions and its waiting ones, stop the watcher (and its subscriptions).
+
+        A thread waiting for a slot gives up (StoreClosedError) within one
+        pass of its wait, leaving nothing behind; close() waits for that.
+        """
+        with self._cond:
+            self._closed = True
+            sessions = list(self._open)
+        for session in sessions:
             session.close()
+        with self._cond:
+            self._cond.wait_for(lambda: self._waiters == 0, timeout=_CLOSE_WAIT_S)
         if self._watcher is not None:
             self._watcher.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -204,3 +205,42 @@ def test_waiters_in_other_processes_see_a_limit_raised_or_removed(
             held.close()
         assert [p.exitcode for p in procs] == [0] * 2
         assert store.check() == []
+
+
+def test_closing_the_store_ends_its_waiters(
+    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
+    """A thread waiting for a slot when its Store closes gives up; it never takes the slot freed later."""
+    ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
+    with filemem.Store(store_path) as setup:
+        setup.limit_sessions(1)
+    p = spawn_ctx.Process(target=hold_until_child, args=(store_path, "holder", ready, go))
+    p.start()
+    try:
+        wait_for(ready)
+        store = filemem.Store(store_path)
+        outcome: list[object] = []
+
+        def waiter() -> None:
+            try:
+                outcome.append(store.session("waiter"))
+            except Exception as exc:  # the outcome is the test
+                outcome.append(exc)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        _wait_sessions(store, 1, "waiting")
+        store.close()
+        t.join(5)
+        assert not t.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], filemem.StoreClosedError), outcome
+        Path(go).touch()  # the holder leaves: its slot must not go to the closed store's waiter
+        p.join(30)
+    finally:
+        Path(go).touch()
+        reap([p], timeout=30)
+    assert p.exitcode == 0
+    with filemem.Store(store_path) as other:
+        assert other.sessions() == []
+        other.session("next", wait=False).close()
+        assert other.check() == []
