@@ -150,12 +150,17 @@ class SessionHub:
                 self._waiters -= 1
                 self._cond.notify_all()
         rules = _Rules(info.id, namespace, shared)
+
+        def make_store(s: Session) -> SessionStore:
+            count, guard = s._hooks()
+            return SessionStore(store, rules, count, size_of, guard)
+
         session = Session(
             self.registry,
             info,
             held,
             slots,
-            lambda s: SessionStore(store, rules, s._count, size_of, s._own),
+            make_store,
             on_stop,
             self._unwatch,
         )
@@ -168,7 +173,15 @@ class SessionHub:
             session.close()
             self._check_open()
         if on_stop is not None:
-            self.watcher.watch_stop(info.id, session._fire_stop)
+            # Weakly: the watcher must not keep a dropped session (and its lock) alive.
+            fire_ref = weakref.WeakMethod(session._fire_stop)
+
+            def fire() -> None:
+                method = fire_ref()
+                if method is not None:
+                    method()
+
+            self.watcher.watch_stop(info.id, fire)
         return session
 
     def _closing(self) -> bool:
