@@ -136,3 +136,12 @@ def hold_until_child(store_path: str, agent: str, ready_path: str, go_path: str)
     with filemem.Store(store_path) as store, store.session(agent, timeout=60) as s:
         log(ready_path, s.id)
         wait_for(go_path, timeout=60)
+
+
+def churn_child(store_path: str, ready_path: str, stop_path: str) -> None:
+    """Open and close sessions (waiting for a slot when a limit says so) until ``stop_path`` exists."""
+    with filemem.Store(store_path, durability="flush") as store:
+        log(ready_path, os.getpid())
+        while not os.path.exists(stop_path):
+            with store.session("churn", timeout=30) as s:
+                s.set_status("working")
