@@ -97,8 +97,9 @@ def wait_then_crash_child(store_path: str, ready_path: str) -> None:
     """Wait for a slot (reporting the wait), to be SIGKILLed by the parent while waiting."""
     store = filemem.Store(store_path)
     log(ready_path, os.getpid())
-    store.session("waiter", priority=7, timeout=60)
+    session = store.session("waiter", priority=7, timeout=60)  # kept: a dropped session ends at once
     time.sleep(60)
+    session.close()
 
 
 def stop_child(store_path: str, ready_path: str, out_path: str) -> None:
