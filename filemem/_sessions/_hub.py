@@ -182,6 +182,8 @@ class SessionHub:
                     method()
 
             self.watcher.watch_stop(info.id, fire)
+            # A session dropped without close() stops being watched when it goes.
+            weakref.finalize(session, self._unwatch, info.id).atexit = False
         return session
 
     def _closing(self) -> bool:

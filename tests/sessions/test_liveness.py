@@ -181,5 +181,7 @@ def test_a_dropped_session_is_freed_by_refcounting_alone(store_path: str, with_o
             store.session("next", wait=False).close()  # its slot is free
             with pytest.raises(filemem.StoreClosedError):
                 facade.get("k", "v")
+            if with_on_stop:
+                assert session_id not in store._sessions().watcher._stop_watch  # no longer polled
         finally:
             gc.enable()
