@@ -2,6 +2,9 @@
 
 Called by :meth:`filemem.Store.check`. Safe on a live store: a file is only
 touched once the lock of the session it belongs to shows its owner is gone.
+The directory is listed once, so sessions keep opening and closing meanwhile:
+after a probe that finds no owner, the file is looked at again (still there,
+record still absent or not final) before anything is reported.
 Finding codes (stable):
 
 ``dead-session``        a record says waiting/running but its owner is dead; fix: mark it crashed
@@ -29,10 +32,12 @@ from ._record import (
     LOCK_SUFFIX,
     QUEUE_DIR,
     RECORD_SUFFIX,
+    SLOT_GATE,
     SLOT_SUFFIX,
     SLOTS_DIR,
     STOP_SUFFIX,
     decode_record,
+    record_path,
 )
 from ._registry import Registry
 from ._slots import parse_ticket
@@ -60,6 +65,18 @@ def _pid_alive(path: str) -> bool:
     except OSError:
         return True  # exists, not ours to signal
     return True
+
+
+def _unreadable(path: str) -> bool:
+    """Whether ``path`` still holds a record that does not parse (read again, after the probe)."""
+    got = _fs.read_file(path)
+    if got is None:
+        return False
+    try:
+        decode_record(got[0])
+    except ValueError:
+        return True
+    return False
 
 
 def check_sessions(registry: Registry, *, fix: bool) -> list[Finding]:
@@ -92,10 +109,16 @@ def check_sessions(registry: Registry, *, fix: bool) -> list[Finding]:
             try:
                 info = decode_record(got[0]) if got is not None else None
             except ValueError:
-                if not registry.probe(session_id):
+                if not registry.probe(session_id) and _unreadable(path):
                     found("corrupt-session", path, "session record does not parse", "removed", "error")
                 continue
             if info is None or info.state in ("ended", "crashed") or registry.probe(session_id):
+                continue
+            # The owner may have closed between our read and the probe (it
+            # writes "ended" before it drops its lock): only the record as it
+            # is now, read after the probe, can say the owner died.
+            now_info = registry.read(session_id)
+            if now_info is None or now_info.state in ("ended", "crashed"):
                 continue
             message = f"session {session_id} ({info.agent}, pid {info.pid}) is {info.state} but its owner is dead"
             if fix:
@@ -103,11 +126,17 @@ def check_sessions(registry: Registry, *, fix: bool) -> list[Finding]:
             found("dead-session", path, message, "marked crashed")
         elif name.endswith(LOCK_SUFFIX) and name != LIMITS_LOCK:
             session_id = name[: -len(LOCK_SUFFIX)]
-            if session_id not in records and not registry.probe(session_id):
+            if (
+                session_id not in records
+                and not registry.probe(session_id)
+                # Not a session that closed (and removed its lock) since we listed.
+                and os.path.exists(path)
+                and not os.path.exists(record_path(directory, session_id))
+            ):
                 found("orphan-session-lock", path, "session lock with no record and no owner", "removed")
         elif name.endswith(STOP_SUFFIX):
             session_id = name[: -len(STOP_SUFFIX)]
-            if not registry.probe(session_id):
+            if not registry.probe(session_id) and os.path.exists(path):
                 found("stale-stop-request", path, "stop request for a session that is not alive", "removed")
         elif name == LIMITS_FILE:
             got = _fs.read_file(path)
@@ -137,7 +166,7 @@ def _check_queue(registry: Registry, queue_dir: str, found: Found) -> None:
                     found("temp-file", path, "leftover temp file from a writer that died", "removed")
                 elif _fs.TEMP_MARK not in name:
                     found("foreign-file", path, "not a filemem file; left alone", "")
-            elif not registry.probe(parsed[1]):
+            elif not registry.probe(parsed[1]) and os.path.exists(path):  # not a waiter that just left
                 found("stale-ticket", path, "waiting-room ticket of a session that is not alive", "removed")
 
 
@@ -145,5 +174,5 @@ def _check_slots(slots_dir: str, found: Found) -> None:
     for scope in sorted(_fs.listdir(slots_dir)):
         scope_dir = os.path.join(slots_dir, scope)
         for name in sorted(_fs.listdir(scope_dir)):
-            if not name.endswith(SLOT_SUFFIX):
+            if not name.endswith(SLOT_SUFFIX) and name != SLOT_GATE:
                 found("foreign-file", os.path.join(scope_dir, name), "not a filemem file; left alone", "")

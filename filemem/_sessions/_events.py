@@ -13,7 +13,7 @@ is closed (within one interval).
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import threading
 import time
@@ -26,6 +26,8 @@ from ._record import FINAL_STATES, RECORD_SUFFIX, SessionInfo, record_path
 from ._registry import Registry
 
 __all__ = ["SessionWatcher"]
+
+log = logging.getLogger("filemem.sessions")
 
 _STOP_TIMEOUT_S: Final = 5.0
 #: A directory whose mtime is this recent is listed again next round: its
@@ -110,6 +112,11 @@ class SessionWatcher:
             except Exception:
                 # A vanished directory or a transient I/O error must not kill
                 # the thread; subscribers are told to re-read.
+                log.warning(
+                    "session watcher of %s: a scan failed; subscribers are told to re-read",
+                    self.registry.dir,
+                    exc_info=True,
+                )
                 self.feed.publish_missed()
         self._halt.set()
         self.feed.close()
@@ -121,8 +128,10 @@ class SessionWatcher:
             if self.registry.stop_requested(session_id):
                 with self._lock:
                     self._stop_watch.pop(session_id, None)
-                with contextlib.suppress(Exception):  # a failing callback must not stop the thread
+                try:
                     fire()
+                except Exception:  # a failing callback must not stop the thread
+                    log.exception("on_stop callback of session %s raised", session_id)
 
     def _emit(self, kind: ChangeKind, info: SessionInfo) -> None:
         path = record_path(self.registry.dir, info.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -11,8 +12,9 @@ from dataclasses import replace
 from typing import Any, Final
 
 from .._engine import SESSION_DIR
-from .._errors import InvalidValueError, ReadOnlyError
+from .._errors import InvalidValueError, ReadOnlyError, StoreClosedError
 from .._feed import Subscription
+from .._locks import Held
 from ._confine import SessionStore, StoreLike, _Rules
 from ._events import SessionWatcher
 from ._record import SessionInfo, check_metadata
@@ -24,6 +26,8 @@ __all__ = ["SessionHub"]
 
 AGENT_MAX_CHARS: Final = 256
 _PRIORITY_MAX: Final = 10**9
+#: How long close() waits for threads waiting for a slot to give up (each looks every 10 ms).
+_CLOSE_WAIT_S: Final = 5.0
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -56,6 +60,11 @@ class SessionHub:
         self._watcher: SessionWatcher | None = None
         #: Sessions this Store object started and that are still referenced; closed with the store.
         self._open: weakref.WeakSet[Session] = weakref.WeakSet()
+        #: Set by close(): waiters give up and no session is handed over any more.
+        self._closed = False
+        #: Guards _closed, _open and _waiters (close() and a waiter taking its slot may race).
+        self._cond = threading.Condition()
+        self._waiters = 0
 
     @property
     def watcher(self) -> SessionWatcher:
@@ -92,7 +101,7 @@ class SessionHub:
         if on_stop is not None and not callable(on_stop):
             raise InvalidValueError("on_stop must be callable")
         self._writable("store.session()")
-        scopes = self.slots.scopes_for(namespace)
+        limited = bool(self.slots.scopes_for(namespace))
         now = time.time()
         info = SessionInfo(
             id=f"{time.time_ns():016x}{secrets.token_hex(4)}",
@@ -100,9 +109,9 @@ class SessionHub:
             pid=os.getpid(),
             host=HOST,
             registered_at=now,
-            started_at=None if scopes else now,
-            state="waiting" if scopes else "running",
-            status="waiting" if scopes else "started",
+            started_at=None if limited else now,
+            state="waiting" if limited else "running",
+            status="waiting" if limited else "started",
             progress=None,
             priority=priority,
             metadata=meta,
@@ -110,37 +119,79 @@ class SessionHub:
             shared=shared,
             heartbeat_at=now,
         )
-        held = self.registry.create(info)
+        with self._cond:
+            self._check_open()
+            self._waiters += 1
         try:
-            slots, had_at = self.slots.acquire(
-                info.id, priority, scopes, wait=wait, timeout=wait_s, alive=self.registry.probe
-            )
-        except BaseException:
-            self.registry.discard(info.id, held)
-            raise
-        if scopes:
-            info = replace(info, state="running", status="started", started_at=had_at, heartbeat_at=time.time())
-            try:
-                self.registry.write(info)
-            except BaseException:
-                for slot in slots:
-                    slot.release()
-                self.registry.discard(info.id, held)
-                raise
+            held = self.registry.create(info)
+            slots: list[Held] = []
+            if limited:
+                try:
+                    # The limits are re-read on every pass of the wait, and a
+                    # close() of the store ends the wait (StoreClosedError).
+                    slots, had_at = self.slots.acquire(
+                        info.id,
+                        priority,
+                        namespace,
+                        wait=wait,
+                        timeout=wait_s,
+                        alive=self.registry.probe,
+                        is_closed=self._closing,
+                    )
+                    info = replace(info, state="running", status="started", started_at=had_at, heartbeat_at=time.time())
+                    self.registry.write(info)
+                except BaseException:
+                    for slot in slots:
+                        slot.release()
+                    self.registry.discard(info.id, held)
+                    raise
+        finally:
+            with self._cond:
+                self._waiters -= 1
+                self._cond.notify_all()
         rules = _Rules(info.id, namespace, shared)
+
+        def make_store(s: Session) -> SessionStore:
+            count, guard = s._hooks()
+            return SessionStore(store, rules, count, size_of, guard)
+
         session = Session(
             self.registry,
             info,
             held,
             slots,
-            lambda s: SessionStore(store, rules, s._count, size_of, s._own),
+            make_store,
             on_stop,
             self._unwatch,
         )
+        with self._cond:
+            closed = self._closed
+            if not closed:
+                self._open.add(session)
+        if closed:
+            # close() ran while we took our slot: it could not end this session.
+            session.close()
+            self._check_open()
         if on_stop is not None:
-            self.watcher.watch_stop(info.id, session._fire_stop)
-        self._open.add(session)
+            # Weakly: the watcher must not keep a dropped session (and its lock) alive.
+            fire_ref = weakref.WeakMethod(session._fire_stop)
+
+            def fire() -> None:
+                method = fire_ref()
+                if method is not None:
+                    method()
+
+            self.watcher.watch_stop(info.id, fire)
+            # A session dropped without close() stops being watched when it goes.
+            weakref.finalize(session, self._unwatch, info.id).atexit = False
         return session
+
+    def _closing(self) -> bool:
+        return self._closed or self._is_closed()
+
+    def _check_open(self) -> None:
+        if self._closing():
+            raise StoreClosedError("the store is closed")
 
     def _unwatch(self, session_id: str) -> None:
         if self._watcher is not None:
@@ -175,9 +226,18 @@ class SessionHub:
         return sub
 
     def close(self) -> None:
-        """End this store's open sessions, stop the watcher (and its subscriptions)."""
-        for session in list(self._open):
+        """End this store's open sessions and its waiting ones, stop the watcher (and its subscriptions).
+
+        A thread waiting for a slot gives up (StoreClosedError) within one
+        pass of its wait, leaving nothing behind; close() waits for that.
+        """
+        with self._cond:
+            self._closed = True
+            sessions = list(self._open)
+        for session in sessions:
             session.close()
+        with self._cond:
+            self._cond.wait_for(lambda: self._waiters == 0, timeout=_CLOSE_WAIT_S)
         if self._watcher is not None:
             self._watcher.stop()
 

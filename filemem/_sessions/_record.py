@@ -36,6 +36,8 @@ LOCK_SUFFIX: Final = ".lock"
 STOP_SUFFIX: Final = ".stop"
 TICKET_SUFFIX: Final = ".ticket"
 SLOT_SUFFIX: Final = ".slot"
+#: In each ``slots/<scope>/``: serialises admissions (count the held slots, then take one).
+SLOT_GATE: Final = "gate.lock"
 QUEUE_DIR: Final = "queue"
 SLOTS_DIR: Final = "slots"
 LIMITS_FILE: Final = "limits.json"

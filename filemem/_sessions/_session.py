@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
@@ -101,6 +102,27 @@ class Session:
         self._own()
         got = self._registry.look(self.id)
         return got if got is not None else replace(self._info, alive=False)
+
+    def _hooks(self) -> tuple[Callable[[int], None], Callable[[], None]]:
+        """The facade's counter and guard. They hold this session weakly: a
+        strong reference (a bound method) would make a cycle, and a session
+        dropped without close() would keep its lock and slot until the cyclic
+        garbage collector ran, instead of the moment its last reference goes."""
+        ref = weakref.ref(self)
+        session_id = self.id
+
+        def count(nbytes: int) -> None:
+            session = ref()
+            if session is not None:
+                session._count(nbytes)
+
+        def guard() -> None:
+            session = ref()
+            if session is None:
+                raise StoreClosedError(f"session {session_id} was dropped without close()")
+            session._own()
+
+        return count, guard
 
     def _own(self) -> None:
         if self._pid != os.getpid():

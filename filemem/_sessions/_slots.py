@@ -7,9 +7,11 @@ scope whose limit covers its namespace (the store's, and each limited prefix
 of its namespace).
 
 **Slots.** A scope with limit N has slot files ``0.slot`` .. ``N-1.slot``.
-Holding slot i's exclusive lock *is* holding a slot: at most N processes can
-hold N distinct exclusive locks, and the kernel frees the slot of a process
-that dies, SIGKILL included, at once. A session takes its slots all at once
+Holding slot i's exclusive lock *is* holding a slot, and the kernel frees the
+slot of a process that dies, SIGKILL included, at once. A session is admitted
+only while fewer than N slot files of the scope (any number: a lowered limit
+leaves running sessions on higher ones) are held; counting and taking happen
+under the scope's gate lock. A session takes its slots all at once
 or not at all (it releases what it took and waits), so two sessions needing
 two scopes can never deadlock each other.
 
@@ -35,9 +37,9 @@ from collections.abc import Callable
 from typing import Final
 
 from .. import _fs, _locks
-from .._errors import InvalidValueError, SessionLimitError
+from .._errors import InvalidValueError, SessionLimitError, StoreClosedError
 from .._names import escape_segment
-from ._record import LIMITS_FILE, LIMITS_LOCK, QUEUE_DIR, SLOT_SUFFIX, SLOTS_DIR, TICKET_SUFFIX
+from ._record import LIMITS_FILE, LIMITS_LOCK, QUEUE_DIR, SLOT_GATE, SLOT_SUFFIX, SLOTS_DIR, TICKET_SUFFIX
 
 __all__ = ["Slots", "scope_name"]
 
@@ -97,20 +99,39 @@ class Slots:
         self.sync = sync
         self.lock_timeout_s = lock_timeout_s
         self._made: set[str] = set()
+        self._limits_cache: tuple[tuple[int, int, int, int], dict[Scope, int]] | None = None
 
     # ------------------------------------------------------------------ limits
 
     def limits(self) -> dict[Scope, int]:
-        """Every configured limit: scope (``()`` = the whole store) -> max_sessions."""
-        got = _fs.read_file(os.path.join(self.dir, LIMITS_FILE))
+        """Every configured limit: scope (``()`` = the whole store) -> max_sessions.
+
+        Cached by the file's stat (it is replaced by rename, so a change moves
+        its inode), so waiters can re-read it on every pass for one ``stat``.
+        """
+        path = os.path.join(self.dir, LIMITS_FILE)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}
+        except OSError:
+            st = None
+        key = None if st is None else (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        cached = self._limits_cache
+        if key is not None and cached is not None and cached[0] == key:
+            return dict(cached[1])
+        got = _fs.read_file(path)
         if got is None:
             return {}
         try:
             obj = json.loads(got[0])
-            return {tuple(str(s) for s in scope): int(n) for scope, n in obj["limits"]}
+            limits = {tuple(str(s) for s in scope): int(n) for scope, n in obj["limits"]}
         except (ValueError, KeyError, TypeError):
             # A damaged settings file must not stop sessions; check() reports it.
-            return {}
+            limits = {}
+        if key is not None:
+            self._limits_cache = (key, limits)
+        return dict(limits)
 
     def set_limit(self, scope: Scope, max_sessions: int | None) -> None:
         """Set (or with None remove) the limit of a scope, read-modify-write under a lock."""
@@ -142,15 +163,36 @@ class Slots:
         return path
 
     def _take_slot(self, scope: Scope, limit: int) -> _locks.Held | None:
+        """Take a slot if fewer than ``limit`` slots of the scope are held, else None.
+
+        Every held slot counts, also one numbered ``limit`` or above: it was
+        taken under an older, higher limit by a session still running, and a
+        lowered limit admits nobody until the live count is under it. The
+        count and the take happen under the scope's gate, so two admissions
+        never count the same free place; releasing a slot needs no gate.
+        """
         slot_dir = self._dir(SLOTS_DIR, scope)
-        # Start at a random slot: N waiters that all try 0, 1, 2... in order
-        # would collide on the same files.
-        first = random.randrange(limit)  # noqa: S311 - not crypto
-        for i in range(limit):
-            held = _locks.try_exclusive(os.path.join(slot_dir, f"{(first + i) % limit}{SLOT_SUFFIX}"))
-            if held is not None:
-                return held
-        return None
+        with _locks.exclusive(os.path.join(slot_dir, SLOT_GATE), self.lock_timeout_s):
+            held_count = 0
+            for name in _fs.listdir(slot_dir):
+                if not name.endswith(SLOT_SUFFIX):
+                    continue
+                # A shared probe: it fails only while a session holds the slot.
+                probe = _locks.try_shared_existing(os.path.join(slot_dir, name))
+                if probe is None:
+                    held_count += 1
+                    if held_count >= limit:
+                        return None
+                elif not isinstance(probe, bool):
+                    probe.release()
+            # Slots that were never created are free too. Start at a random
+            # one: N waiters that all try 0, 1, 2... in order would collide.
+            first = random.randrange(limit)  # noqa: S311 - not crypto
+            for i in range(limit):
+                held = _locks.try_exclusive(os.path.join(slot_dir, f"{(first + i) % limit}{SLOT_SUFFIX}"))
+                if held is not None:
+                    return held
+            return None
 
     def _ahead(self, queue_dir: str, mine: _Rank, alive: Callable[[str], bool]) -> bool:
         """Whether a live ticket in ``queue_dir`` ranks before ``mine`` (dead ones are removed)."""
@@ -167,32 +209,36 @@ class Slots:
         self,
         session_id: str,
         priority: int,
-        scopes: list[tuple[Scope, int]],
+        namespace: Scope | None,
         *,
         wait: bool,
         timeout: float | None,
         alive: Callable[[str], bool],
+        is_closed: Callable[[], bool] = lambda: False,
     ) -> tuple[list[_locks.Held], float]:
-        """Take one slot in every scope, in turn by priority; return the slot handles and the time they were had.
+        """Take one slot in every limited scope of ``namespace``, in turn by priority.
 
+        Returns the slot handles and the time they were had. The limits are
+        re-read on every pass (one ``stat``), so a waiter sees a limit raised,
+        lowered, added or removed: a scope whose limit is gone no longer holds
+        it back (its ticket goes), a scope newly limited gets its ticket.
         Raises SessionLimitError at once (``wait=False``) or after ``timeout``
-        seconds (None: wait for ever).
+        seconds (None: wait for ever), and StoreClosedError once ``is_closed()``.
         """
-        if not scopes:
-            return [], time.time()
         arrival = time.time_ns()
         mine: _Rank = (-priority, arrival, session_id)
-        tickets = []
+        tickets: dict[Scope, str] = {}
         started = time.monotonic()
         deadline = math.inf if timeout is None else started + timeout
         try:
-            for scope, _limit in scopes:
-                ticket = os.path.join(self._dir(QUEUE_DIR, scope), f"{priority}_{arrival}_{session_id}{TICKET_SUFFIX}")
-                # No fsync: a ticket means nothing after a power cut (its waiter is gone).
-                _fs.write_new_file(ticket, b"", sync=False)
-                tickets.append(ticket)
             sleep = _FIRST_SLEEP_S
             while True:
+                if is_closed():
+                    raise StoreClosedError("the store was closed while this session waited for a slot")
+                scopes = self.scopes_for(namespace)
+                if not scopes:
+                    return [], time.time()
+                self._sync_tickets(tickets, scopes, f"{priority}_{arrival}_{session_id}{TICKET_SUFFIX}")
                 blocked: tuple[Scope, int] | None = None
                 for scope, limit in scopes:
                     if self._ahead(self._dir(QUEUE_DIR, scope), mine, alive):
@@ -229,5 +275,17 @@ class Slots:
                 time.sleep(min(sleep * (0.5 + random.random()), max(deadline - now, 0.0)))  # noqa: S311
                 sleep = min(sleep * 2, _MAX_SLEEP_S)
         finally:
-            for ticket in tickets:
+            for ticket in tickets.values():
                 _fs.remove_quietly(ticket)
+
+    def _sync_tickets(self, tickets: dict[Scope, str], scopes: list[tuple[Scope, int]], name: str) -> None:
+        """One ticket in each limited scope: add those of newly limited scopes, drop those no longer limited."""
+        wanted = {scope for scope, _limit in scopes}
+        for scope in [s for s in tickets if s not in wanted]:
+            _fs.remove_quietly(tickets.pop(scope))
+        for scope in wanted:
+            if scope not in tickets:
+                ticket = os.path.join(self._dir(QUEUE_DIR, scope), name)
+                # No fsync: a ticket means nothing after a power cut (its waiter is gone).
+                _fs.write_new_file(ticket, b"", sync=False)
+                tickets[scope] = ticket

@@ -17,9 +17,10 @@ from tests.helpers import reap
 
 def _hold_session(path: str, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
     store = filemem.Store(path)
-    store.session(agent="doomed", namespace="w2")
+    session = store.session(agent="doomed", namespace="w2")  # kept: a dropped session ends at once
     ready.set()
     signal.pause()
+    session.close()
 
 
 def test_sessions_lists_live_and_crashed_sessions_and_stop_reaches_one(tmp_path: Path) -> None:

@@ -97,8 +97,9 @@ def wait_then_crash_child(store_path: str, ready_path: str) -> None:
     """Wait for a slot (reporting the wait), to be SIGKILLed by the parent while waiting."""
     store = filemem.Store(store_path)
     log(ready_path, os.getpid())
-    store.session("waiter", priority=7, timeout=60)
+    session = store.session("waiter", priority=7, timeout=60)  # kept: a dropped session ends at once
     time.sleep(60)
+    session.close()
 
 
 def stop_child(store_path: str, ready_path: str, out_path: str) -> None:
@@ -129,3 +130,19 @@ def lifecycle_child(store_path: str, ready_path: str, go_path: str) -> None:
         time.sleep(0.2)  # longer than the watcher's interval: the change is seen on its own
         s.set_status("most", progress=0.9)
         time.sleep(0.2)
+
+
+def hold_until_child(store_path: str, agent: str, ready_path: str, go_path: str) -> None:
+    """Start a session, report its id, hold it until ``go_path`` exists, then close it."""
+    with filemem.Store(store_path) as store, store.session(agent, timeout=60) as s:
+        log(ready_path, s.id)
+        wait_for(go_path, timeout=60)
+
+
+def churn_child(store_path: str, ready_path: str, stop_path: str) -> None:
+    """Open and close sessions (waiting for a slot when a limit says so) until ``stop_path`` exists."""
+    with filemem.Store(store_path, durability="flush") as store:
+        log(ready_path, os.getpid())
+        while not os.path.exists(stop_path):
+            with store.session("churn", timeout=30) as s:
+                s.set_status("working")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import time
 from pathlib import Path
 
 import filemem
 from tests.helpers import file_mode, reap
 
-from ._workers import crash_child, read_log, wait_for
+from ._workers import churn_child, crash_child, read_log, wait_for
 
 
 def _crash_one(store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext, tag: str) -> str:
@@ -82,3 +83,35 @@ def test_check_finds_and_fixes_leftovers(store_path: str) -> None:
         fixed = store.check(fix=True)
         assert all(f.fixed for f in fixed if f.code != "foreign-file")
         assert [f.code for f in store.check()] == ["foreign-file"]
+
+
+def test_check_is_clean_while_other_processes_open_and_close_sessions(
+    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
+    """check() lists the directory once; sessions that close meanwhile are not reported dead or orphaned."""
+    stop = str(tmp_path / "stop")
+    with filemem.Store(store_path, durability="flush") as store:
+        store.limit_sessions(1)  # two churners: one waits (a ticket) while the other runs
+        procs = [
+            spawn_ctx.Process(target=churn_child, args=(store_path, str(tmp_path / f"ready-{i}"), stop))
+            for i in range(2)
+        ]
+        try:
+            for p in procs:
+                p.start()
+            for i in range(2):
+                wait_for(str(tmp_path / f"ready-{i}"))
+            findings: dict[str, int] = {}
+            checks = 0
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                checks += 1
+                for f in store.check():
+                    findings[f.code] = findings.get(f.code, 0) + 1
+        finally:
+            Path(stop).touch()
+            reap(procs, timeout=30)
+        assert [p.exitcode for p in procs] == [0, 0]
+        assert checks > 10
+        assert findings == {}
+        assert store.check() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import filemem
 from tests.helpers import reap
 
-from ._workers import hold_child, read_log
+from ._workers import hold_child, hold_until_child, read_log, wait_for
 
 
 def _max_concurrent(events: list[list[object]]) -> int:
@@ -138,3 +139,108 @@ def test_bad_limits_refused(store_path: str, bad: object) -> None:
         with pytest.raises(filemem.InvalidValueError):
             store.limit_sessions(bad)  # type: ignore[arg-type]
         assert not os.path.exists(os.path.join(store_path, "sessions", "limits.json"))
+
+
+def test_lowered_limit_counts_slots_taken_under_the_old_one(
+    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
+    """Four processes run under max_sessions=4; lowered to 2, newcomers wait until fewer than 2 run."""
+    procs: list[mp.process.BaseProcess] = []
+    gos = [str(tmp_path / f"go-{i}") for i in range(4)]
+    with filemem.Store(store_path) as store:
+        try:
+            # Raising the limit one at a time gives holder i slot i, so the
+            # first to leave frees slot 0: a slot under the new limit.
+            for i in range(4):
+                store.limit_sessions(i + 1)
+                ready = str(tmp_path / f"ready-{i}")
+                p = spawn_ctx.Process(target=hold_until_child, args=(store_path, f"h{i}", ready, gos[i]))
+                p.start()
+                procs.append(p)
+                wait_for(ready)
+            store.limit_sessions(2)
+            for i in range(2):
+                Path(gos[i]).touch()
+                procs[i].join(30)
+                assert len(store.sessions()) == 3 - i
+                with pytest.raises(filemem.SessionLimitError) as info:
+                    store.session("new", wait=False)
+                assert info.value.limit == 2
+            Path(gos[2]).touch()
+            procs[2].join(30)
+            with store.session("new", wait=False):
+                assert len(store.sessions()) == 2
+                with pytest.raises(filemem.SessionLimitError):
+                    store.session("newer", wait=False)
+        finally:
+            for go in gos:
+                Path(go).touch()
+            reap(procs, timeout=30)
+        assert [p.exitcode for p in procs] == [0] * 4
+        assert store.check() == []
+
+
+def test_waiters_in_other_processes_see_a_limit_raised_or_removed(
+    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
+    procs: list[mp.process.BaseProcess] = []
+    go = str(tmp_path / "go")
+    with filemem.Store(store_path) as store:
+        store.limit_sessions(1)
+        held = store.session("holder")
+        try:
+            for n, change in enumerate((2, None), start=1):
+                ready = str(tmp_path / f"ready-{n}")
+                p = spawn_ctx.Process(target=hold_until_child, args=(store_path, f"w{n}", ready, go))
+                p.start()
+                procs.append(p)
+                _wait_sessions(store, 1, "waiting")
+                store.limit_sessions(change)  # 1 -> 2 (w1 fits), then none at all (w2 fits)
+                wait_for(ready, timeout=5)
+                assert [i.state for i in store.sessions()] == ["running"] * (n + 1)
+            assert not os.listdir(os.path.join(store_path, "sessions", "queue", "store"))  # tickets gone
+        finally:
+            Path(go).touch()
+            reap(procs, timeout=30)
+            held.close()
+        assert [p.exitcode for p in procs] == [0] * 2
+        assert store.check() == []
+
+
+def test_closing_the_store_ends_its_waiters(
+    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
+    """A thread waiting for a slot when its Store closes gives up; it never takes the slot freed later."""
+    ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
+    with filemem.Store(store_path) as setup:
+        setup.limit_sessions(1)
+    p = spawn_ctx.Process(target=hold_until_child, args=(store_path, "holder", ready, go))
+    p.start()
+    try:
+        wait_for(ready)
+        store = filemem.Store(store_path)
+        outcome: list[object] = []
+
+        def waiter() -> None:
+            try:
+                outcome.append(store.session("waiter"))
+            except Exception as exc:  # the outcome is the test
+                outcome.append(exc)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        _wait_sessions(store, 1, "waiting")
+        store.close()
+        t.join(5)
+        assert not t.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], filemem.StoreClosedError), outcome
+        Path(go).touch()  # the holder leaves: its slot must not go to the closed store's waiter
+        p.join(30)
+    finally:
+        Path(go).touch()
+        reap([p], timeout=30)
+    assert p.exitcode == 0
+    with filemem.Store(store_path) as other:
+        assert other.sessions() == []
+        other.session("next", wait=False).close()
+        assert other.check() == []

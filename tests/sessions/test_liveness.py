@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -159,3 +160,28 @@ def test_closing_the_store_ends_its_sessions(store_path: str) -> None:
     with filemem.Store(store_path) as other:
         [info] = other.sessions(alive=False)
         assert info.state == "ended"
+
+
+@pytest.mark.parametrize("with_on_stop", [False, True])
+def test_a_dropped_session_is_freed_by_refcounting_alone(store_path: str, with_on_stop: bool) -> None:
+    """No reference cycle (facade, watcher) keeps a dropped session's lock and slot until the cyclic GC."""
+    with filemem.Store(store_path) as store:
+        store.limit_sessions(1)
+        gc.disable()
+        try:
+
+            def work() -> tuple[str, filemem.SessionStore]:
+                s = store.session("dropped", on_stop=(lambda _s: None) if with_on_stop else None)
+                s.store.put("k", "v", 1)
+                return s.id, s.store  # the facade outlives the session: it must not keep it
+
+            session_id, facade = work()
+            info = store.session_info(session_id)
+            assert info is not None and not info.alive and info.state == "crashed"
+            store.session("next", wait=False).close()  # its slot is free
+            with pytest.raises(filemem.StoreClosedError):
+                facade.get("k", "v")
+            if with_on_stop:
+                assert session_id not in store._sessions().watcher._stop_watch  # no longer polled
+        finally:
+            gc.enable()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing as mp
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,53 @@ def test_async_session_changes(store_path: str) -> None:
             return kinds
 
     assert asyncio.run(main()) == ["session-started", "session-ended"]
+
+
+def test_watcher_logs_failing_scans_and_callbacks_and_keeps_going(
+    store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="filemem.sessions")
+
+    def _wait(pred: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 5
+        while not pred() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pred()
+
+    def messages() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "filemem.sessions"]
+
+    def boom(_s: filemem.Session) -> None:
+        raise RuntimeError("callback bug")
+
+    calls: list[str] = []
+    with filemem.Store(store_path, poll_interval_s=0.02) as store:
+        bad = store.session("bad", on_stop=boom)
+        good = store.session("good", on_stop=lambda s: calls.append(s.id))
+        store.request_stop(bad.id)
+        _wait(lambda: any("on_stop callback" in m and bad.id in m for m in messages()))
+        store.request_stop(good.id)
+        _wait(lambda: calls == [good.id])  # the thread survived the failing callback
+
+        watcher = store._sessions().watcher
+        real_scan = watcher._scan
+        failures = [0]
+
+        def failing_scan(*, report: bool) -> None:
+            failures[0] += 1
+            raise OSError("disk on fire")
+
+        missed: list[str] = []
+        sub = store.subscribe_sessions(lambda c: missed.append(c.kind))
+        watcher._scan = failing_scan  # type: ignore[method-assign]
+        _wait(lambda: any("scan failed" in m for m in messages()))
+        watcher._scan = real_scan  # type: ignore[method-assign]
+        assert "missed" in missed
+        rec = next(r for r in caplog.records if "scan failed" in r.getMessage())
+        assert rec.exc_info is not None and "disk on fire" in str(rec.exc_info[1])
+        seen = len(missed)
+        store.session("after").close()
+        _wait(lambda: len(missed) > seen)  # still watching
+        sub.close()
+        bad.close()
+        good.close()
