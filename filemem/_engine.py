@@ -71,6 +71,7 @@ from ._names import escape_segment, hash_bits, unescape_segment
 from ._shard import FORMAT_VERSION, SHARD_SUFFIX, Record, Shard, decode_shard, encode_shard
 from ._types import Durability
 from ._view import MAX_PREFIX_BITS, View
+from ._walk import ShardWalk
 from .codecs import Codec, get_codec
 
 __all__ = ["Engine", "Op"]
@@ -502,36 +503,21 @@ class Engine:
         raise StorageError(f"namespace {view.dir} kept changing while reading {key!r}; retry", path=view.dir)
 
     def iter_shards(self, namespace: tuple[str, ...]) -> Iterator[tuple[str, Shard, Callable[[str], bool]]]:
-        """Each live shard of a namespace with a filter saying which of its keys it owns.
+        """Each live shard of a namespace with a filter saying which of its keys to take.
 
-        A flagged shard can share its range with leaves already written; its
-        filter keeps only keys that resolve to it.
+        Splits and merges may run meanwhile (see :mod:`filemem._walk`): a
+        flagged shard shares its range with leaves, a shard back from a merge
+        holds records already taken from its leaves; the filter keeps each
+        record that exists throughout exactly once.
         """
-        view = self.view(namespace)
-        visited: set[str] = set()
-        whole: set[str] = set()  # visited and read for its whole range
-        for _ in range(64):
-            view.refresh()
-            # A prefix whose ancestor we already read was split off it after
-            # we read it: its records came with the ancestor.
-            todo = [
-                p for p in sorted(view.existing) if p not in visited and not any(p[:d] in whole for d in range(len(p)))
-            ]
-            if not todo:
-                return
-            for prefix in todo:
-                shard = self.load(view.shard_path(prefix), prefix)
-                if shard is None:
-                    continue  # split away meanwhile: the next listing has its leaves
-                visited.add(prefix)
-                # A flagged or overlapped shard shares its range with leaves.
-                if shard.splitting or prefix in view.internal:
-                    own = _owner_filter(view, prefix)
-                else:
-                    own = _all
-                    whole.add(prefix)
-                yield prefix, shard, own
-        raise StorageError(f"namespace {view.dir} kept splitting while being listed; retry", path=view.dir)
+        walk = ShardWalk(self.view(namespace), "listed")
+        for prefix in walk:
+            shard = self.load(walk.view.shard_path(prefix), prefix)
+            if shard is None:
+                walk.gone(prefix)  # split or merged away meanwhile: the next listing has its range
+                continue
+            kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
+            yield prefix, shard, (_all if kept is None else kept.__contains__)
 
     # ------------------------------------------------------------------ writes
 
@@ -1119,13 +1105,6 @@ def _max_locks() -> int:
 
 def _all(_key: str) -> bool:
     return True
-
-
-def _owner_filter(view: View, prefix: str) -> Callable[[str], bool]:
-    def own(key: str) -> bool:
-        return view.resolve(hash_bits(key)) == prefix
-
-    return own
 
 
 def _read_marker(path: str) -> dict[str, Any] | None:

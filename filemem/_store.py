@@ -15,15 +15,16 @@ from ._cache import ShardCache
 from ._check import check_store, compact_store
 from ._collector import Collector, CollectorConfig, DeadLetter, list_dead_letters, recover_journals, replay_dead_letters
 from ._engine import Engine, Op, _fork_generation, copy_value
-from ._errors import FileMemError, InvalidValueError, ReadOnlyError, StorageError, StoreClosedError
+from ._errors import FileMemError, InvalidValueError, ReadOnlyError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
-from ._names import hash_bits, normalize_namespace, validate_key
+from ._names import normalize_namespace, validate_key
 from ._search import Embed, Searcher, SearchHit
 from ._sessions import Session, SessionHub, SessionInfo, check_sessions, normalize_shared, validate_id
 from ._shard import Record, Shard, decode_shard
 from ._snapshot import MappingView, Snapshot, item_of
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
+from ._walk import ShardWalk
 from .codecs import Codec
 
 __all__ = ["Batch", "MappingView", "Snapshot", "Store"]
@@ -652,51 +653,27 @@ class Store:
 
     def _scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
         engine = self._engine
-        view = engine.view(ns)
-        visited: set[str] = set()
-        whole: set[str] = set()  # read for its whole range: its descendants came with it
-        # Keys already returned from a flagged (half-split) shard: its leaves
-        # may hold the same records, which must not come out twice.
-        from_flagged: dict[str, set[str]] = {}
+        # Splits and merges may run meanwhile: the walk says which shards to
+        # read and which of their keys have not come out yet (filemem._walk).
+        walk = ShardWalk(engine.view(ns), "scanned")
         out: list[Item] = []
-        for _ in range(64):
-            view.refresh()
-            todo = [
-                p for p in sorted(view.existing) if p not in visited and not any(p[:d] in whole for d in range(len(p)))
-            ]
-            if not todo:
-                break
-            for prefix in todo:
-                engine.check_open()
-                shard = self._scan_load(view.shard_path(prefix), prefix)
-                if shard is None:
-                    continue  # split away meanwhile: the next listing has its leaves
-                visited.add(prefix)
-                flagged = shard.splitting or prefix in view.internal
-                if not flagged:
-                    whole.add(prefix)
-                skip = [keys for p, keys in from_flagged.items() if prefix.startswith(p)]
-                mine: set[str] = set()
-                now = time.time()
-                for key in sorted(shard.records):
-                    rec = shard.records[key]
-                    x = rec.get("expires_at")
-                    if x is not None and x <= now:
-                        continue
-                    if flagged and view.resolve(hash_bits(key)) != prefix:
-                        continue  # owned by a leaf of the split
-                    if any(key in keys for keys in skip):
-                        continue
-                    if flagged:
-                        mine.add(key)
-                    out.append(item_of(ns, key, rec))
-                    if len(out) >= batch_size:
-                        yield out
-                        out = []
-                if flagged:
-                    from_flagged[prefix] = mine
-        else:
-            raise StorageError(f"namespace {view.dir} kept splitting while being scanned; retry", path=view.dir)
+        for prefix in walk:
+            engine.check_open()
+            shard = self._scan_load(walk.view.shard_path(prefix), prefix)
+            if shard is None:
+                walk.gone(prefix)  # split or merged away meanwhile: the next listing has its range
+                continue
+            kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
+            now = time.time()
+            for key in sorted(shard.records if kept is None else kept):
+                rec = shard.records[key]
+                x = rec.get("expires_at")
+                if x is not None and x <= now:
+                    continue
+                out.append(item_of(ns, key, rec))
+                if len(out) >= batch_size:
+                    yield out
+                    out = []
         if out:
             yield out
 
@@ -736,7 +713,9 @@ class Store:
         got = _fs.read_file(path)
         if got is None:
             return None
-        return decode_shard(got[0], path, self._engine._codecs, prefix)
+        shard = decode_shard(got[0], path, self._engine._codecs, prefix)
+        shard.statkey = got[1]  # the walk tells a rewritten file by it
+        return shard
 
     # --- collector (issue 5) ---
 

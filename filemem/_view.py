@@ -15,13 +15,13 @@ from typing import Final
 from . import _fs
 from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, shard_name
 
-__all__ = ["MAX_PREFIX_BITS", "TURNSTILE", "View"]
+__all__ = ["MAX_PREFIX_BITS", "TURNSTILE", "Listing", "View"]
 
 TURNSTILE: Final = "turnstile.lock"
 MAX_PREFIX_BITS: Final = 64
 
 
-class _Listing:
+class Listing:
     """One immutable listing of a namespace directory.
 
     Threads share a View; swapping a whole listing in one assignment means a
@@ -39,7 +39,7 @@ class _Listing:
         self.depths = tuple(sorted({len(p) for p in existing}, reverse=True))
 
 
-_EMPTY_LISTING: Final = _Listing(frozenset())
+_EMPTY_LISTING: Final = Listing(frozenset())
 
 
 class View:
@@ -65,6 +65,11 @@ class View:
         self.refresh()
 
     @property
+    def listing(self) -> Listing:
+        """The current listing, whole: ``existing`` and ``internal`` from the same directory listing."""
+        return self._listing
+
+    @property
     def existing(self) -> frozenset[str]:
         """Prefixes that have a shard file."""
         return self._listing.existing
@@ -88,7 +93,7 @@ class View:
             if name.startswith("s") and name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name
         )
         if existing != self._listing.existing:
-            self._listing = _Listing(existing)
+            self._listing = Listing(existing)
 
     def refresh_below(self, prefix: str) -> None:
         """Update the listing after ``prefix`` was found split (gone or flagged).
@@ -125,7 +130,7 @@ class View:
         internal = set(listing.internal)
         internal.update(f[:d] for f in found for d in range(len(prefix), len(f)))
         if self._listing is listing:  # lost a race with another thread's refresh: theirs is as good
-            self._listing = _Listing(frozenset(existing), frozenset(internal))
+            self._listing = Listing(frozenset(existing), frozenset(internal))
 
     def replace_split(self, prefix: str, leaves: list[str]) -> None:
         """Record in the listing that ``prefix`` was split into ``leaves`` (no directory listing)."""
@@ -135,7 +140,7 @@ class View:
         existing.update(leaves)
         internal = set(listing.internal)
         internal.update(f[:d] for f in leaves for d in range(len(prefix), len(f)))
-        self._listing = _Listing(frozenset(existing), frozenset(internal))
+        self._listing = Listing(frozenset(existing), frozenset(internal))
 
     def recheck(self, prefix: str, bits: str, *, missing: bool) -> bool:
         """After ``prefix``'s shard turned out missing or flagged: whether to resolve again.

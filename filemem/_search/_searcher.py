@@ -30,10 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from .. import _fs
-from .._engine import Engine, Op, _fork_generation, _owner_filter, copy_value
+from .._engine import Engine, Op, _fork_generation, copy_value
 from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Shard
 from .._types import Item
+from .._walk import ShardWalk
 from ._filter import compile_filter
 from ._indexfile import Entries, IndexFile, bucket_of, index_lock, read_index, write_index
 from ._result import SearchHit
@@ -200,64 +201,45 @@ class Searcher:
     def _parts(self, ns: tuple[str, ...], need_shard: bool) -> list[Part]:
         """Each live shard of ``ns`` with its segment (the engine's iter_shards, over segments)."""
         engine = self.engine
-        view = engine.view(ns)
         state = self._state(ns)
         state.file_checked = False
-        visited: set[str] = set()
-        whole: set[str] = set()
+        # Splits and merges may run meanwhile: the walk says which shards to
+        # read and which of their keys have not been taken yet
+        # (filemem._walk). A second listing is needed only if a shard
+        # vanished or was flagged: otherwise every existing file was read for
+        # its whole range, and leaves split off it later add nothing.
+        walk = ShardWalk(engine.view(ns), "searched", settle=True)
         parts: list[Part] = []
-        for _ in range(64):
-            view.refresh()
-            # A prefix whose ancestor we already read whole was split off it
-            # after we read it: its records came with the ancestor.
-            todo = [
-                p
-                for p in sorted(view.existing)
-                if p not in visited and not (whole and any(p[:d] in whole for d in range(len(p))))
-            ]
-            if not todo:
-                return parts
-            # A second listing is needed only if a shard vanished or was
-            # flagged mid-split: otherwise every existing file was read for
-            # its whole range, and leaves split off it later add nothing.
-            relist = False
-            for prefix in todo:
-                path = view.shard_path(prefix)
-                shard: Shard | None = None
-                key: _fs.StatKey | None
-                if need_shard:
+        for prefix in walk:
+            path = walk.view.shard_path(prefix)
+            shard: Shard | None = None
+            key: _fs.StatKey | None
+            if need_shard:
+                shard = engine.load(path, prefix)
+                if shard is None:
+                    walk.gone(prefix)
+                    continue
+                key = shard.statkey
+            else:
+                try:
+                    key = _fs.stat_key(os.stat(path))
+                except FileNotFoundError:
+                    walk.gone(prefix)
+                    continue
+                except OSError as exc:
+                    raise _fs.storage_error(exc, "stat", path) from exc
+            seg = self._lookup(state, prefix, key) if key is not None else None
+            if seg is None:
+                if shard is None:
                     shard = engine.load(path, prefix)
                     if shard is None:
-                        relist = True  # split away meanwhile: the next listing has its leaves
+                        walk.gone(prefix)
                         continue
-                    key = shard.statkey
-                else:
-                    try:
-                        key = _fs.stat_key(os.stat(path))
-                    except FileNotFoundError:
-                        relist = True
-                        continue
-                    except OSError as exc:
-                        raise _fs.storage_error(exc, "stat", path) from exc
-                seg = self._lookup(state, prefix, key) if key is not None else None
-                if seg is None:
-                    if shard is None:
-                        shard = engine.load(path, prefix)
-                        if shard is None:
-                            relist = True
-                            continue
-                    seg = self._build(state, prefix, shard)
-                visited.add(prefix)
-                if seg.splitting or prefix in view.internal:
-                    own: Callable[[str], bool] | None = _owner_filter(view, prefix)
-                    relist = True
-                else:
-                    own = None
-                    whole.add(prefix)
-                parts.append(Part(ns, prefix, path, seg, own, shard))
-            if not relist:
-                return parts
-        raise StorageError(f"namespace {view.dir} kept splitting while being searched; retry", path=view.dir)
+                seg = self._build(state, prefix, shard)
+            kept = walk.take(prefix, key, seg.splitting, seg.keys)
+            own: Callable[[str], bool] | None = None if kept is None else kept.__contains__
+            parts.append(Part(ns, prefix, path, seg, own, shard))
+        return parts
 
     def persist(self, ns: tuple[str, ...]) -> bool:
         """Write what this process built for ``ns`` to its index files; False if skipped."""
