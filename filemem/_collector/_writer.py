@@ -101,6 +101,8 @@ class Collector(ApplyLoop):
         self._ready: tuple[deque[Rec], deque[Rec], deque[Rec]] = (deque(), deque(), deque())
         self._jbatch_min = math.inf  # lowest id the journal thread holds
         self._inflight: list[Rec] = []  # the batch being applied
+        #: Records being dropped (on_full="drop_oldest") whose letter is not written yet: seq -> journaled.
+        self._dropping: dict[int, bool] = {}
         self._jwake = threading.Event()
         self._awake = threading.Event()
         self._stop = threading.Event()
@@ -172,12 +174,7 @@ class Collector(ApplyLoop):
             return await asyncio.to_thread(self._collect, namespace, key, value, priority, wait=True)
 
     def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, *, wait: bool) -> int:
-        if self._closed or self._fork != _fork_generation[0]:
-            raise StoreClosedError(
-                "collector is closed"
-                if self._closed
-                else "this collector belongs to the parent process: create a new one in the forked child"
-            )
+        self._check_usable()
         prio = _PRIO.get(prio_name) if isinstance(prio_name, str) else None
         if prio is None:
             raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}")
@@ -190,30 +187,76 @@ class Collector(ApplyLoop):
                 f"value encodes to {len(payload)} bytes; the limit is {self._engine.max_value_bytes}"
             )
         ts = time.time()
-        victim: Rec | None = None
-        with self._lock:
-            if self._queued >= self.config.max_queue:
-                victim = self._make_room(wait)
-            self._seq += 1
-            seq = self._seq
-            rec = Rec(seq, prio, ts, ns, key, payload)
-            self._queued += 1
-            if self._journal is not None:
-                self._incoming.append(rec)
-            else:
-                self._ready[prio].append(rec)
+        while True:
+            with self._lock:
+                self._check_usable()
+                victim = self._make_room(wait) if self._queued >= self.config.max_queue else None
+                if victim is None:
+                    self._seq += 1
+                    seq = self._seq
+                    rec = Rec(seq, prio, ts, ns, key, payload)
+                    self._queued += 1
+                    if self._journal is not None:
+                        self._incoming.append(rec)
+                    else:
+                        self._ready[prio].append(rec)
+                    break
+            # A record was pushed out to make room: its dead letter must be
+            # durable before its id is retired (or a crash in between loses it).
+            self._drop_durably(victim)
         if self._journal is not None:
             if not self._jwake.is_set():
                 self._jwake.set()
         elif not self._awake.is_set():
             self._awake.set()
-        if victim is not None:
-            try:
-                self._dead_letter([victim], "dropped", "queue full (on_full='drop_oldest')")
-            except FileMemError as exc:
-                # The new record is queued already; report, do not fail it.
-                self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
         return seq
+
+    def _check_usable(self) -> None:
+        if self._closed or self._fork != _fork_generation[0]:
+            raise StoreClosedError(
+                "collector is closed"
+                if self._closed
+                else "this collector belongs to the parent process: create a new one in the forked child"
+            )
+        if self._fatal is not None:
+            raise StoreClosedError(f"collector writer stopped: {self._fatal!r}")
+
+    def _drop_durably(self, victim: Rec) -> None:
+        """Write the dead letter of a record ``_drop_one`` took out of line, then retire it.
+
+        The victim still counts as queued (and flush waits for it) until its
+        letter is fsynced. If the letter cannot be written, the victim goes back
+        in line (nothing is lost) and QueueFullError says why.
+        """
+        try:
+            self._dead_letter([victim], "dropped", "queue full (on_full='drop_oldest')")
+        except FileMemError as exc:
+            with self._progress:
+                journaled = self._dropping.pop(victim.seq)
+                if journaled:
+                    self._ready[victim.prio].appendleft(victim)
+                else:
+                    self._incoming.appendleft(victim)
+                self._progress.notify_all()
+            self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
+            if journaled:
+                self._awake.set()
+            else:
+                self._jwake.set()
+            raise QueueFullError(
+                f"collector queue is full ({self.config.max_queue} records) and the dead letter of the record "
+                f"to drop could not be written ({exc}); it stays queued"
+            ) from exc
+        with self._progress:
+            journaled = self._dropping.pop(victim.seq)
+            if journaled and self._journal is not None:
+                # It is in the journal: retire it there, or a replay would
+                # bring back what we report as dropped. Only now, with its
+                # letter durable, may the marker name it.
+                self._retired.add_range(victim.seq, victim.seq)
+            self._queued -= 1
+            self._counts["dropped"] += 1
+            self._progress.notify_all()
 
     def _make_room(self, wait: bool) -> Rec | None:
         """With the lock held and the queue full: apply ``on_full``. Returns a dropped record."""
@@ -232,8 +275,7 @@ class Collector(ApplyLoop):
                     return victim
                 # Everything waiting is in the writers' hands (the group being
                 # journaled, the batch in flight): wait until some is droppable.
-            if self._closed:
-                raise StoreClosedError("collector is closed")
+            self._check_usable()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise QueueFullError(
@@ -243,21 +285,18 @@ class Collector(ApplyLoop):
         return None
 
     def _drop_one(self) -> Rec | None:
-        """With the lock held: take the oldest queued record of the lowest priority out of line."""
+        """With the lock held: take the oldest queued record of the lowest priority out of line.
+
+        It stays counted as queued, in ``_dropping``, until ``_drop_durably`` has written its letter.
+        """
         for q in reversed(self._ready):  # lowest priority first; oldest of it
             if q:
                 victim = q.popleft()
-                self._queued -= 1
-                self._counts["dropped"] += 1
-                if self._journal is not None:
-                    # It is in the journal: retire it there, or a replay
-                    # would bring back what we report as dropped.
-                    self._retired.add_range(victim.seq, victim.seq)
+                self._dropping[victim.seq] = True  # journaled: to retire once its letter is durable
                 return victim
         if self._incoming:
             victim = self._incoming.popleft()  # not journaled yet: nothing to retire
-            self._queued -= 1
-            self._counts["dropped"] += 1
+            self._dropping[victim.seq] = False
             return victim
         return None
 
@@ -272,6 +311,8 @@ class Collector(ApplyLoop):
                 low = min(low, q[0].seq)
         if self._inflight:
             low = min(low, self._inflight[0].seq)
+        if self._dropping:
+            low = min(low, *self._dropping)  # a drop whose letter is not durable yet
         return low
 
     def flush(self, timeout: float | None = None) -> None:
