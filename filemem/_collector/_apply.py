@@ -132,8 +132,11 @@ class ApplyLoop:
             try:
                 self._commit(list(self._inflight))
             except _PERMANENT:
-                self._isolate()
-                continue
+                if self._isolate():
+                    continue
+                # Their dead letters could not be written: they stay in flight
+                # (and in the journal); try again after a delay.
+                attempt += 1
             except FileMemError as exc:
                 self._note_failure(exc, len(self._inflight))
                 attempt += 1
@@ -141,13 +144,14 @@ class ApplyLoop:
                     if self._isolate():
                         continue
                     attempt = 0  # the whole store fails: keep waiting behind the breaker
-                self._counts["retried"] += len(self._inflight)
-                delay = max(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max, self._rng), self.breaker.wait_s())
-                if self._stop.wait(delay):
-                    return False
+            else:
+                self._latency.append(time.monotonic() - started)
+                self.breaker.success()
                 continue
-            self._latency.append(time.monotonic() - started)
-            self.breaker.success()
+            self._counts["retried"] += len(self._inflight)
+            delay = max(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max, self._rng), self.breaker.wait_s())
+            if self._stop.wait(delay):
+                return False
         self._maybe_truncate()
         return True
 
@@ -201,7 +205,9 @@ class ApplyLoop:
 
         Returns False (records left in flight) when the first
         ``breaker_threshold`` all fail for reasons not their own: then the
-        store is down, not the records.
+        store is down, not the records. Also False when the dead letters
+        cannot be written: the refused records stay in flight (and in the
+        journal) to be tried again.
         """
         bad: list[Rec] = []
         errors: set[str] = set()
@@ -218,7 +224,12 @@ class ApplyLoop:
                 continue
             any_ok = True
         if bad:
-            self._dead_letter(bad, "failed", "; ".join(sorted(errors))[:500])
+            try:
+                self._dead_letter(bad, "failed", "; ".join(sorted(errors))[:500])
+            except FileMemError as exc:
+                self._note_failure(exc, len(bad))
+                self.last_error = f"dead letters: {self.last_error}"
+                return False
             with self._lock:
                 if self._journal is not None:
                     for r in bad:

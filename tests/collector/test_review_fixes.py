@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,3 +133,81 @@ def test_flush_waits_for_a_drop_in_progress(
         assert c.stats()["dead_letters"] >= 1
     have = set(store.keys("stalled")) | {d.key for d in store.dead_letters()}
     assert have == {"k0", "k1", "k2"}
+
+
+# ---------------------------------------------------------------- 2: a failed dead letter
+def test_failed_dead_letter_keeps_the_writer_alive_and_retries(
+    store: filemem.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from filemem._engine import Engine
+    from filemem._errors import InvalidValueError
+
+    real_apply = Engine.apply
+
+    def apply(engine: Engine, ops: list[Any]) -> list[Any]:
+        if any(op.key == "bad" for op in ops):
+            raise InvalidValueError("refused")
+        return real_apply(engine, ops)
+
+    monkeypatch.setattr(Engine, "apply", apply)
+    real_letter = _apply.append_dead_letters
+    fails = [3]
+
+    def letter(*a: Any, **k: Any) -> str:
+        if fails[0] > 0:
+            fails[0] -= 1
+            raise LockTimeout("deadletter.lock busy")
+        return real_letter(*a, **k)
+
+    monkeypatch.setattr(_apply, "append_dead_letters", letter)
+    with store.collector(max_queue=5, batch_size=5, batch_timeout=0, backoff_base=0.001, backoff_max=0.01) as c:
+        c.collect("ev", "bad", 1)
+        done = threading.Event()
+
+        def producer() -> None:
+            for i in range(10):
+                c.collect("ev", f"k{i}", i)
+            done.set()
+
+        t = threading.Thread(target=producer, daemon=True)
+        t.start()
+        t.join(10)
+        assert done.is_set(), "collect() blocked: the writer died on a failed dead letter"
+        c.flush(10)
+        assert c.health()["writer_alive"]
+    assert [d.key for d in store.dead_letters()] == ["bad"]
+    assert len(store.keys("ev")) == 10
+
+
+def test_collect_and_flush_raise_once_the_writer_died(store: filemem.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("writer bug")
+
+    monkeypatch.setattr(_apply.ApplyLoop, "_commit", boom)
+    from filemem._errors import StoreClosedError
+
+    c = store.collector(max_queue=2, batch_size=1, batch_timeout=0)
+    try:
+        c.collect("ev", "k0", 0)
+        deadline = time.monotonic() + 10
+        while c.health()["writer_alive"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not c.health()["writer_alive"]
+        outcome: list[BaseException] = []
+
+        def producer() -> None:
+            try:
+                for i in range(5):
+                    c.collect("ev", f"k{i}", i)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=producer, daemon=True)
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "collect() blocked for ever behind a dead writer"
+        assert outcome and isinstance(outcome[0], StoreClosedError)
+        with pytest.raises(StoreClosedError):
+            c.flush(5)
+    finally:
+        c.close(1)
