@@ -211,3 +211,56 @@ def test_collect_and_flush_raise_once_the_writer_died(store: filemem.Store, monk
             c.flush(5)
     finally:
         c.close(1)
+
+
+# ---------------------------------------------------------------- 3: two dead journals, one key
+_DIE_WITH_ONE_ACCEPTED = r"""
+import os, signal, sys, time
+import filemem
+
+root, value, gate = sys.argv[1:4]
+store = filemem.Store(root)
+c = store.collector(batch_timeout=0)
+store._engine.apply = lambda ops: time.sleep(3600)  # the apply stalls: the record stays journaled only
+print(c.jid, flush=True)
+while not os.path.exists(gate):
+    time.sleep(0.001)
+c.collect("cfg", "mode", value)
+while c.stats()["accepted"] < 1:
+    time.sleep(0.001)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_two_dead_journals_of_one_key_replay_the_newest(store_path: str) -> None:
+    filemem.Store(store_path).close()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    procs = []
+    for i in range(2):
+        gate = os.path.join(os.path.dirname(store_path), f"gate{i}")
+        p = subprocess.Popen(
+            [sys.executable, "-c", _DIE_WITH_ONE_ACCEPTED, store_path, f"v{i}", gate],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert p.stdout is not None
+        procs.append((p.stdout.readline().strip(), p, gate))
+    # The journal replayed first (jid order) gets the older record: the newer must still win.
+    procs.sort(key=lambda x: x[0])
+    for i, (_, p, gate) in enumerate(procs):
+        with open(gate, "w") as fh:
+            fh.write(str(i))
+        assert p.wait(30) == -9
+        assert p.stdout is not None
+        p.stdout.close()
+        time.sleep(0.02)
+    with filemem.Store(store_path) as store:  # replays both journals
+        got = store.get("cfg", "mode")
+    assert got == _value_of(procs[1][1]), "the older of two dead journals' records won"
+
+
+def _value_of(p: subprocess.Popen[str]) -> str:
+    args = p.args
+    assert isinstance(args, list)
+    return str(args[4])
