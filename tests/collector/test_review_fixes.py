@@ -264,3 +264,47 @@ def _value_of(p: subprocess.Popen[str]) -> str:
     args = p.args
     assert isinstance(args, list)
     return str(args[4])
+
+
+# ---------------------------------------------------------------- 4: torn dead-letter lines
+def _torn_file(store: filemem.Store) -> str:
+    from filemem._collector._deadletter import append_dead_letters, letter
+
+    eng = store._engine
+    one = letter("jdead-1", 1, ("ev",), "a", "json", b"1", 1, 1.0, "dropped", "")
+    path = append_dead_letters(eng, "jdead-1", [one])
+    with open(path, "r+b") as fh:  # what a write cut short leaves: half a line, no newline
+        data = fh.read()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(data[: len(data) // 2])
+    return path
+
+
+def test_append_after_a_torn_dead_letter_line_stays_readable(store: filemem.Store) -> None:
+    from filemem._collector._deadletter import append_dead_letters, letter
+
+    path = _torn_file(store)
+    two = letter("jdead-1", 2, ("ev",), "b", "json", b"2", 1, 2.0, "failed", "refused")
+    append_dead_letters(store._engine, "jdead-1", [two])
+    assert [d.key for d in store.dead_letters()] == ["b"]
+    assert store.replay_dead_letters() == {"applied": 1, "superseded": 0, "failed": 1}
+    assert store.get("ev", "b") == 2
+    # The torn line is kept (and reported), not deleted with the file.
+    with open(path, "rb") as fh:
+        assert fh.read().count(b"\n") == 1
+
+
+def test_letter_glued_onto_a_torn_line_is_salvaged(store: filemem.Store) -> None:
+    import json
+
+    from filemem._collector._deadletter import letter
+
+    path = _torn_file(store)
+    two = letter("jdead-1", 2, ("ev",), "b", "json", b"2", 1, 2.0, "failed", "refused")
+    with open(path, "ab") as fh:  # an append made before torn lines were ended
+        fh.write(json.dumps(two).replace(", ", ",").replace(": ", ":").encode() + b"\n")
+    assert [d.key for d in store.dead_letters()] == ["b"]
+    assert store.replay_dead_letters()["applied"] == 1
+    assert os.path.exists(path)
+    assert store.dead_letters() == []
