@@ -308,3 +308,13 @@ def test_letter_glued_onto_a_torn_line_is_salvaged(store: filemem.Store) -> None
     assert store.replay_dead_letters()["applied"] == 1
     assert os.path.exists(path)
     assert store.dead_letters() == []
+
+
+# ---------------------------------------------------------------- 5: closed collectors are forgotten
+def test_store_forgets_closed_collectors(store: filemem.Store) -> None:
+    for _ in range(5):
+        with store.collector(journal=False) as c:
+            c.collect("ev", "k", 1)
+    live = store.collector(journal=False)
+    assert store.__dict__["_collectors"] == [live]
+    live.close()
