@@ -80,6 +80,7 @@ class ApplyLoop:
     _in_file: int
     _done_in_file: int
     _file_lock: threading.Lock
+    _fatal: BaseException | None
 
     def _ready_count(self) -> int:
         return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
@@ -91,8 +92,9 @@ class ApplyLoop:
             self._awake.clear()
             n = self._ready_count()
             if n == 0:
-                if self._stop.is_set() and not self._incoming and self._jbatch_min == math.inf:
-                    return
+                journal_done = not self._incoming and self._jbatch_min == math.inf
+                if self._stop.is_set() and (journal_done or self._fatal is not None):
+                    return  # (a dead journal thread hands nothing on any more)
                 self._fold_retired()
                 continue
             if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set():

@@ -100,6 +100,7 @@ class Collector(ApplyLoop):
         self._incoming: deque[Rec] = deque()
         self._ready: tuple[deque[Rec], deque[Rec], deque[Rec]] = (deque(), deque(), deque())
         self._jbatch_min = math.inf  # lowest id the journal thread holds
+        self._jgroup: deque[Rec] = deque()  # the group the journal thread holds
         self._inflight: list[Rec] = []  # the batch being applied
         #: Records being dropped (on_full="drop_oldest") whose letter is not written yet: seq -> journaled.
         self._dropping: dict[int, bool] = {}
@@ -384,6 +385,13 @@ class Collector(ApplyLoop):
         left = [r for q in self._ready for r in q] + self._inflight
         if self._journal is not None:
             left = [r for r in left if r.seq in self._unjournaled]  # the journal holds the others
+            # A journal thread that died leaves records it never handed on:
+            # the group it held and what arrived since. (The group may have
+            # reached the journal too: then a replay finds it twice, and the
+            # letter's replay skips it as superseded. Better than losing it.)
+            with self._lock:
+                left += [*self._jgroup, *self._incoming]
+                self._jgroup, self._incoming = deque(), deque()
         if left:
             self._dead_letter(left, "unfinished", "collector closed before the store took it")
 
@@ -439,6 +447,7 @@ class Collector(ApplyLoop):
                 group, self._incoming = self._incoming, deque()
                 if group:
                     self._jbatch_min = group[0].seq
+                    self._jgroup = group
             if not group:
                 if self._stop.is_set():
                     return
@@ -468,6 +477,7 @@ class Collector(ApplyLoop):
                 for r in group:
                     self._ready[r.prio].append(r)
                 self._jbatch_min = math.inf
+                self._jgroup = deque()
                 if journaled:
                     self._counts["accepted"] += len(group)
                 else:
@@ -488,13 +498,23 @@ class Collector(ApplyLoop):
         >>> collector.stats()["queue_depth"]  # doctest: +SKIP
         0
         """
-        with self._lock:
+        if self._fork != _fork_generation[0]:
+            # A forked child: a parent thread may have held the lock at fork
+            # time (it would never be released here), and none of the
+            # collector's threads exist. Report without the lock.
             counts = dict(self._counts)
             depth = self._queued
-            heads = [q[0].ts for q in (self._incoming, *self._ready) if q]
-            heads += [self._inflight[0].ts] if self._inflight else []
+            heads: list[float] = []
             collected = self._seq
+        else:
+            with self._lock:
+                counts = dict(self._counts)
+                depth = self._queued
+                heads = [q[0].ts for q in (self._incoming, *self._ready) if q]
+                heads += [self._inflight[0].ts] if self._inflight else []
+                collected = self._seq
         lat = sorted(self._latency)
+        breaker = self.breaker.state if self._fork == _fork_generation[0] else self.breaker.state_nolock()
         if self._journal is None:
             counts["accepted"] = collected - counts["dropped"] if collected else 0
         return {
@@ -504,7 +524,7 @@ class Collector(ApplyLoop):
             "oldest_age_s": (time.time() - min(heads)) if heads else 0.0,
             "apply_p50_ms": _pct(lat, 0.50) * 1000,
             "apply_p99_ms": _pct(lat, 0.99) * 1000,
-            "breaker": self.breaker.state,
+            "breaker": breaker,
             "breaker_opened": self.breaker.opened_count,
             "last_error": self.last_error,
             "journal": self._journal.path if self._journal is not None else None,
@@ -518,14 +538,15 @@ class Collector(ApplyLoop):
         True
         """
         s = self.stats()
-        ok = s["breaker"] == "closed" and self._fatal is None and s["queue_depth"] < self.config.max_queue
+        alive = self._fatal is None and self._fork == _fork_generation[0]  # a forked child has no writer
+        ok = s["breaker"] == "closed" and alive and s["queue_depth"] < self.config.max_queue
         return {
             "ok": ok,
             "breaker": s["breaker"],
             "queue_depth": s["queue_depth"],
             "oldest_age_s": s["oldest_age_s"],
             "last_error": s["last_error"],
-            "writer_alive": self._fatal is None,
+            "writer_alive": alive,
         }
 
     def __repr__(self) -> str:

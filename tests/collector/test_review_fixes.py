@@ -318,3 +318,53 @@ def test_store_forgets_closed_collectors(store: filemem.Store) -> None:
     live = store.collector(journal=False)
     assert store.__dict__["_collectors"] == [live]
     live.close()
+
+
+# ---------------------------------------------------------------- 6: close / fork
+def test_close_dead_letters_what_a_dead_journal_thread_held(
+    store: filemem.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from filemem._collector import _writer
+
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def broken(*_a: Any, **_k: Any) -> bytes:
+        entered.set()
+        assert gate.wait(10)
+        raise RuntimeError("journal thread bug")
+
+    monkeypatch.setattr(_writer, "encode_frame", broken)
+    c = store.collector()
+    c.collect("ev", "k0", 0)
+    assert entered.wait(10)  # the journal thread holds k0
+    c.collect("ev", "k1", 1)  # waits in incoming
+    gate.set()
+    deadline = time.monotonic() + 10
+    while c.health()["writer_alive"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    c.close(1)
+    letters = store.dead_letters()
+    assert sorted(d.key for d in letters) == ["k0", "k1"]
+    assert all(d.reason == "unfinished" for d in letters)
+
+
+def test_stats_in_a_forked_child_never_block(store: filemem.Store) -> None:
+    import signal
+
+    c = store.collector()
+    try:
+        with c._lock, c.breaker._lock:  # a parent thread holds both at fork time
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                signal.alarm(5)  # a deadlock dies of SIGALRM
+                try:
+                    h = c.health()
+                    s = c.stats()
+                    os._exit(0 if not h["writer_alive"] and not h["ok"] and s["queue_depth"] == 0 else 3)
+                except BaseException:
+                    os._exit(4)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    finally:
+        c.close()
