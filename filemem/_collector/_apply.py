@@ -21,7 +21,7 @@ from typing import Final
 from .._engine import Engine, Op
 from .._errors import FileMemError, InvalidKeyError, InvalidValueError
 from ..codecs import Codec
-from ._applied import RangeSet, marker_op
+from ._applied import RangeSet, marker_op, read_marker
 from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._deadletter import append_dead_letters, letter
@@ -191,16 +191,30 @@ class ApplyLoop:
             done.add_many(r.seq for r in group)
             try:
                 self._engine.apply([*ops, marker_op(self.jid, done)])
-            except BaseException:
-                with self._lock:
-                    for lo, hi in retired.ranges:
-                        self._retired.add_range(lo, hi)
-                raise
+            except BaseException as exc:
+                if not (isinstance(exc, FileMemError) and not isinstance(exc, _PERMANENT) and self._marker_is(done)):
+                    with self._lock:
+                        for lo, hi in retired.ranges:
+                            self._retired.add_range(lo, hi)
+                    raise
+                # The engine raised after its commit point (say a failed
+                # directory fsync): the marker, written in the same atomic
+                # batch, shows the batch applied. Applying it again could
+                # overwrite a newer write of another process.
+                log.warning("collector %s: batch applied although the store raised: %s", self.jid, exc)
             with self._lock:
                 self._applied = done
                 self._done_in_file += len(retired)
             if group:
                 self._finished(group, applied=len(group))
+
+    def _marker_is(self, done: RangeSet) -> bool:
+        """Does the journal's marker on disk name exactly ``done``? (False if it cannot be read.)"""
+        try:
+            on_disk, _ = read_marker(self._engine, self.jid)
+        except FileMemError:
+            return False
+        return [tuple(r) for r in on_disk.ranges] == [tuple(r) for r in done.ranges]
 
     def _isolate(self) -> bool:
         """Apply the in-flight records one by one; dead-letter those the store refuses while it takes others.

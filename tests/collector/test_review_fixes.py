@@ -368,3 +368,30 @@ def test_stats_in_a_forked_child_never_block(store: filemem.Store) -> None:
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------- 7: a batch that raised after it committed
+def test_batch_that_raised_after_its_commit_is_not_applied_again(
+    store: filemem.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from filemem._engine import Engine
+    from filemem._errors import StorageError
+
+    real = Engine.apply
+    calls: list[int] = []
+
+    def apply(engine: Engine, ops: list[Any]) -> list[Any]:
+        out = real(engine, ops)
+        if any(op.namespace == ("ev",) for op in ops):
+            calls.append(1)
+            if len(calls) == 1:
+                raise StorageError("fsync_dir failed after the commit point")
+        return out
+
+    monkeypatch.setattr(Engine, "apply", apply)
+    with store.collector(batch_timeout=0, backoff_base=0.001) as c:
+        c.collect("ev", "k", 1)
+        c.flush(10)
+        assert c.stats()["applied"] == 1
+    assert len(calls) == 1, "the committed batch was applied again"
+    assert [it.version for it in store.items("ev")] == [1]
