@@ -67,7 +67,7 @@ def test_cancelled_async_calls_that_create_resources_close_them(store_path: str)
     async def main() -> None:
         async with AsyncStore(store_path) as store:
             for make in (
-                lambda: store.collector(),
+                store.collector,
                 lambda: store.subscribe(lambda c: None),
                 lambda: store.subscribe_sessions(lambda c: None),
             ):
