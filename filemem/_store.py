@@ -739,7 +739,14 @@ class Store:
         else:
             cfg = CollectorConfig.load(config, **overrides)
         collector = Collector(self._engine, cfg, normalize=self._ns)
-        self.__dict__.setdefault("_collectors", []).append(collector)
+        collectors: list[Collector] = self.__dict__.setdefault("_collectors", [])
+        # Forget closed ones (a store that makes many short-lived collectors
+        # must not keep them all); remove/append one at a time, so a collector
+        # added by another thread meanwhile is never lost.
+        for old in [c for c in collectors if c.closed]:
+            with contextlib.suppress(ValueError):
+                collectors.remove(old)
+        collectors.append(collector)
         return collector
 
     def dead_letters(self) -> list[DeadLetter]:

@@ -21,7 +21,7 @@ from typing import Final
 from .._engine import Engine, Op
 from .._errors import FileMemError, InvalidKeyError, InvalidValueError
 from ..codecs import Codec
-from ._applied import RangeSet, marker_op
+from ._applied import RangeSet, marker_op, read_marker
 from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._deadletter import append_dead_letters, letter
@@ -80,6 +80,7 @@ class ApplyLoop:
     _in_file: int
     _done_in_file: int
     _file_lock: threading.Lock
+    _fatal: BaseException | None
 
     def _ready_count(self) -> int:
         return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
@@ -91,8 +92,9 @@ class ApplyLoop:
             self._awake.clear()
             n = self._ready_count()
             if n == 0:
-                if self._stop.is_set() and not self._incoming and self._jbatch_min == math.inf:
-                    return
+                journal_done = not self._incoming and self._jbatch_min == math.inf
+                if self._stop.is_set() and (journal_done or self._fatal is not None):
+                    return  # (a dead journal thread hands nothing on any more)
                 self._fold_retired()
                 continue
             if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set():
@@ -132,8 +134,11 @@ class ApplyLoop:
             try:
                 self._commit(list(self._inflight))
             except _PERMANENT:
-                self._isolate()
-                continue
+                if self._isolate():
+                    continue
+                # Their dead letters could not be written: they stay in flight
+                # (and in the journal); try again after a delay.
+                attempt += 1
             except FileMemError as exc:
                 self._note_failure(exc, len(self._inflight))
                 attempt += 1
@@ -141,13 +146,14 @@ class ApplyLoop:
                     if self._isolate():
                         continue
                     attempt = 0  # the whole store fails: keep waiting behind the breaker
-                self._counts["retried"] += len(self._inflight)
-                delay = max(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max, self._rng), self.breaker.wait_s())
-                if self._stop.wait(delay):
-                    return False
+            else:
+                self._latency.append(time.monotonic() - started)
+                self.breaker.success()
                 continue
-            self._latency.append(time.monotonic() - started)
-            self.breaker.success()
+            self._counts["retried"] += len(self._inflight)
+            delay = max(backoff_delay(attempt, cfg.backoff_base, cfg.backoff_max, self._rng), self.breaker.wait_s())
+            if self._stop.wait(delay):
+                return False
         self._maybe_truncate()
         return True
 
@@ -185,23 +191,39 @@ class ApplyLoop:
             done.add_many(r.seq for r in group)
             try:
                 self._engine.apply([*ops, marker_op(self.jid, done)])
-            except BaseException:
-                with self._lock:
-                    for lo, hi in retired.ranges:
-                        self._retired.add_range(lo, hi)
-                raise
+            except BaseException as exc:
+                if not (isinstance(exc, FileMemError) and not isinstance(exc, _PERMANENT) and self._marker_is(done)):
+                    with self._lock:
+                        for lo, hi in retired.ranges:
+                            self._retired.add_range(lo, hi)
+                    raise
+                # The engine raised after its commit point (say a failed
+                # directory fsync): the marker, written in the same atomic
+                # batch, shows the batch applied. Applying it again could
+                # overwrite a newer write of another process.
+                log.warning("collector %s: batch applied although the store raised: %s", self.jid, exc)
             with self._lock:
                 self._applied = done
                 self._done_in_file += len(retired)
             if group:
                 self._finished(group, applied=len(group))
 
+    def _marker_is(self, done: RangeSet) -> bool:
+        """Does the journal's marker on disk name exactly ``done``? (False if it cannot be read.)"""
+        try:
+            on_disk, _ = read_marker(self._engine, self.jid)
+        except FileMemError:
+            return False
+        return [tuple(r) for r in on_disk.ranges] == [tuple(r) for r in done.ranges]
+
     def _isolate(self) -> bool:
         """Apply the in-flight records one by one; dead-letter those the store refuses while it takes others.
 
         Returns False (records left in flight) when the first
         ``breaker_threshold`` all fail for reasons not their own: then the
-        store is down, not the records.
+        store is down, not the records. Also False when the dead letters
+        cannot be written: the refused records stay in flight (and in the
+        journal) to be tried again.
         """
         bad: list[Rec] = []
         errors: set[str] = set()
@@ -218,7 +240,12 @@ class ApplyLoop:
                 continue
             any_ok = True
         if bad:
-            self._dead_letter(bad, "failed", "; ".join(sorted(errors))[:500])
+            try:
+                self._dead_letter(bad, "failed", "; ".join(sorted(errors))[:500])
+            except FileMemError as exc:
+                self._note_failure(exc, len(bad))
+                self.last_error = f"dead letters: {self.last_error}"
+                return False
             with self._lock:
                 if self._journal is not None:
                     for r in bad:

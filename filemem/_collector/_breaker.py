@@ -50,6 +50,11 @@ class CircuitBreaker:
                 self._state = "half-open"
             return self._state
 
+    def state_nolock(self) -> BreakerState:
+        """The state last set, read without the lock (for a forked child, where
+        a parent thread may have held the lock at fork time)."""
+        return self._state
+
     def wait_s(self) -> float:
         """Seconds until a batch may be tried (0: now)."""
         with self._lock:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = ["DeadLetter", "append_dead_letters", "list_dead_letters", "replay_dea
 PREFIX: Final = "deadletter-"
 SUFFIX: Final = ".jsonl"
 LOCK_NAME: Final = "deadletter.lock"
+log = logging.getLogger("filemem.collector")
 PRIORITY_NAMES: Final = ("high", "normal", "low")
 
 
@@ -102,10 +104,19 @@ def append_dead_letters(engine: Engine, jid: str, letters: list[dict[str, Any]])
     data = "".join(json.dumps(x, separators=(",", ":")) + "\n" for x in letters).encode()
     with _locks.exclusive(os.path.join(directory, LOCK_NAME), engine.lock_timeout_s):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
             raise _fs.storage_error(exc, "open", path) from exc
         try:
+            try:
+                size = os.fstat(fd).st_size
+                torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            except OSError as exc:
+                raise _fs.storage_error(exc, "read", path) from exc
+            if torn:
+                # An earlier append was cut short (a crash, a full disk): end
+                # its torn line first, or this letter would be glued onto it.
+                data = b"\n" + data
             _fs.write_fd(fd, data, sync=engine.sync, path=path)
         finally:
             os.close(fd)
@@ -121,25 +132,42 @@ def _files(engine: Engine) -> list[str]:
     ]
 
 
-def _parse(path: str) -> list[dict[str, Any]]:
+_FIELDS: Final = frozenset({"journal", "id", "namespace", "key", "codec", "payload"})
+_LETTER_START: Final = b'{"journal":'
+
+
+def _letter_of(line: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and set(obj) >= _FIELDS else None
+
+
+def _parse(path: str) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The letters of ``path``, and the lines that are not letters (torn by a crashed append)."""
     out: list[dict[str, Any]] = []
+    bad: list[bytes] = []
     try:
         with open(path, "rb") as fh:
             lines = fh.read().split(b"\n")
     except FileNotFoundError:
-        return out
+        return out, bad
     except OSError as exc:
         raise _fs.storage_error(exc, "read", path) from exc
     for line in lines:
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue  # a torn last line of a crashed append
-        if isinstance(obj, dict) and {"journal", "id", "namespace", "key", "codec", "payload"} <= set(obj):
+        obj = _letter_of(line)
+        if obj is None:
+            # A torn line; an append made before torn lines were ended may
+            # have glued a complete letter onto it: salvage that one.
+            cut = line.rfind(_LETTER_START)
+            obj = _letter_of(line[cut:]) if cut > 0 else None
+            bad.append(line[:cut] if obj is not None else line)
+        if obj is not None:
             out.append(obj)
-    return out
+    return out, bad
 
 
 def _to_dead_letter(obj: dict[str, Any], path: str) -> DeadLetter:
@@ -164,7 +192,7 @@ def _to_dead_letter(obj: dict[str, Any], path: str) -> DeadLetter:
 
 def list_dead_letters(engine: Engine) -> list[DeadLetter]:
     """Every dead letter of the store, file by file, in the order written."""
-    return [_to_dead_letter(obj, path) for path in _files(engine) for obj in _parse(path)]
+    return [_to_dead_letter(obj, path) for path in _files(engine) for obj in _parse(path)[0]]
 
 
 def replay_dead_letters(engine: Engine) -> dict[str, int]:
@@ -173,6 +201,8 @@ def replay_dead_letters(engine: Engine) -> dict[str, int]:
     A letter whose key holds a record written after the letter was collected
     is *superseded* (not written: that would clobber a newer write). Letters
     that fail again stay in their file with the new error; the others leave it.
+    Lines that are not letters (torn by a crashed append) stay in the file too,
+    counted as ``failed``: a file is removed only when nothing in it is left.
     """
     counts = {"applied": 0, "superseded": 0, "failed": 0}
     directory = _dir(engine)
@@ -181,7 +211,11 @@ def replay_dead_letters(engine: Engine) -> dict[str, int]:
     with _locks.exclusive(os.path.join(directory, LOCK_NAME), engine.lock_timeout_s):
         for path in _files(engine):
             keep: list[dict[str, Any]] = []
-            for obj in _parse(path):
+            letters, bad = _parse(path)
+            if bad:
+                log.warning("%s: %d lines are not dead letters (torn writes?); kept in the file", path, len(bad))
+                counts["failed"] += len(bad)
+            for obj in letters:
                 try:
                     outcome = _replay_one(engine, obj)
                 except FileMemError as exc:
@@ -190,8 +224,9 @@ def replay_dead_letters(engine: Engine) -> dict[str, int]:
                     keep.append(obj)
                     outcome = "failed"
                 counts[outcome] += 1
-            if keep:
+            if keep or bad:
                 body = "".join(json.dumps(x, separators=(",", ":")) + "\n" for x in keep).encode()
+                body += b"".join(line + b"\n" for line in bad)
                 _fs.atomic_write(path, body, sync=engine.sync)
             else:
                 _fs.remove_quietly(path)

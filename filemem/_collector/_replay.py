@@ -31,6 +31,8 @@ from ._journal import JOURNAL_SUFFIX, JournalRecord, read_journal
 __all__ = ["check_journals", "recover_journals", "replay_journal"]
 
 _CHUNK = 500
+#: (namespace, key) -> (version, collected_at) of what one recovery put.
+_Mine = dict[tuple[tuple[str, ...], str], tuple[Any, float]]
 _PERMANENT = (InvalidValueError, InvalidKeyError)
 
 
@@ -59,6 +61,10 @@ def recover_journals(engine: Engine) -> dict[str, int]:
     if engine.readonly:
         return totals
     live: set[str] = set()
+    # What this recovery put, per key: (version, collected_at). Several dead
+    # journals may hold the same key: the record collected last must win,
+    # whichever journal is replayed first (each replayed put is stamped now).
+    mine: _Mine = {}
     for jid, path in _journals(engine):
         got = _locks.try_exclusive_existing(path)
         if got is None:
@@ -67,7 +73,7 @@ def recover_journals(engine: Engine) -> dict[str, int]:
         if not isinstance(got, _locks.Held):
             continue  # retired meanwhile
         try:
-            counts = replay_journal(engine, jid, path, got)
+            counts = replay_journal(engine, jid, path, got, mine)
         finally:
             got.release()
         totals["journals"] += 1
@@ -82,8 +88,13 @@ def recover_journals(engine: Engine) -> dict[str, int]:
     return totals
 
 
-def replay_journal(engine: Engine, jid: str, path: str, held: _locks.Held) -> dict[str, int]:
-    """Apply what journal ``jid`` (whose lock we hold) still owes, then retire it."""
+def replay_journal(engine: Engine, jid: str, path: str, held: _locks.Held, mine: _Mine | None = None) -> dict[str, int]:
+    """Apply what journal ``jid`` (whose lock we hold) still owes, then retire it.
+
+    ``mine`` holds what this recovery already put from other journals (see recover_journals).
+    """
+    if mine is None:
+        mine = {}
     records, _, _ = read_journal(path)
     applied, marker_time = read_marker(engine, jid)
     counts = {"applied": 0, "skipped": 0, "superseded": 0, "dead_letters": 0}
@@ -91,7 +102,7 @@ def replay_journal(engine: Engine, jid: str, path: str, held: _locks.Held) -> di
     counts["skipped"] = len(records) - len(todo)
     for i in range(0, len(todo), _CHUNK):
         chunk = todo[i : i + _CHUNK]
-        marker_time = _replay_chunk(engine, jid, chunk, applied, marker_time, counts)
+        marker_time = _replay_chunk(engine, jid, chunk, applied, marker_time, counts, mine)
     # Everything is applied (and the marker says so): the journal goes first,
     # then its marker; a crash between leaves an orphan marker that the next
     # recovery removes.
@@ -115,6 +126,7 @@ def _replay_chunk(
     applied: RangeSet,
     marker_time: float,
     counts: dict[str, int],
+    mine: _Mine,
 ) -> float:
     # Later records of one key supersede earlier ones of the same journal.
     last: dict[tuple[tuple[str, ...], str], JournalRecord] = {}
@@ -127,7 +139,7 @@ def _replay_chunk(
         superseded = 0
         for r in chosen:
             cur: dict[str, Any] | None = engine.read(r.namespace, r.key)
-            if cur is not None and cur["updated_at"] > max(marker_time, r.collected_at):
+            if cur is not None and _newer(cur, r, marker_time, mine.get((r.namespace, r.key))):
                 superseded += 1
                 continue
             value = get_codec(r.codec).decode(r.payload)
@@ -136,16 +148,19 @@ def _replay_chunk(
         done = RangeSet(applied.ranges)
         done.add_many(r.seq for r in chunk)
         try:
-            engine.apply([*ops, marker_op(jid, done)])
+            versions = engine.apply([*ops, marker_op(jid, done)])
         except ConflictError:
             continue  # another process wrote one of these keys meanwhile: read again
         except _PERMANENT:
             # One record the store refuses for good: apply them one at a
             # time, each with the marker, and dead-letter the refused ones.
-            used = _one_by_one(engine, jid, used, applied)
+            used = _one_by_one(engine, jid, used, applied, mine)
             done.add_many(r.seq for r in chunk)
             engine.apply([marker_op(jid, done)])
             counts["dead_letters"] += len(ops) - len(used)
+        else:
+            for r, version in zip(used, versions, strict=False):
+                mine[(r.namespace, r.key)] = (version, r.collected_at)
         applied.ranges = done.ranges
         counts["applied"] += len(used)
         counts["superseded"] += superseded + len(chunk) - len(chosen)
@@ -154,7 +169,18 @@ def _replay_chunk(
     raise ConflictError(f"journal {jid}: keys kept changing during replay; it stays for the next attempt")
 
 
-def _one_by_one(engine: Engine, jid: str, records: list[JournalRecord], applied: RangeSet) -> list[JournalRecord]:
+def _newer(cur: dict[str, Any], r: JournalRecord, marker_time: float, own: tuple[Any, float] | None) -> bool:
+    """Does the key's current record ``cur`` supersede journal record ``r``?"""
+    if own is not None and own[0] == cur["version"]:
+        # This recovery put it, from another dead journal (or an earlier
+        # chunk): stamped now, so compare when the two were collected.
+        return own[1] > r.collected_at
+    return bool(cur["updated_at"] > max(marker_time, r.collected_at))
+
+
+def _one_by_one(
+    engine: Engine, jid: str, records: list[JournalRecord], applied: RangeSet, mine: _Mine
+) -> list[JournalRecord]:
     """Apply records singly, each with the marker; dead-letter (then retire) those refused for good."""
     ok: list[JournalRecord] = []
     for r in records:
@@ -163,9 +189,10 @@ def _one_by_one(engine: Engine, jid: str, records: list[JournalRecord], applied:
         try:
             cur = engine.read(r.namespace, r.key)
             value = get_codec(r.codec).decode(r.payload)
-            engine.apply(
+            versions = engine.apply(
                 [Op(r.namespace, r.key, "put", value, if_version=cur["version"] if cur else 0), marker_op(jid, done)]
             )
+            mine[(r.namespace, r.key)] = (versions[0], r.collected_at)
             ok.append(r)
         except _PERMANENT as exc:
             bad = letter(
@@ -185,6 +212,7 @@ def check_journals(engine: Engine, fix: bool) -> list[Finding]:
     """
     findings: list[Finding] = []
     directory = journal_dir(engine)
+    mine: _Mine = {}  # shared by the journals replayed here (see recover_journals)
     for name in sorted(_fs.listdir(directory)):
         path = os.path.join(directory, name)
         if _fs.TEMP_MARK in name:
@@ -231,7 +259,7 @@ def check_journals(engine: Engine, fix: bool) -> list[Finding]:
             if fix and not engine.readonly:
                 jid = name[: -len(JOURNAL_SUFFIX)]
                 try:
-                    replay_journal(engine, jid, path, got)
+                    replay_journal(engine, jid, path, got, mine)
                     fixed = True
                 except FileMemError:
                     fixed = False

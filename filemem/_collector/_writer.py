@@ -100,7 +100,10 @@ class Collector(ApplyLoop):
         self._incoming: deque[Rec] = deque()
         self._ready: tuple[deque[Rec], deque[Rec], deque[Rec]] = (deque(), deque(), deque())
         self._jbatch_min = math.inf  # lowest id the journal thread holds
+        self._jgroup: deque[Rec] = deque()  # the group the journal thread holds
         self._inflight: list[Rec] = []  # the batch being applied
+        #: Records being dropped (on_full="drop_oldest") whose letter is not written yet: seq -> journaled.
+        self._dropping: dict[int, bool] = {}
         self._jwake = threading.Event()
         self._awake = threading.Event()
         self._stop = threading.Event()
@@ -172,12 +175,7 @@ class Collector(ApplyLoop):
             return await asyncio.to_thread(self._collect, namespace, key, value, priority, wait=True)
 
     def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, *, wait: bool) -> int:
-        if self._closed or self._fork != _fork_generation[0]:
-            raise StoreClosedError(
-                "collector is closed"
-                if self._closed
-                else "this collector belongs to the parent process: create a new one in the forked child"
-            )
+        self._check_usable()
         prio = _PRIO.get(prio_name) if isinstance(prio_name, str) else None
         if prio is None:
             raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}")
@@ -190,30 +188,76 @@ class Collector(ApplyLoop):
                 f"value encodes to {len(payload)} bytes; the limit is {self._engine.max_value_bytes}"
             )
         ts = time.time()
-        victim: Rec | None = None
-        with self._lock:
-            if self._queued >= self.config.max_queue:
-                victim = self._make_room(wait)
-            self._seq += 1
-            seq = self._seq
-            rec = Rec(seq, prio, ts, ns, key, payload)
-            self._queued += 1
-            if self._journal is not None:
-                self._incoming.append(rec)
-            else:
-                self._ready[prio].append(rec)
+        while True:
+            with self._lock:
+                self._check_usable()
+                victim = self._make_room(wait) if self._queued >= self.config.max_queue else None
+                if victim is None:
+                    self._seq += 1
+                    seq = self._seq
+                    rec = Rec(seq, prio, ts, ns, key, payload)
+                    self._queued += 1
+                    if self._journal is not None:
+                        self._incoming.append(rec)
+                    else:
+                        self._ready[prio].append(rec)
+                    break
+            # A record was pushed out to make room: its dead letter must be
+            # durable before its id is retired (or a crash in between loses it).
+            self._drop_durably(victim)
         if self._journal is not None:
             if not self._jwake.is_set():
                 self._jwake.set()
         elif not self._awake.is_set():
             self._awake.set()
-        if victim is not None:
-            try:
-                self._dead_letter([victim], "dropped", "queue full (on_full='drop_oldest')")
-            except FileMemError as exc:
-                # The new record is queued already; report, do not fail it.
-                self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
         return seq
+
+    def _check_usable(self) -> None:
+        if self._closed or self._fork != _fork_generation[0]:
+            raise StoreClosedError(
+                "collector is closed"
+                if self._closed
+                else "this collector belongs to the parent process: create a new one in the forked child"
+            )
+        if self._fatal is not None:
+            raise StoreClosedError(f"collector writer stopped: {self._fatal!r}")
+
+    def _drop_durably(self, victim: Rec) -> None:
+        """Write the dead letter of a record ``_drop_one`` took out of line, then retire it.
+
+        The victim still counts as queued (and flush waits for it) until its
+        letter is fsynced. If the letter cannot be written, the victim goes back
+        in line (nothing is lost) and QueueFullError says why.
+        """
+        try:
+            self._dead_letter([victim], "dropped", "queue full (on_full='drop_oldest')")
+        except FileMemError as exc:
+            with self._progress:
+                journaled = self._dropping.pop(victim.seq)
+                if journaled:
+                    self._ready[victim.prio].appendleft(victim)
+                else:
+                    self._incoming.appendleft(victim)
+                self._progress.notify_all()
+            self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
+            if journaled:
+                self._awake.set()
+            else:
+                self._jwake.set()
+            raise QueueFullError(
+                f"collector queue is full ({self.config.max_queue} records) and the dead letter of the record "
+                f"to drop could not be written ({exc}); it stays queued"
+            ) from exc
+        with self._progress:
+            journaled = self._dropping.pop(victim.seq)
+            if journaled and self._journal is not None:
+                # It is in the journal: retire it there, or a replay would
+                # bring back what we report as dropped. Only now, with its
+                # letter durable, may the marker name it.
+                self._retired.add_range(victim.seq, victim.seq)
+            self._queued -= 1
+            self._counts["dropped"] += 1
+            self._progress.notify_all()
 
     def _make_room(self, wait: bool) -> Rec | None:
         """With the lock held and the queue full: apply ``on_full``. Returns a dropped record."""
@@ -232,8 +276,7 @@ class Collector(ApplyLoop):
                     return victim
                 # Everything waiting is in the writers' hands (the group being
                 # journaled, the batch in flight): wait until some is droppable.
-            if self._closed:
-                raise StoreClosedError("collector is closed")
+            self._check_usable()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise QueueFullError(
@@ -243,21 +286,18 @@ class Collector(ApplyLoop):
         return None
 
     def _drop_one(self) -> Rec | None:
-        """With the lock held: take the oldest queued record of the lowest priority out of line."""
+        """With the lock held: take the oldest queued record of the lowest priority out of line.
+
+        It stays counted as queued, in ``_dropping``, until ``_drop_durably`` has written its letter.
+        """
         for q in reversed(self._ready):  # lowest priority first; oldest of it
             if q:
                 victim = q.popleft()
-                self._queued -= 1
-                self._counts["dropped"] += 1
-                if self._journal is not None:
-                    # It is in the journal: retire it there, or a replay
-                    # would bring back what we report as dropped.
-                    self._retired.add_range(victim.seq, victim.seq)
+                self._dropping[victim.seq] = True  # journaled: to retire once its letter is durable
                 return victim
         if self._incoming:
             victim = self._incoming.popleft()  # not journaled yet: nothing to retire
-            self._queued -= 1
-            self._counts["dropped"] += 1
+            self._dropping[victim.seq] = False
             return victim
         return None
 
@@ -272,6 +312,8 @@ class Collector(ApplyLoop):
                 low = min(low, q[0].seq)
         if self._inflight:
             low = min(low, self._inflight[0].seq)
+        if self._dropping:
+            low = min(low, *self._dropping)  # a drop whose letter is not durable yet
         return low
 
     def flush(self, timeout: float | None = None) -> None:
@@ -343,6 +385,13 @@ class Collector(ApplyLoop):
         left = [r for q in self._ready for r in q] + self._inflight
         if self._journal is not None:
             left = [r for r in left if r.seq in self._unjournaled]  # the journal holds the others
+            # A journal thread that died leaves records it never handed on:
+            # the group it held and what arrived since. (The group may have
+            # reached the journal too: then a replay finds it twice, and the
+            # letter's replay skips it as superseded. Better than losing it.)
+            with self._lock:
+                left += [*self._jgroup, *self._incoming]
+                self._jgroup, self._incoming = deque(), deque()
         if left:
             self._dead_letter(left, "unfinished", "collector closed before the store took it")
 
@@ -398,6 +447,7 @@ class Collector(ApplyLoop):
                 group, self._incoming = self._incoming, deque()
                 if group:
                     self._jbatch_min = group[0].seq
+                    self._jgroup = group
             if not group:
                 if self._stop.is_set():
                     return
@@ -427,6 +477,7 @@ class Collector(ApplyLoop):
                 for r in group:
                     self._ready[r.prio].append(r)
                 self._jbatch_min = math.inf
+                self._jgroup = deque()
                 if journaled:
                     self._counts["accepted"] += len(group)
                 else:
@@ -447,13 +498,23 @@ class Collector(ApplyLoop):
         >>> collector.stats()["queue_depth"]  # doctest: +SKIP
         0
         """
-        with self._lock:
+        if self._fork != _fork_generation[0]:
+            # A forked child: a parent thread may have held the lock at fork
+            # time (it would never be released here), and none of the
+            # collector's threads exist. Report without the lock.
             counts = dict(self._counts)
             depth = self._queued
-            heads = [q[0].ts for q in (self._incoming, *self._ready) if q]
-            heads += [self._inflight[0].ts] if self._inflight else []
+            heads: list[float] = []
             collected = self._seq
+        else:
+            with self._lock:
+                counts = dict(self._counts)
+                depth = self._queued
+                heads = [q[0].ts for q in (self._incoming, *self._ready) if q]
+                heads += [self._inflight[0].ts] if self._inflight else []
+                collected = self._seq
         lat = sorted(self._latency)
+        breaker = self.breaker.state if self._fork == _fork_generation[0] else self.breaker.state_nolock()
         if self._journal is None:
             counts["accepted"] = collected - counts["dropped"] if collected else 0
         return {
@@ -463,7 +524,7 @@ class Collector(ApplyLoop):
             "oldest_age_s": (time.time() - min(heads)) if heads else 0.0,
             "apply_p50_ms": _pct(lat, 0.50) * 1000,
             "apply_p99_ms": _pct(lat, 0.99) * 1000,
-            "breaker": self.breaker.state,
+            "breaker": breaker,
             "breaker_opened": self.breaker.opened_count,
             "last_error": self.last_error,
             "journal": self._journal.path if self._journal is not None else None,
@@ -477,14 +538,15 @@ class Collector(ApplyLoop):
         True
         """
         s = self.stats()
-        ok = s["breaker"] == "closed" and self._fatal is None and s["queue_depth"] < self.config.max_queue
+        alive = self._fatal is None and self._fork == _fork_generation[0]  # a forked child has no writer
+        ok = s["breaker"] == "closed" and alive and s["queue_depth"] < self.config.max_queue
         return {
             "ok": ok,
             "breaker": s["breaker"],
             "queue_depth": s["queue_depth"],
             "oldest_age_s": s["oldest_age_s"],
             "last_error": s["last_error"],
-            "writer_alive": self._fatal is None,
+            "writer_alive": alive,
         }
 
     def __repr__(self) -> str:
