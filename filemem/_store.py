@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -36,8 +37,8 @@ _HOT_MAX = 16384
 def _check_ttl(ttl: float | None) -> float | None:
     if ttl is None:
         return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise InvalidValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+        raise InvalidValueError(f"ttl must be a positive, finite number of seconds or None, not {ttl!r}")
     return float(ttl)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -178,9 +179,11 @@ def _parse(lines: Iterable[str]) -> Iterator[tuple[int, _Row]]:
             raise InvalidValueError(f"line {number}: not valid JSON ({exc})") from None
         if not isinstance(obj, dict):
             raise InvalidValueError(f"line {number}: expected a JSON object")
-        if "filemem_export" in obj:
+        if "filemem_export" in obj and not obj.keys() & {"namespace", "key", "value"}:
             version = obj["filemem_export"]
-            if not isinstance(version, int) or version > EXPORT_VERSION:
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise InvalidValueError(f"line {number}: export format {version!r} is not a valid format version")
+            if version > EXPORT_VERSION:
                 raise InvalidValueError(f"line {number}: export format {version!r} is newer than this filemem reads")
             continue
         ns, key = obj.get("namespace"), obj.get("key")
@@ -193,8 +196,10 @@ def _parse(lines: Iterable[str]) -> Iterator[tuple[int, _Row]]:
         if "value" not in obj:
             raise InvalidValueError(f"line {number}: no 'value'")
         expires = obj.get("expires_at")
-        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float))):
-            raise InvalidValueError(f"line {number}: 'expires_at' must be a number of seconds since the epoch")
+        if expires is not None and (
+            isinstance(expires, bool) or not isinstance(expires, (int, float)) or not math.isfinite(expires)
+        ):
+            raise InvalidValueError(f"line {number}: 'expires_at' must be a finite number of seconds since the epoch")
         try:
             value = from_json_value(obj["value"])
         except InvalidValueError as exc:

@@ -150,3 +150,30 @@ def test_check_leaves_a_live_writers_intent_temp_alone(store_path: str) -> None:
         assert store.check(fix=True) == []
         assert os.path.exists(live)
         os.unlink(live)
+
+
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+def test_import_refuses_an_infinite_expiry_up_front_and_writes_nothing(tmp_path: Path, codec: str) -> None:
+    """Review C, finding 1: `Infinity` as expires_at passed validation, then failed mid-import (or was stored)."""
+    lines = [f'{{"namespace": ["ns"], "key": "k{i}", "value": {i}}}' for i in range(5)]
+    lines.append('{"namespace": ["ns"], "key": "bad", "value": 1, "expires_at": Infinity}')
+    with filemem.Store(str(tmp_path / "s"), codec=codec) as store:
+        for dry_run in (True, False):
+            with pytest.raises(filemem.InvalidValueError, match="line 6"):
+                admin.import_records(store, lines, batch_size=2, dry_run=dry_run)
+        assert store.list_namespaces() == []
+        with pytest.raises(filemem.InvalidValueError, match="finite"):
+            store.put("ns", "k", 1, ttl=float("inf"))
+
+
+def test_import_takes_a_record_carrying_a_filemem_export_field_as_data(tmp_path: Path) -> None:
+    """Review C, finding 10: any object with a 'filemem_export' field was skipped as a header."""
+    lines = [
+        '{"filemem_export": 1, "codec": "json"}',
+        '{"namespace": ["ns"], "key": "z", "value": {"filemem_export": 3}, "filemem_export": 3}',
+    ]
+    with filemem.Store(str(tmp_path / "s")) as store:
+        assert admin.import_records(store, lines).imported == 1
+        assert store.get("ns", "z") == {"filemem_export": 3}
+        with pytest.raises(filemem.InvalidValueError, match="export format"):
+            admin.import_records(store, ['{"filemem_export": 0}'])
