@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -127,9 +128,10 @@ def _named(sources: Sequence[Any]) -> list[tuple[str, Callable[[str, int], Any],
     return out
 
 
-def _snippets(name: str, raw: Any) -> list[Snippet]:
+def _snippets(name: str, raw: Any, k: int) -> list[Snippet]:
     out = []
-    for n, x in enumerate(raw or ()):
+    # Only the first k count (per_source): a source returning thousands must not make the dedupe quadratic.
+    for n, x in enumerate(itertools.islice(raw or (), k)):
         if isinstance(x, Snippet):
             out.append(Snippet(name, x.text, float(x.score), x.ref, x.meta))
         elif isinstance(x, str):
@@ -234,7 +236,7 @@ def recall_context(
             raw = fetch(query, per_source)
             if inspect.isawaitable(raw):
                 raw = asyncio.run(_await(raw))
-            got, err = _snippets(name, raw), None
+            got, err = _snippets(name, raw, per_source), None
         except Exception as exc:  # a failing source is reported, never raised
             got, err = [], _describe(exc)
         with done:
@@ -312,7 +314,7 @@ async def arecall_context(
 
             threading.Thread(target=work, name=f"filemem-context-{name}", daemon=True).start()
             raw = await fut
-        return _snippets(name, raw)
+        return _snippets(name, raw, per_source)
 
     tasks = {name: asyncio.ensure_future(one(name, fetch)) for name, fetch, _ in named}
     if tasks:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 import filemem
-from filemem.memory import AsyncWorklog, Worklog
+from filemem.memory import AsyncWorklog, Source, Worklog, recall_context
 
 
 def test_worklog_append_when_closed_raises_before_writing(mstore: filemem.Store) -> None:
@@ -44,3 +45,13 @@ def test_async_worklog_append_when_closed_raises_before_writing(store_path: str)
             assert await log.count("s") == 0
 
     asyncio.run(main())
+
+
+def test_recall_context_keeps_per_source_items_only() -> None:
+    def many(q: str, k: int) -> list[str]:
+        return [f"item {i} word{i} other{i * 7}" for i in range(3000)]
+
+    t = time.monotonic()
+    ctx = recall_context("q", [Source("many", many)], timeout_s=0.5, per_source=8, budget_chars=200)
+    assert time.monotonic() - t < 2.0
+    assert len(ctx.snippets) + ctx.dropped + ctx.duplicates == 8
