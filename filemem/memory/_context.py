@@ -257,7 +257,7 @@ def recall_context(
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            done.wait(left)
+            done.wait(min(left, threading.TIMEOUT_MAX))  # a huge timeout_s must not overflow the wait
         for name in sorted(pending):
             failed[name] = f"timed out after {timeout_s:g}s"
         pending.clear()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import filemem
-from filemem.memory import AsyncWorklog, Source, Worklog, recall_context
+from filemem.memory import AsyncWorklog, Source, Worklog, arecall_context, recall_context
 
 
 def test_worklog_append_when_closed_raises_before_writing(mstore: filemem.Store) -> None:
@@ -55,3 +55,16 @@ def test_recall_context_keeps_per_source_items_only() -> None:
     ctx = recall_context("q", [Source("many", many)], timeout_s=0.5, per_source=8, budget_chars=200)
     assert time.monotonic() - t < 2.0
     assert len(ctx.snippets) + ctx.dropped + ctx.duplicates == 8
+
+
+def test_recall_context_huge_timeout() -> None:
+    def slow(q: str, k: int) -> list[str]:
+        time.sleep(0.1)
+        return ["x"]
+
+    assert recall_context("q", [Source("slow", slow)], timeout_s=1e10).text == "[slow] x"
+
+    async def main() -> str:
+        return (await arecall_context("q", [Source("slow", slow)], timeout_s=1e10)).text
+
+    assert asyncio.run(main()) == "[slow] x"
