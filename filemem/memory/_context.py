@@ -38,6 +38,7 @@ from ._text import jaccard, normalise_text, text_of, tokens
 __all__ = ["Context", "Source", "arecall_context", "recall_context"]
 
 _DEDUPE_JACCARD: Final = 0.9
+_CANCEL_GRACE_S: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,8 @@ async def arecall_context(
 
     A source whose ``context``/``fetch`` is a plain function (a sync kind) runs
     in a daemon thread so it cannot stall the loop; one that misses the
-    deadline is cancelled (a task) or abandoned (a thread) and named in ``failed``.
+    deadline is cancelled (a task; one slow to unwind is left to finish on its own)
+    or abandoned (a thread) and named in ``failed``.
 
     Example::
 
@@ -332,9 +334,19 @@ async def arecall_context(
         else:
             results[name] = task.result()
     pending = [t for t in tasks.values() if not t.done()]
-    if pending:  # let the cancellations land so no task outlives the call
-        await asyncio.gather(*pending, return_exceptions=True)
+    if pending:
+        # Give the cancellations a moment to land; a source with slow cancellation cleanup is
+        # abandoned (already named in failed) rather than holding the call past its deadline.
+        await asyncio.wait(pending, timeout=_CANCEL_GRACE_S)
+        for t in pending:
+            t.add_done_callback(_consume)
     return assemble(query, [n for n, _, _ in named], {n: w for n, _, w in named}, results, failed, budget_chars)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # An abandoned task's outcome is not wanted: retrieve it so asyncio does not log it as never retrieved.
+    if not task.cancelled():
+        task.exception()
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

@@ -68,3 +68,22 @@ def test_recall_context_huge_timeout() -> None:
         return (await arecall_context("q", [Source("slow", slow)], timeout_s=1e10)).text
 
     assert asyncio.run(main()) == "[slow] x"
+
+
+def test_arecall_context_does_not_wait_for_slow_cancellation() -> None:
+    async def stubborn(q: str, k: int) -> list[str]:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(1.5)  # e.g. closing an http client
+            raise
+        return []
+
+    async def main() -> None:
+        t = time.monotonic()
+        sources = [Source("fast", lambda q, k: ["a"]), Source("stubborn", stubborn)]
+        ctx = await arecall_context("q", sources, timeout_s=0.2)
+        assert time.monotonic() - t < 1.0
+        assert "stubborn" in ctx.failed and ctx.text == "[fast] a"
+
+    asyncio.run(main())
