@@ -13,6 +13,7 @@ from typing import Any, Final
 from .._errors import InvalidValueError
 from .._names import normalize_namespace
 from .._types import NamespaceLike
+from ._text import normalise_text
 
 __all__ = ["Snippet", "check_number", "check_positive_int", "check_text", "id_time", "namespace", "new_id"]
 
@@ -61,6 +62,17 @@ def check_text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidValueError(f"{name} must be a non-empty string, not {value!r}")
     return value
+
+
+def check_identity(name: str, value: object) -> str:
+    """``value`` if it is a string whose normalised text is not empty, else ``InvalidValueError``.
+
+    Texts that normalise to "" (only punctuation: "...", "???") would all share one key.
+    """
+    text = check_text(name, value)
+    if not normalise_text(text):
+        raise InvalidValueError(f"{name} must have some text besides punctuation, not {value!r}")
+    return text
 
 
 def check_number(name: str, value: object, lo: float | None = None, hi: float | None = None) -> float:

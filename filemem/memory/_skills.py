@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
-from ._common import Snippet, check_number, check_positive_int, check_text, namespace
+from ._common import Snippet, check_identity, check_number, check_positive_int, check_text, namespace
 from ._core import Face, async_op, sync_op
 from ._steps import Call, Plan, SearchCall
 from ._text import normalise_text, slug, stable_key
@@ -73,6 +73,10 @@ class Skill:
         return f"skill {self.name}: {steps} (used {self.uses}x, {self.success_rate:.0%} success)"
 
 
+def _key(name: str) -> str:
+    return slug(name) + "-" + stable_key(normalise_text(name))[:12]
+
+
 def _empty(name: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -121,8 +125,8 @@ class SkillsCore:
 
     @staticmethod
     def key_of(name: str) -> str:
-        """Record key: readable slug + hash of the normalised name (any name is a valid key)."""
-        return slug(name) + "-" + stable_key(normalise_text(name))[:12]
+        """Record key: readable slug + hash of the normalised name (``InvalidValueError`` if that is empty)."""
+        return _key(check_identity("name", name))
 
     def add(
         self, name: str, steps: Sequence[Any], preconditions: Sequence[Any] = (), description: str = ""
@@ -173,7 +177,7 @@ class SkillsCore:
     def context(self, query: str, k: int = 3) -> Plan[list[Snippet]]:
         """Snippets for :func:`~filemem.memory.recall_context`."""
         found = yield from self.best_for(query, k)
-        return [Snippet("skills", s.text(), s.score, f"{'/'.join(self.ns)}/{self.key_of(s.name)}", s) for s in found]
+        return [Snippet("skills", s.text(), s.score, f"{'/'.join(self.ns)}/{_key(s.name)}", s) for s in found]
 
 
 class Skills(Face[SkillsCore]):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import filemem
-from filemem.memory import AsyncWorklog, Source, Worklog, arecall_context, recall_context
+from filemem.memory import AsyncWorklog, Semantic, Skills, Source, Worklog, arecall_context, recall_context
 
 
 def test_worklog_append_when_closed_raises_before_writing(mstore: filemem.Store) -> None:
@@ -87,3 +87,14 @@ def test_arecall_context_does_not_wait_for_slow_cancellation() -> None:
         assert "stubborn" in ctx.failed and ctx.text == "[fast] a"
 
     asyncio.run(main())
+
+
+def test_punctuation_only_texts_are_refused(mstore: filemem.Store) -> None:
+    facts = Semantic(mstore)
+    skills = Skills(mstore)
+    for text in ("...", "???", " !! "):
+        with pytest.raises(filemem.InvalidValueError):
+            facts.learn(text, 0.5)
+        with pytest.raises(filemem.InvalidValueError):
+            skills.add(text, ["step"])
+    assert facts.learn("The sky is blue.", 0.5).evidence == 1
