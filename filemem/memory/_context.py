@@ -118,13 +118,15 @@ def _as_source(src: Any, i: int) -> tuple[str, Callable[[str, int], Any], float]
 
 
 def _named(sources: Sequence[Any]) -> list[tuple[str, Callable[[str, int], Any], float]]:
+    got = [_as_source(src, i) for i, src in enumerate(sources)]
     out = []
-    seen: dict[str, int] = {}
-    for i, src in enumerate(sources):
-        name, fetch, weight = _as_source(src, i)
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name}#{seen[name]}"
+    used: set[str] = set()
+    for base, fetch, weight in got:
+        name, n = base, 1
+        while name in used:  # a renamed "facts#2" must not clash with one named so explicitly
+            n += 1
+            name = f"{base}#{n}"
+        used.add(name)
         out.append((name, fetch, weight))
     return out
 

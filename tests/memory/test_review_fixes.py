@@ -98,3 +98,11 @@ def test_punctuation_only_texts_are_refused(mstore: filemem.Store) -> None:
         with pytest.raises(filemem.InvalidValueError):
             skills.add(text, ["step"])
     assert facts.learn("The sky is blue.", 0.5).evidence == 1
+
+
+def test_context_source_names_never_collide() -> None:
+    sources = [Source("facts", lambda q, k: ["one"]), Source("facts", lambda q, k: ["two"])]
+    sources.append(Source("facts#2", lambda q, k: ["three"]))
+    ctx = recall_context("q", sources, timeout_s=2.0)
+    assert sorted(s.text for s in ctx.snippets) == ["one", "three", "two"]
+    assert len({s.source for s in ctx.snippets}) == 3
