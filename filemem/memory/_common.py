@@ -57,6 +57,10 @@ def id_time(key: str) -> float | None:
         return None
 
 
+MAX_DURATION_S: Final = 1e9
+"""The largest ``duration_s`` accepted (about 31 years): sums of durations stay finite."""
+
+
 def check_text(name: str, value: object) -> str:
     """``value`` if it is a non-empty string, else ``InvalidValueError``."""
     if not isinstance(value, str) or not value.strip():

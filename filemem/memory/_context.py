@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import inspect
 import itertools
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -108,7 +109,10 @@ class Context:
 
 def _as_source(src: Any, i: int) -> tuple[str, Callable[[str, int], Any], float]:
     if isinstance(src, Source):
-        return src.name, src.fetch, float(src.weight)
+        weight = _finite(f"weight of source {src.name!r}", src.weight)
+        if weight < 0:
+            raise InvalidValueError(f"weight of source {src.name!r} must be >= 0, not {src.weight!r}")
+        return src.name, src.fetch, weight
     fetch = getattr(src, "context", None)
     if callable(fetch):
         return str(getattr(src, "name", None) or type(src).__name__), fetch, 1.0
@@ -131,16 +135,31 @@ def _named(sources: Sequence[Any]) -> list[tuple[str, Callable[[str, int], Any],
     return out
 
 
+def _finite(what: str, value: Any) -> float:
+    # NaN or infinite scores and weights would make the ranking arbitrary.
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v):
+        raise InvalidValueError(f"{what} must be a finite number, not {value!r}")
+    return v
+
+
+def _score(name: str, score: Any) -> float:
+    return _finite(f"score from source {name!r}", score)  # refused: the source is reported as failed
+
+
 def _snippets(name: str, raw: Any, k: int) -> list[Snippet]:
     out = []
     # Only the first k count (per_source): a source returning thousands must not make the dedupe quadratic.
     for n, x in enumerate(itertools.islice(raw or (), k)):
         if isinstance(x, Snippet):
-            out.append(Snippet(name, x.text, float(x.score), x.ref, x.meta))
+            out.append(Snippet(name, x.text, _score(name, x.score), x.ref, x.meta))
         elif isinstance(x, str):
             out.append(Snippet(name, x, 1.0 / (n + 1)))
         elif isinstance(x, tuple) and len(x) == 2:
-            out.append(Snippet(name, str(x[0]), float(x[1])))
+            out.append(Snippet(name, str(x[0]), _score(name, x[1])))
         else:
             raise InvalidValueError(
                 f"source {name!r} returned {type(x).__name__}; expected Snippet, str or (text, score)"

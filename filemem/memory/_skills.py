@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
-from ._common import Snippet, check_identity, check_number, check_positive_int, check_text, namespace
+from ._common import MAX_DURATION_S, Snippet, check_identity, check_number, check_positive_int, check_text, namespace
 from ._core import Face, async_op, sync_op
 from ._steps import Call, Plan, SearchCall
 from ._text import normalise_text, slug, stable_key
@@ -147,7 +147,7 @@ class SkillsCore:
         check_text("name", name)
         if not isinstance(success, bool):
             raise InvalidValueError(f"success must be a bool, not {success!r}")
-        d = check_number("duration_s", duration_s, 0.0)
+        d = check_number("duration_s", duration_s, 0.0, MAX_DURATION_S)
         value = yield Call("update", (self.ns, self.key_of(name), use(name, success, d, time.time())))
         return Skill.of(value)
 

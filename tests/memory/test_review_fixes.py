@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
 import pytest
 
 import filemem
-from filemem.memory import AsyncWorklog, Semantic, Skills, Source, Worklog, arecall_context, recall_context
+from filemem.memory import AsyncWorklog, Semantic, Sites, Skills, Source, Worklog, arecall_context, recall_context
 
 
 def test_worklog_append_when_closed_raises_before_writing(mstore: filemem.Store) -> None:
@@ -106,3 +107,21 @@ def test_context_source_names_never_collide() -> None:
     ctx = recall_context("q", sources, timeout_s=2.0)
     assert sorted(s.text for s in ctx.snippets) == ["one", "three", "two"]
     assert len({s.source for s in ctx.snippets}) == 3
+
+
+def test_non_finite_weights_scores_and_durations_are_refused(mstore: filemem.Store) -> None:
+    with pytest.raises(filemem.InvalidValueError):
+        recall_context("q", [Source("b", lambda q, k: ["beta"], weight=float("nan"))])
+    with pytest.raises(filemem.InvalidValueError):
+        recall_context("q", [Source("b", lambda q, k: ["beta"], weight=-1.0)])
+    ctx = recall_context("q", [Source("a", lambda q, k: ["alpha"]), Source("b", lambda q, k: [("beta", math.nan)])])
+    assert "b" in ctx.failed and ctx.text == "[a] alpha"
+    skills = Skills(mstore)
+    skills.add("deploy", ["push"])
+    sites = Sites(mstore)
+    for d in (1e308, math.inf, math.nan):
+        with pytest.raises(filemem.InvalidValueError):
+            skills.record_use("deploy", True, d)
+        with pytest.raises(filemem.InvalidValueError):
+            sites.record_visit("https://example.com/", d)
+    assert skills.get("deploy").uses == 0  # type: ignore[union-attr]
