@@ -7,6 +7,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -77,6 +78,16 @@ def check_identity(name: str, value: object) -> str:
     if not normalise_text(text):
         raise InvalidValueError(f"{name} must have some text besides punctuation, not {value!r}")
     return text
+
+
+def check_items(name: str, value: object) -> list[Any]:
+    """``value`` as a list if it is an iterable of items (not a str, bytes or mapping), else ``InvalidValueError``.
+
+    ``list("open the page")`` would silently store one item per character.
+    """
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidValueError(f"{name} must be a sequence of items (e.g. a list of str), not {value!r}")
+    return list(value)
 
 
 def check_number(name: str, value: object, lo: float | None = None, hi: float | None = None) -> float:

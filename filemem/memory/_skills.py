@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
-from ._common import MAX_DURATION_S, Snippet, check_identity, check_number, check_positive_int, check_text, namespace
+from ._common import (
+    MAX_DURATION_S,
+    Snippet,
+    check_identity,
+    check_items,
+    check_number,
+    check_positive_int,
+    check_text,
+    namespace,
+)
 from ._core import Face, async_op, sync_op
 from ._steps import Call, Plan, SearchCall
 from ._text import normalise_text, slug, stable_key
@@ -133,13 +142,11 @@ class SkillsCore:
     ) -> Plan[Skill]:
         """Define (or redefine) a skill; its usage figures are kept."""
         check_text("name", name)
-        if isinstance(steps, str) or isinstance(preconditions, str):
-            raise InvalidValueError("steps and preconditions must be sequences (a list of strings), not a str")
+        steps_l = check_items("steps", steps)
+        pre_l = check_items("preconditions", preconditions)
         if not isinstance(description, str):
             raise InvalidValueError("description must be a str")
-        value = yield Call(
-            "update", (self.ns, self.key_of(name), define(name, list(steps), list(preconditions), description))
-        )
+        value = yield Call("update", (self.ns, self.key_of(name), define(name, steps_l, pre_l, description)))
         return Skill.of(value)
 
     def record_use(self, name: str, success: bool, duration_s: float) -> Plan[Skill]:

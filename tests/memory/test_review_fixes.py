@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 
 import filemem
-from filemem.memory import AsyncWorklog, Semantic, Sites, Skills, Source, Worklog, arecall_context, recall_context
+from filemem.memory import (
+    AsyncWorklog,
+    Episodic,
+    Semantic,
+    Sites,
+    Skills,
+    Source,
+    Worklog,
+    arecall_context,
+    recall_context,
+)
 
 
 def test_worklog_append_when_closed_raises_before_writing(mstore: filemem.Store) -> None:
@@ -125,3 +135,19 @@ def test_non_finite_weights_scores_and_durations_are_refused(mstore: filemem.Sto
         with pytest.raises(filemem.InvalidValueError):
             sites.record_visit("https://example.com/", d)
     assert skills.get("deploy").uses == 0  # type: ignore[union-attr]
+
+
+def test_bad_actions_steps_and_ids_are_refused(mstore: filemem.Store) -> None:
+    ep = Episodic(mstore)
+    for bad in ("open the page", None, 3, {"a": 1}):
+        with pytest.raises(filemem.InvalidValueError):
+            ep.record("t", bad, "ok", True)  # type: ignore[arg-type]
+    assert ep.recent() == []
+    with pytest.raises(filemem.InvalidValueError):
+        ep.get(123)  # type: ignore[arg-type]
+    assert ep.get(ep.record("t", ("open", "submit"), "ok", True)).actions == ["open", "submit"]  # type: ignore[union-attr]
+    skills = Skills(mstore)
+    for steps, pre in ((None, ()), ("push", ()), (["push"], None), (["push"], "logged in")):
+        with pytest.raises(filemem.InvalidValueError):
+            skills.add("deploy", steps, pre)  # type: ignore[arg-type]
+    assert skills.get("deploy") is None
