@@ -13,6 +13,7 @@ import filemem
 from filemem.memory import (
     AsyncWorklog,
     Episodic,
+    GenerationCache,
     Semantic,
     Sites,
     Skills,
@@ -151,3 +152,28 @@ def test_bad_actions_steps_and_ids_are_refused(mstore: filemem.Store) -> None:
         with pytest.raises(filemem.InvalidValueError):
             skills.add("deploy", steps, pre)  # type: ignore[arg-type]
     assert skills.get("deploy") is None
+
+
+def test_gencache_invalidate_keeps_entries_rewritten_after_the_scan(mstore: filemem.Store) -> None:
+    other = GenerationCache(mstore)
+
+    class Racy:  # another writer lands between the scan and the deletes
+        def __init__(self, s: filemem.Store) -> None:
+            self.s = s
+
+        def __getattr__(self, n: str) -> Any:
+            return getattr(self.s, n)
+
+        def items(self, ns: Any) -> Any:
+            got = self.s.items(ns)
+            other.put("m", "Price of tea?", "$4 (fresh)")
+            assert other.invalidate(prefix="Price of milk") == 1  # another invalidator got there first
+            return got
+
+    c = GenerationCache(mstore)
+    c.put("m", "Price of tea?", "$3", tags=["prices"])
+    c.put("m", "Price of milk?", "$1", tags=["prices"])
+    c.put("m", "Price of jam?", "$2", tags=["prices"])
+    assert GenerationCache(Racy(mstore)).invalidate(tag="prices") == 1  # type: ignore[arg-type]
+    assert c.get("m", "Price of tea?") == "$4 (fresh)"
+    assert c.get("m", "Price of jam?") is None
