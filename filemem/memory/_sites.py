@@ -92,7 +92,8 @@ def normalise_url(url: str) -> tuple[str, str]:
     if not parts.scheme or not host:
         raise InvalidValueError(f"not an absolute URL (scheme://host/...): {url!r}")
     scheme = parts.scheme.lower()
-    netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
+    netloc = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    netloc = netloc if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{netloc}:{port}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")), host
 
 

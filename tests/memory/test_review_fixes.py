@@ -20,8 +20,10 @@ from filemem.memory import (
     Source,
     Worklog,
     arecall_context,
+    extractive_summary,
     recall_context,
 )
+from filemem.memory._sites import normalise_url
 
 
 def test_worklog_append_when_closed_raises_before_writing(mstore: filemem.Store) -> None:
@@ -177,3 +179,20 @@ def test_gencache_invalidate_keeps_entries_rewritten_after_the_scan(mstore: file
     assert GenerationCache(Racy(mstore)).invalidate(tag="prices") == 1  # type: ignore[arg-type]
     assert c.get("m", "Price of tea?") == "$4 (fresh)"
     assert c.get("m", "Price of jam?") is None
+
+
+def test_normalise_url_keeps_ipv6_brackets() -> None:
+    assert normalise_url("http://[::1]:8080/a") == ("http://[::1]:8080/a", "::1")
+    assert normalise_url("HTTPS://[FE80::1]:443") == ("https://[fe80::1]/", "fe80::1")
+    url, _ = normalise_url("http://[::1]:8080/a")
+    assert normalise_url(url)[0] == url
+
+
+def test_extractive_summary_keeps_first_and_last_openings() -> None:
+    first = "Started the export of the quarterly report for finance."
+    last = "Finished: export uploaded to the shared drive after retries."
+    out = extractive_summary([first, "middle step.", last], max_chars=80)
+    assert len(out) <= 80
+    assert out.startswith(first[:20]) and last[:20] in out
+    out = extractive_summary(["Opened the page.", "x y z.", "\nLogged in at last."], max_chars=40)
+    assert "Logged in at last." in out
