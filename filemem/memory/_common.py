@@ -7,12 +7,14 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from .._errors import InvalidValueError
 from .._names import normalize_namespace
 from .._types import NamespaceLike
+from ._text import normalise_text
 
 __all__ = ["Snippet", "check_number", "check_positive_int", "check_text", "id_time", "namespace", "new_id"]
 
@@ -56,11 +58,36 @@ def id_time(key: str) -> float | None:
         return None
 
 
+MAX_DURATION_S: Final = 1e9
+"""The largest ``duration_s`` accepted (about 31 years): sums of durations stay finite."""
+
+
 def check_text(name: str, value: object) -> str:
     """``value`` if it is a non-empty string, else ``InvalidValueError``."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidValueError(f"{name} must be a non-empty string, not {value!r}")
     return value
+
+
+def check_identity(name: str, value: object) -> str:
+    """``value`` if it is a string whose normalised text is not empty, else ``InvalidValueError``.
+
+    Texts that normalise to "" (only punctuation: "...", "???") would all share one key.
+    """
+    text = check_text(name, value)
+    if not normalise_text(text):
+        raise InvalidValueError(f"{name} must have some text besides punctuation, not {value!r}")
+    return text
+
+
+def check_items(name: str, value: object) -> list[Any]:
+    """``value`` as a list if it is an iterable of items (not a str, bytes or mapping), else ``InvalidValueError``.
+
+    ``list("open the page")`` would silently store one item per character.
+    """
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidValueError(f"{name} must be a sequence of items (e.g. a list of str), not {value!r}")
+    return list(value)
 
 
 def check_number(name: str, value: object, lo: float | None = None, hi: float | None = None) -> float:

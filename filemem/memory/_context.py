@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +39,7 @@ from ._text import jaccard, normalise_text, text_of, tokens
 __all__ = ["Context", "Source", "arecall_context", "recall_context"]
 
 _DEDUPE_JACCARD: Final = 0.9
+_CANCEL_GRACE_S: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,10 @@ class Context:
 
 def _as_source(src: Any, i: int) -> tuple[str, Callable[[str, int], Any], float]:
     if isinstance(src, Source):
-        return src.name, src.fetch, float(src.weight)
+        weight = _finite(f"weight of source {src.name!r}", src.weight)
+        if weight < 0:
+            raise InvalidValueError(f"weight of source {src.name!r} must be >= 0, not {src.weight!r}")
+        return src.name, src.fetch, weight
     fetch = getattr(src, "context", None)
     if callable(fetch):
         return str(getattr(src, "name", None) or type(src).__name__), fetch, 1.0
@@ -116,26 +122,44 @@ def _as_source(src: Any, i: int) -> tuple[str, Callable[[str, int], Any], float]
 
 
 def _named(sources: Sequence[Any]) -> list[tuple[str, Callable[[str, int], Any], float]]:
+    got = [_as_source(src, i) for i, src in enumerate(sources)]
     out = []
-    seen: dict[str, int] = {}
-    for i, src in enumerate(sources):
-        name, fetch, weight = _as_source(src, i)
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name}#{seen[name]}"
+    used: set[str] = set()
+    for base, fetch, weight in got:
+        name, n = base, 1
+        while name in used:  # a renamed "facts#2" must not clash with one named so explicitly
+            n += 1
+            name = f"{base}#{n}"
+        used.add(name)
         out.append((name, fetch, weight))
     return out
 
 
-def _snippets(name: str, raw: Any) -> list[Snippet]:
+def _finite(what: str, value: Any) -> float:
+    # NaN or infinite scores and weights would make the ranking arbitrary.
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v):
+        raise InvalidValueError(f"{what} must be a finite number, not {value!r}")
+    return v
+
+
+def _score(name: str, score: Any) -> float:
+    return _finite(f"score from source {name!r}", score)  # refused: the source is reported as failed
+
+
+def _snippets(name: str, raw: Any, k: int) -> list[Snippet]:
     out = []
-    for n, x in enumerate(raw or ()):
+    # Only the first k count (per_source): a source returning thousands must not make the dedupe quadratic.
+    for n, x in enumerate(itertools.islice(raw or (), k)):
         if isinstance(x, Snippet):
-            out.append(Snippet(name, x.text, float(x.score), x.ref, x.meta))
+            out.append(Snippet(name, x.text, _score(name, x.score), x.ref, x.meta))
         elif isinstance(x, str):
             out.append(Snippet(name, x, 1.0 / (n + 1)))
         elif isinstance(x, tuple) and len(x) == 2:
-            out.append(Snippet(name, str(x[0]), float(x[1])))
+            out.append(Snippet(name, str(x[0]), _score(name, x[1])))
         else:
             raise InvalidValueError(
                 f"source {name!r} returned {type(x).__name__}; expected Snippet, str or (text, score)"
@@ -234,7 +258,7 @@ def recall_context(
             raw = fetch(query, per_source)
             if inspect.isawaitable(raw):
                 raw = asyncio.run(_await(raw))
-            got, err = _snippets(name, raw), None
+            got, err = _snippets(name, raw, per_source), None
         except Exception as exc:  # a failing source is reported, never raised
             got, err = [], _describe(exc)
         with done:
@@ -255,7 +279,7 @@ def recall_context(
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            done.wait(left)
+            done.wait(min(left, threading.TIMEOUT_MAX))  # a huge timeout_s must not overflow the wait
         for name in sorted(pending):
             failed[name] = f"timed out after {timeout_s:g}s"
         pending.clear()
@@ -281,7 +305,8 @@ async def arecall_context(
 
     A source whose ``context``/``fetch`` is a plain function (a sync kind) runs
     in a daemon thread so it cannot stall the loop; one that misses the
-    deadline is cancelled (a task) or abandoned (a thread) and named in ``failed``.
+    deadline is cancelled (a task; one slow to unwind is left to finish on its own)
+    or abandoned (a thread) and named in ``failed``.
 
     Example::
 
@@ -312,7 +337,7 @@ async def arecall_context(
 
             threading.Thread(target=work, name=f"filemem-context-{name}", daemon=True).start()
             raw = await fut
-        return _snippets(name, raw)
+        return _snippets(name, raw, per_source)
 
     tasks = {name: asyncio.ensure_future(one(name, fetch)) for name, fetch, _ in named}
     if tasks:
@@ -330,9 +355,19 @@ async def arecall_context(
         else:
             results[name] = task.result()
     pending = [t for t in tasks.values() if not t.done()]
-    if pending:  # let the cancellations land so no task outlives the call
-        await asyncio.gather(*pending, return_exceptions=True)
+    if pending:
+        # Give the cancellations a moment to land; a source with slow cancellation cleanup is
+        # abandoned (already named in failed) rather than holding the call past its deadline.
+        await asyncio.wait(pending, timeout=_CANCEL_GRACE_S)
+        for t in pending:
+            t.add_done_callback(_consume)
     return assemble(query, [n for n, _, _ in named], {n: w for n, _, w in named}, results, failed, budget_chars)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # An abandoned task's outcome is not wanted: retrieve it so asyncio does not log it as never retrieved.
+    if not task.cancelled():
+        task.exception()
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
-from ._common import Snippet, check_positive_int, check_text, id_time, namespace, new_id
+from ._common import Snippet, check_items, check_positive_int, check_text, id_time, namespace, new_id
 from ._core import Face, async_op, items_plan, list_plan, run_async, sync_op
 from ._search import Hit, matches
 from ._steps import Call, Plan, SearchCall
@@ -97,6 +97,7 @@ class EpisodicCore:
         >>> ep_id = episodes.record("log in", ["open /login", "submit"], "dashboard shown", True)  # doctest: +SKIP
         """
         check_text("task", task)
+        acts = check_items("actions", actions)
         if not isinstance(success, bool):
             raise InvalidValueError(f"success must be a bool, not {success!r}")
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
@@ -107,7 +108,7 @@ class EpisodicCore:
         value = {
             "id": key,
             "task": task,
-            "actions": list(actions),
+            "actions": acts,
             "outcome": outcome,
             "success": success,
             "tags": list(tags),
@@ -120,6 +121,8 @@ class EpisodicCore:
 
     def get(self, episode_id: str) -> Plan[Episode | None]:
         """The episode with this id, or None."""
+        if not isinstance(episode_id, str):
+            raise InvalidValueError(f"episode_id must be a str, not {episode_id!r}")
         value = yield Call("get", ((*self.ns, bucket_of(episode_id)), episode_id))
         return None if value is None else Episode.of(value)
 

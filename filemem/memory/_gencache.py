@@ -26,11 +26,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .._errors import InvalidValueError
+from .._errors import ConflictError, InvalidValueError
 from .._types import NamespaceLike
 from ._common import check_number, check_text, namespace
 from ._core import Face, async_op, run_async, run_sync, sync_op
-from ._steps import BatchCall, Call, Plan
+from ._steps import Call, Plan
 from ._text import cosine, slug, stable_key
 
 if TYPE_CHECKING:
@@ -159,14 +159,15 @@ class GenerationCacheCore:
         """Drop entries with ``tag`` and/or whose prompt starts with ``prefix`` (optionally of one ``model``).
 
         Returns how many were dropped. With neither ``tag`` nor ``prefix``, drops every
-        entry (of ``model``, or of the whole cache).
+        entry (of ``model``, or of the whole cache). Each delete is conditional on the
+        version scanned: an entry rewritten meanwhile is kept, one already gone is not counted.
         """
         if model is not None:
             spaces = [self.model_ns(model)]
         else:
             found = yield Call("list_namespaces", (self.ns,))
             spaces = [n for n in found if len(n) == len(self.ns) + 1]
-        doomed: list[Call] = []
+        dropped = 0
         for ns in spaces:
             for item in (yield Call("items", (ns,))):
                 v = item.value
@@ -174,10 +175,14 @@ class GenerationCacheCore:
                     continue
                 if prefix is not None and not str(v.get("prompt", "")).startswith(prefix):
                     continue
-                doomed.append(Call("delete", (ns, item.key)))
-        if doomed:
-            yield BatchCall(tuple(doomed))
-        return len(doomed)
+                # Conditional: an entry rewritten since the scan (a fresh answer) is kept, and one
+                # already gone (another invalidator, a TTL) is not counted.
+                try:
+                    removed = yield Call("delete", (ns, item.key), {"if_version": item.version})
+                except ConflictError:
+                    continue
+                dropped += bool(removed)
+        return dropped
 
 
 class GenerationCache(Face[GenerationCacheCore]):

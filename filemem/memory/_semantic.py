@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .._types import NamespaceLike
-from ._common import Snippet, check_number, check_positive_int, check_text, namespace
+from ._common import Snippet, check_identity, check_number, check_positive_int, check_text, namespace
 from ._core import Face, async_op, sync_op
 from ._steps import Call, Plan, SearchCall
 from ._text import normalise_text, stable_key
@@ -102,8 +102,8 @@ class SemanticCore:
 
     @staticmethod
     def key_of(text: str) -> str:
-        """The record key of a fact: a hash of its normalised text."""
-        return stable_key(normalise_text(text), prefix="f-")
+        """The record key of a fact: a hash of its normalised text (``InvalidValueError`` if that is empty)."""
+        return stable_key(normalise_text(check_identity("text", text)), prefix="f-")
 
     def learn(self, text: str, confidence: float, source: str | None = None) -> Plan[Fact]:
         """Learn a fact (or learn it again: merged, never duplicated); return it as stored now.

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
-from ._common import Snippet, check_number, check_positive_int, namespace
+from ._common import MAX_DURATION_S, Snippet, check_number, check_positive_int, namespace
 from ._core import Face, async_op, sync_op
 from ._steps import BatchCall, Call, Plan, SearchCall
 from ._text import slug, stable_key
@@ -92,7 +92,8 @@ def normalise_url(url: str) -> tuple[str, str]:
     if not parts.scheme or not host:
         raise InvalidValueError(f"not an absolute URL (scheme://host/...): {url!r}")
     scheme = parts.scheme.lower()
-    netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
+    netloc = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    netloc = netloc if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{netloc}:{port}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")), host
 
 
@@ -148,7 +149,7 @@ class SitesCore:
     ) -> Plan[SiteStats]:
         """Count one visit to ``url`` (and to its domain, in the same atomic batch); return the URL's figures."""
         norm, domain = normalise_url(url)
-        d = check_number("duration_s", duration_s, 0.0)
+        d = check_number("duration_s", duration_s, 0.0, MAX_DURATION_S)
         if not isinstance(success, bool):
             raise InvalidValueError(f"success must be a bool, not {success!r}")
         if notes is not None and not isinstance(notes, str):

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import InvalidValueError
 from .._types import NamespaceLike
-from ._common import Snippet, check_number, check_positive_int, check_text, namespace
+from ._common import (
+    MAX_DURATION_S,
+    Snippet,
+    check_identity,
+    check_items,
+    check_number,
+    check_positive_int,
+    check_text,
+    namespace,
+)
 from ._core import Face, async_op, sync_op
 from ._steps import Call, Plan, SearchCall
 from ._text import normalise_text, slug, stable_key
@@ -73,6 +82,10 @@ class Skill:
         return f"skill {self.name}: {steps} (used {self.uses}x, {self.success_rate:.0%} success)"
 
 
+def _key(name: str) -> str:
+    return slug(name) + "-" + stable_key(normalise_text(name))[:12]
+
+
 def _empty(name: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -121,21 +134,19 @@ class SkillsCore:
 
     @staticmethod
     def key_of(name: str) -> str:
-        """Record key: readable slug + hash of the normalised name (any name is a valid key)."""
-        return slug(name) + "-" + stable_key(normalise_text(name))[:12]
+        """Record key: readable slug + hash of the normalised name (``InvalidValueError`` if that is empty)."""
+        return _key(check_identity("name", name))
 
     def add(
         self, name: str, steps: Sequence[Any], preconditions: Sequence[Any] = (), description: str = ""
     ) -> Plan[Skill]:
         """Define (or redefine) a skill; its usage figures are kept."""
         check_text("name", name)
-        if isinstance(steps, str) or isinstance(preconditions, str):
-            raise InvalidValueError("steps and preconditions must be sequences (a list of strings), not a str")
+        steps_l = check_items("steps", steps)
+        pre_l = check_items("preconditions", preconditions)
         if not isinstance(description, str):
             raise InvalidValueError("description must be a str")
-        value = yield Call(
-            "update", (self.ns, self.key_of(name), define(name, list(steps), list(preconditions), description))
-        )
+        value = yield Call("update", (self.ns, self.key_of(name), define(name, steps_l, pre_l, description)))
         return Skill.of(value)
 
     def record_use(self, name: str, success: bool, duration_s: float) -> Plan[Skill]:
@@ -143,7 +154,7 @@ class SkillsCore:
         check_text("name", name)
         if not isinstance(success, bool):
             raise InvalidValueError(f"success must be a bool, not {success!r}")
-        d = check_number("duration_s", duration_s, 0.0)
+        d = check_number("duration_s", duration_s, 0.0, MAX_DURATION_S)
         value = yield Call("update", (self.ns, self.key_of(name), use(name, success, d, time.time())))
         return Skill.of(value)
 
@@ -173,7 +184,7 @@ class SkillsCore:
     def context(self, query: str, k: int = 3) -> Plan[list[Snippet]]:
         """Snippets for :func:`~filemem.memory.recall_context`."""
         found = yield from self.best_for(query, k)
-        return [Snippet("skills", s.text(), s.score, f"{'/'.join(self.ns)}/{self.key_of(s.name)}", s) for s in found]
+        return [Snippet("skills", s.text(), s.score, f"{'/'.join(self.ns)}/{_key(s.name)}", s) for s in found]
 
 
 class Skills(Face[SkillsCore]):

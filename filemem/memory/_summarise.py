@@ -3,7 +3,8 @@
 It splits the log into sentences, scores each by the summed TF-IDF weight of
 its words across the log (divided by the square root of its length, so long
 sentences do not win by size alone), always keeps the first and the last
-entry's opening sentence (how the session began and where it stands), and
+entry's opening sentence (how the session began and where it stands; when
+the two do not fit together each is cut to half the budget), and
 returns the best sentences in log order, within ``max_chars``.
 
 A user's own summariser (an LLM call, say) has the same shape:
@@ -33,9 +34,9 @@ def extractive_summary(texts: Sequence[str], max_chars: int = 600) -> str:
     """
     sentences: list[tuple[int, int, str]] = []  # (entry index, position, sentence)
     for i, text in enumerate(texts):
-        for j, s in enumerate(p.strip() for p in _SENTENCE.split(text)):
-            if s:
-                sentences.append((i, j, s))
+        # Positions count non-empty sentences only: an entry opening with a newline still has an opening sentence.
+        for j, s in enumerate(x for x in (p.strip() for p in _SENTENCE.split(text)) if x):
+            sentences.append((i, j, s))
     if not sentences:
         return ""
     docs = [set(tokens(s)) for _, _, s in sentences]
@@ -51,14 +52,23 @@ def extractive_summary(texts: Sequence[str], max_chars: int = 600) -> str:
             weight = math.inf  # the first and the last entry frame the session
         scored.append((weight, idx))
     scored.sort(key=lambda t: (-t[0], t[1]))
+    shown = {idx: sentences[idx][2] for _, idx in scored}
+    frames = [idx for w, idx in scored if w == math.inf]
+    if len(frames) > 1 and sum(len(shown[i]) for i in frames) + len(frames) - 1 > max_chars:
+        # The frames do not fit together: each gets an equal share of the budget (cut with "…").
+        share = (max_chars - (len(frames) - 1)) // len(frames)
+        if share >= 2:
+            for i in frames:
+                if len(shown[i]) > share:
+                    shown[i] = shown[i][: share - 1] + "…"
     chosen: list[int] = []
     used = 0
     for _, idx in scored:
-        s = sentences[idx][2]
+        s = shown[idx]
         cost = len(s) + (1 if chosen else 0)
         if used + cost <= max_chars:
             chosen.append(idx)
             used += cost
     if not chosen:  # one sentence longer than the budget: cut it
         return sentences[scored[0][1]][2][: max(0, max_chars - 1)] + "…"
-    return " ".join(sentences[idx][2] for idx in sorted(chosen))
+    return " ".join(shown[idx] for idx in sorted(chosen))

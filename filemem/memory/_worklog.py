@@ -15,6 +15,7 @@ the newer text wins).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import threading
@@ -105,8 +106,12 @@ class WorklogCore:
                 Call("update", (sess, "meta", _incr)),
             )
         )
-        summary = yield Call("get", (sess, "summary"))
-        return key, int(results[1]["count"]), int(summary["entries"]) if summary else 0
+        try:
+            summary = yield Call("get", (sess, "summary"))
+            covered = int(summary["entries"]) if summary else 0
+        except Exception:  # the entry is committed: never raise now (a retry would duplicate it)
+            covered = 0
+        return key, int(results[1]["count"]), covered
 
     def append(self, session_id: str, entry: Any) -> Plan[str]:
         """Append ``entry`` (a str or any JSON-able value) to the session's log; return its id."""
@@ -212,10 +217,18 @@ class Worklog(Face[WorklogCore]):
     context = sync_op(WorklogCore.context)
 
     def append(self, session_id: str, entry: Any) -> str:
-        """Append ``entry`` (a str or JSON-able value); return its id. May start a background summary."""
+        """Append ``entry`` (a str or JSON-able value); return its id. May start a background summary.
+
+        Raises ``StoreClosedError`` before writing anything when the worklog is
+        closed; once the entry is committed it never raises.
+        """
+        if self._closed:
+            raise StoreClosedError("worklog closed")
         key, count, covered = run_sync(self._store, self._core.append_plan(session_id, entry))
         if self._core.every is not None and count - covered >= self._core.every:
-            self._start(session_id, only_if_idle=True)
+            # Closed meanwhile (or the pool refused): skip the refresh; the entry is committed.
+            with contextlib.suppress(StoreClosedError, RuntimeError):
+                self._start(session_id, only_if_idle=True)
         return key
 
     def summarize(self, session_id: str) -> Future[Summary]:
@@ -299,9 +312,15 @@ class AsyncWorklog(Face[WorklogCore]):
     context = async_op(WorklogCore.context)
 
     async def append(self, session_id: str, entry: Any) -> str:
-        """Append ``entry``; return its id. May start a background summary task."""
+        """Append ``entry``; return its id. May start a background summary task.
+
+        Raises ``StoreClosedError`` before writing anything when the worklog is
+        closed; once the entry is committed it never raises.
+        """
+        if self._closed:
+            raise StoreClosedError("worklog closed")
         key, count, covered = await run_async(self._store, self._core.append_plan(session_id, entry))
-        if self._core.every is not None and count - covered >= self._core.every:
+        if self._core.every is not None and count - covered >= self._core.every and not self._closed:
             running = self._running.get(session_id)
             if running is None or running.done():
                 self._start(session_id)
