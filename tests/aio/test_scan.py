@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ def test_sync_scan_returns_every_live_record_once_in_bounded_batches(store_path:
     with filemem.Store(store_path, codec=codec, **SMALL) as s:
         _fill(s, "ns", 1000)
         s.put("ns", "gone", 1, ttl=0.001)
+        time.sleep(0.01)  # a put with durability="flush" can return within the TTL: let it expire
         batches = list(s.scan("ns", batch_size=64))
         assert all(1 <= len(b) <= 64 for b in batches)
         keys = [it.key for b in batches for it in b]
