@@ -67,22 +67,25 @@ class Codec(Protocol):
         ...
 
 
-def _check_json_keys(obj: Any) -> None:
-    # json.dumps silently turns int/float/None keys into strings, so the value
-    # read back would differ from the value written. Refuse instead.
+def _check_map_keys(obj: Any, allowed: tuple[type, ...], complaint: str) -> None:
+    """Raise InvalidValueError for the first map key, at any depth, that is not of an ``allowed`` type."""
     stack = [obj]
     while stack:
         cur = stack.pop()
         if isinstance(cur, dict):
             for k, v in cur.items():
-                if not isinstance(k, str):
-                    raise InvalidValueError(
-                        f"JSON objects need str keys; got {type(k).__name__} key {k!r} (use codec='msgpack')"
-                    )
+                if not isinstance(k, allowed):
+                    raise InvalidValueError(complaint.format(kind=type(k).__name__, key=k))
                 if isinstance(v, (dict, list, tuple)):
                     stack.append(v)
         elif isinstance(cur, (list, tuple)):
             stack.extend(v for v in cur if isinstance(v, (dict, list, tuple)))
+
+
+def _check_json_keys(obj: Any) -> None:
+    # json.dumps silently turns int/float/None keys into strings, so the value
+    # read back would differ from the value written. Refuse instead.
+    _check_map_keys(obj, (str,), "JSON objects need str keys; got {kind} key {key!r} (use codec='msgpack')")
 
 
 _MSGPACK_KEY_TYPES = (str, bytes, int, float, bool, type(None))
@@ -92,20 +95,12 @@ def _check_msgpack_keys(obj: Any) -> None:
     # msgpack packs a tuple key as an array, which decodes as a list: an
     # unhashable key, so the whole shard would fail to load for everyone.
     # Refuse such keys before a byte is written.
-    stack = [obj]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, dict):
-            for k, v in cur.items():
-                if not isinstance(k, _MSGPACK_KEY_TYPES):
-                    raise InvalidValueError(
-                        f"msgpack map keys must be str, bytes, int, float, bool or None; got {type(k).__name__} "
-                        f"key {k!r} (it would not read back as the same key)"
-                    )
-                if isinstance(v, (dict, list, tuple)):
-                    stack.append(v)
-        elif isinstance(cur, (list, tuple)):
-            stack.extend(v for v in cur if isinstance(v, (dict, list, tuple)))
+    _check_map_keys(
+        obj,
+        _MSGPACK_KEY_TYPES,
+        "msgpack map keys must be str, bytes, int, float, bool or None; got {kind} key {key!r} "
+        "(it would not read back as the same key)",
+    )
 
 
 class JsonCodec:
