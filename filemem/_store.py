@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from . import _fs
 from ._cache import ShardCache
 from ._check import check_store, compact_store
-from ._collector import Collector, CollectorConfig, DeadLetter, list_dead_letters, recover_journals, replay_dead_letters
 from ._engine import Engine, Op, _fork_generation, copy_value
-from ._errors import FileMemError, InvalidValueError, ReadOnlyError, StoreClosedError
+from ._errors import InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
 from ._names import normalize_namespace, validate_key
 from ._search import Embed, Searcher, SearchHit
-from ._sessions import Session, SessionHub, SessionInfo, check_sessions, normalize_shared, validate_id
+from ._sessions import check_sessions
 from ._shard import Record, Shard, decode_shard
 from ._snapshot import MappingView, Snapshot, item_of
+from ._store_features import CollectorFacet, SessionsFacet
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ._walk import ShardWalk
 from .codecs import Codec
@@ -50,7 +49,7 @@ def _check_version(if_version: int | None) -> int | None:
     return if_version
 
 
-class Store:
+class Store(SessionsFacet, CollectorFacet):
     """A directory of memories shared safely by many processes.
 
     Example::
@@ -460,138 +459,6 @@ class Store:
         self._fresh.ensure_watching()
         return sub
 
-    # --- sessions (issue 7) ---
-
-    _session_hub: SessionHub | None = None
-
-    def _sessions(self) -> SessionHub:
-        self._engine.check_open()
-        hub = self._session_hub
-        if hub is None:
-            engine = self._engine
-            hub = self._session_hub = SessionHub(
-                engine.root,
-                sync=engine.sync,
-                readonly=engine.readonly,
-                lock_timeout_s=engine.lock_timeout_s,
-                poll_interval_s=self._fresh.poll_interval_s,
-                is_closed=lambda: engine.closed,
-            )
-        return hub
-
-    def session(
-        self,
-        agent: str,
-        *,
-        priority: int = 0,
-        metadata: dict[str, Any] | None = None,
-        namespace: NamespaceLike | None = None,
-        shared: Iterable[NamespaceLike] | str | None = None,
-        wait: bool = True,
-        timeout: float | None = None,
-        on_stop: Callable[[Session], object] | None = None,
-    ) -> Session:
-        """Register a session that every process can see, and return it running.
-
-        The session holds a lock on its own file while it lives: other
-        processes see it alive exactly as long as this process holds it, and
-        dead at once if the process dies (SIGKILL included); no heartbeats.
-
-        ``namespace``: the session's own namespace. It confines the session's
-        ``store`` facade (read-write there, read-only under each of ``shared``,
-        nothing elsewhere: ``SessionPermissionError``), and a limit set with
-        :meth:`limit_sessions` on it or on a prefix of it applies. Without a
-        namespace the facade is unconfined. ``priority``: waiting sessions
-        start by priority (higher first), then by arrival. ``wait``/``timeout``:
-        when a limit is reached, wait (up to ``timeout`` seconds; None: for
-        ever) or fail at once (``wait=False``); both raise
-        ``SessionLimitError``. ``on_stop(session)``: called on filemem's
-        session thread when another process calls :meth:`request_stop`.
-        ``close()`` the session (or leave its ``with`` block) to end it;
-        closing the store ends the sessions it started.
-
-        >>> with store.session(agent="worker-3", priority=5, metadata={"task": "crawl"}) as s:  # doctest: +SKIP
-        ...     s.set_status("running", progress=0.4)
-        ...     s.store.put("worker-3", "page-1", {"ok": True})
-        """
-        ns = self._ns(namespace) if namespace is not None else None
-        hub = self._sessions()
-        codec = self._engine.codec
-        return hub.start(
-            self,
-            lambda value: len(codec.encode(value)),
-            agent=agent,
-            priority=priority,
-            metadata=metadata,
-            namespace=ns,
-            shared=normalize_shared(shared, self._ns),
-            wait=wait,
-            timeout=timeout,
-            on_stop=on_stop,
-        )
-
-    def sessions(self, *, alive: bool | None = True) -> list[SessionInfo]:
-        """Sessions of every process, oldest first: live ones (default), ended ones (``alive=False``), or all (None).
-
-        Looking is also cleaning up: a session whose owner died is marked
-        ``crashed`` by whoever looks next. Ended and crashed records are kept
-        for an hour, then removed.
-
-        >>> [(i.agent, i.status, i.progress) for i in store.sessions()]  # doctest: +SKIP
-        [('worker-3', 'running', 0.4)]
-        """
-        return self._sessions().sessions(alive)
-
-    def session_info(self, session_id: str) -> SessionInfo | None:
-        """One session by id (None if unknown or long gone); a dead owner is seen and recorded as crashed."""
-        return self._sessions().registry.look(validate_id(session_id))
-
-    def request_stop(self, session_id: str) -> bool:
-        """Ask a live session (of any process) to stop; False if it is not alive.
-
-        The session sees ``stop_requested`` become True and, if it passed
-        ``on_stop``, its callback runs. Stopping is up to the session.
-
-        >>> store.request_stop(info.id)  # doctest: +SKIP
-        True
-        """
-        return self._sessions().request_stop(session_id)
-
-    def limit_sessions(self, max_sessions: int | None, *, namespace: NamespaceLike | None = None) -> None:
-        """Allow at most ``max_sessions`` live sessions in the store, or under ``namespace``, across processes.
-
-        Persisted in the store (``sessions/limits.json``), so every process
-        enforces the same limit; None removes it. Lowering a limit does not
-        stop running sessions; new ones wait until the count is under it.
-
-        >>> store.limit_sessions(5)  # doctest: +SKIP
-        >>> store.limit_sessions(2, namespace="crawlers")  # doctest: +SKIP
-        """
-        scope = self._ns(namespace) if namespace not in (None, (), "", []) else ()
-        self._sessions().limit(scope, max_sessions)
-
-    def session_limits(self) -> dict[tuple[str, ...], int]:
-        """Every limit set with :meth:`limit_sessions`: namespace (``()``: the whole store) -> max_sessions."""
-        return self._sessions().slots.limits()
-
-    def subscribe_sessions(self, callback: Callable[[Change], object], *, max_queue: int = 1000) -> Subscription:
-        """Call ``callback(change)`` when a session of any process starts, changes or ends.
-
-        ``change.kind`` is ``"session-started"``, ``"session-changed"`` or
-        ``"session-ended"`` (a crash included, seen within ``poll_interval_s``),
-        ``change.keys`` is ``(session_id,)``. Read the session with
-        :meth:`session_info`. ``close()`` the subscription (or the store) to stop.
-
-        >>> sub = store.subscribe_sessions(lambda c: print(c.kind, c.keys[0]))  # doctest: +SKIP
-        """
-        if not callable(callback):
-            raise InvalidValueError("subscribe_sessions() needs a callable")
-        return self._sessions().subscribe(callback, max(1, max_queue))
-
-    def session_changes(self, *, max_queue: int = 1000) -> Subscription:
-        """An async iterator of session changes (as :meth:`subscribe_sessions`; call it inside a running loop)."""
-        return self._sessions().subscribe(None, max(1, max_queue), asynchronous=True)
-
     # --- search (issue 6) ---
 
     def search(
@@ -717,73 +584,6 @@ class Store:
         shard = decode_shard(got[0], path, self._engine._codecs, prefix)
         shard.statkey = got[1]  # the walk tells a rewritten file by it
         return shard
-
-    # --- collector (issue 5) ---
-
-    def collector(self, config: CollectorConfig | str | os.PathLike[str] | None = None, **overrides: Any) -> Collector:
-        """A fire-and-forget collector: ``collect()`` queues in microseconds, a background
-        writer applies in batches, a journal makes accepted records survive a crash.
-
-        ``config``: a :class:`CollectorConfig`, or the path of a TOML file; with
-        a path or None, ``FILEMEM_COLLECTOR_*`` environment variables apply
-        too. ``overrides`` (e.g. ``batch_size=500``) win over both. Invalid
-        settings raise InvalidValueError here. Closing the store closes its
-        collectors (draining them). See docs/collector.md.
-
-        >>> with store.collector(batch_size=500) as c:  # doctest: +SKIP
-        ...     c.collect("agent-1/events", "ev-1", {"ok": True})
-        ...     c.flush()
-        """
-        self._engine.check_open()
-        if isinstance(config, CollectorConfig):
-            cfg = config.replace(**overrides) if overrides else config
-        else:
-            cfg = CollectorConfig.load(config, **overrides)
-        collector = Collector(self._engine, cfg, normalize=self._ns)
-        collectors: list[Collector] = self.__dict__.setdefault("_collectors", [])
-        # Forget closed ones (a store that makes many short-lived collectors
-        # must not keep them all); remove/append one at a time, so a collector
-        # added by another thread meanwhile is never lost.
-        for old in [c for c in collectors if c.closed]:
-            with contextlib.suppress(ValueError):
-                collectors.remove(old)
-        collectors.append(collector)
-        return collector
-
-    def dead_letters(self) -> list[DeadLetter]:
-        """Records collectors could not apply (or dropped), from ``journals/deadletter-*.jsonl``.
-
-        >>> for d in store.dead_letters():  # doctest: +SKIP
-        ...     print(d.namespace, d.key, d.reason, d.error)
-        """
-        self._engine.check_open()
-        return list_dead_letters(self._engine)
-
-    def replay_dead_letters(self) -> dict[str, int]:
-        """Put dead letters back into the store; return counts ``applied``, ``superseded``, ``failed``.
-
-        A letter is *superseded* (skipped) when its key already holds a record
-        written after the letter was collected; letters that fail again stay.
-
-        >>> store.replay_dead_letters()  # doctest: +SKIP
-        {'applied': 3, 'superseded': 0, 'failed': 0}
-        """
-        self._engine.check_open()
-        if self._engine.readonly:
-            raise ReadOnlyError(f"store {self.path} was opened read-only")
-        return replay_dead_letters(self._engine)
-
-    def _recover_journals(self) -> None:
-        # Replays journals of collectors that died; a failing store must not
-        # make open() fail: the journals stay and check() reports them.
-        try:
-            recover_journals(self._engine)
-        except FileMemError as exc:
-            logging.getLogger("filemem.collector").warning("journal replay deferred: %s", exc)
-
-    def _close_collectors(self) -> None:
-        for collector in self.__dict__.pop("_collectors", []):
-            collector.close()
 
 
 class Batch:

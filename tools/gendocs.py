@@ -78,7 +78,12 @@ def api_markdown() -> str:
             except (TypeError, ValueError):
                 sig = "(...)"
             out += [f"## `{name}{sig}`", "", _doc(obj), ""]
-            for attr, member in sorted(vars(obj).items()):
+            # Members of filemem's own bases too (Store's facets), not of object.
+            members: dict[str, object] = {}
+            for base in reversed(obj.__mro__):
+                if base.__module__.startswith("filemem"):
+                    members.update(vars(base))
+            for attr, member in sorted(members.items()):
                 if attr.startswith("_") or not (callable(member) or isinstance(member, property)):
                     continue
                 if isinstance(member, property):
