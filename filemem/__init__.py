@@ -19,7 +19,7 @@ with import-linter, see pyproject.toml)::
         memory                       agent memory kinds (sync and async faces), context assembly
         _async, aio                  AsyncStore: the async twin, calls run in worker threads
         _store, _snapshot            Store facade and Batch; Snapshot, MappingView
-        _store_features              Store's sessions and collector facets
+        _store_features              Store's search and scan, sessions and collector facets
     L4  _collector                   fire-and-forget collector, durable journal, replay, dead letters
         _sessions                    session registry, lock-based liveness, limits, confinement
         _search                      search: filters, BM25, vectors, per-namespace index files

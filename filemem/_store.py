@@ -6,11 +6,10 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from . import _fs
 from ._cache import ShardCache
 from ._check import check_store, compact_store
 from ._engine import Engine, Op, _fork_generation, copy_value
@@ -18,13 +17,12 @@ from ._errors import InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
 from ._names import normalize_namespace, validate_key
-from ._search import Embed, Searcher, SearchHit
+from ._search import Embed, Searcher
 from ._sessions import check_sessions
-from ._shard import Record, Shard, decode_shard
+from ._shard import Record
 from ._snapshot import MappingView, Snapshot, item_of
-from ._store_features import CollectorFacet, SessionsFacet
+from ._store_features import CollectorFacet, SearchScanFacet, SessionsFacet
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
-from ._walk import ShardWalk
 from .codecs import Codec
 
 __all__ = ["Batch", "MappingView", "Snapshot", "Store"]
@@ -49,7 +47,7 @@ def _check_version(if_version: int | None) -> int | None:
     return if_version
 
 
-class Store(SessionsFacet, CollectorFacet):
+class Store(SearchScanFacet, SessionsFacet, CollectorFacet):
     """A directory of memories shared safely by many processes.
 
     Example::
@@ -459,92 +457,6 @@ class Store(SessionsFacet, CollectorFacet):
         self._fresh.ensure_watching()
         return sub
 
-    # --- search (issue 6) ---
-
-    def search(
-        self,
-        namespace_prefix: NamespaceLike | None,
-        query: str | None = None,
-        filter: Mapping[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        *,
-        vector: Sequence[float] | str | None = None,
-    ) -> list[SearchHit]:
-        """Records under ``namespace_prefix`` that match, best first, as ``SearchHit(item, score)``.
-
-        ``namespace_prefix`` matches whole segments (as ``list_namespaces``;
-        ``None`` or ``()``: the whole store). ``filter`` keeps records whose
-        value fields match: ``{"lang": "en", "meta.score": {"$gte": 0.5},
-        "tag": {"$in": ["a", "b"]}}`` (``$eq $ne $gt $gte $lt $lte $in``;
-        dotted paths reach nested dicts). ``query`` ranks by BM25 over the
-        text fields (every string, or the store's ``index_fields``); only
-        records holding a query term are hits. ``vector`` (a vector, or a
-        text the store's ``embed`` turns into one) ranks by cosine
-        similarity; with both, ranks fuse (reciprocal rank fusion). With
-        neither, every record passing the filter is a hit, score 1.0, in
-        (namespace, key) order. ``offset``/``limit`` page the ranking.
-
-        Reads go through a per-namespace index under ``<store>/index`` that
-        any process reuses; a stale index entry is detected by shard
-        identity and rebuilt, never served. Bad arguments raise
-        ``InvalidQueryError`` before anything is read.
-
-        >>> hits = store.search(("agent-1",), query="login timeout", filter={"ok": False}, limit=3)  # doctest: +SKIP
-        >>> [(h.item.key, round(h.score, 2)) for h in hits]  # doctest: +SKIP
-        [('ep-42', 1.87), ('ep-7', 0.52)]
-        """
-        self._engine.check_open()
-        pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
-        return self._searcher.search(pre, query, filter, limit, offset, vector)
-
-    # --- async twin: streaming scan (issue 4) ---
-
-    def scan(self, namespace: NamespaceLike, batch_size: int = 100) -> Generator[list[Item], None, None]:
-        """Every live record of a namespace, in lists of at most ``batch_size``, one shard at a time.
-
-        Memory stays bounded however large the namespace: one shard's parse
-        and one batch are alive at a time, and shards read here do not enter
-        the process cache (a scan would evict every hot entry). Records come
-        in shard order (by key hash), sorted by key within a shard; like
-        ``items()`` it is not a snapshot: a record written during the scan may
-        or may not be seen, but none is returned twice.
-
-        >>> for batch in store.scan("agent-1/episodic", batch_size=500):  # doctest: +SKIP
-        ...     index(batch)
-        """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidValueError(f"batch_size must be a positive int, not {batch_size!r}")
-        self._engine.check_open()
-        # Validate now, not at the first next(): bad input fails at the call.
-        return self._scan(self._ns(namespace), batch_size)
-
-    def _scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
-        engine = self._engine
-        # Splits and merges may run meanwhile: the walk says which shards to
-        # read and which of their keys have not come out yet (filemem._walk).
-        walk = ShardWalk(engine.view(ns), "scanned")
-        out: list[Item] = []
-        for prefix in walk:
-            engine.check_open()
-            shard = self._scan_load(walk.view.shard_path(prefix), prefix)
-            if shard is None:
-                walk.gone(prefix)  # split or merged away meanwhile: the next listing has its range
-                continue
-            kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
-            now = time.time()
-            for key in sorted(shard.records if kept is None else kept):
-                rec = shard.records[key]
-                x = rec.get("expires_at")
-                if x is not None and x <= now:
-                    continue
-                out.append(item_of(ns, key, rec))
-                if len(out) >= batch_size:
-                    yield out
-                    out = []
-        if out:
-            yield out
-
     def _get_hot(self, namespace: NamespaceLike, key: str, missing: Any) -> Any:
         """The value from get()'s hot path, or ``missing`` when only the full path can answer.
 
@@ -572,18 +484,6 @@ class Store(SessionsFacet, CollectorFacet):
         hot[0].used = True
         self._hot_hits += 1
         return copy_value(rec["value"])
-
-    def _scan_load(self, path: str, prefix: str) -> Shard | None:
-        entry = self._engine.cache.peek(path)
-        if entry is not None:
-            # Already cached: the ordinary load keeps that entry current.
-            return self._engine.load(path, prefix)
-        got = _fs.read_file(path)
-        if got is None:
-            return None
-        shard = decode_shard(got[0], path, self._engine._codecs, prefix)
-        shard.statkey = got[1]  # the walk tells a rewritten file by it
-        return shard
 
 
 class Batch:

@@ -1,4 +1,4 @@
-"""Store features that stand apart from reads and writes: sessions and the collector (layer L5).
+"""Store features beyond single-key reads and writes: search and scan, sessions, the collector (layer L5).
 
 ``Store`` inherits these facets; they live here to keep ``_store`` about the
 data API. Each facet reaches the store only through the attributes declared
@@ -10,18 +10,129 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from . import _fs
 from ._collector import Collector, CollectorConfig, DeadLetter, list_dead_letters, recover_journals, replay_dead_letters
 from ._engine import Engine
 from ._errors import FileMemError, InvalidValueError, ReadOnlyError
 from ._feed import Change, Subscription
 from ._freshness import Freshness
+from ._search import Searcher, SearchHit
 from ._sessions import Session, SessionHub, SessionInfo, StoreLike, normalize_shared, validate_id
-from ._types import NamespaceLike
+from ._shard import Shard, decode_shard
+from ._snapshot import item_of
+from ._types import Item, NamespaceLike
+from ._walk import ShardWalk
 
-__all__ = ["CollectorFacet", "SessionsFacet"]
+__all__ = ["CollectorFacet", "SearchScanFacet", "SessionsFacet"]
+
+
+class SearchScanFacet:
+    """Reading a namespace whole: ranked search (issue 6) and streaming scan (issue 4)."""
+
+    _engine: Engine
+    _searcher: Searcher
+
+    if TYPE_CHECKING:
+
+        def _ns(self, namespace: NamespaceLike) -> tuple[str, ...]: ...
+
+    def search(
+        self,
+        namespace_prefix: NamespaceLike | None,
+        query: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        *,
+        vector: Sequence[float] | str | None = None,
+    ) -> list[SearchHit]:
+        """Records under ``namespace_prefix`` that match, best first, as ``SearchHit(item, score)``.
+
+        ``namespace_prefix`` matches whole segments (as ``list_namespaces``;
+        ``None`` or ``()``: the whole store). ``filter`` keeps records whose
+        value fields match: ``{"lang": "en", "meta.score": {"$gte": 0.5},
+        "tag": {"$in": ["a", "b"]}}`` (``$eq $ne $gt $gte $lt $lte $in``;
+        dotted paths reach nested dicts). ``query`` ranks by BM25 over the
+        text fields (every string, or the store's ``index_fields``); only
+        records holding a query term are hits. ``vector`` (a vector, or a
+        text the store's ``embed`` turns into one) ranks by cosine
+        similarity; with both, ranks fuse (reciprocal rank fusion). With
+        neither, every record passing the filter is a hit, score 1.0, in
+        (namespace, key) order. ``offset``/``limit`` page the ranking.
+
+        Reads go through a per-namespace index under ``<store>/index`` that
+        any process reuses; a stale index entry is detected by shard
+        identity and rebuilt, never served. Bad arguments raise
+        ``InvalidQueryError`` before anything is read.
+
+        >>> hits = store.search(("agent-1",), query="login timeout", filter={"ok": False}, limit=3)  # doctest: +SKIP
+        >>> [(h.item.key, round(h.score, 2)) for h in hits]  # doctest: +SKIP
+        [('ep-42', 1.87), ('ep-7', 0.52)]
+        """
+        self._engine.check_open()
+        pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
+        return self._searcher.search(pre, query, filter, limit, offset, vector)
+
+    def scan(self, namespace: NamespaceLike, batch_size: int = 100) -> Generator[list[Item], None, None]:
+        """Every live record of a namespace, in lists of at most ``batch_size``, one shard at a time.
+
+        Memory stays bounded however large the namespace: one shard's parse
+        and one batch are alive at a time, and shards read here do not enter
+        the process cache (a scan would evict every hot entry). Records come
+        in shard order (by key hash), sorted by key within a shard; like
+        ``items()`` it is not a snapshot: a record written during the scan may
+        or may not be seen, but none is returned twice.
+
+        >>> for batch in store.scan("agent-1/episodic", batch_size=500):  # doctest: +SKIP
+        ...     index(batch)
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        self._engine.check_open()
+        # Validate now, not at the first next(): bad input fails at the call.
+        return self._scan(self._ns(namespace), batch_size)
+
+    def _scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
+        engine = self._engine
+        # Splits and merges may run meanwhile: the walk says which shards to
+        # read and which of their keys have not come out yet (filemem._walk).
+        walk = ShardWalk(engine.view(ns), "scanned")
+        out: list[Item] = []
+        for prefix in walk:
+            engine.check_open()
+            shard = self._scan_load(walk.view.shard_path(prefix), prefix)
+            if shard is None:
+                walk.gone(prefix)  # split or merged away meanwhile: the next listing has its range
+                continue
+            kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
+            now = time.time()
+            for key in sorted(shard.records if kept is None else kept):
+                rec = shard.records[key]
+                x = rec.get("expires_at")
+                if x is not None and x <= now:
+                    continue
+                out.append(item_of(ns, key, rec))
+                if len(out) >= batch_size:
+                    yield out
+                    out = []
+        if out:
+            yield out
+
+    def _scan_load(self, path: str, prefix: str) -> Shard | None:
+        entry = self._engine.cache.peek(path)
+        if entry is not None:
+            # Already cached: the ordinary load keeps that entry current.
+            return self._engine.load(path, prefix)
+        got = _fs.read_file(path)
+        if got is None:
+            return None
+        shard = decode_shard(got[0], path, self._engine._codecs, prefix)
+        shard.statkey = got[1]  # the walk tells a rewritten file by it
+        return shard
 
 
 class SessionsFacet:
