@@ -56,7 +56,7 @@ def _ok(text: str, structured: dict[str, Any]) -> CallToolResult:
 
 
 def _error(exc: BaseException) -> CallToolResult:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = str(exc) or type(exc).__name__  # verbatim: the reference's messages hold the caller's names as given
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
