@@ -85,7 +85,9 @@ def bench_mcp(args: argparse.Namespace, root: str) -> None:
     store = filemem.admin.open_store(path, readonly=False, create=True)  # as `filemem mcp` opens it
     kg = KnowledgeGraph(store)
     kg.create_entities([{"name": f"seed-{i}", "entityType": "t", "observations": [f"obs {i}"]} for i in range(size)])
-    kg.create_relations([{"from": f"seed-{i}", "to": f"seed-{(i + 1) % size}", "relationType": "r"} for i in range(size)])
+    kg.create_relations(
+        [{"from": f"seed-{i}", "to": f"seed-{(i + 1) % size}", "relationType": "r"} for i in range(size)]
+    )
 
     def ent(tag: str, i: int) -> dict[str, Any]:
         return {"name": f"{tag}-{i}", "entityType": "t", "observations": ["x"]}
@@ -116,7 +118,10 @@ def bench_mcp(args: argparse.Namespace, root: str) -> None:
         (
             "add_observations",
             raw_add,
-            lambda tag, i: ("add_observations", {"observations": [{"entityName": "seed-0", "contents": [f"{tag} {i}"]}]}),
+            lambda tag, i: (
+                "add_observations",
+                {"observations": [{"entityName": "seed-0", "contents": [f"{tag} {i}"]}]},
+            ),
         ),
         ("open_nodes", raw_read, lambda tag, i: ("open_nodes", {"names": [f"seed-{i % size}"]})),
         ("search_nodes", raw_read, lambda tag, i: ("search_nodes", {"query": f"obs {i % size}"})),

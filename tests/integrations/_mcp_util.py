@@ -29,12 +29,17 @@ async def session(params: StdioServerParameters) -> AsyncIterator[ClientSession]
     """An initialised client session with a server subprocess; the process is gone when the block exits."""
     with tempfile.TemporaryFile("w+") as errlog:  # the server's stderr; shown if the session fails
         try:
-            async with stdio_client(params, errlog=errlog) as (r, w), ClientSession(r, w, read_timeout_seconds=120) as s:
+            async with (
+                stdio_client(params, errlog=errlog) as (r, w),
+                ClientSession(r, w, read_timeout_seconds=120) as s,
+            ):
                 await s.initialize()
                 yield s
         except BaseException:
             errlog.seek(0)
-            sys.stderr.write(f"--- server stderr ({params.command} {' '.join(params.args)}):\n{errlog.read()[-4000:]}\n")
+            sys.stderr.write(
+                f"--- server stderr ({params.command} {' '.join(params.args)}):\n{errlog.read()[-4000:]}\n"
+            )
             raise
 
 
@@ -82,7 +87,9 @@ def node_reference_script() -> str | None:
     if npm is None or shutil.which("node") is None:
         return None
     try:
-        root = subprocess.run([npm, "root", "-g"], capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        root = subprocess.run(
+            [npm, "root", "-g"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     script = os.path.join(root, "@modelcontextprotocol", "server-memory", "dist", "index.js")

@@ -77,7 +77,9 @@ def test_add_observations_filters_existing_and_is_all_or_nothing(kg: KnowledgeGr
 def test_deletes(kg: KnowledgeGraph) -> None:
     kg.create_entities([ent("a", obs=["1", "2", "3"]), ent("b"), ent("c")])
     kg.create_relations([rel("a", "b"), rel("b", "c"), rel("c", "a"), rel("c", "c")])
-    kg.delete_observations([{"entityName": "a", "observations": ["2", "9"]}, {"entityName": "zz", "observations": ["1"]}])
+    kg.delete_observations(
+        [{"entityName": "a", "observations": ["2", "9"]}, {"entityName": "zz", "observations": ["1"]}]
+    )
     kg.delete_relations([rel("c", "c"), rel("x", "y")])
     kg.delete_entities(["b", "nobody"])
     assert kg.read_graph().wire() == {"entities": [ent("a", obs=["1", "3"]), ent("c")], "relations": [rel("c", "a")]}
@@ -176,7 +178,12 @@ def test_read_jsonl_takes_the_reference_format() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ['{"type": "entity", "name": "x"}', "not json", "[1]", '{"type": "relation", "from": "a", "to": 2, "relationType": "r"}'],
+    [
+        '{"type": "entity", "name": "x"}',
+        "not json",
+        "[1]",
+        '{"type": "relation", "from": "a", "to": 2, "relationType": "r"}',
+    ],
 )
 def test_read_jsonl_names_the_bad_line(bad: str) -> None:
     with pytest.raises(InvalidValueError, match=r"^m\.jsonl:2: "):

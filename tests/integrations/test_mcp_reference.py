@@ -66,7 +66,9 @@ def test_the_tool_lists_are_the_same(tmp_path: Path) -> None:
 
     async def go() -> None:
         async with session(ref_params) as ref, session(our_params) as us:
-            theirs = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in (await ref.list_tools()).tools]
+            theirs = [
+                t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in (await ref.list_tools()).tools
+            ]
             mine = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in (await us.list_tools()).tools]
         assert [{k: t.get(k) for k in KEYS} for t in mine] == [{k: t.get(k) for k in KEYS} for t in theirs]
 
@@ -91,8 +93,14 @@ SCRIPTED: list[tuple[str, dict[str, Any]]] = [
     ("create_relations", {"relations": [rel("Ada", "bob"), rel("bob", "nobody"), rel("", "Ada", "is")]}),
     ("create_relations", {"relations": [rel("Ada", "bob"), rel("bob", "Ada")]}),
     ("add_observations", {"observations": [{"entityName": "Ada", "contents": ["likes tea", "new", "new"]}]}),
-    ("add_observations", {"observations": [{"entityName": "bob", "contents": ["x"]}, {"entityName": "ghost", "contents": ["y"]}]}),
-    ("add_observations", {"observations": [{"entityName": "bob", "contents": ["x"]}, {"entityName": "bob", "contents": ["x", "z"]}]}),
+    (
+        "add_observations",
+        {"observations": [{"entityName": "bob", "contents": ["x"]}, {"entityName": "ghost", "contents": ["y"]}]},
+    ),
+    (
+        "add_observations",
+        {"observations": [{"entityName": "bob", "contents": ["x"]}, {"entityName": "bob", "contents": ["x", "z"]}]},
+    ),
     ("search_nodes", {"query": "TEA"}),
     ("search_nodes", {"query": "robot"}),
     ("search_nodes", {"query": ""}),
@@ -153,7 +161,9 @@ def _random_call(rnd: random.Random) -> tuple[str, dict[str, Any]]:
     if kind == "create_relations":
         return kind, {"relations": rels(rnd.randint(1, 3))}
     if kind == "add_observations":
-        return kind, {"observations": [{"entityName": rnd.choice(NAMES), "contents": obs()} for _ in range(rnd.randint(1, 2))]}
+        return kind, {
+            "observations": [{"entityName": rnd.choice(NAMES), "contents": obs()} for _ in range(rnd.randint(1, 2))]
+        }
     if kind == "delete_entities":
         return kind, {"entityNames": names(rnd.randint(0, 2))}
     if kind == "delete_observations":

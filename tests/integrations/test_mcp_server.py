@@ -67,8 +67,13 @@ def test_every_graph_tool_end_to_end(store_path: str) -> None:
                 },
             )
             assert [e["name"] for e in made["entities"]] == ["Ada", "filemem"]
-            assert await call(s, "create_entities", {"entities": [{"name": "Ada", "entityType": "x", "observations": []}]}) == {"entities": []}
-            rels = [{"from": "Ada", "to": "filemem", "relationType": "uses"}, {"from": "Ada", "to": "Bob", "relationType": "knows"}]
+            assert await call(
+                s, "create_entities", {"entities": [{"name": "Ada", "entityType": "x", "observations": []}]}
+            ) == {"entities": []}
+            rels = [
+                {"from": "Ada", "to": "filemem", "relationType": "uses"},
+                {"from": "Ada", "to": "Bob", "relationType": "knows"},
+            ]
             assert await call(s, "create_relations", {"relations": rels}) == {"relations": rels}
             assert await call(
                 s, "add_observations", {"observations": [{"entityName": "filemem", "contents": ["stores memories"]}]}
@@ -81,11 +86,17 @@ def test_every_graph_tool_end_to_end(store_path: str) -> None:
                 "relations": rels[:1],
             }
             done = {"success": True, "message": "Observations deleted successfully"}
-            assert await call(s, "delete_observations", {"deletions": [{"entityName": "Ada", "observations": ["écrit"]}]}) == done
+            assert (
+                await call(s, "delete_observations", {"deletions": [{"entityName": "Ada", "observations": ["écrit"]}]})
+                == done
+            )
             await call(s, "delete_relations", {"relations": rels[1:]})
             await call(s, "delete_entities", {"entityNames": ["filemem"]})
             graph = await call(s, "read_graph")
-            assert graph == {"entities": [{"name": "Ada", "entityType": "person", "observations": ["writes Python"]}], "relations": []}
+            assert graph == {
+                "entities": [{"name": "Ada", "entityType": "person", "observations": ["writes Python"]}],
+                "relations": [],
+            }
             res = await s.read_resource("memory://knowledge-graph")
             content = res.contents[0]
             assert isinstance(content, TextResourceContents) and json.loads(content.text) == graph
@@ -128,7 +139,9 @@ def test_bad_input_is_a_tool_error_and_changes_nothing(store_path: str) -> None:
                 assert res.is_error, (name, args, wire(res))
                 assert res.content and res.content[0].type == "text" and res.content[0].text, name
             assert await call(s, "read_graph") == before  # and the server is still answering
-            assert (await s.call_tool("add_observations", {"observations": [{"entityName": "ghost", "contents": ["x"]}]})).content[0].text == "Entity with name ghost not found"  # type: ignore[union-attr]
+            assert (
+                await s.call_tool("add_observations", {"observations": [{"entityName": "ghost", "contents": ["x"]}]})
+            ).content[0].text == "Entity with name ghost not found"  # type: ignore[union-attr]
         with filemem.Store(store_path) as store:
             assert store.list_namespaces() == [("mcp", "memory", "entities")]
 
@@ -138,8 +151,14 @@ def test_bad_input_is_a_tool_error_and_changes_nothing(store_path: str) -> None:
 def test_filemem_tools(store_path: str) -> None:
     async def go() -> None:
         async with session(ours(store_path, "--filemem-tools")) as s:
-            v1 = await call(s, "put", {"namespace": "team/notes", "key": "deploy", "value": {"text": "deploy on fridays is banned"}})
-            await call(s, "put", {"namespace": ["team", "facts"], "key": "db", "value": {"text": "the staging db is read-only"}})
+            v1 = await call(
+                s, "put", {"namespace": "team/notes", "key": "deploy", "value": {"text": "deploy on fridays is banned"}}
+            )
+            await call(
+                s,
+                "put",
+                {"namespace": ["team", "facts"], "key": "db", "value": {"text": "the staging db is read-only"}},
+            )
             assert await call(s, "get", {"namespace": "team/notes", "key": "deploy"}) == {
                 "found": True,
                 "value": {"text": "deploy on fridays is banned"},
@@ -149,7 +168,9 @@ def test_filemem_tools(store_path: str) -> None:
             assert await call(s, "list_namespaces", {"prefix": "team"}) == {"namespaces": ["team/facts", "team/notes"]}
             hits = (await call(s, "search", {"namespace_prefix": "team", "query": "staging"}))["hits"]
             assert [(h["namespace"], h["key"]) for h in hits] == [("team/facts", "db")]
-            ctx = await call(s, "recall_context", {"query": "deploy staging", "namespaces": ["team/notes", "team/facts"]})
+            ctx = await call(
+                s, "recall_context", {"query": "deploy staging", "namespaces": ["team/notes", "team/facts"]}
+            )
             assert "deploy on fridays" in ctx["text"] and "staging db" in ctx["text"] and ctx["failed"] == {}
         with filemem.Store(store_path) as store:
             assert store.get("team/facts", "db") == {"text": "the staging db is read-only"}
@@ -158,7 +179,9 @@ def test_filemem_tools(store_path: str) -> None:
 
 
 def test_filemem_mcp_command_and_namespace_option(store_path: str) -> None:
-    params = StdioServerParameters(command=sys.executable, args=["-m", "filemem", "mcp", store_path, "--namespace", "g/two"])
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "filemem", "mcp", store_path, "--namespace", "g/two"]
+    )
 
     async def go() -> None:
         async with session(params) as s:
@@ -173,7 +196,9 @@ def test_filemem_mcp_command_and_namespace_option(store_path: str) -> None:
 
 def test_without_the_extra_it_says_how_to_install(store_path: str) -> None:
     code = "import sys; sys.modules['mcp'] = None; from filemem._cli import main; sys.exit(main(sys.argv[1:]))"
-    done = subprocess.run([sys.executable, "-c", code, "mcp", store_path], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "mcp", store_path], check=False, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2, done.stderr
     assert 'pip install "filemem[mcp]"' in done.stderr and "Traceback" not in done.stderr
     assert not os.path.exists(store_path)  # nothing was created
@@ -193,16 +218,22 @@ def test_import_a_reference_file(store_path: str, tmp_path: Path) -> None:
     src = tmp_path / "memory.jsonl"
     src.write_text(REFERENCE_JSONL, encoding="utf-8")
     cmd = [sys.executable, "-m", "filemem", "mcp", store_path, "--import", str(src), "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"entities": 2, "relations": 1, "entities_present": 0, "relations_present": 0}
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert json.loads(again.stdout) == {"entities": 0, "relations": 0, "entities_present": 2, "relations_present": 1}
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(REFERENCE_JSONL.replace('"Bob", "entityType"', '"Cy", "x"'), encoding="utf-8")
     other = str(tmp_path / "other")
-    failed = subprocess.run([sys.executable, "-m", "filemem", "mcp", other, "--import", str(bad)], capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [sys.executable, "-m", "filemem", "mcp", other, "--import", str(bad)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert failed.returncode == 2 and "bad.jsonl:2:" in failed.stderr
     assert not os.path.exists(other)  # parsed before the store is opened: nothing written
 

@@ -52,6 +52,6 @@ def build_server(store: Any, **kwargs: Any) -> Any:
         with filemem.Store("./memories") as store:
             build_server(store, filemem_tools=True).run()
     """
-    from ._server import build_server as build  # the SDK is imported only here
+    from ._server import build_server as build  # noqa: PLC0415 - the SDK is imported only here
 
     return build(store, **kwargs)

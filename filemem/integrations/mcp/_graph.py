@@ -118,7 +118,7 @@ def _entity_key(name: str) -> str:
     esc = name.replace("%", "%25").replace("/", "%2F").replace("\x00", "%00")
     if esc in ("", ".", ".."):
         return "%" + {"": "E", ".": "D", "..": "DD"}[esc]
-    if len(esc) > _KEY_MAX_CHARS or not esc.isascii() and not _utf8_ok(esc):
+    if len(esc) > _KEY_MAX_CHARS or (not esc.isascii() and not _utf8_ok(esc)):
         return "%H" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
     return esc
 
@@ -234,7 +234,9 @@ class KnowledgeGraph:
             if not isinstance(r, Mapping):
                 raise InvalidValueError(f"each relation must be an object, not {type(r).__name__}")
             out.append(
-                Relation(_text(r.get("from"), "from"), _text(r.get("to"), "to"), _text(r.get("relationType"), "relationType"))
+                Relation(
+                    _text(r.get("from"), "from"), _text(r.get("to"), "to"), _text(r.get("relationType"), "relationType")
+                )
             )
         return out
 
@@ -402,7 +404,9 @@ class KnowledgeGraph:
         for d in _list(deletions, "deletions"):
             if not isinstance(d, Mapping):
                 raise InvalidValueError(f"each deletion must be an object, not {type(d).__name__}")
-            requests.append((_text(d.get("entityName"), "entityName"), set(_texts(d.get("observations"), "observations"))))
+            requests.append(
+                (_text(d.get("entityName"), "entityName"), set(_texts(d.get("observations"), "observations")))
+            )
         drop: dict[str, set[str]] = {}
         for name, obs in requests:
             drop.setdefault(name, set()).update(obs)

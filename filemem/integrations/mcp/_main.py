@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_PORT", "INSTALL_HINT", "add_arguments", "main", "run"]
 #: The port ``--http`` listens on unless ``--port`` says otherwise.
 DEFAULT_PORT: Final = 8765
 #: What to tell a user whose environment lacks the SDK.
-INSTALL_HINT: Final = "the MCP server needs the mcp extra: pip install \"filemem[mcp]\""
+INSTALL_HINT: Final = 'the MCP server needs the mcp extra: pip install "filemem[mcp]"'
 
 _EXIT_OK: Final = 0
 _EXIT_USAGE: Final = 2  # the same codes as the filemem command line (filemem/_cli/_base.py)
@@ -66,7 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="import a reference server's memory.jsonl into the graph (existing entities and relations are kept), "
         "print what was created, and exit",
     )
-    p.add_argument("--http", action="store_true", help="serve streamable HTTP on 127.0.0.1 (path /mcp) instead of stdio")
+    p.add_argument(
+        "--http", action="store_true", help="serve streamable HTTP on 127.0.0.1 (path /mcp) instead of stdio"
+    )
     p.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, metavar="N", help=f"port for --http (default {DEFAULT_PORT})"
     )
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return _import(args, out if out is not None else sys.stdout)
     namespace = _namespace(args.namespace)
     try:
-        from ._server import build_server
+        from ._server import build_server  # noqa: PLC0415 - the optional SDK, imported when serving
     except ImportError as exc:
         print(f"filemem mcp: {INSTALL_HINT} ({exc})", file=sys.stderr)
         return _EXIT_USAGE

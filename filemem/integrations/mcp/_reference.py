@@ -145,9 +145,7 @@ TOOLS: Final[list[ToolSpec]] = [
                 )
             }
         ),
-        _output(
-            {"results": _array(_object({"entityName": _string(), "addedObservations": _strings()}, closed=True))}
-        ),
+        _output({"results": _array(_object({"entityName": _string(), "addedObservations": _strings()}, closed=True))}),
         _WRITE,
     ),
     _tool(

@@ -20,11 +20,10 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal
 
-from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
-
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 import filemem
 from filemem import FileMemError, Store
@@ -38,12 +37,26 @@ __all__ = ["GRAPH_RESOURCE_URI", "build_server"]
 #: The resource the reference serves the whole graph under.
 GRAPH_RESOURCE_URI = "memory://knowledge-graph"
 
+
 # Argument types: the SDK validates calls against these (pydantic), while the
 # schemas clients see are the reference's own (set on each Tool below).
-EntityIn = TypedDict("EntityIn", {"name": str, "entityType": str, "observations": list[str]})
+class EntityIn(TypedDict):
+    name: str
+    entityType: str
+    observations: list[str]
+
+
 RelationIn = TypedDict("RelationIn", {"from": str, "to": str, "relationType": str})
-ObservationIn = TypedDict("ObservationIn", {"entityName": str, "contents": list[str]})
-DeletionIn = TypedDict("DeletionIn", {"entityName": str, "observations": list[str]})
+
+
+class ObservationIn(TypedDict):
+    entityName: str
+    contents: list[str]
+
+
+class DeletionIn(TypedDict):
+    entityName: str
+    observations: list[str]
 
 
 def _json(obj: Any) -> str:
