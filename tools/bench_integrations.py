@@ -113,6 +113,11 @@ def bench_mcp(args: argparse.Namespace, root: str) -> None:
             snap.items(ents)
             snap.items(rels)
 
+    def raw_open(i: int) -> None:
+        with store.snapshot() as snap:
+            snap.get(ents, _entity_key(f"seed-{i % size}"))
+            snap.items(rels)
+
     ops: list[tuple[str, Callable[[int], Any], Callable[[str, int], tuple[str, dict[str, Any]]]]] = [
         ("create_entities", raw_create("raw"), lambda tag, i: ("create_entities", {"entities": [ent(tag, i)]})),
         (
@@ -123,7 +128,7 @@ def bench_mcp(args: argparse.Namespace, root: str) -> None:
                 {"observations": [{"entityName": "seed-0", "contents": [f"{tag} {i}"]}]},
             ),
         ),
-        ("open_nodes", raw_read, lambda tag, i: ("open_nodes", {"names": [f"seed-{i % size}"]})),
+        ("open_nodes", raw_open, lambda tag, i: ("open_nodes", {"names": [f"seed-{i % size}"]})),
         ("search_nodes", raw_read, lambda tag, i: ("search_nodes", {"query": f"obs {i % size}"})),
         ("read_graph", raw_read, lambda tag, i: ("read_graph", {})),
     ]

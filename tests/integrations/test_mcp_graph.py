@@ -130,6 +130,8 @@ def test_entity_keys_are_distinct_and_valid() -> None:
         ("delete_entities", [1]),
         ("open_nodes", None),
         ("search_nodes", 5),
+        ("create_entities", [{"name": "\ud800", "entityType": "t", "observations": []}]),
+        ("add_observations", [{"entityName": "a", "contents": ["ok", "\udfff"]}]),
     ],
 )
 def test_bad_input_raises_and_changes_nothing(kg: KnowledgeGraph, call: str, arg: object) -> None:

@@ -204,6 +204,23 @@ def test_without_the_extra_it_says_how_to_install(store_path: str) -> None:
     assert not os.path.exists(store_path)  # nothing was created
 
 
+def test_import_needs_no_sdk(store_path: str, tmp_path: Path) -> None:
+    src = tmp_path / "memory.jsonl"
+    src.write_text(REFERENCE_JSONL, encoding="utf-8")
+    code = "import sys; sys.modules['mcp'] = None; from filemem._cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "mcp", store_path, "--import", str(src)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("imported 2 entities and 1 relations into mcp/memory")
+    with filemem.Store(store_path) as store:
+        assert store.keys(("mcp", "memory", "entities")) == ["Ada", "Bob"]
+
+
 REFERENCE_JSONL = "\n".join(
     json.dumps(x)
     for x in [

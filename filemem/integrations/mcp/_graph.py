@@ -176,6 +176,9 @@ _CLOCK: Final = _Clock()
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidValueError(f"{what} must be a string, not {type(value).__name__}")
+    if not value.isascii() and not _utf8_ok(value):
+        # Refused here, before any write: no codec can store it (JSON on the wire cannot carry it either).
+        raise InvalidValueError(f"{what} {value!r} is not valid Unicode (a lone surrogate)")
     return value
 
 
@@ -292,10 +295,19 @@ class KnowledgeGraph:
     def open_nodes(self, names: Sequence[str]) -> Graph:
         """The named entities (in creation order; missing names are skipped) and every relation touching one."""
         wanted = set(_texts(names, "names"))
-        ents, rels = self._read()
-        hits = [e for e in ents if e.name in wanted]
-        found = {e.name for e in hits}
-        return Graph(hits, [r for r in rels if r.source in found or r.target in found])
+        ents: list[tuple[int, str, Entity]] = []
+        with self.store.snapshot() as snap:
+            # One read per name, not the whole entity namespace: open_nodes is the common "recall" call.
+            for name in wanted:
+                key = _entity_key(name)
+                got = _entity_of(snap.get(self._entities, key))
+                if got is not None and got[0].name == name:
+                    ents.append((got[1], key, got[0]))
+            rels = [r for r in (_relation_of(i.value) for i in snap.items(self._relations)) if r is not None]
+        ents.sort(key=lambda t: (t[0], t[1]))
+        found = {e.name for _, _, e in ents}
+        rels.sort(key=lambda t: t[1])
+        return Graph([e for _, _, e in ents], [r for r, _ in rels if r.source in found or r.target in found])
 
     # ------------------------------------------------------------------ writes
 
