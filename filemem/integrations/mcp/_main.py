@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 from filemem import FileMemError, InvalidKeyError, InvalidValueError, LockTimeout, Store
 from filemem.admin import open_store
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
-    code: Any
+    code: int
     try:
         code = run(args)
     except LockTimeout as exc:
@@ -179,4 +179,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _EXIT_STORE
     except KeyboardInterrupt:
         code = _EXIT_INTERRUPTED
-    return int(code)
+    return code

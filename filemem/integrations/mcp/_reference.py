@@ -4,8 +4,8 @@ Invariant: names, titles, descriptions, input and output schemas and
 annotations are exactly those ``@modelcontextprotocol/server-memory``
 (npm, version 2026.8.31) lists in ``tools/list``, so a client configured for
 it sees the same tools here. tests/integrations/test_mcp_reference.py checks
-them against a live reference server when node is installed, and against a
-recorded copy (tests/integrations/data/) always.
+them against a live reference server when node is installed, and
+test_mcp_server.py against a recorded copy (tests/integrations/data/) always.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
@@ -259,6 +259,3 @@ def build_server(
         return _json(kg.read_graph().wire())
 
     return server
-
-
-Transport = Literal["stdio", "streamable-http"]
