@@ -70,7 +70,7 @@ class Snapshot:
             _fs.ensure_dir(view.dir)
             view.dir_known = True
         self._held[lp] = self._engine.snapshot_lock(view, prefix, first=not self._held)
-        self._engine.recover_batches()
+        self._engine.recover_batches((view.dir,))
         shard = self._engine.load(view.shard_path(prefix), prefix)
         self._pinned[lp] = shard
         return shard

@@ -135,7 +135,9 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet):
         if index_on_write:
             self._engine.after_apply = self._searcher.note_write
         if not readonly:
-            self._engine.recover_batches()
+            # Best effort: an intent that cannot be finished now fails only
+            # the writes to the namespaces it names (see recover_batches).
+            self._engine.recover_batches(())
             self._recover_journals()
 
     # ------------------------------------------------------------------ basics
