@@ -14,6 +14,7 @@ for good.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -25,6 +26,7 @@ import pytest
 
 import filemem
 from filemem import _fs
+from filemem._cli import main
 from filemem._collector._applied import marker_dir, marker_namespace, remove_marker
 from filemem._engine import BATCH_DIR, Op
 from filemem._errors import StorageError
@@ -106,7 +108,6 @@ def test_check_fix_brings_back_a_store_whose_intent_names_a_gone_directory(
                 b.put(("x",), "k", 1)
                 b.put(("y",), "k", 2)
         shutil.rmtree(os.path.join(root, "ns", "y"))
-    from filemem._cli import main  # noqa: PLC0415
 
     assert main(["check", "--fix", root]) == 0
     assert _intents(root) == []
@@ -124,13 +125,12 @@ def test_an_intent_that_cannot_be_finished_blocks_only_its_own_namespaces(
         store.put(("b",), "k", "old")
         store.put(("z",), "k", "old")
     _crash_after_commit(root, monkeypatch)
-    with _failing_lstat(lambda p: "/ns/a/" in p and _fs.TEMP_MARK in p):
-        # Opening works, and so do writes to namespaces the intent does not name.
-        with filemem.Store(root) as store:
-            store.put(("z",), "k", "new")
-            with pytest.raises(StorageError, match="could not be rolled forward"):
-                store.put(("b",), "k", "mine")
-            assert [f.code for f in store.check(fix=True) if f.code == "stuck-batch"] == ["stuck-batch"]
+    # Opening works, and so do writes to namespaces the intent does not name.
+    with _failing_lstat(lambda p: "/ns/a/" in p and _fs.TEMP_MARK in p), filemem.Store(root) as store:
+        store.put(("z",), "k", "new")
+        with pytest.raises(StorageError, match="could not be rolled forward"):
+            store.put(("b",), "k", "mine")
+        assert [f.code for f in store.check(fix=True) if f.code == "stuck-batch"] == ["stuck-batch"]
     assert len(_intents(root)) == 1  # kept: never guessed away
     with filemem.Store(root) as store:  # the error passed: the next writer finishes it
         store.put(("b",), "k2", 1)
@@ -150,8 +150,6 @@ class _Eio:
 
 def _failing_lstat(match: Any) -> Any:
     """A context where os.lstat and os.stat of matching paths fail with EIO."""
-    import contextlib  # noqa: PLC0415
-
     @contextlib.contextmanager
     def cm() -> Iterator[_Eio]:
         state = _Eio(match)
