@@ -401,6 +401,9 @@ def _quarantine(engine: Engine, view: View, prefix: str, path: str, message: str
             _fs.fsync_dir(view.dir)
     except LockTimeout:
         return Finding("corrupt-shard", path, message + "; could not lock it to quarantine", fixed=False)
+    except StorageError as exc:
+        # e.g. quarantine/ is a link: never followed, so the shard stays put.
+        return Finding("corrupt-shard", path, f"{message}; could not quarantine it: {exc.message}", fixed=False)
     engine.cache.forget(path)
     return Finding(
         "corrupt-shard",

@@ -150,6 +150,7 @@ class _Eio:
 
 def _failing_lstat(match: Any) -> Any:
     """A context where os.lstat and os.stat of matching paths fail with EIO."""
+
     @contextlib.contextmanager
     def cm() -> Iterator[_Eio]:
         state = _Eio(match)
