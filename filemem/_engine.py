@@ -68,7 +68,7 @@ from ._errors import (
     StoreClosedError,
     UnsupportedFormatError,
 )
-from ._names import escape_segment, hash_bits, unescape_segment
+from ._names import escape_segment, hash_bits, legacy_segment, unescape_segment
 from ._shard import FORMAT_VERSION, SHARD_SUFFIX, Record, Shard, decode_shard, encode_shard
 from ._types import Durability
 from ._view import MAX_PREFIX_BITS, View
@@ -110,6 +110,12 @@ _CONTENDED_SPLIT_FRACTION: Final = 8
 #: A batch touching at least this many shards syncs them with one syncfs.
 _SYNCFS_MIN_SHARDS: Final = 4
 
+
+#: More than the metadata of any record adds to its value's encoding (the
+#: field names, a version, three timestamps), without the key.
+_RECORD_OVERHEAD_BYTES: Final = 160
+#: A timestamp whose JSON form is as long as any (17 significant digits).
+_WIDEST_TIME: Final = 1795458108.1234567
 
 _SCALAR_TYPES: Final = frozenset({str, int, float, bool, bytes, type(None)})
 
@@ -347,11 +353,26 @@ class Engine:
             return wanted
         return get_codec(name)
 
-    def check_value(self, value: Any) -> None:
-        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored."""
+    def check_value(self, value: Any, key: str | None = None) -> None:
+        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored.
+
+        With ``key``, the limit is applied as the commit applies it, to the
+        whole record (value plus its metadata), with the widest metadata a
+        record can have: a record that passes here never fails the commit's
+        check, so nothing (no directory, no lock file) is created for it.
+        """
         size = len(self.codec.encode(value))
         if size > self.max_value_bytes:
             raise InvalidValueError(f"value encodes to {size} bytes; the limit is {self.max_value_bytes}")
+        if key is not None and size + _RECORD_OVERHEAD_BYTES + 6 * len(key) > self.max_value_bytes:
+            widest = {"value": value, "version": 1 << 53}
+            widest.update(dict.fromkeys(("created_at", "updated_at", "expires_at"), _WIDEST_TIME))
+            pair = len(self.codec.encode_pair(key, widest))
+            if pair > self.max_value_bytes:
+                raise InvalidValueError(
+                    f"record {key!r} encodes to up to {pair} bytes with its metadata; "
+                    f"the limit is {self.max_value_bytes}"
+                )
 
     def check_open(self) -> None:
         """Raise if closed; reset per-process state after a fork."""
@@ -383,7 +404,14 @@ class Engine:
         """Directory of a (validated) namespace; an internal one (see INTERNAL_NS) lives under internal/."""
         if namespace and namespace[0] == INTERNAL_NS:
             return os.path.join(self.root, INTERNAL_DIR, *(escape_segment(s) for s in namespace[1:]))
-        return os.path.join(self.ns_root, *(escape_segment(s) for s in namespace))
+        path = self.ns_root
+        for s in namespace:
+            old = legacy_segment(s)
+            # A directory an older filemem named the old way stays in use (see _names.legacy_segment).
+            path = os.path.join(
+                path, old if old is not None and _fs.lexists(os.path.join(path, old)) else escape_segment(s)
+            )
+        return path
 
     def view(self, namespace: tuple[str, ...]) -> View:
         """This process's view of ``namespace`` (created on first use)."""
@@ -399,6 +427,10 @@ class Engine:
             self._views[namespace] = v
             self._views_by_dir[v.dir] = v
         return v
+
+    def namespace_exists(self, namespace: tuple[str, ...]) -> bool:
+        """Whether the namespace's directory exists (one lstat; raises StorageError when it cannot tell)."""
+        return _fs.lexists(self.ns_dir(namespace))
 
     def view_of_dir(self, directory: str) -> View | None:
         """The view of the namespace stored in ``directory``, if this process has one."""
@@ -1136,7 +1168,7 @@ class Engine:
                     walk(e.path, (*segments, seg))
 
         walk(start, prefix)
-        return sorted(found)
+        return sorted(set(found))  # a legacy and a current directory may name the same namespace
 
     def namespace_dirs(self) -> Iterator[tuple[str, tuple[str, ...] | None]]:
         """Every directory under ns/ with its namespace (None: not a valid escaped name)."""
