@@ -1179,6 +1179,8 @@ class Engine:
                 entries = sorted(os.scandir(directory), key=lambda e: e.name)
             except (FileNotFoundError, NotADirectoryError):
                 return
+            except OSError as exc:
+                raise _fs.storage_error(exc, "list", directory) from exc
             for e in entries:
                 if e.is_dir(follow_symlinks=False):
                     seg = unescape_segment(e.name)

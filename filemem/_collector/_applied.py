@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -148,7 +149,9 @@ def remove_marker(engine: Engine, jid: str) -> None:
 def marker_dirs(engine: Engine) -> list[str]:
     """The journal ids that have a marker directory."""
     base = os.path.join(engine.root, INTERNAL_DIR, _AREA)
-    try:
-        return sorted(n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n)))
-    except FileNotFoundError:
-        return []
+    found = []
+    for n in sorted(_fs.listdir(base)):
+        st = _fs.lstat(os.path.join(base, n))
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            found.append(n)
+    return found
