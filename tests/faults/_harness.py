@@ -100,8 +100,7 @@ def run_faults(
         root = os.path.join(base, f"fault-{k}")
         os.makedirs(root)
         fault = Fault(at=k, err=err)
-        n = 0
-        acks = Acks(position=lambda: n)
+        acks = Acks(position=lambda: 0)  # no instants here: only "returned or not" matters
         with shim(root, record=False, fault=fault):
             try:
                 workload(root, acks)
@@ -110,7 +109,8 @@ def run_faults(
             except Exception as exc:  # the failure this harness exists to find
                 where = traceback.extract_tb(exc.__traceback__)
                 site = next((f"{f.filename}:{f.lineno}" for f in reversed(where) if "/filemem/" in f.filename), "?")
-                failures.append(f"{os.strerror(err)} in call {k} ({fault.fired}) let {type(exc).__name__} escape at {site}")
+                what = f"{os.strerror(err)} in call {k} ({fault.fired})"
+                failures.append(f"{what} let {type(exc).__name__} escape at {site}")
         if fault.fired:
             report.injected += 1
             report.by_kind[fault.fired] = report.by_kind.get(fault.fired, 0) + 1

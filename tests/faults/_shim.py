@@ -233,6 +233,8 @@ class Recorder:
 
 
 _ACTIVE: list[Recorder] = []
+#: Calls logged as events (for the record; the crash model needs only syncs and creations).
+_LOGGED = frozenset({"replace", "rename", "link", "unlink", "remove", "mkdir", "rmdir", "write", "pwrite", "ftruncate"})
 
 
 def _wrap(name: str) -> Callable[..., Any]:
@@ -270,7 +272,7 @@ def _wrap(name: str) -> Callable[..., Any]:
         result = real(*args, **kwargs)
         if name in ("fsync", "fdatasync"):
             rec.synced(args[0])
-        elif name in ("replace", "rename", "link", "unlink", "remove", "mkdir", "rmdir", "write", "pwrite", "ftruncate"):
+        elif name in _LOGGED:
             rec.log(name, rel or "", rel2 or "")
         return result
 

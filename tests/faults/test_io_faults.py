@@ -1,4 +1,6 @@
-"""Injected I/O errors in every file call of every write path: only FileMemErrors escape, nothing is lost or half applied.
+"""Injected I/O errors in every file call of every write path.
+
+Only FileMemErrors escape, nothing acknowledged is lost, nothing is half applied.
 
 For each workload (tests/faults/_workloads.py) a clean run counts its file
 calls; then the workload runs again once per chosen k with its k-th call
