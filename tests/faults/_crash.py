@@ -24,6 +24,14 @@ The durable state only changes at a sync, so the crash instants worth trying
 are "just before each sync event" and "at the end": for each, the state is
 built from the syncs before it, and a write counts as acknowledged if its call
 returned before that instant.
+
+**Journal-order variants.** A real file system also persists changes nobody
+synced yet. ext4 commits directory changes in the order they happened, so
+besides the minimal state, each instant can be tried with a *cut*: every
+directory change made before the cut is durable too (each directory is then
+at the later of its last fsync and its state at the cut). Data stays as
+strict as above. These are the states ext4 produces, and more (ext4 never
+cuts before its own last fsync).
 """
 
 from __future__ import annotations
@@ -70,12 +78,12 @@ def crash_instants(events: list[Event]) -> list[int]:
     return [e.index for e in events if e.kind in SYNC_KINDS] + [len(events)]
 
 
-def durable_at(initial: Durable, events: list[Event], instant: int) -> Durable:
-    """The durable state of a crash just before ``events[instant]``."""
+def durable_at(initial: Durable, events: list[Event], instant: int, cut: int = 0) -> Durable:
+    """The durable state of a crash just before ``events[instant]``, directory changes before ``cut`` kept."""
     dirs = dict(initial.dirs)
     data = dict(initial.data)
     for e in events[:instant]:
-        if e.kind == "fsync-dir":
+        if (e.kind == "meta" and e.index < cut) or e.kind == "fsync-dir":
             dirs[os.path.normpath(e.path)] = e.payload
         elif e.kind == "fsync-file":
             ident, content = e.payload
@@ -87,6 +95,12 @@ def durable_at(initial: Durable, events: list[Event], instant: int) -> Durable:
                     if entry[0] == "file":
                         data[entry[1]] = entry[2]
     return Durable(dirs, data)
+
+
+def cuts_before(events: list[Event], instant: int, n: int, rng: random.Random) -> list[int]:
+    """Up to ``n`` distinct journal-order cuts for ``instant``: right after some directory change before it."""
+    metas = [e.index + 1 for e in events[:instant] if e.kind == "meta"]
+    return sorted(rng.sample(metas, min(n, len(metas))))
 
 
 def has_unsynced_data(state: Durable) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import filemem
 
-from ._crash import crash_instants, durable_at, has_unsynced_data, initial_state, materialise
+from ._crash import crash_instants, cuts_before, durable_at, has_unsynced_data, initial_state, materialise
 from ._shim import Fault, shim
 from ._workloads import Acks, verify_store
 
@@ -30,11 +30,14 @@ class CrashReport:
     states: int = 0
 
 
-def run_crash_states(workload: Workload, base: str, *, max_instants: int | None = None, seed: int = 0) -> CrashReport:
+def run_crash_states(
+    workload: Workload, base: str, *, max_instants: int | None = None, cuts: int = 1, seed: int = 0
+) -> CrashReport:
     """Record ``workload`` on a fresh store under ``base``, then verify every crash state it could leave.
 
     ``max_instants``: try at most this many crash instants, spread evenly
-    (always including the last); None tries them all.
+    (always including the last); None tries them all. ``cuts``: besides the
+    minimal state, this many journal-order states per instant (_crash.py).
     """
     root = os.path.join(base, "live")
     os.makedirs(root)
@@ -50,17 +53,21 @@ def run_crash_states(workload: Workload, base: str, *, max_instants: int | None 
     report = CrashReport(events=len(events), instants=len(instants))
     rng = random.Random(seed)
     for n, instant in enumerate(instants):
-        state = durable_at(initial, events, instant)
-        variants: list[random.Random | None] = [None]
-        if has_unsynced_data(state):
-            variants.append(random.Random(rng.random()))
-        for v, torn in enumerate(variants):
-            dest = os.path.join(base, f"crash-{n}-{v}")
-            materialise(state, dest, torn=torn)
-            label = f"crash before event {instant}/{len(events)} ({'torn' if torn else 'empty'} unsynced data)"
-            verify_store(dest, acks.groups, instant, label=label)
-            shutil.rmtree(dest)
-            report.states += 1
+        for cut in [0, *cuts_before(events, instant, cuts, rng)]:
+            state = durable_at(initial, events, instant, cut)
+            variants: list[random.Random | None] = [None]
+            if has_unsynced_data(state):
+                variants.append(random.Random(rng.random()))
+            for v, torn in enumerate(variants):
+                dest = os.path.join(base, f"crash-{n}-{cut}-{v}")
+                materialise(state, dest, torn=torn)
+                label = (
+                    f"crash before event {instant}/{len(events)}, directory changes before {cut} kept, "
+                    f"{'torn' if torn else 'empty'} unsynced data"
+                )
+                verify_store(dest, acks.groups, instant, label=label)
+                shutil.rmtree(dest)
+                report.states += 1
     return report
 
 

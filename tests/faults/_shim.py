@@ -209,6 +209,13 @@ class Recorder:
                 out[name] = ("file", self.identity(st), content)
         return out
 
+    def changed(self, rel: str | None) -> None:
+        """After an entry of ``rel``'s directory changed: log the directory's entries as a "meta" event."""
+        if not rel or rel == "." or not self.record:
+            return
+        parent = os.path.normpath(os.path.dirname(rel)) if os.path.dirname(rel) else "."
+        self.log("meta", parent, payload=self.dir_entries(parent))
+
     def synced(self, fd: int) -> None:
         rel = self.fds.get(fd)
         if rel is None or not self.record:
@@ -233,6 +240,9 @@ class Recorder:
 
 
 _ACTIVE: list[Recorder] = []
+#: Calls that change directory entries: each is followed by a "meta" event
+#: holding the affected directory's entries (the crash model's journal order).
+_ENTRY_CHANGES = frozenset({"replace", "rename", "link", "unlink", "remove", "mkdir", "rmdir"})
 #: Calls logged as events (for the record; the crash model needs only syncs and creations).
 _LOGGED = frozenset({"replace", "rename", "link", "unlink", "remove", "mkdir", "rmdir", "write", "pwrite", "ftruncate"})
 
@@ -268,12 +278,16 @@ def _wrap(name: str) -> Callable[..., Any]:
                     st = os.fstat(fd)
                     rec.gens[st.st_ino] = rec.gens.get(st.st_ino, 0) + 1
                     rec.log("create", rel or "")
+                    rec.changed(rel)
             return fd
         result = real(*args, **kwargs)
         if name in ("fsync", "fdatasync"):
             rec.synced(args[0])
         elif name in _LOGGED:
             rec.log(name, rel or "", rel2 or "")
+            if name in _ENTRY_CHANGES:
+                rec.changed(rel)
+                rec.changed(rel2)
         return result
 
     hooked.__name__ = name
