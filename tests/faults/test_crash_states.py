@@ -40,3 +40,12 @@ def test_every_crash_state_recovers_large(tmp_path: Path, name: str) -> None:
     report = run_crash_states({**WORKLOADS, **LARGE_WORKLOADS}[name], str(tmp_path), cuts=12)
     assert report.states >= 10 * report.instants, report
     print(f"{name} (large): {report.states} crash states from {report.events} recorded calls")
+
+
+def test_the_simulator_catches_a_missing_directory_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness can fail: without the fsync of the directory after a rename, acknowledged puts are lost."""
+    from filemem import _fs
+
+    monkeypatch.setattr(_fs, "fsync_dir", lambda path, missing_ok=False: True)
+    with pytest.raises(AssertionError, match="expected one of"):
+        run_crash_states(WORKLOADS["puts"], str(tmp_path))

@@ -47,3 +47,15 @@ def test_io_faults_every_call(tmp_path: Path, name: str) -> None:
     # A few calls of the collector's threads vary from run to run.
     assert report.injected >= report.calls * 0.9, report
     print(f"{name}: {report.injected} faults injected of {report.calls} calls, {report.raised} raised")
+
+
+def test_the_injector_catches_a_raw_oserror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness can fail: a listing that lets OSError through (as marker_dirs once did) is found."""
+    from filemem import _fs
+
+    def raw_listdir(path: str) -> list[str]:
+        return os.listdir(path) if os.path.lexists(path) else []
+
+    monkeypatch.setattr(_fs, "listdir", raw_listdir)
+    with pytest.raises(AssertionError, match="let OSError escape"):
+        run_faults(WORKLOADS["puts"], str(tmp_path), stride=1)
