@@ -264,6 +264,7 @@ class Engine:
         if shard_max_bytes < 1024:
             raise InvalidValueError("shard_max_bytes must be at least 1024")
         self.root = os.path.abspath(os.fspath(root))
+        _fs.trust_root(self.root)  # the store may live behind a link; nothing inside it may be one
         self.durability = durability
         self.sync = durability == "fsync"
         self.lock_timeout_s = lock_timeout_s

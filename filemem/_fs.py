@@ -52,6 +52,7 @@ __all__ = [
     "check_tree",
     "dir_exists",
     "ensure_dir",
+    "foreign_kind_error",
     "fsync_dir",
     "lexists",
     "listdir",
@@ -66,6 +67,7 @@ __all__ = [
     "storage_error",
     "sync_filesystem",
     "temp_path",
+    "trust_root",
     "write_fd",
     "write_new_file",
 ]
@@ -127,11 +129,37 @@ def lexists(path: str) -> bool:
     return lstat(path) is not None
 
 
+#: Store roots in use by this process. A root and its ancestors may be links
+#: (where a store lives is its user's choice); nothing *inside* a root may be.
+_ROOTS: set[str] = set()
+
+
+def trust_root(root: str) -> None:
+    """Declare ``root`` a store root: it and the directories above it may be symlinks."""
+    _ROOTS.add(os.path.abspath(root))
+
+
+def _above_or_at_root(path: str) -> bool:
+    p = os.path.abspath(path).rstrip(os.sep) or os.sep
+    return any(r == p or r.startswith(p if p.endswith(os.sep) else p + os.sep) for r in _ROOTS)
+
+
 def dir_exists(path: str) -> bool:
-    """Whether ``path`` is a directory; False if absent; StorageError if it is anything else (a link too)."""
+    """Whether ``path`` is a directory; False if absent; StorageError if it is anything else.
+
+    A link counts as "anything else" inside a store; a store root (see
+    :func:`trust_root`) and its ancestors are followed.
+    """
     st = lstat(path)
     if st is None:
         return False
+    if _stat.S_ISLNK(st.st_mode) and _above_or_at_root(path):
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise storage_error(exc, "stat", path) from exc
     if not _stat.S_ISDIR(st.st_mode):
         raise foreign_kind_error(path, st.st_mode, "directory")
     return True
@@ -240,8 +268,9 @@ def fsync_dir(path: str, *, missing_ok: bool = False) -> bool:
     ``missing_ok``: a directory that certainly does not exist (ENOENT) is
     skipped and False returned; any other failure still raises.
     """
+    nofollow = 0 if _above_or_at_root(path) else _NOFOLLOW
     try:
-        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | nofollow)
     except (FileNotFoundError, NotADirectoryError) as exc:
         if missing_ok and lstat(path) is None:
             return False

@@ -170,3 +170,22 @@ def test_a_quarantine_link_never_receives_a_corrupt_shard(tmp_path: Path) -> Non
     codes = {f.code: f for f in found}
     assert codes["symlink"].path == str(root / "quarantine")
     assert codes["corrupt-shard"].fixed is False
+
+
+def test_a_store_whose_own_path_is_a_link_still_works(tmp_path: Path) -> None:
+    """Where a store lives is its user's choice: only links *inside* it are refused."""
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "alias")
+    root = tmp_path / "alias" / "store"
+    os.symlink(tmp_path / "real-store", tmp_path / "link-store")
+    for path in (root, tmp_path / "link-store"):
+        if path.name == "link-store":
+            (tmp_path / "real-store").mkdir()
+        with filemem.Store(str(path)) as store:
+            store.put(("a", "b"), "k", 1)
+            with store.batch() as b:
+                b.put("x", "k", 1)
+                b.put("y", "k", 2)
+            assert store.get(("a", "b"), "k") == 1
+            assert store.check() == []
