@@ -34,6 +34,7 @@ def test_every_crash_state_recovers(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(not os.environ.get("FILEMEM_FAULTS_FULL"), reason="set FILEMEM_FAULTS_FULL=1 (minutes)")
 @pytest.mark.parametrize("name", sorted({**WORKLOADS, **LARGE_WORKLOADS}))
 def test_every_crash_state_recovers_large(tmp_path: Path, name: str) -> None:
