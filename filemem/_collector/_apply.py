@@ -19,15 +19,16 @@ from collections import deque
 from typing import Final
 
 from .._engine import Engine, Op
-from .._errors import FileMemError, InvalidKeyError, InvalidValueError
+from .._errors import FileMemError, InvalidKeyError, InvalidValueError, StorageError
 from ..codecs import Codec
 from ._applied import RangeSet, marker_op, read_marker
 from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._deadletter import append_dead_letters, letter
 from ._journal import JournalFile
+from ._spool import Rec, Spool
 
-__all__ = ["ApplyLoop", "Rec"]
+__all__ = ["SLICE_RECORDS", "ApplyLoop", "yield_gil"]
 
 log = logging.getLogger("filemem.collector")
 
@@ -36,21 +37,16 @@ _TRUNCATE_BYTES: Final = 1 << 20
 #: Most distinct namespaces in one engine batch (each holds shard locks).
 _MAX_NAMESPACES_PER_APPLY: Final = 64
 IDLE_WAIT_S: Final = 0.1
+#: Records decoded or read back between two points where the apply thread lets go of the GIL.
+#: A thread that wakes (a paced collect() caller) waits for the GIL until the holder blocks or
+#: CPython's 5 ms switch interval runs out; slices of ~50-100 us of work keep collect() p99 low.
+SLICE_RECORDS: Final = 64
 _PERMANENT: Final = (InvalidValueError, InvalidKeyError)
 
 
-class Rec:
-    """One queued record (kept small: a million may wait)."""
-
-    __slots__ = ("key", "ns", "payload", "prio", "seq", "ts")
-
-    def __init__(self, seq: int, prio: int, ts: float, ns: tuple[str, ...], key: str, payload: bytes) -> None:
-        self.seq = seq
-        self.prio = prio
-        self.ts = ts
-        self.ns = ns
-        self.key = key
-        self.payload = payload
+def yield_gil() -> None:
+    """Let go of the GIL for a moment, so a thread waiting for it (a collect() caller) runs now."""
+    time.sleep(0)
 
 
 class ApplyLoop:
@@ -66,7 +62,7 @@ class ApplyLoop:
     _progress: threading.Condition
     _queued: int
     _incoming: deque[Rec]
-    _ready: tuple[deque[Rec], deque[Rec], deque[Rec]]
+    _ready: tuple[Spool, Spool, Spool]
     _jbatch_min: float
     _inflight: list[Rec]
     _awake: threading.Event
@@ -81,6 +77,23 @@ class ApplyLoop:
     _done_in_file: int
     _file_lock: threading.Lock
     _fatal: BaseException | None
+
+    def _load(self, recs: list[Rec]) -> None:
+        """Read back from the journal the fields of records that wait there as (id, offset, size)."""
+        stubs = [r for r in recs if not r.loaded]
+        if not stubs:
+            return
+        journal = self._journal
+        assert journal is not None, "only journaled records wait unloaded"
+        stubs.sort(key=lambda r: r.off)
+        for i in range(0, len(stubs), SLICE_RECORDS):
+            if i:
+                yield_gil()
+            part = stubs[i : i + SLICE_RECORDS]
+            for r, got in zip(part, journal.read_frames([(r.off, r.size) for r in part]), strict=True):
+                if got.seq != r.seq:
+                    raise StorageError(f"journal {journal.path}: frame at {r.off} holds record {got.seq}, not {r.seq}")
+                r.ts, r.ns, r.key, r.payload, r.loaded = got.collected_at, got.namespace, got.key, got.payload, True
 
     def _ready_count(self) -> int:
         return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
@@ -167,6 +180,7 @@ class ApplyLoop:
 
         Each group that commits is finished at once (a retry never applies it again).
         """
+        self._load(batch)  # outside the collector's lock: collect() never waits for this read
         decode = self._codec.decode
         groups: list[list[Rec]] = [[]]
         seen: set[tuple[str, ...]] = set()
@@ -177,7 +191,11 @@ class ApplyLoop:
             seen.add(r.ns)
             groups[-1].append(r)
         for group in groups:
-            ops = [Op(r.ns, r.key, "put", decode(r.payload)) for r in group]
+            ops: list[Op] = []
+            for i in range(0, len(group), SLICE_RECORDS):
+                if i:
+                    yield_gil()
+                ops += [Op(r.ns, r.key, "put", decode(r.payload)) for r in group[i : i + SLICE_RECORDS]]
             if self._journal is None:
                 if ops:
                     self._engine.apply(ops)
@@ -268,9 +286,15 @@ class ApplyLoop:
         self._maybe_truncate()
 
     def _finished(self, recs: list[Rec], *, applied: int, in_file: bool = True) -> None:
-        with self._progress:
+        # Outside the lock (collect() takes it): which in-flight records stay.
+        inflight = self._inflight
+        if len(recs) == len(inflight):
+            left: list[Rec] = []  # recs are always in flight: the same number means all of them
+        else:
             done = {id(r) for r in recs}
-            self._inflight = [r for r in self._inflight if id(r) not in done]
+            left = [r for r in inflight if id(r) not in done]
+        with self._progress:
+            self._inflight = left
             self._queued -= len(recs)
             self._counts["applied"] += applied
             self._counts["batches"] += 1 if applied else 0
@@ -298,6 +322,7 @@ class ApplyLoop:
             self._file_lock.release()
 
     def _dead_letter(self, recs: list[Rec], reason: str, error: str) -> None:
+        self._load(recs)
         letters = [
             letter(self.jid, r.seq, r.ns, r.key, self._codec.name, r.payload, r.prio, r.ts, reason, error) for r in recs
         ]

@@ -33,6 +33,9 @@ from .._errors import StorageError
 
 __all__ = ["HEADER", "JOURNAL_SUFFIX", "JournalFile", "JournalRecord", "encode_frame", "read_journal"]
 
+#: Frames read back in one pread at most (the apply side reads a batch's frames in runs).
+_READ_RUN_BYTES: Final = 1 << 20
+
 HEADER: Final = b"FMJOURNAL1\n"
 JOURNAL_SUFFIX: Final = ".journal"
 _FRAME: Final = struct.Struct("<II")
@@ -164,6 +167,45 @@ class JournalFile:
             raise _fs.storage_error(exc, "append to journal", self.path) from exc
         self.offset += len(data)
         self.size_since_truncate += len(data)
+
+    def read_frames(self, spans: list[tuple[int, int]]) -> list[JournalRecord]:
+        """The records whose frames start at ``spans``' offsets with their sizes, in that order.
+
+        Frames next to each other are read in one ``pread``. A frame that does
+        not read back whole and intact raises StorageError: this process wrote
+        and fsynced it and holds the file's lock, so that is a failing disk.
+        """
+        out: list[JournalRecord] = []
+        i = 0
+        n = len(spans)
+        while i < n:
+            start, size = spans[i]
+            j = i + 1
+            end = start + size
+            while j < n and spans[j][0] == end and end - start < _READ_RUN_BYTES:
+                end += spans[j][1]
+                j += 1
+            try:
+                data = os.pread(self.fd, end - start, start)
+            except OSError as exc:
+                raise _fs.storage_error(exc, "read back from journal", self.path) from exc
+            pos = 0
+            for k in range(i, j):
+                size = spans[k][1]
+                rec = None
+                if len(data) >= pos + size >= pos + _FRAME.size:
+                    length, crc = _FRAME.unpack_from(data, pos)
+                    body = data[pos + _FRAME.size : pos + size]
+                    if length == len(body) and zlib.crc32(body) == crc:
+                        rec = _decode_body(body)
+                if rec is None:
+                    raise StorageError(
+                        f"journal {self.path}: frame at {spans[k][0]} does not read back", path=self.path
+                    )
+                out.append(rec)
+                pos += size
+            i = j
+        return out
 
     def flush(self) -> None:
         """fsync what was appended (a no-op for a store with durability="flush")."""

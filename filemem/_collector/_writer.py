@@ -45,11 +45,12 @@ from .._errors import (
 from .._names import validate_key
 from .._types import NamespaceLike
 from ._applied import RangeSet, remove_marker
-from ._apply import IDLE_WAIT_S, ApplyLoop, Rec
+from ._apply import IDLE_WAIT_S, SLICE_RECORDS, ApplyLoop, yield_gil
 from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._journal import JournalFile, encode_frame
 from ._replay import recover_journals
+from ._spool import Rec, Spool
 
 __all__ = ["PRIORITIES", "Collector"]
 
@@ -98,7 +99,8 @@ class Collector(ApplyLoop):
         self._seq = 0
         self._queued = 0  # queued and not yet finished
         self._incoming: deque[Rec] = deque()
-        self._ready: tuple[deque[Rec], deque[Rec], deque[Rec]] = (deque(), deque(), deque())
+        # Journaled records wait here as (id, frame offset, size), not as objects (see _spool).
+        self._ready: tuple[Spool, Spool, Spool] = (Spool(0), Spool(1), Spool(2))
         self._jbatch_min = math.inf  # lowest id the journal thread holds
         self._jgroup: deque[Rec] = deque()  # the group the journal thread holds
         self._inflight: list[Rec] = []  # the batch being applied
@@ -293,6 +295,11 @@ class Collector(ApplyLoop):
         for q in reversed(self._ready):  # lowest priority first; oldest of it
             if q:
                 victim = q.popleft()
+                try:
+                    self._load([victim])  # its letter needs the record, which waits in the journal
+                except FileMemError:
+                    q.appendleft(victim)
+                    raise
                 self._dropping[victim.seq] = True  # journaled: to retire once its letter is durable
                 return victim
         if self._incoming:
@@ -308,8 +315,9 @@ class Collector(ApplyLoop):
         if self._incoming:
             low = min(low, self._incoming[0].seq)
         for q in self._ready:
-            if q:
-                low = min(low, q[0].seq)
+            head = q.head_seq()
+            if head is not None:
+                low = min(low, head)
         if self._inflight:
             low = min(low, self._inflight[0].seq)
         if self._dropping:
@@ -382,7 +390,7 @@ class Collector(ApplyLoop):
                 remove_marker(self._engine, self.jid)
             else:
                 self._journal.release()  # its records wait for replay
-        left = [r for q in self._ready for r in q] + self._inflight
+        left = [r for q in self._ready for r in q.in_memory()] + self._inflight
         if self._journal is not None:
             left = [r for r in left if r.seq in self._unjournaled]  # the journal holds the others
             # A journal thread that died leaves records it never handed on:
@@ -452,11 +460,21 @@ class Collector(ApplyLoop):
                 if self._stop.is_set():
                     return
                 continue
-            data = b"".join(encode_frame(r.seq, r.ts, r.prio, r.ns, r.key, codec, r.payload) for r in group)
+            frames: list[bytes] = []
+            recs = list(group)
+            for i in range(0, len(recs), SLICE_RECORDS):
+                if i:
+                    yield_gil()  # a big group is many encodes: let collect() callers in between
+                frames += [
+                    encode_frame(r.seq, r.ts, r.prio, r.ns, r.key, codec, r.payload)
+                    for r in recs[i : i + SLICE_RECORDS]
+                ]
+            data = b"".join(frames)
             journaled = False
             while True:
                 try:
                     with self._file_lock:
+                        base = journal.offset
                         journal.append(data)
                         journal.flush()
                         self._in_file += len(group)
@@ -473,9 +491,16 @@ class Collector(ApplyLoop):
                         # Closing with the journal failing: hand the group on
                         # unjournaled rather than lose it.
                         break
+            spools = self._ready
             with self._lock:
-                for r in group:
-                    self._ready[r.prio].append(r)
+                if journaled:
+                    # From now on the journal holds each record: the line keeps only where its frame is.
+                    for r, frame in zip(group, frames, strict=True):
+                        spools[r.prio].append_packed(r.seq, base, len(frame))
+                        base += len(frame)
+                else:
+                    for r in group:
+                        spools[r.prio].append(r)
                 self._jbatch_min = math.inf
                 self._jgroup = deque()
                 if journaled:
@@ -510,8 +535,9 @@ class Collector(ApplyLoop):
             with self._lock:
                 counts = dict(self._counts)
                 depth = self._queued
-                heads = [q[0].ts for q in (self._incoming, *self._ready) if q]
-                heads += [self._inflight[0].ts] if self._inflight else []
+                heads = [self._incoming[0].ts] if self._incoming else []
+                heads += [r.ts for r in self._loaded_heads()]
+                heads += [self._inflight[0].ts] if self._inflight and self._inflight[0].loaded else []
                 collected = self._seq
         lat = sorted(self._latency)
         breaker = self.breaker.state if self._fork == _fork_generation[0] else self.breaker.state_nolock()
@@ -529,6 +555,15 @@ class Collector(ApplyLoop):
             "last_error": self.last_error,
             "journal": self._journal.path if self._journal is not None else None,
         }
+
+    def _loaded_heads(self) -> list[Rec]:
+        """With the lock held: the front record of each priority, read back from the journal if need be."""
+        heads = [h for h in (q.head() for q in self._ready) if h is not None]
+        try:
+            self._load(heads)
+        except FileMemError:
+            return [h for h in heads if h.loaded]
+        return heads
 
     def health(self) -> dict[str, Any]:
         """Is the collector keeping up? ``ok`` is False while the breaker is not closed, the
