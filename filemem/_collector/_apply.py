@@ -26,9 +26,9 @@ from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._deadletter import append_dead_letters, letter
 from ._journal import JournalFile
-from ._spool import Rec, Spool
+from ._spool import Inbox, Rec, Spool
 
-__all__ = ["SLICE_RECORDS", "ApplyLoop", "yield_gil"]
+__all__ = ["ApplyLoop"]
 
 log = logging.getLogger("filemem.collector")
 
@@ -37,16 +37,14 @@ _TRUNCATE_BYTES: Final = 1 << 20
 #: Most distinct namespaces in one engine batch (each holds shard locks).
 _MAX_NAMESPACES_PER_APPLY: Final = 64
 IDLE_WAIT_S: Final = 0.1
-#: Records decoded or read back between two points where the apply thread lets go of the GIL.
+#: Records decoded or read back between two points where the apply thread may let go of the GIL.
 #: A thread that wakes (a paced collect() caller) waits for the GIL until the holder blocks or
 #: CPython's 5 ms switch interval runs out; slices of ~50-100 us of work keep collect() p99 low.
 SLICE_RECORDS: Final = 64
+#: ...but only for a caller that is between calls (no collect() this recently). A caller busy in
+#: Python would keep the GIL a whole switch interval after each yield and starve the writer.
+_PACED_GAP_S: Final = 0.0002
 _PERMANENT: Final = (InvalidValueError, InvalidKeyError)
-
-
-def yield_gil() -> None:
-    """Let go of the GIL for a moment, so a thread waiting for it (a collect() caller) runs now."""
-    time.sleep(0)
 
 
 class ApplyLoop:
@@ -61,7 +59,7 @@ class ApplyLoop:
     _lock: threading.Lock
     _progress: threading.Condition
     _queued: int
-    _incoming: deque[Rec]
+    _incoming: Inbox
     _ready: tuple[Spool, Spool, Spool]
     _jbatch_min: float
     _inflight: list[Rec]
@@ -77,6 +75,12 @@ class ApplyLoop:
     _done_in_file: int
     _file_lock: threading.Lock
     _fatal: BaseException | None
+    _last_collect: float
+
+    def _yield_gil(self) -> None:
+        """Let go of the GIL for a moment if a paced collect() caller may be waking (see _PACED_GAP_S)."""
+        if time.monotonic() - self._last_collect > _PACED_GAP_S:
+            time.sleep(0)  # releases the GIL: a thread waiting for it runs now, not after 5 ms
 
     def _load(self, recs: list[Rec]) -> None:
         """Read back from the journal the fields of records that wait there as (id, offset, size)."""
@@ -88,7 +92,7 @@ class ApplyLoop:
         stubs.sort(key=lambda r: r.off)
         for i in range(0, len(stubs), SLICE_RECORDS):
             if i:
-                yield_gil()
+                self._yield_gil()
             part = stubs[i : i + SLICE_RECORDS]
             for r, got in zip(part, journal.read_frames([(r.off, r.size) for r in part]), strict=True):
                 if got.seq != r.seq:
@@ -194,7 +198,7 @@ class ApplyLoop:
             ops: list[Op] = []
             for i in range(0, len(group), SLICE_RECORDS):
                 if i:
-                    yield_gil()
+                    self._yield_gil()
                 ops += [Op(r.ns, r.key, "put", decode(r.payload)) for r in group[i : i + SLICE_RECORDS]]
             if self._journal is None:
                 if ops:

@@ -31,7 +31,17 @@ import msgpack
 from .. import _fs, _locks
 from .._errors import StorageError
 
-__all__ = ["HEADER", "JOURNAL_SUFFIX", "JournalFile", "JournalRecord", "encode_frame", "read_journal"]
+__all__ = [
+    "HEADER",
+    "JOURNAL_SUFFIX",
+    "JournalFile",
+    "JournalRecord",
+    "decode_frame",
+    "encode_frame",
+    "frame_tail",
+    "frame_with_seq",
+    "read_journal",
+]
 
 #: Frames read back in one pread at most (the apply side reads a batch's frames in runs).
 _READ_RUN_BYTES: Final = 1 << 20
@@ -62,6 +72,29 @@ def encode_frame(
     """One length- and checksum-framed journal record."""
     body: bytes = msgpack.packb([seq, collected_at, priority, list(namespace), key, codec, payload], use_bin_type=True)
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def frame_tail(
+    collected_at: float, priority: int, namespace: tuple[str, ...], key: str, codec: str, payload: bytes
+) -> bytes:
+    """Everything of a frame's payload but the id: packed before the id is known (outside collect()'s lock)."""
+    packed: bytes = msgpack.packb([collected_at, priority, list(namespace), key, codec, payload], use_bin_type=True)
+    return packed[1:]  # without the 6-element array header (one byte, 0x96): frame_with_seq writes a 7-element one
+
+
+def frame_with_seq(seq: int, tail: bytes) -> bytes:
+    """The frame :func:`encode_frame` makes, byte for byte, from the id and :func:`frame_tail`."""
+    packed_seq: bytes = msgpack.packb(seq)
+    body = b"\x97" + packed_seq + tail
+    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def decode_frame(frame: bytes) -> JournalRecord:
+    """The record in one whole frame made by this process (StorageError if it does not decode)."""
+    rec = _decode_body(frame[_FRAME.size :])
+    if rec is None:
+        raise StorageError("a queued journal frame does not decode")
+    return rec
 
 
 def read_journal(path: str) -> tuple[list[JournalRecord], int, bool]:

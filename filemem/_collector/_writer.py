@@ -29,6 +29,7 @@ import random
 import secrets
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -45,12 +46,12 @@ from .._errors import (
 from .._names import validate_key
 from .._types import NamespaceLike
 from ._applied import RangeSet, remove_marker
-from ._apply import IDLE_WAIT_S, SLICE_RECORDS, ApplyLoop, yield_gil
+from ._apply import IDLE_WAIT_S, ApplyLoop
 from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
-from ._journal import JournalFile, encode_frame
+from ._journal import JournalFile, decode_frame, encode_frame, frame_tail, frame_with_seq
 from ._replay import recover_journals
-from ._spool import Rec, Spool
+from ._spool import Inbox, Rec, Spool, Taken
 
 __all__ = ["PRIORITIES", "Collector"]
 
@@ -98,11 +99,12 @@ class Collector(ApplyLoop):
         self._progress = threading.Condition(self._lock)  # space freed / records finished
         self._seq = 0
         self._queued = 0  # queued and not yet finished
-        self._incoming: deque[Rec] = deque()
+        # Queued, not yet journaled: the journal frames themselves, in one buffer (see _spool).
+        self._incoming = Inbox()
         # Journaled records wait here as (id, frame offset, size), not as objects (see _spool).
         self._ready: tuple[Spool, Spool, Spool] = (Spool(0), Spool(1), Spool(2))
         self._jbatch_min = math.inf  # lowest id the journal thread holds
-        self._jgroup: deque[Rec] = deque()  # the group the journal thread holds
+        self._jgroup: Taken | None = None  # the group the journal thread holds
         self._inflight: list[Rec] = []  # the batch being applied
         #: Records being dropped (on_full="drop_oldest") whose letter is not written yet: seq -> journaled.
         self._dropping: dict[int, bool] = {}
@@ -126,6 +128,7 @@ class Collector(ApplyLoop):
             "recovered": 0,
         }
         self._latency: deque[float] = deque(maxlen=2048)
+        self._last_collect = 0.0
         self.last_error = ""
         # Journal bookkeeping (journal mode only).
         self._applied = RangeSet()  # ids of this journal applied or retired since its last truncation
@@ -190,6 +193,11 @@ class Collector(ApplyLoop):
                 f"value encodes to {len(payload)} bytes; the limit is {self._engine.max_value_bytes}"
             )
         ts = time.time()
+        self._last_collect = time.monotonic()  # the apply thread yields the GIL only to paced callers
+        journaled = self._journal is not None
+        # In journal mode the record is queued as its journal frame; all of it but the id is packed here,
+        # outside the lock.
+        tail = frame_tail(ts, prio, ns, key, self._codec.name, payload) if journaled else b""
         while True:
             with self._lock:
                 self._check_usable()
@@ -197,12 +205,11 @@ class Collector(ApplyLoop):
                 if victim is None:
                     self._seq += 1
                     seq = self._seq
-                    rec = Rec(seq, prio, ts, ns, key, payload)
                     self._queued += 1
-                    if self._journal is not None:
-                        self._incoming.append(rec)
+                    if journaled:
+                        self._incoming.add(seq, prio, frame_with_seq(seq, tail))
                     else:
-                        self._ready[prio].append(rec)
+                        self._ready[prio].append(Rec(seq, prio, ts, ns, key, payload))
                     break
             # A record was pushed out to make room: its dead letter must be
             # durable before its id is retired (or a crash in between loses it).
@@ -239,7 +246,10 @@ class Collector(ApplyLoop):
                 if journaled:
                     self._ready[victim.prio].appendleft(victim)
                 else:
-                    self._incoming.appendleft(victim)
+                    frame = encode_frame(
+                        victim.seq, victim.ts, victim.prio, victim.ns, victim.key, self._codec.name, victim.payload
+                    )
+                    self._incoming.appendleft(victim.seq, victim.prio, frame)
                 self._progress.notify_all()
             self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
             if journaled:
@@ -303,7 +313,7 @@ class Collector(ApplyLoop):
                 self._dropping[victim.seq] = True  # journaled: to retire once its letter is durable
                 return victim
         if self._incoming:
-            victim = self._incoming.popleft()  # not journaled yet: nothing to retire
+            victim = _rec_of(*self._incoming.popleft())  # not journaled yet: nothing to retire
             self._dropping[victim.seq] = False
             return victim
         return None
@@ -312,8 +322,9 @@ class Collector(ApplyLoop):
 
     def _min_outstanding(self) -> float:
         low = self._jbatch_min
-        if self._incoming:
-            low = min(low, self._incoming[0].seq)
+        head = self._incoming.head_seq()
+        if head is not None:
+            low = min(low, head)
         for q in self._ready:
             head = q.head_seq()
             if head is not None:
@@ -398,8 +409,10 @@ class Collector(ApplyLoop):
             # reached the journal too: then a replay finds it twice, and the
             # letter's replay skips it as superseded. Better than losing it.)
             with self._lock:
-                left += [*self._jgroup, *self._incoming]
-                self._jgroup, self._incoming = deque(), deque()
+                if self._jgroup is not None:
+                    left += _recs_of(self._jgroup)
+                left += _recs_of(self._incoming.take_all())
+                self._jgroup = None
         if left:
             self._dead_letter(left, "unfinished", "collector closed before the store took it")
 
@@ -444,7 +457,6 @@ class Collector(ApplyLoop):
     def _journal_loop(self) -> None:
         journal = self._journal
         assert journal is not None
-        codec = self._codec.name
         attempt = 0
         while True:
             self._jwake.wait(IDLE_WAIT_S)
@@ -452,24 +464,15 @@ class Collector(ApplyLoop):
             if self.config.journal_group_delay:
                 time.sleep(self.config.journal_group_delay)
             with self._lock:
-                group, self._incoming = self._incoming, deque()
-                if group:
-                    self._jbatch_min = group[0].seq
+                group = self._incoming.take_all() if self._incoming else None
+                if group is not None:
+                    self._jbatch_min = group.seqs[0]
                     self._jgroup = group
-            if not group:
+            if group is None:
                 if self._stop.is_set():
                     return
                 continue
-            frames: list[bytes] = []
-            recs = list(group)
-            for i in range(0, len(recs), SLICE_RECORDS):
-                if i:
-                    yield_gil()  # a big group is many encodes: let collect() callers in between
-                frames += [
-                    encode_frame(r.seq, r.ts, r.prio, r.ns, r.key, codec, r.payload)
-                    for r in recs[i : i + SLICE_RECORDS]
-                ]
-            data = b"".join(frames)
+            data = group.data
             journaled = False
             while True:
                 try:
@@ -477,7 +480,7 @@ class Collector(ApplyLoop):
                         base = journal.offset
                         journal.append(data)
                         journal.flush()
-                        self._in_file += len(group)
+                        self._in_file += len(group.seqs)
                     attempt = 0
                     journaled = True
                     break
@@ -492,21 +495,30 @@ class Collector(ApplyLoop):
                         # unjournaled rather than lose it.
                         break
             spools = self._ready
+            # Worked out outside the lock, which collect() waits for.
+            recs = [] if journaled else _recs_of(group)
+            offs = array("q")
+            if journaled:
+                for size in group.sizes:
+                    offs.append(base)
+                    base += size
+            one_prio = group.prios[0] if group.prios.count(group.prios[0]) == len(group.prios) else None
             with self._lock:
-                if journaled:
+                if journaled and one_prio is not None:
                     # From now on the journal holds each record: the line keeps only where its frame is.
-                    for r, frame in zip(group, frames, strict=True):
-                        spools[r.prio].append_packed(r.seq, base, len(frame))
-                        base += len(frame)
+                    spools[one_prio].extend_packed(group.seqs, offs, group.sizes)
+                elif journaled:
+                    for seq, prio, off, size in zip(group.seqs, group.prios, offs, group.sizes, strict=True):
+                        spools[prio].append_packed(seq, off, size)
                 else:
-                    for r in group:
+                    for r in recs:
                         spools[r.prio].append(r)
                 self._jbatch_min = math.inf
-                self._jgroup = deque()
+                self._jgroup = None
                 if journaled:
-                    self._counts["accepted"] += len(group)
+                    self._counts["accepted"] += len(group.seqs)
                 else:
-                    self._unjournaled.update(r.seq for r in group)
+                    self._unjournaled.update(group.seqs)
             self._awake.set()
 
     # ------------------------------------------------------------------ health
@@ -535,7 +547,8 @@ class Collector(ApplyLoop):
             with self._lock:
                 counts = dict(self._counts)
                 depth = self._queued
-                heads = [self._incoming[0].ts] if self._incoming else []
+                first = self._incoming.peek()
+                heads = [decode_frame(first[2]).collected_at] if first is not None else []
                 heads += [r.ts for r in self._loaded_heads()]
                 heads += [self._inflight[0].ts] if self._inflight and self._inflight[0].loaded else []
                 collected = self._seq
@@ -590,6 +603,21 @@ class Collector(ApplyLoop):
 
 class _WouldBlock(Exception):  # noqa: N818 - internal signal, never escapes acollect
     """collect(wait=False) found the queue full under on_full="block"."""
+
+
+def _rec_of(seq: int, prio: int, frame: bytes) -> Rec:
+    got = decode_frame(frame)
+    return Rec(seq, prio, got.collected_at, got.namespace, got.key, got.payload)
+
+
+def _recs_of(taken: Taken) -> list[Rec]:
+    """The records of frames taken from the inbox, as objects."""
+    out: list[Rec] = []
+    pos = 0
+    for seq, prio, size in zip(taken.seqs, taken.prios, taken.sizes, strict=True):
+        out.append(_rec_of(seq, prio, taken.data[pos : pos + size]))
+        pos += size
+    return out
 
 
 def _pct(sorted_values: list[float], q: float) -> float:
