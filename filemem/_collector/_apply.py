@@ -77,6 +77,14 @@ class ApplyLoop:
     _fatal: BaseException | None
     _last_collect: float
 
+    _contended: bool
+
+    def _let_callers_in(self) -> None:
+        """After a writer thread let go of the lock: if a collect() waited for it, hand it the GIL now."""
+        if self._contended:
+            self._contended = False
+            time.sleep(0)  # releases the GIL, so the woken caller takes it instead of waiting up to 5 ms
+
     def _yield_gil(self) -> None:
         """Let go of the GIL for a moment if a paced collect() caller may be waking (see _PACED_GAP_S)."""
         if time.monotonic() - self._last_collect > _PACED_GAP_S:
@@ -133,6 +141,7 @@ class ApplyLoop:
                         batch.append(q.popleft())
                 batch.sort(key=lambda r: r.seq)
                 self._inflight = batch
+            self._let_callers_in()
             if not self._apply_with_retries():
                 # Closing interrupted the retries: put what is left back in line.
                 with self._lock:
@@ -227,6 +236,7 @@ class ApplyLoop:
             with self._lock:
                 self._applied = done
                 self._done_in_file += len(retired)
+            self._let_callers_in()
             if group:
                 self._finished(group, applied=len(group))
 
@@ -305,6 +315,7 @@ class ApplyLoop:
             if self._journal is not None and in_file:
                 self._done_in_file += len(recs)
             self._progress.notify_all()
+        self._let_callers_in()
 
     def _maybe_truncate(self) -> None:
         journal = self._journal

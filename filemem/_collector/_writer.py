@@ -129,6 +129,7 @@ class Collector(ApplyLoop):
         }
         self._latency: deque[float] = deque(maxlen=2048)
         self._last_collect = 0.0
+        self._contended = False  # a collect() waited for the lock: see ApplyLoop._let_callers_in
         self.last_error = ""
         # Journal bookkeeping (journal mode only).
         self._applied = RangeSet()  # ids of this journal applied or retired since its last truncation
@@ -199,7 +200,12 @@ class Collector(ApplyLoop):
         # outside the lock.
         tail = frame_tail(ts, prio, ns, key, self._codec.name, payload) if journaled else b""
         while True:
-            with self._lock:
+            if not self._lock.acquire(blocking=False):
+                # A writer thread holds it: ask it to hand the GIL over as soon as it lets go
+                # (else it may run on for up to CPython's 5 ms switch interval while we wait).
+                self._contended = True
+                self._lock.acquire()
+            with _Release(self._lock):
                 self._check_usable()
                 victim = self._make_room(wait) if self._queued >= self.config.max_queue else None
                 if victim is None:
@@ -468,6 +474,7 @@ class Collector(ApplyLoop):
                 if group is not None:
                     self._jbatch_min = group.seqs[0]
                     self._jgroup = group
+            self._let_callers_in()
             if group is None:
                 if self._stop.is_set():
                     return
@@ -519,6 +526,7 @@ class Collector(ApplyLoop):
                     self._counts["accepted"] += len(group.seqs)
                 else:
                     self._unjournaled.update(group.seqs)
+            self._let_callers_in()
             self._awake.set()
 
     # ------------------------------------------------------------------ health
@@ -599,6 +607,21 @@ class Collector(ApplyLoop):
 
     def __repr__(self) -> str:
         return f"Collector({self._engine.root!r}, jid={self.jid!r}, closed={self._closed})"
+
+
+class _Release:
+    """``with _Release(lock):`` releases an already acquired lock on the way out."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 class _WouldBlock(Exception):  # noqa: N818 - internal signal, never escapes acollect
