@@ -25,7 +25,9 @@ from array import array
 from collections import deque
 from typing import Final, NamedTuple
 
-__all__ = ["Inbox", "Rec", "Spool", "Taken"]
+from ._journal import decode_frame
+
+__all__ = ["Inbox", "Rec", "Spool", "Taken", "rec_of_frame", "recs_of_taken"]
 
 #: Drop the consumed head of a packed chunk once this many entries are consumed (and half of it).
 _COMPACT_AFTER: Final = 4096
@@ -296,3 +298,19 @@ class Taken(NamedTuple):
     seqs: array[int]
     prios: array[int]
     sizes: array[int]
+
+
+def rec_of_frame(seq: int, prio: int, frame: bytes) -> Rec:
+    """The record in a frame that waited in the inbox, as an object."""
+    got = decode_frame(frame)
+    return Rec(seq, prio, got.collected_at, got.namespace, got.key, got.payload)
+
+
+def recs_of_taken(taken: Taken) -> list[Rec]:
+    """The records of frames taken from the inbox, as objects."""
+    out: list[Rec] = []
+    pos = 0
+    for seq, prio, size in zip(taken.seqs, taken.prios, taken.sizes, strict=True):
+        out.append(rec_of_frame(seq, prio, taken.data[pos : pos + size]))
+        pos += size
+    return out

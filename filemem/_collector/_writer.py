@@ -51,7 +51,7 @@ from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._journal import JournalFile, decode_frame, encode_frame, frame_tail, frame_with_seq
 from ._replay import recover_journals
-from ._spool import Inbox, Rec, Spool, Taken
+from ._spool import Inbox, Rec, Spool, Taken, rec_of_frame, recs_of_taken
 
 __all__ = ["PRIORITIES", "Collector"]
 
@@ -319,7 +319,7 @@ class Collector(ApplyLoop):
                 self._dropping[victim.seq] = True  # journaled: to retire once its letter is durable
                 return victim
         if self._incoming:
-            victim = _rec_of(*self._incoming.popleft())  # not journaled yet: nothing to retire
+            victim = rec_of_frame(*self._incoming.popleft())  # not journaled yet: nothing to retire
             self._dropping[victim.seq] = False
             return victim
         return None
@@ -416,8 +416,8 @@ class Collector(ApplyLoop):
             # letter's replay skips it as superseded. Better than losing it.)
             with self._lock:
                 if self._jgroup is not None:
-                    left += _recs_of(self._jgroup)
-                left += _recs_of(self._incoming.take_all())
+                    left += recs_of_taken(self._jgroup)
+                left += recs_of_taken(self._incoming.take_all())
                 self._jgroup = None
         if left:
             self._dead_letter(left, "unfinished", "collector closed before the store took it")
@@ -503,7 +503,7 @@ class Collector(ApplyLoop):
                         break
             spools = self._ready
             # Worked out outside the lock, which collect() waits for.
-            recs = [] if journaled else _recs_of(group)
+            recs = [] if journaled else recs_of_taken(group)
             offs = array("q")
             if journaled:
                 for size in group.sizes:
@@ -626,21 +626,6 @@ class _Release:
 
 class _WouldBlock(Exception):  # noqa: N818 - internal signal, never escapes acollect
     """collect(wait=False) found the queue full under on_full="block"."""
-
-
-def _rec_of(seq: int, prio: int, frame: bytes) -> Rec:
-    got = decode_frame(frame)
-    return Rec(seq, prio, got.collected_at, got.namespace, got.key, got.payload)
-
-
-def _recs_of(taken: Taken) -> list[Rec]:
-    """The records of frames taken from the inbox, as objects."""
-    out: list[Rec] = []
-    pos = 0
-    for seq, prio, size in zip(taken.seqs, taken.prios, taken.sizes, strict=True):
-        out.append(_rec_of(seq, prio, taken.data[pos : pos + size]))
-        pos += size
-    return out
 
 
 def _pct(sorted_values: list[float], q: float) -> float:
