@@ -1,0 +1,538 @@
+"""LangGraph's long-term memory store over filemem (layer L7, public API only).
+
+``FileMemStore`` is a ``langgraph.store.base.BaseStore``: pass it to
+``graph.compile(store=...)`` (or to LangMem's tools) and every process that
+opens the same directory shares the memories, with filemem's guarantees
+(atomic writes, no torn reads, cross-process locks).
+
+The invariant: what ``batch`` returns is what LangGraph's ``InMemoryStore``
+returns for the same operations, except for the deliberate differences listed
+in docs/integrations.md (namespaces with no items are not listed; ordering
+where LangGraph leaves it undefined is (namespace, key); one vector per item;
+range filters on non-numbers do not match instead of raising). The
+differential test in tests/integrations/test_langgraph_differential.py holds
+it to that.
+
+On disk, a LangGraph item ``(namespace, key, value)`` is the filemem record
+``(namespace, escaped key, {"value": value, ...})``: the namespace is the
+same tuple, the key is escaped (filemem refuses ``""``, ``/``, ``.``,
+``..`` and NUL, LangGraph allows any string), and the envelope carries, when
+they apply, the text to embed (``"text"``), the TTL in minutes (``"ttl"``)
+and the LangGraph ``updated_at`` kept across TTL refreshes (``"updated_at"``).
+
+Example::
+
+    from filemem.integrations.langgraph import FileMemStore
+
+    with FileMemStore("./memories") as store:
+        store.put(("users", "42"), "prefs", {"theme": "dark"})
+        assert store.get(("users", "42"), "prefs").value == {"theme": "dark"}
+        store.update(("users", "42"), "visits", lambda v: {"n": (v or {"n": 0})["n"] + 1})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Final, Literal
+
+import filemem
+
+try:
+    from langchain_core.embeddings import Embeddings
+    from langgraph.store.base import (
+        NOT_PROVIDED,
+        BaseStore,
+        GetOp,
+        IndexConfig,
+        InvalidNamespaceError,
+        Item,
+        ListNamespacesOp,
+        MatchCondition,
+        NotProvided,
+        Op,
+        PutOp,
+        Result,
+        SearchItem,
+        SearchOp,
+        TTLConfig,
+        ensure_embeddings,
+        get_text_at_path,
+        tokenize_path,
+        validate_op_namespace,
+    )
+    from langgraph.store.base.embed import EmbeddingsLambda
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError('filemem.integrations.langgraph needs LangGraph: pip install "filemem[langgraph]"') from exc
+
+from ._langgraph_filter import compile_filter, does_match
+
+__all__ = ["FileMemStore"]
+
+# Envelope fields of a stored record (see the module docstring).
+_VALUE: Final = "value"
+_TEXT: Final = "text"
+_TTL: Final = "ttl"
+_UPDATED: Final = "updated_at"
+#: "Every hit" for filemem's vector search, whose page must hold all candidates when a filter follows.
+_ALL_HITS: Final = 2**31
+_SECONDS_PER_MINUTE: Final = 60.0
+
+# Keys filemem refuses outright, mapped to forms no other key escapes to
+# (a lone "%" and "%2E" never come out of the general rule below).
+_SPECIAL_KEYS: Final = {"": "%", ".": "%2E", "..": "%2E%2E"}
+_SPECIAL_NAMES: Final = {v: k for k, v in _SPECIAL_KEYS.items()}
+_ESCAPED: Final = re.compile("%(25|2F|00)")
+
+
+def escape_key(key: str) -> str:
+    """The filemem key of a LangGraph key: a bijection, so any string round-trips.
+
+    >>> escape_key("a/b"), escape_key(""), escape_key("50%")
+    ('a%2Fb', '%', '50%25')
+    """
+    special = _SPECIAL_KEYS.get(key)
+    if special is not None:
+        return special
+    if "%" in key or "/" in key or "\x00" in key:
+        return key.replace("%", "%25").replace("/", "%2F").replace("\x00", "%00")
+    return key
+
+
+def unescape_key(name: str) -> str:
+    """Invert :func:`escape_key`."""
+    if "%" not in name:
+        return name
+    special = _SPECIAL_NAMES.get(name)
+    if special is not None:
+        return special
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), name)
+
+
+def _when(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+class FileMemStore(BaseStore):
+    """A LangGraph ``BaseStore`` whose items live in a filemem store directory.
+
+    Args:
+        path_or_store: a store directory (opened, and closed by :meth:`close`),
+            or an open :class:`filemem.Store` (left open; with ``index`` it
+            must be a path, since the vectors need the store's ``embed``).
+        index: LangGraph's ``IndexConfig`` (``dims``, ``embed``, ``fields``):
+            semantic search through filemem's shared vector index. Without
+            it, ``query`` is ignored and scores are None, as in LangGraph.
+        ttl: LangGraph's ``TTLConfig`` (``default_ttl`` minutes,
+            ``refresh_on_read``, ``sweep_interval_minutes``).
+
+    Example::
+
+        from langgraph.graph import StateGraph
+        store = FileMemStore("./memories", ttl={"default_ttl": 60 * 24})
+        graph = StateGraph(State).add_node(...).compile(store=store)
+    """
+
+    supports_ttl: bool = True
+
+    def __init__(
+        self,
+        path_or_store: str | os.PathLike[str] | filemem.Store,
+        *,
+        index: IndexConfig | None = None,
+        ttl: TTLConfig | None = None,
+    ) -> None:
+        self.index_config: IndexConfig | None = None
+        self.embeddings: Embeddings | None = None
+        self._fields: list[tuple[str, str | list[str]]] = []
+        if index:
+            self.index_config = index.copy()
+            self.embeddings = ensure_embeddings(index.get("embed"))
+            if isinstance(self.embeddings, EmbeddingsLambda) and not hasattr(self.embeddings, "func"):
+                raise filemem.InvalidValueError(
+                    "index['embed'] is an async-only function; filemem indexes in worker threads and needs a "
+                    "sync one (an Embeddings object, or a plain function)"
+                )
+            self._fields = [(p, tokenize_path(p) if p != "$" else p) for p in (index.get("fields") or ["$"])]
+        self.ttl_config: TTLConfig | None = ttl
+        self._owned = not isinstance(path_or_store, filemem.Store)
+        if isinstance(path_or_store, filemem.Store):
+            if index:
+                raise filemem.InvalidValueError(
+                    "FileMemStore(index=...) opens the filemem Store itself (its embed function must be the "
+                    "index's): pass the store directory, not a Store"
+                )
+            self._store = path_or_store
+        elif index:
+            self._store = filemem.Store(
+                path_or_store, index_fields=[_TEXT], embed=self._embed_text, embed_id=self._embed_id(index)
+            )
+        else:
+            self._store = filemem.Store(path_or_store)
+        self._sweeper: concurrent.futures.Future[None] | None = None
+        self._sweep_stop = threading.Event()
+        if ttl and ttl.get("sweep_interval_minutes"):
+            self.start_ttl_sweeper()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def store(self) -> filemem.Store:
+        """The filemem store underneath (for ``update``, ``check``, ``subscribe`` ...)."""
+        return self._store
+
+    @staticmethod
+    def _embed_id(index: IndexConfig) -> str:
+        embed = index.get("embed")
+        name = embed if isinstance(embed, str) else getattr(embed, "__qualname__", type(embed).__qualname__)
+        module = "" if isinstance(embed, str) else getattr(embed, "__module__", type(embed).__module__)
+        fields = ",".join(index.get("fields") or ["$"])
+        return f"langgraph:{module}.{name}:{index.get('dims')}:{fields}"
+
+    def _embed_text(self, text: str) -> list[float]:
+        # filemem joins the strings of the "text" field with spaces; an item
+        # whose index paths give one text (the common case, and always with
+        # the default "$") is embedded exactly as InMemoryStore embeds it.
+        assert self.embeddings is not None
+        return list(self.embeddings.embed_documents([text])[0])
+
+    def close(self) -> None:
+        """Stop the TTL sweeper; close the filemem store if this object opened it. Idempotent."""
+        self.stop_ttl_sweeper()
+        if self._owned:
+            with contextlib.suppress(filemem.StoreClosedError):
+                self._store.close()
+
+    def __enter__(self) -> FileMemStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FileMemStore({self._store.path!r}, index={bool(self.index_config)}, ttl={self.ttl_config!r})"
+
+    # ------------------------------------------------------------------ batch
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops`` as ``InMemoryStore`` does: reads first, then the puts (last one per key wins), atomically."""
+        ops = list(ops)
+        self._validate(ops)
+        queries = self._queries(ops)
+        vectors = {q: list(self.embeddings.embed_query(q)) for q in queries} if self.embeddings else {}
+        return self._run(ops, vectors)
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """The async ``batch``: queries are embedded with the async API, the store work runs in a worker thread."""
+        ops = list(ops)
+        self._validate(ops)
+        queries = self._queries(ops)
+        vectors: dict[str, list[float]] = {}
+        if self.embeddings and queries:
+            got = await asyncio.gather(*(self.embeddings.aembed_query(q) for q in queries))
+            vectors = {q: list(v) for q, v in zip(queries, got, strict=True)}
+        # One thread hop per batch: the lock waits, fsyncs and reads never run on the loop.
+        return await asyncio.to_thread(self._run, ops, vectors)
+
+    def _validate(self, ops: list[Op]) -> None:
+        # Everything is checked before anything is read or written.
+        for op in ops:
+            if not isinstance(op, (GetOp, PutOp, SearchOp, ListNamespacesOp)):
+                raise filemem.InvalidValueError(f"unknown operation type: {type(op).__name__}")
+            validate_op_namespace(op)
+            if isinstance(op, PutOp):
+                if not op.namespace:
+                    raise InvalidNamespaceError("Namespace cannot be empty.")
+                if op.value is not None and not isinstance(op.value, Mapping):
+                    raise filemem.InvalidValueError(f"a put's value must be a mapping or None, not {op.value!r}")
+            elif isinstance(op, SearchOp):
+                compile_filter(op.filter)
+                for name, n in (("limit", op.limit), ("offset", op.offset)):
+                    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                        raise filemem.InvalidQueryError(f"{name} must be a non-negative int, not {n!r}")
+            elif isinstance(op, ListNamespacesOp):
+                for cond in op.match_conditions or ():
+                    if cond.match_type not in ("prefix", "suffix"):
+                        raise filemem.InvalidQueryError(f"unsupported match type: {cond.match_type!r}")
+
+    def _queries(self, ops: list[Op]) -> list[str]:
+        if not self.embeddings:
+            return []
+        return list(dict.fromkeys(op.query for op in ops if isinstance(op, SearchOp) and op.query))
+
+    def _run(self, ops: list[Op], vectors: dict[str, list[float]]) -> list[Result]:
+        results: list[Result] = []
+        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
+        for op in ops:
+            if isinstance(op, GetOp):
+                results.append(self._get(op))
+            elif isinstance(op, SearchOp):
+                results.append(self._search(op, vectors.get(op.query) if op.query else None))
+            elif isinstance(op, ListNamespacesOp):
+                results.append(self._list_namespaces(op))
+            else:
+                assert isinstance(op, PutOp)
+                puts.pop((op.namespace, op.key), None)  # the last put of a key wins, in its place
+                puts[(op.namespace, op.key)] = op
+                results.append(None)
+        if puts:
+            self._apply_puts(list(puts.values()))
+        return results
+
+    # ------------------------------------------------------------------ reads
+
+    def _item(self, rec: filemem.Item, cls: type[Item] = Item, score: float | None = None) -> Item | None:
+        env = rec.value
+        if not isinstance(env, dict) or not isinstance(env.get(_VALUE), dict):
+            return None  # not written by this adapter (a shared filemem store): not a LangGraph item
+        updated = env.get(_UPDATED, rec.updated_at)
+        if cls is SearchItem:
+            return SearchItem(
+                namespace=rec.namespace,
+                key=unescape_key(rec.key),
+                value=env[_VALUE],
+                created_at=_when(rec.created_at),
+                updated_at=_when(updated),
+                score=score,
+            )
+        return Item(
+            value=env[_VALUE],
+            key=unescape_key(rec.key),
+            namespace=rec.namespace,
+            created_at=_when(rec.created_at),
+            updated_at=_when(updated),
+        )
+
+    def _get(self, op: GetOp) -> Item | None:
+        if not op.namespace:
+            return None  # filemem has no empty namespace, so nothing can be there
+        rec = self._store.get_item(op.namespace, escape_key(op.key))
+        if rec is None:
+            return None
+        if op.refresh_ttl:
+            self._refresh([rec])
+        return self._item(rec)
+
+    def _refresh(self, recs: Sequence[filemem.Item]) -> None:
+        """Restart the TTL clock of records read with ``refresh_ttl``; a concurrent write wins."""
+        for rec in recs:
+            env = rec.value
+            if not isinstance(env, dict) or env.get(_TTL) is None:
+                continue
+            kept = {**env, _UPDATED: env.get(_UPDATED, rec.updated_at)}  # a refresh is not an update
+            # Another process may have written since we read: then its write
+            # (and its TTL) stands, and ours must not undo it.
+            with contextlib.suppress(filemem.ConflictError):
+                self._store.put(
+                    rec.namespace, rec.key, kept, ttl=env[_TTL] * _SECONDS_PER_MINUTE, if_version=rec.version
+                )
+
+    def _namespaces(self, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        return sorted(self._store.list_namespaces(prefix or None))
+
+    def _scan(self, prefix: tuple[str, ...]) -> Iterator[filemem.Item]:
+        for ns in self._namespaces(prefix):
+            yield from self._store.items(ns)
+
+    def _search(self, op: SearchOp, qvec: list[float] | None) -> list[SearchItem]:
+        pred = compile_filter(op.filter)
+        if op.limit == 0:
+            return []
+        page: list[tuple[filemem.Item, float | None]] = []
+        if qvec is not None:
+            # Ranked by filemem's shared vector index; the filter (LangGraph's
+            # semantics, not filemem's) runs on the hits.
+            hits = self._store.search(
+                op.namespace_prefix or None, vector=qvec, limit=_ALL_HITS if pred else op.offset + op.limit
+            )
+            scored = [(h.item, h.score) for h in hits if self._item(h.item) is not None]
+            if pred is not None:
+                scored = [(r, s) for r, s in scored if pred(r.value[_VALUE])]
+            page = list(scored[op.offset : op.offset + op.limit])
+            if len(page) < op.limit:
+                # InMemoryStore's corner case: items without a vector fill the
+                # page after the ranked ones (counted from 0, not from offset).
+                want = op.limit - len(page)
+                for rec in self._scan(op.namespace_prefix):
+                    env = rec.value
+                    if self._item(rec) is None or env.get(_TEXT):
+                        continue
+                    if pred is None or pred(env[_VALUE]):
+                        page.append((rec, None))
+                        want -= 1
+                        if not want:
+                            break
+        else:
+            skip = op.offset
+            for rec in self._scan(op.namespace_prefix):
+                if self._item(rec) is None or (pred is not None and not pred(rec.value[_VALUE])):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                page.append((rec, None))
+                if len(page) == op.limit:
+                    break
+        if op.refresh_ttl:
+            self._refresh([r for r, _ in page])
+        out: list[SearchItem] = []
+        for rec, score in page:
+            item = self._item(rec, SearchItem, None if score is None else float(score))
+            assert isinstance(item, SearchItem)
+            out.append(item)
+        return out
+
+    def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        conds: tuple[MatchCondition, ...] = tuple(op.match_conditions or ())
+        # A literal leading prefix (no wildcard) narrows the directory walk.
+        literal: list[str] = []
+        for c in conds:
+            if c.match_type == "prefix":
+                for seg in c.path:
+                    if seg == "*":
+                        break
+                    literal.append(seg)
+                break
+        found = self._namespaces(tuple(literal))
+        found = [ns for ns in found if all(does_match(c, ns) for c in conds)]
+        if op.max_depth is not None:
+            found = sorted({ns[: op.max_depth] for ns in found})
+        return found[op.offset : op.offset + op.limit]
+
+    # ------------------------------------------------------------------ writes
+
+    def _envelope(self, value: Mapping[str, Any], index: Literal[False] | list[str] | None, ttl: float | None) -> dict[str, Any]:
+        env: dict[str, Any] = {_VALUE: dict(value)}
+        if self.embeddings is not None and index is not False:
+            paths = self._fields if index is None else [(p, tokenize_path(p)) for p in index]
+            texts = [t for _, tokens in paths for t in get_text_at_path(env[_VALUE], tokens)]
+            if texts:
+                env[_TEXT] = texts
+        if ttl is not None:
+            env[_TTL] = ttl
+        return env
+
+    def _apply_puts(self, puts: list[PutOp]) -> None:
+        def seconds(op: PutOp) -> float | None:
+            return None if op.ttl is None else op.ttl * _SECONDS_PER_MINUTE
+
+        if len(puts) == 1:  # the common case: one write, no batch record
+            op = puts[0]
+            if op.value is None:
+                self._store.delete(op.namespace, escape_key(op.key))
+            else:
+                self._store.put(
+                    op.namespace, escape_key(op.key), self._envelope(op.value, op.index, op.ttl), ttl=seconds(op)
+                )
+            return
+        # Envelopes first: a value that cannot be stored fails before the batch starts.
+        staged = [(op, None if op.value is None else self._envelope(op.value, op.index, op.ttl)) for op in puts]
+        with self._store.batch() as b:
+            for op, env in staged:
+                if env is None:
+                    b.delete(op.namespace, escape_key(op.key))
+                else:
+                    b.put(op.namespace, escape_key(op.key), env, ttl=seconds(op))
+
+    def update(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        fn: Callable[[dict[str, Any] | None], Mapping[str, Any]],
+        *,
+        ttl: float | None | NotProvided = NOT_PROVIDED,
+    ) -> dict[str, Any]:
+        """Atomically replace the item's value with ``fn(current value or None)``; return the new value.
+
+        LangGraph's API has no compare-and-set, so ``get`` then ``put`` from two
+        processes can lose an update. This runs ``fn`` under filemem's
+        exclusive cross-process lock (``filemem.Store.update``): N processes
+        each adding 1 M times end at exactly N*M. ``fn`` may run more than
+        once (keep it free of side effects). ``ttl`` in minutes, as for ``put``.
+
+        >>> store.update(("stats",), "runs", lambda v: {"n": (v or {"n": 0})["n"] + 1})  # doctest: +SKIP
+        {'n': 1}
+        """
+        minutes = self._ttl_minutes(ttl)
+        validate_op_namespace(GetOp(namespace, key))
+        if not namespace:
+            raise InvalidNamespaceError("Namespace cannot be empty.")
+
+        def step(env: Any) -> dict[str, Any]:
+            current = env[_VALUE] if isinstance(env, dict) and isinstance(env.get(_VALUE), dict) else None
+            new = fn(current)
+            if not isinstance(new, Mapping):
+                raise filemem.InvalidValueError(f"update's fn must return a mapping, not {type(new).__name__}")
+            return self._envelope(new, None, minutes)
+
+        env = self._store.update(
+            namespace, escape_key(key), step, ttl=None if minutes is None else minutes * _SECONDS_PER_MINUTE
+        )
+        value: dict[str, Any] = env[_VALUE]
+        return value
+
+    async def aupdate(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        fn: Callable[[dict[str, Any] | None], Mapping[str, Any]],
+        *,
+        ttl: float | None | NotProvided = NOT_PROVIDED,
+    ) -> dict[str, Any]:
+        """The async :meth:`update` (runs in a worker thread)."""
+        return await asyncio.to_thread(self.update, namespace, key, fn, ttl=ttl)
+
+    def _ttl_minutes(self, ttl: float | None | NotProvided) -> float | None:
+        if isinstance(ttl, NotProvided):
+            return self.ttl_config.get("default_ttl") if self.ttl_config else None
+        return ttl
+
+    # ------------------------------------------------------------------ TTL sweeping
+
+    def sweep_ttl(self) -> int:
+        """Delete expired items from disk now; return how many were dropped.
+
+        Expired items are never returned whether or not they were swept
+        (filemem hides them at once); sweeping frees their space.
+        """
+        return int(self._store.compact().get("dropped", 0))
+
+    def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> concurrent.futures.Future[None]:
+        """Sweep every ``sweep_interval_minutes`` (default: ``ttl_config``'s) in a daemon thread until closed."""
+        if self._sweeper is not None and not self._sweeper.done():
+            return self._sweeper
+        interval = sweep_interval_minutes or (self.ttl_config or {}).get("sweep_interval_minutes") or 5
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._sweep_stop.clear()
+
+        def loop() -> None:
+            try:
+                while not self._sweep_stop.wait(interval * _SECONDS_PER_MINUTE):
+                    with contextlib.suppress(filemem.LockTimeout):  # busy now: the next round sweeps
+                        self.sweep_ttl()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        threading.Thread(target=loop, name="filemem-langgraph-ttl", daemon=True).start()
+        self._sweeper = future
+        return future
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        """Stop the sweeper thread; True if it has stopped (or never ran)."""
+        if self._sweeper is None:
+            return True
+        self._sweep_stop.set()
+        try:
+            self._sweeper.exception(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        self._sweeper = None
+        return True
