@@ -108,4 +108,4 @@ def does_match(condition: Any, namespace: tuple[str, ...]) -> bool:
         pairs = zip(reversed(namespace), reversed(path), strict=False)
     else:
         raise filemem.InvalidQueryError(f"unsupported match type: {condition.match_type!r}")
-    return all(p == "*" or k == p for k, p in pairs)
+    return all(p in ("*", k) for k, p in pairs)

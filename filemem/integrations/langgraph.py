@@ -39,7 +39,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import filemem
@@ -116,7 +116,7 @@ def unescape_key(name: str) -> str:
 
 
 def _when(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 class FileMemStore(BaseStore):
@@ -124,8 +124,8 @@ class FileMemStore(BaseStore):
 
     Args:
         path_or_store: a store directory (opened, and closed by :meth:`close`),
-            or an open :class:`filemem.Store` (left open; with ``index`` it
-            must be a path, since the vectors need the store's ``embed``).
+            or an open :class:`filemem.Store` (left open; with ``index``, open
+            it with :meth:`store_options`, which gives it the embed function).
         index: LangGraph's ``IndexConfig`` (``dims``, ``embed``, ``fields``):
             semantic search through filemem's shared vector index. Without
             it, ``query`` is ignored and scores are None, as in LangGraph.
@@ -163,18 +163,9 @@ class FileMemStore(BaseStore):
         self.ttl_config: TTLConfig | None = ttl
         self._owned = not isinstance(path_or_store, filemem.Store)
         if isinstance(path_or_store, filemem.Store):
-            if index:
-                raise filemem.InvalidValueError(
-                    "FileMemStore(index=...) opens the filemem Store itself (its embed function must be the "
-                    "index's): pass the store directory, not a Store"
-                )
             self._store = path_or_store
-        elif index:
-            self._store = filemem.Store(
-                path_or_store, index_fields=[_TEXT], embed=self._embed_text, embed_id=self._embed_id(index)
-            )
         else:
-            self._store = filemem.Store(path_or_store)
+            self._store = filemem.Store(path_or_store, **(self.store_options(index) if index else {}))
         self._sweeper: concurrent.futures.Future[None] | None = None
         self._sweep_stop = threading.Event()
         if ttl and ttl.get("sweep_interval_minutes"):
@@ -188,19 +179,35 @@ class FileMemStore(BaseStore):
         return self._store
 
     @staticmethod
+    def store_options(index: IndexConfig) -> dict[str, Any]:
+        """The ``filemem.Store`` arguments that give ``index`` its vectors: for opening the Store yourself.
+
+        ``FileMemStore(path, index=index)`` opens its Store with these; to
+        choose other Store options (durability, cache), open it with them too:
+
+        >>> opts = FileMemStore.store_options(index)  # doctest: +SKIP
+        >>> store = FileMemStore(filemem.Store(path, durability="flush", **opts), index=index)  # doctest: +SKIP
+
+        A Store opened without them has no vectors for this index: a query
+        then fails with ``InvalidQueryError`` (the store has no embed function).
+        """
+        embeddings = ensure_embeddings(index.get("embed"))
+
+        def embed(text: str) -> list[float]:
+            # filemem joins the strings of the "text" field with spaces; an
+            # item whose index paths give one text (always so with the
+            # default "$") is embedded exactly as InMemoryStore embeds it.
+            return list(embeddings.embed_documents([text])[0])
+
+        return {"index_fields": [_TEXT], "embed": embed, "embed_id": FileMemStore._embed_id(index)}
+
+    @staticmethod
     def _embed_id(index: IndexConfig) -> str:
         embed = index.get("embed")
         name = embed if isinstance(embed, str) else getattr(embed, "__qualname__", type(embed).__qualname__)
         module = "" if isinstance(embed, str) else getattr(embed, "__module__", type(embed).__module__)
         fields = ",".join(index.get("fields") or ["$"])
         return f"langgraph:{module}.{name}:{index.get('dims')}:{fields}"
-
-    def _embed_text(self, text: str) -> list[float]:
-        # filemem joins the strings of the "text" field with spaces; an item
-        # whose index paths give one text (the common case, and always with
-        # the default "$") is embedded exactly as InMemoryStore embeds it.
-        assert self.embeddings is not None
-        return list(self.embeddings.embed_documents([text])[0])
 
     def close(self) -> None:
         """Stop the TTL sweeper; close the filemem store if this object opened it. Idempotent."""
@@ -400,14 +407,18 @@ class FileMemStore(BaseStore):
                     literal.append(seg)
                 break
         found = self._namespaces(tuple(literal))
-        found = [ns for ns in found if all(does_match(c, ns) for c in conds)]
+        # filemem keeps a namespace's directory (and lists it) after its last
+        # record is deleted or expires; LangGraph lists namespaces that hold items.
+        found = [ns for ns in found if all(does_match(c, ns) for c in conds) and self._store.keys(ns)]
         if op.max_depth is not None:
             found = sorted({ns[: op.max_depth] for ns in found})
         return found[op.offset : op.offset + op.limit]
 
     # ------------------------------------------------------------------ writes
 
-    def _envelope(self, value: Mapping[str, Any], index: Literal[False] | list[str] | None, ttl: float | None) -> dict[str, Any]:
+    def _envelope(
+        self, value: Mapping[str, Any], index: Literal[False] | list[str] | None, ttl: float | None
+    ) -> dict[str, Any]:
         env: dict[str, Any] = {_VALUE: dict(value)}
         if self.embeddings is not None and index is not False:
             paths = self._fields if index is None else [(p, tokenize_path(p)) for p in index]
@@ -446,7 +457,7 @@ class FileMemStore(BaseStore):
         key: str,
         fn: Callable[[dict[str, Any] | None], Mapping[str, Any]],
         *,
-        ttl: float | None | NotProvided = NOT_PROVIDED,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
     ) -> dict[str, Any]:
         """Atomically replace the item's value with ``fn(current value or None)``; return the new value.
 
@@ -483,12 +494,12 @@ class FileMemStore(BaseStore):
         key: str,
         fn: Callable[[dict[str, Any] | None], Mapping[str, Any]],
         *,
-        ttl: float | None | NotProvided = NOT_PROVIDED,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
     ) -> dict[str, Any]:
         """The async :meth:`update` (runs in a worker thread)."""
         return await asyncio.to_thread(self.update, namespace, key, fn, ttl=ttl)
 
-    def _ttl_minutes(self, ttl: float | None | NotProvided) -> float | None:
+    def _ttl_minutes(self, ttl: float | NotProvided | None) -> float | None:
         if isinstance(ttl, NotProvided):
             return self.ttl_config.get("default_ttl") if self.ttl_config else None
         return ttl
@@ -501,7 +512,7 @@ class FileMemStore(BaseStore):
         Expired items are never returned whether or not they were swept
         (filemem hides them at once); sweeping frees their space.
         """
-        return int(self._store.compact().get("dropped", 0))
+        return int(self._store.compact().get("expired_dropped", 0))
 
     def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> concurrent.futures.Future[None]:
         """Sweep every ``sweep_interval_minutes`` (default: ``ttl_config``'s) in a daemon thread until closed."""
