@@ -38,6 +38,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -83,6 +84,13 @@ _UPDATED: Final = "updated_at"
 #: "Every hit" for filemem's vector search, whose page must hold all candidates when a filter follows.
 _ALL_HITS: Final = 2**31
 _SECONDS_PER_MINUTE: Final = 60.0
+#: A read restarts an item's TTL clock only if the last restart is older than
+#: this share of the TTL (at most _REFRESH_SLACK_MAX_S): a refresh is a write,
+#: and a hot item read in a loop should not become a write in a loop.
+_REFRESH_SLACK: Final = 0.01
+_REFRESH_SLACK_MAX_S: Final = 60.0
+#: Namespaces whose labels passed LangGraph's checks, remembered per instance.
+_VALID_NS_MAX: Final = 4096
 
 # Keys filemem refuses outright, mapped to forms no other key escapes to
 # (a lone "%" and "%2E" never come out of the general rule below).
@@ -113,6 +121,11 @@ def unescape_key(name: str) -> str:
     if special is not None:
         return special
     return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), name)
+
+
+def _is_item(env: Any) -> bool:
+    """Whether a record's value is an envelope this adapter wrote (a shared store may hold others)."""
+    return type(env) is dict and type(env.get(_VALUE)) is dict
 
 
 def _when(ts: float) -> datetime:
@@ -166,6 +179,7 @@ class FileMemStore(BaseStore):
             self._store = path_or_store
         else:
             self._store = filemem.Store(path_or_store, **(self.store_options(index) if index else {}))
+        self._valid_ns: set[tuple[str, ...]] = set()
         self._sweeper: concurrent.futures.Future[None] | None = None
         self._sweep_stop = threading.Event()
         if ttl and ttl.get("sweep_interval_minutes"):
@@ -247,6 +261,19 @@ class FileMemStore(BaseStore):
         # One thread hop per batch: the lock waits, fsyncs and reads never run on the loop.
         return await asyncio.to_thread(self._run, ops, vectors)
 
+    def get(self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None) -> Item | None:
+        """LangGraph's ``get``, without the batch machinery for one read (same checks, same result)."""
+        op = GetOp(namespace, str(key), self._refresh_default() if refresh_ttl is None else refresh_ttl)
+        if namespace not in self._valid_ns:  # labels are checked once per namespace, not per call
+            validate_op_namespace(op)
+            if len(self._valid_ns) > _VALID_NS_MAX:
+                self._valid_ns.clear()
+            self._valid_ns.add(namespace)
+        return self._get(op)
+
+    def _refresh_default(self) -> bool:
+        return True if self.ttl_config is None else bool(self.ttl_config.get("refresh_on_read", True))
+
     def _validate(self, ops: list[Op]) -> None:
         # Everything is checked before anything is read or written.
         for op in ops:
@@ -296,24 +323,26 @@ class FileMemStore(BaseStore):
 
     def _item(self, rec: filemem.Item, cls: type[Item] = Item, score: float | None = None) -> Item | None:
         env = rec.value
-        if not isinstance(env, dict) or not isinstance(env.get(_VALUE), dict):
+        if not _is_item(env):
             return None  # not written by this adapter (a shared filemem store): not a LangGraph item
-        updated = env.get(_UPDATED, rec.updated_at)
+        created = _when(rec.created_at)
+        ts = env.get(_UPDATED, rec.updated_at)
+        updated = created if ts == rec.created_at else _when(ts)
         if cls is SearchItem:
             return SearchItem(
                 namespace=rec.namespace,
                 key=unescape_key(rec.key),
                 value=env[_VALUE],
-                created_at=_when(rec.created_at),
-                updated_at=_when(updated),
+                created_at=created,
+                updated_at=updated,
                 score=score,
             )
         return Item(
             value=env[_VALUE],
             key=unescape_key(rec.key),
             namespace=rec.namespace,
-            created_at=_when(rec.created_at),
-            updated_at=_when(updated),
+            created_at=created,
+            updated_at=updated,
         )
 
     def _get(self, op: GetOp) -> Item | None:
@@ -328,17 +357,20 @@ class FileMemStore(BaseStore):
 
     def _refresh(self, recs: Sequence[filemem.Item]) -> None:
         """Restart the TTL clock of records read with ``refresh_ttl``; a concurrent write wins."""
+        now = time.time()
         for rec in recs:
             env = rec.value
             if not isinstance(env, dict) or env.get(_TTL) is None:
                 continue
+            ttl_s = env[_TTL] * _SECONDS_PER_MINUTE
+            slack = min(ttl_s * _REFRESH_SLACK, _REFRESH_SLACK_MAX_S)
+            if rec.expires_at is not None and rec.expires_at >= now + ttl_s - slack:
+                continue  # restarted moments ago: it expires at most `slack` earlier than a strict refresh
             kept = {**env, _UPDATED: env.get(_UPDATED, rec.updated_at)}  # a refresh is not an update
             # Another process may have written since we read: then its write
             # (and its TTL) stands, and ours must not undo it.
             with contextlib.suppress(filemem.ConflictError):
-                self._store.put(
-                    rec.namespace, rec.key, kept, ttl=env[_TTL] * _SECONDS_PER_MINUTE, if_version=rec.version
-                )
+                self._store.put(rec.namespace, rec.key, kept, ttl=ttl_s, if_version=rec.version)
 
     def _namespaces(self, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
         return sorted(self._store.list_namespaces(prefix or None))
@@ -358,7 +390,7 @@ class FileMemStore(BaseStore):
             hits = self._store.search(
                 op.namespace_prefix or None, vector=qvec, limit=_ALL_HITS if pred else op.offset + op.limit
             )
-            scored = [(h.item, h.score) for h in hits if self._item(h.item) is not None]
+            scored = [(h.item, h.score) for h in hits if _is_item(h.item.value)]
             if pred is not None:
                 scored = [(r, s) for r, s in scored if pred(r.value[_VALUE])]
             page = list(scored[op.offset : op.offset + op.limit])
@@ -368,7 +400,7 @@ class FileMemStore(BaseStore):
                 want = op.limit - len(page)
                 for rec in self._scan(op.namespace_prefix):
                     env = rec.value
-                    if self._item(rec) is None or env.get(_TEXT):
+                    if not _is_item(env) or env.get(_TEXT):
                         continue
                     if pred is None or pred(env[_VALUE]):
                         page.append((rec, None))
@@ -378,7 +410,7 @@ class FileMemStore(BaseStore):
         else:
             skip = op.offset
             for rec in self._scan(op.namespace_prefix):
-                if self._item(rec) is None or (pred is not None and not pred(rec.value[_VALUE])):
+                if not _is_item(rec.value) or (pred is not None and not pred(rec.value[_VALUE])):
                     continue
                 if skip:
                     skip -= 1

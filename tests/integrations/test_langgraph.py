@@ -159,18 +159,21 @@ def test_ttl_expires_and_is_swept(tmp_path: Path) -> None:
 
 
 def test_reads_refresh_the_ttl_unless_told_not_to(tmp_path: Path) -> None:
-    with FileMemStore(str(tmp_path / "s"), ttl={"default_ttl": 10}) as lg:
-        lg.put(("t",), "k", {"v": 1})  # default_ttl: 10 minutes
+    # default_ttl 0.5 minutes: a read restarts the clock once 1% of it (0.3 s) has passed.
+    with FileMemStore(str(tmp_path / "s"), ttl={"default_ttl": 0.5}) as lg:
+        lg.put(("t",), "k", {"v": 1})
         first = lg.store.get_item(("t",), "k")
         assert first is not None and first.expires_at is not None
-        assert first.expires_at == pytest.approx(first.updated_at + 600, abs=1)
+        assert first.expires_at == pytest.approx(first.updated_at + 30, abs=1)
+        time.sleep(0.4)
         item0 = lg.get(("t",), "k", refresh_ttl=False)
         assert lg.store.get_item(("t",), "k").expires_at == first.expires_at  # type: ignore[union-attr]
-        time.sleep(0.05)
         item1 = lg.get(("t",), "k")  # refresh_on_read defaults to True
         after_get = lg.store.get_item(("t",), "k").expires_at  # type: ignore[union-attr]
-        assert after_get > first.expires_at
-        time.sleep(0.05)
+        assert after_get > first.expires_at + 0.3
+        lg.get(("t",), "k")  # restarted moments ago: no write
+        assert lg.store.get_item(("t",), "k").expires_at == after_get  # type: ignore[union-attr]
+        time.sleep(0.4)
         lg.search(("t",))
         assert lg.store.get_item(("t",), "k").expires_at > after_get  # type: ignore[union-attr]
         # A refresh is not an update: LangGraph's updated_at stays.

@@ -24,6 +24,9 @@ it applies:
 * D6 stale vectors: InMemoryStore keeps an item's old vectors when it is
   put again with index=False, and ranks it by its previous text; FileMemStore
   drops them. The reference is made to forget them (a delete first).
+* D7 InMemoryStore's batch raises ValueError ("Number of embeddings does
+  not match number of indices") when two of its puts have the same index
+  text; the reference runs a batch's puts one at a time.
 * created_at: InMemoryStore resets it on every put; FileMemStore keeps the
   first. Both must be timezone-aware with created_at <= updated_at.
 """
@@ -82,6 +85,9 @@ filters = st.one_of(st.none(), st.dictionaries(st.sampled_from(FIELDS), conditio
 prefixes = st.lists(st.sampled_from(["a", "b", "c", "x", "u/v", "*"]), max_size=2).map(tuple)
 patterns = st.lists(st.sampled_from(LABELS), min_size=1, max_size=3).map(tuple)
 queries = st.one_of(st.none(), st.sampled_from(["aaa", "stoic", "eat it", "10", "x"]))
+
+
+_RAISED = object()
 
 
 def _ident(items: list[Any]) -> list[tuple[tuple[str, ...], str]]:
@@ -243,29 +249,39 @@ class Differential(RuleBasedStateMachine):
         )
     )
     def mixed_batch(self, ops: list[Any]) -> None:
-        """Reads see the state before the batch's puts; the last put of a key wins; results in op order."""
-        # Reference listings are computed over non-empty namespaces (D2), so list before running the batch.
-        listings = [self._ref_listing().batch([op])[0] if isinstance(op, ListNamespacesOp) else None for op in ops]
-        ref_ops = [op for op in ops if not isinstance(op, ListNamespacesOp)]
-        searches_ok = True
-        try:
-            ref_results = iter(self.ref.batch(ref_ops))
-        except (TypeError, ValueError):  # D3 inside a batch: run the reference's puts alone
-            searches_ok = False
-            self.ref.batch([op for op in ops if isinstance(op, PutOp)])
-            ref_results = iter([None] * len(ref_ops))
-        got = self.ours.batch(ops)
-        for op, mine, listing in zip(ops, got, listings, strict=True):
+        """Reads see the state before the batch's puts; the last put of a key wins; results in op order.
+
+        The reference runs the same batch as its reads (each alone, so that a
+        D3 raise skips only that one), then its puts one at a time: D7, its
+        batch raises ValueError when two puts in it have the same index text.
+        """
+        want: list[Any] = []
+        for op in ops:
             if isinstance(op, ListNamespacesOp):
-                assert mine == listing
+                want.append(self._ref_listing().batch([op])[0])  # D2
+            elif isinstance(op, PutOp):
+                want.append(None)
+            else:
+                try:
+                    want.append(self.ref.batch([op])[0])
+                except (TypeError, ValueError):
+                    want.append(_RAISED)  # D3
+        for op in ops:
+            if isinstance(op, PutOp):
+                self.ref.batch([op])
+        got = self.ours.batch(ops)
+        assert len(got) == len(ops)
+        for op, mine, ref in zip(ops, got, want, strict=True):
+            if ref is _RAISED:
                 continue
-            want = next(ref_results)
-            if isinstance(op, GetOp) and searches_ok:
-                _check_item(mine, want)
+            if isinstance(op, ListNamespacesOp):
+                assert mine == ref
+            elif isinstance(op, GetOp):
+                _check_item(mine, ref)
             elif isinstance(op, PutOp):
                 assert mine is None
-            elif isinstance(op, SearchOp) and searches_ok:
-                assert len(mine) == len(want)
+            else:
+                assert len(mine) == len(ref)
                 assert _ident(mine) == sorted(_ident(mine))
 
     # ---------------------------------------------------------------- always
