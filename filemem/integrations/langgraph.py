@@ -128,8 +128,19 @@ def _is_item(env: Any) -> bool:
     return type(env) is dict and type(env.get(_VALUE)) is dict
 
 
+#: Recent epoch -> aware datetime conversions: datetimes are immutable, so
+#: sharing one is safe, and a hot item's two stamps then cost a dict lookup.
+_WHEN: dict[float, datetime] = {}
+_WHEN_MAX: Final = 8192
+
+
 def _when(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+    got = _WHEN.get(ts)
+    if got is None:
+        if len(_WHEN) >= _WHEN_MAX:
+            _WHEN.clear()
+        got = _WHEN[ts] = datetime.fromtimestamp(ts, UTC)
+    return got
 
 
 class FileMemStore(BaseStore):
