@@ -231,8 +231,12 @@ class FileMemStore(BaseStore):
         embed = index.get("embed")
         name = embed if isinstance(embed, str) else getattr(embed, "__qualname__", type(embed).__qualname__)
         module = "" if isinstance(embed, str) else getattr(embed, "__module__", type(embed).__module__)
+        # The model's own name where the embedder carries one (LangChain's
+        # OpenAI, Cohere, HuggingFace classes do): two models of one class and
+        # size must never share vectors in the index.
+        model = getattr(embed, "model", None) or getattr(embed, "model_name", None)
         fields = ",".join(index.get("fields") or ["$"])
-        return f"langgraph:{module}.{name}:{index.get('dims')}:{fields}"
+        return f"langgraph:{module}.{name}:{model or ''}:{index.get('dims')}:{fields}"
 
     def close(self) -> None:
         """Stop the TTL sweeper; close the filemem store if this object opened it. Idempotent."""
@@ -274,6 +278,7 @@ class FileMemStore(BaseStore):
 
     def get(self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None) -> Item | None:
         """LangGraph's ``get``, without the batch machinery for one read (same checks, same result)."""
+        namespace = tuple(namespace)
         op = GetOp(namespace, str(key), self._refresh_default() if refresh_ttl is None else refresh_ttl)
         if namespace not in self._valid_ns:  # labels are checked once per namespace, not per call
             validate_op_namespace(op)
@@ -508,7 +513,8 @@ class FileMemStore(BaseStore):
         processes can lose an update. This runs ``fn`` under filemem's
         exclusive cross-process lock (``filemem.Store.update``): N processes
         each adding 1 M times end at exactly N*M. ``fn`` may run more than
-        once (keep it free of side effects). ``ttl`` in minutes, as for ``put``.
+        once (keep it free of side effects). ``ttl`` in minutes restarts the
+        item's clock; without one (and no ``default_ttl``) it keeps its TTL.
 
         >>> store.update(("stats",), "runs", lambda v: {"n": (v or {"n": 0})["n"] + 1})  # doctest: +SKIP
         {'n': 1}
@@ -519,11 +525,13 @@ class FileMemStore(BaseStore):
             raise InvalidNamespaceError("Namespace cannot be empty.")
 
         def step(env: Any) -> dict[str, Any]:
-            current = env[_VALUE] if isinstance(env, dict) and isinstance(env.get(_VALUE), dict) else None
+            current = env[_VALUE] if _is_item(env) else None
             new = fn(current)
             if not isinstance(new, Mapping):
                 raise filemem.InvalidValueError(f"update's fn must return a mapping, not {type(new).__name__}")
-            return self._envelope(new, None, minutes)
+            # Without a ttl the item keeps its own (filemem keeps the expiry; the envelope keeps the minutes).
+            kept = env.get(_TTL) if minutes is None and _is_item(env) else minutes
+            return self._envelope(new, None, kept)
 
         env = self._store.update(
             namespace, escape_key(key), step, ttl=None if minutes is None else minutes * _SECONDS_PER_MINUTE

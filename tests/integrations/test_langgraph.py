@@ -297,3 +297,15 @@ def test_a_given_store_is_shared_and_left_open(tmp_path: Path) -> None:
         again = FileMemStore(store)
         assert again.get(("plain",), "raw") is None  # not a LangGraph item: never served as one
         assert [i.key for i in again.search(())] == ["k"]
+
+
+def test_update_keeps_or_restarts_the_ttl(lg: FileMemStore) -> None:
+    lg.put(("c",), "t", {"n": 1}, ttl=60)
+    before = lg.store.get_item(("c",), "t").expires_at  # type: ignore[union-attr]
+    lg.update(("c",), "t", lambda v: {"n": 2})
+    after = lg.store.get_item(("c",), "t")
+    assert after is not None and after.expires_at == before and after.value["ttl"] == 60
+    lg.update(("c",), "t", lambda v: {"n": 3}, ttl=120)
+    again = lg.store.get_item(("c",), "t")
+    assert again is not None and again.expires_at > before + 3000  # type: ignore[operator]
+    assert again.value == {"value": {"n": 3}, "ttl": 120}
