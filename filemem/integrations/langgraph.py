@@ -403,10 +403,13 @@ class FileMemStore(BaseStore):
         if qvec is not None:
             # Ranked by filemem's shared vector index; the filter (LangGraph's
             # semantics, not filemem's) runs on the hits.
-            hits = self._store.search(
-                op.namespace_prefix or None, vector=qvec, limit=_ALL_HITS if pred else op.offset + op.limit
-            )
+            want = op.offset + op.limit
+            hits = self._store.search(op.namespace_prefix or None, vector=qvec, limit=_ALL_HITS if pred else want)
             scored = [(h.item, h.score) for h in hits if _is_item(h.item.value)]
+            if len(scored) < len(hits) == want:
+                # Records not written by this adapter took places on the page: rank them all.
+                hits = self._store.search(op.namespace_prefix or None, vector=qvec, limit=_ALL_HITS)
+                scored = [(h.item, h.score) for h in hits if _is_item(h.item.value)]
             if pred is not None:
                 scored = [(r, s) for r, s in scored if pred(r.value[_VALUE])]
             page = list(scored[op.offset : op.offset + op.limit])

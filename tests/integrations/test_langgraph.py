@@ -309,3 +309,13 @@ def test_update_keeps_or_restarts_the_ttl(lg: FileMemStore) -> None:
     again = lg.store.get_item(("c",), "t")
     assert again is not None and again.expires_at > before + 3000  # type: ignore[operator]
     assert again.value == {"value": {"n": 3}, "ttl": 120}
+
+
+def test_foreign_records_never_take_a_place_in_a_ranked_page(tmp_path: Path) -> None:
+    index = {"dims": DIMS, "embed": toy_embed}
+    with filemem.Store(str(tmp_path / "s"), **FileMemStore.store_options(index)) as store:  # type: ignore[arg-type]
+        store.put(("d",), "foreign", {"text": "aaaa"})  # has a vector, is not a LangGraph item
+        lg = FileMemStore(store, index=index)  # type: ignore[arg-type]
+        lg.put(("d",), "mine", {"text": "ooo"})
+        got = lg.search(("d",), query="aaaa", limit=1)
+        assert [(i.key, i.score is not None) for i in got] == [("mine", True)]
