@@ -123,6 +123,24 @@ def unescape_key(name: str) -> str:
     return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), name)
 
 
+def _ns_in(namespace: tuple[str, ...]) -> tuple[str, ...]:
+    """The filemem namespace of a LangGraph one: filemem refuses ``/`` in a segment, LangGraph allows it.
+
+    Labels are escaped like keys (``%`` -> ``%25``, ``/`` -> ``%2F``); LangGraph's
+    own rules (no ``.``, no NUL, not empty) leave nothing else to escape.
+    """
+    if any("/" in label or "%" in label for label in namespace):
+        return tuple(label.replace("%", "%25").replace("/", "%2F") for label in namespace)
+    return namespace
+
+
+def _ns_out(namespace: tuple[str, ...]) -> tuple[str, ...]:
+    """Invert :func:`_ns_in`."""
+    if any("%" in label for label in namespace):
+        return tuple(unescape_key(label) for label in namespace)
+    return namespace
+
+
 def _is_item(env: Any) -> bool:
     """Whether a record's value is an envelope this adapter wrote (a shared store may hold others)."""
     return type(env) is dict and type(env.get(_VALUE)) is dict
@@ -346,7 +364,7 @@ class FileMemStore(BaseStore):
         updated = created if ts == rec.created_at else _when(ts)
         if cls is SearchItem:
             return SearchItem(
-                namespace=rec.namespace,
+                namespace=_ns_out(rec.namespace),
                 key=unescape_key(rec.key),
                 value=env[_VALUE],
                 created_at=created,
@@ -356,7 +374,7 @@ class FileMemStore(BaseStore):
         return Item(
             value=env[_VALUE],
             key=unescape_key(rec.key),
-            namespace=rec.namespace,
+            namespace=_ns_out(rec.namespace),
             created_at=created,
             updated_at=updated,
         )
@@ -364,7 +382,7 @@ class FileMemStore(BaseStore):
     def _get(self, op: GetOp) -> Item | None:
         if not op.namespace:
             return None  # filemem has no empty namespace, so nothing can be there
-        rec = self._store.get_item(op.namespace, escape_key(op.key))
+        rec = self._store.get_item(_ns_in(op.namespace), escape_key(op.key))
         if rec is None:
             return None
         if op.refresh_ttl:
@@ -389,11 +407,15 @@ class FileMemStore(BaseStore):
                 self._store.put(rec.namespace, rec.key, kept, ttl=ttl_s, if_version=rec.version)
 
     def _namespaces(self, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
-        return sorted(self._store.list_namespaces(prefix or None))
+        """filemem namespaces (escaped form) under a LangGraph prefix, in LangGraph's order."""
+        return sorted(self._store.list_namespaces(_ns_in(prefix) or None), key=_ns_out)
 
     def _scan(self, prefix: tuple[str, ...]) -> Iterator[filemem.Item]:
         for ns in self._namespaces(prefix):
-            yield from self._store.items(ns)
+            recs = self._store.items(ns)  # sorted by filemem key: escaping can reorder keys with % or /
+            if any("%" in r.key for r in recs):
+                recs.sort(key=lambda r: unescape_key(r.key))
+            yield from recs
 
     def _search(self, op: SearchOp, qvec: list[float] | None) -> list[SearchItem]:
         pred = compile_filter(op.filter)
@@ -404,11 +426,13 @@ class FileMemStore(BaseStore):
             # Ranked by filemem's shared vector index; the filter (LangGraph's
             # semantics, not filemem's) runs on the hits.
             want = op.offset + op.limit
-            hits = self._store.search(op.namespace_prefix or None, vector=qvec, limit=_ALL_HITS if pred else want)
+            hits = self._store.search(
+                _ns_in(op.namespace_prefix) or None, vector=qvec, limit=_ALL_HITS if pred else want
+            )
             scored = [(h.item, h.score) for h in hits if _is_item(h.item.value)]
             if len(scored) < len(hits) == want:
                 # Records not written by this adapter took places on the page: rank them all.
-                hits = self._store.search(op.namespace_prefix or None, vector=qvec, limit=_ALL_HITS)
+                hits = self._store.search(_ns_in(op.namespace_prefix) or None, vector=qvec, limit=_ALL_HITS)
                 scored = [(h.item, h.score) for h in hits if _is_item(h.item.value)]
             if pred is not None:
                 scored = [(r, s) for r, s in scored if pred(r.value[_VALUE])]
@@ -457,10 +481,11 @@ class FileMemStore(BaseStore):
                         break
                     literal.append(seg)
                 break
-        found = self._namespaces(tuple(literal))
+        held = [ns for ns in self._namespaces(tuple(literal)) if self._store.keys(ns)]
+        found = [_ns_out(ns) for ns in held]
         # filemem keeps a namespace's directory (and lists it) after its last
         # record is deleted or expires; LangGraph lists namespaces that hold items.
-        found = [ns for ns in found if all(does_match(c, ns) for c in conds) and self._store.keys(ns)]
+        found = [ns for ns in found if all(does_match(c, ns) for c in conds)]
         if op.max_depth is not None:
             found = sorted({ns[: op.max_depth] for ns in found})
         return found[op.offset : op.offset + op.limit]
@@ -487,10 +512,13 @@ class FileMemStore(BaseStore):
         if len(puts) == 1:  # the common case: one write, no batch record
             op = puts[0]
             if op.value is None:
-                self._store.delete(op.namespace, escape_key(op.key))
+                self._store.delete(_ns_in(op.namespace), escape_key(op.key))
             else:
                 self._store.put(
-                    op.namespace, escape_key(op.key), self._envelope(op.value, op.index, op.ttl), ttl=seconds(op)
+                    _ns_in(op.namespace),
+                    escape_key(op.key),
+                    self._envelope(op.value, op.index, op.ttl),
+                    ttl=seconds(op),
                 )
             return
         # Envelopes first: a value that cannot be stored fails before the batch starts.
@@ -498,9 +526,9 @@ class FileMemStore(BaseStore):
         with self._store.batch() as b:
             for op, env in staged:
                 if env is None:
-                    b.delete(op.namespace, escape_key(op.key))
+                    b.delete(_ns_in(op.namespace), escape_key(op.key))
                 else:
-                    b.put(op.namespace, escape_key(op.key), env, ttl=seconds(op))
+                    b.put(_ns_in(op.namespace), escape_key(op.key), env, ttl=seconds(op))
 
     def update(
         self,
@@ -537,7 +565,10 @@ class FileMemStore(BaseStore):
             return self._envelope(new, None, kept)
 
         env = self._store.update(
-            namespace, escape_key(key), step, ttl=None if minutes is None else minutes * _SECONDS_PER_MINUTE
+            _ns_in(tuple(namespace)),
+            escape_key(key),
+            step,
+            ttl=None if minutes is None else minutes * _SECONDS_PER_MINUTE,
         )
         value: dict[str, Any] = env[_VALUE]
         return value

@@ -319,3 +319,14 @@ def test_foreign_records_never_take_a_place_in_a_ranked_page(tmp_path: Path) -> 
         lg.put(("d",), "mine", {"text": "ooo"})
         got = lg.search(("d",), query="aaaa", limit=1)
         assert [(i.key, i.score is not None) for i in got] == [("mine", True)]
+
+
+def test_namespace_labels_with_slash_and_percent_round_trip(lg: FileMemStore) -> None:
+    ns = ("tenant/acme", "50%", "x%2F")
+    lg.put(ns, "k/1", {"v": 1})
+    lg.put(("tenant",), "k", {"v": 2})
+    assert lg.get(ns, "k/1").namespace == ns  # type: ignore[union-attr]
+    assert [i.namespace for i in lg.search(("tenant/acme",))] == [ns]
+    assert lg.list_namespaces() == [("tenant",), ns]
+    assert lg.list_namespaces(prefix=("tenant/acme", "*")) == [ns]
+    assert lg.update(ns, "k/1", lambda v: {"v": (v or {"v": 0})["v"] + 1}) == {"v": 2}

@@ -51,9 +51,9 @@ import filemem
 from filemem.integrations.langgraph import FileMemStore
 from tests.integrations._langgraph_common import DIMS, toy_embed
 
-NAMESPACES = [("a",), ("a", "b"), ("a", "b", "c"), ("a", "c"), ("x", "b"), ("u/v", "Ü"), ("*",)]
+NAMESPACES = [("a",), ("a", "b"), ("a", "b", "c"), ("a", "c"), ("x", "b"), ("u/v", "Ü"), ("*",), ("50%", "a")]
 LABELS = ["a", "b", "c", "x", "*", "u/v", "Ü", "zz"]
-KEYS = ["k", "", ".", "..", "k/1", "%", "%25", "a\x00b", "x.y", "ü", "K"]
+KEYS = ["k", "", ".", "..", "k/1", "k.x", "%", "%25", "a\x00b", "x.y", "ü", "K"]
 FIELDS = ["n", "s", "a.b", "tags", "nested"]
 
 namespaces = st.sampled_from(NAMESPACES)
