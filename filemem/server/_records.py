@@ -73,7 +73,7 @@ def _cursor_decode(text: str | None) -> str | None:
     if not text:
         return None
     try:
-        return base64.urlsafe_b64decode(text.encode("ascii")).decode("utf-8")
+        return base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
     except (ValueError, binascii.Error, UnicodeError):
         raise ApiError(400, "Bad Request", f"cursor {text!r} is not one this server returned") from None
 
