@@ -56,6 +56,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retain", type=positive_int, default=10_000, help="change messages kept for resuming clients (default 10000)"
     )
+    p.add_argument(
+        "--ws-send-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a WebSocket client (code 4008) that takes no message for this long (default 10)",
+    )
     p.add_argument("--lock-timeout", type=float, default=10.0, metavar="SECONDS", help="lock wait (default 10)")
     p.add_argument(
         "--add-token",

@@ -27,6 +27,7 @@ def run(args: argparse.Namespace, tokens: TokenSet | None, sock: socket.socket, 
         readonly=args.readonly,
         max_body_bytes=args.max_body_bytes,
         retain=args.retain,
+        send_timeout_s=args.ws_send_timeout,
         maintain_interval_s=args.maintain,
     )
     with Store(args.path, readonly=args.readonly, lock_timeout_s=args.lock_timeout) as store:
