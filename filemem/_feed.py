@@ -213,10 +213,16 @@ class Subscription:
 
 
 class ChangeFeed:
-    """Fans change events out to subscriptions. Thread-safe."""
+    """Fans change events out to subscriptions. Thread-safe.
 
-    def __init__(self, ns_root: str) -> None:
+    ``versions(path)``: the ``{key: version}`` of a shard file's records (None
+    if unreadable); with it, the keys of writes whose header was replaced
+    before the watcher read it are recovered from the record versions.
+    """
+
+    def __init__(self, ns_root: str, versions: Callable[[str], dict[str, int] | None] | None = None) -> None:
         self.ns_root = ns_root
+        self._versions = versions
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
         self.published = 0
@@ -272,10 +278,29 @@ class ChangeFeed:
                 return
             if generation > (last if last is not None else 0) + 1:
                 # Writes between were replaced before we read them (or this is
-                # the first sight of a shard written before we listened): their
-                # keys are unknown. Say so (keys=None: re-read), never drop them.
-                self._fan_out(Change(namespace, shard, kind, time.time(), None, path))
+                # the first sight of a shard written before we listened).
+                self._publish_hidden(namespace, shard, path, last, generation)
         self._fan_out(Change(namespace, shard, kind, time.time(), keys, path))
+
+    def _publish_hidden(self, namespace: tuple[str, ...], shard: str, path: str, last: int | None, now: int) -> None:
+        """Announce writes ``last+1 .. now-1`` of a shard, whose headers nobody read.
+
+        A record's version is the generation of the write that last set it, so
+        the records now holding such a version name (some of) that write's
+        keys. What they cannot show (a delete, a key written again since, or
+        writes before we listened) is announced as one ``keys=None`` change:
+        re-read the namespace. Never silent.
+        """
+        t = time.time()
+        versions = self._versions(path) if self._versions is not None and last is not None else None
+        if versions is not None:
+            by_version: dict[int, list[str]] = {}
+            for key, version in versions.items():
+                if last is not None and last < version < now:
+                    by_version.setdefault(version, []).append(key)
+            for version in sorted(by_version):
+                self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(by_version[version])), path))
+        self._fan_out(Change(namespace, shard, "write", t, None, path))
 
     def _fan_out(self, change: Change) -> None:
         self.published += 1

@@ -118,6 +118,8 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host.strip("[]"), args.port))
+        # Listen now: connections made after the banner wait in the backlog until uvicorn accepts.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         print(f"filemem: error: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
