@@ -82,8 +82,9 @@ def _writer(path: str, n: int, count: int, rate: float, durability: str, start_a
     Path(out).write_text(json.dumps({"acks": acks, "elapsed": elapsed}))
 
 
-def _client_proc(port: int, clients: int, batch: bool, writers: int, count: int, deadline: float,
-                 ready: str, acks_dir: str, out: str) -> None:
+def _client_proc(
+    port: int, clients: int, batch: bool, writers: int, count: int, deadline: float, ready: str, acks_dir: str, out: str
+) -> None:
     import websockets
 
     url = f"ws://127.0.0.1:{port}/v1/changes" + ("?batch=1" if batch else "")
@@ -102,7 +103,7 @@ def _client_proc(port: int, clients: int, batch: bool, writers: int, count: int,
                     break
                 try:
                     frame = await asyncio.wait_for(ws.recv(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 now = time.time()
                 msgs = json.loads(frame)
@@ -160,8 +161,19 @@ def _client_proc(port: int, clients: int, batch: bool, writers: int, count: int,
                 failures.append(f"{ns}: {unnamed} keys never announced (a silent gap)")
             covered += unnamed
     latencies.sort()
-    Path(out).write_text(json.dumps({"latencies": latencies, "failures": failures[:20], "nfail": len(failures),
-                                     "covered": covered, "missed": missed, "reordered": reordered, "clients": len(results)}))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "latencies": latencies,
+                "failures": failures[:20],
+                "nfail": len(failures),
+                "covered": covered,
+                "missed": missed,
+                "reordered": reordered,
+                "clients": len(results),
+            }
+        )
+    )
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -176,8 +188,12 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1000.0, help="changes per second, all writers together")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--durability", choices=["fsync", "flush"], default="fsync")
-    ap.add_argument("--frames", choices=["batch", "single"], default="batch",
-                    help="batch: ?batch=1 (JSON arrays per frame); single: one message per frame")
+    ap.add_argument(
+        "--frames",
+        choices=["batch", "single"],
+        default="batch",
+        help="batch: ?batch=1 (JSON arrays per frame); single: one message per frame",
+    )
     ap.add_argument("--tmpdir", default=tempfile.gettempdir())
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -191,7 +207,9 @@ def main() -> int:
         port = _free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "filemem", "serve", store_path, "--port", str(port), "--retain", "200000"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         procs: list[mp.process.BaseProcess] = []
         try:
@@ -200,11 +218,25 @@ def main() -> int:
             if not _BANNER.search(line):
                 raise SystemExit(f"server did not start: {line}{server.stdout.read()}")
             deadline = time.time() + args.seconds * 3 + 60
-            per = [args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
-                   for i in range(args.client_procs)]
+            per = [
+                args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
+                for i in range(args.client_procs)
+            ]
             for i, n in enumerate(per):
-                p = ctx.Process(target=_client_proc, args=(port, n, args.frames == "batch", args.writers, count,
-                                                           deadline, f"{tmp}/ready{i}", tmp, f"{tmp}/client{i}.out"))
+                p = ctx.Process(
+                    target=_client_proc,
+                    args=(
+                        port,
+                        n,
+                        args.frames == "batch",
+                        args.writers,
+                        count,
+                        deadline,
+                        f"{tmp}/ready{i}",
+                        tmp,
+                        f"{tmp}/client{i}.out",
+                    ),
+                )
                 p.start()
                 procs.append(p)
             while not all(os.path.exists(f"{tmp}/ready{i}") for i in range(len(per))):
@@ -212,9 +244,21 @@ def main() -> int:
                 if any(not p.is_alive() for p in procs):
                     raise SystemExit("a client process died while connecting")
             start_at = time.time() + 1.0
-            writers = [ctx.Process(target=_writer, args=(store_path, n, count, args.rate / args.writers,
-                                                         args.durability, start_at, f"{tmp}/w{n}.json.tmp"))
-                       for n in range(args.writers)]
+            writers = [
+                ctx.Process(
+                    target=_writer,
+                    args=(
+                        store_path,
+                        n,
+                        count,
+                        args.rate / args.writers,
+                        args.durability,
+                        start_at,
+                        f"{tmp}/w{n}.json.tmp",
+                    ),
+                )
+                for n in range(args.writers)
+            ]
             for w in writers:
                 w.start()
                 procs.append(w)

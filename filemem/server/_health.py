@@ -111,8 +111,9 @@ class HealthAdapter:
         check(
             "store-open",
             readonly == self.config.readonly,
-            "read-only by choice" if readonly and self.config.readonly else ("read-write" if not readonly else
-                                                                             "read-only, but --readonly not given"),
+            "read-only by choice"
+            if readonly and self.config.readonly
+            else ("read-write" if not readonly else "read-only, but --readonly not given"),
         )
         backend = stats.get("watcher", {}).get("backend", "none")
         check("watcher", backend in ("inotify", "polling"), f"backend {backend}")
@@ -146,8 +147,9 @@ class HealthAdapter:
         maintain = getattr(self.store, "maintain", None)
         if interval is None or not callable(maintain) or self.store.readonly:
             return []
-        self._thread = threading.Thread(target=self._maintain_loop, args=(interval,), name="filemem-maintain",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._maintain_loop, args=(interval,), name="filemem-maintain", daemon=True
+        )
         self._thread.start()
         return [asyncio.get_running_loop().create_task(self._join_on_cancel())]
 

@@ -32,7 +32,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -309,7 +309,7 @@ class ChangeHub:
 
     async def read(
         self, principal: Principal, prefix: tuple[str, ...], after: str | None, *, max_batch: int = 500
-    ) -> AsyncIterator[list[str]]:
+    ) -> AsyncGenerator[list[str], None]:
         """Lists of message texts for one reader, in cursor order, until the hub closes.
 
         The reader's position is its own; when the ring has moved past it the
@@ -341,4 +341,3 @@ class ChangeHub:
                 yield out
             else:
                 await asyncio.sleep(0)  # nothing visible: let others run before looking again
-

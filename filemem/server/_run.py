@@ -43,8 +43,10 @@ def run(args: argparse.Namespace, tokens: TokenSet | None, sock: socket.socket, 
         app = create_app(store, config)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        out.line(f"filemem serve: {store.path} on http://{shown}:{port} ({'read-only' if args.readonly else 'read-write'}"
-                 f"{', no authentication' if tokens is None else f', {len(tokens)} token(s)'})")
+        out.line(
+            f"filemem serve: {store.path} on http://{shown}:{port} ({'read-only' if args.readonly else 'read-write'}"
+            f"{', no authentication' if tokens is None else f', {len(tokens)} token(s)'})"
+        )
         out.stream.flush()
         server = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", access_log=False, ws="websockets-sansio", lifespan="on")

@@ -136,8 +136,10 @@ def test_batch_all_or_nothing(server: ServerProc) -> None:
     bad = [{"op": "put", "namespace": ns, "key": "y", "value": 1}, {"op": "frob", "namespace": ns, "key": "z"}]
     assert server.request("POST", "/v1/batch", body={"ops": bad}).status == 400
     assert server.request("GET", _rec(ns, "y")).status == 404
-    bad_key = [{"op": "put", "namespace": ns, "key": "y", "value": 1}, {"op": "put", "namespace": ns, "key": "..",
-                                                                          "value": 1}]
+    bad_key = [
+        {"op": "put", "namespace": ns, "key": "y", "value": 1},
+        {"op": "put", "namespace": ns, "key": "..", "value": 1},
+    ]
     r = server.request("POST", "/v1/batch", body={"ops": bad_key})
     assert r.status == 400 and r.body["exception"] == "InvalidKeyError"
     assert server.request("GET", _rec(ns, "y")).status == 404
@@ -235,8 +237,14 @@ def test_metrics_match_stats(server: ServerProc) -> None:
     for fam in render(stats):
         for sample in fam.samples:
             rendered[sample.name] = sample.value
-    for name in ("filemem_shard_writes_total", "filemem_cache_misses_total", "filemem_dead_letters",
-                 "filemem_sessions_live", "filemem_lock_waits_total", "filemem_splits_total"):
+    for name in (
+        "filemem_shard_writes_total",
+        "filemem_cache_misses_total",
+        "filemem_dead_letters",
+        "filemem_sessions_live",
+        "filemem_lock_waits_total",
+        "filemem_splits_total",
+    ):
         assert rendered[name] == again[name], name
     assert stats["operations"]["put"] >= 1
     assert server.request("GET", "/metrics", token="acme").status == 403

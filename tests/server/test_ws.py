@@ -1,4 +1,4 @@
-"""The WebSocket change stream: every change announced in cursor order, resume by cursor, explicit missed, slow clients."""
+"""The WebSocket change stream: every change announced, resume by cursor, explicit missed, slow clients."""
 
 from __future__ import annotations
 
@@ -67,9 +67,15 @@ def test_writes_through_the_server_are_streamed_too(server: ServerProc) -> None:
             await _recv(ws)
             await asyncio.to_thread(server.request, "PUT", "/v1/ns/ws/http/records/a", body={"value": 1})
             await asyncio.to_thread(
-                server.request, "POST", "/v1/batch",
-                body={"ops": [{"op": "put", "namespace": "ws/http", "key": "b", "value": 2},
-                              {"op": "delete", "namespace": "ws/http", "key": "a"}]},
+                server.request,
+                "POST",
+                "/v1/batch",
+                body={
+                    "ops": [
+                        {"op": "put", "namespace": "ws/http", "key": "b", "value": 2},
+                        {"op": "delete", "namespace": "ws/http", "key": "a"},
+                    ]
+                },
             )
             return await _changes(ws, 3)
 
@@ -108,12 +114,11 @@ def test_sessions_stream_started_changed_ended(server: ServerProc) -> None:
     async def main() -> list[dict[str, Any]]:
         async with websockets.connect(server.ws_url()) as ws:
             await _recv(ws)
-            with filemem.Store(server.path) as store:
-                with store.session(agent="ws-agent", namespace="ws/sess") as s:
-                    sid = s.id
-                    await asyncio.sleep(0.5)  # session events are polled: let each state be seen
-                    s.set_status("working", progress=0.25)
-                    await asyncio.sleep(0.5)
+            with filemem.Store(server.path) as store, store.session(agent="ws-agent", namespace="ws/sess") as s:
+                sid = s.id
+                await asyncio.sleep(0.5)  # session events are polled: let each state be seen
+                s.set_status("working", progress=0.25)
+                await asyncio.sleep(0.5)
             events: list[dict[str, Any]] = []
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -175,6 +180,7 @@ def test_retention_overrun_gives_missed_then_the_rest(tmp_path: Path) -> None:
     srv = start_server(str(tmp_path / "store"), token_file, "--retain", "10", tokens=tokens)
     ns = "ws/retain"
     try:
+
         async def main() -> tuple[str, list[dict[str, Any]]]:
             with filemem.Store(srv.path) as store:
                 async with websockets.connect(srv.ws_url(prefix=ns)) as ws:
@@ -208,6 +214,7 @@ def test_slow_client_gets_missed_and_never_slows_a_fast_one(tmp_path: Path) -> N
     n = 3000
     filler = "x" * 900  # about 1 KB per message: enough to fill the slow client's socket buffers
     try:
+
         async def fast() -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
             async with websockets.connect(srv.ws_url(prefix=ns)) as ws:
