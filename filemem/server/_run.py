@@ -49,7 +49,16 @@ def run(args: argparse.Namespace, tokens: TokenSet | None, sock: socket.socket, 
         )
         out.stream.flush()
         server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, ws="websockets-sansio", lifespan="on")
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                ws="websockets-sansio",
+                # Compressing every frame for every client cost the loop most of its time
+                # (one deflate per client per frame); change messages are small.
+                ws_per_message_deflate=False,
+                lifespan="on",
+            )
         )
         server.run(sockets=[sock])
     return EXIT_OK

@@ -69,7 +69,7 @@ def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any
             async def send_loop() -> None:
                 async with contextlib.aclosing(hub.read(who, prefix, after)) as stream:
                     async for texts in stream:
-                        frames = ["[" + ",".join(texts) + "]"] if batch else texts
+                        frames = [hub.batch_frame(texts)] if batch else texts
                         for frame in frames:
                             await asyncio.wait_for(ws.send_text(frame), timeout)
 

@@ -261,3 +261,19 @@ def test_no_token_or_bad_token_is_401(server: ServerProc) -> None:
         r = server.request("GET", "/v1/namespaces", token=token)
         assert r.status == 401 and r.headers["content-type"] == "application/problem+json"
         assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_stats_report_the_library_figures(server: ServerProc) -> None:
+    import subprocess
+    import sys
+
+    stats = server.request("GET", "/v1/stats").body
+    cli = subprocess.run(
+        [sys.executable, "-m", "filemem", "stats", "--json", server.path], capture_output=True, text=True, check=True
+    )
+    process = json.loads(cli.stdout)["process"]
+    # The same figures, named the same: store.stats() of the server process and of the CLI's process.
+    assert set(stats["store"]) == set(process)
+    assert set(stats["store"]["cache"]) == set(process["cache"])
+    with filemem.Store(server.path) as store:
+        assert set(store.stats()) == set(stats["store"])
