@@ -247,6 +247,8 @@ def maintain(subject: Subject, *, budget_s: float, dry_run: bool, lock_probe_s: 
 
 def _indexes(subject: Subject, run: _Run, codes: set[str]) -> None:
     engine, searcher = subject.engine, subject.searcher
+    # Looked at before damaged files go: their namespaces are rebuilt below.
+    states = index_states(engine)
     if "damaged-search-index" in codes and run.has_time("damaged-search-index", "index/"):
         if run.dry_run:
             run.record("damaged-search-index", "index/", "would delete damaged index files and rebuild them")
@@ -257,9 +259,8 @@ def _indexes(subject: Subject, run: _Run, codes: set[str]) -> None:
                 return f"{len(gone)} damaged index file(s) deleted"
 
             run.attempt("damaged-search-index", "index/", drop)
-    for st in index_states(engine):
-        stale = st.shards and (st.damaged or st.stale / st.shards >= INDEX_STALE_FRACTION)
-        if not stale:
+    for st in states:
+        if not st.shards or not (st.damaged or st.stale / st.shards >= INDEX_STALE_FRACTION):
             continue
         target = _ns(st.namespace)
         code = "damaged-search-index" if st.damaged else "stale-search-index"
