@@ -27,6 +27,8 @@ __all__ = ["Change", "ChangeFeed", "Subscription"]
 
 ChangeKind = Literal["write", "delete", "missed", "session-started", "session-changed", "session-ended"]
 _HEADER_MAX_BYTES: Final = 64 * 1024
+#: Shard paths whose last published generation the feed remembers before it starts over.
+_GENERATIONS_MAX: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +59,20 @@ class Change:
     path: str = ""
 
 
-def _touched_keys(path: str) -> tuple[str, ...] | None:
-    """The ``touched`` list of a shard's header (cheap: the first line only)."""
+def _header_of(path: str) -> tuple[int | None, tuple[str, ...] | None]:
+    """The ``generation`` and ``touched`` list of a shard's header (cheap: the first line only)."""
     try:
         with open(path, "rb") as fh:
             line = fh.readline(_HEADER_MAX_BYTES)
         header = json.loads(line)
     except (OSError, ValueError):
-        return None
-    touched = header.get("touched") if isinstance(header, dict) else None
-    if isinstance(touched, list) and all(isinstance(k, str) for k in touched):
-        return tuple(touched)
-    return None
+        return None, None
+    if not isinstance(header, dict):
+        return None, None
+    generation = header.get("generation")
+    touched = header.get("touched")
+    keys = tuple(touched) if isinstance(touched, list) and all(isinstance(k, str) for k in touched) else None
+    return (generation if isinstance(generation, int) else None), keys
 
 
 class Subscription:
@@ -216,6 +220,10 @@ class ChangeFeed:
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
         self.published = 0
+        # The generation last published per shard path (watcher thread only):
+        # events are read after the fact, so two quick writes can both be
+        # read as the second; the generations tell (see publish).
+        self._generations: dict[str, int] = {}
 
     @property
     def active(self) -> bool:
@@ -244,14 +252,35 @@ class ChangeFeed:
         if namespace is None:
             return
         path = os.path.join(directory, name)
-        # Read the touched keys now, on the watcher's thread (one short read
-        # of the header, and only while someone listens): read later, a
-        # lagging subscriber would see a later write's keys.
-        keys = _touched_keys(path) if kind == "write" else None
-        change = Change(namespace, name[1 : -len(".shard")], kind, time.time(), keys, path)
+        shard = name[1 : -len(".shard")]
+        if kind != "write":
+            self._generations.pop(path, None)
+            self._fan_out(Change(namespace, shard, kind, time.time(), None, path))
+            return
+        # Read the header now, on the watcher's thread (one short read, and
+        # only while someone listens): read later, a lagging subscriber would
+        # see a later write's keys.
+        generation, keys = _header_of(path)
+        last = self._generations.get(path)
+        if generation is not None:
+            if len(self._generations) > _GENERATIONS_MAX:
+                self._generations.clear()
+            self._generations[path] = generation
+            if last is not None and generation == last:
+                # This header was already published: the event of an earlier
+                # write was read after this one landed.
+                return
+            if generation > (last if last is not None else 0) + 1:
+                # Writes between were replaced before we read them (or this is
+                # the first sight of a shard written before we listened): their
+                # keys are unknown. Say so (keys=None: re-read), never drop them.
+                self._fan_out(Change(namespace, shard, kind, time.time(), None, path))
+        self._fan_out(Change(namespace, shard, kind, time.time(), keys, path))
+
+    def _fan_out(self, change: Change) -> None:
         self.published += 1
-        for sub in subs:
-            if sub.matches(namespace):
+        for sub in self._subs:
+            if sub.matches(change.namespace):
                 sub.offer(change)
 
     def publish_missed(self) -> None:
