@@ -105,7 +105,13 @@ def _browser() -> Any:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1360,1180"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1360,1400",
+    ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=opts)
 
@@ -123,6 +129,12 @@ def _sign_in(driver: Any, base: str, token: str) -> None:
         time.sleep(0.1)
 
 
+def _save(driver: Any, path: str) -> None:
+    if not driver.save_screenshot(path):
+        raise RuntimeError(f"could not write {path}")
+    _shrink(path)
+
+
 def _shrink(path: str) -> None:
     try:
         from PIL import Image
@@ -137,6 +149,8 @@ def main() -> None:
     ap.add_argument("--out", default="docs", help="directory for the PNG files (default docs)")
     args = ap.parse_args()
     from filemem.server import add_token
+
+    os.makedirs(args.out, exist_ok=True)
 
     tmp = tempfile.mkdtemp(prefix="filemem-shots-")
     path = os.path.join(tmp, "memories")
@@ -155,22 +169,21 @@ def main() -> None:
                 s.put("agents/crawler-1/pages", f"page-{i}", {"url": f"https://docs.example.org/p/{i}", "ok": i != 4})
                 time.sleep(0.2)
             s.delete("agents/crawler-1/pages", "page-4")
+        driver.find_element("id", "search-limit").clear()
+        driver.find_element("id", "search-limit").send_keys("4")
         driver.find_element("id", "search-query").send_keys("login times out")
         driver.find_element("css selector", "#search-form button").click()
         time.sleep(1.0)
         driver.find_element("css selector", "#search-results li").click()
         time.sleep(6)  # one polling round: health and sessions settle
-        out = os.path.join(args.out, "dashboard.png")
-        driver.save_screenshot(out)
-        _shrink(out)
+        _save(driver, os.path.join(args.out, "dashboard.png"))
+        driver.set_window_size(1360, 760)
         _sign_in(driver, base, acme)
         with filemem.Store(path) as s:
             s.put("tenant/acme/notes", "standup", {"text": "acme: crawler migrated"})
             s.put("tenant/acme-corp/notes", "standup", {"text": "never shown"})
         time.sleep(2)
-        out = os.path.join(args.out, "dashboard-scoped.png")
-        driver.save_screenshot(out)
-        _shrink(out)
+        _save(driver, os.path.join(args.out, "dashboard-scoped.png"))
         print(json.dumps({"saved": [os.path.join(args.out, n) for n in ("dashboard.png", "dashboard-scoped.png")]}))
     finally:
         driver.quit()

@@ -244,7 +244,12 @@
     let extra = "";
     if (m.type === "change") {
       op = m.op || "write";
-      what = m.key === null || m.key === undefined ? `${m.namespace}/*` : `${m.namespace} / ${m.key}`;
+      if (m.key === null || m.key === undefined) {
+        what = m.namespace;
+        extra = "changed (which keys is not known: reload a view to see)";
+      } else {
+        what = `${m.namespace} / ${m.key}`;
+      }
       if (op === "put") extra = (m.value_omitted ? "(large value)" : preview(m.value)) + ` \u00b7 v${m.version}`;
     } else if (m.type === "session") {
       op = "session";
