@@ -11,6 +11,8 @@
   const TOKEN_KEY = "filemem.token";
   const TAIL_MAX = 300;
   const POLL_MS = 5000;
+  // health() reads every shard of the store: ask for it every other round only.
+  const HEALTH_EVERY = 2;
   const PREVIEW_CHARS = 140;
   const COLLECTOR_CODES = new Set([
     "unreplayed-journal", "collector-backlog", "collector-breaker-open", "dead-letters",
@@ -26,6 +28,7 @@
     paused: false,
     tailSeen: 0,
     pollTimer: null,
+    polls: 0,
     nsTimer: null,
     sessions: new Map(),
     namespaces: [],
@@ -155,7 +158,7 @@
 
   function startLive() {
     state.stopped = false;
-    refreshAll();
+    refreshAll(true);
     state.pollTimer = setInterval(refreshAll, POLL_MS);
     connect();
   }
@@ -171,8 +174,9 @@
     setConn("off", "offline");
   }
 
-  function refreshAll() {
-    refreshHealthAndStats();
+  function refreshAll(force) {
+    if (force === true || state.polls % HEALTH_EVERY === 0) refreshHealthAndStats();
+    state.polls += 1;
     refreshSessions();
     refreshNamespaces();
   }
@@ -229,7 +233,7 @@
       addTail(m);
     } else if (m.type === "missed") {
       addTail(m);
-      refreshAll(); // we cannot know what we missed: read the current state again
+      refreshAll(true); // we cannot know what we missed: read the current state again
     }
   }
 
