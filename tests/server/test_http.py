@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import filemem
 from filemem.server._metrics import render
 
-from .conftest import ServerProc
+from .conftest import ServerProc, make_tokens, start_server
 
 
 def _rec(ns: str, key: str) -> str:
@@ -277,3 +278,27 @@ def test_stats_report_the_library_figures(server: ServerProc) -> None:
     assert set(stats["store"]["cache"]) == set(process["cache"])
     with filemem.Store(server.path) as store:
         assert set(store.stats()) == set(stats["store"])
+
+
+def test_maintain_runs_in_the_background_and_is_counted(tmp_path: Path) -> None:
+    token_file = str(tmp_path / "t.json")
+    tokens = make_tokens(token_file)
+    with filemem.Store(tmp_path / "store") as store:
+        for i in range(20):
+            store.put("mnt", f"k{i}", i, ttl=0.05)
+    time.sleep(0.2)  # expired: something for maintain() to sweep
+    srv = start_server(str(tmp_path / "store"), token_file, "--maintain", "0.3", tokens=tokens)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            stats = srv.request("GET", "/v1/stats").body
+            if stats["maintain"]["runs"] >= 1 and stats["maintain"]["actions"] >= 1:
+                break
+            time.sleep(0.2)
+        assert stats["maintain"]["enabled"] is True and stats["maintain"]["runs"] >= 1
+        assert stats["maintain"]["last"]["counts"]["expired_dropped"] + stats["maintain"]["actions"] >= 1
+        values = _metric_values(srv.request("GET", "/metrics").text)
+        assert values["filemem_maintain_runs_total"] >= 1
+        assert values["filemem_maintain_actions_total"] >= 1
+    finally:
+        srv.stop()
