@@ -42,8 +42,8 @@ class Freshness:
         engine.cache = self.cache
         engine.after_fork = self.after_fork
 
-    def _record_versions(self, path: str) -> dict[str, int] | None:
-        """``{key: version}`` of a shard file, read outside the cache (the feed's recovery of hidden writes)."""
+    def _record_versions(self, path: str) -> dict[str, tuple[int, float]] | None:
+        """``{key: (version, updated_at)}`` of a shard file, read outside the cache (the feed's recovery)."""
         try:
             got = read_file(path)
             if got is None:
@@ -51,7 +51,7 @@ class Freshness:
             shard = decode_shard(got[0], path, self.engine._codecs)
         except FileMemError:
             return None
-        return {key: int(rec["version"]) for key, rec in shard.records.items()}
+        return {key: (int(rec["version"]), float(rec["updated_at"])) for key, rec in shard.records.items()}
 
     # ------------------------------------------------------------------ watcher
 
