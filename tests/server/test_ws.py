@@ -254,13 +254,16 @@ def test_slow_client_gets_missed_and_never_slows_a_fast_one(tmp_path: Path) -> N
             return fast_got, await asyncio.wait_for(s, 120)
 
         fast_got, slow_got = asyncio.run(main())
+        closed_slow = srv.request("GET", "/v1/stats").body["websocket"]["closed_slow"]
     finally:
         srv.stop()
     assert_announced(fast_got, ns, [f"k{i:04d}" for i in range(n)])
     # The stalled client either fell out of the ring (an explicit missed) or was closed for not
     # reading (4008, resume with its last cursor); test_hub.py shows the missed path deterministically.
     if slow_got[-1]["type"] == "closed":
-        assert slow_got[-1]["code"] == 4008
+        # 4008, or no close frame at all when the stalled socket could not take one
+        assert slow_got[-1]["code"] in (4008, None)
+        assert closed_slow >= 1
         slow_got.pop()
     # every gap the slow client has is announced: between consecutive messages the cursor moves by one,
     # or a missed message spans exactly the jump
