@@ -29,6 +29,9 @@ ChangeKind = Literal["write", "delete", "missed", "session-started", "session-ch
 _HEADER_MAX_BYTES: Final = 64 * 1024
 #: Shard paths whose last published generation the feed remembers before it starts over.
 _GENERATIONS_MAX: Final = 100_000
+#: Most hidden writes of one shard announced one by one (a merge can jump a
+#: generation far ahead); past it, the trailing keys=None says the rest.
+_HIDDEN_MAX: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,21 +299,30 @@ class ChangeFeed:
         the records now holding such a version name (some of) that write's
         keys. With ``last`` unknown (first sight of the shard), writes count
         only if made since we listen (their records' ``updated_at``). After
-        a known gap, what the records cannot show (a delete, a key written
-        again since) is announced as one ``keys=None`` change: re-read the
-        namespace. Never silent for a gap we can see.
+        a known gap, each hidden write is one change (its keys, or None when
+        no record holds its version any more), then one ``keys=None`` change
+        (a hidden write may also have deleted keys): re-read the namespace.
+        Never silent for a gap we can see.
         """
         t = time.time()
         versions = self._versions(path) if self._versions is not None else None
+        by_version: dict[int, list[str]] = {}
         if versions is not None:
-            by_version: dict[int, list[str]] = {}
             for key, (version, updated_at) in versions.items():
                 if version < now and (version > last if last is not None else updated_at >= self._since):
                     by_version.setdefault(version, []).append(key)
-            for version in sorted(by_version):
-                self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(by_version[version])), path))
-        if last is not None:
-            self._fan_out(Change(namespace, shard, "write", t, None, path))
+            if last is None:
+                for version in sorted(by_version):
+                    self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(by_version[version])), path))
+                return
+        if last is None:
+            return
+        # One change per hidden write (its keys, or None when no record holds its
+        # version any more), then one None: a hidden write may also have deleted keys.
+        for version in range(max(last + 1, now - _HIDDEN_MAX), now):
+            keys = by_version.get(version) if versions is not None else None
+            self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(keys)) if keys else None, path))
+        self._fan_out(Change(namespace, shard, "write", t, None, path))
 
     def _fan_out(self, change: Change) -> None:
         self.published += 1
