@@ -213,10 +213,18 @@ class Subscription:
 
 
 class ChangeFeed:
-    """Fans change events out to subscriptions. Thread-safe."""
+    """Fans change events out to subscriptions. Thread-safe.
 
-    def __init__(self, ns_root: str) -> None:
+    ``versions(path)``: ``{key: (version, updated_at)}`` of a shard file's
+    records (None if unreadable); with it, the keys of writes whose header was
+    replaced before the watcher read it are recovered from the record versions.
+    """
+
+    def __init__(
+        self, ns_root: str, versions: Callable[[str], dict[str, tuple[int, float]] | None] | None = None
+    ) -> None:
         self.ns_root = ns_root
+        self._versions = versions
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
         self.published = 0
@@ -224,6 +232,8 @@ class ChangeFeed:
         # events are read after the fact, so two quick writes can both be
         # read as the second; the generations tell (see publish).
         self._generations: dict[str, int] = {}
+        #: Since when someone listens (generations are only tracked meanwhile).
+        self._since = time.time()
 
     @property
     def active(self) -> bool:
@@ -270,12 +280,37 @@ class ChangeFeed:
                 # This header was already published: the event of an earlier
                 # write was read after this one landed.
                 return
-            if generation > (last if last is not None else 0) + 1:
-                # Writes between were replaced before we read them (or this is
-                # the first sight of a shard written before we listened): their
-                # keys are unknown. Say so (keys=None: re-read), never drop them.
-                self._fan_out(Change(namespace, shard, kind, time.time(), None, path))
+            if last is None and generation > 1:
+                # First sight of this shard since we listen: writes before this
+                # one but after we started listening may be hidden by it.
+                self._publish_hidden(namespace, shard, path, None, generation)
+            elif last is not None and generation > last + 1:
+                # Writes between were replaced before we read them.
+                self._publish_hidden(namespace, shard, path, last, generation)
         self._fan_out(Change(namespace, shard, kind, time.time(), keys, path))
+
+    def _publish_hidden(self, namespace: tuple[str, ...], shard: str, path: str, last: int | None, now: int) -> None:
+        """Announce writes of a shard made after ``last`` and before ``now`` whose headers nobody read.
+
+        A record's version is the generation of the write that last set it, so
+        the records now holding such a version name (some of) that write's
+        keys. With ``last`` unknown (first sight of the shard), writes count
+        only if made since we listen (their records' ``updated_at``). After
+        a known gap, what the records cannot show (a delete, a key written
+        again since) is announced as one ``keys=None`` change: re-read the
+        namespace. Never silent for a gap we can see.
+        """
+        t = time.time()
+        versions = self._versions(path) if self._versions is not None else None
+        if versions is not None:
+            by_version: dict[int, list[str]] = {}
+            for key, (version, updated_at) in versions.items():
+                if version < now and (version > last if last is not None else updated_at >= self._since):
+                    by_version.setdefault(version, []).append(key)
+            for version in sorted(by_version):
+                self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(by_version[version])), path))
+        if last is not None:
+            self._fan_out(Change(namespace, shard, "write", t, None, path))
 
     def _fan_out(self, change: Change) -> None:
         self.published += 1
@@ -292,6 +327,7 @@ class ChangeFeed:
         """A callback subscription with its own delivery thread."""
         sub = Subscription(self, prefix, max_queue, callback=callback)
         with self._lock:
+            self._start_listening()
             self._subs = [*self._subs, sub]
         return sub
 
@@ -299,8 +335,16 @@ class ChangeFeed:
         """An async-iterator subscription bound to the running loop."""
         sub = Subscription(self, prefix, max_queue, loop=asyncio.get_running_loop())
         with self._lock:
+            self._start_listening()
             self._subs = [*self._subs, sub]
         return sub
+
+    def _start_listening(self) -> None:
+        # Nothing was tracked while nobody listened: forget old generations,
+        # or writes made meanwhile would look like hidden ones.
+        if not self._subs:
+            self._generations.clear()
+            self._since = time.time()
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:

@@ -36,7 +36,7 @@ __all__ = ["Principal", "ServerConfig", "TokenSet", "add_token", "create_app", "
 def __getattr__(name: str) -> Any:
     # The app needs Starlette: import it only when asked for.
     if name in ("create_app", "ServerConfig"):
-        from . import _app
+        from . import _app  # noqa: PLC0415 - Starlette only when the app is asked for
 
         return getattr(_app, name)
     raise AttributeError(f"module 'filemem.server' has no attribute {name!r}")

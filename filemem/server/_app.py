@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
@@ -26,7 +27,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from .. import FileMemError, InvalidKeyError, Item, Store
+from .. import FileMemError, Store
 from ..admin import to_json_value
 from ._auth import ANONYMOUS_ADMIN, Principal, TokenSet
 from ._health import HealthAdapter
@@ -111,7 +112,9 @@ class Server:
         """Store-wide figures and findings: admin, or a read token for the whole store."""
         who = self.principal(conn)
         if not (who.can("admin") or (who.can("read") and who.unrestricted)):
-            raise ApiError(403, "Forbidden", f"token {who.name!r} is limited to some namespaces; this needs the whole store")
+            raise ApiError(
+                403, "Forbidden", f"token {who.name!r} is limited to some namespaces; this needs the whole store"
+            )
         return who
 
     # ------------------------------------------------------------------ store calls
@@ -156,27 +159,6 @@ class Server:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
-
-
-def namespace_of(text: str) -> tuple[str, ...]:
-    """``a/b/c`` -> ``("a", "b", "c")``; an empty segment is InvalidKeyError (400)."""
-    segments = tuple(text.split("/"))
-    if not text or any(not s for s in segments):
-        raise InvalidKeyError(f"namespace {text!r} has an empty segment; write it as a/b/c")
-    return segments
-
-
-def record_json(item: Item) -> dict[str, Any]:
-    """An Item as the API returns it."""
-    return {
-        "namespace": "/".join(item.namespace),
-        "key": item.key,
-        "value": to_json_value(item.value),
-        "version": item.version,
-        "created_at": item.created_at,
-        "updated_at": item.updated_at,
-        "expires_at": item.expires_at,
-    }
 
 
 def _wrap(server: Server, handler: Callable[[Server, Request], Any]) -> Callable[[Request], Any]:
@@ -229,8 +211,6 @@ async def _health(server: Server, request: Request) -> Response:
 
 async def _metrics(server: Server, request: Request) -> Response:
     server.require_whole_store(request)
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
     body = await run_in_threadpool(generate_latest, server.figures.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -320,4 +300,3 @@ def create_app(store: Store, config: ServerConfig | None = None) -> Starlette:
     )
     app.state.server = server
     return app
-

@@ -211,8 +211,9 @@ def add_token(
     if any(t.get("name") == name for t in tokens):
         raise InvalidValueError(f"token file {target} already has a token named {name!r}")
     token = secrets.token_urlsafe(_TOKEN_BYTES)
-    tokens.append({"name": name, "sha256": _digest(token), "scopes": sorted(set(scopes), key=SCOPES.index),
-                   "prefixes": normal})
+    tokens.append(
+        {"name": name, "sha256": _digest(token), "scopes": sorted(set(scopes), key=SCOPES.index), "prefixes": normal}
+    )
     _write(target, tokens)
     return token
 

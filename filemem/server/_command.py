@@ -15,7 +15,7 @@ import socket
 import sys
 
 from .._cli._base import EXIT_OK, EXIT_USAGE, Output, command, positive_int
-from ._auth import ensure_token_file, load_tokens
+from ._auth import add_token, ensure_token_file, load_tokens
 
 __all__: list[str] = []
 
@@ -85,8 +85,6 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 )
 def _serve(args: argparse.Namespace, out: Output) -> int:
     if args.add_token:
-        from ._auth import add_token
-
         if not args.token_file:
             print("filemem: error: --add-token needs --token-file", file=sys.stderr)
             return EXIT_USAGE
@@ -118,10 +116,12 @@ def _serve(args: argparse.Namespace, out: Output) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host.strip("[]"), args.port))
+        # Listen now: connections made after the banner wait in the backlog until uvicorn accepts.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         print(f"filemem: error: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from ._run import run
+    from ._run import run  # noqa: PLC0415 - needs the server extra, checked above
 
     return run(args, tokens, sock, out)

@@ -6,7 +6,8 @@ closed, opened read-only without ``--readonly``, the watcher or the change
 hub is down, or dead letters passed the threshold. Findings come from
 ``store.health()``; maintenance (``--maintain``) calls ``store.maintain()``
 on its own thread at the lowest CPU priority, never on the event loop, and
-its results are counted for ``/metrics``.
+its results are counted for ``/metrics``. ``store.maintain()`` lowers its own
+priority too and skips busy shards instead of waiting (docs/health.md).
 """
 
 from __future__ import annotations
@@ -32,18 +33,6 @@ _LOG = logging.getLogger("filemem.server")
 _MAINTAIN_BUDGET_S: Final = 10.0
 
 
-def _finding_json(f: Any) -> dict[str, Any]:
-    as_dict = getattr(f, "as_dict", None)
-    raw = as_dict() if callable(as_dict) else {}
-    return {
-        "code": str(raw.get("code", getattr(f, "code", ""))),
-        "severity": str(raw.get("severity", getattr(f, "severity", "info"))),
-        "message": str(raw.get("message", getattr(f, "message", ""))),
-        "action": str(raw.get("action", getattr(f, "action", ""))),
-        "details": to_json_value(raw.get("details", getattr(f, "details", {}))),
-    }
-
-
 class HealthAdapter:
     """Readiness, findings and maintenance for one server."""
 
@@ -61,37 +50,7 @@ class HealthAdapter:
 
     def findings(self) -> list[dict[str, Any]]:
         """``store.health()`` as JSON dicts (code, severity, message, action, details)."""
-        health = getattr(self.store, "health", None)
-        if callable(health):
-            return [_finding_json(f) for f in health()]
-        return self._fallback_findings()
-
-    def _fallback_findings(self) -> list[dict[str, Any]]:
-        # Until the library's health() exists: what the public API can already tell.
-        out: list[dict[str, Any]] = []
-        letters = len(self.store.dead_letters())
-        if letters:
-            out.append(
-                {
-                    "code": "dead-letters",
-                    "severity": "warning",
-                    "message": f"{letters} record(s) a collector could not apply",
-                    "action": "inspect with `filemem deadletters PATH`, replay with `--replay`",
-                    "details": {"count": letters},
-                }
-            )
-        crashed = [s for s in self.store.sessions(alive=None) if s.state == "crashed"]
-        if crashed:
-            out.append(
-                {
-                    "code": "dead-sessions",
-                    "severity": "info",
-                    "message": f"{len(crashed)} session(s) crashed",
-                    "action": "look at `filemem sessions PATH --all`; records are removed after an hour",
-                    "details": {"count": len(crashed)},
-                }
-            )
-        return out
+        return [to_json_value(f.as_dict()) for f in self.store.health()]
 
     # ------------------------------------------------------------------ readiness
 
@@ -111,8 +70,9 @@ class HealthAdapter:
         check(
             "store-open",
             readonly == self.config.readonly,
-            "read-only by choice" if readonly and self.config.readonly else ("read-write" if not readonly else
-                                                                             "read-only, but --readonly not given"),
+            "read-only by choice"
+            if readonly and self.config.readonly
+            else ("read-write" if not readonly else "read-only, but --readonly not given"),
         )
         backend = stats.get("watcher", {}).get("backend", "none")
         check("watcher", backend in ("inotify", "polling"), f"backend {backend}")
@@ -143,11 +103,11 @@ class HealthAdapter:
     def start_background(self) -> list[asyncio.Task[None]]:
         """Start the maintenance thread if ``--maintain`` asked for it and the store can maintain."""
         interval = self.config.maintain_interval_s
-        maintain = getattr(self.store, "maintain", None)
-        if interval is None or not callable(maintain) or self.store.readonly:
+        if interval is None or self.store.readonly:
             return []
-        self._thread = threading.Thread(target=self._maintain_loop, args=(interval,), name="filemem-maintain",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._maintain_loop, args=(interval,), name="filemem-maintain", daemon=True
+        )
         self._thread.start()
         return [asyncio.get_running_loop().create_task(self._join_on_cancel())]
 
@@ -166,12 +126,12 @@ class HealthAdapter:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while not self._stop.wait(interval):
             try:
-                report = self.store.maintain(budget_s=_MAINTAIN_BUDGET_S)  # type: ignore[attr-defined]
+                report = self.store.maintain(budget_s=_MAINTAIN_BUDGET_S)
             except FileMemError as exc:
                 self.maintain_errors += 1
                 _LOG.warning("maintenance pass failed: %s", exc)
                 continue
             self.maintain_runs += 1
-            counts = dict(getattr(report, "counts", {}) or {})
-            self.maintain_actions += sum(v for k, v in counts.items() if k != "busy_skipped" and isinstance(v, int))
-            self.maintain_last = {"counts": counts, "duration_s": getattr(report, "duration_s", None)}
+            counts = dict(report.counts)
+            self.maintain_actions += sum(v for k, v in counts.items() if k != "busy_skipped")
+            self.maintain_last = {"counts": counts, "duration_s": report.duration_s, "remaining": len(report.remaining)}

@@ -32,7 +32,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,6 +48,9 @@ _FEED_QUEUE: Final = 100_000
 _VALUE_INLINE_BYTES: Final = 1024
 #: The dedupe table (last version announced per key) starts over past this.
 _LAST_SENT_MAX: Final = 200_000
+#: Readers are woken at most this often: under load each wake-up then carries
+#: many messages (one frame per client with ``batch=1``) instead of one each.
+_WAKE_INTERVAL_S: Final = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,11 @@ class ChangeHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._notify_pending = False
+        self._last_wake = 0.0
+        # The last range every whole-store reader was sent, and its batch frame:
+        # readers in step share one list and one encoded frame.
+        self._memo: tuple[int, int, list[str]] | None = None
+        self._memo_frame: tuple[list[str], str] | None = None
         self._subs: list[Subscription] = []
         self._last_sent: dict[tuple[tuple[str, ...], str], int] = {}
         self.closed = False
@@ -263,12 +271,18 @@ class ChangeHub:
         while len(self._ring) > self.retain:
             self._ring.popleft()
         if not self._notify_pending:
-            # One wake-up per loop iteration however many entries arrived in it.
+            # One wake-up per interval however many entries arrived in it.
             self._notify_pending = True
-            asyncio.get_running_loop().call_soon(self._notify)
+            loop = asyncio.get_running_loop()
+            delay = self._last_wake + _WAKE_INTERVAL_S - loop.time()
+            if delay > 0:
+                loop.call_later(delay, self._notify)
+            else:
+                loop.call_soon(self._notify)
 
     def _notify(self) -> None:
         self._notify_pending = False
+        self._last_wake = asyncio.get_running_loop().time()
         wake, self._wake = self._wake, asyncio.Event()
         if wake is not None:
             wake.set()
@@ -297,6 +311,15 @@ class ChangeHub:
         to = f"{self.epoch}-{to_seq}"
         return json.dumps({"type": "missed", "from": from_text, "to": to, "cursor": to, "reason": reason})
 
+    def batch_frame(self, texts: list[str]) -> str:
+        """``texts`` as one JSON array (encoded once for readers that share the list)."""
+        memo = self._memo_frame
+        if memo is not None and memo[0] is texts:
+            return memo[1]
+        frame = "[" + ",".join(texts) + "]"
+        self._memo_frame = (texts, frame)
+        return frame
+
     @staticmethod
     def visible(entry: _Entry, principal: Principal, prefix: tuple[str, ...]) -> bool:
         """Whether a reader with ``principal`` and ``prefix`` may see ``entry``."""
@@ -309,7 +332,7 @@ class ChangeHub:
 
     async def read(
         self, principal: Principal, prefix: tuple[str, ...], after: str | None, *, max_batch: int = 500
-    ) -> AsyncIterator[list[str]]:
+    ) -> AsyncGenerator[list[str], None]:
         """Lists of message texts for one reader, in cursor order, until the hub closes.
 
         The reader's position is its own; when the ring has moved past it the
@@ -330,15 +353,22 @@ class ChangeHub:
             if pos < first_seq:
                 out.append(self._missed_text(f"{self.epoch}-{pos - 1}", first_seq - 1, "slow"))
                 pos = first_seq
-            ring = self._ring
-            start = pos - first_seq
-            for i in range(start, min(len(ring), start + max_batch)):
-                entry = ring[i]
-                if everything or self.visible(entry, principal, prefix):
-                    out.append(entry.text)
-            pos = min(self._last, first_seq + start + max_batch - 1) + 1
+            end = min(self._last, pos + max_batch - 1)
+            shareable = everything and not out  # no missed of this reader's own in front
+            memo = self._memo
+            if shareable and memo is not None and memo[0] == pos and memo[1] == end:
+                out = memo[2]  # another whole-store reader built this very list
+            else:
+                ring = self._ring
+                start = pos - first_seq
+                for i in range(start, start + end - pos + 1):
+                    entry = ring[i]
+                    if everything or self.visible(entry, principal, prefix):
+                        out.append(entry.text)
+                if shareable:
+                    self._memo = (pos, end, out)
+            pos = end + 1
             if out:
                 yield out
             else:
                 await asyncio.sleep(0)  # nothing visible: let others run before looking again
-

@@ -73,9 +73,8 @@ class Figures:
         self.latency.labels(kind).observe(seconds)
         with self._lock:
             self.ops[kind] = self.ops.get(kind, 0) + 1
-            if error is not None:
-                if error == "LockTimeout":
-                    self.lock_timeouts += 1
+            if error == "LockTimeout":
+                self.lock_timeouts += 1
         if error is not None:
             self.errors.labels(error).inc()
 

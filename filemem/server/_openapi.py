@@ -23,8 +23,15 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _op(summary: str, ok: dict[str, Any], *, scope: str | None, params: list[Any] | None = None,
-        body: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    scope: str | None,
+    params: list[Any] | None = None,
+    body: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {"200": ok, "4XX": _REF_PROBLEM, "5XX": _REF_PROBLEM, **(extra or {})},
@@ -41,7 +48,7 @@ def _op(summary: str, ok: dict[str, Any], *, scope: str | None, params: list[Any
 
 
 _RECORD = {"$ref": "#/components/schemas/Record"}
-_ANY = {}
+_ANY: dict[str, Any] = {}
 
 
 def openapi_document() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from .. import ConflictError, InvalidKeyError, InvalidQueryError, InvalidValueError, Store
 from ._hub import session_json
 from ._problems import ApiError
+from ._shapes import namespace_of, record_json
 
 if TYPE_CHECKING:
     from ._app import Server
@@ -37,8 +39,6 @@ Handler = Callable[["Server", Request], Any]
 
 
 def _ns(request: Request) -> tuple[str, ...]:
-    from ._app import namespace_of
-
     return namespace_of(request.path_params["namespace"])
 
 
@@ -83,8 +83,6 @@ def _page(request: Request, keys: list[str]) -> tuple[list[str], str | None]:
     after = _cursor_decode(request.query_params.get("cursor"))
     start = 0
     if after is not None:
-        import bisect
-
         start = bisect.bisect_right(keys, after)
     page = keys[start : start + limit]
     more = start + limit < len(keys)
@@ -95,8 +93,6 @@ def _page(request: Request, keys: list[str]) -> tuple[list[str], str | None]:
 
 
 async def _get_record(server: Server, request: Request) -> Response:
-    from ._app import record_json
-
     ns = _ns(request)
     key = request.path_params["key"]
     server.require(request, "read", ns)
@@ -148,9 +144,7 @@ async def _put_record(server: Server, request: Request) -> Response:
         return store.put(ns, key, body["value"], ttl=ttl, if_version=if_version)
 
     version = await server.call("put", put)
-    return JSONResponse(
-        {"namespace": "/".join(ns), "key": key, "version": version}, headers={"ETag": f'"{version}"'}
-    )
+    return JSONResponse({"namespace": "/".join(ns), "key": key, "version": version}, headers={"ETag": f'"{version}"'})
 
 
 async def _delete_record(server: Server, request: Request) -> Response:
@@ -167,8 +161,6 @@ async def _delete_record(server: Server, request: Request) -> Response:
 
 
 async def _list_records(server: Server, request: Request) -> Response:
-    from ._app import record_json
-
     ns = _ns(request)
     server.require(request, "read", ns)
     items = await server.call("list", server.store.items, ns)
@@ -186,8 +178,6 @@ async def _list_keys(server: Server, request: Request) -> Response:
 
 
 async def _namespaces(server: Server, request: Request) -> Response:
-    from ._app import namespace_of
-
     who = server.require(request, "read")
     raw = request.query_params.get("prefix", "").strip("/")
     prefix = namespace_of(raw) if raw else ()
@@ -201,9 +191,7 @@ async def _namespaces(server: Server, request: Request) -> Response:
         if max_depth is not None:
             found = sorted({ns[:max_depth] for ns in found})
         count = len(found) <= _COUNT_MAX_NAMESPACES
-        return [
-            {"namespace": "/".join(ns), "records": len(store.keys(ns)) if count else None} for ns in found
-        ]
+        return [{"namespace": "/".join(ns), "records": len(store.keys(ns)) if count else None} for ns in found]
 
     return JSONResponse({"namespaces": await server.call("namespaces", listing)})
 
@@ -212,8 +200,6 @@ async def _namespaces(server: Server, request: Request) -> Response:
 
 
 async def _search(server: Server, request: Request) -> Response:
-    from ._app import namespace_of, record_json
-
     who = server.require(request, "read")
     body = await server.body(request)
     if not isinstance(body, dict):
@@ -240,9 +226,9 @@ async def _search(server: Server, request: Request) -> Response:
     )
 
 
-def _batch_ops(body: Any, server: Server, request: Request) -> list[tuple[str, tuple[str, ...], str, Any, int | None, Any]]:
-    from ._app import namespace_of
-
+def _batch_ops(
+    body: Any, server: Server, request: Request
+) -> list[tuple[str, tuple[str, ...], str, Any, int | None, Any]]:
     if not isinstance(body, dict) or not isinstance(body.get("ops"), list) or set(body) - {"ops"}:
         raise ApiError(400, "Bad Request", 'the body must be {"ops": [{"op": "put"|"delete", ...}, ...]}')
     raw_ops = body["ops"]
@@ -296,9 +282,7 @@ async def _sessions(server: Server, request: Request) -> Response:
         raise ApiError(400, "Bad Request", f"alive must be true, false or all, not {alive_raw!r}")
     infos = await server.call("sessions", server.store.sessions, alive=alive)
     visible = [
-        session_json(i)
-        for i in infos
-        if who.unrestricted or (i.namespace is not None and who.covers(i.namespace))
+        session_json(i) for i in infos if who.unrestricted or (i.namespace is not None and who.covers(i.namespace))
     ]
     return JSONResponse({"sessions": visible})
 

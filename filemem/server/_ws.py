@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import InvalidKeyError
 from ._problems import ApiError
+from ._shapes import namespace_of
 
 if TYPE_CHECKING:
     from ._app import Server
@@ -40,7 +41,6 @@ CLOSE_GOING_AWAY: Final = 1001
 
 def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any, None]]:
     """The WebSocket endpoint bound to ``server``."""
-    from ._app import namespace_of
 
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
@@ -69,7 +69,7 @@ def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any
             async def send_loop() -> None:
                 async with contextlib.aclosing(hub.read(who, prefix, after)) as stream:
                     async for texts in stream:
-                        frames = ["[" + ",".join(texts) + "]"] if batch else texts
+                        frames = [hub.batch_frame(texts)] if batch else texts
                         for frame in frames:
                             await asyncio.wait_for(ws.send_text(frame), timeout)
 
@@ -89,12 +89,12 @@ def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             if sender in done:
-                exc = sender.exception()
-                if isinstance(exc, TimeoutError):
+                failure = sender.exception()
+                if isinstance(failure, TimeoutError):
                     hub.clients_closed_slow += 1
                     with contextlib.suppress(Exception):
                         await ws.close(CLOSE_SLOW, "client too slow: resume with your last cursor")
-                elif exc is None:  # the hub closed: the server is shutting down
+                elif failure is None:  # the hub closed: the server is shutting down
                     with contextlib.suppress(Exception):
                         await ws.close(CLOSE_GOING_AWAY, "server shutting down")
         except (WebSocketDisconnect, RuntimeError):

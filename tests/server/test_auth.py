@@ -48,8 +48,12 @@ def test_token_file_is_0600_and_holds_no_token(tmp_path: Path) -> None:
 
 
 def test_record_routes_respect_prefixes(server: ServerProc) -> None:
-    for path in ("/v1/ns/tenant/acme-corp/records/doc", "/v1/ns/tenant/acme-corp/notes/records/doc",
-                 "/v1/ns/tenant/records/doc", "/v1/ns/tenant/beta/records/doc"):
+    for path in (
+        "/v1/ns/tenant/acme-corp/records/doc",
+        "/v1/ns/tenant/acme-corp/notes/records/doc",
+        "/v1/ns/tenant/records/doc",
+        "/v1/ns/tenant/beta/records/doc",
+    ):
         assert server.request("GET", path, token="acme").status == 403, path
         assert server.request("PUT", path, token="acme", body={"value": 1}).status == 403, path
         assert server.request("DELETE", path, token="acme").status == 403, path
@@ -110,8 +114,12 @@ def test_batch_refuses_any_op_outside_and_writes_nothing(server: ServerProc) -> 
 
 
 def test_sessions_are_filtered_by_namespace(server: ServerProc) -> None:
-    with filemem.Store(server.path) as store, store.session(agent="corp", namespace="tenant/acme-corp") as corp, \
-            store.session(agent="mine", namespace="tenant/acme/jobs") as mine, store.session(agent="free") as free:
+    with (
+        filemem.Store(server.path) as store,
+        store.session(agent="corp", namespace="tenant/acme-corp") as corp,
+        store.session(agent="mine", namespace="tenant/acme/jobs") as mine,
+        store.session(agent="free") as free,
+    ):
         got = {s["id"] for s in server.request("GET", "/v1/sessions", token="acme").body["sessions"]}
         assert mine.id in got and corp.id not in got and free.id not in got
         everyone = {s["id"] for s in server.request("GET", "/v1/sessions").body["sessions"]}

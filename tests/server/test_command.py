@@ -18,8 +18,9 @@ from .conftest import ServerProc, start_server
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "filemem", "serve", *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "filemem", "serve", *args], capture_output=True, text=True, check=False, timeout=60
+    )
 
 
 def test_non_loopback_without_token_is_refused(tmp_path: Path) -> None:
@@ -30,8 +31,9 @@ def test_non_loopback_without_token_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "store").exists()  # refused before the store was opened
 
 
-def test_without_the_extra_it_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_the_extra_it_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
     assert main(["serve", str(tmp_path / "store"), "--port", "0"]) == 2
@@ -51,8 +53,17 @@ def test_admin_token_printed_once_and_add_token(tmp_path: Path) -> None:
     again = start_server(str(tmp_path / "store"), str(token_file))
     try:
         assert not [line for line in again.banner if "admin token" in line]
-        r = _serve(str(tmp_path / "store"), "--token-file", str(token_file), "--add-token", "ci", "--scope", "read",
-                   "--prefix", "tenant/acme")
+        r = _serve(
+            str(tmp_path / "store"),
+            "--token-file",
+            str(token_file),
+            "--add-token",
+            "ci",
+            "--scope",
+            "read",
+            "--prefix",
+            "tenant/acme",
+        )
         assert r.returncode == 0
         new = r.stdout.strip()
         # the running server read its tokens at start; a new one works after a restart
@@ -62,7 +73,10 @@ def test_admin_token_printed_once_and_add_token(tmp_path: Path) -> None:
     third = start_server(str(tmp_path / "store"), str(token_file))
     try:
         assert third.request("GET", "/v1/whoami", token=new).body == {
-            "name": "ci", "scopes": ["read"], "prefixes": ["tenant/acme"]}
+            "name": "ci",
+            "scopes": ["read"],
+            "prefixes": ["tenant/acme"],
+        }
     finally:
         third.stop()
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import filemem
 from filemem.server._metrics import render
 
-from .conftest import ServerProc
+from .conftest import ServerProc, make_tokens, start_server
 
 
 def _rec(ns: str, key: str) -> str:
@@ -136,8 +137,10 @@ def test_batch_all_or_nothing(server: ServerProc) -> None:
     bad = [{"op": "put", "namespace": ns, "key": "y", "value": 1}, {"op": "frob", "namespace": ns, "key": "z"}]
     assert server.request("POST", "/v1/batch", body={"ops": bad}).status == 400
     assert server.request("GET", _rec(ns, "y")).status == 404
-    bad_key = [{"op": "put", "namespace": ns, "key": "y", "value": 1}, {"op": "put", "namespace": ns, "key": "..",
-                                                                          "value": 1}]
+    bad_key = [
+        {"op": "put", "namespace": ns, "key": "y", "value": 1},
+        {"op": "put", "namespace": ns, "key": "..", "value": 1},
+    ]
     r = server.request("POST", "/v1/batch", body={"ops": bad_key})
     assert r.status == 400 and r.body["exception"] == "InvalidKeyError"
     assert server.request("GET", _rec(ns, "y")).status == 404
@@ -235,8 +238,14 @@ def test_metrics_match_stats(server: ServerProc) -> None:
     for fam in render(stats):
         for sample in fam.samples:
             rendered[sample.name] = sample.value
-    for name in ("filemem_shard_writes_total", "filemem_cache_misses_total", "filemem_dead_letters",
-                 "filemem_sessions_live", "filemem_lock_waits_total", "filemem_splits_total"):
+    for name in (
+        "filemem_shard_writes_total",
+        "filemem_cache_misses_total",
+        "filemem_dead_letters",
+        "filemem_sessions_live",
+        "filemem_lock_waits_total",
+        "filemem_splits_total",
+    ):
         assert rendered[name] == again[name], name
     assert stats["operations"]["put"] >= 1
     assert server.request("GET", "/metrics", token="acme").status == 403
@@ -253,3 +262,43 @@ def test_no_token_or_bad_token_is_401(server: ServerProc) -> None:
         r = server.request("GET", "/v1/namespaces", token=token)
         assert r.status == 401 and r.headers["content-type"] == "application/problem+json"
         assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_stats_report_the_library_figures(server: ServerProc) -> None:
+    import subprocess
+    import sys
+
+    stats = server.request("GET", "/v1/stats").body
+    cli = subprocess.run(
+        [sys.executable, "-m", "filemem", "stats", "--json", server.path], capture_output=True, text=True, check=True
+    )
+    process = json.loads(cli.stdout)["process"]
+    # The same figures, named the same: store.stats() of the server process and of the CLI's process.
+    assert set(stats["store"]) == set(process)
+    assert set(stats["store"]["cache"]) == set(process["cache"])
+    with filemem.Store(server.path) as store:
+        assert set(store.stats()) == set(stats["store"])
+
+
+def test_maintain_runs_in_the_background_and_is_counted(tmp_path: Path) -> None:
+    token_file = str(tmp_path / "t.json")
+    tokens = make_tokens(token_file)
+    with filemem.Store(tmp_path / "store") as store:
+        for i in range(20):
+            store.put("mnt", f"k{i}", i, ttl=0.05)
+    time.sleep(0.2)  # expired: something for maintain() to sweep
+    srv = start_server(str(tmp_path / "store"), token_file, "--maintain", "0.3", tokens=tokens)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            stats = srv.request("GET", "/v1/stats").body
+            if stats["maintain"]["runs"] >= 1 and stats["maintain"]["actions"] >= 1:
+                break
+            time.sleep(0.2)
+        assert stats["maintain"]["enabled"] is True and stats["maintain"]["runs"] >= 1
+        assert stats["maintain"]["last"]["counts"]["expired_dropped"] + stats["maintain"]["actions"] >= 1
+        values = _metric_values(srv.request("GET", "/metrics").text)
+        assert values["filemem_maintain_runs_total"] >= 1
+        assert values["filemem_maintain_actions_total"] >= 1
+    finally:
+        srv.stop()

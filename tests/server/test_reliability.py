@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing as mp
 import signal
 import threading
 import time
@@ -32,8 +31,12 @@ def _http_increment(srv: ServerProc, n: int, errors: list[str]) -> None:
         if got.status == 404:
             r = srv.request("PUT", "/v1/ns/rel/counter/records/n", body={"value": 1}, headers={"If-None-Match": "*"})
         else:
-            r = srv.request("PUT", "/v1/ns/rel/counter/records/n", body={"value": got.body["value"] + 1},
-                            headers={"If-Match": got.headers["etag"]})
+            r = srv.request(
+                "PUT",
+                "/v1/ns/rel/counter/records/n",
+                body={"value": got.body["value"] + 1},
+                headers={"If-Match": got.headers["etag"]},
+            )
         if r.status == 200:
             done += 1
         elif r.status not in (412, 503):
@@ -69,8 +72,12 @@ def _writer(srv_port: list[int], token: str, ns: str, stop: threading.Event, ack
         key = f"k{i:05d}"
         try:
             conn = http.client.HTTPConnection("127.0.0.1", srv_port[0], timeout=10)
-            conn.request("PUT", f"/v1/ns/{ns}/records/{key}", body=json.dumps({"value": i}),
-                         headers={"Authorization": f"Bearer {token}"})
+            conn.request(
+                "PUT",
+                f"/v1/ns/{ns}/records/{key}",
+                body=json.dumps({"value": i}),
+                headers={"Authorization": f"Bearer {token}"},
+            )
             resp = conn.getresponse()
             resp.read()
             conn.close()
@@ -91,8 +98,7 @@ def test_sigkill_the_server_while_clients_write(tmp_path: Path) -> None:
     stop = threading.Event()
     acked: list[dict[str, int]] = [{} for _ in range(3)]
     writers = [
-        threading.Thread(target=_writer, args=(port, tokens["admin"], f"kill/c{n}", stop, acked[n]))
-        for n in range(3)
+        threading.Thread(target=_writer, args=(port, tokens["admin"], f"kill/c{n}", stop, acked[n])) for n in range(3)
     ]
     seen: list[dict[str, Any]] = []
     ws_done = threading.Event()
@@ -109,11 +115,11 @@ def test_sigkill_the_server_while_clients_write(tmp_path: Path) -> None:
                         while not ws_done.is_set():
                             try:
                                 msg = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
-                            except asyncio.TimeoutError:
+                            except TimeoutError:
                                 continue
                             seen.append(msg)
                             cursor = msg.get("cursor", cursor)
-                except (OSError, websockets.ConnectionClosed, asyncio.TimeoutError):
+                except (TimeoutError, OSError, websockets.ConnectionClosed):
                     await asyncio.sleep(0.1)
 
         asyncio.run(main())
@@ -156,7 +162,7 @@ def test_sigkill_the_server_while_clients_write(tmp_path: Path) -> None:
     # The follower reconnected with its cursor, was told it missed what the dead server had, and resumed.
     connects = [i for i, m in enumerate(seen) if m["type"] == "connected"]
     assert len(connects) >= 2
-    resumed = seen[connects[-1]:]
+    resumed = seen[connects[-1] :]
     assert resumed[0]["cursor"] is not None
     assert resumed[1]["type"] == "hello"
     assert resumed[2]["type"] == "missed" and resumed[2]["reason"] == "epoch"

@@ -1,4 +1,4 @@
-"""The WebSocket change stream: every change in order, resume by cursor, explicit missed, slow clients."""
+"""The WebSocket change stream: every change announced, resume by cursor, explicit missed, slow clients."""
 
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ async def _changes(ws: Any, n: int) -> list[dict[str, Any]]:
     return out
 
 
-async def _until(ws: Any, key: str) -> list[dict[str, Any]]:
-    """Messages up to and including the change naming ``key``."""
+async def _until(ws: Any, key: str, op: str = "put") -> list[dict[str, Any]]:
+    """Messages up to and including the change naming ``key`` with ``op``."""
     out: list[dict[str, Any]] = []
-    while not out or out[-1].get("key") != key:
+    while not out or out[-1].get("key") != key or out[-1].get("op") != op:
         out.append(await _recv(ws))
     return out
 
@@ -50,8 +50,7 @@ def test_changes_from_another_process_in_order(server: ServerProc) -> None:
                 for i in range(30):
                     store.put("ws/order", f"k{i}", {"i": i})
                 store.delete("ws/order", "k3")
-            got = await _until(ws, "k29")
-            return got + await _until(ws, "k3")
+            return await _until(ws, "k3", "delete")
 
     got = asyncio.run(main())
     puts = [m for m in got if m.get("op") == "put"]
@@ -68,9 +67,15 @@ def test_writes_through_the_server_are_streamed_too(server: ServerProc) -> None:
             await _recv(ws)
             await asyncio.to_thread(server.request, "PUT", "/v1/ns/ws/http/records/a", body={"value": 1})
             await asyncio.to_thread(
-                server.request, "POST", "/v1/batch",
-                body={"ops": [{"op": "put", "namespace": "ws/http", "key": "b", "value": 2},
-                              {"op": "delete", "namespace": "ws/http", "key": "a"}]},
+                server.request,
+                "POST",
+                "/v1/batch",
+                body={
+                    "ops": [
+                        {"op": "put", "namespace": "ws/http", "key": "b", "value": 2},
+                        {"op": "delete", "namespace": "ws/http", "key": "a"},
+                    ]
+                },
             )
             return await _changes(ws, 3)
 
@@ -109,12 +114,11 @@ def test_sessions_stream_started_changed_ended(server: ServerProc) -> None:
     async def main() -> list[dict[str, Any]]:
         async with websockets.connect(server.ws_url()) as ws:
             await _recv(ws)
-            with filemem.Store(server.path) as store:
-                with store.session(agent="ws-agent", namespace="ws/sess") as s:
-                    sid = s.id
-                    await asyncio.sleep(0.5)  # session events are polled: let each state be seen
-                    s.set_status("working", progress=0.25)
-                    await asyncio.sleep(0.5)
+            with filemem.Store(server.path) as store, store.session(agent="ws-agent", namespace="ws/sess") as s:
+                sid = s.id
+                await asyncio.sleep(0.5)  # session events are polled: let each state be seen
+                s.set_status("working", progress=0.25)
+                await asyncio.sleep(0.5)
             events: list[dict[str, Any]] = []
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -176,6 +180,7 @@ def test_retention_overrun_gives_missed_then_the_rest(tmp_path: Path) -> None:
     srv = start_server(str(tmp_path / "store"), token_file, "--retain", "10", tokens=tokens)
     ns = "ws/retain"
     try:
+
         async def main() -> tuple[str, list[dict[str, Any]]]:
             with filemem.Store(srv.path) as store:
                 async with websockets.connect(srv.ws_url(prefix=ns)) as ws:
@@ -209,6 +214,7 @@ def test_slow_client_gets_missed_and_never_slows_a_fast_one(tmp_path: Path) -> N
     n = 3000
     filler = "x" * 900  # about 1 KB per message: enough to fill the slow client's socket buffers
     try:
+
         async def fast() -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
             async with websockets.connect(srv.ws_url(prefix=ns)) as ws:
@@ -248,13 +254,16 @@ def test_slow_client_gets_missed_and_never_slows_a_fast_one(tmp_path: Path) -> N
             return fast_got, await asyncio.wait_for(s, 120)
 
         fast_got, slow_got = asyncio.run(main())
+        closed_slow = srv.request("GET", "/v1/stats").body["websocket"]["closed_slow"]
     finally:
         srv.stop()
     assert_announced(fast_got, ns, [f"k{i:04d}" for i in range(n)])
     # The stalled client either fell out of the ring (an explicit missed) or was closed for not
     # reading (4008, resume with its last cursor); test_hub.py shows the missed path deterministically.
     if slow_got[-1]["type"] == "closed":
-        assert slow_got[-1]["code"] == 4008
+        # 4008, or no close frame at all when the stalled socket could not take one
+        assert slow_got[-1]["code"] in (4008, None)
+        assert closed_slow >= 1
         slow_got.pop()
     # every gap the slow client has is announced: between consecutive messages the cursor moves by one,
     # or a missed message spans exactly the jump
