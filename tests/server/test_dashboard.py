@@ -296,6 +296,15 @@ def test_sessions_show_status_progress_and_crashes(browser: Any, server: ServerP
         )
         assert "crashed" in doomed["cls"]
         assert "crashed" in _text(browser, "sessions-count")
+        # An admin token may ask a live session to stop; the session sees the request.
+        browser.execute_script(
+            "[...document.getElementById('sessions-body').rows]"
+            ".find(r => r.innerText.startsWith('dash-live')).querySelector('button').click()"
+        )
+        _wait(lambda: "stopping" in (row("dash-live") or {}).get("text", ""), 15, "the stop request")
+        with filemem.Store(server.path, readonly=True) as ro:
+            (info,) = [i for i in ro.sessions() if i.agent == "dash-live"]
+            assert info.stop_requested
     finally:
         for p in procs:
             if p.poll() is None:
