@@ -38,6 +38,9 @@ def slow_update_child(store_path: str, ready_path: str, hold_s: float) -> None:
             time.sleep(hold_s)
             return int(value or 0) + 1
 
+        # The namespace exists first: an update() of a new namespace checks fn(None)
+        # before it takes the lock (docs/concurrency.md), which would sleep unlocked.
+        store.put("busy", "counter", 0)
         store.update("busy", "counter", slow)
 
 
