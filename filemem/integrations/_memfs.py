@@ -58,6 +58,14 @@ class Refusal(Exception):
         self.text = text
 
 
+class _UnderFile(Refusal):
+    """A path below a file; ``direct``: the file is the path's parent."""
+
+    def __init__(self, text: str, direct: bool) -> None:
+        super().__init__(text)
+        self.direct = direct
+
+
 def _key(rel: str) -> str:
     return rel.replace("%", "%25").replace("/", "%2F")
 
@@ -189,7 +197,7 @@ class MemoryFiles:
                 batch.put(self.namespace, _key(anc), {"kind": "dir", "path": f"{_PREFIX}/{anc}"}, if_version=0)
                 created.append(anc)
             elif item.value["kind"] == "file":
-                raise Refusal(f"Cannot use {path}: {_PREFIX}/{anc} is a file, not a directory")
+                raise _UnderFile(f"Cannot use {path}: {_PREFIX}/{anc} is a file, not a directory", anc == _parent(rel))
             else:
                 batch.put(self.namespace, item.key, item.value, if_version=item.version)
         return created
@@ -371,7 +379,13 @@ class MemoryFiles:
             if not new or self._get(new) is not None:
                 raise Refusal(f"The destination {new_path} already exists")
             batch = self.store.batch()
-            created = self._dir_ops(new, new_path, batch)
+            try:
+                created = self._dir_ops(new, new_path, batch)
+            except _UnderFile as exc:
+                # The reference then tries the move, which finds a missing source first.
+                if exc.direct and self._get(old) is None:
+                    raise Refusal(f"The path {old_path} does not exist") from None
+                raise
             item = self._get(old)
             if item is None or (item.value["kind"] == "dir" and new.startswith(old + "/")):
                 # The reference makes the destination's directories before it
