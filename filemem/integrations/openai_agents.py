@@ -190,11 +190,15 @@ class FileMemSession:
         """Remove and return the latest item, or None for an empty session."""
 
         def attempt() -> Any:
-            first, nxt, version = self._head()
-            if nxt <= first:
-                return None
-            key = _item_key(nxt - 1)
-            item = self.store.get_item(self.namespace, key, consistency="strict")
+            # One snapshot for the head and the item: a lock-free read could see
+            # an add's new head before the item it commits in another shard.
+            with self.store.snapshot() as snap:
+                head = snap.get_item(self.namespace, _HEAD)
+                if head is None or head.value["next"] <= head.value["first"]:
+                    return None
+                first, nxt, version = int(head.value["first"]), int(head.value["next"]), head.version
+                key = _item_key(nxt - 1)
+                item = snap.get_item(self.namespace, key)
             with self.store.batch() as batch:
                 batch.put(self.namespace, _HEAD, {"first": first, "next": nxt - 1}, if_version=version)
                 if item is not None:

@@ -56,3 +56,59 @@ def memory_tool_child(kind: str, base: str, me: int, n: int, go: str, acks: str)
         os.close(fd)
         if kind == "filemem":
             tool.close()
+
+
+def session_append_child(store_path: str, me: int, n: int, go: str, acks: str) -> None:
+    """Append ``n`` adds (every third one a pair) to session "shared"; ack each with its start and end time."""
+    import asyncio
+
+    from filemem.integrations.openai_agents import FileMemSession
+
+    session = FileMemSession("shared", store_path)
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    open(f"{acks}.ready", "w").close()
+    _wait_for(go)
+
+    async def run() -> None:
+        for i in range(n):
+            batch = [{"role": "user", "content": f"{me}-{i}-{j}"} for j in range(2 if i % 3 == 0 else 1)]
+            # CLOCK_MONOTONIC is one clock for every process of the machine.
+            start = time.monotonic()
+            await session.add_items(batch)
+            _ack(fd, "add", [b["content"] for b in batch], start, time.monotonic())
+
+    try:
+        asyncio.run(run())
+    finally:
+        os.close(fd)
+        session.close()
+
+
+def session_pop_child(store_path: str, me: int, n: int, go: str, acks: str) -> None:
+    """Pop until the session is empty (``n`` < 0) or ``n`` times; ack each popped item."""
+    import asyncio
+
+    from filemem.integrations.openai_agents import FileMemSession
+
+    session = FileMemSession("shared", store_path)
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    open(f"{acks}.ready", "w").close()
+    _wait_for(go)
+
+    async def run() -> None:
+        done = 0
+        while n < 0 or done < n:
+            item = await session.pop_item()
+            if item is None:
+                if n < 0:
+                    return
+                await asyncio.sleep(0.001)
+                continue
+            _ack(fd, "pop", item["content"])
+            done += 1
+
+    try:
+        asyncio.run(run())
+    finally:
+        os.close(fd)
+        session.close()
