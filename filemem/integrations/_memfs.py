@@ -34,7 +34,7 @@ from typing import Final, TypeVar
 
 import filemem
 
-__all__ = ["MemoryFiles", "Refusal"]
+__all__ = ["MemoryFiles", "RefusalError"]
 
 _PREFIX: Final = "/memories"
 #: Lines the reference refuses to render.
@@ -50,7 +50,7 @@ _ESCAPED: Final = re.compile(r"%(25|2F)")
 _T = TypeVar("_T")
 
 
-class Refusal(Exception):
+class RefusalError(Exception):
     """A command the tool refuses; ``text`` is what the model is told (the adapter raises it as ToolError)."""
 
     def __init__(self, text: str) -> None:
@@ -58,7 +58,7 @@ class Refusal(Exception):
         self.text = text
 
 
-class _UnderFile(Refusal):
+class _UnderFileError(RefusalError):
     """A path below a file; ``direct``: the file is the path's parent."""
 
     def __init__(self, text: str, direct: bool) -> None:
@@ -114,17 +114,17 @@ def resolve(path: str) -> str:
     ``/memories/../etc/passwd`` escapes and is refused.
     """
     if not isinstance(path, str):
-        raise Refusal(f"Path must be a string, got: {path!r}")
+        raise RefusalError(f"Path must be a string, got: {path!r}")
     if not path.startswith(_PREFIX):
-        raise Refusal(f"Path must start with /memories, got: {path}")
+        raise RefusalError(f"Path must start with /memories, got: {path}")
     if "\x00" in path:
-        raise Refusal(f"Path {path!r} contains a NUL character")
+        raise RefusalError(f"Path {path!r} contains a NUL character")
     relative = path[len(_PREFIX) :].lstrip("/")
     norm = posixpath.normpath("memories/" + relative) if relative else "memories"
     if norm == "memories":
         return ""
     if not norm.startswith("memories/"):
-        raise Refusal(f"Path {path} would escape /memories directory")
+        raise RefusalError(f"Path {path} would escape /memories directory")
     return norm[len("memories/") :]
 
 
@@ -132,7 +132,7 @@ class MemoryFiles:
     """The six memory commands and ``clear``, over records of ``namespace`` in ``store``.
 
     Each method returns the text the tool answers with, or raises
-    :class:`Refusal` with the text of the refusal.
+    :class:`RefusalError` with the text of the refusal.
 
     Example::
 
@@ -176,7 +176,7 @@ class MemoryFiles:
             try:
                 return attempt()
             except filemem.InvalidKeyError as exc:  # a path too long to be a key
-                raise Refusal(f"The path is too long to store: {exc}") from exc
+                raise RefusalError(f"The path is too long to store: {exc}") from exc
             except filemem.ConflictError:
                 if time.monotonic() > deadline:
                     raise
@@ -197,13 +197,16 @@ class MemoryFiles:
                 batch.put(self.namespace, _key(anc), {"kind": "dir", "path": f"{_PREFIX}/{anc}"}, if_version=0)
                 created.append(anc)
             elif item.value["kind"] == "file":
-                raise _UnderFile(f"Cannot use {path}: {_PREFIX}/{anc} is a file, not a directory", anc == _parent(rel))
+                text = f"Cannot use {path}: {_PREFIX}/{anc} is a file, not a directory"
+                raise _UnderFileError(text, anc == _parent(rel))
             else:
                 batch.put(self.namespace, item.key, item.value, if_version=item.version)
         return created
 
     def _put_file(self, rel: str, text: str, version: int, batch: filemem.Batch) -> None:
-        batch.put(self.namespace, _key(rel), {"kind": "file", "path": f"{_PREFIX}/{rel}", "text": text}, if_version=version)
+        batch.put(
+            self.namespace, _key(rel), {"kind": "file", "path": f"{_PREFIX}/{rel}", "text": text}, if_version=version
+        )
 
     # ------------------------------------------------------------------ commands
 
@@ -213,7 +216,7 @@ class MemoryFiles:
         if rel:
             item = self._get(rel)
             if item is None:
-                raise Refusal(f"The path {path} does not exist. Please provide a valid path.")
+                raise RefusalError(f"The path {path} does not exist. Please provide a valid path.")
             if item.value["kind"] == "file":
                 return self._view_file(path, item.value["text"], view_range)
         return self._view_dir(path, rel)
@@ -221,7 +224,7 @@ class MemoryFiles:
     def _view_file(self, path: str, content: str, view_range: Sequence[int] | None) -> str:
         lines = content.split("\n")
         if len(lines) > _MAX_LINES:
-            raise Refusal(f"File {path} exceeds maximum line limit of 999,999 lines.")
+            raise RefusalError(f"File {path} exceeds maximum line limit of 999,999 lines.")
         shown, first = lines, 1
         if view_range and len(view_range) == 2:
             start = max(1, view_range[0]) - 1
@@ -239,8 +242,8 @@ class MemoryFiles:
             for anc in _ancestors(r):
                 is_dir.setdefault(anc, True)
         for r, d in is_dir.items():
-            item = tree.get(r)
-            size = _DIR_SIZE_BYTES if d else len(item.value["text"].encode("utf-8")) if item else 0
+            rec = tree.get(r)
+            size = _DIR_SIZE_BYTES if d else len(rec.value["text"].encode("utf-8")) if rec else 0
             children.setdefault(_parent(r), []).append((r.rpartition("/")[2], d, size))
         found: list[tuple[str, str]] = []
 
@@ -267,15 +270,15 @@ class MemoryFiles:
         """A new file; refused if anything exists at ``path``."""
         rel = resolve(path)
         if not isinstance(file_text, str):
-            raise Refusal(f"file_text must be a string, got: {type(file_text).__name__}")
+            raise RefusalError(f"file_text must be a string, got: {type(file_text).__name__}")
 
         def attempt() -> str:
             if not rel:
-                raise Refusal(f"File {path} already exists")
+                raise RefusalError(f"File {path} already exists")
             batch = self.store.batch()
             self._dir_ops(rel, path, batch)
             if self._get(rel) is not None:
-                raise Refusal(f"File {path} already exists")
+                raise RefusalError(f"File {path} already exists")
             self._put_file(rel, file_text, 0, batch)
             batch.commit()
             return f"File created successfully at: {path}"
@@ -285,9 +288,9 @@ class MemoryFiles:
     def _file(self, rel: str, path: str) -> filemem.Item:
         item = self._get(rel) if rel else None
         if rel and item is None:
-            raise Refusal(f"The path {path} does not exist. Please provide a valid path.")
+            raise RefusalError(f"The path {path} does not exist. Please provide a valid path.")
         if item is None or item.value["kind"] != "file":
-            raise Refusal(f"The path {path} is not a file.")
+            raise RefusalError(f"The path {path} is not a file.")
         return item
 
     def str_replace(self, path: str, old_str: str, new_str: str) -> str:
@@ -299,7 +302,7 @@ class MemoryFiles:
             content: str = item.value["text"]
             count = content.count(old_str)
             if count == 0:
-                raise Refusal(
+                raise RefusalError(
                     f"No replacement was performed, old_str `{old_str}` did not appear verbatim in {path}."
                 )
             if count > 1:
@@ -308,7 +311,7 @@ class MemoryFiles:
                 while (pos := content.find(old_str, start)) != -1:
                     lines.append(content[:pos].count("\n") + 1)
                     start = pos + 1
-                raise Refusal(
+                raise RefusalError(
                     f"No replacement was performed. Multiple occurrences of old_str `{old_str}` in lines: "
                     f"{', '.join(map(str, lines))}. Please ensure it is unique"
                 )
@@ -332,7 +335,7 @@ class MemoryFiles:
             item = self._file(rel, path)
             lines = _split_lines_keeping_cr(item.value["text"])
             if insert_line < 0 or insert_line > len(lines):
-                raise Refusal(
+                raise RefusalError(
                     f"Invalid `insert_line` parameter: {insert_line}. It should be within the range [0, {len(lines)}]."
                 )
             lines.insert(insert_line, insert_text.rstrip("\n"))
@@ -351,12 +354,12 @@ class MemoryFiles:
         """Delete a file, or a directory and everything in it, in one commit."""
         rel = resolve(path)
         if not rel:
-            raise Refusal("Cannot delete the /memories directory itself")
+            raise RefusalError("Cannot delete the /memories directory itself")
 
         def attempt() -> str:
             item = self._get(rel)
             if item is None:
-                raise Refusal(f"The path {path} does not exist")
+                raise RefusalError(f"The path {path} does not exist")
             batch = self.store.batch()
             victims = [(rel, item)] if item.value["kind"] == "file" else self._subtree(rel)
             if not any(r == rel and it.version == item.version for r, it in victims):
@@ -373,18 +376,18 @@ class MemoryFiles:
         old = resolve(old_path)
         new = resolve(new_path)
         if not old:
-            raise Refusal("Cannot rename the /memories directory itself")
+            raise RefusalError("Cannot rename the /memories directory itself")
 
         def attempt() -> str:
             if not new or self._get(new) is not None:
-                raise Refusal(f"The destination {new_path} already exists")
+                raise RefusalError(f"The destination {new_path} already exists")
             batch = self.store.batch()
             try:
                 created = self._dir_ops(new, new_path, batch)
-            except _UnderFile as exc:
+            except _UnderFileError as exc:
                 # The reference then tries the move, which finds a missing source first.
                 if exc.direct and self._get(old) is None:
-                    raise Refusal(f"The path {old_path} does not exist") from None
+                    raise RefusalError(f"The path {old_path} does not exist") from None
                 raise
             item = self._get(old)
             if item is None or (item.value["kind"] == "dir" and new.startswith(old + "/")):
@@ -393,11 +396,13 @@ class MemoryFiles:
                 if created:
                     parents = self.store.batch()
                     for anc in created:
-                        parents.put(self.namespace, _key(anc), {"kind": "dir", "path": f"{_PREFIX}/{anc}"}, if_version=0)
+                        parents.put(
+                            self.namespace, _key(anc), {"kind": "dir", "path": f"{_PREFIX}/{anc}"}, if_version=0
+                        )
                     parents.commit()
                 if item is None:
-                    raise Refusal(f"The path {old_path} does not exist")
-                raise Refusal(f"Cannot move {old_path} into itself ({new_path})")
+                    raise RefusalError(f"The path {old_path} does not exist")
+                raise RefusalError(f"Cannot move {old_path} into itself ({new_path})")
             moved = [(old, item)] if item.value["kind"] == "file" else self._subtree(old)
             if not any(r == old and it.version == item.version for r, it in moved):
                 raise filemem.ConflictError("the directory changed while it was listed")
@@ -422,4 +427,3 @@ class MemoryFiles:
             return "All memory cleared"
 
         return self._retry(attempt)
-

@@ -30,14 +30,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import filemem
 
-from ._memfs import MemoryFiles, Refusal
+from ._memfs import MemoryFiles, RefusalError
 
 try:
     import anyio.to_thread
     from anthropic.lib.tools import ToolError
     from anthropic.tools.memory import BetaAbstractMemoryTool, BetaAsyncAbstractMemoryTool
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError('filemem.integrations.anthropic needs the anthropic SDK: pip install "filemem[anthropic]"') from exc
+    raise ImportError(
+        'filemem.integrations.anthropic needs the anthropic SDK: pip install "filemem[anthropic]"'
+    ) from exc
 
 if TYPE_CHECKING:
     from anthropic.types.beta import (
@@ -69,7 +71,7 @@ def _run(fn: Callable[..., _T], *args: Any) -> _T:
     """Call a command; a refusal becomes the SDK's ToolError, which the tool runner reports as is_error."""
     try:
         return fn(*args)
-    except Refusal as exc:
+    except RefusalError as exc:
         raise ToolError(exc.text) from None
 
 

@@ -94,7 +94,7 @@ class FileMemRetriever(dspy.Module):  # type: ignore[misc]  # dspy ships no type
     def __init__(
         self,
         store_or_path: filemem.Store | str | os.PathLike[str] | None = None,
-        namespace_prefix: Sequence[str] | str | None = None,
+        namespace_prefix: tuple[str, ...] | list[str] | str | None = None,
         *,
         k: int = 3,
         text_field: str | None = None,

@@ -243,4 +243,3 @@ class FileMemSession:
 
     def __repr__(self) -> str:
         return f"FileMemSession({self.session_id!r}, {self.store.path!r})"
-

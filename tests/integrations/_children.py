@@ -47,7 +47,12 @@ def memory_tool_child(kind: str, base: str, me: int, n: int, go: str, acks: str)
             slot = f"slot-{me}-{i}."
             try:
                 tool.call(
-                    {"command": "str_replace", "path": "/memories/shared.txt", "old_str": slot, "new_str": f"done-{me}-{i}."}
+                    {
+                        "command": "str_replace",
+                        "path": "/memories/shared.txt",
+                        "old_str": slot,
+                        "new_str": f"done-{me}-{i}.",
+                    }
                 )
                 _ack(fd, "replace", slot)
             except ToolError as exc:  # the reference may find its slot gone (an edit of its lost)

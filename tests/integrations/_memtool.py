@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("anthropic")
 
-from anthropic.lib.tools import ToolError  # noqa: E402
-from anthropic.tools.memory import BetaLocalFilesystemMemoryTool  # noqa: E402
+from anthropic.lib.tools import ToolError
+from anthropic.tools.memory import BetaLocalFilesystemMemoryTool
 
-from filemem.integrations.anthropic import FileMemMemoryTool  # noqa: E402
+from filemem.integrations.anthropic import FileMemMemoryTool
 
 _LISTING = "Here're the files and directories up to 2 levels deep in "
 
@@ -37,7 +37,7 @@ def mask_dir_sizes(text: str) -> str:
     lines = text.split("\n")
     out = [lines[0]]
     for i, line in enumerate(lines[1:]):
-        size, _, path = line.partition("\t")
+        _, _, path = line.partition("\t")
         out.append(f"<dir>\t{path}" if i == 0 or path.endswith("/") else line)
     return "\n".join(out)
 

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from anthropic.tools.memory import BetaLocalFilesystemMemoryTool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integrations._memtool import run_both
-
-import filemem  # noqa: I001
-from anthropic.tools.memory import BetaLocalFilesystemMemoryTool
+import filemem
 from filemem.integrations.anthropic import FileMemMemoryTool
+from tests.integrations._memtool import run_both
 
 
 def C(command: str, **kw: Any) -> dict[str, Any]:
@@ -194,7 +193,15 @@ odd_paths = st.builds(
 )
 # Mostly a few plain paths, so that files exist and edits, moves and refusals on them happen.
 plain_paths = st.sampled_from(
-    ["/memories", "/memories/a", "/memories/n.md", "/memories/a/n.md", "/memories/a/b", "/memories/a/b/o.txt", "/memories/b"]
+    [
+        "/memories",
+        "/memories/a",
+        "/memories/n.md",
+        "/memories/a/n.md",
+        "/memories/a/b",
+        "/memories/a/b/o.txt",
+        "/memories/b",
+    ]
 )
 paths = st.one_of(plain_paths, plain_paths, plain_paths, odd_paths)
 FILES = ["/memories/n.md", "/memories/a/n.md", "/memories/a/b/o.txt"]
@@ -206,7 +213,7 @@ BUILDERS: dict[str, Any] = {
     "view_range": st.builds(
         lambda p, r: C("view", path=p, view_range=r), file_paths, st.lists(st.integers(-2, 5), max_size=3)
     ),
-    "create": st.builds(lambda p, t: create(p, t), paths, texts),
+    "create": st.builds(create, paths, texts),
     "str_replace": st.builds(
         lambda p, o, n: C("str_replace", path=p, old_str=o, new_str=n), file_paths, snippets, snippets
     ),

@@ -25,8 +25,7 @@ from tests.integrations._children import memory_tool_child
 
 pytest.importorskip("anthropic")
 
-import filemem  # noqa: E402
-from filemem.integrations.anthropic import FileMemMemoryTool  # noqa: E402
+from filemem.integrations.anthropic import FileMemMemoryTool
 
 PROCS = 4
 PER_PROC = 15
@@ -85,9 +84,7 @@ def _losses(text: str, acks: list[list[Any]]) -> tuple[int, int]:
     """(acked inserts missing, acked replacements missing) in the final text."""
     lines = set(text.split("\n"))
     lost_inserts = sum(1 for kind, what in acks if kind == "insert" and what not in lines)
-    lost_replaces = sum(
-        1 for kind, what in acks if kind == "replace" and what.replace("slot-", "done-") not in text
-    )
+    lost_replaces = sum(1 for kind, what in acks if kind == "replace" and what.replace("slot-", "done-") not in text)
     return lost_inserts, lost_replaces
 
 

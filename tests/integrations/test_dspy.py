@@ -9,8 +9,9 @@ import pytest
 
 dspy = pytest.importorskip("dspy")
 
-import filemem  # noqa: E402
 from dspy.utils.dummies import DummyLM  # noqa: E402
+
+import filemem  # noqa: E402
 from filemem.integrations.dspy import FileMemRetriever  # noqa: E402
 
 FACTS = {

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 agents = pytest.importorskip("agents")
 
-import filemem  # noqa: E402
 from agents import SQLiteSession  # noqa: E402
 from agents.memory import Session, SessionSettings  # noqa: E402
+
+import filemem  # noqa: E402
 from filemem.integrations.openai_agents import FileMemSession  # noqa: E402
 
 json_values = st.recursive(

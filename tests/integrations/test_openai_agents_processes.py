@@ -17,7 +17,7 @@ from tests.integrations._children import session_append_child, session_pop_child
 
 pytest.importorskip("agents")
 
-from filemem.integrations.openai_agents import FileMemSession  # noqa: E402
+from filemem.integrations.openai_agents import FileMemSession
 
 
 def _acks(path: Path) -> list[list[Any]]:
@@ -26,7 +26,9 @@ def _acks(path: Path) -> list[list[Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("]")]
 
 
-def _run(ctx: mp.context.SpawnContext, tmp: Path, jobs: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> list[Path]:
+def _run(
+    ctx: mp.context.SpawnContext, tmp: Path, jobs: list[tuple[Callable[..., None], tuple[Any, ...]]]
+) -> list[Path]:
     """Start every job, release them at once, wait; return their ack files."""
     go = tmp / f"go-{time.monotonic_ns()}"
     ack_paths = [tmp / f"{go.name}-{i}.acks" for i in range(len(jobs))]
@@ -56,7 +58,9 @@ def _history(store_path: Path) -> list[str]:
         session.close()
 
 
-def test_concurrent_appends_keep_commit_order_and_lose_nothing(tmp_path: Path, spawn_ctx: mp.context.SpawnContext) -> None:
+def test_concurrent_appends_keep_commit_order_and_lose_nothing(
+    tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
     store = tmp_path / "store"
     procs, per = 4, 25
     acks = _run(spawn_ctx, tmp_path, [(session_append_child, (str(store), p, per)) for p in range(procs)])

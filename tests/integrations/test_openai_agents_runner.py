@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import Agent, Model, ModelResponse, RunConfig, Runner, SQLiteSession, Usage, function_tool  # noqa: E402
-from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText  # noqa: E402
+from agents import Agent, Model, ModelResponse, RunConfig, Runner, SQLiteSession, Usage, function_tool
+from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
-import filemem  # noqa: E402
-from filemem.integrations.openai_agents import FileMemSession  # noqa: E402
+import filemem
+from filemem.integrations.openai_agents import FileMemSession
 
 
 def _message(text: str, n: int) -> ResponseOutputMessage:
@@ -41,7 +41,11 @@ class FakeModel(Model):
         n = len(self.inputs)
         if items[-1].get("type") != "function_call_output":
             call = ResponseFunctionToolCall(
-                type="function_call", id=f"fc_{n}", call_id=f"call_{n}", name="note", arguments=json.dumps({"n": n}),
+                type="function_call",
+                id=f"fc_{n}",
+                call_id=f"call_{n}",
+                name="note",
+                arguments=json.dumps({"n": n}),
                 status="completed",
             )
             return ModelResponse(output=[call], usage=Usage(), response_id=None)
@@ -76,7 +80,11 @@ def test_runner_keeps_history_in_filemem_like_sqlite(tmp_path: Path) -> None:
         assert outputs == ["heard ['I like tea']", "heard ['I like tea', 'What do I like?']"]
         # The second run's first model call saw the first run's whole turn, from the session.
         assert [i.get("type", "message") for i in model.inputs[2]] == [
-            "message", "function_call", "function_call_output", "message", "message",
+            "message",
+            "function_call",
+            "function_call_output",
+            "message",
+            "message",
         ]
         history = asyncio.run(ours.get_items())
         ref = SQLiteSession("chat-1")
