@@ -26,13 +26,13 @@ The root ``/memories`` itself has no record: it always exists.
 from __future__ import annotations
 
 import posixpath
-import random
 import re
-import time
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
 import filemem
+
+from ._retry import retry_conflicts
 
 __all__ = ["MemoryFiles", "RefusalError"]
 
@@ -42,9 +42,6 @@ _MAX_LINES: Final = 999999
 _LINE_NUMBER_WIDTH: Final = len(str(_MAX_LINES))
 #: What ext4 reports for a small directory; the reference prints its file system's figure.
 _DIR_SIZE_BYTES: Final = 4096
-#: A command that keeps meeting conflicts gives up after this long (ConflictError).
-_RETRY_DEADLINE_S: Final = 60.0
-_BACKOFF_MAX_S: Final = 0.05
 _ESCAPED: Final = re.compile(r"%(25|2F)")
 
 _T = TypeVar("_T")
@@ -169,20 +166,10 @@ class MemoryFiles:
     # ------------------------------------------------------------------ retry
 
     def _retry(self, attempt: Callable[[], _T]) -> _T:
-        """Run ``attempt`` until it commits without an ``if_version`` conflict."""
-        deadline = time.monotonic() + _RETRY_DEADLINE_S
-        pause = 0.0005
-        while True:
-            try:
-                return attempt()
-            except filemem.InvalidKeyError as exc:  # a path too long to be a key
-                raise RefusalError(f"The path is too long to store: {exc}") from exc
-            except filemem.ConflictError:
-                if time.monotonic() > deadline:
-                    raise
-                # Random backoff: processes that collided do not collide again in step.
-                time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not security
-                pause = min(pause * 2, _BACKOFF_MAX_S)
+        try:
+            return retry_conflicts(attempt)
+        except filemem.InvalidKeyError as exc:  # a path too long to be a key
+            raise RefusalError(f"The path is too long to store: {exc}") from exc
 
     def _dir_ops(self, rel: str, path: str, batch: filemem.Batch) -> list[str]:
         """Queue what makes ``rel``'s parent directories exist (``mkdir -p``); return those created.

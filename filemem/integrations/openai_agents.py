@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import filemem
+
+from ._retry import retry_conflicts
 
 try:
     from agents.memory import SessionSettings
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["FileMemSession"]
 
 _HEAD: Final = "head"
-_RETRY_DEADLINE_S: Final = 60.0
-_BACKOFF_MAX_S: Final = 0.05
 
 _T = TypeVar("_T")
 
@@ -141,19 +139,6 @@ class FileMemSession:
             return 0, 0, 0
         return int(item.value["first"]), int(item.value["next"]), item.version
 
-    def _retry(self, attempt: Callable[[], _T]) -> _T:
-        deadline = time.monotonic() + _RETRY_DEADLINE_S
-        pause = 0.0005
-        while True:
-            try:
-                return attempt()
-            except filemem.ConflictError:
-                if time.monotonic() > deadline:
-                    raise
-                # Random backoff: writers that collided do not collide again in step.
-                time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not security
-                pause = min(pause * 2, _BACKOFF_MAX_S)
-
     def get_items_sync(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The history, oldest first (``limit`` as for :meth:`get_items`)."""
         wanted = resolve_session_limit(limit, self.session_settings)
@@ -184,7 +169,7 @@ class FileMemSession:
                 for offset, item in enumerate(items):
                     batch.put(self.namespace, _item_key(nxt + offset), item)
 
-        self._retry(attempt)
+        retry_conflicts(attempt)
 
     def pop_item_sync(self) -> TResponseInputItem | None:
         """Remove and return the latest item, or None for an empty session."""
@@ -206,7 +191,7 @@ class FileMemSession:
             # A missing item (only a damaged store has one) is skipped: pop the one before it.
             return item.value if item is not None else attempt()
 
-        result: TResponseInputItem | None = self._retry(attempt)
+        result: TResponseInputItem | None = retry_conflicts(attempt)
         return result
 
     def clear_session_sync(self) -> None:
@@ -221,7 +206,7 @@ class FileMemSession:
                 for position in range(first, nxt):
                     batch.delete(self.namespace, _item_key(position))
 
-        self._retry(attempt)
+        retry_conflicts(attempt)
 
     # ------------------------------------------------------------------ the Session protocol
 
