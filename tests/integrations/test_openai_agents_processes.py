@@ -36,7 +36,7 @@ def _run(
     try:
         for p in procs:
             p.start()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # spawned children import the SDK: slow on a loaded machine
         while not all(Path(f"{a}.ready").exists() for a in ack_paths):
             assert time.monotonic() < deadline and all(p.is_alive() for p in procs), "a child did not start"
             time.sleep(0.01)
