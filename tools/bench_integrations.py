@@ -19,12 +19,20 @@ Sections:
           ``filemem mcp`` subprocess (the way Claude Desktop/Code run it),
           with the SDK client's own share of that (its jsonschema check of
           each result against the tool's outputSchema) on a line of its own.
+    anthropic       Claude's memory tool: view (file, directory), create, insert,
+          str_replace, rename, delete; openai_agents FileMemSession: add_items,
+          get_items(limit), pop_item; dspy FileMemRetriever: module call, rm for
+          dspy.Retrieve, ReAct tool. Each beside the Store calls it makes, alternated
+          call by call like langgraph (--durability applies):
+          python tools/bench_integrations.py --only anthropic --only openai_agents --only dspy --n 150
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import importlib.util
 import os
 import shutil
 import statistics
@@ -342,7 +350,233 @@ def bench_langgraph(args: argparse.Namespace, root: str) -> None:
     pstore.close()
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace, str], None]] = {"langgraph": bench_langgraph, "mcp": bench_mcp}
+# ---------------------------------------------------------------- Claude's memory tool
+
+
+def bench_anthropic(root: str, n: int, durability: str) -> None:
+    from filemem.integrations.anthropic import FileMemMemoryTool
+
+    store = filemem.Store(os.path.join(root, "memtool"), durability=durability)
+    tool = FileMemMemoryTool(store)
+    ns = tool.namespace
+    print(f"== anthropic memory tool (n={n}, durability={durability})")
+
+    def file_value(rel: str, text: str) -> dict[str, str]:
+        return {"kind": "file", "path": f"/memories/{rel}", "text": text}
+
+    # Twin files: the adapter edits notes/a-*.md, the direct side notes%2Fd-*.md, alike.
+    lines = "".join(f"{WORDS[i % len(WORDS)]} line {i}\n" for i in range(40))
+    tool.call({"command": "create", "path": "/memories/notes/a.md", "file_text": lines})
+    store.put(ns, "notes%2Fd.md", file_value("notes/d.md", lines), if_version=0)
+    for i in range(30):
+        tool.call({"command": "create", "path": f"/memories/topic{i % 5}/f{i}.md", "file_text": lines})
+
+    pair(
+        "view file (40 lines)",
+        n,
+        lambda i: tool.call({"command": "view", "path": "/memories/notes/a.md"}),
+        lambda i: store.get_item(ns, "notes%2Fd.md", consistency="strict"),
+        why="the SDK parses the command into a model (call -> construct_type_unchecked) and the result "
+        "is the whole file rendered with line numbers; a strict get of a cached shard is ~15 us",
+    )
+
+    def snapshot_items() -> list[filemem.Item]:
+        with store.snapshot() as snap:
+            return snap.items(ns)
+
+    pair(
+        "view directory (/memories, 38 records)",
+        max(50, n // 3),
+        lambda i: tool.call({"command": "view", "path": "/memories"}),
+        lambda i: snapshot_items(),
+        why="the listing is built and rendered from every record of the namespace",
+    )
+
+    def direct_create(i: int) -> None:
+        parent = store.get_item(ns, "new", consistency="strict")
+        store.get_item(ns, f"new%2Fd{i}.md", consistency="strict")
+        with store.batch() as b:
+            if parent is None:
+                b.put(ns, "new", {"kind": "dir", "path": "/memories/new"}, if_version=0)
+            else:
+                b.put(ns, "new", parent.value, if_version=parent.version)
+            b.put(ns, f"new%2Fd{i}.md", file_value(f"new/d{i}.md", "hello\n"), if_version=0)
+
+    pair(
+        "create /memories/new/*.md",
+        n,
+        lambda i: tool.call({"command": "create", "path": f"/memories/new/a{i}.md", "file_text": "hello\n"}),
+        direct_create,
+    )
+
+    def direct_edit(key: str, change: Callable[[str], str]) -> None:
+        item = store.get_item(ns, key, consistency="strict")
+        assert item is not None
+        store.put(ns, key, {**item.value, "text": change(item.value["text"])}, if_version=item.version)
+
+    pair(
+        "insert at line 0",
+        n,
+        lambda i: tool.call(
+            {"command": "insert", "path": "/memories/notes/a.md", "insert_line": 0, "insert_text": f"top {i}"}
+        ),
+        lambda i: direct_edit("notes%2Fd.md", lambda t: f"top {i}\n" + t),
+    )
+    pair(
+        "str_replace (one occurrence)",
+        n,
+        lambda i: tool.call(
+            {"command": "str_replace", "path": "/memories/notes/a.md", "old_str": f"top {i}\n", "new_str": f"tip {i}\n"}
+        ),
+        lambda i: direct_edit("notes%2Fd.md", lambda t: t.replace(f"top {i}\n", f"tip {i}\n")),
+    )
+
+    def direct_move(i: int, src: str, dst: str) -> None:
+        store.get_item(ns, f"new%2F{dst}", consistency="strict")
+        parent = store.get_item(ns, "new", consistency="strict")
+        item = store.get_item(ns, f"new%2F{src}", consistency="strict")
+        assert parent is not None and item is not None
+        with store.batch() as b:
+            b.put(ns, "new", parent.value, if_version=parent.version)
+            b.put(ns, f"new%2F{dst}", {**item.value, "path": f"/memories/new/{dst}"}, if_version=0)
+            b.delete(ns, item.key, if_version=item.version)
+
+    pair(
+        "rename a file",
+        n,
+        lambda i: tool.call(
+            {"command": "rename", "old_path": f"/memories/new/a{i}.md", "new_path": f"/memories/new/b{i}.md"}
+        ),
+        lambda i: direct_move(i, f"d{i}.md", f"e{i}.md"),
+    )
+
+    def direct_delete(i: int) -> None:
+        item = store.get_item(ns, f"new%2Fe{i}.md", consistency="strict")
+        assert item is not None
+        store.delete(ns, item.key, if_version=item.version)
+
+    pair(
+        "delete a file",
+        n,
+        lambda i: tool.call({"command": "delete", "path": f"/memories/new/b{i}.md"}),
+        direct_delete,
+    )
+    store.close()
+
+
+# ---------------------------------------------------------------- OpenAI Agents SDK session
+
+
+def bench_openai_agents(root: str, n: int, durability: str) -> None:
+    from filemem.integrations.openai_agents import FileMemSession
+
+    store = filemem.Store(os.path.join(root, "sessions"), durability=durability)
+    ours = FileMemSession("a", store)
+    ns_d = ("openai-agents", "sessions", "d")
+    print(f"== openai_agents session (n={n}, durability={durability}; adapter calls awaited in one event loop)")
+    loop = asyncio.new_event_loop()
+
+    def message(i: int) -> dict[str, Any]:
+        return {"role": "user" if i % 2 else "assistant", "content": " ".join(WORDS[(i + k) % 10] for k in range(8))}
+
+    def direct_add(i: int) -> None:
+        head = store.get_item(ns_d, "head", consistency="strict")
+        first, nxt = (head.value["first"], head.value["next"]) if head else (0, 0)
+        with store.batch() as b:
+            b.put(ns_d, "head", {"first": first, "next": nxt + 1}, if_version=head.version if head else 0)
+            b.put(ns_d, f"item-{nxt:012d}", message(i))
+
+    thread_why = "asyncio.to_thread per call (the Session protocol is async; the store blocks on disk and locks)"
+    pair(
+        "add_items (one message)",
+        n,
+        lambda i: loop.run_until_complete(ours.add_items([message(i)])),
+        direct_add,
+        why=thread_why,
+    )
+
+    def direct_get(limit: int) -> list[Any]:
+        with store.snapshot() as snap:
+            head = snap.get_item(ns_d, "head")
+            assert head is not None
+            nxt = head.value["next"]
+            return [snap.get_item(ns_d, f"item-{p:012d}") for p in range(max(head.value["first"], nxt - limit), nxt)]
+
+    pair(
+        "get_items(limit=20)",
+        n,
+        lambda i: loop.run_until_complete(ours.get_items(20)),
+        lambda i: direct_get(20),
+        why=thread_why,
+    )
+
+    def direct_pop(i: int) -> None:
+        with store.snapshot() as snap:
+            head = snap.get_item(ns_d, "head")
+            assert head is not None
+            key = f"item-{head.value['next'] - 1:012d}"
+            item = snap.get_item(ns_d, key)
+        assert item is not None
+        with store.batch() as b:
+            b.put(ns_d, "head", {"first": head.value["first"], "next": head.value["next"] - 1}, if_version=head.version)
+            b.delete(ns_d, key, if_version=item.version)
+
+    pair(
+        "pop_item",
+        n // 2,
+        lambda i: loop.run_until_complete(ours.pop_item()),
+        direct_pop,
+        why=thread_why,
+    )
+    loop.close()
+    store.close()
+
+
+# ---------------------------------------------------------------- DSPy retriever
+
+
+def bench_dspy(root: str, n: int, durability: str) -> None:
+    from filemem.integrations.dspy import FileMemRetriever
+
+    store = filemem.Store(os.path.join(root, "dspy"), durability=durability)
+    prefix = ("agent-1", "facts")
+    with store.batch() as b:
+        for i in range(500):
+            b.put(prefix, f"f{i}", {"text": " ".join(WORDS[(i * k + k) % 10] for k in range(1, 7)) + f" fact {i}"})
+    retriever = FileMemRetriever(store, prefix, k=3, text_field="text")
+    rm, tool = retriever.rm, retriever.as_tool()
+    queries = ["staging deploy", "login timeout", "captcha export", "cart checkout report"]
+    store.search(prefix, query=queries[0], limit=3)  # build the shared index once, for both sides
+    print(f"== dspy retriever (n={n}, 500 facts, k=3)")
+
+    def direct(i: int) -> list[str]:
+        return [h.item.value["text"] for h in store.search(prefix, query=queries[i % 4], limit=3)]
+
+    pair("module call -> Prediction(passages)", n, lambda i: retriever(queries[i % 4]), direct)
+    pair("rm(query, k=3) for dspy.Retrieve", n, lambda i: rm(queries[i % 4], k=3), direct)
+    pair("ReAct tool search_memory(query)", n, lambda i: tool(queries[i % 4]), direct)
+    store.close()
+
+
+def _paired(section: Callable[[str, int, str], None], module: str) -> Callable[[argparse.Namespace, str], None]:
+    """A paired-timing section, skipped with the reason when its framework is not installed."""
+
+    def run(args: argparse.Namespace, root: str) -> None:
+        if importlib.util.find_spec(module) is None:
+            print(f"{section.__name__[6:]}: skipped ({module} is not installed)")
+            return
+        section(root, args.n, args.durability)
+
+    return run
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace, str], None]] = {
+    "anthropic": _paired(bench_anthropic, "anthropic"),
+    "dspy": _paired(bench_dspy, "dspy"),
+    "langgraph": bench_langgraph,
+    "mcp": bench_mcp,
+    "openai_agents": _paired(bench_openai_agents, "agents"),
+}
 
 
 def main() -> None:
@@ -351,7 +585,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="calls per operation and layer")
     ap.add_argument("--entities", type=int, default=200, help="mcp: entities (and relations) in the graph read")
     ap.add_argument(
-        "--durability", choices=["fsync", "flush"], default="fsync", help="langgraph: the stores' durability"
+        "--durability",
+        choices=["fsync", "flush"],
+        default="fsync",
+        help="langgraph, anthropic, openai_agents, dspy: the stores' durability",
     )
     ap.add_argument("--dir", default=None, help="where the temp store goes (default: the system temp dir)")
     args = ap.parse_args()
