@@ -70,6 +70,7 @@ def read_checkpoint(wal_dir: str) -> Checkpoint | None:
     if got is None:
         return None
     head, _, body = got[0].partition(b"\n")
+    body = body.rstrip(b"\n")
     try:
         if int(head, 16) != zlib.crc32(body):
             return None
