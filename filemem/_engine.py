@@ -76,7 +76,7 @@ from ._view import MAX_PREFIX_BITS, View
 from ._wal import WAL_DIR, Log
 from ._wal._fold import Checkpoint, Installed, write_checkpoint
 from ._wal._format import DELETE, PUT, LogOp
-from ._wal._log import APPEND_LOCK, FIRST_POSITION
+from ._wal._log import APPEND_LOCK, FIRST_POSITION, LogIssue
 from ._wal._overlay import Change, Entry
 from ._walk import ShardWalk
 from .codecs import Codec, get_codec
@@ -467,16 +467,7 @@ class Engine:
                 self.store_version = STORE_FORMAT_VERSION
                 return
             self.recover_batches()
-            base = 0
-            for directory, _ in self.namespace_dirs():
-                for name in _fs.listdir(directory):
-                    if name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name:
-                        base = max(base, _max_version(os.path.join(directory, name)))
-            internal = os.path.join(self.root, INTERNAL_DIR)
-            for dirpath, _, files in os.walk(internal):
-                for name in files:
-                    if name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name:
-                        base = max(base, _max_version(os.path.join(dirpath, name)))
+            base = self._max_shard_version()
             # A crashed earlier attempt may have left a page: it must not be trusted.
             _fs.remove_quietly(os.path.join(wal, "control"))
             write_checkpoint(wal, Checkpoint(FIRST_POSITION, base), sync=True)
@@ -525,6 +516,36 @@ class Engine:
         if self.log is None or self.readonly:
             return
         self.fold(wait=self._pins == 0)
+
+    def check_log(self, *, fix: bool) -> list[LogIssue]:
+        """``check``'s view of the log: with ``fix``, fold first, then verify what is left.
+
+        Returns what :meth:`filemem._wal.Log.verify` found; ``fix`` repairs it.
+        """
+        log = self.log
+        if log is None:
+            return []
+        if fix and not self.readonly:
+            with contextlib.suppress(CorruptShardError):  # verify below says what and where
+                self.settle()
+        issues = log.verify(fix=fix, base_lsn=self._max_shard_version)
+        if fix and issues and not self.readonly:
+            self.settle()
+        return issues
+
+    def _max_shard_version(self) -> int:
+        """The highest version any shard file can hold (its generation), over the whole store."""
+        base = 0
+        for directory, _ in self.namespace_dirs():
+            for name in _fs.listdir(directory):
+                if name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name:
+                    base = max(base, _max_version(os.path.join(directory, name)))
+        internal = os.path.join(self.root, INTERNAL_DIR)
+        for dirpath, _, files in os.walk(internal):
+            for name in files:
+                if name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name:
+                    base = max(base, _max_version(os.path.join(dirpath, name)))
+        return base
 
     def fold(self, *, wait: bool) -> bool:
         """Fold every synced log record into the shards; False if the fold lock was busy."""
@@ -977,6 +998,16 @@ class Engine:
         work = {lp: shards[lp].copy() for lp in order}
         dirty: dict[str, list[str]] = {}
         results: list[Any] = []
+        # The fold drops what had expired on disk *before* installing: a record
+        # that expired while it waited in the log still reaches the shard, and
+        # is dropped by the next write or compact like any other (never lost
+        # from the count compact reports, whenever the fold ran).
+        installing = ops[0].kind == "install"
+        if installing:
+            for lp, shard in work.items():
+                gone = shard.drop_expired(now)
+                if gone:
+                    dirty.setdefault(lp, []).extend(gone)
         for op in ops:
             assert op.view is not None
             lp = op.view.lock_path(op.prefix)
@@ -1040,7 +1071,8 @@ class Engine:
         for lp, keys in dirty.items():
             shard = work[lp]
             shard.generation += 1
-            shard.drop_expired(now)
+            if not installing:
+                shard.drop_expired(now)
             shard.touched = keys
             shard.splitting = False
             try:

@@ -91,6 +91,7 @@ def compact(engine: Engine, *, merge: bool = True, progress: ProgressFn | None =
     if engine.readonly:
         raise ReadOnlyError(f"store {engine.root} was opened read-only")
     report = progress or _no_progress
+    engine.settle()  # expiry and merges work on the shard files: give them every record first
     engine.recover_batches()
     refs = all_shards(engine)
     dropped = splits = 0
