@@ -1005,9 +1005,8 @@ class Engine:
         installing = ops[0].kind == "install"
         if installing:
             for lp, shard in work.items():
-                gone = shard.drop_expired(now)
-                if gone:
-                    dirty.setdefault(lp, []).extend(gone)
+                if shard.drop_expired(now):
+                    dirty.setdefault(lp, [])  # rewritten; expiry is no change to announce
         for op in ops:
             assert op.view is not None
             lp = op.view.lock_path(op.prefix)
@@ -1511,8 +1510,7 @@ class _Folder:
     def poke(self, *, now: bool) -> None:
         with self._cond:
             self._due = time.monotonic() + (0.0 if now else FOLD_IDLE_S)
-            if now:
-                self._cond.notify()
+            self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:

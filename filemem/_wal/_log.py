@@ -177,7 +177,7 @@ class Log:
         c = Control(
             appended=end,
             synced=end,
-            commits=(old.commits + 1) if old else 1,
+            commits=old.commits if old else 0,
             last_lsn=last,
             synced_lsn=last,
             folded=cp.folded,
@@ -187,6 +187,9 @@ class Log:
         if self.readonly:
             self._private = c
             return
+        if old is not None and old == c and self.control.boot() == boot_id():
+            return  # the page was right (nobody had the store open, nothing changed): leave it alone
+        c.commits += 1
         with self._append_locked():
             assert self.writer is not None
             # What a scan finds was written, but maybe never synced (a writer
