@@ -88,6 +88,12 @@ MARKER: Final = "filemem.json"
 #: write-ahead log in ``wal/`` in front of the shards. Shard files keep their
 #: own version (``FORMAT_VERSION`` in _shard, still 1).
 STORE_FORMAT_VERSION: Final = 2
+#: The format new stores are created with, and that a read-write open
+#: upgrades older stores to. Still 1 by default while the log's integration
+#: is finished (CHANGELOG, issue 13); ``FILEMEM_STORE_FORMAT=2`` selects the
+#: log for new stores (the test suite runs that way too), and
+#: ``filemem convert --upgrade`` upgrades one store for good.
+NEW_STORE_FORMAT = 2 if os.environ.get("FILEMEM_STORE_FORMAT", "") == "2" else 1
 #: Fold when this many bytes of log are unfolded (also the overlay's bound).
 FOLD_BYTES: Final = 4 << 20
 #: Fold this long after the last write of a process.
@@ -316,9 +322,9 @@ class Engine:
         self.log: Log | None = None
         self._folder: _Folder | None = None
         self._pins = 0
-        if self.store_version < STORE_FORMAT_VERSION and not self.readonly:
-            self._upgrade()
-        if self.store_version >= STORE_FORMAT_VERSION:
+        if self.store_version < NEW_STORE_FORMAT and not self.readonly:
+            self.upgrade()
+        if self.store_version >= STORE_FORMAT_VERSION and self.log is None:
             self._open_log()
 
     # ------------------------------------------------------------------ setup
@@ -339,7 +345,7 @@ class Engine:
                 raise FileMemError(f"{self.root} is not empty and is not a filemem store; refusing to write into it")
         if got is None:
             chosen = get_codec(codec if codec is not None else "json")
-            body = json.dumps({"filemem": STORE_FORMAT_VERSION, "codec": chosen.name, "created_at": time.time()})
+            body = json.dumps({"filemem": NEW_STORE_FORMAT, "codec": chosen.name, "created_at": time.time()})
             _fs.ensure_dir(self.root)
             tmp = _fs.temp_path(marker)
             _fs.write_new_file(tmp, body.encode() + b"\n", sync=True)
@@ -451,8 +457,12 @@ class Engine:
             # here to fold them.
             self.fold(wait=True)
 
-    def _upgrade(self) -> None:
-        """Upgrade a version-1 store in place to version 2 (first read-write open).
+    def upgrade(self) -> bool:
+        """Upgrade a version-1 store in place to version 2; False if it already was.
+
+        Done on the first read-write open when new stores are version 2, and
+        by ``filemem convert --upgrade``. No process running an older filemem
+        may have the store open meanwhile (it would write around the log).
 
         Versions of v2 records are log sequence numbers; they must start above
         every v1 version, which were shard generations: the checkpoint starts
@@ -465,7 +475,7 @@ class Engine:
             got = _read_marker(marker)
             if got is not None and got.get("filemem") == STORE_FORMAT_VERSION:
                 self.store_version = STORE_FORMAT_VERSION
-                return
+                return False
             self.recover_batches()
             base = self._max_shard_version()
             # A crashed earlier attempt may have left a page: it must not be trusted.
@@ -476,6 +486,9 @@ class Engine:
             new["upgraded_at"] = time.time()
             _fs.atomic_write(marker, json.dumps(new).encode() + b"\n", sync=True)
             self.store_version = STORE_FORMAT_VERSION
+        if self.log is None and not self.closed:
+            self._open_log()
+        return True
 
     def _forget_folded(self, keys: list[tuple[tuple[str, ...], str]] | None) -> None:
         """The fold moved these keys' records into the shards: our cached copies of their shards are stale."""

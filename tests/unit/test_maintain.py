@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 import filemem
-from tests.helpers import settle
 import filemem._maintain as maintain
 import filemem.admin
 from filemem import StorageError
@@ -24,7 +23,6 @@ def _fill(path: str, codec: str, keep: int = 10, total: int = 200) -> dict[str, 
     with filemem.Store(path, codec=codec, shard_max_bytes=1024, durability="flush") as store:
         for i in range(total):
             store.put("ns", f"k{i:03d}", {"i": i, "pad": "p" * 40})
-        settle(store)  # the shards grow and split now, before the deletes empty them
         for i in range(keep, total):
             store.delete("ns", f"k{i:03d}")
         return {it.key: it.value for it in store.items("ns")}
@@ -125,7 +123,6 @@ def test_a_writer_finishes_an_interrupted_merge(tmp_path: Path, monkeypatch: pyt
         for k in live:
             store.update("ns", k, lambda v: {**v, "seen": True})
         assert all(v["seen"] for v in (it.value for it in store.items("ns")))
-        settle(store)  # the fold writing into the range finishes the merge
         assert store.check() == []
 
 

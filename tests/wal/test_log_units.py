@@ -100,7 +100,7 @@ def test_reader_returns_what_the_writer_wrote(tmp_path: Path) -> None:
 
 def test_segments_roll_and_the_scan_follows(tmp_path: Path) -> None:
     payloads = [os.urandom(300) for _ in range(40)]
-    w, ends = _write(tmp_path, payloads, segment_bytes=4096)
+    w, _ = _write(tmp_path, payloads, segment_bytes=4096)
     w.close()
     segs = sorted(f for f in os.listdir(tmp_path) if f.endswith(".log"))
     assert len(segs) >= 3
