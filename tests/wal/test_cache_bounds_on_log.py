@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 import filemem
-from tests.helpers import settle
-
 from tests.cache._util import make_store
+from tests.helpers import settle
 
 NS = ("agent", "facts")
 
