@@ -48,6 +48,7 @@ def test_fsync_failure_raises_and_keeps_old_value(store: filemem.Store, monkeypa
 
 def test_disk_full_raises_and_changes_nothing(store: filemem.Store, monkeypatch: pytest.MonkeyPatch) -> None:
     store.put(NS, "k", "old")
+
     def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
