@@ -320,6 +320,7 @@ def convert(engine: Engine, codec_name: str, *, progress: ProgressFn | None = No
         raise ReadOnlyError(f"store {engine.root} was opened read-only")
     codec = get_codec(codec_name)
     report = progress or _no_progress
+    engine.settle()  # the shards then hold every record the log had
     engine.recover_batches()
     previous = engine.codec.name
     precheck_convert(engine, codec)
