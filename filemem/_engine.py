@@ -321,6 +321,7 @@ class Engine:
         }
         self.log: Log | None = None
         self._folder: _Folder | None = None
+        self._folder_lock = threading.Lock()
         self._pins = 0
         if self.store_version < NEW_STORE_FORMAT and not self.readonly:
             self.upgrade()
@@ -404,6 +405,7 @@ class Engine:
             if self.log is not None:
                 self.log.after_fork()
                 self._folder = None  # the parent's thread did not come along
+                self._folder_lock = threading.Lock()
             if self.after_fork is not None:
                 self.after_fork()
             else:
@@ -418,7 +420,8 @@ class Engine:
             return
         log = self.log
         if log is not None and self._pid == os.getpid():
-            folder, self._folder = self._folder, None
+            with self._folder_lock:
+                folder, self._folder = self._folder, None
             if folder is not None:
                 folder.stop()
             # A store at rest holds every record in its shards (docs/format.md):
@@ -876,8 +879,12 @@ class Engine:
             return
         folder = self._folder
         if folder is None:
-            folder = self._folder = _Folder(self)
-        folder.poke(now=unfolded > FOLD_BYTES)
+            with self._folder_lock:  # threads of one process share one folder
+                folder = self._folder
+                if folder is None and not self.closed:
+                    folder = self._folder = _Folder(self)
+        if folder is not None:
+            folder.poke(now=unfolded > FOLD_BYTES)
 
     def _apply_shards(self, ops: list[Op]) -> list[Any]:
         """Apply ``ops`` to the shard files directly (a v1 store opened read-write never gets here; the fold does)."""

@@ -132,8 +132,9 @@ def preallocate(fd: int, size: int) -> None:
             # Some file systems (tmpfs on old kernels, some FUSE) cannot: zeros.
             if exc.errno not in (95, 22):  # EOPNOTSUPP, EINVAL
                 raise
+    # Extend with zeros past the current end only: what is written stays.
+    offset = os.fstat(fd).st_size
     zeros = bytes(_ZERO_CHUNK)
-    offset = 0
     while offset < size:
         n = min(_ZERO_CHUNK, size - offset)
         pwrite(fd, zeros[:n], offset)

@@ -20,6 +20,12 @@ from tests.helpers import reap, settle
 NS = ("agent", "facts")
 
 
+@pytest.fixture(autouse=True)
+def _no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folds run only where the test says (settle): an armed fault must hit the fold the test watches."""
+    monkeypatch.setattr(engine_mod, "FOLD_IDLE_S", 3600.0)
+
+
 def shard_files(store: filemem.Store, ns: tuple[str, ...] = NS) -> list[str]:
     d = store._engine.ns_dir(ns)
     return sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".shard"))
