@@ -503,7 +503,12 @@ class Engine:
             if view is None:
                 continue  # never read here: nothing cached through a view
             bits = hash_bits(key)
-            self.cache.forget(view.shard_path(view.resolve(bits)))
+            # Every shard that can hold the key, not just the one our listing
+            # names: the fold may have split or a compaction merged since we
+            # listed, and a stale cached leaf must never answer for it.
+            deepest = max((len(p) for p in view.existing), default=0) + 8
+            for depth in range(min(deepest, MAX_PREFIX_BITS) + 1):
+                self.cache.forget(view.shard_path(bits[:depth]))
             view.stale = True
 
     def changed(self) -> bool:

@@ -34,9 +34,8 @@ def acked_writer(path: str, me: int, ack_path: str, seed: int) -> None:
     """
     rng = random.Random(seed)
     with filemem.Store(path) as s, open(ack_path, "a", buffering=1) as ack:
-        n = 0
         while True:
-            n += 1
+            n = time.time_ns()  # grows across incarnations too: a later write always carries a larger n
             if rng.random() < 0.3:
                 keys = [f"w{me}-b{i}" for i in range(4)]
                 with s.batch() as b:
