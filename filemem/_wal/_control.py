@@ -8,7 +8,7 @@ holds little-endian unsigned 64-bit counters at fixed offsets::
     24  boot (hash of the boot id of the machine that wrote the page)
     32  appended   position just past the last frame written
     40  synced     position up to which frames are durable (or flushed, for "flush")
-    48  commits    +1 every time ``synced`` moves
+    48  commits    +1 every time ``synced`` or ``folded`` moves
     56  last_lsn   highest log sequence number written
     64  synced_lsn highest log sequence number synced
     72  folded     position up to which frames are in the shard files

@@ -461,6 +461,7 @@ class Log:
             if cp.folded > c.folded or cp.folded_lsn > c.folded_lsn:
                 c.folded, c.folded_lsn = max(c.folded, cp.folded), max(c.folded_lsn, cp.folded_lsn)
                 c.folds += 1
+                c.commits += 1  # readers look again: they drop what the shards now hold
                 self.control.write(c)
         self.folds += 1
         self._retire(_format.segment_of(cp.folded))
