@@ -4,11 +4,20 @@ Each command is one function registered with ``@command`` (see ``_base``)
 in one of the modules imported below; the work itself is done by
 :mod:`filemem.admin` and the public API. To add a command, write the
 function in a module of its own and import that module here.
+
+Commands that live in higher layers (``filemem serve`` in :mod:`filemem.server`,
+``filemem mcp`` in :mod:`filemem.integrations`) cannot be imported from here
+without breaking the layer rule, so they register themselves: each names a
+module in the ``filemem.commands`` entry-point group (pyproject.toml), and
+:func:`build_parser` imports those modules, whose ``@command`` decorators add
+them to ``COMMANDS``. Such a module must import only the standard library and
+filemem at import time; its optional dependencies are imported when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -57,11 +66,32 @@ _ORDER = (
     "sessions",
     "stop",
     "deadletters",
+    "serve",
+    "mcp",
 )
+
+#: The entry-point group through which higher layers add commands.
+PLUGIN_GROUP = "filemem.commands"
+
+
+def _load_plugin_commands() -> None:
+    """Import every module named in the ``filemem.commands`` entry points (once).
+
+    A plugin that cannot be imported is skipped, not fatal: the rest of the
+    command line must keep working whatever an optional extra does.
+    """
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        if ep.name in COMMANDS:
+            continue
+        try:
+            ep.load()
+        except ImportError as exc:  # a broken plugin must not take the whole CLI down
+            print(f"filemem: note: command {ep.name!r} unavailable: {exc}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to generate docs/cli.md)."""
+    _load_plugin_commands()
     parser = argparse.ArgumentParser(
         prog="filemem",
         description="Inspect, verify, repair, export and watch a filemem store, live or cold.",
