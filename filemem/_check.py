@@ -16,12 +16,24 @@ Finding codes (stable; documented in docs/format.md):
 ``torn-batch``          a batch intent that never committed; fix: roll back
 ``temp-file``           leftover temp file of a dead writer; fix: remove
 ``foreign-file``        a file filemem did not write; reported, never touched
+``symlink``             a symbolic link inside the store; never followed. fix: the
+                        link itself (not its target) is moved to quarantine/
+``special-file``        a FIFO, socket or device inside the store; never opened.
+                        fix: moved to quarantine/
+``io-error``            a file that cannot even be examined now (EIO...); never touched
+``stuck-batch``         a committed batch that cannot be rolled forward right now
+                        (an I/O error); kept, retried by every writer and by fix
+
+Links and special files at the store root (``ns``, ``batches``, the marker...)
+are reported and never moved: the store cannot be used until a person fixes
+them, and ``quarantine/`` itself may be the link.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +48,7 @@ from ._engine import (
     _parse_intent,
     maintain_shard,
 )
-from ._errors import CorruptShardError, LockTimeout, UnsupportedFormatError
+from ._errors import CorruptShardError, LockTimeout, StorageError, UnsupportedFormatError
 from ._maintain import compact
 from ._shard import LOCK_SUFFIX, SHARD_SUFFIX, decode_shard, read_header
 from ._types import Finding
@@ -91,7 +103,13 @@ def check_store(engine: Engine, *, fix: bool, progress: Callable[[int, int], Non
     findings: list[Finding] = []
     referenced = _check_batches(engine, fix, findings)
     for name in sorted(_fs.listdir(engine.root)):
-        if name not in ROOT_ENTRIES:
+        if name in ROOT_ENTRIES:
+            path = os.path.join(engine.root, name)
+            st = _fs.lstat(path)
+            wanted = stat.S_ISREG if name == MARKER else stat.S_ISDIR
+            if st is not None and not wanted(st.st_mode):
+                findings.append(_odd_kind(engine, path, st.st_mode, fix=False))
+        else:
             path = os.path.join(engine.root, name)
             if _fs.TEMP_MARK in name and name.startswith(MARKER):
                 _temp(engine, findings, path, None, fix)
@@ -139,6 +157,22 @@ def _temp_owner_alive(path: str) -> bool:
     return True
 
 
+def _odd_kind(engine: Engine, path: str, mode: int, *, fix: bool) -> Finding:
+    """A link or special file where filemem keeps its own files: report it, and with ``fix`` move it aside."""
+    code = "symlink" if stat.S_ISLNK(mode) else "special-file"
+    what = _fs.foreign_kind_error(path, mode).message
+    if not fix:
+        return Finding(code, path, what)
+    dest = quarantine_name(engine.root, path)
+    try:
+        _fs.ensure_dir(os.path.dirname(dest))  # refuses a quarantine/ that is itself a link
+        _fs.replace(path, dest)  # rename moves the name (the link itself), never its target
+        _fs.fsync_dir(os.path.dirname(path))
+    except StorageError as exc:
+        return Finding(code, path, f"{what}; could not move it aside: {exc.message}")
+    return Finding(code, path, what, fixed=True, action=f"moved to {dest}", details={"quarantined_to": dest})
+
+
 def _probe(engine: Engine, lock_path: str) -> tuple[bool, _locks.Held | None]:
     """(busy, handle): take ``lock_path`` if free right now, without waiting.
 
@@ -164,8 +198,11 @@ def _temp(engine: Engine, findings: list[Finding], path: str, lock_path: str | N
     try:
         # A batch that committed after we listed batches/ may own this temp:
         # roll such batches forward first; a temp they needed is then gone.
-        engine.recover_batches()
-        if not os.path.exists(path):
+        try:
+            engine.recover_batches((os.path.dirname(path),))
+        except StorageError:
+            return  # a batch that names this directory is stuck: its temp may be owed
+        if not _fs.lexists(path):
             return
         fixed = fix and _fs.remove_quietly(path)
         findings.append(findings_for_temp(path, fixed))
@@ -178,6 +215,12 @@ def _check_batches(engine: Engine, fix: bool, findings: list[Finding]) -> set[st
     referenced: set[str] = set()
     for name in sorted(_fs.listdir(engine.batch_dir)):
         path = os.path.join(engine.batch_dir, name)
+        st = _fs.lstat(path)
+        if st is None:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            findings.append(_odd_kind(engine, path, st.st_mode, fix=fix))
+            continue
         if _fs.TEMP_MARK in name and _temp_owner_alive(path):
             # An intent its writer is still creating: even a moment's probe of
             # its lock could land before the writer locks it (see create_locked).
@@ -196,8 +239,7 @@ def _check_batches(engine: Engine, fix: bool, findings: list[Finding]) -> set[st
                 else:
                     findings.append(Finding("foreign-file", path, "not a batch intent; left alone", "warning"))
                 continue
-            with open(path, "rb") as fh:
-                intent = _parse_intent(fh.read())
+            intent = _parse_intent(_fs.read_fd(got.fd, path))
         finally:
             got.release()
         if intent is None:
@@ -214,7 +256,20 @@ def _check_batches(engine: Engine, fix: bool, findings: list[Finding]) -> set[st
             continue
         renames = intent["renames"]
         if fix:
-            engine._recover_one(path)
+            try:
+                engine._recover_one(path)
+            except StorageError as exc:
+                # Never guess: keep the intent and its temps for a later try.
+                referenced.update(os.path.join(engine.root, t) for t, _ in renames)
+                findings.append(
+                    Finding(
+                        "stuck-batch",
+                        path,
+                        f"batch {intent.get('id')} committed but cannot be rolled forward now: {exc.message}",
+                        details={"shards": [g for _, g in renames]},
+                    )
+                )
+                continue
         else:
             referenced.update(os.path.join(engine.root, t) for t, _ in renames)
         findings.append(
@@ -244,8 +299,20 @@ def _check_namespace_dir(
         view.refresh()
     for name in names:
         path = os.path.join(directory, name)
-        if os.path.isdir(path):
+        if path in referenced:
+            continue  # a temp an unfinished batch still owes its target
+        try:
+            st = _fs.lstat(path)
+        except StorageError as exc:
+            findings.append(Finding("io-error", path, exc.message))
+            continue
+        if st is None:
+            continue  # gone meanwhile
+        if stat.S_ISDIR(st.st_mode):
             continue  # a child namespace: namespace_dirs() visits it
+        if not stat.S_ISREG(st.st_mode):
+            findings.append(_odd_kind(engine, path, st.st_mode, fix=fix))
+            continue
         if name == TURNSTILE or (name.startswith("s") and name.endswith(LOCK_SUFFIX) and set(name[1:-5]) <= _BITS):
             continue
         if _fs.TEMP_MARK in name:
@@ -299,7 +366,7 @@ def _check_shard(engine: Engine, view: View, prefix: str, path: str, fix: bool, 
         fixed = False
         if fix:
             maintain_shard(engine, view, prefix)
-            fixed = not os.path.exists(path)
+            fixed = not _fs.lexists(path)
         findings.append(
             Finding(
                 "interrupted-split",
@@ -345,6 +412,9 @@ def _quarantine(engine: Engine, view: View, prefix: str, path: str, message: str
             _fs.fsync_dir(view.dir)
     except LockTimeout:
         return Finding("corrupt-shard", path, message + "; could not lock it to quarantine", fixed=False)
+    except StorageError as exc:
+        # e.g. quarantine/ is a link: never followed, so the shard stays put.
+        return Finding("corrupt-shard", path, f"{message}; could not quarantine it: {exc.message}", fixed=False)
     engine.cache.forget(path)
     return Finding(
         "corrupt-shard",

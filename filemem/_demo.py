@@ -168,7 +168,8 @@ def run_demo(
 ) -> DemoReport:
     """Run the demo and return its report.
 
-    >>> report = run_demo("/tmp/demo-store", workers=2, rounds=20, echo=lambda s: None)  # doctest: +SKIP
+    >>> where = os.path.join(tempfile.mkdtemp(), "demo-store")  # doctest: +SKIP
+    >>> report = run_demo(where, workers=2, rounds=20, echo=lambda s: None)  # doctest: +SKIP
     >>> report.lost_updates
     0
     """

@@ -50,6 +50,7 @@ import json
 import os
 import random
 import secrets
+import stat
 import threading
 import time
 import zlib
@@ -69,7 +70,7 @@ from ._errors import (
     StoreClosedError,
     UnsupportedFormatError,
 )
-from ._names import escape_segment, hash_bits, unescape_segment
+from ._names import escape_segment, hash_bits, legacy_segment, unescape_segment
 from ._shard import FORMAT_VERSION, SHARD_SUFFIX, Record, Shard, decode_shard, encode_shard
 from ._types import Durability
 from ._view import MAX_PREFIX_BITS, View
@@ -130,6 +131,12 @@ _CONTENDED_SPLIT_FRACTION: Final = 8
 #: A batch touching at least this many shards syncs them with one syncfs.
 _SYNCFS_MIN_SHARDS: Final = 4
 
+
+#: More than the metadata of any record adds to its value's encoding (the
+#: field names, a version, three timestamps), without the key.
+_RECORD_OVERHEAD_BYTES: Final = 160
+#: A timestamp whose JSON form is as long as any (17 significant digits).
+_WIDEST_TIME: Final = 1795458108.1234567
 
 _SCALAR_TYPES: Final = frozenset({str, int, float, bool, bytes, type(None)})
 
@@ -281,6 +288,7 @@ class Engine:
         if shard_max_bytes < 1024:
             raise InvalidValueError("shard_max_bytes must be at least 1024")
         self.root = os.path.abspath(os.fspath(root))
+        _fs.trust_root(self.root)  # the store may live behind a link; nothing inside it may be one
         self.durability = durability
         self.sync = durability == "fsync"
         self.lock_timeout_s = lock_timeout_s
@@ -336,7 +344,7 @@ class Engine:
         if got is None:
             if self.readonly or not create:
                 raise FileMemError(f"no filemem store at {self.root} (missing {MARKER})")
-            names = os.listdir(self.root) if os.path.isdir(self.root) else []
+            names = _fs.listdir(self.root)
             # Another process may be creating the store at this very moment:
             # its temp marker is no foreign file, and once its marker exists
             # (it may already be writing namespaces) the store is simply there.
@@ -384,11 +392,26 @@ class Engine:
             return wanted
         return get_codec(name)
 
-    def check_value(self, value: Any) -> None:
-        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored."""
+    def check_value(self, value: Any, key: str | None = None) -> None:
+        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored.
+
+        With ``key``, the limit is applied as the commit applies it, to the
+        whole record (value plus its metadata), with the widest metadata a
+        record can have: a record that passes here never fails the commit's
+        check, so nothing (no directory, no lock file) is created for it.
+        """
         size = len(self.codec.encode(value))
         if size > self.max_value_bytes:
             raise InvalidValueError(f"value encodes to {size} bytes; the limit is {self.max_value_bytes}")
+        if key is not None and size + _RECORD_OVERHEAD_BYTES + 6 * len(key) > self.max_value_bytes:
+            widest = {"value": value, "version": 1 << 53}
+            widest.update(dict.fromkeys(("created_at", "updated_at", "expires_at"), _WIDEST_TIME))
+            pair = len(self.codec.encode_pair(key, widest))
+            if pair > self.max_value_bytes:
+                raise InvalidValueError(
+                    f"record {key!r} encodes to up to {pair} bytes with its metadata; "
+                    f"the limit is {self.max_value_bytes}"
+                )
 
     def check_open(self) -> None:
         """Raise if closed; reset per-process state after a fork."""
@@ -637,19 +660,33 @@ class Engine:
         """Directory of a (validated) namespace; an internal one (see INTERNAL_NS) lives under internal/."""
         if namespace and namespace[0] == INTERNAL_NS:
             return os.path.join(self.root, INTERNAL_DIR, *(escape_segment(s) for s in namespace[1:]))
-        return os.path.join(self.ns_root, *(escape_segment(s) for s in namespace))
+        path = self.ns_root
+        for s in namespace:
+            old = legacy_segment(s)
+            # A directory an older filemem named the old way stays in use (see _names.legacy_segment).
+            path = os.path.join(
+                path, old if old is not None and _fs.lexists(os.path.join(path, old)) else escape_segment(s)
+            )
+        return path
 
     def view(self, namespace: tuple[str, ...]) -> View:
         """This process's view of ``namespace`` (created on first use)."""
         v = self._views.get(namespace)
         if v is None:
             v = View(namespace, self.ns_dir(namespace))
+            # Never follow a link inside the store (ns/secret -> ../outside):
+            # every file of a view is opened by a path through these directories.
+            _fs.check_tree(self.root, v.dir)
             if len(self._views) > 65536:
                 self._views.clear()
                 self._views_by_dir.clear()
             self._views[namespace] = v
             self._views_by_dir[v.dir] = v
         return v
+
+    def namespace_exists(self, namespace: tuple[str, ...]) -> bool:
+        """Whether the namespace's directory exists (one lstat; raises StorageError when it cannot tell)."""
+        return _fs.lexists(self.ns_dir(namespace))
 
     def view_of_dir(self, directory: str) -> View | None:
         """The view of the namespace stored in ``directory``, if this process has one."""
@@ -989,7 +1026,7 @@ class Engine:
                     if remaining <= _BATCH_STEP_S:
                         raise
                     return None  # back off: release everything and start over
-            self.recover_batches()
+            self.recover_batches({view.dir for view, _ in targets.values()})
             shards: dict[str, Shard] = {}
             for lock_path in order:
                 view, prefix = targets[lock_path]
@@ -1254,12 +1291,20 @@ class Engine:
         finally:
             held.release()
 
-    def recover_batches(self) -> int:
+    def recover_batches(self, dirs: Iterable[str] | None = None) -> int:
         """Roll forward every committed batch whose owner died; return how many.
 
         A read-only store never does (it never changes the store); until a
         read-write process recovers, plain reads may see such a batch half
         applied.
+
+        Recovery never guesses: when it cannot tell whether a temp exists (an
+        I/O error), it keeps the intent and raises StorageError. It raises
+        that only to a caller that will use a directory the intent names
+        (``dirs``: the namespace directories the caller is about to lock;
+        None: every caller), after trying every other intent, so one intent
+        that cannot be finished never locks every process out of the store.
+        ``check(fix=True)`` retries it and reports it while it fails.
         """
         if self.readonly:
             self._overlay = self._dead_batch_overlay()
@@ -1267,12 +1312,49 @@ class Engine:
         names = _fs.listdir(self.batch_dir)
         if not names:
             return 0
+        wanted = None if dirs is None else set(dirs)
         done = 0
-        for name in names:
-            is_intent = name.endswith(BATCH_SUFFIX) and _fs.TEMP_MARK not in name
-            if is_intent and self._recover_one(os.path.join(self.batch_dir, name)):
-                done += 1
+        stuck: StorageError | None = None
+        for name in sorted(names):
+            if not name.endswith(BATCH_SUFFIX) or _fs.TEMP_MARK in name:
+                continue
+            path = os.path.join(self.batch_dir, name)
+            try:
+                if self._recover_one(path):
+                    done += 1
+            except StorageError as exc:
+                named = self._intent_dirs(path)
+                if stuck is None and (wanted is None or named is None or not wanted.isdisjoint(named)):
+                    stuck = StorageError(
+                        f"batch intent {path} could not be rolled forward ({exc.message}); it is kept, and "
+                        "writes to the namespaces it names fail until it is: retry, or run `filemem check --fix`",
+                        errno=exc.errno,
+                        path=path,
+                    )
+                    stuck.__cause__ = exc
+        if stuck is not None:
+            raise stuck
         return done
+
+    def _intent_dirs(self, path: str) -> set[str] | None:
+        """The target directories an intent names; None if it cannot be read now."""
+        try:
+            raw = self._read_intent(path)
+        except StorageError:
+            return None
+        intent = _parse_intent(raw) if raw is not None else None
+        if intent is None:
+            return set()
+        return {os.path.dirname(os.path.join(self.root, target)) for _, target in intent["renames"]}
+
+    def _read_intent(self, path: str) -> bytes | None:
+        fd = _fs.open_regular(path, os.O_RDONLY)
+        if fd is None:
+            return None
+        try:
+            return _fs.read_fd(fd, path)
+        finally:
+            os.close(fd)
 
     def _dead_batch_overlay(self) -> dict[str, str]:
         """For a read-only store: target -> temp of every committed batch whose owner died.
@@ -1285,27 +1367,38 @@ class Engine:
             if not name.endswith(BATCH_SUFFIX) or _fs.TEMP_MARK in name:
                 continue
             path = os.path.join(self.batch_dir, name)
+            st = _fs.lstat(path)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                continue  # never an intent (check reports it)
             got = _locks.try_exclusive_existing(path)
             if not isinstance(got, _locks.Held):
                 continue  # live owner (it holds its shards' locks too) or gone
             try:
-                with open(path, "rb") as fh:
-                    intent = _parse_intent(fh.read())
+                raw = _fs.read_fd(got.fd, path)
             finally:
                 got.release()
+            intent = _parse_intent(raw)
             for tmp_rel, target_rel in intent["renames"] if intent else []:
                 tmp = os.path.join(self.root, tmp_rel)
-                if os.path.exists(tmp):
+                if _fs.lexists(tmp):
                     overlay[os.path.join(self.root, target_rel)] = tmp
         return overlay
 
     def _recover_one(self, path: str) -> bool:
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
+        """Roll one intent forward if its owner is dead; False if there was nothing to do.
+
+        Raises StorageError, keeping the intent, whenever a step fails or the
+        state of a temp cannot be known: a temp is taken as "already renamed"
+        only when it certainly does not exist (ENOENT), never on an error.
+        """
+        st = _fs.lstat(path)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            # A link or a special file was never an intent (writers create
+            # them as regular files): not followed, not opened; check reports it.
             return False
-        except OSError as exc:
-            raise _fs.storage_error(exc, "open", path) from exc
+        fd = _fs.open_regular(path, os.O_RDWR)
+        if fd is None:
+            return False
         try:
             # A live owner is finishing its renames (it holds no other lock we
             # could be waiting for): wait for it rather than read a half-applied
@@ -1315,24 +1408,34 @@ class Engine:
             os.close(fd)
             raise
         try:
-            if os.fstat(held.fd).st_nlink == 0:
-                return False  # finished (and removed) while we waited
-            with open(path, "rb") as fh:
-                raw = fh.read()
-            intent = _parse_intent(raw)
+            try:
+                if os.fstat(held.fd).st_nlink == 0:
+                    return False  # finished (and removed) while we waited
+            except OSError as exc:
+                raise _fs.storage_error(exc, "stat", path) from exc
+            intent = _parse_intent(_fs.read_fd(held.fd, path))
             if intent is not None:
                 dirs = set()
                 for tmp_rel, target_rel in intent["renames"]:
                     tmp = os.path.join(self.root, tmp_rel)
                     target = os.path.join(self.root, target_rel)
-                    if os.path.exists(tmp):
+                    directory = os.path.dirname(target)
+                    if _fs.lexists(tmp):
                         _fs.replace(tmp, target)
                         self.cache.forget(target)
-                    dirs.add(os.path.dirname(target))
+                        dirs.add(directory)
+                    elif _fs.dir_exists(directory):
+                        # The temp certainly does not exist: this rename was
+                        # done (the temps were durable before the intent was).
+                        dirs.add(directory)
+                    # else the directory itself is gone (a collector removed
+                    # its marker namespace since): the temp lived in it, so
+                    # there is nothing left to roll forward there, and
+                    # nothing to sync. Proven by ENOENT, never guessed.
                 if self.sync:
                     for d in sorted(dirs):
-                        _fs.fsync_dir(d)
-            _fs.remove_quietly(path)
+                        _fs.fsync_dir(d, missing_ok=True)
+            _fs.remove(path)
             if self.sync:
                 _fs.fsync_dir(self.batch_dir)
             self.counters["batches_recovered"] += 1
@@ -1468,7 +1571,7 @@ class Engine:
                 ):
                     found.append(ns)
                     have.add(ns)
-        return sorted(found)
+        return sorted(set(found))  # a legacy and a current directory may name the same namespace
 
     def namespace_dirs(self) -> Iterator[tuple[str, tuple[str, ...] | None]]:
         """Every directory under ns/ with its namespace (None: not a valid escaped name)."""
@@ -1479,13 +1582,16 @@ class Engine:
                 entries = sorted(os.scandir(directory), key=lambda e: e.name)
             except (FileNotFoundError, NotADirectoryError):
                 return
+            except OSError as exc:
+                raise _fs.storage_error(exc, "list", directory) from exc
             for e in entries:
                 if e.is_dir(follow_symlinks=False):
                     seg = unescape_segment(e.name)
                     child = (*segments, seg) if segments is not None and seg is not None else None
                     yield from walk(e.path, child)
 
-        if os.path.isdir(self.ns_root):
+        st = _fs.lstat(self.ns_root)
+        if st is not None and stat.S_ISDIR(st.st_mode):  # a link there is check's finding, never followed
             yield from walk(self.ns_root, ())
 
 
@@ -1594,13 +1700,10 @@ def _all(_key: str) -> bool:
 
 
 def _read_marker(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+    got = _fs.read_file(path)  # never follows a link, never waits on a FIFO
+    if got is None:
         return None
-    except OSError as exc:
-        raise _fs.storage_error(exc, "read", path) from exc
+    raw = got[0]
     try:
         got = json.loads(raw)
     except ValueError:
@@ -1654,7 +1757,7 @@ def maintain_shard(engine: Engine, view: View, prefix: str, *, wait: bool = True
             return 0, 0
         held = got
     with held:
-        engine.recover_batches()
+        engine.recover_batches((view.dir,))
         path = view.shard_path(prefix)
         shard = engine.load(path, prefix)
         if shard is None:
@@ -1675,7 +1778,8 @@ def maintain_shard(engine: Engine, view: View, prefix: str, *, wait: bool = True
             key = _fs.atomic_write(path, data, sync=engine.sync, min_mtime_ns=old[1] + 1 if old else 0)
             engine._installed(path, work, key)
             shard = work
-        size = len(data) if data else os.path.getsize(path)
+        st = None if data else _fs.lstat(path)
+        size = len(data) if data else (st.st_size if st is not None else 0)
         if size > engine.shard_max_bytes and len(shard.records) > 1:
             engine._split(view, shard)
         return len(gone), engine.counters["splits"] - splits_before

@@ -15,6 +15,18 @@ The write sequence, and why each step is there:
 
 With ``durability="flush"`` steps 2 and 5 skip the fsyncs: the data survives a
 crash of the process (it is in the kernel's page cache) but not a power cut.
+
+**Nothing inside a store is followed or waited on.** Every existing file is
+opened with ``O_NOFOLLOW | O_NONBLOCK`` and refused unless ``fstat`` says it is
+a regular file (:func:`open_regular`), and directories are judged by ``lstat``
+(:func:`dir_exists`, :func:`check_tree`): a planted symlink cannot lead a write
+out of the store, and a FIFO cannot hang a process. Both are refused at once
+with :class:`~filemem.StorageError`, and ``check()`` reports them.
+
+**Existence is never guessed.** :func:`lexists` answers False only for
+ENOENT/ENOTDIR; any other error (EIO, EACCES, ...) raises, because recovery
+decides what to roll forward from the answer (``os.path.exists`` turns an I/O
+error into False, which once split a committed batch for good).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import ctypes
 import errno as _errno
 import os
 import secrets
+import stat as _stat
 import sys
 import time
 from collections.abc import Callable
@@ -36,16 +49,25 @@ __all__ = [
     "TempFile",
     "atomic_write",
     "can_sync_filesystem",
+    "check_tree",
+    "dir_exists",
     "ensure_dir",
+    "foreign_kind_error",
     "fsync_dir",
+    "lexists",
     "listdir",
+    "lstat",
+    "open_regular",
+    "read_fd",
     "read_file",
+    "remove",
     "remove_quietly",
     "replace",
     "stat_key",
     "storage_error",
     "sync_filesystem",
     "temp_path",
+    "trust_root",
     "write_fd",
     "write_new_file",
 ]
@@ -57,8 +79,149 @@ _DIR_MODE: Final = 0o700
 #: Errnos that mean "the disk cannot take it", reported as such.
 _SPACE_ERRNOS: Final = frozenset({_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG})
 
+#: Never follow a symlink at the last component, never block opening a FIFO.
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
+_BINARY: Final = getattr(os, "O_BINARY", 0)
+_DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
+#: What O_NOFOLLOW reports for a symlink (FreeBSD says EMLINK, NetBSD EFTYPE).
+_LINK_ERRNOS: Final = frozenset({_errno.ELOOP, _errno.EMLINK, getattr(_errno, "EFTYPE", _errno.ELOOP)})
+
 #: What identifies one version of a file: (inode, mtime in ns, size).
 StatKey = tuple[int, int, int]
+
+
+def _kind(mode: int) -> str:
+    if _stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if _stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if _stat.S_ISSOCK(mode):
+        return "a socket"
+    if _stat.S_ISCHR(mode) or _stat.S_ISBLK(mode):
+        return "a device"
+    if _stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def foreign_kind_error(path: str, mode: int, wanted: str = "regular file") -> StorageError:
+    """The error for a store path that holds the wrong kind of file (never followed, never opened)."""
+    return StorageError(
+        f"{path} is {_kind(mode)}, not a {wanted}: filemem never follows links or opens special files "
+        "inside a store (run `filemem check` to see them)",
+        path=path,
+    )
+
+
+def lstat(path: str) -> os.stat_result | None:
+    """``os.lstat`` (never follows a link); None only if the name does not exist."""
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise storage_error(exc, "stat", path) from exc
+
+
+def lexists(path: str) -> bool:
+    """Whether a name exists (a link counts, unfollowed). Raises StorageError when it cannot tell."""
+    return lstat(path) is not None
+
+
+#: Store roots in use by this process. A root and its ancestors may be links
+#: (where a store lives is its user's choice); nothing *inside* a root may be.
+_ROOTS: set[str] = set()
+
+
+def trust_root(root: str) -> None:
+    """Declare ``root`` a store root: it and the directories above it may be symlinks."""
+    _ROOTS.add(os.path.abspath(root))
+
+
+def _above_or_at_root(path: str) -> bool:
+    p = os.path.abspath(path).rstrip(os.sep) or os.sep
+    return any(r == p or r.startswith(p if p.endswith(os.sep) else p + os.sep) for r in _ROOTS)
+
+
+def dir_exists(path: str) -> bool:
+    """Whether ``path`` is a directory; False if absent; StorageError if it is anything else.
+
+    A link counts as "anything else" inside a store; a store root (see
+    :func:`trust_root`) and its ancestors are followed.
+    """
+    st = lstat(path)
+    if st is None:
+        return False
+    if _stat.S_ISLNK(st.st_mode) and _above_or_at_root(path):
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise storage_error(exc, "stat", path) from exc
+    if not _stat.S_ISDIR(st.st_mode):
+        raise foreign_kind_error(path, st.st_mode, "directory")
+    return True
+
+
+def check_tree(root: str, path: str) -> None:
+    """Raise StorageError if any component of ``path`` below ``root`` is a link or no directory.
+
+    Components that do not exist yet are fine (they will be created as real
+    directories). ``O_NOFOLLOW`` guards only a path's last component; this
+    guards the ones in between (``ns/secret -> ../outside``).
+    """
+    rel = os.path.relpath(path, root)
+    if rel == os.curdir:
+        return
+    here = root
+    for part in rel.split(os.sep):
+        here = os.path.join(here, part)
+        if not dir_exists(here):
+            return
+
+
+def open_regular(path: str, flags: int, mode: int = _FILE_MODE, *, action: str = "open") -> int | None:
+    """Open a file of the store: None if absent; StorageError if it is a link or not a regular file.
+
+    ``O_NOFOLLOW`` refuses a symlink at the name and ``O_NONBLOCK`` makes a
+    FIFO open return at once (it would otherwise wait for a peer for ever);
+    ``fstat`` then refuses anything that is not a regular file. O_NONBLOCK has
+    no effect on a regular file's reads and writes.
+    """
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | _BINARY, mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        st = lstat(path) if exc.errno in _LINK_ERRNOS or exc.errno == _errno.ENXIO else None
+        if st is not None and not _stat.S_ISREG(st.st_mode):
+            raise foreign_kind_error(path, st.st_mode) from exc
+        raise storage_error(exc, action, path) from exc
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise storage_error(exc, "stat", path) from exc
+    if not _stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise foreign_kind_error(path, st.st_mode)
+    return fd
+
+
+def read_fd(fd: int, path: str) -> bytes:
+    """The whole content of an open file (from its current offset)."""
+    chunks: list[bytes] = []
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError as exc:
+        raise storage_error(exc, "read", path) from exc
+    return b"".join(chunks)
 
 
 def storage_error(exc: OSError, action: str, path: str) -> StorageError:
@@ -78,8 +241,11 @@ def temp_path(target: str, tag: str = "") -> str:
 
 
 def ensure_dir(path: str) -> None:
-    """Create ``path`` and missing parents with mode 0700, fsyncing each new entry's parent."""
-    if os.path.isdir(path):
+    """Create ``path`` and missing parents with mode 0700, fsyncing each new entry's parent.
+
+    A link or file where a directory should be raises StorageError (never followed).
+    """
+    if dir_exists(path):
         return
     parent = os.path.dirname(path)
     if parent and parent != path:
@@ -87,6 +253,7 @@ def ensure_dir(path: str) -> None:
     try:
         os.mkdir(path, _DIR_MODE)
     except FileExistsError:
+        dir_exists(path)  # raises if what won the race is a link or a file
         return
     except OSError as exc:
         raise storage_error(exc, "create directory", path) from exc
@@ -95,10 +262,19 @@ def ensure_dir(path: str) -> None:
     fsync_dir(parent or ".")
 
 
-def fsync_dir(path: str) -> None:
-    """fsync a directory so renames and unlinks in it are durable."""
+def fsync_dir(path: str, *, missing_ok: bool = False) -> bool:
+    """fsync a directory so renames and unlinks in it are durable.
+
+    ``missing_ok``: a directory that certainly does not exist (ENOENT) is
+    skipped and False returned; any other failure still raises.
+    """
+    nofollow = 0 if _above_or_at_root(path) else _NOFOLLOW
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | nofollow)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        if missing_ok and lstat(path) is None:
+            return False
+        raise storage_error(exc, "open directory", path) from exc
     except OSError as exc:
         raise storage_error(exc, "open directory", path) from exc
     try:
@@ -110,6 +286,7 @@ def fsync_dir(path: str) -> None:
             raise storage_error(exc, "fsync directory", path) from exc
     finally:
         os.close(fd)
+    return True
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -142,7 +319,10 @@ def sync_filesystem(path: str) -> None:
     """
     if _SYNCFS is None:
         raise StorageError("syncfs is not available on this platform", path=path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY)
+    except OSError as exc:
+        raise storage_error(exc, "open directory", path) from exc
     try:
         if _SYNCFS(fd) != 0:
             err = ctypes.get_errno()
@@ -287,12 +467,9 @@ def read_file(path: str) -> tuple[bytes, StatKey] | None:
     ``stat`` of the name, so it always describes the bytes returned even if
     the name is replaced in between.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
+    fd = open_regular(path, os.O_RDONLY)
+    if fd is None:
         return None
-    except OSError as exc:
-        raise storage_error(exc, "open", path) from exc
     try:
         st = os.fstat(fd)
         chunks: list[bytes] = []
@@ -309,6 +486,17 @@ def read_file(path: str) -> tuple[bytes, StatKey] | None:
     finally:
         os.close(fd)
     return data, stat_key(st)
+
+
+def remove(path: str) -> bool:
+    """Unlink ``path``; True if it was there, False if it certainly was not; StorageError otherwise."""
+    try:
+        os.unlink(path)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise storage_error(exc, "remove", path) from exc
 
 
 def remove_quietly(path: str) -> bool:

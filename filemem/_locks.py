@@ -37,6 +37,7 @@ import contextlib
 import errno as _errno
 import os
 import random
+import stat
 import threading
 import time
 import weakref
@@ -232,11 +233,47 @@ def _inproc_release(path: str, entry: _InProc) -> None:
     _inproc_forget(path, entry)
 
 
-def _open(path: str) -> int:
+#: A lock file is never followed if it is a link and never waited on if it is a
+#: FIFO (the same rule as ``_fs.open_regular``; this layer cannot import _fs).
+_SAFE_FLAGS: Final = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_safe(path: str, flags: int, what: str) -> int | None:
+    """Open a lock file: None if absent (only without O_CREAT); StorageError if it is no regular file."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        fd = os.open(path, flags | _SAFE_FLAGS, _FILE_MODE)
+    except FileNotFoundError:
+        if flags & os.O_CREAT:
+            raise StorageError(f"could not open {what} {path}: its directory is gone", path=path) from None
+        return None
     except OSError as exc:
-        raise StorageError(f"could not open lock file {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
+        if exc.errno in (_errno.ELOOP, _errno.EMLINK, _errno.ENXIO):
+            raise StorageError(
+                f"{what} {path} is a symbolic link or special file: filemem never follows or opens those "
+                "inside a store (run `filemem check`)",
+                errno=exc.errno,
+                path=path,
+            ) from exc
+        raise StorageError(f"could not open {what} {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(f"could not stat {what} {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise StorageError(
+            f"{what} {path} is not a regular file: filemem never opens special files inside a store "
+            "(run `filemem check`)",
+            path=path,
+        )
+    return fd
+
+
+def _open(path: str) -> int:
+    fd = _open_safe(path, os.O_RDWR | os.O_CREAT, "lock file")
+    assert fd is not None
+    return fd
 
 
 def _try(fd: int, flags: portalocker.LockFlags, path: str) -> bool:
@@ -406,11 +443,14 @@ def try_shared_existing(path: str) -> Held | bool | None:
 def _try_existing(path: str, mode: Literal["exclusive", "shared"]) -> Held | bool | None:
     try:
         # Read-only is enough for flock, and works for a read-only user.
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+        got = _open_safe(path, os.O_RDONLY, "file")
+    except StorageError as exc:
+        if isinstance(exc.__cause__, NotADirectoryError):
+            return False
+        raise
+    if got is None:
         return False
-    except OSError as exc:
-        raise StorageError(f"could not open {path}: {exc.strerror}", errno=exc.errno, path=path) from exc
+    fd = got
     flag = portalocker.LockFlags.EXCLUSIVE if mode == "exclusive" else portalocker.LockFlags.SHARED
     try:
         if not _try(fd, flag, path):

@@ -37,8 +37,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from . import _fs, _locks
-from ._engine import MARKER, Engine, maintain_shard
-from ._errors import CorruptShardError, InvalidValueError, ReadOnlyError, UnsupportedFormatError
+from ._engine import MARKER, Engine, _read_marker, maintain_shard
+from ._errors import CorruptShardError, InvalidValueError, ReadOnlyError, StorageError, UnsupportedFormatError
 from ._shard import Shard, encode_shard
 from ._view import View
 from .codecs import Codec, get_codec
@@ -92,7 +92,7 @@ def compact(engine: Engine, *, merge: bool = True, progress: ProgressFn | None =
         raise ReadOnlyError(f"store {engine.root} was opened read-only")
     report = progress or _no_progress
     engine.settle()  # expiry and merges work on the shard files: give them every record first
-    engine.recover_batches()
+    engine.recover_batches(())  # each shard's own recovery, under its lock, is the one that must hold
     refs = all_shards(engine)
     dropped = splits = 0
     views: dict[tuple[str, ...], View] = {}
@@ -144,10 +144,10 @@ def merge_small_siblings(engine: Engine, view: View, max_bytes: int) -> int:
             a, b = parent + "0", parent + "1"
             if a not in existing or b not in existing or a in view.internal or b in view.internal:
                 continue
-            try:
-                size = os.path.getsize(view.shard_path(a)) + os.path.getsize(view.shard_path(b))
-            except FileNotFoundError:
+            sa, sb = _fs.lstat(view.shard_path(a)), _fs.lstat(view.shard_path(b))
+            if sa is None or sb is None:
                 continue
+            size = sa.st_size + sb.st_size
             if size <= max_bytes and _merge_pair(engine, view, parent, max_bytes):
                 merged_now += 1
         merges += merged_now
@@ -177,7 +177,7 @@ def _merge_pair(engine: Engine, view: View, parent: str, max_bytes: int) -> bool
                 return False
             held.append(got)
         # No dead writer's batch may still owe these shards a rename.
-        engine.recover_batches()
+        engine.recover_batches((view.dir,))
         view.refresh()
         a, b = parent + "0", parent + "1"
         if parent in view.existing or a not in view.existing or b not in view.existing:
@@ -258,7 +258,7 @@ def precheck_convert(engine: Engine, codec: Codec, progress: ProgressFn | None =
 def _convert_shard(engine: Engine, view: View, prefix: str, codec: Codec) -> str:
     """Rewrite one shard with ``codec`` under its lock: "converted", "already", or "gone"."""
     with _locks.exclusive(view.lock_path(prefix), engine.lock_timeout_s, turnstile=view.turnstile):
-        engine.recover_batches()
+        engine.recover_batches((view.dir,))
         path = view.shard_path(prefix)
         shard = engine.load(path, prefix)
         if shard is None:
@@ -321,7 +321,7 @@ def convert(engine: Engine, codec_name: str, *, progress: ProgressFn | None = No
     codec = get_codec(codec_name)
     report = progress or _no_progress
     engine.settle()  # the shards then hold every record the log had
-    engine.recover_batches()
+    engine.recover_batches(())  # each shard's own recovery, under its lock, is the one that must hold
     previous = engine.codec.name
     precheck_convert(engine, codec)
     # From here this process writes the new codec (splits it finishes, recoveries).
@@ -353,8 +353,9 @@ def convert(engine: Engine, codec_name: str, *, progress: ProgressFn | None = No
 
 def _switch_marker(engine: Engine, codec_name: str) -> None:
     marker = os.path.join(engine.root, MARKER)
-    with open(marker, "rb") as fh:
-        got = json.loads(fh.read())
+    got = _read_marker(marker)
+    if got is None:
+        raise StorageError(f"store marker {marker} is gone", path=marker)
     if got.get("codec") == codec_name:
         return
     got["codec"] = codec_name

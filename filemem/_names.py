@@ -23,9 +23,11 @@ from typing import Final
 from ._errors import InvalidKeyError
 
 __all__ = [
+    "DEVICE_NAMES",
     "KEY_MAX_CHARS",
     "escape_segment",
     "hash_bits",
+    "legacy_segment",
     "normalize_namespace",
     "unescape_segment",
     "validate_key",
@@ -38,6 +40,14 @@ KEY_MAX_CHARS: Final = 1024
 _SEGMENT_MAX_BYTES: Final = 240
 _NAMESPACE_MAX_DEPTH: Final = 32
 _SAFE: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-")
+#: Names Windows reserves for devices in every directory (whatever the case or
+#: extension; escaped names are lower-case and dot-free, so these forms are
+#: the only ones that can occur). A segment with one of these names gets its
+#: first letter escaped (``con`` -> ``%63on``), so a store's files can be
+#: copied to and opened on Windows.
+DEVICE_NAMES: Final = frozenset(
+    {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(1, 10)} | {f"lpt{i}" for i in range(1, 10)}
+)
 _HEX: Final = "0123456789ABCDEF"
 
 
@@ -62,8 +72,10 @@ def validate_key(key: object) -> str:
 def normalize_namespace(namespace: object) -> tuple[str, ...]:
     """Turn ``"a/b"``, ``("a", "b")`` or ``["a", "b"]`` into ``("a", "b")``, validated.
 
-    A string is split on ``/``; a tuple's segments are taken as they are (a
-    segment may then contain ``/``; it is escaped on disk).
+    A string is split on ``/``; a tuple's segments may not contain ``/``
+    (as keys may not), so the two forms of the same text always name the same
+    namespace, and every namespace ``list_namespaces`` returns can be passed
+    back in either form.
     """
     if isinstance(namespace, str):
         segments = tuple(namespace.split("/")) if namespace else ()
@@ -92,9 +104,9 @@ def normalize_namespace(namespace: object) -> tuple[str, ...]:
                 raise InvalidKeyError(
                     f"namespace segment {segment!r} is not valid Unicode (lone surrogate)", namespace=repr(segments)
                 ) from None
-        if not segment or segment in (".", "..") or "\x00" in segment:
+        if not segment or segment in (".", "..") or "\x00" in segment or "/" in segment:
             raise InvalidKeyError(
-                f"namespace segment {segment!r} is empty, '.', '..' or contains NUL", namespace=segments
+                f"namespace segment {segment!r} is empty, '.', '..' or contains '/' or NUL", namespace=segments
             )
         if len(escape_segment(segment)) > _SEGMENT_MAX_BYTES:
             raise InvalidKeyError(f"namespace segment {segment[:32]!r}... is too long", namespace=segments)
@@ -108,9 +120,13 @@ def escape_segment(segment: str) -> str:
     'agent-1'
     >>> escape_segment("Acme Corp/..")
     '%41cme%20%43orp%2F%2E%2E'
+    >>> escape_segment("nul")
+    '%6Eul'
     """
     raw = segment.encode("utf-8")
     if all(b in _SAFE for b in raw):
+        if segment in DEVICE_NAMES:
+            return "%" + _HEX[raw[0] >> 4] + _HEX[raw[0] & 15] + segment[1:]
         return segment
     out: list[str] = []
     for b in raw:
@@ -144,7 +160,19 @@ def unescape_segment(name: str) -> str | None:
     except UnicodeDecodeError:
         return None
     # Only the canonical escaping is ours: "%61" for "a" is a foreign name.
-    return segment if segment and escape_segment(segment) == name else None
+    # A bare device name is the escaping of filemem before 0.2 (see
+    # legacy_segment): still ours, so older stores stay readable.
+    return segment if segment and (escape_segment(segment) == name or name in DEVICE_NAMES) else None
+
+
+def legacy_segment(segment: str) -> str | None:
+    """The directory name an older filemem gave ``segment``, when it differs from today's; else None.
+
+    Only Windows device names (``con``, ``nul``, ...) changed: they used to be
+    stored unescaped. The engine keeps using such a directory where one exists,
+    so a store written before the change reads and writes as before.
+    """
+    return segment if segment in DEVICE_NAMES else None
 
 
 @functools.lru_cache(maxsize=1 << 16)  # hot keys: a dict hit instead of a hash and a format

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Protocol
@@ -65,7 +64,7 @@ class Snapshot:
         lp = view.lock_path(prefix)
         if lp in self._pinned:
             return self._pinned[lp]
-        if not os.path.isdir(view.dir):
+        if not _fs.dir_exists(view.dir):
             if self._engine.readonly:
                 return None  # cannot lock what does not exist without creating it
             # Lock the root range of the new namespace: any first writer must
@@ -73,7 +72,7 @@ class Snapshot:
             _fs.ensure_dir(view.dir)
             view.dir_known = True
         self._held[lp] = self._engine.snapshot_lock(view, prefix, first=not self._held)
-        self._engine.recover_batches()
+        self._engine.recover_batches((view.dir,))
         shard = self._engine.load(view.shard_path(prefix), prefix)
         self._pinned[lp] = shard
         return shard
@@ -121,7 +120,7 @@ class Snapshot:
             raise StoreClosedError("snapshot is closed")
         ns = self._ns(namespace)
         view = self._engine.view(ns)
-        if not os.path.isdir(view.dir) and self._engine.readonly:
+        if self._engine.readonly and not _fs.dir_exists(view.dir):
             return []
         while True:
             view.refresh()

@@ -135,7 +135,9 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet):
         if index_on_write:
             self._engine.after_apply = self._searcher.note_write
         if not readonly:
-            self._engine.recover_batches()
+            # Best effort: an intent that cannot be finished now fails only
+            # the writes to the namespaces it names (see recover_batches).
+            self._engine.recover_batches(())
             self._recover_journals()
 
     # ------------------------------------------------------------------ basics
@@ -308,11 +310,17 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet):
 
         ``list_namespaces(prefix=("tenant", "acme"))`` never returns
         ``("tenant", "acme-corp")``. ``max_depth`` truncates longer namespaces
-        to that many segments (deduplicated), like LangGraph's store.
+        to that many segments (deduplicated), like LangGraph's store; ``0``
+        returns ``[]`` (no namespace has zero segments) and a negative depth
+        raises InvalidValueError.
         """
+        if max_depth is not None and (isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0):
+            raise InvalidValueError(f"max_depth must be an int >= 0, not {max_depth!r}")
         self._engine.check_open()
         pre = self._ns(prefix) if prefix not in (None, (), "", []) else ()
         found = self._engine.list_namespaces(pre)
+        if max_depth == 0:
+            return []
         if max_depth is not None:
             found = sorted({ns[:max_depth] for ns in found})
         return found
@@ -335,10 +343,11 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet):
         ConflictError; this holds across processes.
         """
         value = copy_value(value)
-        self._engine.check_value(value)
+        key = validate_key(key)
+        self._engine.check_value(value, key)
         op = Op(
             self._ns(namespace),
-            validate_key(key),
+            key,
             "put",
             value,
             _check_ttl(ttl),
@@ -367,6 +376,16 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet):
         if not callable(fn):
             raise InvalidValueError("update() needs a callable")
         op = Op(self._ns(namespace), validate_key(key), "update", fn=fn, ttl=_check_ttl(ttl))
+        if not self._engine.view(op.namespace).dir_known and not self._engine.namespace_exists(op.namespace):
+            # A new namespace: the record is absent, so fn(None) is what the
+            # commit will store unless another process gets there first (then
+            # fn runs again, which its contract allows). Refuse a value that
+            # cannot be stored before the directory and lock file exist.
+            try:
+                guess = copy_value(fn(None))
+            except Exception:
+                guess = None
+            self._engine.check_value(guess, op.key)
         return self._engine.apply([op])[0]
 
     def batch(self) -> Batch:
@@ -533,7 +552,7 @@ class Batch:
         """Queue a put (see Store.put)."""
         s = self._store
         value = copy_value(value)
-        s._engine.check_value(value)
+        s._engine.check_value(value, validate_key(key))
         return self._add(
             Op(
                 s._ns(namespace),

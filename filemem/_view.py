@@ -116,7 +116,7 @@ class View:
             if probes > 64 or len(child) > MAX_PREFIX_BITS:
                 self.refresh()
                 return
-            if os.path.exists(self.shard_path(child)):
+            if _fs.lexists(self.shard_path(child)):
                 found.append(child)
             else:
                 pending += [child + "0", child + "1"]
@@ -124,7 +124,7 @@ class View:
             self.refresh()
             return
         existing = set(listing.existing)
-        if not os.path.exists(self.shard_path(prefix)):
+        if not _fs.lexists(self.shard_path(prefix)):
             existing.discard(prefix)
         existing.update(found)
         internal = set(listing.internal)
@@ -165,7 +165,7 @@ class View:
         of the children, where splits put their leaves, and then with a second
         listing.
         """
-        if any(os.path.exists(self.shard_path(prefix + c)) for c in "01"):
+        if any(_fs.lexists(self.shard_path(prefix + c)) for c in "01"):
             self.refresh()
             return True
         self.refresh()

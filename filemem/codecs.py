@@ -127,7 +127,11 @@ class JsonCodec:
             raise InvalidValueError(f"value cannot be encoded as JSON: {exc}") from exc
         if isinstance(obj, (dict, list, tuple)):
             _check_json_keys(obj)
-        return text.encode("utf-8")
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # A lone surrogate is a Python str but no Unicode text: it has no UTF-8 form.
+            raise InvalidValueError(f"value cannot be encoded as JSON: {exc.reason} (lone surrogate?)") from exc
 
     def decode(self, data: bytes) -> Any:
         """Decode UTF-8 JSON."""

@@ -22,8 +22,8 @@ Three parts:
    ``--scan-records`` records with ``AsyncStore.scan`` (and, for contrast,
    one that loads it whole with ``items()``), from ``ru_maxrss``.
 
-Temp stores go under ``--tmpdir`` (default: ``/work/benchtmp/async`` if it
-exists, else ``benchtmp`` next to the repository), never /tmp.
+Temp stores go under ``--tmpdir`` (default: ``benchtmp`` in the checkout,
+created on demand), never /tmp.
 """
 
 from __future__ import annotations
@@ -299,8 +299,7 @@ def scan_rss(tmp: str, records: int, with_items: bool) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_tmp = "/work/benchtmp/async" if os.path.isdir("/work/benchtmp") else os.path.join(ROOT, "benchtmp")
-    ap.add_argument("--tmpdir", default=default_tmp)
+    ap.add_argument("--tmpdir", default=os.path.join(ROOT, "benchtmp"))
     ap.add_argument("--ops", type=int, default=2000, help="ops per throughput run (fsync puts: a quarter)")
     ap.add_argument("--levels", default="1,10,100")
     ap.add_argument("--max-in-flight", type=int, default=16)

@@ -3,7 +3,7 @@
     python tools/bench_memory.py --n 1000 --procs 8 --durability flush
 
 Prints one line per measurement (median and 99th percentile in milliseconds).
-The store lives under --dir (default /work/benchtmp/memory or a temp dir).
+The store lives under --dir (default: the system temp dir).
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--durability", choices=["fsync", "flush"], default="flush")
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
+    if args.dir is not None:
+        os.makedirs(args.dir, exist_ok=True)
     root = tempfile.mkdtemp(dir=args.dir)
     path = os.path.join(root, "store")
     try:

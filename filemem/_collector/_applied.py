@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Iterable
 from typing import Any, Final
 
 from .. import _fs
 from .._engine import INTERNAL_DIR, INTERNAL_NS, Engine, Op
+from .._errors import StorageError
 
 __all__ = ["MARKER_KEY", "RangeSet", "marker_dir", "marker_namespace", "marker_op", "read_marker", "remove_marker"]
 
@@ -124,18 +126,32 @@ def read_marker(engine: Engine, jid: str) -> tuple[RangeSet, float]:
 
 
 def remove_marker(engine: Engine, jid: str) -> None:
-    """Delete the marker's directory (its journal is gone: nobody reads or writes it any more)."""
+    """Delete the marker's directory (its journal is gone: nobody reads or writes it any more).
+
+    A batch intent left by a writer that died between its commit and the
+    intent's removal may still name this directory: roll such intents
+    forward first, so that no intent outlives a directory it names. (Recovery
+    also tolerates a directory that is gone, when that is provably safe; this
+    keeps the case rare.) If an intent naming it cannot be finished now, the
+    directory stays until a later retire or ``check(fix=True)``.
+    """
     path = marker_dir(engine, jid)
+    try:
+        engine.recover_batches((path,))
+    except StorageError:
+        return
     shutil.rmtree(path, ignore_errors=True)
     parent = os.path.dirname(path)
-    if os.path.isdir(parent):
-        _fs.fsync_dir(parent)
+    if _fs.lexists(parent):
+        _fs.fsync_dir(parent, missing_ok=True)
 
 
 def marker_dirs(engine: Engine) -> list[str]:
     """The journal ids that have a marker directory."""
     base = os.path.join(engine.root, INTERNAL_DIR, _AREA)
-    try:
-        return sorted(n for n in os.listdir(base) if os.path.isdir(os.path.join(base, n)))
-    except FileNotFoundError:
-        return []
+    found = []
+    for n in sorted(_fs.listdir(base)):
+        st = _fs.lstat(os.path.join(base, n))
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            found.append(n)
+    return found

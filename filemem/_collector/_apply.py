@@ -19,7 +19,7 @@ from collections import deque
 from typing import Final
 
 from .._engine import Engine, Op
-from .._errors import FileMemError, InvalidKeyError, InvalidValueError
+from .._errors import FileMemError, InvalidKeyError, InvalidValueError, LockTimeout, StorageError
 from ..codecs import Codec
 from ._applied import RangeSet, marker_op, read_marker
 from ._breaker import CircuitBreaker, backoff_delay
@@ -37,6 +37,10 @@ _TRUNCATE_BYTES: Final = 1 << 20
 _MAX_NAMESPACES_PER_APPLY: Final = 64
 IDLE_WAIT_S: Final = 0.1
 _PERMANENT: Final = (InvalidValueError, InvalidKeyError)
+#: The store's trouble, not the record's (a full disk, an I/O error, a busy
+#: shard): such records are never dead-lettered; they stay in flight (and in
+#: the journal) and are retried behind the breaker until the store takes them.
+_TRANSIENT: Final = (StorageError, LockTimeout)
 
 
 class Rec:
@@ -219,15 +223,18 @@ class ApplyLoop:
     def _isolate(self) -> bool:
         """Apply the in-flight records one by one; dead-letter those the store refuses while it takes others.
 
-        Returns False (records left in flight) when the first
-        ``breaker_threshold`` all fail for reasons not their own: then the
-        store is down, not the records. Also False when the dead letters
-        cannot be written: the refused records stay in flight (and in the
-        journal) to be tried again.
+        Only records the store refuses for good are dead-lettered; one that
+        fails with a storage error or a lock timeout (:data:`_TRANSIENT`: a
+        full disk that will be freed) stays in flight. Returns False (records
+        left in flight, to be retried after a back-off) when any did, when the
+        first ``breaker_threshold`` all fail for reasons not their own (the
+        store is down, not the records), or when the dead letters cannot be
+        written.
         """
         bad: list[Rec] = []
         errors: set[str] = set()
         any_ok = False
+        stuck = False
         for i, r in enumerate(list(self._inflight)):
             try:
                 self._commit([r])
@@ -235,6 +242,10 @@ class ApplyLoop:
                 if not any_ok and not isinstance(exc, _PERMANENT) and i + 1 >= self.config.breaker_threshold:
                     self._note_failure(exc, 1)
                     return False
+                if isinstance(exc, _TRANSIENT):
+                    self._note_failure(exc, 1)
+                    stuck = True
+                    continue
                 errors.add(f"{type(exc).__name__}: {exc}")
                 bad.append(r)
                 continue
@@ -253,7 +264,7 @@ class ApplyLoop:
             # Counted done in the file when the marker retires them (fold).
             self._finished(bad, applied=0, in_file=False)
             self._fold_retired()
-        return True
+        return not stuck
 
     def _fold_retired(self) -> None:
         """Write the marker for ids retired without an apply (dropped, dead-lettered), when idle."""

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from .. import _fs, _locks
 from .._engine import JOURNAL_DIR, Engine, Op
-from .._errors import ConflictError, FileMemError
+from .._errors import ConflictError, FileMemError, StorageError
 from ..codecs import get_codec
 
 __all__ = ["DeadLetter", "append_dead_letters", "list_dead_letters", "replay_dead_letters"]
@@ -103,10 +103,10 @@ def append_dead_letters(engine: Engine, jid: str, letters: list[dict[str, Any]])
     path = os.path.join(directory, PREFIX + jid + SUFFIX)
     data = "".join(json.dumps(x, separators=(",", ":")) + "\n" for x in letters).encode()
     with _locks.exclusive(os.path.join(directory, LOCK_NAME), engine.lock_timeout_s):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise _fs.storage_error(exc, "open", path) from exc
+        opened = _fs.open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        if opened is None:
+            raise StorageError(f"could not open {path}: its directory is gone", path=path)
+        fd = opened
         try:
             try:
                 size = os.fstat(fd).st_size
@@ -148,13 +148,10 @@ def _parse(path: str) -> tuple[list[dict[str, Any]], list[bytes]]:
     """The letters of ``path``, and the lines that are not letters (torn by a crashed append)."""
     out: list[dict[str, Any]] = []
     bad: list[bytes] = []
-    try:
-        with open(path, "rb") as fh:
-            lines = fh.read().split(b"\n")
-    except FileNotFoundError:
+    got = _fs.read_file(path)  # never follows a link, never waits on a FIFO
+    if got is None:
         return out, bad
-    except OSError as exc:
-        raise _fs.storage_error(exc, "read", path) from exc
+    lines = got[0].split(b"\n")
     for line in lines:
         if not line.strip():
             continue

@@ -67,13 +67,10 @@ def read_journal(path: str) -> tuple[list[JournalRecord], int, bool]:
     A file without a complete header holds no records (a crash during
     creation). Raises StorageError only if the file cannot be read at all.
     """
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
+    got = _fs.read_file(path)  # never follows a link, never waits on a FIFO
+    if got is None:
         return [], 0, False
-    except OSError as exc:
-        raise _fs.storage_error(exc, "read", path) from exc
+    data = got[0]
     if not data.startswith(HEADER):
         return [], 0, bool(data)
     records: list[JournalRecord] = []

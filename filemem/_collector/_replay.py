@@ -16,6 +16,7 @@ what was read, so a write racing the replay is never overwritten either.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 from .. import _fs, _locks
@@ -43,11 +44,16 @@ def journal_dir(engine: Engine) -> str:
 
 def _journals(engine: Engine) -> list[tuple[str, str]]:
     directory = journal_dir(engine)
-    return [
-        (n[: -len(JOURNAL_SUFFIX)], os.path.join(directory, n))
-        for n in sorted(_fs.listdir(directory))
-        if n.endswith(JOURNAL_SUFFIX) and _fs.TEMP_MARK not in n
-    ]
+    found = []
+    for n in sorted(_fs.listdir(directory)):
+        if n.endswith(JOURNAL_SUFFIX) and _fs.TEMP_MARK not in n:
+            path = os.path.join(directory, n)
+            st = _fs.lstat(path)
+            # A link or a FIFO was never a journal (journals are created as
+            # regular files): never followed or opened; check reports it.
+            if st is not None and stat.S_ISREG(st.st_mode):
+                found.append((n[: -len(JOURNAL_SUFFIX)], path))
+    return found
 
 
 def recover_journals(engine: Engine) -> dict[str, int]:
@@ -215,6 +221,13 @@ def check_journals(engine: Engine, fix: bool) -> list[Finding]:
     mine: _Mine = {}  # shared by the journals replayed here (see recover_journals)
     for name in sorted(_fs.listdir(directory)):
         path = os.path.join(directory, name)
+        st = _fs.lstat(path)
+        if st is None:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            code = "symlink" if stat.S_ISLNK(st.st_mode) else "special-file"
+            findings.append(Finding(code, path, _fs.foreign_kind_error(path, st.st_mode).message))
+            continue
         if _fs.TEMP_MARK in name:
             if _temp_owner_alive(path):
                 continue  # a collector starting right now (its pid is in the name)

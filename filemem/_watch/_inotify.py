@@ -83,7 +83,9 @@ class InotifyWatcher:
             self._watch(directory)
             try:
                 entries = list(os.scandir(directory))
-            except (FileNotFoundError, NotADirectoryError):
+            except OSError:
+                # Gone, or unreadable now (EIO): its changes go unseen, which
+                # the cache TTL and the stat check already cover.
                 continue
             pending.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
 

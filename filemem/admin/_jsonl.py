@@ -177,6 +177,9 @@ def _parse(lines: Iterable[str]) -> Iterator[tuple[int, _Row]]:
             obj = json.loads(line)
         except ValueError as exc:
             raise InvalidValueError(f"line {number}: not valid JSON ({exc})") from None
+        except RecursionError:
+            # The store would refuse it anyway (values nest at most MAX_DEPTH levels).
+            raise InvalidValueError(f"line {number}: nested too deeply to read") from None
         if not isinstance(obj, dict):
             raise InvalidValueError(f"line {number}: expected a JSON object")
         if "filemem_export" in obj and not obj.keys() & {"namespace", "key", "value"}:

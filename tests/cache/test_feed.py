@@ -49,7 +49,7 @@ def _n_writes(n: int) -> Callable[[list[filemem.Change]], bool]:
 
 
 def test_subscribe_receives_another_process_changes(store_path: str) -> None:
-    odd = ("Acme Corp", "notes/2024")  # segments that are escaped on disk come back as given
+    odd = ("Acme Corp", "notes.2024")  # segments that are escaped on disk come back as given
     with make_store(store_path) as store:
         precreate(store, ("other",), NS, odd)
         mine = Collector()

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import filemem
 
-NAMESPACES = [("a",), ("a", "b"), ("tenant", "acme"), ("tenant", "acme-corp"), ("x/y",)]
+NAMESPACES = [("a",), ("a", "b"), ("tenant", "acme"), ("tenant", "acme-corp"), ("x.y",), ("nul",)]
 keys = st.sampled_from([f"k{i}" for i in range(40)] + ["ü", "a b", "..x"])
 namespaces = st.sampled_from(NAMESPACES)
 values = st.one_of(

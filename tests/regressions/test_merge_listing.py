@@ -177,6 +177,9 @@ def churn_child(path: str, stop_path: str, result_path: str) -> None:
             w.delete(NS, f"f{i}")
         merges += c.compact().get("merges", 0)
         rounds += 1
+        if rounds == 1:
+            with open(stop_path + ".ready", "w"):
+                pass
     w.close()
     c.close()
     with open(result_path + ".tmp", "w") as fh:
@@ -204,6 +207,11 @@ def test_listings_under_live_merges(tmp_path: Path, spawn_ctx: Any) -> None:
     rounds = 0
     try:
         with filemem.Store(path, durability="flush", watch="off", consistency="strict") as r:
+            # The window starts once the child churns: on a loaded machine its
+            # start (a fresh interpreter importing filemem) can take seconds.
+            ready_by = time.monotonic() + 60
+            while not os.path.exists(stop_path + ".ready") and time.monotonic() < ready_by and proc.is_alive():
+                time.sleep(0.01)
             deadline = time.monotonic() + 4.0
             while time.monotonic() < deadline:
                 listings = {

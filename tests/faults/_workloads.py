@@ -1,0 +1,228 @@
+"""Workloads for the crash simulator and the fault injector, and the checks both apply afterwards.
+
+A workload is a function ``workload(path, acks)`` over a store path. Before
+each call that changes the store it declares what the call will change, and
+the harness learns when the call returned::
+
+    with acks.op({("ns", "k"): 1}):
+        store.put("ns", "k", 1)
+
+A change is a value or :data:`DELETED`. ``atomic=False`` for a call whose
+changes may become visible one by one (a collector's flush). Everything a
+workload needs is in its own code: the harnesses know nothing about
+filemem's write path, which is what lets a new write path (the coming WAL)
+be proven by the same checks (tests/faults/README.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import filemem
+
+Key = tuple[str, str]
+#: A change that removes the key.
+DELETED: Any = ("<deleted>",)
+_ABSENT: Any = ("<absent>",)
+
+
+@dataclass
+class Group:
+    """One API call's declared changes and when it started and returned (positions in the event log)."""
+
+    changes: dict[Key, Any]
+    atomic: bool
+    started: int
+    returned: int | None = None
+
+
+@dataclass
+class Acks:
+    """What a workload declared and which calls returned; ``position()`` says "now" in the event log."""
+
+    position: Callable[[], int]
+    groups: list[Group] = field(default_factory=list)
+
+    @contextmanager
+    def op(self, changes: dict[Key, Any], *, atomic: bool = True) -> Iterator[None]:
+        g = Group(dict(changes), atomic, self.position())
+        self.groups.append(g)
+        yield
+        g.returned = self.position()
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def _read(store: filemem.Store, key: Key) -> Any:
+    return store.get(key[0], key[1], _ABSENT, consistency="strict")
+
+
+def expected_values(
+    groups: list[Group], instant: int | None
+) -> tuple[dict[Key, set[Any]], list[Group], dict[Key, Any]]:
+    """For a crash at ``instant`` (None: after every call ran or failed): the values each key may show.
+
+    A call that returned before the instant is acknowledged: its values must
+    be there (unless a later call in flight changed them). A call that started
+    but had not returned may show its new values or not, all at once if atomic.
+    """
+    current: dict[Key, Any] = {}
+    allowed: dict[Key, set[Any]] = {}
+    in_flight: list[Group] = []
+    for g in groups:
+        done = g.returned is not None and (instant is None or g.returned <= instant)
+        started = instant is None or g.started <= instant
+        if done:
+            current.update(g.changes)
+        elif started:
+            in_flight.append(g)
+    for g in groups:
+        for k in g.changes:
+            allowed.setdefault(k, set()).add(_freeze(current.get(k, _ABSENT)))
+    for g in in_flight:
+        for k, v in g.changes.items():
+            allowed[k].add(_freeze(_ABSENT if v is DELETED else v))
+    return allowed, in_flight, {k: _freeze(current.get(k, _ABSENT)) for k in allowed}
+
+
+def _freeze(v: Any) -> Any:
+    if v is DELETED:
+        return _ABSENT
+    if isinstance(v, dict):
+        return ("dict", tuple(sorted((k, _freeze(x)) for k, x in v.items())))
+    if isinstance(v, list):
+        return ("list", tuple(_freeze(x) for x in v))
+    return v
+
+
+def verify_store(path: str, groups: list[Group], instant: int | None, *, label: str) -> None:
+    """Open the store, check every acknowledged write and batch atomicity, then check(fix) and check()."""
+    allowed, in_flight, acked = expected_values(groups, instant)
+    with filemem.Store(path, watch="off") as store:
+        _check_values(store, allowed, in_flight, acked, label)
+        for ns in store.list_namespaces():
+            store.items(ns)  # every shard decodes: nothing torn is served
+        store.check(fix=True)
+        left = store.check()
+        assert left == [], f"{label}: check() after check(fix=True) still finds {left}"
+        _check_values(store, allowed, in_flight, acked, label + " after check(fix=True)")
+
+
+def _check_values(
+    store: filemem.Store, allowed: dict[Key, set[Any]], in_flight: list[Group], acked: dict[Key, Any], label: str
+) -> None:
+    got = {k: _freeze(_read(store, k)) for k in allowed}
+    for k, ok in allowed.items():
+        assert got[k] in ok, f"{label}: {k} = {got[k]!r}, expected one of {ok!r}"
+    for g in in_flight:
+        if not g.atomic:
+            continue
+        # Keys whose new value differs from the acknowledged one: all new or all old.
+        telling = {k: _freeze(v) for k, v in g.changes.items() if _freeze(v) != acked[k]}
+        shows_new = {got[k] == v for k, v in telling.items()}
+        assert len(shows_new) <= 1, f"{label}: batch half applied: {[(k, got[k]) for k in telling]}"
+
+
+# ---------------------------------------------------------------------- workloads
+
+WATCH_OFF = {"watch": "off"}
+
+
+def puts(path: str, acks: Acks) -> None:
+    """Puts into two namespaces, overwrites, and a ttl."""
+    with filemem.Store(path, **WATCH_OFF) as s:
+        for i in range(4):
+            with acks.op({("a", f"k{i}"): {"i": i}}):
+                s.put("a", f"k{i}", {"i": i})
+        with acks.op({("b", "k"): "one"}):
+            s.put("b", "k", "one")
+        with acks.op({("a", "k1"): {"i": 10}}):
+            s.put("a", "k1", {"i": 10})
+        with acks.op({("b", "t"): "ttl"}):
+            s.put("b", "t", "ttl", ttl=3600)
+
+
+def updates(path: str, acks: Acks) -> None:
+    """Counter updates (read-modify-write under the lock)."""
+    with filemem.Store(path, **WATCH_OFF) as s:
+        for i in range(1, 6):
+            with acks.op({("c", "n"): i}):
+                s.update("c", "n", lambda n: (n or 0) + 1)
+
+
+def deletes(path: str, acks: Acks) -> None:
+    """Puts then deletes, one of a key that was never there."""
+    with filemem.Store(path, **WATCH_OFF) as s:
+        for i in range(3):
+            with acks.op({("d", f"k{i}"): i}):
+                s.put("d", f"k{i}", i)
+        for i in (0, 2, 7):
+            with acks.op({("d", f"k{i}"): DELETED}):
+                s.delete("d", f"k{i}")
+
+
+def batches(path: str, acks: Acks) -> None:
+    """Batches of 2 and of 5 shards (5 takes the one-syncfs path), one with a delete."""
+    with filemem.Store(path, **WATCH_OFF) as s:
+        with acks.op({("x", "a"): 1, ("y", "a"): 1}), s.batch() as b:
+            b.put("x", "a", 1)
+            b.put("y", "a", 1)
+        five = {(f"m{i}", "k"): f"v{i}" for i in range(5)}
+        with acks.op(five), s.batch() as b:
+            for (ns, k), v in five.items():
+                b.put(ns, k, v)
+        again = {**{(f"m{i}", "k"): f"w{i}" for i in range(4)}, ("x", "a"): DELETED}
+        with acks.op(again), s.batch() as b:
+            for (ns, k), v in again.items():
+                if v is DELETED:
+                    b.delete(ns, k)
+                else:
+                    b.put(ns, k, v)
+
+
+def compaction(path: str, acks: Acks) -> None:
+    """Puts that split small shards, deletes that leave them tiny, then compact() merges them."""
+    with filemem.Store(path, shard_max_bytes=1024, **WATCH_OFF) as s:
+        for i in range(14):
+            with acks.op({("p", f"key-{i:02d}"): "x" * 120}):
+                s.put("p", f"key-{i:02d}", "x" * 120)
+        for i in range(0, 14, 2):
+            with acks.op({("p", f"key-{i:02d}"): DELETED}):
+                s.delete("p", f"key-{i:02d}")
+        with acks.op({}):
+            s.compact()
+
+
+def collector(path: str, acks: Acks) -> None:
+    """A collector with a journal: what flush() acknowledged is in the store."""
+    with filemem.Store(path, **WATCH_OFF) as s, s.collector(batch_size=4, batch_timeout=0.01) as c:
+        for round_ in range(2):
+            changes = {("col", f"r{round_}-{i}"): i for i in range(5)}
+            with acks.op(changes, atomic=False):
+                for (ns, k), v in changes.items():
+                    c.collect(ns, k, v)
+                c.flush(timeout=30)
+
+
+def mixed(path: str, acks: Acks) -> None:
+    """Every workload above, one after the other, on one store (the slow runs)."""
+    for name, fn in WORKLOADS.items():
+        if name != "mixed":
+            fn(path, acks)
+
+
+WORKLOADS: dict[str, Callable[[str, Acks], None]] = {
+    "puts": puts,
+    "updates": updates,
+    "deletes": deletes,
+    "batches": batches,
+    "compaction": compaction,
+    "collector": collector,
+}
+
+#: Bigger workloads for the slow runs (FILEMEM_FAULTS_FULL=1).
+LARGE_WORKLOADS: dict[str, Callable[[str, Acks], None]] = {"mixed": mixed}
