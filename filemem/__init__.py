@@ -20,6 +20,7 @@ with import-linter, see pyproject.toml)::
         _async, aio                  AsyncStore: the async twin, calls run in worker threads
         _store, _snapshot            Store facade and Batch; Snapshot, MappingView
         _store_features              Store's search and scan, sessions and collector facets
+        _health                      Store's health() findings and maintain(): proactive upkeep
     L4  _collector                   fire-and-forget collector, durable journal, replay, dead letters
         _sessions                    session registry, lock-based liveness, limits, confinement
         _search                      search: filters, BM25, vectors, per-namespace index files
@@ -60,6 +61,9 @@ from ._errors import StoreClosedError as StoreClosedError
 from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._feed import Change as Change
 from ._feed import Subscription as Subscription
+from ._health import HealthFinding as HealthFinding
+from ._health import MaintenanceReport as MaintenanceReport
+from ._health import MaintenanceStep as MaintenanceStep
 from ._search import SearchHit as SearchHit
 from ._sessions import Session as Session
 from ._sessions import SessionBatch as SessionBatch
@@ -110,11 +114,14 @@ __all__ = [
     "Finding",
     "FlushTimeoutError",
     "GenerationCache",
+    "HealthFinding",
     "InvalidKeyError",
     "InvalidQueryError",
     "InvalidValueError",
     "Item",
     "LockTimeout",
+    "MaintenanceReport",
+    "MaintenanceStep",
     "MappingView",
     "QueueFullError",
     "ReadOnlyError",

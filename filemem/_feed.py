@@ -27,6 +27,11 @@ __all__ = ["Change", "ChangeFeed", "Subscription"]
 
 ChangeKind = Literal["write", "delete", "missed", "session-started", "session-changed", "session-ended"]
 _HEADER_MAX_BYTES: Final = 64 * 1024
+#: Shard paths whose last published generation the feed remembers before it starts over.
+_GENERATIONS_MAX: Final = 100_000
+#: Most hidden writes of one shard announced one by one (a merge can jump a
+#: generation far ahead); past it, the trailing keys=None says the rest.
+_HIDDEN_MAX: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +62,20 @@ class Change:
     path: str = ""
 
 
-def _touched_keys(path: str) -> tuple[str, ...] | None:
-    """The ``touched`` list of a shard's header (cheap: the first line only)."""
+def _header_of(path: str) -> tuple[int | None, tuple[str, ...] | None]:
+    """The ``generation`` and ``touched`` list of a shard's header (cheap: the first line only)."""
     try:
         with open(path, "rb") as fh:
             line = fh.readline(_HEADER_MAX_BYTES)
         header = json.loads(line)
     except (OSError, ValueError):
-        return None
-    touched = header.get("touched") if isinstance(header, dict) else None
-    if isinstance(touched, list) and all(isinstance(k, str) for k in touched):
-        return tuple(touched)
-    return None
+        return None, None
+    if not isinstance(header, dict):
+        return None, None
+    generation = header.get("generation")
+    touched = header.get("touched")
+    keys = tuple(touched) if isinstance(touched, list) and all(isinstance(k, str) for k in touched) else None
+    return (generation if isinstance(generation, int) else None), keys
 
 
 class Subscription:
@@ -209,13 +216,27 @@ class Subscription:
 
 
 class ChangeFeed:
-    """Fans change events out to subscriptions. Thread-safe."""
+    """Fans change events out to subscriptions. Thread-safe.
 
-    def __init__(self, ns_root: str) -> None:
+    ``versions(path)``: ``{key: (version, updated_at)}`` of a shard file's
+    records (None if unreadable); with it, the keys of writes whose header was
+    replaced before the watcher read it are recovered from the record versions.
+    """
+
+    def __init__(
+        self, ns_root: str, versions: Callable[[str], dict[str, tuple[int, float]] | None] | None = None
+    ) -> None:
         self.ns_root = ns_root
+        self._versions = versions
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
         self.published = 0
+        # The generation last published per shard path (watcher thread only):
+        # events are read after the fact, so two quick writes can both be
+        # read as the second; the generations tell (see publish).
+        self._generations: dict[str, int] = {}
+        #: Since when someone listens (generations are only tracked meanwhile).
+        self._since = time.time()
 
     @property
     def active(self) -> bool:
@@ -244,14 +265,69 @@ class ChangeFeed:
         if namespace is None:
             return
         path = os.path.join(directory, name)
-        # Read the touched keys now, on the watcher's thread (one short read
-        # of the header, and only while someone listens): read later, a
-        # lagging subscriber would see a later write's keys.
-        keys = _touched_keys(path) if kind == "write" else None
-        change = Change(namespace, name[1 : -len(".shard")], kind, time.time(), keys, path)
+        shard = name[1 : -len(".shard")]
+        if kind != "write":
+            self._generations.pop(path, None)
+            self._fan_out(Change(namespace, shard, kind, time.time(), None, path))
+            return
+        # Read the header now, on the watcher's thread (one short read, and
+        # only while someone listens): read later, a lagging subscriber would
+        # see a later write's keys.
+        generation, keys = _header_of(path)
+        last = self._generations.get(path)
+        if generation is not None:
+            if len(self._generations) > _GENERATIONS_MAX:
+                self._generations.clear()
+            self._generations[path] = generation
+            if last is not None and generation == last:
+                # This header was already published: the event of an earlier
+                # write was read after this one landed.
+                return
+            if last is None and generation > 1:
+                # First sight of this shard since we listen: writes before this
+                # one but after we started listening may be hidden by it.
+                self._publish_hidden(namespace, shard, path, None, generation)
+            elif last is not None and generation > last + 1:
+                # Writes between were replaced before we read them.
+                self._publish_hidden(namespace, shard, path, last, generation)
+        self._fan_out(Change(namespace, shard, kind, time.time(), keys, path))
+
+    def _publish_hidden(self, namespace: tuple[str, ...], shard: str, path: str, last: int | None, now: int) -> None:
+        """Announce writes of a shard made after ``last`` and before ``now`` whose headers nobody read.
+
+        A record's version is the generation of the write that last set it, so
+        the records now holding such a version name (some of) that write's
+        keys. With ``last`` unknown (first sight of the shard), writes count
+        only if made since we listen (their records' ``updated_at``). After
+        a known gap, each hidden write is one change (its keys, or None when
+        no record holds its version any more), then one ``keys=None`` change
+        (a hidden write may also have deleted keys): re-read the namespace.
+        Never silent for a gap we can see.
+        """
+        t = time.time()
+        versions = self._versions(path) if self._versions is not None else None
+        by_version: dict[int, list[str]] = {}
+        if versions is not None:
+            for key, (version, updated_at) in versions.items():
+                if version < now and (version > last if last is not None else updated_at >= self._since):
+                    by_version.setdefault(version, []).append(key)
+            if last is None:
+                for version in sorted(by_version):
+                    self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(by_version[version])), path))
+                return
+        if last is None:
+            return
+        # One change per hidden write (its keys, or None when no record holds its
+        # version any more), then one None: a hidden write may also have deleted keys.
+        for version in range(max(last + 1, now - _HIDDEN_MAX), now):
+            keys = by_version.get(version) if versions is not None else None
+            self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(keys)) if keys else None, path))
+        self._fan_out(Change(namespace, shard, "write", t, None, path))
+
+    def _fan_out(self, change: Change) -> None:
         self.published += 1
-        for sub in subs:
-            if sub.matches(namespace):
+        for sub in self._subs:
+            if sub.matches(change.namespace):
                 sub.offer(change)
 
     def publish_missed(self) -> None:
@@ -263,6 +339,7 @@ class ChangeFeed:
         """A callback subscription with its own delivery thread."""
         sub = Subscription(self, prefix, max_queue, callback=callback)
         with self._lock:
+            self._start_listening()
             self._subs = [*self._subs, sub]
         return sub
 
@@ -270,8 +347,16 @@ class ChangeFeed:
         """An async-iterator subscription bound to the running loop."""
         sub = Subscription(self, prefix, max_queue, loop=asyncio.get_running_loop())
         with self._lock:
+            self._start_listening()
             self._subs = [*self._subs, sub]
         return sub
+
+    def _start_listening(self) -> None:
+        # Nothing was tracked while nobody listened: forget old generations,
+        # or writes made meanwhile would look like hidden ones.
+        if not self._subs:
+            self._generations.clear()
+            self._since = time.time()
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:

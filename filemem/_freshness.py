@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 from ._cache import ShardCache
 from ._engine import Engine
+from ._errors import FileMemError
 from ._feed import ChangeFeed
+from ._fs import read_file
+from ._shard import decode_shard
 from ._watch import ShardEventKind, Watcher, start_watcher
 
 __all__ = ["Freshness", "WatchMode"]
@@ -30,7 +33,7 @@ class Freshness:
         self.watch = watch
         self.poll_interval_s = poll_interval_s
         self.cache = cache
-        self.feed = ChangeFeed(engine.ns_root)
+        self.feed = ChangeFeed(engine.ns_root, self._record_versions)
         self._watcher: Watcher | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -38,6 +41,17 @@ class Freshness:
         self.lost = 0
         engine.cache = self.cache
         engine.after_fork = self.after_fork
+
+    def _record_versions(self, path: str) -> dict[str, tuple[int, float]] | None:
+        """``{key: (version, updated_at)}`` of a shard file, read outside the cache (the feed's recovery)."""
+        try:
+            got = read_file(path)
+            if got is None:
+                return None
+            shard = decode_shard(got[0], path, self.engine._codecs)
+        except FileMemError:
+            return None
+        return {key: (int(rec["version"]), float(rec["updated_at"])) for key, rec in shard.records.items()}
 
     # ------------------------------------------------------------------ watcher
 

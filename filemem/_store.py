@@ -16,6 +16,7 @@ from ._engine import Engine, Op, _fork_generation, copy_value
 from ._errors import InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
+from ._health import HealthFacet
 from ._names import normalize_namespace, validate_key
 from ._search import Embed, Searcher
 from ._sessions import check_sessions
@@ -47,7 +48,7 @@ def _check_version(if_version: int | None) -> int | None:
     return if_version
 
 
-class Store(SearchScanFacet, SessionsFacet, CollectorFacet):
+class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
     """A directory of memories shared safely by many processes.
 
     Example::

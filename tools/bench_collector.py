@@ -12,7 +12,10 @@ Figures:
    journal and apply threads run. ``burst``: back-to-back calls;
    ``paced_100us`` / ``paced_1ms``: one call every 100 us / 1 ms, sleeping
    in between (an agent that waits on I/O between records; the sleep leaves
-   the GIL to the writer threads, as real I/O would).
+   the GIL to the writer threads, as real I/O would). ``*_writers_parked``:
+   the same with the journal and apply threads parked (blocked in their
+   first write until the timing ends), so no other thread wants the GIL:
+   the call's own cost at that pacing, to tell it from the writers' share.
 2. ``throughput``: N processes each collect ``--records`` records into their
    own namespace and ``flush()``; records/s = all records / wall time from the
    start signal until the last flush returned (durable in the store, store
@@ -23,15 +26,17 @@ Figures:
    ``consistency="strict"`` get in another process seeing the record
    (CLOCK_MONOTONIC is one clock for both).
 4. ``memory``: a child process whose writer is stalled (its engine apply
-   blocks) collects ``--queued`` records; peak RSS (ru_maxrss) before and
-   after, and the journal's size.
+   blocks) collects ``--queued`` records; RSS before, peak RSS after (VmHWM
+   on Linux: ru_maxrss would include the parent's peak, which Linux carries
+   across fork and exec) and the journal's size.
 
-Temp stores go under ``--tmpdir`` (default ``benchtmp`` next to the repository).
+Temp stores go under ``--tmpdir`` (default: the system temp directory).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -42,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,15 +67,58 @@ def pct(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------- 1. latency
 
 
+@contextlib.contextmanager
+def _parked_writers() -> Iterator[threading.Event]:
+    """Park the collector's journal and apply threads (they block in their first write) until the event is set.
+
+    With them parked, a paced collect() runs with no other thread wanting
+    the GIL: what is left is the call's own cost at that pacing.
+    """
+    from filemem._collector import _journal
+    from filemem._engine import Engine
+
+    gate = threading.Event()
+    real_append, real_apply = _journal.JournalFile.append, Engine.apply
+
+    def append(self: Any, data: bytes) -> None:
+        gate.wait()
+        real_append(self, data)
+
+    def apply(self: Engine, ops: list[Any]) -> list[Any]:
+        gate.wait()
+        return real_apply(self, ops)
+
+    _journal.JournalFile.append = append  # type: ignore[method-assign]
+    Engine.apply = apply  # type: ignore[method-assign]
+    try:
+        yield gate
+    finally:
+        _journal.JournalFile.append = real_append  # type: ignore[method-assign]
+        Engine.apply = real_apply  # type: ignore[method-assign]
+        gate.set()
+
+
 def bench_latency(tmp: str, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for mode, gap_s in (("burst", 0.0), ("paced_100us", 0.0001), ("paced_1ms", 0.001)):
+    modes = (
+        ("burst", 0.0, False),
+        ("paced_100us", 0.0001, False),
+        ("paced_1ms", 0.001, False),
+        ("paced_100us_writers_parked", 0.0001, True),
+        ("paced_1ms_writers_parked", 0.001, True),
+    )
+    for mode, gap_s, parked in modes:
         path = os.path.join(tmp, f"lat-{mode}")
-        with filemem.Store(path) as store, store.collector(max_queue=max(n, 1000)) as c:
+        with contextlib.ExitStack() as stack:
+            if parked:
+                gate = stack.enter_context(_parked_writers())
+            store = stack.enter_context(filemem.Store(path))
+            c = stack.enter_context(store.collector(max_queue=max(n, 1000) * 2))
             ns = ("bench", "events")
             for i in range(1000):  # warm up caches
                 c.collect(ns, f"w{i}", VALUE)
-            c.flush()
+            if not parked:
+                c.flush()
             times: list[float] = []
             pc = time.perf_counter_ns
             count = n if not gap_s else max(1000, int(n * 0.0001 / gap_s) // 5)
@@ -85,6 +134,8 @@ def bench_latency(tmp: str, n: int) -> dict[str, Any]:
                 t0 = pc()
                 c.collect(ns, f"k{i}", VALUE)
                 times.append((pc() - t0) / 1000)
+            if parked:
+                gate.set()
             c.flush()
         out[mode] = {
             "calls": count,
@@ -214,6 +265,18 @@ def _rss_kb() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _peak_kb() -> int:
+    """Peak RSS of this process in KiB: VmHWM (starts afresh at exec); ru_maxrss where there is no /proc."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _memory_child(path: str, queued: int, conn: Any) -> None:
     from filemem._engine import Engine
 
@@ -235,7 +298,7 @@ def _memory_child(path: str, queued: int, conn: Any) -> None:
     elapsed = time.monotonic() - t
     while c.stats()["accepted"] < queued:
         time.sleep(0.05)
-    after = max(_rss_kb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    after = max(_rss_kb(), _peak_kb())
     conn.send(
         {
             "queued": queued,
@@ -270,7 +333,7 @@ def main() -> None:
     ap.add_argument("--queued", type=int, default=1_000_000, help="records queued for the memory figure")
     ap.add_argument("--only", choices=["latency", "throughput", "visibility", "memory"], action="append")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--tmpdir", default=os.path.join(ROOT, "benchtmp"))
+    ap.add_argument("--tmpdir", default=tempfile.gettempdir(), help="base directory for temp stores")
     args = ap.parse_args()
     os.makedirs(args.tmpdir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="bench-collector-", dir=args.tmpdir)

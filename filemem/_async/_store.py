@@ -13,6 +13,7 @@ from .._collector import Collector, CollectorConfig, DeadLetter
 from .._errors import InvalidValueError
 from .._feed import Change, Subscription
 from .._freshness import WatchMode
+from .._health import LOCK_WINDOW_S, HealthFinding, MaintenanceReport
 from .._search import Embed, SearchHit
 from .._sessions import SessionInfo
 from .._store import Store
@@ -333,6 +334,21 @@ class AsyncStore:
     async def compact(self) -> dict[str, int]:
         """Drop expired records from every shard; return counts."""
         return await self._runner.run(self._store.compact)
+
+    async def health(self, *, lock_probe_s: float = LOCK_WINDOW_S) -> list[HealthFinding]:
+        """What is worth doing to the store, most severe first (see Store.health)."""
+        return await self._runner.run(self._store.health, lock_probe_s=lock_probe_s)
+
+    async def maintain(
+        self, *, budget_s: float = 30.0, dry_run: bool = False, lock_probe_s: float = LOCK_WINDOW_S
+    ) -> MaintenanceReport:
+        """Carry out what health() recommends, at low priority, within ``budget_s`` (see Store.maintain).
+
+        >>> report = await astore.maintain(budget_s=5.0)  # doctest: +SKIP
+        """
+        return await self._runner.run(
+            self._store.maintain, budget_s=budget_s, dry_run=dry_run, lock_probe_s=lock_probe_s
+        )
 
     async def stats(self) -> dict[str, Any]:
         """Store.stats() plus ``"aio"``: in flight, waiting, queue depth (and its peak), cancellations.

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import FileMemError, InvalidKeyError, InvalidQueryError, InvalidValueError, LockTimeout
-from . import _agents, _read, _run, _write
+from . import _agents, _maintain, _read, _run, _write
 from ._base import (
     COMMANDS,
     EXIT_BUSY,
@@ -47,7 +47,7 @@ __all__ = [
     "main",
 ]
 
-_COMMAND_MODULES = (_read, _write, _agents, _run)  # importing them registers their commands
+_COMMAND_MODULES = (_read, _write, _maintain, _agents, _run)  # importing them registers their commands
 #: The order commands are listed in (help and docs/cli.md); unknown ones go last.
 _ORDER = (
     "info",
@@ -60,6 +60,7 @@ _ORDER = (
     "import",
     "check",
     "compact",
+    "maintain",
     "stats",
     "watch",
     "convert",

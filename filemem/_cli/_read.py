@@ -24,6 +24,7 @@ from ._base import (
     positive_int,
     when,
 )
+from ._maintain import show_findings
 
 __all__: list[str] = []
 
@@ -231,15 +232,17 @@ def _export_to_file(store: Store, output: str, prefix: str | None, progress: Pro
     description="Per namespace: records, shards, bytes and shard sizes (min/median/max); store-wide: a histogram "
     "of shard sizes and of shard depths (how often namespaces split), lock files and how many are held right "
     "now (a non-blocking probe), and this process's cache figures for reading the store once (caches are per "
-    "process). Read-only.",
+    "process). Then the health findings (store.health()), each with its recommended action; --json puts them "
+    'under "health". Read-only.',
     example="filemem stats ./memories --json",
     store="read",
 )
 def _stats(args: argparse.Namespace, out: Output) -> int:
     with open_for(args) as store:
         got = stats(store)
+        findings = store.health()
     if out.json:
-        out.emit(got)
+        out.emit({**got, "health": [f.as_dict() for f in findings]})
         return EXIT_OK
     out.table(
         ["NAMESPACE", "RECORDS", "EXPIRED", "SHARDS", "BYTES", "MIN", "MEDIAN", "MAX"],
@@ -273,6 +276,8 @@ def _stats(args: argparse.Namespace, out: Output) -> int:
             ),
         ]
     )
+    out.line()
+    show_findings(out, findings)
     return EXIT_OK
 
 

@@ -26,8 +26,9 @@ from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._deadletter import append_dead_letters, letter
 from ._journal import JournalFile
+from ._spool import Inbox, Rec, Spool
 
-__all__ = ["ApplyLoop", "Rec"]
+__all__ = ["ApplyLoop"]
 
 log = logging.getLogger("filemem.collector")
 
@@ -36,25 +37,18 @@ _TRUNCATE_BYTES: Final = 1 << 20
 #: Most distinct namespaces in one engine batch (each holds shard locks).
 _MAX_NAMESPACES_PER_APPLY: Final = 64
 IDLE_WAIT_S: Final = 0.1
+#: Records decoded or read back between two points where the apply thread may let go of the GIL.
+#: A thread that wakes (a paced collect() caller) waits for the GIL until the holder blocks or
+#: CPython's 5 ms switch interval runs out; slices of ~50-100 us of work keep collect() p99 low.
+SLICE_RECORDS: Final = 64
+#: ...but only for a caller that is between calls (no collect() this recently). A caller busy in
+#: Python would keep the GIL a whole switch interval after each yield and starve the writer.
+_PACED_GAP_S: Final = 0.0002
 _PERMANENT: Final = (InvalidValueError, InvalidKeyError)
 #: The store's trouble, not the record's (a full disk, an I/O error, a busy
 #: shard): such records are never dead-lettered; they stay in flight (and in
 #: the journal) and are retried behind the breaker until the store takes them.
 _TRANSIENT: Final = (StorageError, LockTimeout)
-
-
-class Rec:
-    """One queued record (kept small: a million may wait)."""
-
-    __slots__ = ("key", "ns", "payload", "prio", "seq", "ts")
-
-    def __init__(self, seq: int, prio: int, ts: float, ns: tuple[str, ...], key: str, payload: bytes) -> None:
-        self.seq = seq
-        self.prio = prio
-        self.ts = ts
-        self.ns = ns
-        self.key = key
-        self.payload = payload
 
 
 class ApplyLoop:
@@ -69,8 +63,8 @@ class ApplyLoop:
     _lock: threading.Lock
     _progress: threading.Condition
     _queued: int
-    _incoming: deque[Rec]
-    _ready: tuple[deque[Rec], deque[Rec], deque[Rec]]
+    _incoming: Inbox
+    _ready: tuple[Spool, Spool, Spool]
     _jbatch_min: float
     _inflight: list[Rec]
     _awake: threading.Event
@@ -85,6 +79,37 @@ class ApplyLoop:
     _done_in_file: int
     _file_lock: threading.Lock
     _fatal: BaseException | None
+    _last_collect: float
+
+    _contended: bool
+
+    def _let_callers_in(self) -> None:
+        """After a writer thread let go of the lock: if a collect() waited for it, hand it the GIL now."""
+        if self._contended:
+            self._contended = False
+            time.sleep(0)  # releases the GIL, so the woken caller takes it instead of waiting up to 5 ms
+
+    def _yield_gil(self) -> None:
+        """Let go of the GIL for a moment if a paced collect() caller may be waking (see _PACED_GAP_S)."""
+        if time.monotonic() - self._last_collect > _PACED_GAP_S:
+            time.sleep(0)  # releases the GIL: a thread waiting for it runs now, not after 5 ms
+
+    def _load(self, recs: list[Rec]) -> None:
+        """Read back from the journal the fields of records that wait there as (id, offset, size)."""
+        stubs = [r for r in recs if not r.loaded]
+        if not stubs:
+            return
+        journal = self._journal
+        assert journal is not None, "only journaled records wait unloaded"
+        stubs.sort(key=lambda r: r.off)
+        for i in range(0, len(stubs), SLICE_RECORDS):
+            if i:
+                self._yield_gil()
+            part = stubs[i : i + SLICE_RECORDS]
+            for r, got in zip(part, journal.read_frames([(r.off, r.size) for r in part]), strict=True):
+                if got.seq != r.seq:
+                    raise StorageError(f"journal {journal.path}: frame at {r.off} holds record {got.seq}, not {r.seq}")
+                r.ts, r.ns, r.key, r.payload, r.loaded = got.collected_at, got.namespace, got.key, got.payload, True
 
     def _ready_count(self) -> int:
         return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
@@ -120,6 +145,7 @@ class ApplyLoop:
                         batch.append(q.popleft())
                 batch.sort(key=lambda r: r.seq)
                 self._inflight = batch
+            self._let_callers_in()
             if not self._apply_with_retries():
                 # Closing interrupted the retries: put what is left back in line.
                 with self._lock:
@@ -171,6 +197,7 @@ class ApplyLoop:
 
         Each group that commits is finished at once (a retry never applies it again).
         """
+        self._load(batch)  # outside the collector's lock: collect() never waits for this read
         decode = self._codec.decode
         groups: list[list[Rec]] = [[]]
         seen: set[tuple[str, ...]] = set()
@@ -181,7 +208,11 @@ class ApplyLoop:
             seen.add(r.ns)
             groups[-1].append(r)
         for group in groups:
-            ops = [Op(r.ns, r.key, "put", decode(r.payload)) for r in group]
+            ops: list[Op] = []
+            for i in range(0, len(group), SLICE_RECORDS):
+                if i:
+                    self._yield_gil()
+                ops += [Op(r.ns, r.key, "put", decode(r.payload)) for r in group[i : i + SLICE_RECORDS]]
             if self._journal is None:
                 if ops:
                     self._engine.apply(ops)
@@ -209,6 +240,7 @@ class ApplyLoop:
             with self._lock:
                 self._applied = done
                 self._done_in_file += len(retired)
+            self._let_callers_in()
             if group:
                 self._finished(group, applied=len(group))
 
@@ -279,15 +311,22 @@ class ApplyLoop:
         self._maybe_truncate()
 
     def _finished(self, recs: list[Rec], *, applied: int, in_file: bool = True) -> None:
-        with self._progress:
+        # Outside the lock (collect() takes it): which in-flight records stay.
+        inflight = self._inflight
+        if len(recs) == len(inflight):
+            left: list[Rec] = []  # recs are always in flight: the same number means all of them
+        else:
             done = {id(r) for r in recs}
-            self._inflight = [r for r in self._inflight if id(r) not in done]
+            left = [r for r in inflight if id(r) not in done]
+        with self._progress:
+            self._inflight = left
             self._queued -= len(recs)
             self._counts["applied"] += applied
             self._counts["batches"] += 1 if applied else 0
             if self._journal is not None and in_file:
                 self._done_in_file += len(recs)
             self._progress.notify_all()
+        self._let_callers_in()
 
     def _maybe_truncate(self) -> None:
         journal = self._journal
@@ -309,6 +348,7 @@ class ApplyLoop:
             self._file_lock.release()
 
     def _dead_letter(self, recs: list[Rec], reason: str, error: str) -> None:
+        self._load(recs)
         letters = [
             letter(self.jid, r.seq, r.ns, r.key, self._codec.name, r.payload, r.prio, r.ts, reason, error) for r in recs
         ]

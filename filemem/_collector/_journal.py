@@ -31,7 +31,20 @@ import msgpack
 from .. import _fs, _locks
 from .._errors import StorageError
 
-__all__ = ["HEADER", "JOURNAL_SUFFIX", "JournalFile", "JournalRecord", "encode_frame", "read_journal"]
+__all__ = [
+    "HEADER",
+    "JOURNAL_SUFFIX",
+    "JournalFile",
+    "JournalRecord",
+    "decode_frame",
+    "encode_frame",
+    "frame_tail",
+    "frame_with_seq",
+    "read_journal",
+]
+
+#: Frames read back in one pread at most (the apply side reads a batch's frames in runs).
+_READ_RUN_BYTES: Final = 1 << 20
 
 HEADER: Final = b"FMJOURNAL1\n"
 JOURNAL_SUFFIX: Final = ".journal"
@@ -59,6 +72,29 @@ def encode_frame(
     """One length- and checksum-framed journal record."""
     body: bytes = msgpack.packb([seq, collected_at, priority, list(namespace), key, codec, payload], use_bin_type=True)
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def frame_tail(
+    collected_at: float, priority: int, namespace: tuple[str, ...], key: str, codec: str, payload: bytes
+) -> bytes:
+    """Everything of a frame's payload but the id: packed before the id is known (outside collect()'s lock)."""
+    packed: bytes = msgpack.packb([collected_at, priority, list(namespace), key, codec, payload], use_bin_type=True)
+    return packed[1:]  # without the 6-element array header (one byte, 0x96): frame_with_seq writes a 7-element one
+
+
+def frame_with_seq(seq: int, tail: bytes) -> bytes:
+    """The frame :func:`encode_frame` makes, byte for byte, from the id and :func:`frame_tail`."""
+    packed_seq: bytes = msgpack.packb(seq)
+    body = b"\x97" + packed_seq + tail
+    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def decode_frame(frame: bytes) -> JournalRecord:
+    """The record in one whole frame made by this process (StorageError if it does not decode)."""
+    rec = _decode_body(frame[_FRAME.size :])
+    if rec is None:
+        raise StorageError("a queued journal frame does not decode")
+    return rec
 
 
 def read_journal(path: str) -> tuple[list[JournalRecord], int, bool]:
@@ -161,6 +197,45 @@ class JournalFile:
             raise _fs.storage_error(exc, "append to journal", self.path) from exc
         self.offset += len(data)
         self.size_since_truncate += len(data)
+
+    def read_frames(self, spans: list[tuple[int, int]]) -> list[JournalRecord]:
+        """The records whose frames start at ``spans``' offsets with their sizes, in that order.
+
+        Frames next to each other are read in one ``pread``. A frame that does
+        not read back whole and intact raises StorageError: this process wrote
+        and fsynced it and holds the file's lock, so that is a failing disk.
+        """
+        out: list[JournalRecord] = []
+        i = 0
+        n = len(spans)
+        while i < n:
+            start, size = spans[i]
+            j = i + 1
+            end = start + size
+            while j < n and spans[j][0] == end and end - start < _READ_RUN_BYTES:
+                end += spans[j][1]
+                j += 1
+            try:
+                data = os.pread(self.fd, end - start, start)
+            except OSError as exc:
+                raise _fs.storage_error(exc, "read back from journal", self.path) from exc
+            pos = 0
+            for k in range(i, j):
+                size = spans[k][1]
+                rec = None
+                if len(data) >= pos + size >= pos + _FRAME.size:
+                    length, crc = _FRAME.unpack_from(data, pos)
+                    body = data[pos + _FRAME.size : pos + size]
+                    if length == len(body) and zlib.crc32(body) == crc:
+                        rec = _decode_body(body)
+                if rec is None:
+                    raise StorageError(
+                        f"journal {self.path}: frame at {spans[k][0]} does not read back", path=self.path
+                    )
+                out.append(rec)
+                pos += size
+            i = j
+        return out
 
     def flush(self) -> None:
         """fsync what was appended (a no-op for a store with durability="flush")."""

@@ -29,6 +29,7 @@ import random
 import secrets
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -45,11 +46,12 @@ from .._errors import (
 from .._names import validate_key
 from .._types import NamespaceLike
 from ._applied import RangeSet, remove_marker
-from ._apply import IDLE_WAIT_S, ApplyLoop, Rec
+from ._apply import IDLE_WAIT_S, ApplyLoop
 from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
-from ._journal import JournalFile, encode_frame
+from ._journal import JournalFile, decode_frame, encode_frame, frame_tail, frame_with_seq
 from ._replay import recover_journals
+from ._spool import Inbox, Rec, Spool, Taken, rec_of_frame, recs_of_taken
 
 __all__ = ["PRIORITIES", "Collector"]
 
@@ -97,10 +99,12 @@ class Collector(ApplyLoop):
         self._progress = threading.Condition(self._lock)  # space freed / records finished
         self._seq = 0
         self._queued = 0  # queued and not yet finished
-        self._incoming: deque[Rec] = deque()
-        self._ready: tuple[deque[Rec], deque[Rec], deque[Rec]] = (deque(), deque(), deque())
+        # Queued, not yet journaled: the journal frames themselves, in one buffer (see _spool).
+        self._incoming = Inbox()
+        # Journaled records wait here as (id, frame offset, size), not as objects (see _spool).
+        self._ready: tuple[Spool, Spool, Spool] = (Spool(0), Spool(1), Spool(2))
         self._jbatch_min = math.inf  # lowest id the journal thread holds
-        self._jgroup: deque[Rec] = deque()  # the group the journal thread holds
+        self._jgroup: Taken | None = None  # the group the journal thread holds
         self._inflight: list[Rec] = []  # the batch being applied
         #: Records being dropped (on_full="drop_oldest") whose letter is not written yet: seq -> journaled.
         self._dropping: dict[int, bool] = {}
@@ -124,6 +128,8 @@ class Collector(ApplyLoop):
             "recovered": 0,
         }
         self._latency: deque[float] = deque(maxlen=2048)
+        self._last_collect = 0.0
+        self._contended = False  # a collect() waited for the lock: see ApplyLoop._let_callers_in
         self.last_error = ""
         # Journal bookkeeping (journal mode only).
         self._applied = RangeSet()  # ids of this journal applied or retired since its last truncation
@@ -188,19 +194,28 @@ class Collector(ApplyLoop):
                 f"value encodes to {len(payload)} bytes; the limit is {self._engine.max_value_bytes}"
             )
         ts = time.time()
+        self._last_collect = time.monotonic()  # the apply thread yields the GIL only to paced callers
+        journaled = self._journal is not None
+        # In journal mode the record is queued as its journal frame; all of it but the id is packed here,
+        # outside the lock.
+        tail = frame_tail(ts, prio, ns, key, self._codec.name, payload) if journaled else b""
         while True:
-            with self._lock:
+            if not self._lock.acquire(blocking=False):
+                # A writer thread holds it: ask it to hand the GIL over as soon as it lets go
+                # (else it may run on for up to CPython's 5 ms switch interval while we wait).
+                self._contended = True
+                self._lock.acquire()
+            with _Release(self._lock):
                 self._check_usable()
                 victim = self._make_room(wait) if self._queued >= self.config.max_queue else None
                 if victim is None:
                     self._seq += 1
                     seq = self._seq
-                    rec = Rec(seq, prio, ts, ns, key, payload)
                     self._queued += 1
-                    if self._journal is not None:
-                        self._incoming.append(rec)
+                    if journaled:
+                        self._incoming.add(seq, prio, frame_with_seq(seq, tail))
                     else:
-                        self._ready[prio].append(rec)
+                        self._ready[prio].append(Rec(seq, prio, ts, ns, key, payload))
                     break
             # A record was pushed out to make room: its dead letter must be
             # durable before its id is retired (or a crash in between loses it).
@@ -237,7 +252,10 @@ class Collector(ApplyLoop):
                 if journaled:
                     self._ready[victim.prio].appendleft(victim)
                 else:
-                    self._incoming.appendleft(victim)
+                    frame = encode_frame(
+                        victim.seq, victim.ts, victim.prio, victim.ns, victim.key, self._codec.name, victim.payload
+                    )
+                    self._incoming.appendleft(victim.seq, victim.prio, frame)
                 self._progress.notify_all()
             self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
             if journaled:
@@ -293,10 +311,15 @@ class Collector(ApplyLoop):
         for q in reversed(self._ready):  # lowest priority first; oldest of it
             if q:
                 victim = q.popleft()
+                try:
+                    self._load([victim])  # its letter needs the record, which waits in the journal
+                except FileMemError:
+                    q.appendleft(victim)
+                    raise
                 self._dropping[victim.seq] = True  # journaled: to retire once its letter is durable
                 return victim
         if self._incoming:
-            victim = self._incoming.popleft()  # not journaled yet: nothing to retire
+            victim = rec_of_frame(*self._incoming.popleft())  # not journaled yet: nothing to retire
             self._dropping[victim.seq] = False
             return victim
         return None
@@ -305,11 +328,13 @@ class Collector(ApplyLoop):
 
     def _min_outstanding(self) -> float:
         low = self._jbatch_min
-        if self._incoming:
-            low = min(low, self._incoming[0].seq)
+        head = self._incoming.head_seq()
+        if head is not None:
+            low = min(low, head)
         for q in self._ready:
-            if q:
-                low = min(low, q[0].seq)
+            head = q.head_seq()
+            if head is not None:
+                low = min(low, head)
         if self._inflight:
             low = min(low, self._inflight[0].seq)
         if self._dropping:
@@ -382,7 +407,7 @@ class Collector(ApplyLoop):
                 remove_marker(self._engine, self.jid)
             else:
                 self._journal.release()  # its records wait for replay
-        left = [r for q in self._ready for r in q] + self._inflight
+        left = [r for q in self._ready for r in q.in_memory()] + self._inflight
         if self._journal is not None:
             left = [r for r in left if r.seq in self._unjournaled]  # the journal holds the others
             # A journal thread that died leaves records it never handed on:
@@ -390,8 +415,10 @@ class Collector(ApplyLoop):
             # reached the journal too: then a replay finds it twice, and the
             # letter's replay skips it as superseded. Better than losing it.)
             with self._lock:
-                left += [*self._jgroup, *self._incoming]
-                self._jgroup, self._incoming = deque(), deque()
+                if self._jgroup is not None:
+                    left += recs_of_taken(self._jgroup)
+                left += recs_of_taken(self._incoming.take_all())
+                self._jgroup = None
         if left:
             self._dead_letter(left, "unfinished", "collector closed before the store took it")
 
@@ -436,7 +463,6 @@ class Collector(ApplyLoop):
     def _journal_loop(self) -> None:
         journal = self._journal
         assert journal is not None
-        codec = self._codec.name
         attempt = 0
         while True:
             self._jwake.wait(IDLE_WAIT_S)
@@ -444,22 +470,24 @@ class Collector(ApplyLoop):
             if self.config.journal_group_delay:
                 time.sleep(self.config.journal_group_delay)
             with self._lock:
-                group, self._incoming = self._incoming, deque()
-                if group:
-                    self._jbatch_min = group[0].seq
+                group = self._incoming.take_all() if self._incoming else None
+                if group is not None:
+                    self._jbatch_min = group.seqs[0]
                     self._jgroup = group
-            if not group:
+            self._let_callers_in()
+            if group is None:
                 if self._stop.is_set():
                     return
                 continue
-            data = b"".join(encode_frame(r.seq, r.ts, r.prio, r.ns, r.key, codec, r.payload) for r in group)
+            data = group.data
             journaled = False
             while True:
                 try:
                     with self._file_lock:
+                        base = journal.offset
                         journal.append(data)
                         journal.flush()
-                        self._in_file += len(group)
+                        self._in_file += len(group.seqs)
                     attempt = 0
                     journaled = True
                     break
@@ -473,15 +501,32 @@ class Collector(ApplyLoop):
                         # Closing with the journal failing: hand the group on
                         # unjournaled rather than lose it.
                         break
+            spools = self._ready
+            # Worked out outside the lock, which collect() waits for.
+            recs = [] if journaled else recs_of_taken(group)
+            offs = array("q")
+            if journaled:
+                for size in group.sizes:
+                    offs.append(base)
+                    base += size
+            one_prio = group.prios[0] if group.prios.count(group.prios[0]) == len(group.prios) else None
             with self._lock:
-                for r in group:
-                    self._ready[r.prio].append(r)
-                self._jbatch_min = math.inf
-                self._jgroup = deque()
-                if journaled:
-                    self._counts["accepted"] += len(group)
+                if journaled and one_prio is not None:
+                    # From now on the journal holds each record: the line keeps only where its frame is.
+                    spools[one_prio].extend_packed(group.seqs, offs, group.sizes)
+                elif journaled:
+                    for seq, prio, off, size in zip(group.seqs, group.prios, offs, group.sizes, strict=True):
+                        spools[prio].append_packed(seq, off, size)
                 else:
-                    self._unjournaled.update(r.seq for r in group)
+                    for r in recs:
+                        spools[r.prio].append(r)
+                self._jbatch_min = math.inf
+                self._jgroup = None
+                if journaled:
+                    self._counts["accepted"] += len(group.seqs)
+                else:
+                    self._unjournaled.update(group.seqs)
+            self._let_callers_in()
             self._awake.set()
 
     # ------------------------------------------------------------------ health
@@ -510,8 +555,10 @@ class Collector(ApplyLoop):
             with self._lock:
                 counts = dict(self._counts)
                 depth = self._queued
-                heads = [q[0].ts for q in (self._incoming, *self._ready) if q]
-                heads += [self._inflight[0].ts] if self._inflight else []
+                first = self._incoming.peek()
+                heads = [decode_frame(first[2]).collected_at] if first is not None else []
+                heads += [r.ts for r in self._loaded_heads()]
+                heads += [self._inflight[0].ts] if self._inflight and self._inflight[0].loaded else []
                 collected = self._seq
         lat = sorted(self._latency)
         breaker = self.breaker.state if self._fork == _fork_generation[0] else self.breaker.state_nolock()
@@ -529,6 +576,15 @@ class Collector(ApplyLoop):
             "last_error": self.last_error,
             "journal": self._journal.path if self._journal is not None else None,
         }
+
+    def _loaded_heads(self) -> list[Rec]:
+        """With the lock held: the front record of each priority, read back from the journal if need be."""
+        heads = [h for h in (q.head() for q in self._ready) if h is not None]
+        try:
+            self._load(heads)
+        except FileMemError:
+            return [h for h in heads if h.loaded]
+        return heads
 
     def health(self) -> dict[str, Any]:
         """Is the collector keeping up? ``ok`` is False while the breaker is not closed, the
@@ -551,6 +607,21 @@ class Collector(ApplyLoop):
 
     def __repr__(self) -> str:
         return f"Collector({self._engine.root!r}, jid={self.jid!r}, closed={self._closed})"
+
+
+class _Release:
+    """``with _Release(lock):`` releases an already acquired lock on the way out."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 class _WouldBlock(Exception):  # noqa: N818 - internal signal, never escapes acollect

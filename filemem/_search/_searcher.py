@@ -263,6 +263,22 @@ class Searcher:
             state.dirty.clear()
         return True
 
+    def reindex(self, ns: tuple[str, ...]) -> int:
+        """Bring ``ns``'s index files (this process's configuration) up to date; return segments built.
+
+        What a search of ``ns`` would do to its index, without the search:
+        segments of changed shards are rebuilt from the shards (no shard lock
+        is taken) and written back under the index's own lock, which is only
+        tried (another process writing it means it is being kept up to date).
+        """
+        self._after_fork()
+        with self._lock:
+            before = self.counters["segments_built"]
+            self._parts(ns, need_shard=False)
+            built = self.counters["segments_built"] - before
+            self.persist(ns)
+        return built
+
     def note_write(self, ops: Sequence[Op]) -> None:
         """After a committed write: re-index the shards it wrote, in namespaces someone searches.
 

@@ -268,9 +268,7 @@ def stats(store: Store) -> dict[str, Any]:
         "shard_sizes": hist,
         "shard_depths": dict(sorted(depth_hist.items(), key=lambda kv: int(kv[0]))),
         "locks": {"lock_files": lock_files, "held_now": held},
-        "process": {
-            "cache": process.get("cache", {}),
-            "shard_parses": process.get("shard_parses", 0),
-            "watcher": process.get("watcher"),
-        },
+        # Everything store.stats() reports for this process: the same figures
+        # (and names) as `filemem serve`'s /v1/stats "store" section and /metrics.
+        "process": process,
     }

@@ -324,17 +324,19 @@ def test_store_forgets_closed_collectors(store: filemem.Store) -> None:
 def test_close_dead_letters_what_a_dead_journal_thread_held(
     store: filemem.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from filemem._collector import _writer
+    from filemem._collector import _journal
 
     entered = threading.Event()
     gate = threading.Event()
 
-    def broken(*_a: Any, **_k: Any) -> bytes:
+    def broken(*_a: Any, **_k: Any) -> None:
         entered.set()
         assert gate.wait(10)
         raise RuntimeError("journal thread bug")
 
-    monkeypatch.setattr(_writer, "encode_frame", broken)
+    # The journal thread dies on an unexpected error while it holds a group (the frames are
+    # made by collect() itself, so the group's write is where the thread can break).
+    monkeypatch.setattr(_journal.JournalFile, "append", broken)
     c = store.collector()
     c.collect("ev", "k0", 0)
     assert entered.wait(10)  # the journal thread holds k0

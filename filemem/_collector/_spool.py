@@ -1,0 +1,316 @@
+"""The line of records waiting to be applied, per priority, held compactly (layer L4).
+
+Invariant: a record the journal holds waits here as three numbers (its id,
+and where its frame starts in the journal file and how long it is: 20 bytes
+in packed arrays), not as a Python object; the apply side reads its frame
+back when it takes it. Records the journal does not hold (a collector without
+a journal, or records handed on unjournaled while closing with a failing
+journal) wait as :class:`Rec` objects. Order is first in, first out; records
+put back go to the front.
+
+:class:`Inbox` holds what ``collect()`` queued and the journal thread has not
+written yet, as the journal frames themselves, appended to one buffer
+(about 100 bytes a record instead of a 300-byte object); the journal thread
+writes the buffer as it is.
+
+Why: a million queued records cost 298 bytes each as objects (313.6 MB),
+against the seeds' budget of 50 MB for queue and cache. Their frames are
+already on disk (in the page cache, not in this process's memory), written
+and fsynced by the journal thread before the record was handed on.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from typing import Final, NamedTuple
+
+from ._journal import decode_frame
+
+__all__ = ["Inbox", "Rec", "Spool", "Taken", "rec_of_frame", "recs_of_taken"]
+
+#: Drop the consumed head of a packed chunk once this many entries are consumed (and half of it).
+_COMPACT_AFTER: Final = 4096
+
+
+class Rec:
+    """One queued record (kept small: a million may wait).
+
+    ``off``/``size``: where its frame is in the journal (``off`` -1: not in
+    the journal). A record taken from a :class:`Spool` starts with only
+    ``seq``, ``prio``, ``off`` and ``size``; ``loaded`` tells whether the rest
+    was read back from the journal yet.
+    """
+
+    __slots__ = ("key", "loaded", "ns", "off", "payload", "prio", "seq", "size", "ts")
+
+    def __init__(
+        self,
+        seq: int,
+        prio: int,
+        ts: float,
+        ns: tuple[str, ...],
+        key: str,
+        payload: bytes,
+        off: int = -1,
+        size: int = 0,
+    ) -> None:
+        self.seq = seq
+        self.prio = prio
+        self.ts = ts
+        self.ns = ns
+        self.key = key
+        self.payload = payload
+        self.off = off
+        self.size = size
+        self.loaded = True
+
+    @classmethod
+    def stub(cls, seq: int, prio: int, off: int, size: int) -> Rec:
+        """A journaled record whose fields are still in its frame (see ``_journal.load_records``)."""
+        r = cls(seq, prio, 0.0, (), "", b"", off, size)
+        r.loaded = False
+        return r
+
+
+class _Packed:
+    """Journaled records: ids, frame offsets and sizes in parallel arrays; ``head`` is the next to take."""
+
+    __slots__ = ("head", "offs", "seqs", "sizes")
+
+    def __init__(self) -> None:
+        self.seqs = array("q")
+        self.offs = array("q")
+        self.sizes = array("I")
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.seqs) - self.head
+
+
+class Spool:
+    """FIFO of records of one priority; see the module docstring. Not thread-safe (the collector's lock guards it)."""
+
+    __slots__ = ("_chunks", "_count", "prio")
+
+    def __init__(self, prio: int) -> None:
+        self.prio = prio
+        self._chunks: deque[_Packed | deque[Rec]] = deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def append(self, rec: Rec) -> None:
+        """Add one record at the back: packed if the journal holds it, else as the object."""
+        if rec.off >= 0:
+            self.append_packed(rec.seq, rec.off, rec.size)
+            return
+        tail = self._chunks[-1] if self._chunks else None
+        if not isinstance(tail, deque):
+            tail = deque()
+            self._chunks.append(tail)
+        tail.append(rec)
+        self._count += 1
+
+    def append_packed(self, seq: int, off: int, size: int) -> None:
+        """Add a journaled record at the back, by where its frame is."""
+        tail = self._chunks[-1] if self._chunks else None
+        if not isinstance(tail, _Packed):
+            tail = _Packed()
+            self._chunks.append(tail)
+        tail.seqs.append(seq)
+        tail.offs.append(off)
+        tail.sizes.append(size)
+        self._count += 1
+
+    def extend_packed(self, seqs: array[int], offs: array[int], sizes: array[int]) -> None:
+        """Add journaled records at the back, by where their frames are (three arrays of one length)."""
+        tail = self._chunks[-1] if self._chunks else None
+        if not isinstance(tail, _Packed):
+            tail = _Packed()
+            self._chunks.append(tail)
+        tail.seqs.extend(seqs)
+        tail.offs.extend(offs)
+        tail.sizes.extend(sizes)
+        self._count += len(seqs)
+
+    def appendleft(self, rec: Rec) -> None:
+        """Put one record back at the front (a batch interrupted, a drop undone)."""
+        if rec.off >= 0 and not rec.loaded:
+            chunk = _Packed()
+            chunk.seqs.append(rec.seq)
+            chunk.offs.append(rec.off)
+            chunk.sizes.append(rec.size)
+            self._chunks.appendleft(chunk)
+        else:
+            self._chunks.appendleft(deque([rec]))
+        self._count += 1
+
+    def head_seq(self) -> int | None:
+        """The id of the record at the front, or None."""
+        for chunk in self._chunks:
+            if isinstance(chunk, deque):
+                if chunk:
+                    return chunk[0].seq
+            elif len(chunk):
+                return chunk.seqs[chunk.head]
+        return None
+
+    def head(self) -> Rec | None:
+        """The record at the front (a stub if packed), left in place; None if empty."""
+        for chunk in self._chunks:
+            if isinstance(chunk, deque):
+                if chunk:
+                    return chunk[0]
+            elif len(chunk):
+                i = chunk.head
+                return Rec.stub(chunk.seqs[i], self.prio, chunk.offs[i], chunk.sizes[i])
+        return None
+
+    def popleft(self) -> Rec:
+        """Take the record at the front (a stub if packed). IndexError if empty."""
+        while self._chunks:
+            chunk = self._chunks[0]
+            if isinstance(chunk, deque):
+                if chunk:
+                    self._count -= 1
+                    rec = chunk.popleft()
+                    if not chunk:
+                        self._chunks.popleft()
+                    return rec
+            elif len(chunk):
+                i = chunk.head
+                rec = Rec.stub(chunk.seqs[i], self.prio, chunk.offs[i], chunk.sizes[i])
+                chunk.head = i + 1
+                self._count -= 1
+                if not len(chunk):
+                    self._chunks.popleft()
+                elif chunk.head >= _COMPACT_AFTER and chunk.head * 2 >= len(chunk.seqs):
+                    # The consumed head of a long-lived chunk (appended to while taken from) is dead weight.
+                    del chunk.seqs[: chunk.head], chunk.offs[: chunk.head], chunk.sizes[: chunk.head]
+                    chunk.head = 0
+                return rec
+            self._chunks.popleft()
+        raise IndexError("pop from an empty spool")
+
+    def take(self, n: int) -> list[Rec]:
+        """Take up to ``n`` records from the front."""
+        out: list[Rec] = []
+        while self._count and len(out) < n:
+            out.append(self.popleft())
+        return out
+
+    def in_memory(self) -> list[Rec]:
+        """The records held as objects (the journal does not hold them)."""
+        return [r for chunk in self._chunks if isinstance(chunk, deque) for r in chunk]
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._count = 0
+
+
+class Inbox:
+    """Journal frames queued by ``collect()``, not yet written: one buffer, ids/priorities/sizes in arrays.
+
+    Not thread-safe (the collector's lock guards it). ``take_all`` hands the
+    whole content to the journal thread at once; ``popleft``/``appendleft``
+    serve ``on_full="drop_oldest"``.
+    """
+
+    __slots__ = ("_buf", "_front", "_head", "_off", "_prios", "_seqs", "_sizes")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._seqs = array("q")
+        self._prios = array("b")
+        self._sizes = array("I")
+        self._head = 0  # next entry of the arrays to take
+        self._off = 0  # its offset in the buffer
+        self._front: deque[tuple[int, int, bytes]] = deque()  # records put back, before the buffer
+
+    def __len__(self) -> int:
+        return len(self._front) + len(self._seqs) - self._head
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def add(self, seq: int, prio: int, frame: bytes) -> None:
+        self._buf += frame
+        self._seqs.append(seq)
+        self._prios.append(prio)
+        self._sizes.append(len(frame))
+
+    def head_seq(self) -> int | None:
+        if self._front:
+            return self._front[0][0]
+        return self._seqs[self._head] if self._head < len(self._seqs) else None
+
+    def popleft(self) -> tuple[int, int, bytes]:
+        """The oldest (id, priority, frame). IndexError if empty."""
+        if self._front:
+            return self._front.popleft()
+        i = self._head
+        if i >= len(self._seqs):
+            raise IndexError("pop from an empty inbox")
+        size = self._sizes[i]
+        got = self._seqs[i], self._prios[i], bytes(self._buf[self._off : self._off + size])
+        self._head, self._off = i + 1, self._off + size
+        if self._head == len(self._seqs):
+            self.take_all()  # empty: start the buffer over
+        return got
+
+    def appendleft(self, seq: int, prio: int, frame: bytes) -> None:
+        self._front.appendleft((seq, prio, frame))
+
+    def peek(self) -> tuple[int, int, bytes] | None:
+        """The oldest (id, priority, frame), left in place."""
+        if self._front:
+            return self._front[0]
+        i = self._head
+        if i >= len(self._seqs):
+            return None
+        return self._seqs[i], self._prios[i], bytes(self._buf[self._off : self._off + self._sizes[i]])
+
+    def take_all(self) -> Taken:
+        """Everything queued, in order, and the inbox emptied."""
+        h = self._head
+        taken = Taken(
+            b"".join(frame for _, _, frame in self._front) + bytes(memoryview(self._buf)[self._off :]),
+            array("q", [seq for seq, _, _ in self._front]) + self._seqs[h:],
+            array("b", [prio for _, prio, _ in self._front]) + self._prios[h:],
+            array("I", [len(frame) for _, _, frame in self._front]) + self._sizes[h:],
+        )
+        self._buf = bytearray()
+        self._seqs, self._prios, self._sizes = array("q"), array("b"), array("I")
+        self._head = self._off = 0
+        self._front.clear()
+        return taken
+
+
+class Taken(NamedTuple):
+    """What the journal thread took from the inbox: the frames back to back, and each one's id, priority, size."""
+
+    data: bytes
+    seqs: array[int]
+    prios: array[int]
+    sizes: array[int]
+
+
+def rec_of_frame(seq: int, prio: int, frame: bytes) -> Rec:
+    """The record in a frame that waited in the inbox, as an object."""
+    got = decode_frame(frame)
+    return Rec(seq, prio, got.collected_at, got.namespace, got.key, got.payload)
+
+
+def recs_of_taken(taken: Taken) -> list[Rec]:
+    """The records of frames taken from the inbox, as objects."""
+    out: list[Rec] = []
+    pos = 0
+    for seq, prio, size in zip(taken.seqs, taken.prios, taken.sizes, strict=True):
+        out.append(rec_of_frame(seq, prio, taken.data[pos : pos + size]))
+        pos += size
+    return out

@@ -1,0 +1,374 @@
+"""The server's change hub: the store's change feed, numbered and retained for WebSocket clients (layer L7).
+
+Invariants:
+
+* Every message gets a cursor ``<epoch>-<seq>``: ``seq`` grows by one per
+  message, in the order the store's change feed delivered the changes;
+  ``epoch`` is new each time the server starts. Messages live in one ring of
+  the last ``retain`` messages, shared by every client.
+* A client is a position in that ring, never a queue: writers and the feed
+  never wait for a client, and a slow client costs only its own task. A
+  client whose position fell out of the ring (too slow, or resuming from too
+  old a cursor, or from another epoch) receives an explicit ``missed``
+  message naming the cursors between which it lost messages, never a silent
+  gap.
+* The feed's own ``missed`` (events lost by the watcher, or the hub's
+  subscription overflowing) becomes a ``missed`` message in the ring.
+
+The feed says which shard changed and which keys a write touched; the hub
+reads each touched key (``consistency="strict"``) to say ``put`` (with its
+version) or ``delete``. A write that touched more keys than the shard header
+names arrives with ``key: null`` and ``op: "write"``: re-read the namespace.
+Threads: the feed's delivery threads resolve changes and hand finished
+messages to the event loop with ``call_soon_threadsafe`` (FIFO, so order is
+kept); the ring is only touched on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import secrets
+import threading
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .. import Change, FileMemError, SessionInfo, Store, Subscription
+from ..admin import to_json_value
+from ._auth import Principal
+
+__all__ = ["ChangeHub", "Cursor", "session_json"]
+
+#: The feed subscription's own queue: past it the feed reports ``missed``.
+_FEED_QUEUE: Final = 100_000
+#: Values up to this many bytes of JSON ride along in change messages.
+_VALUE_INLINE_BYTES: Final = 1024
+#: The dedupe table (last version announced per key) starts over past this.
+_LAST_SENT_MAX: Final = 200_000
+#: Readers are woken at most this often: under load each wake-up then carries
+#: many messages (one frame per client with ``batch=1``) instead of one each.
+_WAKE_INTERVAL_S: Final = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    seq: int
+    kind: str  # "change" | "session" | "missed"
+    namespace: tuple[str, ...] | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position in the hub's stream: ``epoch`` of the server run, ``seq`` of the message."""
+
+    epoch: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.seq}"
+
+    @staticmethod
+    def parse(text: str) -> Cursor | None:
+        """The cursor in ``text``, or None if it is not one."""
+        epoch, sep, seq = text.rpartition("-")
+        if not sep or not epoch or not seq.isdigit() or len(seq) > 18:
+            return None
+        return Cursor(epoch, int(seq))
+
+
+def session_json(info: SessionInfo) -> dict[str, Any]:
+    """A SessionInfo as JSON (namespaces in their ``a/b`` form)."""
+    return {
+        "id": info.id,
+        "agent": info.agent,
+        "pid": info.pid,
+        "host": info.host,
+        "registered_at": info.registered_at,
+        "started_at": info.started_at,
+        "state": info.state,
+        "status": info.status,
+        "progress": info.progress,
+        "priority": info.priority,
+        "metadata": to_json_value(info.metadata),
+        "namespace": "/".join(info.namespace) if info.namespace is not None else None,
+        "shared": ["/".join(s) for s in info.shared],
+        "operations": info.operations,
+        "bytes_written": info.bytes_written,
+        "heartbeat_at": info.heartbeat_at,
+        "ended_at": info.ended_at,
+        "stop_requested": info.stop_requested,
+        "alive": info.alive,
+    }
+
+
+class ChangeHub:
+    """Numbers the store's changes and session events and serves them to WebSocket readers.
+
+    Example (inside the server's event loop)::
+
+        hub = ChangeHub(store, retain=10_000)
+        hub.start(asyncio.get_running_loop())
+        async for batch in hub.read(principal, prefix=(), after=None):
+            ...  # lists of JSON texts, in cursor order
+    """
+
+    def __init__(self, store: Store, *, retain: int = 10_000) -> None:
+        self.store = store
+        self.retain = max(1, retain)
+        # Unique per server run: a cursor from an earlier run is recognised as such.
+        self.epoch = f"{int(time.time()):x}{secrets.token_hex(3)}"
+        self._ring: collections.deque[_Entry] = collections.deque()
+        self._seq = 0  # last seq handed out (hub threads, under _seq_lock)
+        self._last = 0  # last seq in the ring (loop only)
+        self._seq_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._notify_pending = False
+        self._last_wake = 0.0
+        # The last range every whole-store reader was sent, and its batch frame:
+        # readers in step share one list and one encoded frame.
+        self._memo: tuple[int, int, list[str]] | None = None
+        self._memo_frame: tuple[list[str], str] | None = None
+        self._subs: list[Subscription] = []
+        self._last_sent: dict[tuple[tuple[str, ...], str], int] = {}
+        self.closed = False
+        # figures for /metrics
+        self.clients = 0
+        self.messages = 0
+        self.missed_sent = 0
+        self.clients_closed_slow = 0
+        self.resolve_errors = 0
+        self.delivery_lag_s: collections.deque[float] = collections.deque(maxlen=4096)
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Subscribe to the store's change feed and session events (call on the loop)."""
+        self._loop = loop
+        self._wake = asyncio.Event()
+        self._subs.append(self.store.subscribe(self._on_change, max_queue=_FEED_QUEUE))
+        self._subs.append(self.store.subscribe_sessions(self._on_session, max_queue=_FEED_QUEUE))
+
+    def close(self) -> None:
+        """End the subscriptions and wake every reader so it can leave."""
+        self.closed = True
+        for sub in self._subs:
+            sub.close()
+        self._subs.clear()
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def cursor(self) -> Cursor:
+        """The cursor of the newest message (seq 0: none yet)."""
+        return Cursor(self.epoch, self._last)
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq still retained (``last + 1`` when the ring is empty)."""
+        return self._ring[0].seq if self._ring else self._last + 1
+
+    # ------------------------------------------------------------------ producers (feed threads)
+
+    def _emit(self, kind: str, namespace: tuple[str, ...] | None, body: dict[str, Any]) -> None:
+        loop = self._loop
+        if loop is None or self.closed:
+            return
+        with self._seq_lock:
+            self._seq += 1
+            seq = self._seq
+            body["cursor"] = f"{self.epoch}-{seq}"
+            if kind == "missed":
+                body["from"] = f"{self.epoch}-{seq - 1}"
+                body["to"] = body["cursor"]
+            entry = _Entry(seq, kind, namespace, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+            # Under the lock: the loop receives entries in seq order.
+            try:
+                loop.call_soon_threadsafe(self._append, entry)
+            except RuntimeError:  # the loop is closed: the server is going away
+                self.closed = True
+
+    def _on_change(self, change: Change) -> None:
+        try:
+            self._resolve(change)
+        except FileMemError:
+            # The store could not be read just now: say so rather than guess.
+            self.resolve_errors += 1
+            self._emit("missed", None, {"type": "missed", "reason": "unreadable"})
+
+    def _resolve(self, change: Change) -> None:
+        ns = change.namespace
+        ns_text = "/".join(ns)
+        if change.kind == "missed":
+            self._emit("missed", None, {"type": "missed", "reason": "feed"})
+            return
+        if change.kind != "write":
+            return  # a shard file went away (split, merge): its records live on elsewhere
+        if change.keys is None:
+            self._emit(
+                "change",
+                ns,
+                {"type": "change", "namespace": ns_text, "key": None, "op": "write", "time": change.time},
+            )
+            return
+        if len(self._last_sent) > _LAST_SENT_MAX:
+            self._last_sent.clear()
+        for key in change.keys:
+            item = self.store.get_item(ns, key, consistency="strict")
+            version = item.version if item is not None else -1
+            if self._last_sent.get((ns, key)) == version:
+                continue  # the feed read this header after a later write: announced already
+            self._last_sent[(ns, key)] = version
+            body: dict[str, Any] = {"type": "change", "namespace": ns_text, "key": key, "time": change.time}
+            if item is None:
+                body["op"] = "delete"
+            else:
+                body.update(
+                    op="put",
+                    version=item.version,
+                    created_at=item.created_at,
+                    updated_at=item.updated_at,
+                    expires_at=item.expires_at,
+                )
+                value = json.dumps(to_json_value(item.value), ensure_ascii=False, separators=(",", ":"))
+                if len(value) <= _VALUE_INLINE_BYTES:
+                    body["value"] = json.loads(value)
+                else:
+                    body["value_omitted"] = True
+            self._emit("change", ns, body)
+
+    def _on_session(self, change: Change) -> None:
+        if change.kind == "missed":
+            self._emit("missed", None, {"type": "missed", "reason": "sessions"})
+            return
+        if not change.keys:
+            return
+        try:
+            info = self.store.session_info(change.keys[0])
+        except FileMemError:
+            self.resolve_errors += 1
+            return
+        if info is None:
+            return
+        event = {"session-started": "started", "session-changed": "changed", "session-ended": "ended"}.get(
+            change.kind, "changed"
+        )
+        if info.state == "crashed":
+            event = "crashed"
+        namespace = info.namespace if info.namespace is not None else None
+        self._emit("session", namespace, {"type": "session", "event": event, "session": session_json(info)})
+
+    # ------------------------------------------------------------------ the ring (loop only)
+
+    def _append(self, entry: _Entry) -> None:
+        self._ring.append(entry)
+        self._last = entry.seq
+        self.messages += 1
+        while len(self._ring) > self.retain:
+            self._ring.popleft()
+        if not self._notify_pending:
+            # One wake-up per interval however many entries arrived in it.
+            self._notify_pending = True
+            loop = asyncio.get_running_loop()
+            delay = self._last_wake + _WAKE_INTERVAL_S - loop.time()
+            if delay > 0:
+                loop.call_later(delay, self._notify)
+            else:
+                loop.call_soon(self._notify)
+
+    def _notify(self) -> None:
+        self._notify_pending = False
+        self._last_wake = asyncio.get_running_loop().time()
+        wake, self._wake = self._wake, asyncio.Event()
+        if wake is not None:
+            wake.set()
+
+    # ------------------------------------------------------------------ readers
+
+    def start_position(self, after: str | None) -> tuple[int, list[str]]:
+        """Where a reader starts (the next seq to send) and the messages it gets first.
+
+        No cursor: from now on. A cursor of this run still retained: right
+        after it. Anything else (another run, too old, not a cursor): a
+        ``missed`` message, then from the oldest retained (same run) or now.
+        """
+        now = self._last
+        if after is None:
+            return now + 1, []
+        cur = Cursor.parse(after)
+        if cur is not None and cur.epoch == self.epoch and cur.seq <= now:
+            if cur.seq + 1 >= self.first_seq:
+                return cur.seq + 1, []
+            return self.first_seq, [self._missed_text(after, self.first_seq - 1, "retention")]
+        return now + 1, [self._missed_text(after, now, "epoch" if cur is not None else "bad-cursor")]
+
+    def _missed_text(self, from_text: str, to_seq: int, reason: str) -> str:
+        self.missed_sent += 1
+        to = f"{self.epoch}-{to_seq}"
+        return json.dumps({"type": "missed", "from": from_text, "to": to, "cursor": to, "reason": reason})
+
+    def batch_frame(self, texts: list[str]) -> str:
+        """``texts`` as one JSON array (encoded once for readers that share the list)."""
+        memo = self._memo_frame
+        if memo is not None and memo[0] is texts:
+            return memo[1]
+        frame = "[" + ",".join(texts) + "]"
+        self._memo_frame = (texts, frame)
+        return frame
+
+    @staticmethod
+    def visible(entry: _Entry, principal: Principal, prefix: tuple[str, ...]) -> bool:
+        """Whether a reader with ``principal`` and ``prefix`` may see ``entry``."""
+        if entry.kind == "missed":
+            return True
+        ns = entry.namespace
+        if ns is None:  # a session with no namespace: whole-store readers only
+            return principal.unrestricted and not prefix
+        return ns[: len(prefix)] == prefix and principal.covers(ns)
+
+    async def read(
+        self, principal: Principal, prefix: tuple[str, ...], after: str | None, *, max_batch: int = 500
+    ) -> AsyncGenerator[list[str], None]:
+        """Lists of message texts for one reader, in cursor order, until the hub closes.
+
+        The reader's position is its own; when the ring has moved past it the
+        next list starts with a ``missed`` message.
+        """
+        pos, first = self.start_position(after)
+        if first:
+            yield first
+        everything = principal.unrestricted and not prefix
+        while not self.closed:
+            wake = self._wake
+            assert wake is not None
+            if pos > self._last:
+                await wake.wait()
+                continue
+            out: list[str] = []
+            first_seq = self.first_seq
+            if pos < first_seq:
+                out.append(self._missed_text(f"{self.epoch}-{pos - 1}", first_seq - 1, "slow"))
+                pos = first_seq
+            end = min(self._last, pos + max_batch - 1)
+            shareable = everything and not out  # no missed of this reader's own in front
+            memo = self._memo
+            if shareable and memo is not None and memo[0] == pos and memo[1] == end:
+                out = memo[2]  # another whole-store reader built this very list
+            else:
+                ring = self._ring
+                start = pos - first_seq
+                for i in range(start, start + end - pos + 1):
+                    entry = ring[i]
+                    if everything or self.visible(entry, principal, prefix):
+                        out.append(entry.text)
+                if shareable:
+                    self._memo = (pos, end, out)
+            pos = end + 1
+            if out:
+                yield out
+            else:
+                await asyncio.sleep(0)  # nothing visible: let others run before looking again

@@ -1,0 +1,105 @@
+"""``/v1/changes``: the WebSocket stream of changes and session events, with resume (layer L7).
+
+Protocol (see docs/server.md): the server first sends ``{"type": "hello",
+"epoch", "head"}``, then ``change``, ``session`` and ``missed`` messages,
+each with a ``cursor``. A client that reconnects with ``?cursor=<last seen>``
+gets every retained message after it, or a ``missed`` message first.
+``?batch=1`` sends JSON arrays of messages instead of one message per frame
+(for clients that follow busy stores).
+
+Invariant: a client's task only ever waits on its own socket; a client that
+does not take a frame within ``send_timeout_s`` is closed with code 4008.
+Authentication failures close with 4401 (no or unknown token) or 4403
+(scope or namespace not allowed) right after the handshake, so browsers see
+the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .. import InvalidKeyError
+from ._problems import ApiError
+from ._shapes import namespace_of
+
+if TYPE_CHECKING:
+    from ._app import Server
+
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_SLOW", "CLOSE_UNAUTHORIZED", "changes_endpoint"]
+
+CLOSE_UNAUTHORIZED: Final = 4401
+CLOSE_FORBIDDEN: Final = 4403
+CLOSE_SLOW: Final = 4008
+CLOSE_GOING_AWAY: Final = 1001
+
+
+def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any, None]]:
+    """The WebSocket endpoint bound to ``server``."""
+
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            who = server.principal(ws, query_token=True)
+            if not who.can("read"):
+                raise ApiError(403, "Forbidden", f"token {who.name!r} lacks the 'read' scope")
+            raw = ws.query_params.get("prefix", "").strip("/")
+            prefix = namespace_of(raw) if raw else ()
+            if not who.may_see_under(prefix):
+                raise ApiError(403, "Forbidden", f"token {who.name!r} may not follow {raw!r}")
+        except ApiError as exc:
+            await ws.close(CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_FORBIDDEN, exc.detail[:120])
+            return
+        except InvalidKeyError as exc:
+            await ws.close(CLOSE_FORBIDDEN, str(exc)[:120])
+            return
+        batch = ws.query_params.get("batch", "").lower() in ("1", "true", "yes")
+        after = ws.query_params.get("cursor") or None
+        hub = server.hub
+        timeout = server.config.send_timeout_s
+        hub.clients += 1
+        try:
+            await ws.send_text(json.dumps({"type": "hello", "epoch": hub.epoch, "head": str(hub.cursor)}))
+
+            async def send_loop() -> None:
+                async with contextlib.aclosing(hub.read(who, prefix, after)) as stream:
+                    async for texts in stream:
+                        frames = [hub.batch_frame(texts)] if batch else texts
+                        for frame in frames:
+                            await asyncio.wait_for(ws.send_text(frame), timeout)
+
+            async def receive_loop() -> None:
+                # Clients send nothing we need; reading is how a disconnect is noticed.
+                while True:
+                    message = await ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+
+            sender = asyncio.create_task(send_loop())
+            receiver = asyncio.create_task(receive_loop())
+            done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if sender in done:
+                failure = sender.exception()
+                if isinstance(failure, TimeoutError):
+                    hub.clients_closed_slow += 1
+                    with contextlib.suppress(Exception):
+                        await ws.close(CLOSE_SLOW, "client too slow: resume with your last cursor")
+                elif failure is None:  # the hub closed: the server is shutting down
+                    with contextlib.suppress(Exception):
+                        await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            hub.clients -= 1
+
+    return endpoint

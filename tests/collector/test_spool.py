@@ -1,0 +1,123 @@
+"""The compact queues of the collector (_spool): first in, first out, nothing lost, against a deque model."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from filemem._collector._journal import decode_frame, encode_frame, frame_tail, frame_with_seq
+from filemem._collector._spool import Inbox, Rec, Spool
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("packed"), st.integers(1, 50)),
+        st.tuples(st.just("object"), st.integers(1, 3)),
+        st.tuples(st.just("pop"), st.integers(1, 80)),
+        st.tuples(st.just("putback"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops)
+def test_spool_is_a_fifo_of_packed_and_object_records(script: list[tuple[str, int]]) -> None:
+    spool = Spool(1)
+    model: deque[tuple[int, int, int]] = deque()  # (seq, off, size); off -1: held as an object
+    seq = 0
+    for op, n in script:
+        if op == "packed":
+            for _ in range(n):
+                seq += 1
+                spool.append_packed(seq, seq * 100, seq % 7 + 1)
+                model.append((seq, seq * 100, seq % 7 + 1))
+        elif op == "object":
+            for _ in range(n):
+                seq += 1
+                spool.append(Rec(seq, 1, 0.0, ("ns",), f"k{seq}", b"v"))
+                model.append((seq, -1, 0))
+        elif op == "pop":
+            got = spool.take(n)
+            want = [model.popleft() for _ in range(min(n, len(model)))]
+            assert [(r.seq, r.off, r.size if r.off >= 0 else 0) for r in got] == want
+            assert all(r.loaded == (r.off < 0) for r in got)
+        elif model:
+            r = spool.popleft()
+            spool.appendleft(r)
+        assert len(spool) == len(model)
+        assert spool.head_seq() == (model[0][0] if model else None)
+    assert [r.seq for r in spool.in_memory()] == [s for s, off, _ in model if off < 0]
+
+
+def test_a_long_lived_packed_chunk_drops_its_consumed_head() -> None:
+    spool = Spool(0)
+    for i in range(20_000):
+        spool.append_packed(i, i, 1)
+        if i % 2:
+            assert spool.popleft().seq == i // 2
+    chunk = spool._chunks[0]
+    assert len(chunk.seqs) < 20_000, "the consumed head was compacted away"
+    assert [r.seq for r in spool.take(3)] == [10_000, 10_001, 10_002]
+
+
+inbox_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(1, 20)),
+        st.tuples(st.just("drop"), st.integers(1, 5)),
+        st.tuples(st.just("undrop"), st.just(0)),
+        st.tuples(st.just("take"), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(inbox_ops)
+def test_inbox_holds_frames_in_order(script: list[tuple[str, int]]) -> None:
+    inbox = Inbox()
+    model: deque[tuple[int, int, bytes]] = deque()
+    seq = 0
+    dropped: list[tuple[int, int, bytes]] = []
+    for op, n in script:
+        if op == "add":
+            for _ in range(n):
+                seq += 1
+                frame = frame_with_seq(
+                    seq, frame_tail(float(seq), seq % 3, ("a",), f"k{seq}", "json", b"1" * (seq % 9))
+                )
+                inbox.add(seq, seq % 3, frame)
+                model.append((seq, seq % 3, frame))
+        elif op == "drop":
+            for _ in range(min(n, len(model))):
+                got = inbox.popleft()
+                assert got == model.popleft()
+                dropped.append(got)
+        elif op == "undrop" and dropped:
+            back = dropped.pop()
+            inbox.appendleft(*back)
+            model.appendleft(back)
+        elif op == "take":
+            taken = inbox.take_all()
+            assert taken.data == b"".join(f for _, _, f in model)
+            assert list(taken.seqs) == [s for s, _, _ in model]
+            assert list(taken.prios) == [p for _, p, _ in model]
+            assert list(taken.sizes) == [len(f) for _, _, f in model]
+            model.clear()
+        assert len(inbox) == len(model)
+        assert inbox.head_seq() == (model[0][0] if model else None)
+        assert inbox.peek() == (model[0] if model else None)
+
+
+def test_frames_made_in_two_steps_are_the_journal_frames() -> None:
+    for seq in (1, 127, 128, 65_536, 2**33):
+        args = (1764000000.25, 2, ("agent", "events"), "ev-1", "json", b'{"ok":true}')
+        frame = frame_with_seq(seq, frame_tail(*args))
+        assert frame == encode_frame(seq, *args)
+        rec = decode_frame(frame)
+        assert (rec.seq, rec.collected_at, rec.priority, rec.namespace, rec.key, rec.payload) == (
+            seq,
+            *args[:4],
+            args[5],
+        )

@@ -1,0 +1,84 @@
+"""The change hub on its own: cursors, retention, and the explicit missed of a reader that stalls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import filemem
+from filemem.server._auth import ANONYMOUS_ADMIN, Principal
+from filemem.server._hub import ChangeHub, Cursor
+
+
+def test_cursor_parse() -> None:
+    assert Cursor.parse("abc123-42") == Cursor("abc123", 42)
+    assert str(Cursor("e", 7)) == "e-7"
+    for bad in ("", "42", "abc-", "-5", "abc-x", "abc-" + "9" * 30):
+        assert Cursor.parse(bad) is None, bad
+
+
+async def _wait_for(hub: ChangeHub, seq: int) -> None:
+    for _ in range(3000):
+        if hub.cursor.seq >= seq:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"hub stuck at {hub.cursor}")
+
+
+def test_stalled_reader_gets_missed_then_the_retained_tail(tmp_path: Path) -> None:
+    async def main() -> tuple[list[str], list[str], str]:
+        with filemem.Store(tmp_path / "s") as store:
+            hub = ChangeHub(store, retain=5)
+            hub.start(asyncio.get_running_loop())
+            try:
+                reader = hub.read(ANONYMOUS_ADMIN, (), None)
+                pending = asyncio.ensure_future(reader.__anext__())  # the reader is positioned: from now on
+                await asyncio.sleep(0.2)
+                await asyncio.to_thread(store.put, "h", "k00", 0)
+                first = await asyncio.wait_for(pending, 30)
+                # The reader now stalls (pulls nothing) while 12 more changes arrive.
+                for i in range(1, 13):
+                    await asyncio.to_thread(store.put, "h", f"k{i:02d}", i)
+                await _wait_for(hub, 13)
+                after = await asyncio.wait_for(reader.__anext__(), 30)
+                await reader.aclose()
+                return first, after, hub.epoch
+            finally:
+                hub.close()
+
+    first, after, epoch = asyncio.run(main())
+    assert [json.loads(t)["key"] for t in first] == ["k00"]
+    missed = json.loads(after[0])
+    assert missed["type"] == "missed" and missed["reason"] == "slow"
+    assert missed["from"] == f"{epoch}-1" and missed["to"] == f"{epoch}-8"
+    tail = [json.loads(t) for t in after[1:]]
+    assert [m["cursor"] for m in tail] == [f"{epoch}-{s}" for s in range(9, 14)]
+    assert [m["key"] for m in tail] == [f"k{i:02d}" for i in range(8, 13)]
+
+
+def test_start_positions_and_visibility(tmp_path: Path) -> None:
+    async def main() -> None:
+        with filemem.Store(tmp_path / "s") as store:
+            hub = ChangeHub(store, retain=3)
+            hub.start(asyncio.get_running_loop())
+            try:
+                for i in range(5):
+                    await asyncio.to_thread(store.put, ("t", "acme") if i % 2 else ("t", "acme-corp"), f"k{i}", i)
+                await _wait_for(hub, 5)
+                e = hub.epoch
+                assert hub.start_position(None) == (6, [])
+                assert hub.start_position(f"{e}-4") == (5, [])
+                pos, first = hub.start_position(f"{e}-1")
+                assert pos == 3 and json.loads(first[0])["to"] == f"{e}-2"
+                pos, first = hub.start_position("other-3")
+                assert pos == 6 and json.loads(first[0])["reason"] == "epoch"
+                pos, first = hub.start_position(f"{e}-99")  # from the future: not this run's
+                assert pos == 6 and json.loads(first[0])["type"] == "missed"
+                acme = Principal("a", frozenset({"read"}), (("t", "acme"),))
+                seen = [json.loads(en.text)["namespace"] for en in hub._ring if hub.visible(en, acme, ())]
+                assert seen == ["t/acme"]
+            finally:
+                hub.close()
+
+    asyncio.run(main())
