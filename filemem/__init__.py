@@ -28,6 +28,7 @@ with import-linter, see pyproject.toml)::
         _cache, _feed, _watch         TTL/LRU shard cache, change feed, file-system watchers
     L2  _check, _maintain             checker; compaction, merging tiny shards, live codec conversion
         _engine, _view, _shard        engine (read, write, batch, split); shard resolution; format
+        _wal                         write-ahead log of v2 stores: segments, control page, overlay, fold
     L1  _fs, _locks, _names, codecs   atomic file I/O, locks, names, codecs
     L0  _errors, _types               exception tree, plain data types
 

@@ -91,6 +91,7 @@ def compact(engine: Engine, *, merge: bool = True, progress: ProgressFn | None =
     if engine.readonly:
         raise ReadOnlyError(f"store {engine.root} was opened read-only")
     report = progress or _no_progress
+    engine.settle()  # expiry and merges work on the shard files: give them every record first
     engine.recover_batches(())  # each shard's own recovery, under its lock, is the one that must hold
     refs = all_shards(engine)
     dropped = splits = 0
@@ -319,6 +320,7 @@ def convert(engine: Engine, codec_name: str, *, progress: ProgressFn | None = No
         raise ReadOnlyError(f"store {engine.root} was opened read-only")
     codec = get_codec(codec_name)
     report = progress or _no_progress
+    engine.settle()  # the shards then hold every record the log had
     engine.recover_batches(())  # each shard's own recovery, under its lock, is the one that must hold
     previous = engine.codec.name
     precheck_convert(engine, codec)

@@ -56,6 +56,9 @@ class Snapshot:
         self._pinned: dict[str, Shard | None] = {}
         self._now = time.time()
         self._closed = False
+        # Folds wait while the snapshot lives, and the log's unfolded records
+        # are frozen as of now: shards + those records are one version.
+        self._pin = engine.pin()
 
     def _lock(self, view: View, prefix: str) -> Shard | None:
         lp = view.lock_path(prefix)
@@ -77,6 +80,13 @@ class Snapshot:
     def _record(self, ns: tuple[str, ...], key: str) -> Record | None:
         if self._closed:
             raise StoreClosedError("snapshot is closed")
+        if self._pin is not None:
+            entry = self._pin.get(ns, key)
+            if entry is not None:
+                rec = entry.record
+                if rec is None or ((x := rec.get("expires_at")) is not None and x <= self._now):
+                    return None
+                return rec
         view = self._engine.view(ns)
         bits = hash_bits(key)
         for _ in range(16):
@@ -130,6 +140,13 @@ class Snapshot:
                 x = rec.get("expires_at")
                 if (x is None or x > self._now) and view.resolve(hash_bits(key)) == p:
                     out.append(item_of(ns, key, rec))
+        if self._pin is not None and ns in self._pin.frozen:
+            logged = self._pin.frozen[ns]
+            out = [it for it in out if it.key not in logged]
+            for key, entry in logged.items():
+                got = entry.record
+                if got is not None and ((x := got.get("expires_at")) is None or x > self._now):
+                    out.append(item_of(ns, key, got))
         out.sort(key=lambda it: it.key)
         return out
 
@@ -142,7 +159,12 @@ class Snapshot:
         self._closed = True
         held, self._held = self._held, {}
         self._pinned.clear()
-        errors = []
+        errors: list[BaseException] = []
+        if self._pin is not None:
+            try:
+                self._pin.release()
+            except Exception as exc:
+                errors.append(exc)
         for h in held.values():
             try:
                 h.release()

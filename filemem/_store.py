@@ -236,6 +236,7 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
                 and hot[0].fresh_until > time.monotonic()
                 and self._hot_epoch == self._fresh.cache.epoch
                 and self._hot_fork == _fork_generation[0]  # a forked child takes the full path first
+                and not self._engine.changed()  # another write committed: it may be this key's
             ):
                 hot_rec = hot[1]
                 x = hot_rec.get("expires_at")
@@ -287,6 +288,15 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
                     seen = out.get(key)
                     if seen is None or seen["version"] < rec["version"]:
                         out[key] = rec
+        # Records the log holds that the shards may not yet: the newer wins.
+        for key, (version, logged) in self._engine.unfolded(ns).items():
+            seen = out.get(key)
+            if seen is not None and seen["version"] >= version:
+                continue
+            if logged is None or ((x := logged.get("expires_at")) is not None and x <= now):
+                out.pop(key, None)
+            else:
+                out[key] = logged
         return out
 
     def keys(self, namespace: NamespaceLike) -> list[str]:

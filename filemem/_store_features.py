@@ -75,6 +75,7 @@ class SearchScanFacet:
         """
         self._engine.check_open()
         pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
+        self._engine.settle()  # the index is built from the shard files
         return self._searcher.search(pre, query, filter, limit, offset, vector)
 
     def scan(self, namespace: NamespaceLike, batch_size: int = 100) -> Generator[list[Item], None, None]:
@@ -93,6 +94,7 @@ class SearchScanFacet:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidValueError(f"batch_size must be a positive int, not {batch_size!r}")
         self._engine.check_open()
+        self._engine.settle()  # scan reads the shard files one by one
         # Validate now, not at the first next(): bad input fails at the call.
         return self._scan(self._ns(namespace), batch_size)
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 from .. import ConflictError, Finding, InvalidValueError
-from ..admin import check, compact, convert, from_json_value, import_records
+from ..admin import check, compact, convert, from_json_value, import_records, upgrade
 from ._base import EXIT_OK, EXIT_PROBLEMS, Output, Progress, command, open_for, positive_int
 
 __all__: list[str] = []
@@ -216,7 +216,13 @@ def _compact(args: argparse.Namespace, out: Output) -> int:
 
 
 def _convert_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--codec", required=True, choices=["json", "msgpack"], help="the codec to convert to")
+    p.add_argument("--codec", choices=["json", "msgpack"], help="the codec to convert to")
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="upgrade the store to the newest format (2: a write-ahead log in front of the shards); "
+        "stop processes running an older filemem first",
+    )
 
 
 @command(
@@ -225,13 +231,26 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     description="Check that every record can be encoded with the new codec (else exit 2, nothing changed), rewrite "
     "every shard under its lock, switch the store's codec, then convert shards written meanwhile. Readers and "
     "writers keep working throughout: each shard names its own codec. Running agents adopt the new codec at their next "
-    "write after the switch. filemem info shows the codec of every shard; convert is idempotent.",
+    "write after the switch. filemem info shows the codec of every shard; convert is idempotent. With --upgrade, "
+    "first upgrade the store in place to the newest format (a version-1 store gains the write-ahead log).",
     example="filemem convert ./memories --codec msgpack",
     store="write",
     arguments=_convert_args,
 )
 def _convert(args: argparse.Namespace, out: Output) -> int:
+    if args.codec is None and not args.upgrade:
+        raise InvalidValueError("give --codec, --upgrade or both")
+    if args.codec is None:
+        with open_for(args, write=True) as store:
+            done = upgrade(store)
+        if out.json:
+            out.emit({"upgraded": done, "format": 2})
+        else:
+            out.line("upgraded the store to format 2" if done else "the store already has format 2")
+        return EXIT_OK
     with open_for(args, write=True) as store, Progress("convert") as progress:
+        if args.upgrade:
+            upgrade(store)
         got = convert(store, args.codec, progress=progress)
     if out.json:
         out.emit(got)

@@ -26,6 +26,7 @@ Example::
 ``check``              ``Store.check`` with progress
 ``compact``            drop expired records, finish splits, merge tiny shards
 ``convert``            rewrite every shard with another codec, live
+``upgrade``            upgrade a store to the newest format (the write-ahead log)
 ``watch``              iterate over changes made by any process
 ``bench``              a short benchmark against a JSON file plus a lock
 =====================  ==================================================
@@ -36,7 +37,7 @@ from __future__ import annotations
 from ._bench import BenchReport, bench
 from ._inspect import NamespaceInfo, StoreInfo, info, namespace_info, stats
 from ._jsonl import EXPORT_VERSION, ImportReport, export_records, from_json_value, import_records, to_json_value
-from ._ops import check, compact, convert, open_store, watch
+from ._ops import check, compact, convert, open_store, upgrade, watch
 
 __all__ = [
     "EXPORT_VERSION",
@@ -56,5 +57,6 @@ __all__ = [
     "open_store",
     "stats",
     "to_json_value",
+    "upgrade",
     "watch",
 ]

@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._check import check_store
-from .._errors import FileMemError
+from .._errors import FileMemError, ReadOnlyError
 from .._feed import Change
 from .._maintain import compact as _compact
 from .._maintain import convert as _convert
 from .._store import Store
 from .._types import Finding, NamespaceLike
 
-__all__ = ["check", "compact", "convert", "open_store", "watch"]
+__all__ = ["check", "compact", "convert", "open_store", "upgrade", "watch"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -108,6 +108,27 @@ def convert(store: Store, codec: str, *, progress: ProgressFn | None = None) -> 
     """
     store._engine.check_open()
     return _convert(store._engine, codec, progress=progress)
+
+
+def upgrade(store: Store) -> bool:
+    """Upgrade ``store`` in place to the newest store format (2: the write-ahead log); False if it already was.
+
+    The records stay where they are; the store gains ``wal/`` and from then on
+    every process takes writes through the log (docs/format.md). Versions
+    continue above every version the store held. Stop every process running
+    an older filemem first: it cannot open the upgraded store (it refuses
+    format 2 with ``UnsupportedFormatError``), and one already running would
+    write around the log.
+
+    Example::
+
+        with filemem.admin.open_store("./memories", readonly=False) as store:
+            filemem.admin.upgrade(store)
+    """
+    store._engine.check_open()
+    if store.readonly:
+        raise ReadOnlyError(f"store {store.path} was opened read-only")
+    return store._engine.upgrade()
 
 
 def watch(

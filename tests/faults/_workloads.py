@@ -208,6 +208,45 @@ def collector(path: str, acks: Acks) -> None:
                 c.flush(timeout=30)
 
 
+def _on_log(path: str, shard_max_bytes: int = 32 * 1024) -> filemem.Store:
+    """A store whose writes go through the write-ahead log (format 2), whatever new stores default to."""
+    s = filemem.Store(path, shard_max_bytes=shard_max_bytes, **WATCH_OFF)
+    if s._engine.log is None:
+        s._engine.upgrade()
+    return s
+
+
+def wal_writes(path: str, acks: Acks) -> None:
+    """On a v2 store: puts, an update, a delete and batches, each one log append; nothing folded yet."""
+    with _on_log(path) as s:
+        for i in range(3):
+            with acks.op({("a", f"k{i}"): {"i": i}}):
+                s.put("a", f"k{i}", {"i": i})
+        with acks.op({("c", "n"): 1}):
+            s.update("c", "n", lambda n: (n or 0) + 1)
+        with acks.op({("a", "k0"): DELETED}):
+            s.delete("a", "k0")
+        five = {(f"m{i}", "k"): f"v{i}" for i in range(5)}
+        with acks.op(five), s.batch() as b:
+            for (ns, k), v in five.items():
+                b.put(ns, k, v)
+
+
+def wal_fold(path: str, acks: Acks) -> None:
+    """On a v2 store: writes, a fold into the shards (splits included), more writes, and the closing fold."""
+    with _on_log(path, shard_max_bytes=1024) as s:
+        for i in range(8):
+            with acks.op({("p", f"key-{i:02d}"): "x" * 150}):
+                s.put("p", f"key-{i:02d}", "x" * 150)
+        with acks.op({}):
+            s._engine.settle()
+        with acks.op({("p", "key-01"): DELETED, ("q", "k"): 1}), s.batch() as b:
+            b.delete("p", "key-01")
+            b.put("q", "k", 1)
+        with acks.op({("p", "key-02"): "new"}):
+            s.put("p", "key-02", "new")
+
+
 def mixed(path: str, acks: Acks) -> None:
     """Every workload above, one after the other, on one store (the slow runs)."""
     for name, fn in WORKLOADS.items():
@@ -222,6 +261,8 @@ WORKLOADS: dict[str, Callable[[str, Acks], None]] = {
     "batches": batches,
     "compaction": compaction,
     "collector": collector,
+    "wal_writes": wal_writes,
+    "wal_fold": wal_fold,
 }
 
 #: Bigger workloads for the slow runs (FILEMEM_FAULTS_FULL=1).

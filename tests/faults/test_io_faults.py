@@ -28,7 +28,16 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 #: Every STRIDE-th call in the fast run; the calls of one kind sit close
 #: together, so a small stride still hits every kind (asserted below).
-STRIDE = {"puts": 3, "updates": 3, "deletes": 3, "batches": 8, "compaction": 12, "collector": 12}
+STRIDE = {
+    "puts": 3,
+    "updates": 3,
+    "deletes": 3,
+    "batches": 8,
+    "compaction": 12,
+    "collector": 12,
+    "wal_writes": 2,
+    "wal_fold": 5,
+}
 
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))

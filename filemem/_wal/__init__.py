@@ -1,0 +1,17 @@
+"""The write-ahead log in front of the shard files (layer L2). docs/format.md and docs/concurrency.md describe it.
+
+One room per role, after leveldb's ``db/``:
+
+* ``_format``   the bytes of segments, frames and batches
+* ``_platform`` pwrite / fdatasync / fallocate / mmap / flock, with portable fallbacks
+* ``_writer``   appending a frame at the log's end; syncing
+* ``_reader``   scanning frames, stopping at a torn or damaged tail
+* ``_control``  the shared control page (where the log ends, what is synced, what is folded)
+* ``_overlay``  this process's map of unfolded records
+* ``_fold``     moving synced records into the shards; the checkpoint
+* ``_log``      the coordinator the engine talks to (:class:`Log`)
+"""
+
+from ._log import WAL_DIR, Log
+
+__all__ = ["WAL_DIR", "Log"]

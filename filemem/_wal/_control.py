@@ -1,0 +1,204 @@
+"""The shared control page of the log (layer L2): where the log ends, what is synced, what is folded.
+
+``wal/control`` is one 4096-byte file that every process maps shared. It
+holds little-endian unsigned 64-bit counters at fixed offsets::
+
+    0   magic "FMWALCTL"            8   u32 layout (1), u32 0
+    16  seq (seqlock: odd while a writer updates)
+    24  boot (hash of the boot id of the machine that wrote the page)
+    32  appended   position just past the last frame written
+    40  synced     position up to which frames are durable (or flushed, for "flush")
+    48  commits    +1 every time ``synced`` or ``folded`` moves
+    56  last_lsn   highest log sequence number written
+    64  synced_lsn highest log sequence number synced
+    72  folded     position up to which frames are in the shard files
+    80  folded_lsn highest log sequence number in the shard files
+    88  folds      +1 every completed fold
+
+Rules, and why:
+
+* **Only holders of the append lock write the page**, each update inside a
+  seqlock (``seq`` odd, fields, ``seq`` even). A reader copies the fields
+  between two even, equal reads of ``seq``, so a torn 8-byte read (or one
+  field from before an update and one from after) is never used.
+* **Counters only grow.** A reader that only asks "did anything commit?"
+  compares ``commits`` alone (one 8-byte read, no system call): a torn read
+  can only make it look again.
+* **The page is a cache of the log, never the truth.** It is not synced.
+  After a reboot (``boot`` differs from this machine's boot id) or when no
+  process had the store open, the opener re-derives every field from the
+  checkpoint and a scan of the log.
+* A writer killed inside an update leaves ``seq`` odd: readers that spin too
+  long take the append lock and close the update themselves (``repair``).
+
+Invariant: ``folded <= synced <= appended`` and ``folded_lsn <= synced_lsn <=
+last_lsn`` in every consistent read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from . import _platform
+
+__all__ = ["PAGE_BYTES", "Control", "ControlPage", "boot_id"]
+
+PAGE_BYTES: Final = 4096
+CONTROL_MAGIC: Final = b"FMWALCTL"
+_LAYOUT: Final = 1
+_FIELDS: Final = (
+    "appended",
+    "synced",
+    "commits",
+    "last_lsn",
+    "synced_lsn",
+    "folded",
+    "folded_lsn",
+    "folds",
+)
+_SEQ: Final = 2  # index in u64 words
+_BOOT: Final = 3
+_FIRST_FIELD: Final = 4
+_COMMITS: Final = _FIRST_FIELD + _FIELDS.index("commits")
+_SPINS: Final = 10_000
+
+
+@dataclass(slots=True)
+class Control:
+    """One consistent copy of the page's counters."""
+
+    appended: int = 0
+    synced: int = 0
+    commits: int = 0
+    last_lsn: int = 0
+    synced_lsn: int = 0
+    folded: int = 0
+    folded_lsn: int = 0
+    folds: int = 0
+
+
+def boot_id() -> int:
+    """A number that changes when the machine reboots (0 where the platform does not say)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
+            raw = fh.read().strip()
+    except OSError:
+        return 0
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
+
+
+class ControlPage:
+    """The mapped page of one store in one process (or file reads where mapping is off)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < PAGE_BYTES:
+                # Growing with zeros is harmless if two openers race: the page
+                # is only ever initialised under the append lock.
+                os.ftruncate(fd, PAGE_BYTES)
+            self._map: mmap.mmap | None = None
+            self._words: memoryview | None = None
+            if not _platform.PORTABLE:
+                self._map = mmap.mmap(fd, PAGE_BYTES)
+                self._words = memoryview(self._map).cast("Q")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.mapped = self._map is not None
+
+    # ------------------------------------------------------------------ raw words
+
+    def _get(self, index: int) -> int:
+        if self._words is not None:
+            return int(self._words[index])
+        (v,) = struct.unpack("<Q", _platform.pread(self._fd, 8, index * 8))
+        return int(v)
+
+    def _put(self, index: int, value: int) -> None:
+        if self._words is not None:
+            self._words[index] = value
+        else:
+            _platform.pwrite(self._fd, struct.pack("<Q", value), index * 8)
+
+    # ------------------------------------------------------------------ readers
+
+    def commits(self) -> int:
+        """The commit counter alone: the cheap "did anything commit?" check."""
+        w = self._words
+        if w is not None:
+            return int(w[_COMMITS])
+        return self._get(_COMMITS)
+
+    def valid(self) -> bool:
+        """Whether the page was ever initialised (magic and layout right)."""
+        head = bytes(self._map[:16]) if self._map is not None else _platform.pread(self._fd, 16, 0)
+        return len(head) == 16 and head[:8] == CONTROL_MAGIC and struct.unpack_from("<I", head, 8)[0] == _LAYOUT
+
+    def boot(self) -> int:
+        """The boot id hash of the machine that last initialised the page."""
+        return self._get(_BOOT)
+
+    def read(self) -> Control | None:
+        """A consistent copy of the counters, or None if a writer seems to have died mid-update."""
+        for _ in range(_SPINS):
+            s1 = self._get(_SEQ)
+            if s1 & 1:
+                continue
+            if self._map is not None:
+                values = struct.unpack_from("<8Q", self._map, _FIRST_FIELD * 8)
+            else:
+                values = struct.unpack("<8Q", _platform.pread(self._fd, 64, _FIRST_FIELD * 8))
+            if self._get(_SEQ) == s1:
+                return Control(*values)
+        return None
+
+    # ------------------------------------------------------------------ writers (append lock held)
+
+    def write(self, control: Control) -> None:
+        """Publish new counters. The caller holds the append lock."""
+        seq = self._get(_SEQ)
+        if seq & 1:
+            seq += 1  # a writer died mid-update: its half-written fields are overwritten now
+        self._put(_SEQ, seq + 1)
+        for i, name in enumerate(_FIELDS):
+            self._put(_FIRST_FIELD + i, getattr(control, name))
+        self._put(_SEQ, seq + 2)
+
+    def initialise(self, control: Control, boot: int) -> None:
+        """Write the whole page from scratch (after a reboot or a rescan). Append lock held."""
+        self.write(control)
+        self._put(_BOOT, boot)
+        header = CONTROL_MAGIC + struct.pack("<II", _LAYOUT, 0)
+        if self._map is not None:
+            self._map[:16] = header
+        else:
+            _platform.pwrite(self._fd, header, 0)
+
+    def repair(self) -> None:
+        """Close an update a dead writer left open (``seq`` odd). Append lock held."""
+        seq = self._get(_SEQ)
+        if seq & 1:
+            self._put(_SEQ, seq + 1)
+
+    def close(self) -> None:
+        """Unmap and close (idempotent)."""
+        if self._words is not None:
+            self._words.release()
+            self._words = None
+        if self._map is not None:
+            # A view that escaped would make close() raise; the fd close still frees it.
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

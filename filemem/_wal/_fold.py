@@ -1,0 +1,126 @@
+"""Folding the log into the shard files (layer L2), and the checkpoint that records how far.
+
+A fold runs in one process at a time (the caller holds ``wal/fold.lock``
+exclusively) and never blocks writers: they keep appending past the range
+being folded.
+
+1. read the checkpoint ``wal/checkpoint``: the position up to which the shards
+   hold the log, and the highest sequence number there;
+2. scan the log from there to the *synced* position (never past it);
+3. keep the newest record of each key, and hand them, by namespace, to the
+   installer, which writes the shard files through the ordinary atomic path
+   under the shard locks;
+4. write the new checkpoint (temp, fsync, rename, directory fsync);
+5. publish it in the control page and retire the segments wholly below it.
+
+**A crash mid-fold is repaired by folding again.** The checkpoint moves only
+after every shard is written, and a fold always starts at the checkpoint, so
+the next fold reads a superset of the records the crashed one had read and
+installs, for every key, the newest of them: shards the crashed fold already
+wrote get the same or a newer record, the others get what they were owed.
+The installer also never replaces a record with an older one (it compares
+versions), which makes installing any record twice harmless.
+
+Invariant: a segment is unlinked only after a durable checkpoint lies past
+its end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from .. import _fs
+from .._errors import CorruptShardError
+from . import _format
+from ._reader import LogReader
+
+__all__ = ["Checkpoint", "Installer", "fold_range", "read_checkpoint", "write_checkpoint"]
+
+CHECKPOINT: Final = "checkpoint"
+
+#: (namespace, key, sequence number, record or None for a delete)
+Installed = tuple[tuple[str, ...], str, int, dict[str, Any] | None]
+
+
+class Installer(Protocol):
+    """Writes folded records into the shard files (the engine implements it)."""
+
+    def install(self, records: list[Installed]) -> None:
+        """Put each record in its shard unless the shard already holds that key at a version >= it."""
+        ...
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """How far the shards hold the log."""
+
+    folded: int
+    folded_lsn: int
+
+
+def read_checkpoint(wal_dir: str) -> Checkpoint | None:
+    """The checkpoint, or None if there is none (or it is damaged: see ``check``)."""
+    path = os.path.join(wal_dir, CHECKPOINT)
+    got = _fs.read_file(path)
+    if got is None:
+        return None
+    head, _, body = got[0].partition(b"\n")
+    body = body.rstrip(b"\n")
+    try:
+        if int(head, 16) != zlib.crc32(body):
+            return None
+        data = json.loads(body)
+        return Checkpoint(int(data["folded"]), int(data["folded_lsn"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def write_checkpoint(wal_dir: str, cp: Checkpoint, *, sync: bool) -> None:
+    """Replace the checkpoint atomically (durably with ``sync``)."""
+    body = json.dumps({"filemem_wal": 1, "folded": cp.folded, "folded_lsn": cp.folded_lsn}).encode()
+    _fs.atomic_write(os.path.join(wal_dir, CHECKPOINT), b"%08x\n" % zlib.crc32(body) + body + b"\n", sync=sync)
+
+
+def fold_range(
+    reader: LogReader,
+    start: int,
+    limit: int,
+    install: Callable[[list[Installed]], None],
+    record_of: Callable[[_format.LogOp, int, float], dict[str, Any] | None],
+) -> tuple[int, int]:
+    """Fold the log from ``start`` to ``limit`` into the shards; return (last lsn folded, records).
+
+    Raises CorruptShardError if the log cannot be read all the way to
+    ``limit`` (a synced frame that fails its checks is damage, not a tail).
+    """
+    scan = reader.scan(start, limit)
+    if scan.end < limit:
+        raise CorruptShardError(
+            f"write-ahead log in {reader.wal_dir} cannot be read up to its synced end: {scan.detail or scan.stop}",
+            path=reader.wal_dir,
+        )
+    newest: dict[tuple[tuple[str, ...], str], Installed] = {}
+    last = 0
+    count = 0
+    for frame in scan.frames:
+        if frame.kind != _format.BATCH:
+            continue
+        try:
+            first, now, ops = _format.decode_batch(frame.payload)
+        except ValueError as exc:
+            raise CorruptShardError(
+                f"write-ahead log in {reader.wal_dir}: frame at {frame.pos:#x} does not decode: {exc}",
+                path=reader.wal_dir,
+            ) from exc
+        for i, op in enumerate(ops):
+            newest[(op.namespace, op.key)] = (op.namespace, op.key, first + i, record_of(op, first + i, now))
+        count += len(ops)
+        last = first + len(ops) - 1 if ops else last
+    if newest:
+        install(sorted(newest.values(), key=lambda r: (r[0], r[1])))
+    return last, count

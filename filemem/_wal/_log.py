@@ -1,0 +1,609 @@
+"""The write-ahead log of one store in one process (layer L2): the engine's one door to ``wal/``.
+
+What the engine calls, and nothing else:
+
+* :meth:`Log.refresh` before a read: one 8-byte read of the commit counter;
+  if it moved, the new synced frames go into the overlay. Returns the keys the
+  fold moved into the shards since the last call (their cached shards are
+  stale).
+* :meth:`Log.get` for the newest synced unfolded record of a key.
+* :meth:`Log.commit` for a write: under the append lock it brings the overlay
+  to the log's end, lets the caller decide (conditional writes see every
+  earlier write, synced or not), appends one frame, releases the lock, syncs,
+  publishes. The caller's writes are acknowledged only after that.
+* :meth:`Log.fold` to move synced frames into the shards, and
+  :meth:`Log.pin` to keep folds out while a snapshot reads.
+
+Files in ``wal/`` (docs/format.md has their bytes): ``<segment>.log``,
+``control`` (the shared page), ``checkpoint``, ``append.lock``, ``fold.lock``
+and ``open.lock`` (every open handle holds it shared; the first opener, who
+gets it exclusively, re-derives the control page from the log).
+
+**A failed sync is fatal for the handle**: the error is raised now and on
+every later write, because after a failed ``fdatasync`` the kernel may have
+dropped the dirty pages and a retry could report success for data that is
+gone (PostgreSQL's "fsyncgate").
+
+Invariant: nothing is served to a reader past the synced position, and a
+write is acknowledged only once the synced position covers it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .. import _fs
+from .._errors import CorruptShardError, LockTimeout, StorageError
+from ..codecs import Codec
+from . import _format, _platform
+from ._control import Control, ControlPage, boot_id
+from ._fold import Checkpoint, Installed, fold_range, read_checkpoint, write_checkpoint
+from ._overlay import Change, Entry, Overlay
+from ._reader import LogReader
+from ._writer import LogWriter
+
+__all__ = ["WAL_DIR", "Decision", "Log", "LogIssue", "record_of"]
+
+WAL_DIR: Final = "wal"
+CONTROL: Final = "control"
+APPEND_LOCK: Final = "append.lock"
+FOLD_LOCK: Final = "fold.lock"
+OPEN_LOCK: Final = "open.lock"
+FIRST_POSITION: Final = _format.position(1, _format.SEGMENT_HEADER_BYTES)
+_FIRST_SLEEP_S: Final = 0.00002
+_MAX_SLEEP_S: Final = 0.002
+
+#: What a write's decide callback returns: the ops to log, the results to
+#: return to the caller, and the overlay entries (same order as the ops).
+Decision = tuple[list[_format.LogOp], list[Any], list[Change]]
+
+
+def record_of(codecs: dict[str, Codec], op: _format.LogOp, lsn: int, now: float) -> dict[str, Any] | None:
+    """The shard record a logged op stands for (None: deleted)."""
+    if op.kind != _format.PUT:
+        return None
+    assert op.value is not None and op.codec is not None
+    rec: dict[str, Any] = {
+        "value": codecs[op.codec].decode(op.value),
+        "version": lsn,
+        "created_at": op.created_at,
+        "updated_at": now,
+    }
+    if op.expires_at is not None:
+        rec["expires_at"] = op.expires_at
+    return rec
+
+
+@dataclass(slots=True)
+class LogIssue:
+    """Something :meth:`Log.verify` found (the engine turns it into a ``check`` finding)."""
+
+    code: str
+    path: str
+    message: str
+    severity: str
+    fixed: bool = False
+    action: str = ""
+
+
+class Log:
+    """The log of one store, seen from one process. Thread-safe."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        readonly: bool,
+        sync: bool,
+        codecs: dict[str, Codec],
+        lock_timeout_s: float,
+        segment_bytes: int = 16 << 20,
+        fold_bytes: int = 4 << 20,
+        on_folded: Callable[[list[tuple[tuple[str, ...], str]] | None], None] = lambda _keys: None,
+    ) -> None:
+        self.root = root
+        self.dir = os.path.join(root, WAL_DIR)
+        self.readonly = readonly
+        self.sync_on = sync
+        self.codecs = codecs
+        self.lock_timeout_s = lock_timeout_s
+        self.segment_bytes = segment_bytes
+        self.fold_bytes = fold_bytes
+        #: Told, under the overlay lock, which keys left the overlay because the
+        #: shards now hold them (their cached shards are stale), or None when
+        #: the log behind the overlay was retired (every cached shard is).
+        self.on_folded = on_folded
+        #: The error that made this handle unusable for writes (a failed sync).
+        self.failed: StorageError | None = None
+        self._mu = threading.RLock()  # overlay and control reads/writes in this process
+        self._append_mu = threading.Lock()  # threads of this process queue here, not on flock
+        self._fold_mu = threading.Lock()
+        self.folds = 0
+        self.last_write = 0.0
+        self._open()
+
+    # ------------------------------------------------------------------ open / close
+
+    def _open(self) -> None:
+        self._pid = os.getpid()
+        self.control = ControlPage(os.path.join(self.dir, CONTROL))
+        self.reader = LogReader(self.dir)
+        self.writer = (
+            None if self.readonly else LogWriter(self.dir, segment_bytes=self.segment_bytes, sync=self.sync_on)
+        )
+        self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
+        first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
+        try:
+            if first or not self.control.valid() or self.control.boot() != boot_id():
+                self._rederive()
+        finally:
+            # Shared from now on (a downgrade for the first opener).
+            _platform.lock(self._open_fd, exclusive=False, blocking=True)
+        c = self._control()
+        self.overlay = Overlay(c.folded)
+        self.overlay.pruned_lsn = c.folded_lsn
+        self._seen_commits = -1
+        self._seen_folds = c.folds
+
+    def _rederive(self) -> None:
+        """Find the log's end from the checkpoint and a scan.
+
+        The page may be stale: after a reboot, or when nobody had the store open.
+        """
+        cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
+        scan = self.reader.scan(cp.folded, None)
+        last = cp.folded_lsn
+        for frame in scan.frames:
+            if frame.kind == _format.BATCH:
+                try:
+                    first, _, ops = _format.decode_batch(frame.payload)
+                except ValueError:
+                    break
+                last = first + len(ops) - 1 if ops else last
+        end = scan.end
+        old = self.control.read() if self.control.valid() else None
+        # Sequence numbers only grow: numbers the page handed out for frames
+        # that were lost (never synced) are skipped, never reused.
+        last = max(last, old.last_lsn if old else 0)
+        c = Control(
+            appended=end,
+            synced=end,
+            commits=old.commits if old else 0,
+            last_lsn=last,
+            synced_lsn=last,
+            folded=cp.folded,
+            folded_lsn=cp.folded_lsn,
+            folds=old.folds if old else 0,
+        )
+        if self.readonly:
+            self._private = c
+            return
+        if old is not None and old == c and self.control.boot() == boot_id():
+            return  # the page was right (nobody had the store open, nothing changed): leave it alone
+        c.commits += 1
+        with self._append_locked():
+            assert self.writer is not None
+            # What a scan finds was written, but maybe never synced (a writer
+            # killed between write and fdatasync, or "flush"): sync it now,
+            # since the page is about to call it synced.
+            if self.sync_on and os.path.exists(self.writer.path(_format.segment_of(end))):
+                self.writer.sync(end)
+            self.control.initialise(c, boot_id())
+
+    def after_fork(self) -> None:
+        """In a forked child: drop inherited descriptors (without unlocking the parent's locks) and reopen."""
+        for fd in (self._append_fd, self._open_fd):
+            with suppress(OSError):
+                os.close(fd)
+        self.control.close()
+        self.reader.close()
+        if self.writer is not None:
+            self.writer.close()
+        self._mu = threading.RLock()
+        self._append_mu = threading.Lock()
+        self._fold_mu = threading.Lock()
+        self._open()
+
+    def close(self) -> bool:
+        """Close; True if this was the last open handle of the store (then nobody else holds the log open)."""
+        if self._pid != os.getpid():
+            return False
+        last = _platform.lock(self._open_fd, exclusive=True, blocking=False)
+        os.close(self._open_fd)
+        os.close(self._append_fd)
+        self.control.close()
+        self.reader.close()
+        if self.writer is not None:
+            self.writer.close()
+        return last
+
+    def last_handle(self) -> bool:
+        """Whether no other handle (in any process) has the store open right now."""
+        if _platform.lock(self._open_fd, exclusive=True, blocking=False):
+            _platform.lock(self._open_fd, exclusive=False, blocking=True)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ locks
+
+    @contextmanager
+    def _append_locked(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.lock_timeout_s
+        path = os.path.join(self.dir, APPEND_LOCK)
+        if not self._append_mu.acquire(timeout=self.lock_timeout_s):
+            raise LockTimeout(f"timed out waiting for the append lock {path}", path=path, waited_s=self.lock_timeout_s)
+        try:
+            sleep = _FIRST_SLEEP_S
+            while not _platform.lock(self._append_fd, exclusive=True, blocking=False):
+                now = time.monotonic()
+                if now >= deadline:
+                    raise LockTimeout(
+                        f"timed out after {self.lock_timeout_s:.3f}s waiting for the append lock {path}",
+                        path=path,
+                        waited_s=self.lock_timeout_s,
+                    )
+                time.sleep(sleep)
+                sleep = min(sleep * 2, _MAX_SLEEP_S)
+            try:
+                yield
+            finally:
+                _platform.unlock(self._append_fd)
+        finally:
+            self._append_mu.release()
+
+    def _control(self) -> Control:
+        """A consistent copy of the control page (closing a dead writer's update if need be)."""
+        if self._private is not None:
+            return self._private
+        c = self.control.read()
+        if c is None:
+            if self.readonly:
+                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+            with self._append_locked():
+                self.control.repair()
+            c = self.control.read()
+            if c is None:
+                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+        return c
+
+    # ------------------------------------------------------------------ reads
+
+    def changed(self) -> bool:
+        """Whether anything committed since the last :meth:`refresh` (no system call where mapped)."""
+        return self._private is not None or self.control.commits() != self._seen_commits
+
+    def refresh(self) -> None:
+        """Bring the overlay up to the synced end of the log (``on_folded`` hears of what the fold took)."""
+        if self._private is None and self.control.commits() == self._seen_commits:
+            return
+        with self._mu:
+            commits = self.control.commits()
+            c = self._control()
+            if self._private is not None:
+                scan = self.reader.scan(self.overlay.tail, None)
+                self._private.synced = self._private.appended = max(scan.end, self._private.synced)
+            self._advance(c, c.synced)
+            self._seen_commits = commits
+
+    def _advance(self, c: Control, upto: int) -> None:
+        """Read frames from the overlay's tail to ``upto`` (``_mu`` held)."""
+        ov = self.overlay
+        reset = False
+        for _ in range(100):
+            if ov.tail >= upto:
+                break
+            scan = self.reader.scan(ov.tail, upto)
+            for frame in scan.frames:
+                if frame.kind == _format.BATCH:
+                    ov.add(frame.end, self._changes(frame), synced=frame.end <= c.synced)
+                else:
+                    ov.add(frame.end, [], synced=frame.end <= c.synced)
+            if scan.end >= upto:
+                break
+            if scan.stop == "missing" or ov.tail < c.folded:
+                # The fold retired the segment we were reading: everything in it
+                # is in the shards now. Start again where the shards end.
+                c = self._control()
+                ov.reset(c.folded, c.folded_lsn)
+                self.reader.forget_below(_format.segment_of(c.folded))
+                reset = True
+                upto = max(upto, c.synced) if upto == c.synced else upto
+                continue
+            raise CorruptShardError(
+                f"write-ahead log in {self.dir} is damaged below its synced end: {scan.detail}", path=self.dir
+            )
+        ov.promote(c.synced)
+        gone = ov.prune(c.folded_lsn)
+        if c.folds != self._seen_folds:
+            self._seen_folds = c.folds
+            self.reader.forget_below(_format.segment_of(c.folded))
+        if reset:
+            self.on_folded(None)
+        elif gone:
+            self.on_folded(gone)
+
+    def _changes(self, frame: Any) -> list[Change]:
+        try:
+            first, now, ops = _format.decode_batch(frame.payload)
+        except ValueError as exc:
+            raise CorruptShardError(
+                f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
+            ) from exc
+        return [
+            (op.namespace, op.key, Entry(first + i, record_of(self.codecs, op, first + i, now)))
+            for i, op in enumerate(ops)
+        ]
+
+    def get(self, namespace: tuple[str, ...], key: str) -> Entry | None:
+        """The newest synced unfolded entry of a key (call :meth:`refresh` first)."""
+        return self.overlay.get(namespace, key)
+
+    def entries(self, namespace: tuple[str, ...]) -> dict[str, Entry]:
+        """A copy of the synced unfolded entries of one namespace."""
+        with self._mu:
+            return self.overlay.namespace(namespace)
+
+    def namespaces(self) -> list[tuple[str, ...]]:
+        """Namespaces with synced unfolded entries."""
+        with self._mu:
+            return self.overlay.namespaces()
+
+    # ------------------------------------------------------------------ writes
+
+    def commit(
+        self, decide: Callable[[Callable[[tuple[str, ...], str], Entry | None], int, float], Decision]
+    ) -> list[Any]:
+        """Decide and log one write; return the caller's results once it is durable.
+
+        ``decide(latest, first_lsn, now)`` runs under the append lock;
+        ``latest(ns, key)`` is the newest logged entry of a key (pending ones
+        included), None if the log has none unfolded (then the shards say).
+        """
+        if self.failed is not None:
+            raise self.failed
+        assert self.writer is not None
+        with self._append_locked(), self._mu:
+            c = self._control()
+            self._advance(c, c.appended)
+            now = time.time()
+            ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
+            if not ops:
+                return results
+            payload = _format.encode_batch(c.last_lsn + 1, now, ops)
+            try:
+                _, end = self.writer.append(c.appended, _format.BATCH, payload)
+            except OSError as exc:
+                # Nothing was published: the next writer writes over whatever
+                # part of the frame reached the file.
+                raise _fs.storage_error(exc, "append to", self.dir) from exc
+            c.appended = end
+            c.last_lsn += len(ops)
+            if not self.sync_on:
+                c.synced, c.synced_lsn, c.commits = end, c.last_lsn, c.commits + 1
+            self.control.write(c)
+            self.overlay.add(end, changes, synced=not self.sync_on)
+            last_lsn = c.last_lsn
+        if self.sync_on:
+            try:
+                self.writer.sync(end)
+            except OSError as exc:
+                self.failed = _fs.storage_error(exc, "sync", self.dir)
+                raise self.failed from exc
+            with self._append_locked(), self._mu:
+                c = self._control()
+                if c.synced < end:
+                    c.synced, c.synced_lsn = end, max(c.synced_lsn, last_lsn)
+                    c.commits += 1
+                    self.control.write(c)
+                self.overlay.promote(c.synced)
+        self.last_write = time.monotonic()
+        return results
+
+    def unfolded_bytes(self) -> int:
+        """Roughly how many bytes of log the shards do not hold yet."""
+        c = self._control()
+        segs = _format.segment_of(c.synced) - _format.segment_of(c.folded)
+        return segs * self.segment_bytes + _format.offset_of(c.synced) - _format.offset_of(c.folded)
+
+    # ------------------------------------------------------------------ fold
+
+    def fold(self, install: Callable[[list[Installed]], None], *, wait: bool) -> bool:
+        """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
+
+        ``wait``: wait up to the lock timeout for the fold lock.
+        """
+        if self.readonly:
+            return False
+        path = os.path.join(self.dir, FOLD_LOCK)
+        if not self._fold_mu.acquire(timeout=self.lock_timeout_s if wait else 0):
+            return False
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                deadline = time.monotonic() + (self.lock_timeout_s if wait else 0)
+                sleep = 0.0005
+                while not _platform.lock(fd, exclusive=True, blocking=False):
+                    if time.monotonic() >= deadline:
+                        return False
+                    time.sleep(sleep)
+                    sleep = min(sleep * 2, 0.02)
+                try:
+                    self._fold_locked(install)
+                finally:
+                    _platform.unlock(fd)
+            finally:
+                os.close(fd)
+        finally:
+            self._fold_mu.release()
+        return True
+
+    def _fold_locked(self, install: Callable[[list[Installed]], None]) -> None:
+        cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
+        c = self._control()
+        limit = c.synced
+        if limit > cp.folded:
+            last, _ = fold_range(
+                self.reader, cp.folded, limit, install, lambda op, lsn, now: record_of(self.codecs, op, lsn, now)
+            )
+            cp = Checkpoint(limit, max(last, cp.folded_lsn))
+            write_checkpoint(self.dir, cp, sync=self.sync_on)
+        with self._append_locked():
+            c = self._control()
+            if cp.folded > c.folded or cp.folded_lsn > c.folded_lsn:
+                c.folded, c.folded_lsn = max(c.folded, cp.folded), max(c.folded_lsn, cp.folded_lsn)
+                c.folds += 1
+                c.commits += 1  # readers look again: they drop what the shards now hold
+                self.control.write(c)
+        self.folds += 1
+        self._retire(_format.segment_of(cp.folded))
+
+    def _retire(self, below: int) -> None:
+        """Unlink segments wholly below the checkpoint (open readers keep reading their copies)."""
+        for name in _fs.listdir(self.dir):
+            if name.endswith(".log") and _fs.TEMP_MARK not in name:
+                try:
+                    seg = int(name[:-4], 16)
+                except ValueError:
+                    continue
+                if seg < below:
+                    # Windows refuses while a reader has it open: the next fold tries again.
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.dir, name))
+
+    def verify(self, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue]:
+        """Check the log (``check``): checkpoint, every frame from it to the end, the tail.
+
+        ``fix`` repairs: a lost checkpoint is rebuilt (sequence numbers then
+        restart above ``base_lsn()``, the highest version in the shards); a
+        frame that fails its checks below the synced end cuts the log there
+        (the damaged segment is kept in ``quarantine/``; the records past the
+        cut are lost and reported); a torn tail past the synced end is zeroed.
+        """
+        issues: list[LogIssue] = []
+        cp = read_checkpoint(self.dir)
+        cp_path = os.path.join(self.dir, "checkpoint")
+        if cp is None and os.path.exists(cp_path):
+            issue = LogIssue("corrupt-log", cp_path, "the log checkpoint is damaged", "error")
+            if fix and not self.readonly:
+                segs = self._segments()
+                start = _format.position(segs[0], _format.SEGMENT_HEADER_BYTES) if segs else FIRST_POSITION
+                with self._append_locked():
+                    c = self._control()
+                    base = max(base_lsn(), c.folded_lsn if c else 0)
+                    write_checkpoint(self.dir, Checkpoint(start, base), sync=self.sync_on)
+                issue.fixed, issue.action = True, "rebuilt: the whole log will be folded again"
+            issues.append(issue)
+            cp = read_checkpoint(self.dir)
+        start = cp.folded if cp is not None else FIRST_POSITION
+        c = self._control()
+        scan = self.reader.scan(start, None)
+        bad = None
+        for frame in scan.frames:
+            if frame.kind == _format.BATCH:
+                try:
+                    _format.decode_batch(frame.payload)
+                except ValueError as exc:
+                    bad = (frame.pos, f"frame at {frame.pos:#x} does not decode: {exc}")
+                    break
+        if bad is None and scan.end < c.synced and scan.stop != "missing":
+            bad = (scan.end, scan.detail or "the log ends before its synced position")
+        seg_path = os.path.join(self.dir, _format.segment_name(_format.segment_of(scan.end)))
+        if bad is not None:
+            pos, detail = bad
+            path = os.path.join(self.dir, _format.segment_name(_format.segment_of(pos)))
+            issue = LogIssue("corrupt-log", path, f"damaged below the synced end: {detail}", "error")
+            if fix and not self.readonly:
+                lost = self._cut(pos)
+                issue.fixed = True
+                issue.action = f"log cut at {pos:#x}; damaged segments copied to quarantine/; {lost} frame(s) lost"
+            issues.append(issue)
+        elif scan.stop == "torn":
+            issue = LogIssue("torn-log", seg_path, f"torn tail after {scan.end:#x} (a write cut short)", "info")
+            if fix and not self.readonly:
+                with self._append_locked():
+                    c = self._control()
+                    if c.appended <= scan.end:
+                        self._zero_tail(scan.end)
+                        issue.fixed, issue.action = True, "tail zeroed"
+            issues.append(issue)
+        return issues
+
+    def _segments(self) -> list[int]:
+        out = []
+        for name in _fs.listdir(self.dir):
+            if name.endswith(".log") and _fs.TEMP_MARK not in name:
+                with contextlib.suppress(ValueError):
+                    out.append(int(name[:-4], 16))
+        return sorted(out)
+
+    def _zero_tail(self, pos: int) -> None:
+        """Zero a segment from ``pos`` to its end (append lock held)."""
+        path = os.path.join(self.dir, _format.segment_name(_format.segment_of(pos)))
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            off = _format.offset_of(pos)
+            if size > off:
+                _platform.pwrite(fd, bytes(size - off), off)
+                _platform.datasync(fd)
+        finally:
+            os.close(fd)
+
+    def _cut(self, pos: int) -> int:
+        """End the log at ``pos``: quarantine copies, zero the rest, drop later segments. Returns frames lost."""
+        quarantine = os.path.join(self.root, "quarantine")
+        _fs.ensure_dir(quarantine)
+        with self._append_locked(), self._mu:
+            lost = len(self.reader.scan(pos, None).frames)
+            seg = _format.segment_of(pos)
+            stamp = f"{time.time_ns()}"
+            for s in self._segments():
+                if s >= seg:
+                    src = os.path.join(self.dir, _format.segment_name(s))
+                    with open(src, "rb") as fh:
+                        data = fh.read()
+                    _fs.write_new_file(
+                        os.path.join(quarantine, f"wal-{_format.segment_name(s)}.{stamp}"), data, sync=True
+                    )
+                    if s > seg:
+                        os.unlink(src)
+            self._zero_tail(pos)
+            c = self._control()
+            c.appended = c.synced = pos
+            c.commits += 1
+            self.control.write(c)
+            self.overlay.reset(min(self.overlay.pos, pos), self.overlay.pruned_lsn)
+            self.on_folded(None)
+        return lost
+
+    @contextmanager
+    def pin(self) -> Iterator[None]:
+        """Keep folds out while the block runs (a snapshot reads shards + overlay at one position)."""
+        fd = os.open(os.path.join(self.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + self.lock_timeout_s
+            sleep = 0.0005
+            while not _platform.lock(fd, exclusive=False, blocking=False):
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"timed out waiting for the fold lock in {self.dir}",
+                        path=self.dir,
+                        waited_s=self.lock_timeout_s,
+                    )
+                time.sleep(sleep)
+                sleep = min(sleep * 2, 0.02)
+            try:
+                yield
+            finally:
+                _platform.unlock(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,133 @@
+"""The per-process overlay of unfolded log records (layer L2).
+
+Records the log holds but the shard files may not yet, by namespace and key,
+newest per key. Reads look here first and fall back to the shards.
+
+Two parts, and why:
+
+* ``committed``: records up to ``pos``, a position the log has *synced*. Only
+  these are ever served to readers: a record that is not yet durable must not
+  be visible (another process could act on it, then lose it to a power cut).
+* ``pending``: records between ``pos`` and ``tail`` (written by any process,
+  not yet known to be synced). A writer deciding a conditional write under the
+  append lock must see them (they are before it in the log); nobody else does.
+  They move to ``committed`` when the synced position passes their end.
+
+Entries whose sequence number the fold has put into the shards are pruned
+(:meth:`Overlay.prune`), so the overlay stays bounded by the fold threshold;
+the caller forgets its cached copies of the shards they belong to.
+
+Invariant: for every key, ``committed`` holds its newest record in
+``(pruned_lsn, pos]`` if it has one, and nothing older than that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Entry", "Overlay"]
+
+
+class Entry:
+    """One key's newest unfolded record: its sequence number and the record (None: deleted)."""
+
+    __slots__ = ("lsn", "record")
+
+    def __init__(self, lsn: int, record: dict[str, Any] | None) -> None:
+        self.lsn = lsn
+        self.record = record
+
+    def __repr__(self) -> str:
+        return f"Entry({self.lsn}, {self.record!r})"
+
+
+Change = tuple[tuple[str, ...], str, Entry]
+
+
+class Overlay:
+    """Unfolded records of one store in one process. The caller serialises changes."""
+
+    def __init__(self, pos: int) -> None:
+        self.committed: dict[tuple[str, ...], dict[str, Entry]] = {}
+        self.pos = pos
+        self.tail = pos
+        self.pending: list[tuple[int, list[Change]]] = []
+        self.pruned_lsn = 0
+        self.count = 0
+        self._unpruned = False
+
+    def get(self, namespace: tuple[str, ...], key: str) -> Entry | None:
+        """The newest synced entry for a key, if it is unfolded (what readers see)."""
+        ns = self.committed.get(namespace)
+        return None if ns is None else ns.get(key)
+
+    def get_latest(self, namespace: tuple[str, ...], key: str) -> Entry | None:
+        """The newest entry including pending ones (what a writer under the append lock decides on)."""
+        for _, changes in reversed(self.pending):
+            for ns, k, entry in reversed(changes):
+                if k == key and ns == namespace:
+                    return entry
+        return self.get(namespace, key)
+
+    def add(self, end: int, changes: list[Change], *, synced: bool) -> None:
+        """Add the entries of frames ending at ``end`` (in log order, after everything held)."""
+        if synced and not self.pending:
+            self._apply(changes)
+            self.pos = end
+        else:
+            self.pending.append((end, changes))
+        self.tail = end
+
+    def promote(self, synced: int) -> None:
+        """Move pending entries below the synced position ``synced`` to the committed part."""
+        while self.pending and self.pending[0][0] <= synced:
+            end, changes = self.pending.pop(0)
+            self._apply(changes)
+            self.pos = end
+        if not self.pending:
+            self.pos = max(self.pos, min(synced, self.tail))
+
+    def _apply(self, changes: list[Change]) -> None:
+        committed = self.committed
+        self._unpruned = True
+        for ns, key, entry in changes:
+            by_key = committed.get(ns)
+            if by_key is None:
+                by_key = committed[ns] = {}
+            if key not in by_key:
+                self.count += 1
+            by_key[key] = entry
+
+    def prune(self, folded_lsn: int) -> list[tuple[tuple[str, ...], str]]:
+        """Drop committed entries the shards now hold; return their (namespace, key)."""
+        if folded_lsn <= self.pruned_lsn and not self._unpruned:
+            return []
+        self._unpruned = False
+        self.pruned_lsn = max(self.pruned_lsn, folded_lsn)
+        folded_lsn = self.pruned_lsn
+        gone: list[tuple[tuple[str, ...], str]] = []
+        for ns in list(self.committed):
+            by_key = self.committed[ns]
+            for key in [k for k, e in by_key.items() if e.lsn <= folded_lsn]:
+                del by_key[key]
+                gone.append((ns, key))
+            if not by_key:
+                del self.committed[ns]
+        self.count -= len(gone)
+        return gone
+
+    def reset(self, pos: int, pruned_lsn: int) -> None:
+        """Forget everything and start again at ``pos`` (the log before it was retired)."""
+        self.committed.clear()
+        self.pending.clear()
+        self.pos = self.tail = pos
+        self.pruned_lsn = pruned_lsn
+        self.count = 0
+
+    def namespace(self, namespace: tuple[str, ...]) -> dict[str, Entry]:
+        """A copy of the committed entries of one namespace."""
+        return dict(self.committed.get(namespace, {}))
+
+    def namespaces(self) -> list[tuple[str, ...]]:
+        """Namespaces with committed entries."""
+        return list(self.committed)

@@ -1,0 +1,58 @@
+"""Children for the log's multi-process tests (spawn context: module-level functions only)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+import filemem
+
+NS = ("wal", "proc")
+
+
+def incrementer(path: str, key: str, times: int) -> None:
+    """``update`` one counter ``times`` times."""
+    with filemem.Store(path) as s:
+        for _ in range(times):
+            s.update(NS, key, lambda n: (n or 0) + 1)
+
+
+def folder_loop(path: str, stop_file: str) -> None:
+    """Fold the log as fast as possible until ``stop_file`` exists (or until killed)."""
+    with filemem.Store(path) as s:
+        while not os.path.exists(stop_file):
+            s._engine.fold(wait=True)
+            time.sleep(0.001)
+
+
+def acked_writer(path: str, me: int, ack_path: str, seed: int) -> None:
+    """Write puts and 4-key batches for ever; append one ack line after each call returned.
+
+    Line: ``put <key> <value> <version>`` or ``batch <gen> <version>``.
+    """
+    rng = random.Random(seed)
+    with filemem.Store(path) as s, open(ack_path, "a", buffering=1) as ack:
+        while True:
+            n = time.time_ns()  # grows across incarnations too: a later write always carries a larger n
+            if rng.random() < 0.3:
+                keys = [f"w{me}-b{i}" for i in range(4)]
+                with s.batch() as b:
+                    for k in keys:
+                        b.put(NS, k, {"gen": n, "pad": "x" * rng.randrange(0, 300)})
+                ack.write(f"batch {n} {b.results[0]}\n")
+            else:
+                key = f"w{me}-k{rng.randrange(20)}"
+                v = s.put(NS, key, {"n": n, "pad": "y" * rng.randrange(0, 300)})
+                ack.write(f"put {key} {n} {v}\n")
+
+
+def visibility_writer(path: str, conn: Any, rounds: int) -> None:
+    """Put round i, then tell the reader i (after the put returned)."""
+    with filemem.Store(path) as s:
+        for i in range(rounds):
+            s.put(NS, "seen", i)
+            conn.send(i)
+            assert conn.recv() == "ok"
+        conn.send(None)

@@ -1,0 +1,278 @@
+"""The write-ahead log's rooms one by one: framing, writer, reader, control page, overlay, checkpoint."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filemem import StorageError
+from filemem._wal import _format, _platform
+from filemem._wal._control import Control, ControlPage
+from filemem._wal._fold import Checkpoint, read_checkpoint, write_checkpoint
+from filemem._wal._log import FIRST_POSITION, Log
+from filemem._wal._overlay import Entry, Overlay
+from filemem._wal._reader import LogReader
+from filemem._wal._writer import LogWriter
+from filemem.codecs import get_codec
+
+CODECS: dict[str, Any] = {"json": get_codec("json"), "msgpack": get_codec("msgpack")}
+
+
+def _put(ns: tuple[str, ...], key: str, value: Any, **kw: Any) -> _format.LogOp:
+    return _format.LogOp(ns, key, _format.PUT, "json", CODECS["json"].encode(value), 1.5, kw.get("expires_at"))
+
+
+# ---------------------------------------------------------------------- framing
+
+
+def test_batch_round_trips_every_field() -> None:
+    ops = [
+        _put(("a", "b"), "k", {"x": [1, 2]}),
+        _format.LogOp(("\x00internal", "applied"), "ключ", _format.DELETE),
+        _put(("a",), "", None, expires_at=99.25),
+    ]
+    first, now, back = _format.decode_batch(_format.encode_batch(41, 7.5, ops))
+    assert (first, now) == (41, 7.5)
+    assert back == ops
+
+
+@pytest.mark.parametrize("cut", [1, 5, 20])
+def test_truncated_batch_is_refused(cut: int) -> None:
+    payload = _format.encode_batch(1, 0.0, [_put(("a",), "k", "v" * 30)])
+    with pytest.raises(ValueError):
+        _format.decode_batch(payload[:-cut])
+
+
+def test_frame_checks_crc_position_and_zeros() -> None:
+    pos = _format.position(3, 4096)
+    frame = _format.encode_frame(_format.BATCH, pos, b"payload!")
+    assert len(frame) % 8 == 0
+    head = frame[: _format.FRAME_HEADER_BYTES]
+    crc, length, kind = _format.decode_frame_header(head, pos) or (0, 0, 0)
+    assert (length, kind) == (8, _format.BATCH)
+    body = frame[_format.FRAME_HEADER_BYTES : _format.FRAME_HEADER_BYTES + length]
+    assert _format.check_frame(head, body, crc)
+    assert not _format.check_frame(head, b"payload?", crc)
+    # The same bytes at another position are stale data, not a frame.
+    assert _format.decode_frame_header(head, pos + 8) is None
+    assert _format.decode_frame_header(bytes(24), pos) is None
+
+
+def test_segment_header_names_its_segment() -> None:
+    head = _format.encode_segment_header(77)
+    assert _format.decode_segment_header(head) == 77
+    bad = bytearray(head)
+    bad[9] ^= 1
+    assert _format.decode_segment_header(bytes(bad)) is None
+
+
+# ---------------------------------------------------------------------- writer + reader
+
+
+def _write(tmp_path: Path, payloads: list[bytes], segment_bytes: int = 1 << 20) -> tuple[LogWriter, list[int]]:
+    w = LogWriter(str(tmp_path), segment_bytes=segment_bytes, sync=True)
+    at = FIRST_POSITION
+    ends = []
+    for p in payloads:
+        _, at = w.append(at, _format.BATCH, p)
+        w.sync(at)
+        ends.append(at)
+    return w, ends
+
+
+def test_reader_returns_what_the_writer_wrote(tmp_path: Path) -> None:
+    payloads = [bytes([i]) * (i * 37 % 200 + 1) for i in range(50)]
+    w, ends = _write(tmp_path, payloads)
+    w.close()
+    r = LogReader(str(tmp_path))
+    scan = r.scan(FIRST_POSITION, None)
+    assert [f.payload for f in scan.frames] == payloads
+    assert scan.end == ends[-1] and scan.stop == "end"
+    part = r.scan(FIRST_POSITION, ends[9])
+    assert len(part.frames) == 10 and part.stop == "limit"
+    r.close()
+
+
+def test_segments_roll_and_the_scan_follows(tmp_path: Path) -> None:
+    payloads = [os.urandom(300) for _ in range(40)]
+    w, _ = _write(tmp_path, payloads, segment_bytes=4096)
+    w.close()
+    segs = sorted(f for f in os.listdir(tmp_path) if f.endswith(".log"))
+    assert len(segs) >= 3
+    scan = LogReader(str(tmp_path)).scan(FIRST_POSITION, None)
+    assert [f.payload for f in scan.frames if f.kind == _format.BATCH] == payloads
+    assert _format.segment_of(scan.end) == len(segs)
+
+
+def test_a_frame_bigger_than_a_segment_gets_its_own(tmp_path: Path) -> None:
+    payloads = [b"a" * 100, os.urandom(10_000), b"b" * 100]
+    w, _ = _write(tmp_path, payloads, segment_bytes=4096)
+    w.close()
+    scan = LogReader(str(tmp_path)).scan(FIRST_POSITION, None)
+    assert [f.payload for f in scan.frames if f.kind == _format.BATCH] == payloads
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate-payload", "garbage-header"])
+def test_a_damaged_tail_ends_the_scan_at_the_last_good_frame(tmp_path: Path, damage: str) -> None:
+    w, ends = _write(tmp_path, [b"x" * 64, b"y" * 64, b"z" * 64])
+    w.close()
+    seg = tmp_path / _format.segment_name(1)
+    data = bytearray(seg.read_bytes())
+    last = _format.offset_of(ends[1])
+    if damage == "flip":
+        data[last + 30] ^= 0x40
+    elif damage == "truncate-payload":
+        data[last + 40 : last + 100] = bytes(60)
+    else:
+        data[last : last + 8] = b"\xff" * 8
+    seg.write_bytes(bytes(data))
+    scan = LogReader(str(tmp_path)).scan(FIRST_POSITION, None)
+    assert [f.payload for f in scan.frames] == [b"x" * 64, b"y" * 64]
+    assert scan.end == ends[1] and scan.stop == "torn"
+
+
+def test_missing_segment_is_reported(tmp_path: Path) -> None:
+    scan = LogReader(str(tmp_path)).scan(FIRST_POSITION, None)
+    assert scan.frames == [] and scan.stop == "missing" and scan.end == FIRST_POSITION
+
+
+# ---------------------------------------------------------------------- control page
+
+
+def test_control_page_round_trips_and_only_the_seqlock_guards_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "control")
+    page = ControlPage(path)
+    assert not page.valid()
+    c = Control(appended=10, synced=9, commits=3, last_lsn=5, synced_lsn=4, folded=2, folded_lsn=1, folds=1)
+    page.initialise(c, 1234)
+    other = ControlPage(path)  # a second mapping sees the first's writes at once
+    assert other.valid() and other.boot() == 1234 and other.read() == c and other.commits() == 3
+    # A writer that died mid-update leaves seq odd: readers refuse the page, repair closes it.
+    raw = bytearray(Path(path).read_bytes())
+    seq = struct.unpack_from("<Q", raw, 16)[0]
+    page._put(2, seq + 1)
+    assert other.read() is None
+    page.repair()
+    assert other.read() == c
+    page.close()
+    other.close()
+
+
+# ---------------------------------------------------------------------- overlay
+
+
+def test_overlay_serves_only_synced_entries_and_prunes_folded_ones() -> None:
+    ov = Overlay(100)
+    ns = ("a",)
+    ov.add(200, [(ns, "k", Entry(1, {"value": 1, "version": 1}))], synced=True)
+    ov.add(300, [(ns, "k", Entry(2, {"value": 2, "version": 2})), (ns, "j", Entry(3, None))], synced=False)
+    assert ov.get(ns, "k").lsn == 1  # type: ignore[union-attr]
+    assert ov.get_latest(ns, "k").lsn == 2  # type: ignore[union-attr]
+    assert ov.get(ns, "j") is None and ov.get_latest(ns, "j").record is None  # type: ignore[union-attr]
+    ov.promote(250)  # not past the pending frame's end
+    assert ov.get(ns, "k").lsn == 1  # type: ignore[union-attr]
+    ov.promote(300)
+    assert ov.get(ns, "k").lsn == 2 and ov.pos == 300  # type: ignore[union-attr]
+    assert sorted(ov.prune(2)) == [(ns, "k")]
+    assert ov.get(ns, "k") is None and ov.get(ns, "j") is not None and ov.count == 1
+
+
+# ---------------------------------------------------------------------- checkpoint
+
+
+def test_checkpoint_round_trips_and_a_damaged_one_reads_as_none(tmp_path: Path) -> None:
+    assert read_checkpoint(str(tmp_path)) is None
+    write_checkpoint(str(tmp_path), Checkpoint(FIRST_POSITION + 64, 17), sync=True)
+    assert read_checkpoint(str(tmp_path)) == Checkpoint(FIRST_POSITION + 64, 17)
+    path = tmp_path / "checkpoint"
+    path.write_bytes(path.read_bytes().replace(b"17", b"18"))
+    assert read_checkpoint(str(tmp_path)) is None
+
+
+# ---------------------------------------------------------------------- the coordinator
+
+
+def _log(root: Path, **kw: Any) -> Log:
+    (root / "wal").mkdir(exist_ok=True)
+    return Log(str(root), readonly=kw.pop("readonly", False), sync=True, codecs=CODECS, lock_timeout_s=5.0, **kw)
+
+
+def _put_decision(ns: tuple[str, ...], key: str, value: Any) -> Any:
+    def decide(latest: Any, first: int, now: float) -> Any:
+        prev = latest(ns, key)
+        op = _put(ns, key, value)
+        return [op], [first, prev.lsn if prev else 0], [(ns, key, Entry(first, {"value": value, "version": first}))]
+
+    return decide
+
+
+def test_two_handles_see_each_others_commits_at_the_next_refresh(tmp_path: Path) -> None:
+    a, b = _log(tmp_path), _log(tmp_path)
+    try:
+        assert a.commit(_put_decision(("n",), "k", 1)) == [1, 0]
+        assert b.changed()
+        b.refresh()
+        got = b.get(("n",), "k")
+        assert got is not None and got.record is not None
+        assert (got.record["value"], got.record["version"], got.record["created_at"]) == (1, 1, 1.5)
+        assert not b.changed()
+        assert b.commit(_put_decision(("n",), "k", 2)) == [2, 1]  # decided on a's record
+        a.refresh()
+        assert a.get(("n",), "k").lsn == 2  # type: ignore[union-attr]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_fold_installs_the_newest_record_per_key_and_moves_the_checkpoint(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    got: list[Any] = []
+    try:
+        for i in range(5):
+            log.commit(_put_decision(("n",), f"k{i % 2}", i))
+        assert log.fold(got.extend, wait=True)
+        assert [(k, lsn, r["value"]) for _, k, lsn, r in got] == [("k0", 5, 4), ("k1", 4, 3)]
+        cp = read_checkpoint(str(tmp_path / "wal"))
+        assert cp is not None and cp.folded_lsn == 5
+        log.refresh()
+        assert log.overlay.count == 0  # pruned: the shards hold them now
+    finally:
+        log.close()
+
+
+def test_a_lost_control_page_is_rebuilt_from_the_log(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    for i in range(3):
+        log.commit(_put_decision(("n",), "k", i))
+    log.close()
+    os.unlink(tmp_path / "wal" / "control")
+    again = _log(tmp_path)
+    try:
+        again.refresh()
+        assert again.get(("n",), "k").lsn == 3  # type: ignore[union-attr]
+        assert again.commit(_put_decision(("n",), "k", 9))[0] == 4  # numbers never repeat
+    finally:
+        again.close()
+
+
+def test_a_failed_sync_is_fatal_for_the_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = _log(tmp_path)
+    try:
+        log.commit(_put_decision(("n",), "k", 1))
+
+        def eio(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(_platform, "datasync", eio)
+        with pytest.raises(StorageError):
+            log.commit(_put_decision(("n",), "k", 2))
+        monkeypatch.undo()
+        with pytest.raises(StorageError):  # never retried into a false success
+            log.commit(_put_decision(("n",), "k", 3))
+    finally:
+        log.close()
