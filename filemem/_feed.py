@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from ._names import unescape_segment
+from ._names import escape_segment, unescape_segment
 
 __all__ = ["Change", "ChangeFeed", "Subscription"]
 
@@ -340,6 +340,7 @@ class ChangeFeed:
         sub = Subscription(self, prefix, max_queue, callback=callback)
         with self._lock:
             self._start_listening()
+            self._note_generations(prefix)
             self._subs = [*self._subs, sub]
         return sub
 
@@ -348,6 +349,7 @@ class ChangeFeed:
         sub = Subscription(self, prefix, max_queue, loop=asyncio.get_running_loop())
         with self._lock:
             self._start_listening()
+            self._note_generations(prefix)
             self._subs = [*self._subs, sub]
         return sub
 
@@ -357,6 +359,26 @@ class ChangeFeed:
         if not self._subs:
             self._generations.clear()
             self._since = time.time()
+
+    def _note_generations(self, prefix: tuple[str, ...]) -> None:
+        """Note the generation of each shard under ``prefix`` not tracked yet, before the subscriber listens.
+
+        Without it the first write the watcher sees of a shard has no known
+        predecessor: writes made since the subscriber listens that this one
+        hid (the watcher read the header late, under load) could be recovered
+        only from keys still holding their version, and a key written again
+        holds only its last. With it such writes are a known gap, announced
+        one by one (see _publish_hidden). ``setdefault``: the watcher may have
+        noted a newer generation meanwhile.
+        """
+        top = os.path.join(self.ns_root, *(escape_segment(s) for s in prefix))
+        for directory, _dirs, files in os.walk(top):
+            for name in files:
+                if name.startswith("s") and name.endswith(".shard"):
+                    path = os.path.join(directory, name)
+                    generation, _ = _header_of(path)
+                    if generation is not None:
+                        self._generations.setdefault(path, generation)
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -423,3 +424,29 @@ def test_async_subscription_abandoned_with_its_loop_is_dropped(store_path: str) 
         assert store.stats()["feed"]["subscribers"] == 1
         writer.put(NS, "k", 1)  # offering it a change finds its loop closed
         wait_until(lambda: store.stats()["feed"]["subscribers"] == 0)
+
+
+def test_writes_hidden_before_the_first_header_read_are_announced(store_path: str) -> None:
+    """A shard written 5 times after subscribe() whose first header the watcher reads late: 5 writes, not 1.
+
+    The writes all set one key, so its record holds only the last version: without the
+    shard's generation noted at subscribe() nothing tells the 4 hidden writes apart.
+    """
+    from filemem._feed import ChangeFeed
+
+    with make_store(store_path) as store:
+        precreate(store, NS)
+        store.put(NS, "k", 0)
+        feed = ChangeFeed(store._engine.ns_root)
+        got: list[filemem.Change] = []
+        sub = feed.subscribe(got.append, NS, 100)
+        try:
+            for i in range(1, 6):
+                store.put(NS, "k", i)
+            shard = next(
+                os.path.join(d, f) for d, _, fs in os.walk(store._engine.ns_dir(NS)) for f in fs if f.endswith(".shard")
+            )
+            feed.publish(os.path.dirname(shard), os.path.basename(shard), "write")  # only the last write's event
+            wait_until(lambda: sum(c.kind == "write" for c in got) >= 5, timeout=10)
+        finally:
+            sub.close()
