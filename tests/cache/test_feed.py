@@ -110,9 +110,19 @@ def test_prefix_matches_whole_segments(store_path: str) -> None:
         writer.put(("tenant", "acme"), "k", 1)
         writer.put(("tenant", "acme", "deep"), "k", 1)
         writer.put(("tenant", "acme"), "done", 1)
-        done = lambda cs: any(c.keys == ("done",) for c in cs)  # noqa: E731
-        for c in (acme, acme_str, tenant):
-            c.wait_for(done)
+        # Changes to different namespaces (directories) may arrive in any order:
+        # wait for the last write and for the other namespace each must see.
+        def done_with(*namespaces: tuple[str, ...]) -> Callable[[list[filemem.Change]], bool]:
+            def done(cs: list[filemem.Change]) -> bool:
+                seen = {c.namespace for c in cs}
+                return any(c.keys == ("done",) for c in cs) and seen >= set(namespaces)
+
+            return done
+
+        for c in (acme, acme_str):
+            c.wait_for(done_with(("tenant", "acme", "deep")))
+        tenant.wait_for(done_with(("tenant", "acme", "deep"), ("tenant", "acme-corp"), ("tenant", "acmex")))
+        time.sleep(0.2)  # a change that should not come has had its chance to arrive
         for s in subs:
             s.close()
     expected = {("tenant", "acme"), ("tenant", "acme", "deep")}
