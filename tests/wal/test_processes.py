@@ -93,7 +93,7 @@ def _parse_acks(path: str) -> tuple[dict[str, int], list[int], list[tuple[int, i
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "known bug in opt-in format 2 (issue 13, open): in 1 of 4 full-suite runs on 2026-12-03 an acknowledged put "
+        "known bug in opt-in format 2 (issue 13, open): in 2 of 5 full-suite runs on 2026-12-03 an acknowledged put "
         "was later read back as an older value of its key after writers and the folder were SIGKILLed; format 2 "
         "stays off by default until this passes every time"
     ),
