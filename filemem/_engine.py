@@ -868,17 +868,7 @@ class Engine:
             else:
                 entry = latest(op.namespace, op.key)
                 rec = entry.record if entry is not None else self._read_shards(op.namespace, op.key, fresh_ok=True)[0]
-            if rec is not None and (x := rec.get("expires_at")) is not None and x <= now:
-                rec = None
-            current = rec["version"] if rec is not None else 0
-            if op.if_version is not None and op.if_version != current:
-                raise ConflictError(
-                    f"{'/'.join(op.namespace)}/{op.key}: expected version {op.if_version}, found {current}",
-                    namespace=op.namespace,
-                    key=op.key,
-                    expected=op.if_version,
-                    current_version=current,
-                )
+            rec, _ = _checked_version(op, rec, now)
             lsn = first_lsn + len(logged)
             if op.kind == "delete":
                 results.append(rec is not None)
@@ -1087,17 +1077,7 @@ class Engine:
                     shard.set(op.key, op.record)
                     dirty.setdefault(lp, []).append(op.key)
                 continue
-            if rec is not None and (x := rec.get("expires_at")) is not None and x <= now:
-                rec = None
-            current = rec["version"] if rec is not None else 0
-            if op.if_version is not None and op.if_version != current:
-                raise ConflictError(
-                    f"{'/'.join(op.namespace)}/{op.key}: expected version {op.if_version}, found {current}",
-                    namespace=op.namespace,
-                    key=op.key,
-                    expected=op.if_version,
-                    current_version=current,
-                )
+            rec, _ = _checked_version(op, rec, now)
             version = shards[lp].generation + 1
             if op.kind == "delete":
                 removed = rec is not None
@@ -1680,6 +1660,26 @@ def _max_version(path: str) -> int:
         return int(got.get("generation", 0))
     except (OSError, ValueError, TypeError, AttributeError):
         return 0
+
+
+def _checked_version(op: Op, rec: Record | None, now: float) -> tuple[Record | None, int]:
+    """The live record and its version (0 when absent or expired); ``ConflictError`` if ``op.if_version`` differs.
+
+    One rule for both write paths (the log's and the shards'), so a conditional
+    write means the same thing whichever format the store has.
+    """
+    if rec is not None and (x := rec.get("expires_at")) is not None and x <= now:
+        rec = None
+    current = rec["version"] if rec is not None else 0
+    if op.if_version is not None and op.if_version != current:
+        raise ConflictError(
+            f"{'/'.join(op.namespace)}/{op.key}: expected version {op.if_version}, found {current}",
+            namespace=op.namespace,
+            key=op.key,
+            expected=op.if_version,
+            current_version=current,
+        )
+    return rec, current
 
 
 def _max_locks() -> int:

@@ -99,7 +99,7 @@ def add_store_options(p: argparse.ArgumentParser, mode: StoreMode) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output (JSON, or JSON Lines where it streams)")
     p.add_argument(
         "--lock-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="give up (exit 4) when a lock is not had within this long (default 10)",
@@ -114,7 +114,8 @@ def add_store_options(p: argparse.ArgumentParser, mode: StoreMode) -> None:
         )
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0."""
     try:
         value = float(text)
     except ValueError:

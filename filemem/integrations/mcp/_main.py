@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Final, TextIO
 
 from filemem import FileMemError, InvalidKeyError, InvalidValueError, LockTimeout, Store
+from filemem._cli._base import positive_float
 from filemem.admin import open_store
 
 from ._graph import DEFAULT_NAMESPACE, KnowledgeGraph, read_jsonl
@@ -34,16 +35,6 @@ _EXIT_USAGE: Final = 2  # the same codes as the filemem command line (filemem/_c
 _EXIT_STORE: Final = 3
 _EXIT_BUSY: Final = 4
 _EXIT_INTERRUPTED: Final = 130
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
 
 
 def _port(text: str) -> int:
@@ -87,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="--import prints its counts as JSON")
     p.add_argument(
         "--lock-timeout",
-        type=_positive,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="a tool call fails (a tool error, not a crash) when a lock is not had within this long (default 10)",
