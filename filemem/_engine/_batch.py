@@ -27,9 +27,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from .. import _fs, _locks
-from .._errors import (
-    StorageError,
-)
+from .._errors import StorageError
 from .._shard import FORMAT_VERSION, SHARD_SUFFIX, Shard
 from .._view import View
 from ._marker import BATCH_SUFFIX, INTERNAL_DIR, NS_DIR

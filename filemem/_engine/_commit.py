@@ -21,10 +21,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from .. import _fs, _locks
-from .._errors import (
-    InvalidValueError,
-    LockTimeout,
-)
+from .._errors import InvalidValueError, LockTimeout
 from .._names import hash_bits
 from .._shard import Record, Shard, encode_shard
 from .._view import View

@@ -26,11 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _fs
-from .._errors import (
-    FileMemError,
-    InvalidValueError,
-    ReadOnlyError,
-)
+from .._errors import FileMemError, InvalidValueError, ReadOnlyError
 from .._types import Durability
 from .._view import View
 from .._wal import Log

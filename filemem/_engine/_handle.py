@@ -14,10 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .._errors import (
-    InvalidValueError,
-    StoreClosedError,
-)
+from .._errors import InvalidValueError, StoreClosedError
 from .._shard import Shard
 from .._types import Durability
 from .._view import View

@@ -26,10 +26,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .. import _fs, _locks
-from .._errors import (
-    CorruptShardError,
-    InvalidValueError,
-)
+from .._errors import CorruptShardError, InvalidValueError
 from .._names import hash_bits
 from .._shard import SHARD_SUFFIX, Record
 from .._view import MAX_PREFIX_BITS

@@ -26,12 +26,7 @@ import time
 from typing import Any, Final
 
 from .. import _fs
-from .._errors import (
-    CorruptShardError,
-    FileMemError,
-    InvalidValueError,
-    UnsupportedFormatError,
-)
+from .._errors import CorruptShardError, FileMemError, InvalidValueError, UnsupportedFormatError
 from .._wal import WAL_DIR
 from ..codecs import Codec, get_codec
 from ._handle import Handle

@@ -13,10 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from .._errors import (
-    ConflictError,
-    InvalidValueError,
-)
+from .._errors import ConflictError, InvalidValueError
 from .._shard import Record
 from .._view import View
 

@@ -24,9 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from .. import _fs, _locks
-from .._errors import (
-    StorageError,
-)
+from .._errors import StorageError
 from .._names import escape_segment, hash_bits, legacy_segment, unescape_segment
 from .._shard import SHARD_SUFFIX, Record, Shard, decode_shard
 from .._view import View
