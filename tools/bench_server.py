@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -116,7 +117,8 @@ def _writer(path: str, n: int, count: int, rate: float, durability: str, go: str
 
 def _loads() -> Any:
     try:
-        import orjson  # noqa: PLC0415 - optional: a faster parser leaves more of the machine to the server
+        # optional: a faster parser leaves more of the machine to the server
+        import orjson
 
         return orjson.loads
     except ImportError:
@@ -126,7 +128,7 @@ def _loads() -> Any:
 def _client_proc(
     port: int, clients: int, frames: str, writers: int, count: int, deadline: float, ready: str, acks_dir: str, out: str
 ) -> None:
-    import websockets  # noqa: PLC0415 - the server extra
+    import websockets  # the server extra
 
     loads = _loads()
     query = {"auto": "", "array": "?batch=1", "single": "?batch=0"}[frames]
@@ -220,7 +222,7 @@ def _client_proc(
             if seq != expected:
                 good = False
                 summary["absent"] += len(set(expected) - set(seq))
-                summary["late_or_twice"] += sum(1 for a, b in zip(seq, seq[1:], strict=False) if b <= a)
+                summary["late_or_twice"] += sum(1 for a, b in itertools.pairwise(seq) if b <= a)
             ack = acks[ns]
             latencies.extend(max(0.0, t - ack[i]) * 1000 for i, t in zip(seq, r["times"][ns], strict=True))
             aw = ack_walls[ns]

@@ -19,7 +19,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from .. import FileMemError, Store
+from .. import Collector, FileMemError, Store
 from ..admin import to_json_value
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class HealthAdapter:
 
     # ------------------------------------------------------------------ readiness
 
-    def ready(self, hub: ChangeHub) -> tuple[bool, list[dict[str, Any]]]:
+    def ready(self, hub: ChangeHub, collector: Collector | None = None) -> tuple[bool, list[dict[str, Any]]]:
         """Every readiness check with its outcome (blocking: call in a worker thread)."""
         checks: list[dict[str, Any]] = []
 
@@ -84,6 +84,14 @@ class HealthAdapter:
         else:
             limit = self.config.ready_max_dead_letters
             check("dead-letters", letters <= limit, f"{letters} (threshold {limit})")
+        if collector is not None:
+            health = collector.health()
+            check(
+                "collector",
+                bool(health["ok"]),
+                f"queue {health['queue_depth']}, breaker {health['breaker']}"
+                + (f", last error {health['last_error']}" if health["last_error"] else ""),
+            )
         return all(c["ok"] for c in checks), checks
 
     # ------------------------------------------------------------------ maintenance

@@ -90,9 +90,7 @@ def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any
             async def send_loop() -> None:
                 async with contextlib.aclosing(hub.read(who, prefix, after)) as stream:
                     async for texts in stream:
-                        if mode == "single":
-                            frames = texts
-                        elif mode == "auto" and len(texts) == 1:
+                        if mode == "single" or (mode == "auto" and len(texts) == 1):
                             frames = texts
                         else:
                             frames = [hub.batch_frame(texts)]

@@ -16,7 +16,6 @@ import filemem
 
 from .conftest import ServerProc, assert_announced, make_tokens, start_server, websockets
 
-
 # Messages of a batched frame not handed out yet, per connection.
 _BUFFERED: weakref.WeakKeyDictionary[Any, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
 
