@@ -136,16 +136,31 @@ def _client_proc(
     namespaces = [f"{_NS_PREFIX}{n}" for n in range(writers)]
     connected: list[int] = []
 
+    # Frame text -> its messages, parsed once per process: clients in step receive byte-identical
+    # frames, and a dict lookup (hash and compare of the whole text) proves this client got exactly
+    # those bytes. The parse, the order check and the latency sums run after the run, so a client's
+    # receipt time is not pushed back by parsing other clients' frames.
+    parsed: dict[str, tuple[tuple[str, str | None, int, float], ...]] = {}
+    lasts: dict[str, int] = {}  # frame text -> how many writers' last keys it carries
+
+    def parse(frame: str) -> int:
+        msgs = loads(frame)
+        out = []
+        for m in msgs if isinstance(msgs, list) else (msgs,):
+            kind = m["type"]
+            if kind == "change" and m["namespace"] in keys_of:
+                key = m["key"]
+                out.append(("change", m["namespace"], -1 if key is None else int(key[1:]), m["time"]))
+            elif kind == "missed":
+                out.append(("missed", None, -1, 0.0))
+        parsed[frame] = tuple(out)
+        n = lasts[frame] = sum(1 for kind, _, i, _ in out if kind == "change" and i == count - 1)
+        return n
+
+    keys_of = set(namespaces)
+
     async def one() -> dict[str, Any]:
-        # Per writer namespace: the key numbers in the order received, and when each frame came.
-        keys: dict[str, list[int]] = {ns: [] for ns in namespaces}
-        times: dict[str, list[float]] = {ns: [] for ns in namespaces}
-        # When the server's change feed saw each key (the message's ``time``) and the wall clock at
-        # receipt: they split the latency into the watcher's part and the hub's and network's part.
-        seen: dict[str, list[float]] = {ns: [] for ns in namespaces}
-        walls: dict[str, list[float]] = {ns: [] for ns in namespaces}
-        nulls = missed = other = frames_got = 0
-        last = count - 1
+        got: list[tuple[str, float, float]] = []  # (frame, monotonic, wall) at receipt
         finished = 0
         async with websockets.connect(url, max_size=None, open_timeout=120, compression=None) as ws:
             hello = loads(await ws.recv())
@@ -159,32 +174,33 @@ def _client_proc(
                     frame = await asyncio.wait_for(ws.recv(), left)
                 except TimeoutError:
                     break
-                now = time.monotonic()
-                wall = time.time()
-                frames_got += 1
-                msgs = loads(frame)
-                for m in msgs if isinstance(msgs, list) else (msgs,):
-                    kind = m["type"]
-                    if kind == "change":
-                        ns = m["namespace"]
-                        seq = keys.get(ns)
-                        if seq is None:
-                            other += 1
-                            continue
-                        key = m["key"]
-                        if key is None:
-                            nulls += 1
-                            continue
-                        i = int(key[1:])
-                        seq.append(i)
-                        times[ns].append(now)
-                        seen[ns].append(m["time"])
-                        walls[ns].append(wall)
-                        if i == last:
-                            finished += 1
-                    elif kind == "missed":
-                        missed += 1
-        return {"keys": keys, "times": times, "seen": seen, "walls": walls, "nulls": nulls, "missed": missed, "frames": frames_got}
+                assert isinstance(frame, str)  # text frames only
+                got.append((frame, time.monotonic(), time.time()))
+                n = lasts.get(frame)
+                finished += parse(frame) if n is None else n
+        return {"got": got}
+
+    def expand(got: list[tuple[str, float, float]]) -> dict[str, Any]:
+        keys: dict[str, list[int]] = {ns: [] for ns in namespaces}
+        times: dict[str, list[float]] = {ns: [] for ns in namespaces}
+        # When the server's change feed saw each key (the message's ``time``) and the wall clock at
+        # receipt: they split the latency into the watcher's part and the hub's and network's part.
+        seen: dict[str, list[float]] = {ns: [] for ns in namespaces}
+        walls: dict[str, list[float]] = {ns: [] for ns in namespaces}
+        nulls = missed = 0
+        for frame, now, wall in got:
+            for kind, ns, i, feed_time in parsed[frame]:
+                if kind == "missed":
+                    missed += 1
+                elif i < 0:
+                    nulls += 1
+                else:
+                    assert ns is not None
+                    keys[ns].append(i)
+                    times[ns].append(now)
+                    seen[ns].append(feed_time)
+                    walls[ns].append(wall)
+        return {"keys": keys, "times": times, "seen": seen, "walls": walls, "nulls": nulls, "missed": missed}
 
     async def main() -> list[dict[str, Any] | BaseException]:
         tasks = [asyncio.create_task(one()) for _ in range(clients)]
@@ -193,8 +209,14 @@ def _client_proc(
         Path(ready).touch()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
-    results = asyncio.run(main())
+    raw = asyncio.run(main())
     cpu = _cpu_s()
+    results: list[dict[str, Any] | BaseException] = []
+    for r in raw:
+        if isinstance(r, BaseException):
+            results.append(r)
+        else:
+            results.append({**expand(r["got"]), "frames": len(r["got"])})
     # Score each client against the writers' acknowledgements (written when the writers finished).
     while len([p for p in os.listdir(acks_dir) if p.startswith("w") and p.endswith(".json")]) < writers:
         time.sleep(0.05)
@@ -240,7 +262,9 @@ def _client_proc(
         "feed_to_client_p50_ms": _pct(feed_to_client, 0.5),
         "feed_to_client_p99_ms": _pct(feed_to_client, 0.99),
     }
-    Path(out).write_text(json.dumps({**summary, "split": split, "latencies": latencies, "cpu_s": cpu, "error_examples": errors[:3]}))
+    Path(out).write_text(
+        json.dumps({**summary, "split": split, "latencies": latencies, "cpu_s": cpu, "error_examples": errors[:3]})
+    )
 
 
 def _pct(xs: list[float], q: float) -> float | None:
