@@ -188,19 +188,29 @@ def _client_proc(
         seen: dict[str, list[float]] = {ns: [] for ns in namespaces}
         walls: dict[str, list[float]] = {ns: [] for ns in namespaces}
         nulls = missed = 0
+        nulls_in: dict[str, int] = dict.fromkeys(namespaces, 0)
         for frame, now, wall in got:
             for kind, ns, i, feed_time in parsed[frame]:
                 if kind == "missed":
                     missed += 1
                 elif i < 0:
                     nulls += 1
+                    nulls_in[ns or ""] = nulls_in.get(ns or "", 0) + 1
                 else:
                     assert ns is not None
                     keys[ns].append(i)
                     times[ns].append(now)
                     seen[ns].append(feed_time)
                     walls[ns].append(wall)
-        return {"keys": keys, "times": times, "seen": seen, "walls": walls, "nulls": nulls, "missed": missed}
+        return {
+            "keys": keys,
+            "times": times,
+            "seen": seen,
+            "walls": walls,
+            "nulls": nulls,
+            "nulls_in": nulls_in,
+            "missed": missed,
+        }
 
     async def main() -> list[dict[str, Any] | BaseException]:
         tasks = [asyncio.create_task(one()) for _ in range(clients)]
@@ -228,7 +238,7 @@ def _client_proc(
     expected = list(range(count))
     latencies: list[float] = []
     summary = {"clients": len(results), "errors": 0, "in_order": 0, "complete": 0, "late_or_twice": 0, "absent": 0}
-    summary.update(nulls=0, missed=0, frames=0, delivered=0)
+    summary.update(nulls=0, missed=0, frames=0, delivered=0, silent_gaps=0)
     errors: list[str] = []
     for r in results:
         if isinstance(r, BaseException):
@@ -243,7 +253,10 @@ def _client_proc(
             summary["delivered"] += len(seq)
             if seq != expected:
                 good = False
-                summary["absent"] += len(set(expected) - set(seq))
+                absent = len(set(expected) - set(seq))
+                summary["absent"] += absent
+                if absent and not r["nulls_in"].get(ns):
+                    summary["silent_gaps"] += 1  # keys never named, and no key-null hint for the namespace
                 summary["late_or_twice"] += sum(1 for a, b in itertools.pairwise(seq) if b <= a)
             ack = acks[ns]
             latencies.extend(max(0.0, t - ack[i]) * 1000 for i, t in zip(seq, r["times"][ns], strict=True))
@@ -296,7 +309,7 @@ def _line(r: dict[str, Any]) -> str:
         f"({r['durability']}, frames {r['frames']}): wrote {r['write_rate_per_s']:.0f}/s of {r['target_rate_per_s']:.0f}/s; "
         f"{r['clients_complete']}/{r['clients']} clients got all {r['changes']} changes in order "
         f"(missed {r['missed_messages']}, key-null {r['null_changes']}, late/twice {r['late_or_twice']}, "
-        f"absent {r['absent']}); delivery p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms max {r['max_ms']} ms "
+        f"absent {r['absent']}, silent gaps {r['silent_gaps']}); delivery p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms max {r['max_ms']} ms "
         f"(target p99 < {r['p99_target_ms']:g} ms; ack->feed p99 {split['ack_to_feed_p99_ms']} ms, "
         f"feed->client p99 {split['feed_to_client_p99_ms']} ms); {r['frames_received']} frames; "
         f"cpu s server {cpu['server']} clients {cpu['clients']} writers {cpu['writers']}; "
@@ -427,6 +440,7 @@ def main() -> int:
         "null_changes": total_of("nulls"),
         "late_or_twice": total_of("late_or_twice"),
         "absent": total_of("absent"),
+        "silent_gaps": total_of("silent_gaps"),
         "frames_received": total_of("frames"),
         "p50_ms": _pct(lat, 0.50),
         "p99_ms": _pct(lat, 0.99),
