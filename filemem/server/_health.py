@@ -3,7 +3,8 @@
 Invariants: ``/health/live`` answers while the process serves at all;
 ``/health/ready`` is 503 with the failed check named whenever the store is
 closed, opened read-only without ``--readonly``, the watcher or the change
-hub is down, or dead letters passed the threshold. Findings come from
+hub is down, dead letters passed the threshold, or the server's collector
+has its breaker open or a full queue. Findings come from
 ``store.health()``; maintenance (``--maintain``) calls ``store.maintain()``
 on its own thread at the lowest CPU priority, never on the event loop, and
 its results are counted for ``/metrics``. ``store.maintain()`` lowers its own
