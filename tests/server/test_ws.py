@@ -290,7 +290,7 @@ def test_frames_auto_array_and_single(server: ServerProc) -> None:
     """Default frames: one message alone, several due at once as one array; batch=1 and batch=0 force a shape."""
     ns = "ws/frames"
 
-    async def follow(batch: str | None, go: asyncio.Event, done: asyncio.Event) -> list[Any]:
+    async def follow(batch: str | None, go: asyncio.Event, first: asyncio.Event) -> list[Any]:
         params = {"prefix": ns} if batch is None else {"prefix": ns, "batch": batch}
         frames: list[Any] = []
         async with websockets.connect(server.ws_url(**params)) as ws:
@@ -300,21 +300,21 @@ def test_frames_auto_array_and_single(server: ServerProc) -> None:
             while len(keys) < 6:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 frames.append(frame)
+                first.set()
                 keys |= {m["key"] for m in (frame if isinstance(frame, list) else [frame]) if m.get("key")}
-        done.set()
         return frames
 
     async def main() -> dict[str | None, list[Any]]:
         out: dict[str | None, list[Any]] = {}
         for batch in (None, "1", "0"):
-            go, done = asyncio.Event(), asyncio.Event()
-            task = asyncio.create_task(follow(batch, go, done))
+            go, first = asyncio.Event(), asyncio.Event()
+            task = asyncio.create_task(follow(batch, go, first))
             await asyncio.wait_for(go.wait(), 30)
-            await asyncio.sleep(0.2)
-            server.request("PUT", f"/v1/ns/{ns}/records/one-{batch}", body={"value": 1})
-            await asyncio.sleep(0.5)  # that one alone, well before the next write
+            await asyncio.to_thread(server.request, "PUT", f"/v1/ns/{ns}/records/one-{batch}", body={"value": 1})
+            await asyncio.wait_for(first.wait(), 60)  # that one arrived alone before the next write
             ops = [{"op": "put", "namespace": ns, "key": f"b{i}-{batch}", "value": i} for i in range(5)]
-            assert server.request("POST", "/v1/batch", body={"ops": ops}).status == 200  # five keys, one write
+            reply = await asyncio.to_thread(server.request, "POST", "/v1/batch", body={"ops": ops})
+            assert reply.status == 200  # five keys, one write
             out[batch] = await asyncio.wait_for(task, 60)
         return out
 
