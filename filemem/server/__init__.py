@@ -16,7 +16,8 @@ Example::
 
 Modules: ``_auth`` (token file, scopes, prefixes), ``_hub`` (the change feed
 numbered and retained for WebSocket clients), ``_app`` (routes, limits),
-``_records`` (data routes), ``_ws`` (the WebSocket), ``_metrics``,
+``_records`` (data routes), ``_collect`` (``POST /v1/collect`` and the
+server's collector), ``_ws`` (the WebSocket), ``_metrics``,
 ``_health``, ``_openapi``, ``_problems`` (problem+json), ``_command`` (the
 CLI command) and ``_run``.
 """

@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from .. import FileMemError, Store
 from ..admin import to_json_value
 from ._auth import ANONYMOUS_ADMIN, Principal, TokenSet
+from ._collect import CollectorHost, collect_route
 from ._health import HealthAdapter
 from ._hub import ChangeHub
 from ._metrics import Figures
@@ -73,10 +74,12 @@ class Server:
         self.config = config
         self.hub = ChangeHub(store, retain=config.retain)
         self.health = HealthAdapter(store, config)
+        self.collectors = CollectorHost(store)
         self.figures = Figures(store, self.hub, self._extra)
 
     def _extra(self) -> dict[str, Any]:
         out: dict[str, Any] = self.health.figures()
+        out.update(self.collectors.figures())
         for fn in self.config.extra_figures:
             out.update(fn())
         return out
@@ -198,7 +201,7 @@ async def _live(server: Server, request: Request) -> Response:
 
 
 async def _ready(server: Server, request: Request) -> Response:
-    ok, checks = await run_in_threadpool(server.health.ready, server.hub)
+    ok, checks = await run_in_threadpool(server.health.ready, server.hub, server.collectors.collector)
     return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
@@ -277,7 +280,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> Starlette:
         route("/v1/stats", _stats, ["GET"]),
         route("/v1/check", _check, ["GET"]),
         route("/v1/health", _health, ["GET"]),
-        *[route(path, handler, methods) for path, handler, methods in record_routes()],
+        *[route(path, handler, methods) for path, handler, methods in [*record_routes(), collect_route()]],
         WebSocketRoute("/v1/changes", changes_endpoint(server)),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
@@ -285,6 +288,7 @@ def create_app(store: Store, config: ServerConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server.hub.start(asyncio.get_running_loop())
+        await run_in_threadpool(server.collectors.open)
         tasks = server.health.start_background()
         try:
             yield
@@ -292,6 +296,8 @@ def create_app(store: Store, config: ServerConfig | None = None) -> Starlette:
             for task in tasks:
                 task.cancel()
             server.hub.close()
+            # Drains the queue; what it cannot apply in time stays in the journal for the next opener.
+            await run_in_threadpool(server.collectors.close)
 
     app = Starlette(
         routes=routes,

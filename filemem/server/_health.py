@@ -3,7 +3,8 @@
 Invariants: ``/health/live`` answers while the process serves at all;
 ``/health/ready`` is 503 with the failed check named whenever the store is
 closed, opened read-only without ``--readonly``, the watcher or the change
-hub is down, or dead letters passed the threshold. Findings come from
+hub is down, dead letters passed the threshold, or the server's collector
+has its breaker open or a full queue. Findings come from
 ``store.health()``; maintenance (``--maintain``) calls ``store.maintain()``
 on its own thread at the lowest CPU priority, never on the event loop, and
 its results are counted for ``/metrics``. ``store.maintain()`` lowers its own
@@ -19,7 +20,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from .. import FileMemError, Store
+from .. import Collector, FileMemError, Store
 from ..admin import to_json_value
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class HealthAdapter:
 
     # ------------------------------------------------------------------ readiness
 
-    def ready(self, hub: ChangeHub) -> tuple[bool, list[dict[str, Any]]]:
+    def ready(self, hub: ChangeHub, collector: Collector | None = None) -> tuple[bool, list[dict[str, Any]]]:
         """Every readiness check with its outcome (blocking: call in a worker thread)."""
         checks: list[dict[str, Any]] = []
 
@@ -84,6 +85,14 @@ class HealthAdapter:
         else:
             limit = self.config.ready_max_dead_letters
             check("dead-letters", letters <= limit, f"{letters} (threshold {limit})")
+        if collector is not None:
+            health = collector.health()
+            check(
+                "collector",
+                bool(health["ok"]),
+                f"queue {health['queue_depth']}, breaker {health['breaker']}"
+                + (f", last error {health['last_error']}" if health["last_error"] else ""),
+            )
         return all(c["ok"] for c in checks), checks
 
     # ------------------------------------------------------------------ maintenance

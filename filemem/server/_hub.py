@@ -19,9 +19,16 @@ The feed says which shard changed and which keys a write touched; the hub
 reads each touched key (``consistency="strict"``) to say ``put`` (with its
 version) or ``delete``. A write that touched more keys than the shard header
 names arrives with ``key: null`` and ``op: "write"``: re-read the namespace.
-Threads: the feed's delivery threads resolve changes and hand finished
-messages to the event loop with ``call_soon_threadsafe`` (FIFO, so order is
-kept); the ring is only touched on the loop.
+Threads: the feed's delivery threads resolve changes and queue finished
+messages under the seq lock (so they stay in seq order); the loop drains that
+queue into the ring, woken by one ``call_soon_threadsafe`` per burst rather
+than one per message (each one is a write to the loop's self-pipe). The ring
+is only touched on the loop.
+
+Fan-out cost is per frame, not per message (a socket write per client per
+frame), so readers are woken at most once per wake interval, which grows with
+the number of connected clients (:func:`wake_interval_s`): under load each
+wake-up carries several messages, sent to a client as one frame.
 """
 
 from __future__ import annotations
@@ -40,17 +47,29 @@ from .. import Change, FileMemError, SessionInfo, Store, Subscription
 from ..admin import to_json_value
 from ._auth import Principal
 
-__all__ = ["ChangeHub", "Cursor", "session_json"]
+__all__ = ["ChangeHub", "Cursor", "session_json", "wake_interval_s"]
 
 #: The feed subscription's own queue: past it the feed reports ``missed``.
 _FEED_QUEUE: Final = 100_000
 #: Values up to this many bytes of JSON ride along in change messages.
 _VALUE_INLINE_BYTES: Final = 1024
+#: A body's already-encoded ``value`` rides under this name until the message is encoded.
+_RAW_VALUE: Final = "\x00raw-value"
 #: The dedupe table (last version announced per key) starts over past this.
 _LAST_SENT_MAX: Final = 200_000
-#: Readers are woken at most this often: under load each wake-up then carries
-#: many messages (one frame per client with ``batch=1``) instead of one each.
+#: Readers are woken at most once per this interval: under load each wake-up
+#: then carries many messages (one frame per client) instead of one each.
 _WAKE_INTERVAL_S: Final = 0.005
+#: ... plus this much per connected client: a wake-up costs one socket write
+#: per client, so with 200 clients the loop is woken at most every 10 ms.
+_WAKE_PER_CLIENT_S: Final = 0.00005
+#: ... and never less often than this (it is added to every delivery's latency).
+_WAKE_INTERVAL_MAX_S: Final = 0.02
+
+
+def wake_interval_s(clients: int) -> float:
+    """The least time between two wake-ups of the readers with ``clients`` connected."""
+    return min(_WAKE_INTERVAL_MAX_S, max(_WAKE_INTERVAL_S, clients * _WAKE_PER_CLIENT_S))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +144,9 @@ class ChangeHub:
         self._seq = 0  # last seq handed out (hub threads, under _seq_lock)
         self._last = 0  # last seq in the ring (loop only)
         self._seq_lock = threading.Lock()
+        # Entries made by the feed threads, not yet in the ring (under _seq_lock).
+        self._incoming: list[_Entry] = []
+        self._drain_pending = False  # a _drain is scheduled on the loop (under _seq_lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._notify_pending = False
@@ -175,20 +197,34 @@ class ChangeHub:
     # ------------------------------------------------------------------ producers (feed threads)
 
     def _emit(self, kind: str, namespace: tuple[str, ...] | None, body: dict[str, Any]) -> None:
+        self._emit_many([(kind, namespace, body)])
+
+    def _emit_many(self, messages: list[tuple[str, tuple[str, ...] | None, dict[str, Any]]]) -> None:
+        """Number and queue ``messages`` together: the keys of one write reach readers in one wake-up."""
         loop = self._loop
-        if loop is None or self.closed:
+        if loop is None or self.closed or not messages:
             return
         with self._seq_lock:
-            self._seq += 1
-            seq = self._seq
-            body["cursor"] = f"{self.epoch}-{seq}"
-            if kind == "missed":
-                body["from"] = f"{self.epoch}-{seq - 1}"
-                body["to"] = body["cursor"]
-            entry = _Entry(seq, kind, namespace, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
-            # Under the lock: the loop receives entries in seq order.
+            for kind, namespace, body in messages:
+                self._seq += 1
+                seq = self._seq
+                body["cursor"] = f"{self.epoch}-{seq}"
+                if kind == "missed":
+                    body["from"] = f"{self.epoch}-{seq - 1}"
+                    body["to"] = body["cursor"]
+                # Encoded once here: every client is sent this very string. A value
+                # already encoded (to measure it) is spliced in, not encoded again.
+                raw = body.pop(_RAW_VALUE, None)
+                text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+                if raw is not None:
+                    text = f'{text[:-1]},"value":{raw}}}'
+                # Under the lock: the loop receives entries in seq order.
+                self._incoming.append(_Entry(seq, kind, namespace, text))
+            if self._drain_pending:
+                return  # the drain already scheduled takes these entries too
+            self._drain_pending = True
             try:
-                loop.call_soon_threadsafe(self._append, entry)
+                loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop is closed: the server is going away
                 self.closed = True
 
@@ -217,6 +253,7 @@ class ChangeHub:
             return
         if len(self._last_sent) > _LAST_SENT_MAX:
             self._last_sent.clear()
+        out: list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] = []
         for key in change.keys:
             item = self.store.get_item(ns, key, consistency="strict")
             version = item.version if item is not None else -1
@@ -236,10 +273,11 @@ class ChangeHub:
                 )
                 value = json.dumps(to_json_value(item.value), ensure_ascii=False, separators=(",", ":"))
                 if len(value) <= _VALUE_INLINE_BYTES:
-                    body["value"] = json.loads(value)
+                    body[_RAW_VALUE] = value
                 else:
                     body["value_omitted"] = True
-            self._emit("change", ns, body)
+            out.append(("change", ns, body))
+        self._emit_many(out)
 
     def _on_session(self, change: Change) -> None:
         if change.kind == "missed":
@@ -264,17 +302,23 @@ class ChangeHub:
 
     # ------------------------------------------------------------------ the ring (loop only)
 
-    def _append(self, entry: _Entry) -> None:
-        self._ring.append(entry)
-        self._last = entry.seq
-        self.messages += 1
-        while len(self._ring) > self.retain:
-            self._ring.popleft()
+    def _drain(self) -> None:
+        with self._seq_lock:
+            entries, self._incoming = self._incoming, []
+            self._drain_pending = False
+        if not entries:
+            return
+        ring = self._ring
+        ring.extend(entries)
+        self._last = entries[-1].seq
+        self.messages += len(entries)
+        while len(ring) > self.retain:
+            ring.popleft()
         if not self._notify_pending:
             # One wake-up per interval however many entries arrived in it.
             self._notify_pending = True
             loop = asyncio.get_running_loop()
-            delay = self._last_wake + _WAKE_INTERVAL_S - loop.time()
+            delay = self._last_wake + wake_interval_s(self.clients) - loop.time()
             if delay > 0:
                 loop.call_later(delay, self._notify)
             else:

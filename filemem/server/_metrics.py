@@ -36,6 +36,15 @@ _ENGINE_COUNTERS: Final = {
     "split_failures": "shard splits that failed and were left for later",
 }
 
+#: The server collector's counters (POST /v1/collect) exposed as ``filemem_collector_<name>_total``.
+_COLLECTOR_COUNTERS: Final = {
+    "collected": "records POST /v1/collect queued in the server's collector",
+    "accepted": "of those, records written and fsynced to the collector's journal",
+    "applied": "records the server's collector applied to the store",
+    "dead_letters": "records the server's collector moved to the dead-letter file",
+    "dropped": "records the server's collector dropped (a full queue with on_full=drop_oldest)",
+}
+
 
 class Figures:
     """Counters and histograms of one server, and the store figures read at scrape time."""
@@ -162,6 +171,8 @@ def render(snap: dict[str, Any]) -> Iterator[Metric]:
         "1 while a collector breaker of the server is open or half-open",
         1 if collector.get("breaker", "closed") != "closed" else 0,
     )
+    for name, doc in _COLLECTOR_COUNTERS.items():
+        yield _counter(f"filemem_collector_{name}", doc, collector.get(name, 0))
     ws = snap["websocket"]
     yield _gauge("filemem_websocket_clients", "connected WebSocket clients", ws["clients"])
     yield _counter("filemem_websocket_messages", "change and session messages numbered by the hub", ws["messages"])

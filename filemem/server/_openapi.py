@@ -48,6 +48,17 @@ def _op(
 
 
 _RECORD = {"$ref": "#/components/schemas/Record"}
+_COLLECT_RECORD: dict[str, Any] = {
+    "type": "object",
+    "required": ["namespace", "key", "value"],
+    "additionalProperties": False,
+    "properties": {
+        "namespace": {"type": "string"},
+        "key": {"type": "string"},
+        "value": {},
+        "priority": {"enum": ["high", "normal", "low"], "default": "normal"},
+    },
+}
 _ANY: dict[str, Any] = {}
 
 
@@ -159,6 +170,30 @@ def openapi_document() -> dict[str, Any]:
                 },
             )
         },
+        "/v1/collect": {
+            "post": {
+                **_op(
+                    "queue records in the server's collector (fire-and-forget, durable journal)",
+                    _json(obj),
+                    scope="write",
+                    body={"oneOf": [_COLLECT_RECORD, {"type": "array", "minItems": 1, "items": _COLLECT_RECORD}]},
+                ),
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "accepted": {"type": "integer"},
+                                "ids": {"type": "array", "items": {"type": "integer"}},
+                            },
+                        },
+                        "Accepted: queued and journaled; applied in batches",
+                    ),
+                    "4XX": _REF_PROBLEM,
+                    "5XX": _REF_PROBLEM,
+                },
+            }
+        },
         "/v1/sessions": {
             "get": _op(
                 "sessions of every process (alive=true|false|all)",
@@ -187,7 +222,13 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "prefix", "in": "query", "schema": {"type": "string"}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     {"name": "token", "in": "query", "schema": {"type": "string"}},
-                    {"name": "batch", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "batch",
+                        "in": "query",
+                        "schema": {"enum": ["auto", "1", "0"], "default": "auto"},
+                        "description": "frames: auto (an array when several messages are due), 1 (always arrays), "
+                        "0 (one message per frame)",
+                    },
                 ],
                 extra={"101": {"description": "WebSocket upgrade"}},
             )

@@ -4,11 +4,16 @@ Protocol (see docs/server.md): the server first sends ``{"type": "hello",
 "epoch", "head"}``, then ``change``, ``session`` and ``missed`` messages,
 each with a ``cursor``. A client that reconnects with ``?cursor=<last seen>``
 gets every retained message after it, or a ``missed`` message first.
-``?batch=1`` sends JSON arrays of messages instead of one message per frame
-(for clients that follow busy stores).
+
+Frames (``?batch=``): by default (``auto``) a frame is one message (a JSON
+object) when one message is due, and a JSON array of the messages due, in
+cursor order, when several are: the per-frame cost (a socket write per client)
+then does not grow with the write rate. ``batch=1`` always sends arrays,
+``batch=0`` always one message per frame.
 
 Invariant: a client's task only ever waits on its own socket; a client that
 does not take a frame within ``send_timeout_s`` is closed with code 4008.
+Messages are encoded once by the hub; every client is sent the same string.
 Authentication failures close with 4401 (no or unknown token) or 4403
 (scope or namespace not allowed) right after the handshake, so browsers see
 the reason.
@@ -31,12 +36,25 @@ from ._shapes import namespace_of
 if TYPE_CHECKING:
     from ._app import Server
 
-__all__ = ["CLOSE_FORBIDDEN", "CLOSE_SLOW", "CLOSE_UNAUTHORIZED", "changes_endpoint"]
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_SLOW", "CLOSE_UNAUTHORIZED", "changes_endpoint", "frame_mode"]
 
 CLOSE_UNAUTHORIZED: Final = 4401
 CLOSE_FORBIDDEN: Final = 4403
 CLOSE_SLOW: Final = 4008
+CLOSE_BAD_REQUEST: Final = 4400
 CLOSE_GOING_AWAY: Final = 1001
+
+
+def frame_mode(raw: str | None) -> str | None:
+    """``?batch=`` as ``"auto"``, ``"array"`` or ``"single"`` (None: not a valid value)."""
+    value = (raw or "auto").lower()
+    if value in ("auto", ""):
+        return "auto"
+    if value in ("1", "true", "yes"):
+        return "array"
+    if value in ("0", "false", "no"):
+        return "single"
+    return None
 
 
 def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any, None]]:
@@ -52,13 +70,16 @@ def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any
             prefix = namespace_of(raw) if raw else ()
             if not who.may_see_under(prefix):
                 raise ApiError(403, "Forbidden", f"token {who.name!r} may not follow {raw!r}")
+            mode = frame_mode(ws.query_params.get("batch"))
+            if mode is None:
+                raise ApiError(400, "Bad Request", "batch must be auto, 1 or 0")
         except ApiError as exc:
-            await ws.close(CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_FORBIDDEN, exc.detail[:120])
+            code = {401: CLOSE_UNAUTHORIZED, 400: CLOSE_BAD_REQUEST}.get(exc.status, CLOSE_FORBIDDEN)
+            await ws.close(code, exc.detail[:120])
             return
         except InvalidKeyError as exc:
             await ws.close(CLOSE_FORBIDDEN, str(exc)[:120])
             return
-        batch = ws.query_params.get("batch", "").lower() in ("1", "true", "yes")
         after = ws.query_params.get("cursor") or None
         hub = server.hub
         timeout = server.config.send_timeout_s
@@ -66,12 +87,30 @@ def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any
         try:
             await ws.send_text(json.dumps({"type": "hello", "epoch": hub.epoch, "head": str(hub.cursor)}))
 
+            loop = asyncio.get_running_loop()
+            # When the frame being sent was handed over (0.0: none in flight). A watchdog reads it a few
+            # times per timeout: a timer per frame per client cost the loop a tenth of its time.
+            sending_since = [0.0]
+
             async def send_loop() -> None:
                 async with contextlib.aclosing(hub.read(who, prefix, after)) as stream:
                     async for texts in stream:
-                        frames = [hub.batch_frame(texts)] if batch else texts
+                        if mode == "single" or (mode == "auto" and len(texts) == 1):
+                            frames = texts
+                        else:
+                            frames = [hub.batch_frame(texts)]
                         for frame in frames:
-                            await asyncio.wait_for(ws.send_text(frame), timeout)
+                            sending_since[0] = loop.time()
+                            await ws.send_text(frame)
+                        sending_since[0] = 0.0
+
+            async def watchdog() -> None:
+                # Returns (the client is too slow) once one frame has been in flight for ``timeout``.
+                while True:
+                    await asyncio.sleep(min(1.0, timeout / 4))
+                    since = sending_since[0]
+                    if since and loop.time() - since >= timeout:
+                        return
 
             async def receive_loop() -> None:
                 # Clients send nothing we need; reading is how a disconnect is noticed.
@@ -82,21 +121,20 @@ def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any
 
             sender = asyncio.create_task(send_loop())
             receiver = asyncio.create_task(receive_loop())
-            done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            guard = asyncio.create_task(watchdog())
+            done, pending = await asyncio.wait({sender, receiver, guard}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if sender in done:
-                failure = sender.exception()
-                if isinstance(failure, TimeoutError):
-                    hub.clients_closed_slow += 1
-                    with contextlib.suppress(Exception):
-                        await ws.close(CLOSE_SLOW, "client too slow: resume with your last cursor")
-                elif failure is None:  # the hub closed: the server is shutting down
-                    with contextlib.suppress(Exception):
-                        await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+            if guard in done:
+                hub.clients_closed_slow += 1
+                with contextlib.suppress(Exception):
+                    await ws.close(CLOSE_SLOW, "client too slow: resume with your last cursor")
+            elif sender in done and sender.exception() is None:  # the hub closed: the server is shutting down
+                with contextlib.suppress(Exception):
+                    await ws.close(CLOSE_GOING_AWAY, "server shutting down")
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

@@ -114,11 +114,13 @@ def test_sigkill_the_server_while_clients_write(tmp_path: Path) -> None:
                         seen.append({"type": "connected", "cursor": cursor})
                         while not ws_done.is_set():
                             try:
-                                msg = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+                                frame = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
                             except TimeoutError:
                                 continue
-                            seen.append(msg)
-                            cursor = msg.get("cursor", cursor)
+                            # One message, or an array of them when several were due.
+                            for msg in frame if isinstance(frame, list) else [frame]:
+                                seen.append(msg)
+                                cursor = msg.get("cursor", cursor)
                 except (TimeoutError, OSError, websockets.ConnectionClosed):
                     await asyncio.sleep(0.1)
 

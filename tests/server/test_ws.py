@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,17 @@ import filemem
 
 from .conftest import ServerProc, assert_announced, make_tokens, start_server, websockets
 
+# Messages of a batched frame not handed out yet, per connection.
+_BUFFERED: weakref.WeakKeyDictionary[Any, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+
 
 async def _recv(ws: Any, timeout: float = 30.0) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    """The next message; a frame is one message or (by default, when several are due) an array of them."""
+    buffered = _BUFFERED.setdefault(ws, [])
+    if not buffered:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        buffered.extend(frame if isinstance(frame, list) else [frame])
+    return buffered.pop(0)
 
 
 async def _changes(ws: Any, n: int) -> list[dict[str, Any]]:
@@ -275,3 +284,59 @@ def test_slow_client_gets_missed_and_never_slows_a_fast_one(tmp_path: Path) -> N
         else:
             assert last is None or _seq(m["cursor"]) == last + 1
             last = _seq(m["cursor"])
+
+
+def test_frames_auto_array_and_single(server: ServerProc) -> None:
+    """Default frames: one message alone, several due at once as one array; batch=1 and batch=0 force a shape."""
+    ns = "ws/frames"
+
+    async def follow(batch: str | None, go: asyncio.Event, first: asyncio.Event) -> list[Any]:
+        params = {"prefix": ns} if batch is None else {"prefix": ns, "batch": batch}
+        frames: list[Any] = []
+        async with websockets.connect(server.ws_url(**params)) as ws:
+            json.loads(await ws.recv())  # hello
+            go.set()
+            keys: set[str] = set()
+            while len(keys) < 6:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                frames.append(frame)
+                first.set()
+                keys |= {m["key"] for m in (frame if isinstance(frame, list) else [frame]) if m.get("key")}
+        return frames
+
+    async def main() -> dict[str | None, list[Any]]:
+        out: dict[str | None, list[Any]] = {}
+        for batch in (None, "1", "0"):
+            go, first = asyncio.Event(), asyncio.Event()
+            task = asyncio.create_task(follow(batch, go, first))
+            await asyncio.wait_for(go.wait(), 30)
+            await asyncio.to_thread(server.request, "PUT", f"/v1/ns/{ns}/records/one-{batch}", body={"value": 1})
+            await asyncio.wait_for(first.wait(), 60)  # that one arrived alone before the next write
+            ops = [{"op": "put", "namespace": ns, "key": f"b{i}-{batch}", "value": i} for i in range(5)]
+            reply = await asyncio.to_thread(server.request, "POST", "/v1/batch", body={"ops": ops})
+            assert reply.status == 200  # five keys, one write
+            out[batch] = await asyncio.wait_for(task, 60)
+        return out
+
+    got = asyncio.run(main())
+    auto, arrays, single = got[None], got["1"], got["0"]
+    assert isinstance(auto[0], dict) and auto[0]["key"] == "one-None"
+    assert isinstance(auto[1], list) and [m["key"] for m in auto[1]] == [f"b{i}-None" for i in range(5)]
+    assert all(isinstance(f, list) for f in arrays) and [m["key"] for m in arrays[0]] == ["one-1"]
+    assert all(isinstance(f, dict) for f in single) and len(single) == 6
+    for frames in (auto, arrays, single):
+        msgs = [m for f in frames for m in (f if isinstance(f, list) else [f])]
+        seqs = [_seq(m["cursor"]) for m in msgs]
+        assert seqs == list(range(seqs[0], seqs[0] + 6))  # in cursor order, nothing skipped
+
+
+def test_bad_batch_value_closes_4400(server: ServerProc) -> None:
+    async def main() -> int | None:
+        async with websockets.connect(server.ws_url(batch="sometimes")) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 30)
+            except websockets.ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+        return None
+
+    assert asyncio.run(main()) == 4400
