@@ -158,7 +158,45 @@ class Log:
         """Find the log's end from the checkpoint and a scan.
 
         The page may be stale: after a reboot, or when nobody had the store open.
+        A writable handle derives and writes it under the append lock: the open
+        lock is not proof that nobody else is writing (an flock conversion drops
+        the old lock before it grants the new one, so a live handle can be
+        without it for an instant), and a scan made outside the append lock
+        could end before records a live writer appended and acknowledged
+        meanwhile; writing that end into the page would hand their place in
+        the log to the next append.
         """
+        if self.readonly:
+            self._private = self._derive()
+            return
+        with self._append_locked():
+            c = self._derive()
+            old = self.control.read() if self.control.valid() else None
+            if old is not None and old == c and self.control.boot() == boot_id():
+                return  # the page was right (nobody had the store open, nothing changed): leave it alone
+            c.commits += 1
+            assert self.writer is not None
+            # What a scan finds was written, but maybe never synced (a writer
+            # killed between write and fdatasync, or "flush"): sync it now,
+            # since the page is about to call it synced.
+            if self.sync_on and os.path.exists(self.writer.path(_format.segment_of(c.synced))):
+                self.writer.sync(c.synced)
+            self.control.initialise(c, boot_id())
+
+    def _derive(self) -> Control:
+        """The page's fields from the checkpoint, a scan and the page itself (append lock held if writable).
+
+        Counters only grow, even when the page is not trusted: readers compare
+        ``commits``, and sequence numbers the page handed out for frames that
+        were lost (never synced) are skipped, never reused. A page written
+        since this machine booted is trusted for the log's end as well: its
+        writers publish only frames already written, so the log cannot end
+        before the page's ``synced`` unless it is damaged there, and then the
+        page's end is kept (a frame below it may have been acknowledged, and is
+        never cut here): readers and ``check`` report the damage instead.
+        """
+        page = self.control.read() if self.control.valid() else None
+        trusted = page is not None and self.control.boot() == boot_id()
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         scan = self.reader.scan(cp.folded, None)
         last = cp.folded_lsn
@@ -170,34 +208,20 @@ class Log:
                     break
                 last = first + len(ops) - 1 if ops else last
         end = scan.end
-        old = self.control.read() if self.control.valid() else None
-        # Sequence numbers only grow: numbers the page handed out for frames
-        # that were lost (never synced) are skipped, never reused.
-        last = max(last, old.last_lsn if old else 0)
-        c = Control(
+        if page is not None:
+            last = max(last, page.last_lsn)
+            if trusted:
+                end = max(end, page.synced)
+        return Control(
             appended=end,
             synced=end,
-            commits=old.commits if old else 0,
+            commits=page.commits if page else 0,
             last_lsn=last,
             synced_lsn=last,
             folded=cp.folded,
             folded_lsn=cp.folded_lsn,
-            folds=old.folds if old else 0,
+            folds=page.folds if page else 0,
         )
-        if self.readonly:
-            self._private = c
-            return
-        if old is not None and old == c and self.control.boot() == boot_id():
-            return  # the page was right (nobody had the store open, nothing changed): leave it alone
-        c.commits += 1
-        with self._append_locked():
-            assert self.writer is not None
-            # What a scan finds was written, but maybe never synced (a writer
-            # killed between write and fdatasync, or "flush"): sync it now,
-            # since the page is about to call it synced.
-            if self.sync_on and os.path.exists(self.writer.path(_format.segment_of(end))):
-                self.writer.sync(end)
-            self.control.initialise(c, boot_id())
 
     def after_fork(self) -> None:
         """In a forked child: drop inherited descriptors (without unlocking the parent's locks) and reopen."""
@@ -227,10 +251,19 @@ class Log:
         return last
 
     def last_handle(self) -> bool:
-        """Whether no other handle (in any process) has the store open right now."""
+        """Whether no other handle (in any process) has the store open right now.
+
+        The handle holds its shared open lock again when this returns, either way.
+        """
         if _platform.lock(self._open_fd, exclusive=True, blocking=False):
             _platform.lock(self._open_fd, exclusive=False, blocking=True)
             return True
+        # A refused flock conversion has already dropped the shared lock (Linux
+        # and BSD remove the old lock before trying the new one). Without this a
+        # live handle would stop counting as open, and the next opener would
+        # take itself for the first and re-derive the page under live writers
+        # (issue 13's lost acknowledged puts).
+        _platform.lock(self._open_fd, exclusive=False, blocking=True)
         return False
 
     # ------------------------------------------------------------------ locks
