@@ -31,16 +31,17 @@ write is acknowledged only once the synced position covers it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from .. import _fs
-from .._errors import CorruptShardError, LockTimeout, StorageError
+from .._errors import CorruptShardError, FileMemError, LockTimeout, StorageError
 from ..codecs import Codec
 from . import _format, _platform
 from ._control import Control, ControlPage, boot_id
@@ -59,6 +60,28 @@ OPEN_LOCK: Final = "open.lock"
 FIRST_POSITION: Final = _format.position(1, _format.SEGMENT_HEADER_BYTES)
 _FIRST_SLEEP_S: Final = 0.00002
 _MAX_SLEEP_S: Final = 0.002
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _storage_errors(action: str) -> Callable[[Callable[Concatenate[Log, _P], _R]], Callable[Concatenate[Log, _P], _R]]:
+    """Translate an ``OSError`` escaping a :class:`Log` entry point into ``StorageError`` (ours pass as they are)."""
+
+    def wrap(fn: Callable[Concatenate[Log, _P], _R]) -> Callable[Concatenate[Log, _P], _R]:
+        @functools.wraps(fn)
+        def translated(log: Log, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(log, *args, **kwargs)
+            except FileMemError:
+                raise
+            except OSError as exc:
+                raise _fs.storage_error(exc, action, log.dir) from exc
+
+        return translated
+
+    return wrap
+
 
 #: What a write's decide callback returns: the ops to log, the results to
 #: return to the caller, and the overlay entries (same order as the ops).
@@ -133,21 +156,37 @@ class Log:
 
     def _open(self) -> None:
         self._pid = os.getpid()
-        self.control = ControlPage(os.path.join(self.dir, CONTROL))
-        self.reader = LogReader(self.dir)
-        self.writer = (
-            None if self.readonly else LogWriter(self.dir, segment_bytes=self.segment_bytes, sync=self.sync_on)
-        )
-        self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
-        first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
+        opened: list[Callable[[], None]] = []
         try:
-            if first or not self.control.valid() or self.control.boot() != boot_id():
-                self._rederive()
-        finally:
-            # Shared from now on (a downgrade for the first opener).
-            _platform.lock(self._open_fd, exclusive=False, blocking=True)
+            self.control = ControlPage(os.path.join(self.dir, CONTROL))
+            opened.append(self.control.close)
+            self.reader = LogReader(self.dir)
+            opened.append(self.reader.close)
+            self.writer = (
+                None if self.readonly else LogWriter(self.dir, segment_bytes=self.segment_bytes, sync=self.sync_on)
+            )
+            if self.writer is not None:
+                opened.append(self.writer.close)
+            self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            opened.append(functools.partial(os.close, self._append_fd))
+            self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            opened.append(functools.partial(os.close, self._open_fd))
+            self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
+            first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
+            try:
+                if first or not self.control.valid() or self.control.boot() != boot_id():
+                    self._rederive()
+            finally:
+                # Shared from now on (a downgrade for the first opener).
+                _platform.lock(self._open_fd, exclusive=False, blocking=True)
+        except BaseException:
+            # A handle that failed to open must not stay counted as open: its
+            # open lock would make every later opener skip the recovery this
+            # one did not finish, and no close would ever release it.
+            for close in reversed(opened):
+                with suppress(OSError):
+                    close()
+            raise
         c = self._control()
         self.overlay = Overlay(c.folded)
         self.overlay.pruned_lsn = c.folded_lsn
@@ -317,7 +356,11 @@ class Log:
     def refresh(self) -> None:
         """Bring the overlay up to the synced end of the log (``on_folded`` hears of what the fold took)."""
         if self._private is None and self.control.commits() == self._seen_commits:
-            return
+            return  # the hot path: one 8-byte read, nothing to translate
+        self._refresh()
+
+    @_storage_errors("read the log in")
+    def _refresh(self) -> None:
         with self._mu:
             commits = self.control.commits()
             c = self._control()
@@ -392,6 +435,7 @@ class Log:
 
     # ------------------------------------------------------------------ writes
 
+    @_storage_errors("append to the log in")
     def commit(
         self, decide: Callable[[Callable[[tuple[str, ...], str], Entry | None], int, float], Decision]
     ) -> list[Any]:
@@ -449,6 +493,7 @@ class Log:
 
     # ------------------------------------------------------------------ fold
 
+    @_storage_errors("fold the log in")
     def fold(self, install: Callable[[list[Installed]], None], *, wait: bool) -> bool:
         """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
 
@@ -512,6 +557,7 @@ class Log:
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(self.dir, name))
 
+    @_storage_errors("check the log in")
     def verify(self, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue]:
         """Check the log (``check``): checkpoint, every frame from it to the end, the tail.
 
@@ -621,7 +667,10 @@ class Log:
     @contextmanager
     def pin(self) -> Iterator[None]:
         """Keep folds out while the block runs (a snapshot reads shards + overlay at one position)."""
-        fd = os.open(os.path.join(self.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(os.path.join(self.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise _fs.storage_error(exc, "open the fold lock in", self.dir) from exc
         try:
             deadline = time.monotonic() + self.lock_timeout_s
             sleep = 0.0005
