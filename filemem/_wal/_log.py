@@ -234,7 +234,11 @@ class Log:
         page's end is kept (a frame below it may have been acknowledged, and is
         never cut here): readers and ``check`` report the damage instead.
         """
-        page = self.control.read() if self.control.valid() else None
+        page: Control | None = None
+        if self.control.valid():
+            # A page stuck mid-update (its writer died) still holds, field by
+            # field, an old or a new value: a lower bound of each, never torn.
+            page = self.control.read() or self.control.fields()
         trusted = page is not None and self.control.boot() == boot_id()
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         scan = self.reader.scan(cp.folded, None)
@@ -332,19 +336,38 @@ class Log:
         finally:
             self._append_mu.release()
 
-    def _control(self) -> Control:
-        """A consistent copy of the control page (closing a dead writer's update if need be)."""
+    def _control(self, *, held: bool = False) -> Control:
+        """A consistent copy of the control page (re-deriving it if a writer died inside an update).
+
+        ``held``: the caller holds the append lock.
+        """
         if self._private is not None:
             return self._private
         c = self.control.read()
-        if c is None:
-            if self.readonly:
-                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
-            with self._append_locked():
-                self.control.repair()
-            c = self.control.read()
-            if c is None:
-                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+        if c is not None:
+            return c
+        if self.readonly:
+            raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+        if held:
+            return self._unstick()
+        with self._append_locked():
+            return self._unstick()
+
+    def _unstick(self) -> Control:
+        """The page after a writer died inside its update (append lock held).
+
+        Its fields are a mix of new and old values: ``appended`` may count the
+        dead writer's frame while ``last_lsn`` does not, and trusting that mix
+        would hand the frame's sequence numbers (its versions) out again. The
+        page is derived anew from the log, every counter kept at least where it
+        was.
+        """
+        c = self.control.read()  # a live writer that was merely slow has finished by now
+        if c is not None:
+            return c
+        c = self._derive()
+        c.commits += 1
+        self.control.initialise(c, boot_id())
         return c
 
     # ------------------------------------------------------------------ reads
@@ -449,7 +472,7 @@ class Log:
             raise self.failed
         assert self.writer is not None
         with self._append_locked(), self._mu:
-            c = self._control()
+            c = self._control(held=True)
             self._advance(c, c.appended)
             now = time.time()
             ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
@@ -476,7 +499,7 @@ class Log:
                 self.failed = _fs.storage_error(exc, "sync", self.dir)
                 raise self.failed from exc
             with self._append_locked(), self._mu:
-                c = self._control()
+                c = self._control(held=True)
                 if c.synced < end:
                     c.synced, c.synced_lsn = end, max(c.synced_lsn, last_lsn)
                     c.commits += 1
@@ -535,7 +558,7 @@ class Log:
             cp = Checkpoint(limit, max(last, cp.folded_lsn))
             write_checkpoint(self.dir, cp, sync=self.sync_on)
         with self._append_locked():
-            c = self._control()
+            c = self._control(held=True)
             if cp.folded > c.folded or cp.folded_lsn > c.folded_lsn:
                 c.folded, c.folded_lsn = max(c.folded, cp.folded), max(c.folded_lsn, cp.folded_lsn)
                 c.folds += 1
@@ -576,7 +599,7 @@ class Log:
                 segs = self._segments()
                 start = _format.position(segs[0], _format.SEGMENT_HEADER_BYTES) if segs else FIRST_POSITION
                 with self._append_locked():
-                    c = self._control()
+                    c = self._control(held=True)
                     base = max(base_lsn(), c.folded_lsn if c else 0)
                     write_checkpoint(self.dir, Checkpoint(start, base), sync=self.sync_on)
                 issue.fixed, issue.action = True, "rebuilt: the whole log will be folded again"
@@ -609,7 +632,7 @@ class Log:
             issue = LogIssue("torn-log", seg_path, f"torn tail after {scan.end:#x} (a write cut short)", "info")
             if fix and not self.readonly:
                 with self._append_locked():
-                    c = self._control()
+                    c = self._control(held=True)
                     if c.appended <= scan.end:
                         self._zero_tail(scan.end)
                         issue.fixed, issue.action = True, "tail zeroed"
@@ -656,7 +679,7 @@ class Log:
                     if s > seg:
                         os.unlink(src)
             self._zero_tail(pos)
-            c = self._control()
+            c = self._control(held=True)
             c.appended = c.synced = pos
             c.commits += 1
             self.control.write(c)

@@ -63,7 +63,9 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
 
     ``"after-sync"``: the frame's ``fdatasync`` returned, the control page does
     not count it as synced yet. ``"after-write"``: the frame is in the file,
-    the page does not count it as appended yet. ``ready`` hears "armed" first.
+    the page does not count it as appended yet. ``"mid-page"``: inside the
+    page update after the frame, with ``appended`` written and ``last_lsn`` not.
+    ``ready`` hears "armed" first.
     """
     import signal
 
@@ -79,6 +81,15 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
             _writer.LogWriter.sync = sync  # type: ignore[method-assign]
+        elif point == "mid-page":
+            real_put = _control.ControlPage._put
+
+            def put(self: Any, index: int, value: int) -> None:
+                real_put(self, index, value)
+                if index == _control._FIRST_FIELD:  # "appended" is new, "last_lsn" still old
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            _control.ControlPage._put = put  # type: ignore[method-assign]
         else:
             real_write = _control.ControlPage.write
 

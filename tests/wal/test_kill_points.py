@@ -92,3 +92,35 @@ def test_killed_before_publishing_its_frame_nothing_else_is_lost(store_path: str
         assert s.get(NS, "next") == 2
         assert s.get(NS, "before") == 1
         assert s.check() == []
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["reopened", "live-handle"])
+def test_killed_inside_the_page_update_no_version_is_handed_out_twice(
+    store_path: str, spawn_ctx: Any, live: bool
+) -> None:
+    """A writer dies between the page's ``appended`` and ``last_lsn`` words: the next writer's versions stay unique."""
+    filemem.Store(store_path).close()
+    other = filemem.Store(store_path) if live else None
+    try:
+        _kill_child_at(store_path, spawn_ctx, "mid-page", {"v": 1})
+        writer = other if other is not None else filemem.Store(store_path)
+        try:
+            writer.put(NS, "next", 2)
+            items = {k: writer.get_item(NS, k) for k in ("before", "killed", "next")}
+            versions = [i.version for i in items.values() if i is not None]
+            assert len(versions) == len(set(versions)), items
+            assert items["killed"] is None or items["killed"].value == {"v": 1}
+            assert writer.get(NS, "next") == 2
+        finally:
+            if other is None:
+                writer.close()
+    finally:
+        if other is not None:
+            other.close()
+    with filemem.Store(store_path) as s:
+        items = {k: s.get_item(NS, k) for k in ("before", "killed", "next")}
+        versions = [i.version for i in items.values() if i is not None]
+        assert len(versions) == len(set(versions)), items
+        assert s.get(NS, "next") == 2
+        s.check(fix=True)
+        assert s.check() == []
