@@ -321,13 +321,15 @@ def wal_collector(path: str, acks: Acks) -> None:
     can never apply again: shorter waits (its journal keeps the records for the
     next opener's replay, which ``verify_store`` checks).
     """
-    with _on_log(path) as s, s.collector(batch_size=4, batch_timeout=0.01, close_timeout=2.0) as c:
+    with _on_log(path) as s, s.collector(batch_size=4, batch_timeout=0.01, close_timeout=1.0) as c:
         for round_ in range(2):
             changes = {("col", f"r{round_}-{i}"): i for i in range(5)}
             with acks.op(changes, atomic=False):
                 for (ns, k), v in changes.items():
                     c.collect(ns, k, v)
-                c.flush(timeout=10)  # FlushTimeoutError (a FileMemError) once the handle has failed
+                # FlushTimeoutError (a FileMemError) once the handle has failed; a slow
+                # machine's timeout only leaves the round unacknowledged.
+                c.flush(timeout=3)
 
 
 @contextmanager
@@ -345,14 +347,18 @@ def _portable_io() -> Iterator[None]:
 
 
 def wal_portable(path: str, acks: Acks) -> None:
-    """``wal_writes`` and a fold on the portable paths: every control page update is a file write the shim sees."""
-    with _portable_io():
-        wal_writes(path, acks)
-        with _on_log(path) as s:
-            with acks.op({}):
-                s._engine.settle()
-            with acks.op({("a", "k1"): "folded-then-new"}):
-                s.put("a", "k1", "folded-then-new")
+    """On the portable paths: puts, a batch, a fold and a put, every control page update a file write the shim sees."""
+    with _portable_io(), _on_log(path) as s:
+        for i in range(2):
+            with acks.op({("a", f"k{i}"): i}):
+                s.put("a", f"k{i}", i)
+        with acks.op({("a", "k0"): "b", ("m", "k"): "b"}), s.batch() as b:
+            b.put("a", "k0", "b")
+            b.put("m", "k", "b")
+        with acks.op({}):
+            s._engine.settle()
+        with acks.op({("a", "k1"): "folded-then-new"}):
+            s.put("a", "k1", "folded-then-new")
 
 
 def mixed(path: str, acks: Acks) -> None:
