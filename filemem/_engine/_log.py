@@ -229,6 +229,14 @@ class LogGlue(Commits):
         # commit: one syncfs makes a group durable, and no group holds more
         # locks than the open-file limit allows.
         groups: dict[tuple[tuple[str, ...], str], list[Op]] = {}
+        for ns in {op.namespace for op in ops}:
+            view = self.view(ns)
+            # A namespace's directory can go while its records wait in the log
+            # (a collector's applied-marker directory is removed with its
+            # journal; recovery removes the marker again): a view that knew the
+            # directory must create it anew, or this fold would fail for ever.
+            if view.dir_known and not _fs.lexists(view.dir):
+                view.dir_known = False
         for op in ops:
             view = self.view(op.namespace)
             groups.setdefault((op.namespace, view.resolve(hash_bits(op.key))), []).append(op)

@@ -28,8 +28,10 @@ Rules, and why:
   After a reboot (``boot`` differs from this machine's boot id) or when no
   process had the store open, the opener re-derives every field from the
   checkpoint and a scan of the log.
-* A writer killed inside an update leaves ``seq`` odd: readers that spin too
-  long take the append lock and close the update themselves (``repair``).
+* A writer killed inside an update leaves ``seq`` odd and a mix of new and
+  old fields: readers that spin too long take the append lock and the log
+  derives the page anew (never trusting the mix: ``appended`` counting a frame
+  whose sequence numbers ``last_lsn`` does not would hand them out again).
 
 Invariant: ``folded <= synced <= appended`` and ``folded_lsn <= synced_lsn <=
 last_lsn`` in every consistent read.
@@ -45,6 +47,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from .. import _fs
 from . import _platform
 
 __all__ = ["PAGE_BYTES", "Control", "ControlPage", "boot_id"]
@@ -117,17 +120,30 @@ class ControlPage:
 
     # ------------------------------------------------------------------ raw words
 
+    def _pread(self, size: int, offset: int) -> bytes:
+        """Read the unmapped page (an I/O error becomes StorageError here, at the boundary)."""
+        try:
+            return _platform.pread(self._fd, size, offset)
+        except OSError as exc:
+            raise _fs.storage_error(exc, "read the control page", self.path) from exc
+
+    def _pwrite(self, data: bytes, offset: int) -> None:
+        try:
+            _platform.pwrite(self._fd, data, offset)
+        except OSError as exc:
+            raise _fs.storage_error(exc, "write the control page", self.path) from exc
+
     def _get(self, index: int) -> int:
         if self._words is not None:
             return int(self._words[index])
-        (v,) = struct.unpack("<Q", _platform.pread(self._fd, 8, index * 8))
+        (v,) = struct.unpack("<Q", self._pread(8, index * 8))
         return int(v)
 
     def _put(self, index: int, value: int) -> None:
         if self._words is not None:
             self._words[index] = value
         else:
-            _platform.pwrite(self._fd, struct.pack("<Q", value), index * 8)
+            self._pwrite(struct.pack("<Q", value), index * 8)
 
     # ------------------------------------------------------------------ readers
 
@@ -140,7 +156,7 @@ class ControlPage:
 
     def valid(self) -> bool:
         """Whether the page was ever initialised (magic and layout right)."""
-        head = bytes(self._map[:16]) if self._map is not None else _platform.pread(self._fd, 16, 0)
+        head = bytes(self._map[:16]) if self._map is not None else self._pread(16, 0)
         return len(head) == 16 and head[:8] == CONTROL_MAGIC and struct.unpack_from("<I", head, 8)[0] == _LAYOUT
 
     def boot(self) -> int:
@@ -156,10 +172,17 @@ class ControlPage:
             if self._map is not None:
                 values = struct.unpack_from("<8Q", self._map, _FIRST_FIELD * 8)
             else:
-                values = struct.unpack("<8Q", _platform.pread(self._fd, 64, _FIRST_FIELD * 8))
+                values = struct.unpack("<8Q", self._pread(64, _FIRST_FIELD * 8))
             if self._get(_SEQ) == s1:
                 return Control(*values)
         return None
+
+    def fields(self) -> Control:
+        """The counters as they stand, consistent or not (for recovery from a writer that died mid-update).
+
+        Each is one aligned 8-byte word, so each is some value a writer wrote, never a torn one.
+        """
+        return Control(*(self._get(_FIRST_FIELD + i) for i in range(len(_FIELDS))))
 
     # ------------------------------------------------------------------ writers (append lock held)
 
@@ -181,10 +204,13 @@ class ControlPage:
         if self._map is not None:
             self._map[:16] = header
         else:
-            _platform.pwrite(self._fd, header, 0)
+            self._pwrite(header, 0)
 
     def repair(self) -> None:
-        """Close an update a dead writer left open (``seq`` odd). Append lock held."""
+        """Close an update a dead writer left open (``seq`` odd), keeping its fields as they are. Append lock held.
+
+        The log re-derives the fields instead (``Log._unstick``); this is for a page nobody derives.
+        """
         seq = self._get(_SEQ)
         if seq & 1:
             self._put(_SEQ, seq + 1)

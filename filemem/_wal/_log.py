@@ -31,16 +31,17 @@ write is acknowledged only once the synced position covers it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from .. import _fs
-from .._errors import CorruptShardError, LockTimeout, StorageError
+from .._errors import CorruptShardError, FileMemError, LockTimeout, StorageError
 from ..codecs import Codec
 from . import _format, _platform
 from ._control import Control, ControlPage, boot_id
@@ -59,6 +60,28 @@ OPEN_LOCK: Final = "open.lock"
 FIRST_POSITION: Final = _format.position(1, _format.SEGMENT_HEADER_BYTES)
 _FIRST_SLEEP_S: Final = 0.00002
 _MAX_SLEEP_S: Final = 0.002
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _storage_errors(action: str) -> Callable[[Callable[Concatenate[Log, _P], _R]], Callable[Concatenate[Log, _P], _R]]:
+    """Translate an ``OSError`` escaping a :class:`Log` entry point into ``StorageError`` (ours pass as they are)."""
+
+    def wrap(fn: Callable[Concatenate[Log, _P], _R]) -> Callable[Concatenate[Log, _P], _R]:
+        @functools.wraps(fn)
+        def translated(log: Log, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(log, *args, **kwargs)
+            except FileMemError:
+                raise
+            except OSError as exc:
+                raise _fs.storage_error(exc, action, log.dir) from exc
+
+        return translated
+
+    return wrap
+
 
 #: What a write's decide callback returns: the ops to log, the results to
 #: return to the caller, and the overlay entries (same order as the ops).
@@ -133,21 +156,37 @@ class Log:
 
     def _open(self) -> None:
         self._pid = os.getpid()
-        self.control = ControlPage(os.path.join(self.dir, CONTROL))
-        self.reader = LogReader(self.dir)
-        self.writer = (
-            None if self.readonly else LogWriter(self.dir, segment_bytes=self.segment_bytes, sync=self.sync_on)
-        )
-        self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
-        first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
+        opened: list[Callable[[], None]] = []
         try:
-            if first or not self.control.valid() or self.control.boot() != boot_id():
-                self._rederive()
-        finally:
-            # Shared from now on (a downgrade for the first opener).
-            _platform.lock(self._open_fd, exclusive=False, blocking=True)
+            self.control = ControlPage(os.path.join(self.dir, CONTROL))
+            opened.append(self.control.close)
+            self.reader = LogReader(self.dir)
+            opened.append(self.reader.close)
+            self.writer = (
+                None if self.readonly else LogWriter(self.dir, segment_bytes=self.segment_bytes, sync=self.sync_on)
+            )
+            if self.writer is not None:
+                opened.append(self.writer.close)
+            self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            opened.append(functools.partial(os.close, self._append_fd))
+            self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            opened.append(functools.partial(os.close, self._open_fd))
+            self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
+            first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
+            try:
+                if first or not self.control.valid() or self.control.boot() != boot_id():
+                    self._rederive()
+            finally:
+                # Shared from now on (a downgrade for the first opener).
+                _platform.lock(self._open_fd, exclusive=False, blocking=True)
+        except BaseException:
+            # A handle that failed to open must not stay counted as open: its
+            # open lock would make every later opener skip the recovery this
+            # one did not finish, and no close would ever release it.
+            for close in reversed(opened):
+                with suppress(OSError):
+                    close()
+            raise
         c = self._control()
         self.overlay = Overlay(c.folded)
         self.overlay.pruned_lsn = c.folded_lsn
@@ -158,7 +197,49 @@ class Log:
         """Find the log's end from the checkpoint and a scan.
 
         The page may be stale: after a reboot, or when nobody had the store open.
+        A writable handle derives and writes it under the append lock: the open
+        lock is not proof that nobody else is writing (an flock conversion drops
+        the old lock before it grants the new one, so a live handle can be
+        without it for an instant), and a scan made outside the append lock
+        could end before records a live writer appended and acknowledged
+        meanwhile; writing that end into the page would hand their place in
+        the log to the next append.
         """
+        if self.readonly:
+            self._private = self._derive()
+            return
+        with self._append_locked():
+            c = self._derive()
+            old = self.control.read() if self.control.valid() else None
+            if old is not None and old == c and self.control.boot() == boot_id():
+                return  # the page was right (nobody had the store open, nothing changed): leave it alone
+            c.commits += 1
+            assert self.writer is not None
+            # What a scan finds was written, but maybe never synced (a writer
+            # killed between write and fdatasync, or "flush"): sync it now,
+            # since the page is about to call it synced.
+            if self.sync_on and os.path.exists(self.writer.path(_format.segment_of(c.synced))):
+                self.writer.sync(c.synced)
+            self.control.initialise(c, boot_id())
+
+    def _derive(self) -> Control:
+        """The page's fields from the checkpoint, a scan and the page itself (append lock held if writable).
+
+        Counters only grow, even when the page is not trusted: readers compare
+        ``commits``, and sequence numbers the page handed out for frames that
+        were lost (never synced) are skipped, never reused. A page written
+        since this machine booted is trusted for the log's end as well: its
+        writers publish only frames already written, so the log cannot end
+        before the page's ``synced`` unless it is damaged there, and then the
+        page's end is kept (a frame below it may have been acknowledged, and is
+        never cut here): readers and ``check`` report the damage instead.
+        """
+        page: Control | None = None
+        if self.control.valid():
+            # A page stuck mid-update (its writer died) still holds, field by
+            # field, an old or a new value: a lower bound of each, never torn.
+            page = self.control.read() or self.control.fields()
+        trusted = page is not None and self.control.boot() == boot_id()
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         scan = self.reader.scan(cp.folded, None)
         last = cp.folded_lsn
@@ -170,34 +251,20 @@ class Log:
                     break
                 last = first + len(ops) - 1 if ops else last
         end = scan.end
-        old = self.control.read() if self.control.valid() else None
-        # Sequence numbers only grow: numbers the page handed out for frames
-        # that were lost (never synced) are skipped, never reused.
-        last = max(last, old.last_lsn if old else 0)
-        c = Control(
+        if page is not None:
+            last = max(last, page.last_lsn)
+            if trusted:
+                end = max(end, page.synced)
+        return Control(
             appended=end,
             synced=end,
-            commits=old.commits if old else 0,
+            commits=page.commits if page else 0,
             last_lsn=last,
             synced_lsn=last,
             folded=cp.folded,
             folded_lsn=cp.folded_lsn,
-            folds=old.folds if old else 0,
+            folds=page.folds if page else 0,
         )
-        if self.readonly:
-            self._private = c
-            return
-        if old is not None and old == c and self.control.boot() == boot_id():
-            return  # the page was right (nobody had the store open, nothing changed): leave it alone
-        c.commits += 1
-        with self._append_locked():
-            assert self.writer is not None
-            # What a scan finds was written, but maybe never synced (a writer
-            # killed between write and fdatasync, or "flush"): sync it now,
-            # since the page is about to call it synced.
-            if self.sync_on and os.path.exists(self.writer.path(_format.segment_of(end))):
-                self.writer.sync(end)
-            self.control.initialise(c, boot_id())
 
     def after_fork(self) -> None:
         """In a forked child: drop inherited descriptors (without unlocking the parent's locks) and reopen."""
@@ -227,10 +294,19 @@ class Log:
         return last
 
     def last_handle(self) -> bool:
-        """Whether no other handle (in any process) has the store open right now."""
+        """Whether no other handle (in any process) has the store open right now.
+
+        The handle holds its shared open lock again when this returns, either way.
+        """
         if _platform.lock(self._open_fd, exclusive=True, blocking=False):
             _platform.lock(self._open_fd, exclusive=False, blocking=True)
             return True
+        # A refused flock conversion has already dropped the shared lock (Linux
+        # and BSD remove the old lock before trying the new one). Without this a
+        # live handle would stop counting as open, and the next opener would
+        # take itself for the first and re-derive the page under live writers
+        # (issue 13's lost acknowledged puts).
+        _platform.lock(self._open_fd, exclusive=False, blocking=True)
         return False
 
     # ------------------------------------------------------------------ locks
@@ -260,19 +336,38 @@ class Log:
         finally:
             self._append_mu.release()
 
-    def _control(self) -> Control:
-        """A consistent copy of the control page (closing a dead writer's update if need be)."""
+    def _control(self, *, held: bool = False) -> Control:
+        """A consistent copy of the control page (re-deriving it if a writer died inside an update).
+
+        ``held``: the caller holds the append lock.
+        """
         if self._private is not None:
             return self._private
         c = self.control.read()
-        if c is None:
-            if self.readonly:
-                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
-            with self._append_locked():
-                self.control.repair()
-            c = self.control.read()
-            if c is None:
-                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+        if c is not None:
+            return c
+        if self.readonly:
+            raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+        if held:
+            return self._unstick()
+        with self._append_locked():
+            return self._unstick()
+
+    def _unstick(self) -> Control:
+        """The page after a writer died inside its update (append lock held).
+
+        Its fields are a mix of new and old values: ``appended`` may count the
+        dead writer's frame while ``last_lsn`` does not, and trusting that mix
+        would hand the frame's sequence numbers (its versions) out again. The
+        page is derived anew from the log, every counter kept at least where it
+        was.
+        """
+        c = self.control.read()  # a live writer that was merely slow has finished by now
+        if c is not None:
+            return c
+        c = self._derive()
+        c.commits += 1
+        self.control.initialise(c, boot_id())
         return c
 
     # ------------------------------------------------------------------ reads
@@ -284,7 +379,11 @@ class Log:
     def refresh(self) -> None:
         """Bring the overlay up to the synced end of the log (``on_folded`` hears of what the fold took)."""
         if self._private is None and self.control.commits() == self._seen_commits:
-            return
+            return  # the hot path: one 8-byte read, nothing to translate
+        self._refresh()
+
+    @_storage_errors("read the log in")
+    def _refresh(self) -> None:
         with self._mu:
             commits = self.control.commits()
             c = self._control()
@@ -359,6 +458,7 @@ class Log:
 
     # ------------------------------------------------------------------ writes
 
+    @_storage_errors("append to the log in")
     def commit(
         self, decide: Callable[[Callable[[tuple[str, ...], str], Entry | None], int, float], Decision]
     ) -> list[Any]:
@@ -372,7 +472,7 @@ class Log:
             raise self.failed
         assert self.writer is not None
         with self._append_locked(), self._mu:
-            c = self._control()
+            c = self._control(held=True)
             self._advance(c, c.appended)
             now = time.time()
             ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
@@ -399,7 +499,7 @@ class Log:
                 self.failed = _fs.storage_error(exc, "sync", self.dir)
                 raise self.failed from exc
             with self._append_locked(), self._mu:
-                c = self._control()
+                c = self._control(held=True)
                 if c.synced < end:
                     c.synced, c.synced_lsn = end, max(c.synced_lsn, last_lsn)
                     c.commits += 1
@@ -416,6 +516,7 @@ class Log:
 
     # ------------------------------------------------------------------ fold
 
+    @_storage_errors("fold the log in")
     def fold(self, install: Callable[[list[Installed]], None], *, wait: bool) -> bool:
         """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
 
@@ -457,7 +558,7 @@ class Log:
             cp = Checkpoint(limit, max(last, cp.folded_lsn))
             write_checkpoint(self.dir, cp, sync=self.sync_on)
         with self._append_locked():
-            c = self._control()
+            c = self._control(held=True)
             if cp.folded > c.folded or cp.folded_lsn > c.folded_lsn:
                 c.folded, c.folded_lsn = max(c.folded, cp.folded), max(c.folded_lsn, cp.folded_lsn)
                 c.folds += 1
@@ -479,6 +580,7 @@ class Log:
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(self.dir, name))
 
+    @_storage_errors("check the log in")
     def verify(self, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue]:
         """Check the log (``check``): checkpoint, every frame from it to the end, the tail.
 
@@ -497,7 +599,7 @@ class Log:
                 segs = self._segments()
                 start = _format.position(segs[0], _format.SEGMENT_HEADER_BYTES) if segs else FIRST_POSITION
                 with self._append_locked():
-                    c = self._control()
+                    c = self._control(held=True)
                     base = max(base_lsn(), c.folded_lsn if c else 0)
                     write_checkpoint(self.dir, Checkpoint(start, base), sync=self.sync_on)
                 issue.fixed, issue.action = True, "rebuilt: the whole log will be folded again"
@@ -530,7 +632,7 @@ class Log:
             issue = LogIssue("torn-log", seg_path, f"torn tail after {scan.end:#x} (a write cut short)", "info")
             if fix and not self.readonly:
                 with self._append_locked():
-                    c = self._control()
+                    c = self._control(held=True)
                     if c.appended <= scan.end:
                         self._zero_tail(scan.end)
                         issue.fixed, issue.action = True, "tail zeroed"
@@ -577,7 +679,7 @@ class Log:
                     if s > seg:
                         os.unlink(src)
             self._zero_tail(pos)
-            c = self._control()
+            c = self._control(held=True)
             c.appended = c.synced = pos
             c.commits += 1
             self.control.write(c)
@@ -588,7 +690,10 @@ class Log:
     @contextmanager
     def pin(self) -> Iterator[None]:
         """Keep folds out while the block runs (a snapshot reads shards + overlay at one position)."""
-        fd = os.open(os.path.join(self.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(os.path.join(self.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise _fs.storage_error(exc, "open the fold lock in", self.dir) from exc
         try:
             deadline = time.monotonic() + self.lock_timeout_s
             sleep = 0.0005

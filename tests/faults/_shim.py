@@ -13,7 +13,8 @@ hooked                 why
 ``os.open``            creation of a file (a new inode), fd -> path
 ``os.write``/``pwrite`` data (faults only; data is captured at fsync)
 ``os.ftruncate``       data (faults only)
-``os.read``            (faults only)
+``os.posix_fallocate`` reserving log segment space (faults only: ENOSPC lands here)
+``os.read``/``pread``  (faults only; the log's reader uses ``pread``)
 ``os.fsync``           durability of a file's data, or of a directory's entries
 ``os.fdatasync``       same
 ``os.replace``/``rename``/``link``/``unlink``/``remove``/``mkdir``/``rmdir``
@@ -53,7 +54,9 @@ HOOKED: tuple[str, ...] = (
     "write",
     "pwrite",
     "ftruncate",
+    "posix_fallocate",
     "read",
+    "pread",
     "fsync",
     "fdatasync",
     "replace",

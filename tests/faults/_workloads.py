@@ -247,6 +247,120 @@ def wal_fold(path: str, acks: Acks) -> None:
             s.put("p", "key-02", "new")
 
 
+def _abandon(s: filemem.Store) -> None:
+    """Leave a v2 store as a SIGKILLed writer would: records unfolded, no closing fold, its locks released."""
+    log = s._engine.log
+    assert log is not None
+    log.last_handle = lambda: False  # so close() does not fold
+    s.close()
+
+
+def wal_recovery(path: str, acks: Acks) -> None:
+    """On a v2 store: a writer dies unfolded, its last put synced but not counted; the next opener recovers.
+
+    The page is left as a writer killed between its ``fdatasync`` and the page
+    update leaves it (its frame durable, ``synced`` short of it). The reopen
+    re-derives the page from a scan (sync included) and folds the dead
+    writer's records (it is the last handle); then more writes, and the
+    closing fold.
+    """
+    s = _on_log(path)
+    log = s._engine.log
+    assert log is not None
+    for i in range(3):
+        with acks.op({("r", f"k{i}"): i}):
+            s.put("r", f"k{i}", i)
+    with acks.op({("r", "b0"): "b", ("r", "b1"): "b"}), s.batch() as b:
+        b.put("r", "b0", "b")
+        b.put("r", "b1", "b")
+    short = log._control()
+    with acks.op({("r", "k1"): "last"}):
+        s.put("r", "k1", "last")
+    with log._append_locked():
+        c = log._control()
+        c.synced, c.synced_lsn = short.synced, short.synced_lsn
+        log.control.write(c)
+    _abandon(s)
+    with acks.op({}):
+        s = _on_log(path)  # recovery: re-derive the page, fold what the dead writer left
+    with s:
+        with acks.op({("r", "k2"): "after"}):
+            s.put("r", "k2", "after")
+        with acks.op({("r", "b0"): DELETED, ("r", "n"): 1}), s.batch() as b:
+            b.delete("r", "b0")
+            b.put("r", "n", 1)
+
+
+#: Segment size for ``wal_segments``: a few frames each, so the log rolls and the fold retires segments.
+SMALL_SEGMENT_BYTES = 2048
+
+
+def wal_segments(path: str, acks: Acks) -> None:
+    """On a v2 store with tiny segments: appends roll segments (END, sync, new segment), folds retire them."""
+    with _on_log(path) as s:
+        log = s._engine.log
+        assert log is not None and log.writer is not None
+        log.segment_bytes = log.writer.segment_bytes = SMALL_SEGMENT_BYTES
+        for i in range(12):
+            with acks.op({("s", f"k{i % 7}"): f"{i}" + "x" * 200}):
+                s.put("s", f"k{i % 7}", f"{i}" + "x" * 200)
+        with acks.op({}):
+            s._engine.settle()  # fold, checkpoint, retire the segments below it
+        big = {("s", f"b{i}"): "y" * 300 for i in range(8)}  # one frame bigger than a segment
+        with acks.op(big), s.batch() as b:
+            for (ns, k), v in big.items():
+                b.put(ns, k, v)
+        with acks.op({("s", "k1"): "new"}):
+            s.put("s", "k1", "new")
+
+
+def wal_collector(path: str, acks: Acks) -> None:
+    """The collector on a v2 store: its apply step is one log append per batch.
+
+    A failed log sync is fatal for the store handle, so after one the collector
+    can never apply again: shorter waits (its journal keeps the records for the
+    next opener's replay, which ``verify_store`` checks).
+    """
+    with _on_log(path) as s, s.collector(batch_size=4, batch_timeout=0.01, close_timeout=1.0) as c:
+        for round_ in range(2):
+            changes = {("col", f"r{round_}-{i}"): i for i in range(5)}
+            with acks.op(changes, atomic=False):
+                for (ns, k), v in changes.items():
+                    c.collect(ns, k, v)
+                # FlushTimeoutError (a FileMemError) once the handle has failed; a slow
+                # machine's timeout only leaves the round unacknowledged.
+                c.flush(timeout=3)
+
+
+@contextmanager
+def _portable_io() -> Iterator[None]:
+    """The log's portable fallbacks (as ``FILEMEM_PORTABLE_IO=1``): the control page read and written with
+    pread/pwrite instead of a mapping, fsync, zero-filled preallocation, portalocker locks."""
+    from filemem._wal import _platform
+
+    saved = (_platform.PORTABLE, _platform._HAVE_PWRITE, _platform._HAVE_FALLOCATE)
+    _platform.PORTABLE, _platform._HAVE_PWRITE, _platform._HAVE_FALLOCATE = True, False, False  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        _platform.PORTABLE, _platform._HAVE_PWRITE, _platform._HAVE_FALLOCATE = saved  # type: ignore[misc]
+
+
+def wal_portable(path: str, acks: Acks) -> None:
+    """On the portable paths: puts, a batch, a fold and a put, every control page update a file write the shim sees."""
+    with _portable_io(), _on_log(path) as s:
+        for i in range(2):
+            with acks.op({("a", f"k{i}"): i}):
+                s.put("a", f"k{i}", i)
+        with acks.op({("a", "k0"): "b", ("m", "k"): "b"}), s.batch() as b:
+            b.put("a", "k0", "b")
+            b.put("m", "k", "b")
+        with acks.op({}):
+            s._engine.settle()
+        with acks.op({("a", "k1"): "folded-then-new"}):
+            s.put("a", "k1", "folded-then-new")
+
+
 def mixed(path: str, acks: Acks) -> None:
     """Every workload above, one after the other, on one store (the slow runs)."""
     for name, fn in WORKLOADS.items():
@@ -263,6 +377,10 @@ WORKLOADS: dict[str, Callable[[str, Acks], None]] = {
     "collector": collector,
     "wal_writes": wal_writes,
     "wal_fold": wal_fold,
+    "wal_recovery": wal_recovery,
+    "wal_segments": wal_segments,
+    "wal_collector": wal_collector,
+    "wal_portable": wal_portable,
 }
 
 #: Bigger workloads for the slow runs (FILEMEM_FAULTS_FULL=1).

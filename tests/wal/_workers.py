@@ -56,3 +56,48 @@ def visibility_writer(path: str, conn: Any, rounds: int) -> None:
             conn.send(i)
             assert conn.recv() == "ok"
         conn.send(None)
+
+
+def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
+    """Put ``value`` under key "killed" and SIGKILL this process at ``point`` inside the put (a fault point).
+
+    ``"after-sync"``: the frame's ``fdatasync`` returned, the control page does
+    not count it as synced yet. ``"after-write"``: the frame is in the file,
+    the page does not count it as appended yet. ``"mid-page"``: inside the
+    page update after the frame, with ``appended`` written and ``last_lsn`` not.
+    ``ready`` hears "armed" first.
+    """
+    import signal
+
+    from filemem._wal import _control, _writer
+
+    with filemem.Store(path) as s:
+        s.put(NS, "before", 1)
+        if point == "after-sync":
+            real_sync = _writer.LogWriter.sync
+
+            def sync(self: Any, end: int) -> None:
+                real_sync(self, end)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            _writer.LogWriter.sync = sync  # type: ignore[method-assign]
+        elif point == "mid-page":
+            real_put = _control.ControlPage._put
+
+            def put(self: Any, index: int, value: int) -> None:
+                real_put(self, index, value)
+                if index == _control._FIRST_FIELD:  # "appended" is new, "last_lsn" still old
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            _control.ControlPage._put = put  # type: ignore[method-assign]
+        else:
+            real_write = _control.ControlPage.write
+
+            def write(self: Any, control: Any) -> None:
+                os.kill(os.getpid(), signal.SIGKILL)
+                real_write(self, control)
+
+            _control.ControlPage.write = write  # type: ignore[method-assign]
+        ready.send("armed")
+        s.put(NS, "killed", value)
+    raise AssertionError("not killed")  # pragma: no cover

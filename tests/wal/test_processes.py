@@ -13,8 +13,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
-
 import filemem
 from tests.helpers import reap
 from tests.wal import _workers as w
@@ -90,14 +88,6 @@ def _parse_acks(path: str) -> tuple[dict[str, int], list[int], list[tuple[int, i
     return last, versions, [(0, g) for g in batches]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug in opt-in format 2 (issue 13, open): in 2 of 5 full-suite runs on 2026-12-03 an acknowledged put "
-        "was later read back as an older value of its key after writers and the folder were SIGKILLed; format 2 "
-        "stays off by default until this passes every time"
-    ),
-)
 def test_sigkill_of_writers_and_folder_keeps_every_acknowledged_write(store_path: str, spawn_ctx: Any) -> None:
     """Writers and a folder killed at random: acked writes present, batches whole, versions unique, check clean."""
     tmp = os.path.dirname(store_path)
