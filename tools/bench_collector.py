@@ -4,6 +4,7 @@ Usage::
 
     python tools/bench_collector.py                    # all figures at a modest size
     python tools/bench_collector.py --records 20000 --latency 100000 --queued 1000000 --json
+    python tools/bench_collector.py --only latency --no-burst --pace-us 100 1000   # paced rows only
 
 Figures:
 
@@ -16,6 +17,9 @@ Figures:
    the same with the journal and apply threads parked (blocked in their
    first write until the timing ends), so no other thread wants the GIL:
    the call's own cost at that pacing, to tell it from the writers' share.
+   ``--pace-us`` chooses the pacings (default 100 and 1000); ``--no-burst``
+   and ``--no-parked`` skip rows. Each row records the 1-minute load average
+   when it ended (the machine may be shared).
 2. ``throughput``: N processes each collect ``--records`` records into their
    own namespace and ``flush()``; records/s = all records / wall time from the
    start signal until the last flush returned (durable in the store, store
@@ -80,7 +84,7 @@ def _parked_writers() -> Iterator[threading.Event]:
     gate = threading.Event()
     real_append, real_apply = _journal.JournalFile.append, Engine.apply
 
-    def append(self: Any, data: bytes) -> None:
+    def append(self: Any, data: bytes | bytearray) -> None:
         gate.wait()
         real_append(self, data)
 
@@ -98,15 +102,21 @@ def _parked_writers() -> Iterator[threading.Event]:
         gate.set()
 
 
-def bench_latency(tmp: str, n: int) -> dict[str, Any]:
+def _pace_name(us: int) -> str:
+    return f"paced_{us // 1000}ms" if us % 1000 == 0 else f"paced_{us}us"
+
+
+def latency_modes(pace_us: list[int], *, burst: bool, parked: bool) -> list[tuple[str, float, bool]]:
+    """(name, seconds between calls, writers parked) for each latency row asked for."""
+    modes = [("burst", 0.0, False)] if burst else []
+    modes += [(_pace_name(us), us / 1e6, False) for us in pace_us]
+    if parked:
+        modes += [(_pace_name(us) + "_writers_parked", us / 1e6, True) for us in pace_us]
+    return modes
+
+
+def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    modes = (
-        ("burst", 0.0, False),
-        ("paced_100us", 0.0001, False),
-        ("paced_1ms", 0.001, False),
-        ("paced_100us_writers_parked", 0.0001, True),
-        ("paced_1ms_writers_parked", 0.001, True),
-    )
     for mode, gap_s, parked in modes:
         path = os.path.join(tmp, f"lat-{mode}")
         with contextlib.ExitStack() as stack:
@@ -138,6 +148,7 @@ def bench_latency(tmp: str, n: int) -> dict[str, Any]:
                 gate.set()
             c.flush()
         out[mode] = {
+            "loadavg_1min": round(os.getloadavg()[0], 2),
             "calls": count,
             "p50_us": round(pct(times, 0.5), 2),
             "p99_us": round(pct(times, 0.99), 2),
@@ -331,6 +342,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="collector batch_size")
     ap.add_argument("--visibility", type=int, default=100, help="samples of collect-to-visible")
     ap.add_argument("--queued", type=int, default=1_000_000, help="records queued for the memory figure")
+    ap.add_argument(
+        "--pace-us",
+        type=int,
+        nargs="+",
+        default=[100, 1000],
+        help="paced latency rows: one collect() every this many microseconds (default: 100 1000)",
+    )
+    ap.add_argument("--no-burst", action="store_true", help="skip the back-to-back latency row")
+    ap.add_argument("--no-parked", action="store_true", help="skip the writers-parked control rows")
     ap.add_argument("--only", choices=["latency", "throughput", "visibility", "memory"], action="append")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--tmpdir", default=tempfile.gettempdir(), help="base directory for temp stores")
@@ -338,10 +358,15 @@ def main() -> None:
     os.makedirs(args.tmpdir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="bench-collector-", dir=args.tmpdir)
     only = set(args.only or ["latency", "throughput", "visibility", "memory"])
-    results: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    results: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
     try:
         if "latency" in only:
-            results["latency"] = bench_latency(tmp, args.latency)
+            modes = latency_modes(args.pace_us, burst=not args.no_burst, parked=not args.no_parked)
+            results["latency"] = bench_latency(tmp, args.latency, modes)
         if "throughput" in only:
             results["throughput"] = bench_throughput(tmp, args.records, args.batch)
         if "visibility" in only:
@@ -350,6 +375,7 @@ def main() -> None:
             results["memory"] = bench_memory(tmp, args.queued)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(results, indent=2))
         return
