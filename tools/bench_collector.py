@@ -17,6 +17,9 @@ Figures:
    the same with the journal and apply threads parked (blocked in their
    first write until the timing ends), so no other thread wants the GIL:
    the call's own cost at that pacing, to tell it from the writers' share.
+   Burst rows also give ``cpu_us_per_call``: the calling thread's CPU time
+   per call (``thread_time``), which time taken by other processes does
+   not inflate.
    ``--pace-us`` chooses the pacings (default 100 and 1000); ``--no-burst``
    and ``--no-parked`` skip rows. Each row records the 1-minute load average
    when it ended (the machine may be shared).
@@ -111,6 +114,7 @@ def latency_modes(pace_us: list[int], *, burst: bool, parked: bool) -> list[tupl
     modes = [("burst", 0.0, False)] if burst else []
     modes += [(_pace_name(us), us / 1e6, False) for us in pace_us]
     if parked:
+        modes += [("burst_writers_parked", 0.0, True)] if burst else []
         modes += [(_pace_name(us) + "_writers_parked", us / 1e6, True) for us in pace_us]
     return modes
 
@@ -133,6 +137,7 @@ def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dic
             pc = time.perf_counter_ns
             count = n if not gap_s else max(1000, int(n * 0.0001 / gap_s) // 5)
             next_at = time.perf_counter()
+            cpu0 = time.thread_time_ns()
             for i in range(count):
                 if gap_s:
                     # Sleep, as an agent waiting on I/O would: the GIL is free
@@ -144,6 +149,7 @@ def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dic
                 t0 = pc()
                 c.collect(ns, f"k{i}", VALUE)
                 times.append((pc() - t0) / 1000)
+            cpu_us = (time.thread_time_ns() - cpu0) / count / 1000
             if parked:
                 gate.set()
             c.flush()
@@ -155,6 +161,10 @@ def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dic
             "p999_us": round(pct(times, 0.999), 2),
             "max_us": round(max(times), 1),
         }
+        if not gap_s:
+            # This thread's CPU time per call (the timing loop's own few hundred ns included):
+            # unlike the wall-clock percentiles, time other processes took the CPU is not in it.
+            out[mode]["cpu_us_per_call"] = round(cpu_us, 2)
     return out
 
 
@@ -345,9 +355,9 @@ def main() -> None:
     ap.add_argument(
         "--pace-us",
         type=int,
-        nargs="+",
+        nargs="*",
         default=[100, 1000],
-        help="paced latency rows: one collect() every this many microseconds (default: 100 1000)",
+        help="paced latency rows: one collect() every this many microseconds (default: 100 1000; none: no paced rows)",
     )
     ap.add_argument("--no-burst", action="store_true", help="skip the back-to-back latency row")
     ap.add_argument("--no-parked", action="store_true", help="skip the writers-parked control rows")
