@@ -19,7 +19,9 @@ Figures:
    the call's own cost at that pacing, to tell it from the writers' share.
    Burst rows also give ``cpu_us_per_call``: the calling thread's CPU time
    per call (``thread_time``), which time taken by other processes does
-   not inflate.
+   not inflate. Each row also counts the calls over 50 us, and of those the
+   ones that overlapped a garbage collection run in the calling thread and
+   the ones that found the collector's lock held by a writer thread.
    ``--pace-us`` chooses the pacings (default 100 and 1000); ``--no-burst``
    and ``--no-parked`` skip rows. Each row records the 1-minute load average
    when it ended (the machine may be shared).
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -134,7 +137,21 @@ def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dic
             if not parked:
                 c.flush()
             times: list[float] = []
+            spans: list[tuple[int, int, bool]] = []  # (start, end, lock held at entry) of calls over 50 us
+            gcs: list[tuple[int, int]] = []  # garbage collections run in this thread
             pc = time.perf_counter_ns
+            me = threading.get_ident()
+            gc_start = [0]
+
+            def on_gc(phase: str, info: dict[str, Any], me: int = me, gcs: Any = gcs, gc_start: Any = gc_start) -> None:
+                if threading.get_ident() == me:
+                    if phase == "start":
+                        gc_start[0] = time.perf_counter_ns()
+                    else:
+                        gcs.append((gc_start[0], time.perf_counter_ns()))
+
+            gc.callbacks.append(on_gc)
+            lock = c._lock
             count = n if not gap_s else max(1000, int(n * 0.0001 / gap_s) // 5)
             next_at = time.perf_counter()
             cpu0 = time.thread_time_ns()
@@ -146,10 +163,15 @@ def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dic
                     delay = next_at - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
+                held = lock.locked()
                 t0 = pc()
                 c.collect(ns, f"k{i}", VALUE)
-                times.append((pc() - t0) / 1000)
+                t1 = pc()
+                times.append((t1 - t0) / 1000)
+                if t1 - t0 > 50_000:
+                    spans.append((t0, t1, held))
             cpu_us = (time.thread_time_ns() - cpu0) / count / 1000
+            gc.callbacks.remove(on_gc)
             if parked:
                 gate.set()
             c.flush()
@@ -160,6 +182,11 @@ def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dic
             "p99_us": round(pct(times, 0.99), 2),
             "p999_us": round(pct(times, 0.999), 2),
             "max_us": round(max(times), 1),
+            # Of the calls over 50 us: how many overlapped a garbage collection run in the
+            # calling thread, and how many found the collector's lock held by a writer thread.
+            "over_50us": len(spans),
+            "over_50us_with_gc": sum(1 for a, b, _ in spans if any(g0 < b and g1 > a for g0, g1 in gcs)),
+            "over_50us_lock_held_at_entry": sum(1 for *_, held in spans if held),
         }
         if not gap_s:
             # This thread's CPU time per call (the timing loop's own few hundred ns included):
