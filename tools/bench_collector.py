@@ -4,6 +4,7 @@ Usage::
 
     python tools/bench_collector.py                    # all figures at a modest size
     python tools/bench_collector.py --records 20000 --latency 100000 --queued 1000000 --json
+    python tools/bench_collector.py --only latency --no-burst --pace-us 100 1000   # paced rows only
 
 Figures:
 
@@ -16,6 +17,14 @@ Figures:
    the same with the journal and apply threads parked (blocked in their
    first write until the timing ends), so no other thread wants the GIL:
    the call's own cost at that pacing, to tell it from the writers' share.
+   Burst rows also give ``cpu_us_per_call``: the calling thread's CPU time
+   per call (``thread_time``), which time taken by other processes does
+   not inflate. Each row also counts the calls over 50 us, and of those the
+   ones that overlapped a garbage collection run in the calling thread and
+   the ones that found the collector's lock held by a writer thread.
+   ``--pace-us`` chooses the pacings (default 100 and 1000); ``--no-burst``
+   and ``--no-parked`` skip rows. Each row records the 1-minute load average
+   when it ended (the machine may be shared).
 2. ``throughput``: N processes each collect ``--records`` records into their
    own namespace and ``flush()``; records/s = all records / wall time from the
    start signal until the last flush returned (durable in the store, store
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -80,7 +90,7 @@ def _parked_writers() -> Iterator[threading.Event]:
     gate = threading.Event()
     real_append, real_apply = _journal.JournalFile.append, Engine.apply
 
-    def append(self: Any, data: bytes) -> None:
+    def append(self: Any, data: bytes | bytearray) -> None:
         gate.wait()
         real_append(self, data)
 
@@ -98,15 +108,22 @@ def _parked_writers() -> Iterator[threading.Event]:
         gate.set()
 
 
-def bench_latency(tmp: str, n: int) -> dict[str, Any]:
+def _pace_name(us: int) -> str:
+    return f"paced_{us // 1000}ms" if us % 1000 == 0 else f"paced_{us}us"
+
+
+def latency_modes(pace_us: list[int], *, burst: bool, parked: bool) -> list[tuple[str, float, bool]]:
+    """(name, seconds between calls, writers parked) for each latency row asked for."""
+    modes = [("burst", 0.0, False)] if burst else []
+    modes += [(_pace_name(us), us / 1e6, False) for us in pace_us]
+    if parked:
+        modes += [("burst_writers_parked", 0.0, True)] if burst else []
+        modes += [(_pace_name(us) + "_writers_parked", us / 1e6, True) for us in pace_us]
+    return modes
+
+
+def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    modes = (
-        ("burst", 0.0, False),
-        ("paced_100us", 0.0001, False),
-        ("paced_1ms", 0.001, False),
-        ("paced_100us_writers_parked", 0.0001, True),
-        ("paced_1ms_writers_parked", 0.001, True),
-    )
     for mode, gap_s, parked in modes:
         path = os.path.join(tmp, f"lat-{mode}")
         with contextlib.ExitStack() as stack:
@@ -120,9 +137,24 @@ def bench_latency(tmp: str, n: int) -> dict[str, Any]:
             if not parked:
                 c.flush()
             times: list[float] = []
+            spans: list[tuple[int, int, bool]] = []  # (start, end, lock held at entry) of calls over 50 us
+            gcs: list[tuple[int, int]] = []  # garbage collections run in this thread
             pc = time.perf_counter_ns
+            me = threading.get_ident()
+            gc_start = [0]
+
+            def on_gc(phase: str, info: dict[str, Any], me: int = me, gcs: Any = gcs, gc_start: Any = gc_start) -> None:
+                if threading.get_ident() == me:
+                    if phase == "start":
+                        gc_start[0] = time.perf_counter_ns()
+                    else:
+                        gcs.append((gc_start[0], time.perf_counter_ns()))
+
+            gc.callbacks.append(on_gc)
+            lock = c._lock
             count = n if not gap_s else max(1000, int(n * 0.0001 / gap_s) // 5)
             next_at = time.perf_counter()
+            cpu0 = time.thread_time_ns()
             for i in range(count):
                 if gap_s:
                     # Sleep, as an agent waiting on I/O would: the GIL is free
@@ -131,19 +163,35 @@ def bench_latency(tmp: str, n: int) -> dict[str, Any]:
                     delay = next_at - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
+                held = lock.locked()
                 t0 = pc()
                 c.collect(ns, f"k{i}", VALUE)
-                times.append((pc() - t0) / 1000)
+                t1 = pc()
+                times.append((t1 - t0) / 1000)
+                if t1 - t0 > 50_000:
+                    spans.append((t0, t1, held))
+            cpu_us = (time.thread_time_ns() - cpu0) / count / 1000
+            gc.callbacks.remove(on_gc)
             if parked:
                 gate.set()
             c.flush()
         out[mode] = {
+            "loadavg_1min": round(os.getloadavg()[0], 2),
             "calls": count,
             "p50_us": round(pct(times, 0.5), 2),
             "p99_us": round(pct(times, 0.99), 2),
             "p999_us": round(pct(times, 0.999), 2),
             "max_us": round(max(times), 1),
+            # Of the calls over 50 us: how many overlapped a garbage collection run in the
+            # calling thread, and how many found the collector's lock held by a writer thread.
+            "over_50us": len(spans),
+            "over_50us_with_gc": sum(1 for a, b, _ in spans if any(g0 < b and g1 > a for g0, g1 in gcs)),
+            "over_50us_lock_held_at_entry": sum(1 for *_, held in spans if held),
         }
+        if not gap_s:
+            # This thread's CPU time per call (the timing loop's own few hundred ns included):
+            # unlike the wall-clock percentiles, time other processes took the CPU is not in it.
+            out[mode]["cpu_us_per_call"] = round(cpu_us, 2)
     return out
 
 
@@ -331,6 +379,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="collector batch_size")
     ap.add_argument("--visibility", type=int, default=100, help="samples of collect-to-visible")
     ap.add_argument("--queued", type=int, default=1_000_000, help="records queued for the memory figure")
+    ap.add_argument(
+        "--pace-us",
+        type=int,
+        nargs="*",
+        default=[100, 1000],
+        help="paced latency rows: one collect() every this many microseconds (default: 100 1000; none: no paced rows)",
+    )
+    ap.add_argument("--no-burst", action="store_true", help="skip the back-to-back latency row")
+    ap.add_argument("--no-parked", action="store_true", help="skip the writers-parked control rows")
     ap.add_argument("--only", choices=["latency", "throughput", "visibility", "memory"], action="append")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--tmpdir", default=tempfile.gettempdir(), help="base directory for temp stores")
@@ -338,10 +395,15 @@ def main() -> None:
     os.makedirs(args.tmpdir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="bench-collector-", dir=args.tmpdir)
     only = set(args.only or ["latency", "throughput", "visibility", "memory"])
-    results: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    results: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
     try:
         if "latency" in only:
-            results["latency"] = bench_latency(tmp, args.latency)
+            modes = latency_modes(args.pace_us, burst=not args.no_burst, parked=not args.no_parked)
+            results["latency"] = bench_latency(tmp, args.latency, modes)
         if "throughput" in only:
             results["throughput"] = bench_throughput(tmp, args.records, args.batch)
         if "visibility" in only:
@@ -350,6 +412,7 @@ def main() -> None:
             results["memory"] = bench_memory(tmp, args.queued)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(results, indent=2))
         return

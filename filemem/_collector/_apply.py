@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections import deque
+from operator import attrgetter
 from typing import Final
 
 from .._engine import Engine, Op
@@ -26,7 +27,7 @@ from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._deadletter import append_dead_letters, letter
 from ._journal import JournalFile
-from ._spool import Inbox, Rec, Spool
+from ._spool import Inbox, Rec, Run, Spool, recs_of_runs
 
 __all__ = ["ApplyLoop"]
 
@@ -45,6 +46,7 @@ SLICE_RECORDS: Final = 64
 #: Python would keep the GIL a whole switch interval after each yield and starve the writer.
 _PACED_GAP_S: Final = 0.0002
 _PERMANENT: Final = (InvalidValueError, InvalidKeyError)
+_SEQ: Final = attrgetter("seq")
 #: The store's trouble, not the record's (a full disk, an I/O error, a busy
 #: shard): such records are never dead-lettered; they stay in flight (and in
 #: the journal) and are retried behind the breaker until the store takes them.
@@ -67,6 +69,7 @@ class ApplyLoop:
     _ready: tuple[Spool, Spool, Spool]
     _jbatch_min: float
     _inflight: list[Rec]
+    _inflight_lo: float
     _awake: threading.Event
     _stop: threading.Event
     _rng: random.Random
@@ -139,19 +142,27 @@ class ApplyLoop:
             if wait > 0 and self._stop.wait(wait):
                 return  # closing while the breaker is open: close() accounts for what is left
             with self._lock:
-                batch: list[Rec] = []
+                # Only array slices under the lock: collect() waits for it. The
+                # lowest id taken keeps flush() waiting until they are finished.
+                runs: list[Run] = []
+                room = cfg.batch_size
                 for q in self._ready:
-                    while q and len(batch) < cfg.batch_size:
-                        batch.append(q.popleft())
-                batch.sort(key=lambda r: r.seq)
-                self._inflight = batch
+                    if room > 0 and q:
+                        got = q.take_runs(room)
+                        room -= sum(r.n for r in got)
+                        runs += got
+                self._inflight_lo = min((r.first_seq for r in runs), default=math.inf)
             self._let_callers_in()
+            batch = recs_of_runs(runs)
+            batch.sort(key=_SEQ)
+            self._inflight = batch
             if not self._apply_with_retries():
                 # Closing interrupted the retries: put what is left back in line.
                 with self._lock:
                     for r in reversed(self._inflight):
                         self._ready[r.prio].appendleft(r)
                     self._inflight = []
+                    self._inflight_lo = math.inf
                 return
             self._awake.set()
 
@@ -320,6 +331,7 @@ class ApplyLoop:
             left = [r for r in inflight if id(r) not in done]
         with self._progress:
             self._inflight = left
+            self._inflight_lo = left[0].seq if left else math.inf  # (in flight records stay in id order)
             self._queued -= len(recs)
             self._counts["applied"] += applied
             self._counts["batches"] += 1 if applied else 0

@@ -27,7 +27,7 @@ from typing import Final, NamedTuple
 
 from ._journal import decode_frame
 
-__all__ = ["Inbox", "Rec", "Spool", "Taken", "rec_of_frame", "recs_of_taken"]
+__all__ = ["Inbox", "Rec", "Run", "Spool", "Taken", "rec_of_frame", "recs_of_runs", "recs_of_taken"]
 
 #: Drop the consumed head of a packed chunk once this many entries are consumed (and half of it).
 _COMPACT_AFTER: Final = 4096
@@ -204,6 +204,35 @@ class Spool:
             out.append(self.popleft())
         return out
 
+    def take_runs(self, n: int) -> list[Run]:
+        """Take up to ``n`` records from the front as runs: slices of the packed arrays, or objects.
+
+        No per-record work for packed records (three array slices per run):
+        the caller holds the collector's lock, which ``collect()`` waits for;
+        :func:`recs_of_runs` makes the records afterwards, without the lock.
+        """
+        out: list[Run] = []
+        while self._count and n > 0:
+            chunk = self._chunks[0]
+            if isinstance(chunk, deque):
+                k = min(n, len(chunk))
+                out.append(Run(self.prio, k, None, None, None, [chunk.popleft() for _ in range(k)]))
+            else:
+                i = chunk.head
+                k = min(n, len(chunk))
+                out.append(
+                    Run(self.prio, k, chunk.seqs[i : i + k], chunk.offs[i : i + k], chunk.sizes[i : i + k], None)
+                )
+                chunk.head = i + k
+                if len(chunk) and chunk.head >= _COMPACT_AFTER and chunk.head * 2 >= len(chunk.seqs):
+                    del chunk.seqs[: chunk.head], chunk.offs[: chunk.head], chunk.sizes[: chunk.head]
+                    chunk.head = 0
+            self._count -= k
+            n -= k
+            if not len(chunk):
+                self._chunks.popleft()
+        return out
+
     def in_memory(self) -> list[Rec]:
         """The records held as objects (the journal does not hold them)."""
         return [r for chunk in self._chunks if isinstance(chunk, deque) for r in chunk]
@@ -276,8 +305,19 @@ class Inbox:
         return self._seqs[i], self._prios[i], bytes(self._buf[self._off : self._off + self._sizes[i]])
 
     def take_all(self) -> Taken:
-        """Everything queued, in order, and the inbox emptied."""
+        """Everything queued, in order, and the inbox emptied.
+
+        In the common case (nothing put back or popped) the buffer and arrays
+        themselves are handed over, with no copy: the caller holds the
+        collector's lock, which ``collect()`` waits for.
+        """
         h = self._head
+        if not self._front and h == 0:
+            taken = Taken(self._buf, self._seqs, self._prios, self._sizes)
+            self._buf = bytearray()
+            self._seqs, self._prios, self._sizes = array("q"), array("b"), array("I")
+            self._off = 0
+            return taken
         taken = Taken(
             b"".join(frame for _, _, frame in self._front) + bytes(memoryview(self._buf)[self._off :]),
             array("q", [seq for seq, _, _ in self._front]) + self._seqs[h:],
@@ -294,13 +334,43 @@ class Inbox:
 class Taken(NamedTuple):
     """What the journal thread took from the inbox: the frames back to back, and each one's id, priority, size."""
 
-    data: bytes
+    data: bytes | bytearray
     seqs: array[int]
     prios: array[int]
     sizes: array[int]
 
 
-def rec_of_frame(seq: int, prio: int, frame: bytes) -> Rec:
+class Run(NamedTuple):
+    """Records taken from a :class:`Spool` in one piece: packed (``seqs``/``offs``/``sizes``) or ``recs``."""
+
+    prio: int
+    n: int
+    seqs: array[int] | None
+    offs: array[int] | None
+    sizes: array[int] | None
+    recs: list[Rec] | None
+
+    @property
+    def first_seq(self) -> int:
+        """The id of the run's first record (runs are never empty)."""
+        return self.recs[0].seq if self.recs is not None else self.seqs[0]  # type: ignore[index]
+
+
+def recs_of_runs(runs: list[Run]) -> list[Rec]:
+    """The records of runs taken with :meth:`Spool.take_runs` (stubs for packed ones), in order."""
+    out: list[Rec] = []
+    stub = Rec.stub
+    for run in runs:
+        if run.recs is not None:
+            out += run.recs
+        else:
+            assert run.seqs is not None and run.offs is not None and run.sizes is not None
+            prio = run.prio
+            out += [stub(seq, prio, off, size) for seq, off, size in zip(run.seqs, run.offs, run.sizes, strict=True)]
+    return out
+
+
+def rec_of_frame(seq: int, prio: int, frame: bytes | bytearray) -> Rec:
     """The record in a frame that waited in the inbox, as an object."""
     got = decode_frame(frame)
     return Rec(seq, prio, got.collected_at, got.namespace, got.key, got.payload)

@@ -1,22 +1,29 @@
-"""The fire-and-forget collector: queue, journal thread, apply thread (layer L4).
+"""The fire-and-forget collector: ``collect()``, flush, close (layer L4).
 
 Path of one record::
 
-    collect()  --validate, encode, seq-->  incoming  (memory; collect returns here)
+    collect()  --validate, encode, pack its journal frame-->  incoming  (memory; collect returns here)
     journal thread  --append + fsync a group-->  ready[high|normal|low]  ("accepted")
     apply thread  --one engine batch: records + applied-ids marker-->  store  ("applied")
 
-``collect`` never touches the disk: it checks the record, encodes the value
-with the store's codec (so a bad value fails *now*), gives it an id and
-appends it to an in-memory deque. The journal thread writes everything that
-arrived since its last write as one group and fsyncs once; only then is a
-record *accepted* (it survives a crash of this process) and handed to the
-apply thread. Without a journal, records are handed over at once.
+Invariant: ``collect()`` never touches the disk and never waits for a writer
+thread's work: it checks the record, encodes the value with the store's codec
+(so a bad value fails *now*), packs the record's journal frame, and under a
+lock held for a few array appends gives it an id and appends the frame to the
+in-memory inbox. Everything the writer threads do under that lock is O(1) or
+C-speed array work (see ``_journal_thread`` and ``_apply``). The journal
+thread writes everything that arrived since its last write as one group and
+fsyncs once; only then is a record *accepted* (it survives a crash of this
+process) and handed to the apply thread. Without a journal, records are
+handed over at once.
 
 The apply thread takes up to ``batch_size`` records, high priority first, and
 applies them in id order as one engine batch: all their shards are locked
 together, written once each and fsynced once each, atomically, together
 with the journal's marker of applied ids (see ``_applied``).
+
+The other roles live beside it: ``_journal_thread`` (the journal thread),
+``_apply`` (the apply thread), ``_full`` (``on_full``), ``_stats`` (stats, health).
 """
 
 from __future__ import annotations
@@ -29,29 +36,24 @@ import random
 import secrets
 import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._engine import JOURNAL_DIR, Engine, _fork_generation, copy_value
-from .._errors import (
-    FileMemError,
-    FlushTimeoutError,
-    InvalidValueError,
-    QueueFullError,
-    ReadOnlyError,
-    StoreClosedError,
-)
+from .._engine import _SCALAR_TYPES, JOURNAL_DIR, Engine, _fork_generation, copy_value
+from .._errors import FileMemError, FlushTimeoutError, InvalidValueError, ReadOnlyError, StoreClosedError
 from .._names import validate_key
 from .._types import NamespaceLike
 from ._applied import RangeSet, remove_marker
-from ._apply import IDLE_WAIT_S, ApplyLoop
-from ._breaker import CircuitBreaker, backoff_delay
+from ._apply import IDLE_WAIT_S
+from ._breaker import CircuitBreaker
 from ._config import CollectorConfig
-from ._journal import JournalFile, decode_frame, encode_frame, frame_tail, frame_with_seq
+from ._full import FullQueue, WouldBlock
+from ._journal import JournalFile, TailPacker, frame_with_seq
+from ._journal_thread import Bell, JournalLoop
 from ._replay import recover_journals
-from ._spool import Inbox, Rec, Spool, Taken, rec_of_frame, recs_of_taken
+from ._spool import Inbox, Rec, Spool, Taken, recs_of_taken
+from ._stats import StatsView
 
 __all__ = ["PRIORITIES", "Collector"]
 
@@ -62,7 +64,7 @@ PRIORITIES: Final = ("high", "normal", "low")
 _PRIO: Final = {name: i for i, name in enumerate(PRIORITIES)}
 
 
-class Collector(ApplyLoop):
+class Collector(FullQueue, JournalLoop, StatsView):
     """Queue records now, store them in the background, lose none: ``store.collector()``.
 
     Example::
@@ -106,9 +108,10 @@ class Collector(ApplyLoop):
         self._jbatch_min = math.inf  # lowest id the journal thread holds
         self._jgroup: Taken | None = None  # the group the journal thread holds
         self._inflight: list[Rec] = []  # the batch being applied
+        self._inflight_lo: float = math.inf  # the lowest id in flight (set with the lock, as they are taken)
         #: Records being dropped (on_full="drop_oldest") whose letter is not written yet: seq -> journaled.
         self._dropping: dict[int, bool] = {}
-        self._jwake = threading.Event()
+        self._jwake = Bell()
         self._awake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
@@ -148,6 +151,8 @@ class Collector(ApplyLoop):
         self._journal = (
             JournalFile(os.path.join(engine.root, JOURNAL_DIR), self.jid, sync=engine.sync) if config.journal else None
         )
+        self._packer = TailPacker(self._codec.name)
+        self._max_value_bytes = engine.max_value_bytes
         self._threads = [threading.Thread(target=self._guard(self._apply_loop), name="filemem-collector", daemon=True)]
         if self._journal is not None:
             self._threads.append(
@@ -177,52 +182,55 @@ class Collector(ApplyLoop):
         """
         try:
             return self._collect(namespace, key, value, priority, wait=False)
-        except _WouldBlock:
+        except WouldBlock:
             return await asyncio.to_thread(self._collect, namespace, key, value, priority, wait=True)
 
     def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, *, wait: bool) -> int:
-        self._check_usable()
+        # The hot path of the package: every line here runs per record, in the
+        # caller's thread, and a paced caller runs it with cold caches.
+        if self._closed or self._fatal is not None or self._fork != _fork_generation[0]:
+            self._check_usable()
         prio = _PRIO.get(prio_name) if isinstance(prio_name, str) else None
         if prio is None:
             raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}")
         ns = self._normalize(namespace)
         validate_key(key)
-        copy_value(value)  # checks nesting depth, as put() does
+        _check_depth(value)  # as put() does
         payload = self._codec.encode(value)
-        if len(payload) > self._engine.max_value_bytes:
-            raise InvalidValueError(
-                f"value encodes to {len(payload)} bytes; the limit is {self._engine.max_value_bytes}"
-            )
+        if len(payload) > self._max_value_bytes:
+            raise InvalidValueError(f"value encodes to {len(payload)} bytes; the limit is {self._max_value_bytes}")
         ts = time.time()
         self._last_collect = time.monotonic()  # the apply thread yields the GIL only to paced callers
         journaled = self._journal is not None
         # In journal mode the record is queued as its journal frame; all of it but the id is packed here,
         # outside the lock.
-        tail = frame_tail(ts, prio, ns, key, self._codec.name, payload) if journaled else b""
+        tail = self._packer.pack(ts, prio, ns, key, payload) if journaled else b""
+        lock = self._lock
         while True:
-            if not self._lock.acquire(blocking=False):
+            if not lock.acquire(blocking=False):
                 # A writer thread holds it: ask it to hand the GIL over as soon as it lets go
                 # (else it may run on for up to CPython's 5 ms switch interval while we wait).
                 self._contended = True
-                self._lock.acquire()
-            with _Release(self._lock):
-                self._check_usable()
+                lock.acquire()
+            try:
+                if self._closed or self._fatal is not None:
+                    self._check_usable()
                 victim = self._make_room(wait) if self._queued >= self.config.max_queue else None
                 if victim is None:
-                    self._seq += 1
-                    seq = self._seq
+                    self._seq = seq = self._seq + 1
                     self._queued += 1
                     if journaled:
                         self._incoming.add(seq, prio, frame_with_seq(seq, tail))
                     else:
                         self._ready[prio].append(Rec(seq, prio, ts, ns, key, payload))
                     break
+            finally:
+                lock.release()
             # A record was pushed out to make room: its dead letter must be
             # durable before its id is retired (or a crash in between loses it).
             self._drop_durably(victim)
-        if self._journal is not None:
-            if not self._jwake.is_set():
-                self._jwake.set()
+        if journaled:
+            self._jwake.ring()
         elif not self._awake.is_set():
             self._awake.set()
         return seq
@@ -237,97 +245,10 @@ class Collector(ApplyLoop):
         if self._fatal is not None:
             raise StoreClosedError(f"collector writer stopped: {self._fatal!r}")
 
-    def _drop_durably(self, victim: Rec) -> None:
-        """Write the dead letter of a record ``_drop_one`` took out of line, then retire it.
-
-        The victim still counts as queued (and flush waits for it) until its
-        letter is fsynced. If the letter cannot be written, the victim goes back
-        in line (nothing is lost) and QueueFullError says why.
-        """
-        try:
-            self._dead_letter([victim], "dropped", "queue full (on_full='drop_oldest')")
-        except FileMemError as exc:
-            with self._progress:
-                journaled = self._dropping.pop(victim.seq)
-                if journaled:
-                    self._ready[victim.prio].appendleft(victim)
-                else:
-                    frame = encode_frame(
-                        victim.seq, victim.ts, victim.prio, victim.ns, victim.key, self._codec.name, victim.payload
-                    )
-                    self._incoming.appendleft(victim.seq, victim.prio, frame)
-                self._progress.notify_all()
-            self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
-            if journaled:
-                self._awake.set()
-            else:
-                self._jwake.set()
-            raise QueueFullError(
-                f"collector queue is full ({self.config.max_queue} records) and the dead letter of the record "
-                f"to drop could not be written ({exc}); it stays queued"
-            ) from exc
-        with self._progress:
-            journaled = self._dropping.pop(victim.seq)
-            if journaled and self._journal is not None:
-                # It is in the journal: retire it there, or a replay would
-                # bring back what we report as dropped. Only now, with its
-                # letter durable, may the marker name it.
-                self._retired.add_range(victim.seq, victim.seq)
-            self._queued -= 1
-            self._counts["dropped"] += 1
-            self._progress.notify_all()
-
-    def _make_room(self, wait: bool) -> Rec | None:
-        """With the lock held and the queue full: apply ``on_full``. Returns a dropped record."""
-        policy = self.config.on_full
-        if policy == "raise":
-            raise QueueFullError(f"collector queue is full ({self.config.max_queue} records waiting)")
-        if not wait:
-            # acollect: dropping costs an fsync (the dead letter) and blocking
-            # waits; both belong in a worker thread, not on the event loop.
-            raise _WouldBlock
-        deadline = None if self.config.block_timeout is None else time.monotonic() + self.config.block_timeout
-        while self._queued >= self.config.max_queue:
-            if policy == "drop_oldest":
-                victim = self._drop_one()
-                if victim is not None:
-                    return victim
-                # Everything waiting is in the writers' hands (the group being
-                # journaled, the batch in flight): wait until some is droppable.
-            self._check_usable()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise QueueFullError(
-                    f"collector queue stayed full ({self.config.max_queue} records) for {self.config.block_timeout}s"
-                )
-            self._progress.wait(IDLE_WAIT_S / 10 if remaining is None else min(remaining, IDLE_WAIT_S / 10))
-        return None
-
-    def _drop_one(self) -> Rec | None:
-        """With the lock held: take the oldest queued record of the lowest priority out of line.
-
-        It stays counted as queued, in ``_dropping``, until ``_drop_durably`` has written its letter.
-        """
-        for q in reversed(self._ready):  # lowest priority first; oldest of it
-            if q:
-                victim = q.popleft()
-                try:
-                    self._load([victim])  # its letter needs the record, which waits in the journal
-                except FileMemError:
-                    q.appendleft(victim)
-                    raise
-                self._dropping[victim.seq] = True  # journaled: to retire once its letter is durable
-                return victim
-        if self._incoming:
-            victim = rec_of_frame(*self._incoming.popleft())  # not journaled yet: nothing to retire
-            self._dropping[victim.seq] = False
-            return victim
-        return None
-
     # ------------------------------------------------------------------ flushing
 
     def _min_outstanding(self) -> float:
-        low = self._jbatch_min
+        low = min(self._jbatch_min, self._inflight_lo)
         head = self._incoming.head_seq()
         if head is not None:
             low = min(low, head)
@@ -335,8 +256,6 @@ class Collector(ApplyLoop):
             head = q.head_seq()
             if head is not None:
                 low = min(low, head)
-        if self._inflight:
-            low = min(low, self._inflight[0].seq)
         if self._dropping:
             low = min(low, *self._dropping)  # a drop whose letter is not durable yet
         return low
@@ -397,7 +316,7 @@ class Collector(ApplyLoop):
             self._closed = True
             self._progress.notify_all()
         self._stop.set()
-        self._jwake.set()
+        self._jwake.ring()
         self._awake.set()
         for t in self._threads:
             t.join()
@@ -460,175 +379,16 @@ class Collector(ApplyLoop):
 
         return run
 
-    def _journal_loop(self) -> None:
-        journal = self._journal
-        assert journal is not None
-        attempt = 0
-        while True:
-            self._jwake.wait(IDLE_WAIT_S)
-            self._jwake.clear()
-            if self.config.journal_group_delay:
-                time.sleep(self.config.journal_group_delay)
-            with self._lock:
-                group = self._incoming.take_all() if self._incoming else None
-                if group is not None:
-                    self._jbatch_min = group.seqs[0]
-                    self._jgroup = group
-            self._let_callers_in()
-            if group is None:
-                if self._stop.is_set():
-                    return
-                continue
-            data = group.data
-            journaled = False
-            while True:
-                try:
-                    with self._file_lock:
-                        base = journal.offset
-                        journal.append(data)
-                        journal.flush()
-                        self._in_file += len(group.seqs)
-                    attempt = 0
-                    journaled = True
-                    break
-                except FileMemError as exc:
-                    self._counts["journal_errors"] += 1
-                    self.last_error = f"journal: {exc}"
-                    attempt += 1
-                    if self._stop.wait(
-                        backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max, self._rng)
-                    ):
-                        # Closing with the journal failing: hand the group on
-                        # unjournaled rather than lose it.
-                        break
-            spools = self._ready
-            # Worked out outside the lock, which collect() waits for.
-            recs = [] if journaled else recs_of_taken(group)
-            offs = array("q")
-            if journaled:
-                for size in group.sizes:
-                    offs.append(base)
-                    base += size
-            one_prio = group.prios[0] if group.prios.count(group.prios[0]) == len(group.prios) else None
-            with self._lock:
-                if journaled and one_prio is not None:
-                    # From now on the journal holds each record: the line keeps only where its frame is.
-                    spools[one_prio].extend_packed(group.seqs, offs, group.sizes)
-                elif journaled:
-                    for seq, prio, off, size in zip(group.seqs, group.prios, offs, group.sizes, strict=True):
-                        spools[prio].append_packed(seq, off, size)
-                else:
-                    for r in recs:
-                        spools[r.prio].append(r)
-                self._jbatch_min = math.inf
-                self._jgroup = None
-                if journaled:
-                    self._counts["accepted"] += len(group.seqs)
-                else:
-                    self._unjournaled.update(group.seqs)
-            self._let_callers_in()
-            self._awake.set()
-
-    # ------------------------------------------------------------------ health
-
-    def stats(self) -> dict[str, Any]:
-        """Counters and gauges of this collector.
-
-        ``queue_depth`` (records queued, not yet finished), ``oldest_age_s``,
-        ``collected``, ``accepted`` (journal-fsynced; without a journal: queued),
-        ``applied``, ``retried``, ``failed`` (record-attempts that failed),
-        ``dropped``, ``dead_letters``, ``batches``, ``apply_p50_ms`` /
-        ``apply_p99_ms`` (per batch), ``breaker`` and ``breaker_opened``.
-
-        >>> collector.stats()["queue_depth"]  # doctest: +SKIP
-        0
-        """
-        if self._fork != _fork_generation[0]:
-            # A forked child: a parent thread may have held the lock at fork
-            # time (it would never be released here), and none of the
-            # collector's threads exist. Report without the lock.
-            counts = dict(self._counts)
-            depth = self._queued
-            heads: list[float] = []
-            collected = self._seq
-        else:
-            with self._lock:
-                counts = dict(self._counts)
-                depth = self._queued
-                first = self._incoming.peek()
-                heads = [decode_frame(first[2]).collected_at] if first is not None else []
-                heads += [r.ts for r in self._loaded_heads()]
-                heads += [self._inflight[0].ts] if self._inflight and self._inflight[0].loaded else []
-                collected = self._seq
-        lat = sorted(self._latency)
-        breaker = self.breaker.state if self._fork == _fork_generation[0] else self.breaker.state_nolock()
-        if self._journal is None:
-            counts["accepted"] = collected - counts["dropped"] if collected else 0
-        return {
-            **counts,
-            "collected": collected,
-            "queue_depth": depth,
-            "oldest_age_s": (time.time() - min(heads)) if heads else 0.0,
-            "apply_p50_ms": _pct(lat, 0.50) * 1000,
-            "apply_p99_ms": _pct(lat, 0.99) * 1000,
-            "breaker": breaker,
-            "breaker_opened": self.breaker.opened_count,
-            "last_error": self.last_error,
-            "journal": self._journal.path if self._journal is not None else None,
-        }
-
-    def _loaded_heads(self) -> list[Rec]:
-        """With the lock held: the front record of each priority, read back from the journal if need be."""
-        heads = [h for h in (q.head() for q in self._ready) if h is not None]
-        try:
-            self._load(heads)
-        except FileMemError:
-            return [h for h in heads if h.loaded]
-        return heads
-
-    def health(self) -> dict[str, Any]:
-        """Is the collector keeping up? ``ok`` is False while the breaker is not closed, the
-        writer died, or the queue is full.
-
-        >>> collector.health()["ok"]  # doctest: +SKIP
-        True
-        """
-        s = self.stats()
-        alive = self._fatal is None and self._fork == _fork_generation[0]  # a forked child has no writer
-        ok = s["breaker"] == "closed" and alive and s["queue_depth"] < self.config.max_queue
-        return {
-            "ok": ok,
-            "breaker": s["breaker"],
-            "queue_depth": s["queue_depth"],
-            "oldest_age_s": s["oldest_age_s"],
-            "last_error": s["last_error"],
-            "writer_alive": alive,
-        }
-
     def __repr__(self) -> str:
         return f"Collector({self._engine.root!r}, jid={self.jid!r}, closed={self._closed})"
 
 
-class _Release:
-    """``with _Release(lock):`` releases an already acquired lock on the way out."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-
-class _WouldBlock(Exception):  # noqa: N818 - internal signal, never escapes acollect
-    """collect(wait=False) found the queue full under on_full="block"."""
-
-
-def _pct(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+def _check_depth(value: Any) -> None:
+    """Raise InvalidValueError for a value nested past MAX_DEPTH, as ``copy_value`` does; a flat one is not copied."""
+    t = type(value)
+    if t is dict:
+        if _SCALAR_TYPES.issuperset(map(type, value.values())):
+            return
+    elif t is list and _SCALAR_TYPES.issuperset(map(type, value)):
+        return
+    copy_value(value)

@@ -7,14 +7,16 @@ from collections import deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filemem._collector._journal import decode_frame, encode_frame, frame_tail, frame_with_seq
-from filemem._collector._spool import Inbox, Rec, Spool
+from filemem._collector._journal import TailPacker, decode_frame, encode_frame, frame_tail, frame_with_seq
+from filemem._collector._journal_thread import Bell
+from filemem._collector._spool import Inbox, Rec, Spool, recs_of_runs
 
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("packed"), st.integers(1, 50)),
         st.tuples(st.just("object"), st.integers(1, 3)),
         st.tuples(st.just("pop"), st.integers(1, 80)),
+        st.tuples(st.just("runs"), st.integers(1, 80)),
         st.tuples(st.just("putback"), st.just(0)),
     ),
     max_size=60,
@@ -42,6 +44,17 @@ def test_spool_is_a_fifo_of_packed_and_object_records(script: list[tuple[str, in
             got = spool.take(n)
             want = [model.popleft() for _ in range(min(n, len(model)))]
             assert [(r.seq, r.off, r.size if r.off >= 0 else 0) for r in got] == want
+            assert all(r.loaded == (r.off < 0) for r in got)
+        elif op == "runs":
+            # What the apply thread takes under the collector's lock: array slices, made into records after.
+            runs = spool.take_runs(n)
+            got = recs_of_runs(runs)
+            want = [model.popleft() for _ in range(min(n, len(model)))]
+            assert [(r.seq, r.off, r.size if r.off >= 0 else 0) for r in got] == want
+            assert sum(run.n for run in runs) == len(got)
+            assert all(run.n > 0 and run.prio == 1 for run in runs)
+            if runs:
+                assert min(run.first_seq for run in runs) == got[0].seq
             assert all(r.loaded == (r.off < 0) for r in got)
         elif model:
             r = spool.popleft()
@@ -121,3 +134,54 @@ def test_frames_made_in_two_steps_are_the_journal_frames() -> None:
             *args[:4],
             args[5],
         )
+
+
+_LENGTHS = st.sampled_from([0, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536, 70_000])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.one_of(st.integers(0, 300), st.sampled_from([65_535, 65_536, 2**32 - 1, 2**32, 2**63 - 1])),
+    ts=st.floats(allow_nan=False, allow_infinity=False),
+    prio=st.integers(0, 2),
+    ns=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=20).map(tuple),
+    key_len=_LENGTHS,
+    key_char=st.sampled_from(["k", "\u00e9", "\U0001f600"]),
+    payload_len=_LENGTHS,
+    codec=st.sampled_from(["json", "msgpack", "c" * 40]),
+)
+def test_frames_packed_by_hand_are_msgpacks_byte_for_byte(
+    seq: int, ts: float, prio: int, ns: tuple[str, ...], key_len: int, key_char: str, payload_len: int, codec: str
+) -> None:
+    """collect() packs frames with struct, not msgpack: the bytes must be msgpack's, at every header size."""
+    key = key_char * min(key_len, 1024)
+    payload = b"v" * payload_len
+    want = encode_frame(seq, ts, prio, ns, key, codec, payload)
+    assert frame_with_seq(seq, frame_tail(ts, prio, ns, key, codec, payload)) == want
+    packer = TailPacker(codec)
+    assert frame_with_seq(seq, packer.pack(ts, prio, ns, key, payload)) == want
+    assert frame_with_seq(seq, packer.pack(ts, prio, ns, key, payload)) == want  # the namespace, cached
+    rec = decode_frame(want)
+    assert (rec.seq, rec.namespace, rec.key, rec.payload) == (seq, ns, key, payload)
+
+
+def test_taking_everything_from_the_inbox_hands_the_buffer_over_without_copying() -> None:
+    inbox = Inbox()
+    frames = [frame_with_seq(i, frame_tail(1.0, 1, ("a",), f"k{i}", "json", b"1")) for i in range(1, 4)]
+    for i, f in enumerate(frames, 1):
+        inbox.add(i, 1, f)
+    buf = inbox._buf
+    taken = inbox.take_all()
+    assert taken.data is buf and taken.data == b"".join(frames)
+    assert list(taken.seqs) == [1, 2, 3] and not inbox and inbox._buf is not buf
+    inbox.add(4, 0, frames[0])  # the inbox starts a new buffer: what was taken is not touched
+    assert taken.data == b"".join(frames) and list(taken.seqs) == [1, 2, 3]
+
+
+def test_a_bell_rung_once_wakes_one_wait_and_rings_are_not_counted() -> None:
+    bell = Bell()
+    assert not bell.wait(0.0)
+    bell.ring()
+    bell.ring()  # a second ring before the wait is the same ring
+    assert bell.wait(0.0)
+    assert not bell.wait(0.01)
