@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import time
@@ -206,8 +207,13 @@ def test_on_full_block_waits_then_times_out_or_proceeds(store: filemem.Store, st
         with pytest.raises(filemem.QueueFullError, match="stayed full"):
             c.collect("stalled", "over", 1)
         assert time.monotonic() - t >= 0.19
+        # Now wait long enough for the writer's fsynced batch on a loaded machine (0.2 s was not:
+        # the old and the new code each failed here about 1 run in 10 at load 15-27).
+        c.config = dataclasses.replace(c.config, block_timeout=30)
         threading.Timer(0.02, stall.release).start()
+        t = time.monotonic()
         c.collect("stalled", "waited", 1)  # blocks until the writer makes room
+        assert time.monotonic() - t >= 0.015  # it did wait for the release
         c.flush()
     assert "waited" in store.keys("stalled")
 
