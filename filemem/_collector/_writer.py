@@ -40,7 +40,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._engine import _SCALAR_TYPES, JOURNAL_DIR, Engine, _fork_generation, copy_value
+from .._engine import JOURNAL_DIR, Engine, _fork_generation, copy_value
+from .._engine._ops import _SCALAR_TYPES
 from .._errors import FileMemError, FlushTimeoutError, InvalidValueError, ReadOnlyError, StoreClosedError
 from .._names import validate_key
 from .._types import NamespaceLike
