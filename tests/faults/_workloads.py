@@ -265,21 +265,25 @@ def wal_recovery(path: str, acks: Acks) -> None:
     closing fold.
     """
     s = _on_log(path)
-    log = s._engine.log
-    assert log is not None
-    for i in range(3):
-        with acks.op({("r", f"k{i}"): i}):
-            s.put("r", f"k{i}", i)
-    with acks.op({("r", "b0"): "b", ("r", "b1"): "b"}), s.batch() as b:
-        b.put("r", "b0", "b")
-        b.put("r", "b1", "b")
-    short = log._control()
-    with acks.op({("r", "k1"): "last"}):
-        s.put("r", "k1", "last")
-    with log._append_locked():
-        c = log._control()
-        c.synced, c.synced_lsn = short.synced, short.synced_lsn
-        log.control.write(c)
+    try:
+        log = s._engine.log
+        assert log is not None
+        for i in range(3):
+            with acks.op({("r", f"k{i}"): i}):
+                s.put("r", f"k{i}", i)
+        with acks.op({("r", "b0"): "b", ("r", "b1"): "b"}), s.batch() as b:
+            b.put("r", "b0", "b")
+            b.put("r", "b1", "b")
+        short = log._control()
+        with acks.op({("r", "k1"): "last"}):
+            s.put("r", "k1", "last")
+        with log._append_locked():
+            c = log._control()
+            c.synced, c.synced_lsn = short.synced, short.synced_lsn
+            log.control.write(c)
+    except BaseException:
+        s.close()  # a fault before the "death": close normally (no thread left behind)
+        raise
     _abandon(s)
     with acks.op({}):
         s = _on_log(path)  # recovery: re-derive the page, fold what the dead writer left
