@@ -79,6 +79,7 @@ from ._wal._fold import Checkpoint, Installed, write_checkpoint
 from ._wal._format import DELETE, PUT, LogOp
 from ._wal._log import APPEND_LOCK, FIRST_POSITION, LogIssue
 from ._wal._overlay import Change, Entry
+from ._wal._tail import CONTROL_PAGE, LogTail, announce, control_fd
 from ._walk import ShardWalk
 from .codecs import Codec, get_codec
 
@@ -328,6 +329,8 @@ class Engine:
             "fold_failures": 0,
         }
         self.log: Log | None = None
+        #: The control page file, touched after each commit so watchers wake (see _wal._tail).
+        self._announce_fd: int | None = None
         self._folder: _Folder | None = None
         self._folder_lock = threading.Lock()
         self._pins = 0
@@ -453,6 +456,10 @@ class Engine:
                 with contextlib.suppress(FileMemError):  # the log keeps it; the next opener folds
                     self.fold(wait=True)
             log.close()
+        if self._announce_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._announce_fd)
+            self._announce_fd = None
         self.closed = True
         self.cache.clear()
         self._views = {}
@@ -478,6 +485,8 @@ class Engine:
             )
         except OSError as exc:
             raise _fs.storage_error(exc, "open the log in", wal) from exc
+        if not self.readonly:
+            self._announce_fd = control_fd(wal)
         if not self.readonly and self.log.unfolded_bytes() > 0 and self.log.last_handle():
             # Recovery: a writer died with records unfolded, and nobody else is
             # here to fold them.
@@ -538,6 +547,23 @@ class Engine:
         """Whether another write may have committed since this process last looked (no system call)."""
         log = self.log
         return log is not None and log.changed()
+
+    def commit_signal(self) -> str | None:
+        """The file every commit to the log touches (watchers wake the change feed on it); None without a log."""
+        log = self.log
+        return None if log is None else os.path.join(log.dir, CONTROL_PAGE)
+
+    def follow_log(self) -> LogTail | None:
+        """A cursor over the batches committed from now on, for the change feed; None for a store without a log.
+
+        The feed calls :meth:`LogTail.read` when the watcher reports
+        ``log_changed`` (every commit announces itself, see _wal._tail) and
+        closes the tail when nobody listens any more.
+        """
+        log = self.log
+        if log is None:
+            return None
+        return LogTail(log.dir, log.readable_bounds)
 
     def unfolded(self, namespace: tuple[str, ...]) -> dict[str, tuple[int, Record | None]]:
         """Records of ``namespace`` the log holds and the shards may not yet: key -> (version, record or None).
@@ -845,6 +871,8 @@ class Engine:
             return self._apply_shards(ops)
         results = log.commit(lambda latest, first, now: self._decide(ops, latest, first, now))
         self.counters["log_commits"] += 1
+        if self._announce_fd is not None:
+            announce(self._announce_fd)  # after the commit is published: followers read it at once
         self._after_commit(log)
         return results
 

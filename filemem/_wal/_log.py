@@ -281,6 +281,17 @@ class Log:
         """Whether anything committed since the last :meth:`refresh` (no system call where mapped)."""
         return self._private is not None or self.control.commits() != self._seen_commits
 
+    def readable_bounds(self) -> tuple[int, int] | None:
+        """(how far this handle may read, where the folded part ends); None while the page is mid-update.
+
+        For a :class:`filemem._wal._tail.LogTail`. A handle that cannot trust
+        the page reads as far as the good frames go, like :meth:`refresh`.
+        """
+        if self._private is not None:
+            return (1 << 63) - 1, self._private.folded
+        c = self.control.read()
+        return None if c is None else (c.synced, c.folded)
+
     def refresh(self) -> None:
         """Bring the overlay up to the synced end of the log (``on_folded`` hears of what the fold took)."""
         if self._private is None and self.control.commits() == self._seen_commits:
