@@ -438,7 +438,7 @@ class Engine:
                 self.cache.clear()
 
     def close(self) -> None:
-        """Fold what this process logged if it is the last one open; forget cached state.
+        """Fold what the log holds unfolded (a read-write store); forget cached state.
 
         Further use raises StoreClosedError.
         """
@@ -451,10 +451,12 @@ class Engine:
             if folder is not None:
                 folder.stop()
             # A store at rest holds every record in its shards (docs/format.md):
-            # the last handle to close folds what is left.
-            if not self.readonly and log.failed is None and log.last_handle():
+            # a writer folds what is left when it closes. Every writer, not
+            # only the last handle: a read-only handle (a CLI command, a
+            # dashboard) open at that moment cannot fold after it.
+            if not self.readonly and log.failed is None:
                 with contextlib.suppress(FileMemError):  # the log keeps it; the next opener folds
-                    self.fold(wait=True)
+                    self.settle()
             log.close()
         if self._announce_fd is not None:
             with contextlib.suppress(OSError):
@@ -583,8 +585,12 @@ class Engine:
         wait for a fold held off by a live snapshot of this process; a
         read-only store never folds (those readers merge the log instead).
         """
-        if self.log is None or self.readonly:
+        log = self.log
+        if log is None or self.readonly:
             return
+        if log.unfolded_bytes() == 0:
+            log.refresh()  # another process folded: drop what the shards now hold from our overlay
+            return  # nothing to move (and no lock file to create on a store only read)
         self.fold(wait=self._pins == 0)
 
     def check_log(self, *, fix: bool) -> list[LogIssue]:
@@ -795,7 +801,9 @@ class Engine:
                 x = rec.get("expires_at")
                 if x is not None and x <= time.time():
                     return None, None
-                return rec, None
+                # Current until the commit counter moves (Store's hot path checks
+                # changed() first): a cached get of it needs no system call.
+                return rec, (_LOG_HIT if fresh_ok else None)
         return self._read_shards(namespace, key, fresh_ok=fresh_ok)
 
     def _read_shards(
@@ -1608,6 +1616,20 @@ class Engine:
 
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
+
+
+class _LogHit:
+    """The "cache entry" of a record answered from the log's overlay: fresh until the commit counter moves."""
+
+    __slots__ = ("fresh_until", "shard", "used")
+
+    def __init__(self) -> None:
+        self.shard: Shard | None = None
+        self.fresh_until = float("inf")
+        self.used = False
+
+
+_LOG_HIT: Final = _LogHit()
 
 
 class LogPin:

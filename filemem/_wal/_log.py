@@ -39,7 +39,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .. import _fs
+from .. import _fs, _locks
 from .._errors import CorruptShardError, LockTimeout, StorageError
 from ..codecs import Codec
 from . import _format, _platform
@@ -59,6 +59,8 @@ OPEN_LOCK: Final = "open.lock"
 FIRST_POSITION: Final = _format.position(1, _format.SEGMENT_HEADER_BYTES)
 _FIRST_SLEEP_S: Final = 0.00002
 _MAX_SLEEP_S: Final = 0.002
+#: How often a thread waiting for another thread's append lock looks at its abort event.
+_ABORT_CHECK_S: Final = 0.01
 
 #: What a write's decide callback returns: the ops to log, the results to
 #: return to the caller, and the overlay entries (same order as the ops).
@@ -239,11 +241,18 @@ class Log:
     def _append_locked(self) -> Iterator[None]:
         deadline = time.monotonic() + self.lock_timeout_s
         path = os.path.join(self.dir, APPEND_LOCK)
-        if not self._append_mu.acquire(timeout=self.lock_timeout_s):
+        # Both waits give up when the thread's abort event is set (an async
+        # caller was cancelled: _locks.set_abort); nothing is logged then.
+        got = self._append_mu.acquire(blocking=False)
+        while not got and (left := deadline - time.monotonic()) > 0:
+            _locks.check_abort(path)
+            got = self._append_mu.acquire(timeout=min(left, _ABORT_CHECK_S))
+        if not got:
             raise LockTimeout(f"timed out waiting for the append lock {path}", path=path, waited_s=self.lock_timeout_s)
         try:
             sleep = _FIRST_SLEEP_S
             while not _platform.lock(self._append_fd, exclusive=True, blocking=False):
+                _locks.check_abort(path)
                 now = time.monotonic()
                 if now >= deadline:
                     raise LockTimeout(
@@ -266,11 +275,14 @@ class Log:
             return self._private
         c = self.control.read()
         if c is None:
-            if self.readonly:
-                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+            # A writer is updating the page (or died doing it): it holds the
+            # append lock while it does, so wait for that lock. A read-only
+            # handle waits too (a writer descheduled mid-update on a loaded
+            # machine is no stuck page), but never repairs.
             with self._append_locked():
-                self.control.repair()
-            c = self.control.read()
+                if not self.readonly:
+                    self.control.repair()
+                c = self.control.read()
             if c is None:
                 raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
         return c
