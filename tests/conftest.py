@@ -48,7 +48,7 @@ def _store_format(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     marker = request.node.get_closest_marker("store_format")
     if marker is not None:
         version = int(marker.args[0])
-        monkeypatch.setattr(_engine, "NEW_STORE_FORMAT", version)
+        monkeypatch.setattr(_engine._marker, "NEW_STORE_FORMAT", version)
         monkeypatch.setenv("FILEMEM_STORE_FORMAT", str(version))  # spawned children read it at import
 
 

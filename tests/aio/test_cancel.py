@@ -168,7 +168,7 @@ def test_cancel_inside_a_snapshot_releases_its_locks(store_path: str, monkeypatc
     _slow(monkeypatch)
     # No background fold (format 2): the fold lock is then held only by a
     # snapshot's pin, which is what the probe below must find released.
-    monkeypatch.setattr(_engine, "FOLD_IDLE_S", 3600.0)
+    monkeypatch.setattr(_engine._log, "FOLD_IDLE_S", 3600.0)
 
     async def main() -> None:
         async with AsyncStore(store_path, lock_timeout_s=2) as s:
