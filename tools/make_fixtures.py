@@ -142,8 +142,8 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 def _trim_segments(path: Path) -> None:
     """Cut each segment at the end of its last good frame (what follows is preallocated zeros)."""
-    from filemem._wal import _format  # noqa: PLC0415 - v2 fixtures only
-    from filemem._wal._reader import LogReader  # noqa: PLC0415
+    from filemem._wal import _format
+    from filemem._wal._reader import LogReader
 
     for seg in sorted((path / "wal").glob("*.log")):
         n = int(seg.stem, 16)
@@ -160,7 +160,7 @@ def _trim_segments(path: Path) -> None:
 
 def build_v2(codec: str) -> None:
     """The v2 golden stores of ``codec`` (see the module docstring)."""
-    import subprocess  # noqa: PLC0415 - only the v2 fixtures need a child
+    import subprocess
 
     clean = FIXTURES / f"v2-{codec}"
     env = {**os.environ, "FILEMEM_STORE_FORMAT": "2"}
