@@ -1,6 +1,10 @@
 """The live change feed (layer L3): who changed what, from any process.
 
-Fed by the same file-system events that keep caches fresh. The watcher's
+Fed by the same file-system events that keep caches fresh: on a format-1
+store, the shard files the watcher reports (:meth:`ChangeFeed.publish`); on a
+format-2 store, the commits of the write-ahead log, read when the watcher
+reports a commit (:meth:`ChangeFeed.publish_logged`, see filemem._freshness).
+The watcher's
 thread only appends to bounded queues; each callback subscriber has its own
 delivery thread, and each async subscriber its own ``asyncio.Queue``, so a
 slow subscriber never slows writers, the watcher, or other subscribers. A
@@ -38,11 +42,16 @@ _HIDDEN_MAX: Final = 1000
 class Change:
     """One change seen in the store.
 
-    ``kind``: ``"write"`` (a shard was replaced: a put, update, delete of a
-    key, batch, split or compaction), ``"delete"`` (a shard file went away,
+    ``kind``: ``"write"`` (a put, update, delete of a key, or batch
+    committed), ``"delete"`` (format-1 stores only: a shard file went away,
     e.g. after a split), or ``"missed"`` (this subscriber fell behind or events
     were lost: re-read what you care about). ``keys``: the keys the write
-    touched, when the shard's header names them (None: unknown or many).
+    touched (None: unknown or many). On a format-2 store (the default) each
+    commit is one change per namespace it touched, in commit order, with every
+    key, and ``shard`` and ``path`` are ``""`` (the write is in the log; the
+    shard files get it at the fold, which is no change). On a format-1 store
+    each rewritten shard file is one change, ``shard`` its prefix, ``keys``
+    from its header (also splits and compactions).
     Session subscriptions (``Store.subscribe_sessions``) receive the kinds
     ``"session-started"``, ``"session-changed"`` and ``"session-ended"``, with
     the session id as the one key and the session's namespace (or ``()``).
@@ -237,6 +246,10 @@ class ChangeFeed:
         self._generations: dict[str, int] = {}
         #: Since when someone listens (generations are only tracked meanwhile).
         self._since = time.time()
+        #: Changes come from the log (format 2): shard files are not followed.
+        self.from_log = False
+        #: Told True when the first subscriber comes, False when the last one leaves.
+        self.on_listening: Callable[[bool], None] | None = None
 
     @property
     def active(self) -> bool:
@@ -324,6 +337,11 @@ class ChangeFeed:
             self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(keys)) if keys else None, path))
         self._fan_out(Change(namespace, shard, "write", t, None, path))
 
+    def publish_logged(self, namespace: tuple[str, ...], keys: tuple[str, ...], when: float) -> None:
+        """One commit's writes to one namespace, read from the log (format 2), in commit order."""
+        if self._subs:
+            self._fan_out(Change(namespace, "", "write", when, keys))
+
     def _fan_out(self, change: Change) -> None:
         self.published += 1
         for sub in self._subs:
@@ -338,27 +356,27 @@ class ChangeFeed:
     def subscribe(self, callback: Callable[[Change], object], prefix: tuple[str, ...], max_queue: int) -> Subscription:
         """A callback subscription with its own delivery thread."""
         sub = Subscription(self, prefix, max_queue, callback=callback)
-        with self._lock:
-            self._start_listening()
-            self._note_generations(prefix)
-            self._subs = [*self._subs, sub]
+        self._add(sub)
         return sub
 
     def subscribe_async(self, prefix: tuple[str, ...], max_queue: int) -> Subscription:
         """An async-iterator subscription bound to the running loop."""
         sub = Subscription(self, prefix, max_queue, loop=asyncio.get_running_loop())
-        with self._lock:
-            self._start_listening()
-            self._note_generations(prefix)
-            self._subs = [*self._subs, sub]
+        self._add(sub)
         return sub
 
-    def _start_listening(self) -> None:
-        # Nothing was tracked while nobody listened: forget old generations,
-        # or writes made meanwhile would look like hidden ones.
-        if not self._subs:
-            self._generations.clear()
-            self._since = time.time()
+    def _add(self, sub: Subscription) -> None:
+        with self._lock:
+            if not self._subs:
+                # Nothing was tracked while nobody listened: forget old generations,
+                # or writes made meanwhile would look like hidden ones.
+                self._generations.clear()
+                self._since = time.time()
+                if self.on_listening is not None:
+                    self.on_listening(True)  # before the subscriber is in: it hears every later commit
+            if not self.from_log:
+                self._note_generations(sub.prefix)
+            self._subs = [*self._subs, sub]
 
     def _note_generations(self, prefix: tuple[str, ...]) -> None:
         """Note the generation of each shard under ``prefix`` not tracked yet, before the subscriber listens.
@@ -382,7 +400,10 @@ class ChangeFeed:
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
+            had = bool(self._subs)
             self._subs = [s for s in self._subs if s is not sub]
+            if had and not self._subs and self.on_listening is not None:
+                self.on_listening(False)
 
     def close(self) -> None:
         """End every subscription."""

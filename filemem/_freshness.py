@@ -4,21 +4,31 @@ Ties together the shard cache, the watcher and the change feed for one Store
 in one process. The watcher starts lazily (no thread until a cached read or a
 subscription needs it), is restarted in a forked child, and is stopped and
 joined by ``close()``.
+
+Where the change feed comes from depends on the store's format. Format 1:
+shard files, as the watcher reports them. Format 2: the write-ahead log, read
+through the engine's :meth:`~filemem._engine.Engine.follow_log` when the
+watcher reports the commit signal; each commit is published once, in commit
+order, as soon as it is durable, and shard files (rewritten by the fold, which
+changes no record) feed nothing.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._cache import ShardCache
-from ._engine import Engine
+from ._engine import INTERNAL_NS, Engine
 from ._errors import FileMemError
 from ._feed import ChangeFeed
 from ._fs import read_file
 from ._shard import decode_shard
 from ._watch import ShardEventKind, Watcher, start_watcher
+
+if TYPE_CHECKING:
+    from ._wal._tail import LogTail
 
 __all__ = ["Freshness", "WatchMode"]
 
@@ -34,8 +44,13 @@ class Freshness:
         self.poll_interval_s = poll_interval_s
         self.cache = cache
         self.feed = ChangeFeed(engine.ns_root, self._record_versions)
+        self.feed.on_listening = self._listening
         self._watcher: Watcher | None = None
         self._lock = threading.Lock()
+        #: Format 2: this process's cursor over the log while anyone listens.
+        self._tail: LogTail | None = None
+        self._tail_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
         self._closed = False
         self.events = 0
         self.lost = 0
@@ -72,10 +87,13 @@ class Freshness:
                 self,
                 mode="polling" if self.watch == "polling" else "auto",
                 poll_interval_s=self.poll_interval_s,
+                signal=self.engine.commit_signal(),
             )
             # Entries cached before anyone watched were never covered by
             # events: revalidate each once before trusting it.
             self.cache.invalidate_all()
+        # Commits between the feed's start and the watcher's go out now, not at the next one.
+        self.log_changed()
 
     def _started_by_other(self) -> bool:
         # Re-read under the lock: another thread may have started it meanwhile.
@@ -97,8 +115,43 @@ class Freshness:
             prefix = name[1 : -len(".shard")]
             if (kind == "deleted") == (prefix in view.existing):
                 view.stale = True  # a shard appeared or vanished: re-list on next read
-        if self.feed.active:
+        if self.feed.active and not self.feed.from_log:
             self.feed.publish(directory, name, "write" if kind == "written" else "delete")
+
+    def log_changed(self) -> None:
+        """A commit to the log may have been published: hand what is new to the feed, in commit order."""
+        if not self.feed.active:
+            return
+        # One reader at a time, so commits go out in order; the tail's own lock
+        # is not held while publishing (a subscriber closed by its full queue
+        # may stop the tail, see _listening).
+        with self._publish_lock:
+            with self._tail_lock:
+                tail = self._tail
+                if tail is None:
+                    return
+                try:
+                    committed, lost = tail.read()
+                except FileMemError:
+                    # A damaged log is check's to report; subscribers re-read.
+                    committed, lost = [], True
+            if lost:
+                self.feed.publish_missed()
+            for batch in committed:
+                for namespace, keys in batch.keys.items():
+                    if namespace and namespace[0] == INTERNAL_NS:
+                        continue  # the store's own records (journal replay marks): never announced
+                    self.feed.publish_logged(namespace, keys, batch.time)
+
+    def _listening(self, listening: bool) -> None:
+        """The feed's first subscriber came (follow the log from now on) or its last one left (stop)."""
+        with self._tail_lock:
+            old, self._tail = self._tail, None
+            if old is not None:
+                old.close()
+            if listening and not self.engine.closed:
+                self._tail = self.engine.follow_log()
+            self.feed.from_log = self._tail is not None
 
     def events_lost(self) -> None:
         """The watcher lost events: nothing cached can be trusted without a stat."""
@@ -120,11 +173,21 @@ class Freshness:
         )
         self.engine.cache = self.cache
         self.feed = ChangeFeed(self.engine.ns_root)
+        self.feed.on_listening = self._listening
+        self._tail_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        tail, self._tail = self._tail, None
+        if tail is not None:
+            tail.close()  # the parent's descriptors: closing our copies leaves the parent's alone
 
     def close(self) -> None:
         """Stop the watcher and end every subscription."""
         self._closed = True
         self.feed.close()
+        with self._tail_lock:
+            tail, self._tail = self._tail, None
+        if tail is not None:
+            tail.close()
         with self._lock:
             watcher, self._watcher = self._watcher, None
         if watcher is not None:

@@ -505,6 +505,7 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
             or hot[0].fresh_until <= time.monotonic()
             or self._hot_epoch != self._fresh.cache.epoch
             or self._hot_fork != _fork_generation[0]
+            or self._engine.changed()  # another write committed: it may be this key's
         ):
             return missing
         rec = hot[1]

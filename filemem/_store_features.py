@@ -75,7 +75,6 @@ class SearchScanFacet:
         """
         self._engine.check_open()
         pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
-        self._engine.settle()  # the index is built from the shard files
         return self._searcher.search(pre, query, filter, limit, offset, vector)
 
     def scan(self, namespace: NamespaceLike, batch_size: int = 100) -> Generator[list[Item], None, None]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import filemem
+from filemem import _engine
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +35,21 @@ def _no_leaks() -> Iterator[None]:
                 c.join(5)
             pytest.fail(f"test leaked threads {extra} or child processes {children}")
         time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _store_format(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``@pytest.mark.store_format(1)``: stores the test creates (here and in its children) have that format.
+
+    For tests about one format's internals (format 1's shard files written by
+    each put, say); every other test runs on the default format, and CI runs
+    a subset again with ``FILEMEM_STORE_FORMAT=1``.
+    """
+    marker = request.node.get_closest_marker("store_format")
+    if marker is not None:
+        version = int(marker.args[0])
+        monkeypatch.setattr(_engine._marker, "NEW_STORE_FORMAT", version)
+        monkeypatch.setenv("FILEMEM_STORE_FORMAT", str(version))  # spawned children read it at import
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ import multiprocessing as mp
 import os
 import time
 
+import filemem
+import filemem.admin
+
 
 def reap(procs: list[mp.process.BaseProcess], timeout: float = 60.0) -> None:
     """Join children, killing any still alive after ``timeout``; never leaves one behind."""
@@ -23,10 +26,12 @@ def file_mode(path: str) -> int:
     return os.stat(path).st_mode & 0o777
 
 
-def settle(store: object) -> None:
-    """Fold the store's write-ahead log into its shard files now.
+def settle(store: filemem.Store) -> None:
+    """Fold the store's write-ahead log into its shard files now (``filemem.admin.fold``).
 
-    For tests that look at shard files directly: writes reach the shard files
-    at the next fold (docs/concurrency.md), not when the write returns.
+    For tests that look at shard files directly: on a format-2 store writes
+    reach the shard files at the next fold (docs/concurrency.md), not when the
+    write returns. Nothing to do on a format-1 or read-only store.
     """
-    store._engine.settle()  # type: ignore[attr-defined]
+    if not store.readonly:
+        filemem.admin.fold(store)

@@ -30,6 +30,7 @@ from .._errors import FileMemError, InvalidValueError, ReadOnlyError
 from .._types import Durability
 from .._view import View
 from .._wal import Log
+from .._wal._tail import announce
 from ..codecs import Codec, get_codec
 from . import _marker
 from ._api import EngineAPI
@@ -106,6 +107,8 @@ class Engine(LogGlue):
             "fold_failures": 0,
         }
         self.log: Log | None = None
+        #: The control page file, touched after each commit so watchers wake (see _wal._tail).
+        self._announce_fd: int | None = None
         self._folder: _Folder | None = None
         self._folder_lock = threading.Lock()
         self._pins = 0
@@ -117,7 +120,7 @@ class Engine(LogGlue):
     # ------------------------------------------------------------------ setup
 
     def close(self) -> None:
-        """Fold what this process logged if it is the last one open; forget cached state.
+        """Fold what the log holds unfolded (a read-write store); forget cached state.
 
         Further use raises StoreClosedError.
         """
@@ -130,11 +133,17 @@ class Engine(LogGlue):
             if folder is not None:
                 folder.stop()
             # A store at rest holds every record in its shards (docs/format.md):
-            # the last handle to close folds what is left.
-            if not self.readonly and log.failed is None and log.last_handle():
+            # a writer folds what is left when it closes. Every writer, not
+            # only the last handle: a read-only handle (a CLI command, a
+            # dashboard) open at that moment cannot fold after it.
+            if not self.readonly and log.failed is None:
                 with contextlib.suppress(FileMemError):  # the log keeps it; the next opener folds
-                    self.fold(wait=True)
+                    self.settle()
             log.close()
+        if self._announce_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._announce_fd)
+            self._announce_fd = None
         self.closed = True
         self.cache.clear()
         self._views = {}
@@ -155,6 +164,8 @@ class Engine(LogGlue):
             return self._apply_shards(ops)
         results = log.commit(lambda latest, first, now: self._decide(ops, latest, first, now))
         self.counters["log_commits"] += 1
+        if self._announce_fd is not None:
+            announce(self._announce_fd)  # after the commit is published: followers read it at once
         self._after_commit(log)
         return results
 

@@ -112,6 +112,7 @@ class Handle:
     closed: bool
     counters: dict[str, int]
     log: Log | None
+    _announce_fd: int | None
     _folder: _Folder | None
     _folder_lock: threading.Lock
     _pins: int

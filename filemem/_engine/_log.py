@@ -35,6 +35,7 @@ from .._wal._fold import Checkpoint, Installed, write_checkpoint
 from .._wal._format import DELETE, PUT, LogOp
 from .._wal._log import APPEND_LOCK, FIRST_POSITION, LogIssue
 from .._wal._overlay import Change, Entry
+from .._wal._tail import CONTROL_PAGE, LogTail, control_fd
 from ._commit import Commits
 from ._marker import INTERNAL_DIR, MARKER, STORE_FORMAT_VERSION, _read_marker
 from ._ops import Op, _checked_version, copy_value
@@ -68,6 +69,8 @@ class LogGlue(Commits):
             )
         except OSError as exc:
             raise _fs.storage_error(exc, "open the log in", wal) from exc
+        if not self.readonly:
+            self._announce_fd = control_fd(wal)
         if not self.readonly and self.log.unfolded_bytes() > 0 and self.log.last_handle():
             # Recovery: a writer died with records unfolded, and nobody else is
             # here to fold them.
@@ -129,6 +132,23 @@ class LogGlue(Commits):
         log = self.log
         return log is not None and log.changed()
 
+    def commit_signal(self) -> str | None:
+        """The file every commit to the log touches (watchers wake the change feed on it); None without a log."""
+        log = self.log
+        return None if log is None else os.path.join(log.dir, CONTROL_PAGE)
+
+    def follow_log(self) -> LogTail | None:
+        """A cursor over the batches committed from now on, for the change feed; None for a store without a log.
+
+        The feed calls :meth:`LogTail.read` when the watcher reports
+        ``log_changed`` (every commit announces itself, see _wal._tail) and
+        closes the tail when nobody listens any more.
+        """
+        log = self.log
+        if log is None:
+            return None
+        return LogTail(log.dir, log.readable_bounds)
+
     def unfolded(self, namespace: tuple[str, ...]) -> dict[str, tuple[int, Record | None]]:
         """Records of ``namespace`` the log holds and the shards may not yet: key -> (version, record or None).
 
@@ -147,8 +167,12 @@ class LogGlue(Commits):
         wait for a fold held off by a live snapshot of this process; a
         read-only store never folds (those readers merge the log instead).
         """
-        if self.log is None or self.readonly:
+        log = self.log
+        if log is None or self.readonly:
             return
+        if log.unfolded_bytes() == 0:
+            log.refresh()  # another process folded: drop what the shards now hold from our overlay
+            return  # nothing to move (and no lock file to create on a store only read)
         self.fold(wait=self._pins == 0)
 
     def check_log(self, *, fix: bool) -> list[LogIssue]:

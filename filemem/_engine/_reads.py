@@ -22,6 +22,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
+from typing import Final
 
 from .. import _fs, _locks
 from .._errors import StorageError
@@ -149,7 +150,9 @@ class Reads(Marker):
                 x = rec.get("expires_at")
                 if x is not None and x <= time.time():
                     return None, None
-                return rec, None
+                # Current until the commit counter moves (Store's hot path checks
+                # changed() first): a cached get of it needs no system call.
+                return rec, (_LOG_HIT if fresh_ok else None)
         return self._read_shards(namespace, key, fresh_ok=fresh_ok)
 
     def _read_shards(
@@ -287,3 +290,17 @@ class Reads(Marker):
 
 def _all(_key: str) -> bool:
     return True
+
+
+class _LogHit:
+    """The "cache entry" of a record answered from the log's overlay: fresh until the commit counter moves."""
+
+    __slots__ = ("fresh_until", "shard", "used")
+
+    def __init__(self) -> None:
+        self.shard: Shard | None = None
+        self.fresh_until = float("inf")
+        self.used = False
+
+
+_LOG_HIT: Final = _LogHit()

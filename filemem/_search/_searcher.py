@@ -383,6 +383,9 @@ class Searcher:
         terms = list(dict.fromkeys(tokenize(query))) if query is not None else None
         if limit == 0 or (terms == [] and qvec is None):
             return []  # a query with no word in it matches nothing
+        # The index is built from the shard files: give them every record
+        # first. After the checks, so a bad query changes nothing on disk.
+        self.engine.settle()
         self._after_fork()
         with self._lock:
             self.counters["searches"] += 1

@@ -40,7 +40,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
-from .. import _fs
+from .. import _fs, _locks
 from .._errors import CorruptShardError, FileMemError, LockTimeout, StorageError
 from ..codecs import Codec
 from . import _format, _platform
@@ -60,6 +60,8 @@ OPEN_LOCK: Final = "open.lock"
 FIRST_POSITION: Final = _format.position(1, _format.SEGMENT_HEADER_BYTES)
 _FIRST_SLEEP_S: Final = 0.00002
 _MAX_SLEEP_S: Final = 0.002
+#: How often a thread waiting for another thread's append lock looks at its abort event.
+_ABORT_CHECK_S: Final = 0.01
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -315,11 +317,18 @@ class Log:
     def _append_locked(self) -> Iterator[None]:
         deadline = time.monotonic() + self.lock_timeout_s
         path = os.path.join(self.dir, APPEND_LOCK)
-        if not self._append_mu.acquire(timeout=self.lock_timeout_s):
+        # Both waits give up when the thread's abort event is set (an async
+        # caller was cancelled: _locks.set_abort); nothing is logged then.
+        got = self._append_mu.acquire(blocking=False)
+        while not got and (left := deadline - time.monotonic()) > 0:
+            _locks.check_abort(path)
+            got = self._append_mu.acquire(timeout=min(left, _ABORT_CHECK_S))
+        if not got:
             raise LockTimeout(f"timed out waiting for the append lock {path}", path=path, waited_s=self.lock_timeout_s)
         try:
             sleep = _FIRST_SLEEP_S
             while not _platform.lock(self._append_fd, exclusive=True, blocking=False):
+                _locks.check_abort(path)
                 now = time.monotonic()
                 if now >= deadline:
                     raise LockTimeout(
@@ -347,7 +356,15 @@ class Log:
         if c is not None:
             return c
         if self.readonly:
-            raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+            # A writer is updating the page (or died doing it): it holds the
+            # append lock while it does, so wait for that lock. A read-only
+            # handle waits too (a writer descheduled mid-update on a loaded
+            # machine is no stuck page), but never repairs.
+            with self._append_locked():
+                c = self.control.read()
+            if c is None:
+                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+            return c
         if held:
             return self._unstick()
         with self._append_locked():
@@ -375,6 +392,17 @@ class Log:
     def changed(self) -> bool:
         """Whether anything committed since the last :meth:`refresh` (no system call where mapped)."""
         return self._private is not None or self.control.commits() != self._seen_commits
+
+    def readable_bounds(self) -> tuple[int, int] | None:
+        """(how far this handle may read, where the folded part ends); None while the page is mid-update.
+
+        For a :class:`filemem._wal._tail.LogTail`. A handle that cannot trust
+        the page reads as far as the good frames go, like :meth:`refresh`.
+        """
+        if self._private is not None:
+            return (1 << 63) - 1, self._private.folded
+        c = self.control.read()
+        return None if c is None else (c.synced, c.folded)
 
     def refresh(self) -> None:
         """Bring the overlay up to the synced end of the log (``on_folded`` hears of what the fold took)."""

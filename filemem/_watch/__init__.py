@@ -21,15 +21,21 @@ class FileMemWatchWarning(RuntimeWarning):
     """Native file-system events are unavailable; filemem polls instead."""
 
 
-def start_watcher(root: str, sink: WatchSink, *, mode: str = "auto", poll_interval_s: float = 0.05) -> Watcher:
-    """Start the best available watcher for ``root`` (``mode``: "auto", "native", "polling")."""
+def start_watcher(
+    root: str, sink: WatchSink, *, mode: str = "auto", poll_interval_s: float = 0.05, signal: str | None = None
+) -> Watcher:
+    """Start the best available watcher for ``root`` (``mode``: "auto", "native", "polling").
+
+    ``signal``: a file under ``root`` touched after each commit to the
+    write-ahead log; its changes are reported as ``sink.log_changed()``.
+    """
     if mode in ("auto", "native") and sys.platform.startswith("linux"):
         try:
             from ._inotify import InotifyWatcher, WatchLimitError  # noqa: PLC0415 - Linux only
         except ImportError as exc:  # pragma: no cover - watchdog without inotify support
             reason = f"watchdog's inotify support is unavailable ({exc})"
         else:
-            watcher = InotifyWatcher(root, sink)
+            watcher = InotifyWatcher(root, sink, signal)
             try:
                 watcher.start()
             except WatchLimitError as exc:
@@ -44,6 +50,6 @@ def start_watcher(root: str, sink: WatchSink, *, mode: str = "auto", poll_interv
             FileMemWatchWarning,
             stacklevel=3,
         )
-    poller = PollingWatcher(root, sink, poll_interval_s)
+    poller = PollingWatcher(root, sink, poll_interval_s, signal)
     poller.start()
     return poller

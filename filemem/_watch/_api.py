@@ -18,6 +18,10 @@ class WatchSink(Protocol):
         """A shard file ``name`` in ``directory`` changed."""
         ...
 
+    def log_changed(self) -> None:
+        """The store's commit signal file changed: a write may have committed to the log (format 2)."""
+        ...
+
     def events_lost(self) -> None:
         """Events were dropped (queue overflow): treat everything as changed."""
         ...

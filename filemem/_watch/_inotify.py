@@ -29,6 +29,7 @@ _MASK: Final = Mask(
     | InotifyConstants.IN_DELETE
     | InotifyConstants.IN_CLOSE_WRITE
     | InotifyConstants.IN_DELETE_SELF
+    | InotifyConstants.IN_ATTRIB  # the commit signal (see InotifyWatcher)
     | InotifyConstants.IN_ONLYDIR
 )
 _STOP_TIMEOUT_S: Final = 5.0
@@ -39,13 +40,18 @@ class WatchLimitError(OSError):
 
 
 class InotifyWatcher:
-    """Watches ``root`` and every directory below it; reports shard files to ``sink``."""
+    """Watches ``root`` and every directory below it; reports shard files to ``sink``.
+
+    ``signal``: a file whose timestamps a writer touches after each commit to
+    the write-ahead log (an IN_ATTRIB event); reported as ``log_changed``.
+    """
 
     backend = "inotify"
 
-    def __init__(self, root: str, sink: WatchSink) -> None:
+    def __init__(self, root: str, sink: WatchSink, signal: str | None = None) -> None:
         self.root = root
         self.sink = sink
+        self._signal = os.path.split(signal) if signal is not None else None
         self._fd: InotifyFD | None = None
         self._dirs: dict[int, str] = {}
         self._watched: set[str] = set()
@@ -127,6 +133,9 @@ class InotifyWatcher:
         if directory is None or not event.name:
             return
         name = os.fsdecode(event.name)
+        if self._signal is not None and name == self._signal[1] and directory == self._signal[0]:
+            self.sink.log_changed()
+            return
         if event.is_directory:
             if event.is_create or event.is_moved_to:
                 # A new namespace directory: watch it, and catch up on what was
@@ -142,7 +151,7 @@ class InotifyWatcher:
                         if f.endswith(_SHARD_SUFFIX) and TEMP_MARK not in f:
                             self.sink.shard_changed(dirpath, f, "written")
             return
-        if not name.endswith(_SHARD_SUFFIX) or TEMP_MARK in name:
+        if not name.endswith(_SHARD_SUFFIX) or TEMP_MARK in name or event.is_attrib:
             return
         if event.is_moved_to or event.is_close_write or event.is_create:
             self.sink.shard_changed(directory, name, "written")

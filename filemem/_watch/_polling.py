@@ -20,14 +20,16 @@ _SHARD_SUFFIX: Final = ".shard"
 
 
 class PollingWatcher:
-    """Every ``interval_s``, find shard files whose (inode, mtime, size) changed."""
+    """Every ``interval_s``, find shard files whose (inode, mtime, size) changed, and whether ``signal`` did."""
 
     backend = "polling"
 
-    def __init__(self, root: str, sink: WatchSink, interval_s: float = 0.05) -> None:
+    def __init__(self, root: str, sink: WatchSink, interval_s: float = 0.05, signal: str | None = None) -> None:
         self.root = root
         self.sink = sink
         self.interval_s = interval_s
+        self._signal = signal
+        self._signal_key: tuple[int, int, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._dir_keys: dict[str, int] = {}
@@ -57,6 +59,17 @@ class PollingWatcher:
 
     def _scan(self, *, report: bool) -> None:
         self.rounds += 1
+        if self._signal is not None:
+            # A writer touches the signal after each commit to the log.
+            try:
+                st = os.stat(self._signal)
+                key: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+            except FileNotFoundError:
+                key = None
+            if key != self._signal_key:
+                self._signal_key = key
+                if report:
+                    self.sink.log_changed()
         seen_dirs = set()
         for dirpath, _dirs, _files in os.walk(self.root):
             seen_dirs.add(dirpath)

@@ -26,6 +26,7 @@ Example::
 ``check``              ``Store.check`` with progress
 ``compact``            drop expired records, finish splits, merge tiny shards
 ``convert``            rewrite every shard with another codec, live
+``fold``               move the write-ahead log's records into the shard files now
 ``upgrade``            upgrade a store to the newest format (the write-ahead log)
 ``watch``              iterate over changes made by any process
 ``bench``              a short benchmark against a JSON file plus a lock
@@ -37,7 +38,7 @@ from __future__ import annotations
 from ._bench import BenchReport, bench
 from ._inspect import NamespaceInfo, StoreInfo, info, namespace_info, stats
 from ._jsonl import EXPORT_VERSION, ImportReport, export_records, from_json_value, import_records, to_json_value
-from ._ops import check, compact, convert, open_store, upgrade, watch
+from ._ops import check, compact, convert, fold, open_store, upgrade, watch
 
 __all__ = [
     "EXPORT_VERSION",
@@ -50,6 +51,7 @@ __all__ = [
     "compact",
     "convert",
     "export_records",
+    "fold",
     "from_json_value",
     "import_records",
     "info",

@@ -19,7 +19,7 @@ from .. import _fs, _locks
 from .._engine import BATCH_DIR, BATCH_SUFFIX, MARKER, QUARANTINE_DIR, Engine
 from .._errors import CorruptShardError, UnsupportedFormatError
 from .._names import hash_bits
-from .._shard import LOCK_SUFFIX
+from .._shard import LOCK_SUFFIX, Record
 from .._store import Store
 from .._view import View
 
@@ -105,6 +105,8 @@ def namespace_info(store: Store, namespace: tuple[str, ...]) -> NamespaceInfo:
     view.refresh()
     out = NamespaceInfo(namespace)
     now = time.time()
+    logged = engine.unfolded(namespace)  # before the shards: what the fold takes meanwhile is in them
+    in_shards: dict[str, int] = {}
     for prefix in sorted(view.existing):
         path = view.shard_path(prefix)
         try:
@@ -129,12 +131,24 @@ def namespace_info(store: Store, namespace: tuple[str, ...]) -> NamespaceInfo:
         for key, rec in shard.records.items():
             if overlapped and not _owner(view, prefix, key):
                 continue  # a leaf of an unfinished split holds the current copy
-            x = rec.get("expires_at")
-            if x is not None and x <= now:
-                out.expired += 1
-            else:
-                out.records += 1
+            in_shards[key] = rec["version"]
+            if key in logged and logged[key][0] > rec["version"]:
+                continue  # the log holds a newer state (counted below)
+            _count(out, rec, now)
+    # Records the write-ahead log holds and the shards do not yet (format 2),
+    # as the log has them; one the fold has meanwhile written is counted once.
+    for key, (version, logged_rec) in logged.items():
+        if logged_rec is not None and in_shards.get(key, 0) < version:
+            _count(out, logged_rec, now)
     return out
+
+
+def _count(out: NamespaceInfo, rec: Record, now: float) -> None:
+    x = rec.get("expires_at")
+    if x is not None and x <= now:
+        out.expired += 1
+    else:
+        out.records += 1
 
 
 def _marker(root: str) -> dict[str, Any]:

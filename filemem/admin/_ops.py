@@ -16,7 +16,7 @@ from .._maintain import convert as _convert
 from .._store import Store
 from .._types import Finding, NamespaceLike
 
-__all__ = ["check", "compact", "convert", "open_store", "upgrade", "watch"]
+__all__ = ["check", "compact", "convert", "fold", "open_store", "upgrade", "watch"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -108,6 +108,29 @@ def convert(store: Store, codec: str, *, progress: ProgressFn | None = None) -> 
     """
     store._engine.check_open()
     return _convert(store._engine, codec, progress=progress)
+
+
+def fold(store: Store) -> None:
+    """Fold the write-ahead log into the shard files now: a tool reading shard files then sees every write so far.
+
+    A format-2 store takes writes in its log and moves them into the shards
+    in the background (about a second after the last write, and when the last
+    writer closes); ``check``, ``compact``, ``convert``, ``export`` and
+    ``search`` fold first on their own. Call this before reading shard files
+    directly while writers are at work. Nothing to do on a format-1 store (its
+    shards are always current). Waits for a fold another process is running;
+    a snapshot open in this process holds folds off, so then this returns
+    without folding.
+
+    Example::
+
+        with filemem.admin.open_store("./memories", readonly=False) as store:
+            filemem.admin.fold(store)
+    """
+    store._engine.check_open()
+    if store.readonly:
+        raise ReadOnlyError(f"store {store.path} was opened read-only")
+    store._engine.settle()
 
 
 def upgrade(store: Store) -> bool:

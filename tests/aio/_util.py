@@ -24,10 +24,32 @@ def temp_files(root: str) -> list[str]:
     return out
 
 
+def writer_lock(store_path: str, ns: str) -> str:
+    """The lock a write to ``ns`` waits for: the log's append lock (format 2), else the namespace's first shard's.
+
+    Seeds ``ns`` first. A test holds it through its own descriptor to play
+    "another process in the middle of a write".
+    """
+    import filemem
+
+    with filemem.Store(store_path) as s:
+        s.put(ns, "seed", 0)
+        if s._engine.log is not None:
+            return os.path.join(s._engine.log.dir, "append.lock")
+        view = s._engine.view((ns,))
+        view.refresh()
+        return view.lock_path(view.resolve("0" * 64))
+
+
 def busy_locks(root: str) -> list[str]:
-    """Lock files someone holds (probed with a fresh descriptor: flock excludes it like another process)."""
+    """Lock files someone holds (probed with a fresh descriptor: flock excludes it like another process).
+
+    Not the log's ``open.lock``: every open handle holds it shared, by design.
+    """
     busy = []
     for path in lock_files(root):
+        if os.path.basename(path) == "open.lock" and os.path.basename(os.path.dirname(path)) == "wal":
+            continue
         got = _locks.try_exclusive(path)
         if got is None:
             busy.append(path)

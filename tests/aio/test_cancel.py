@@ -21,10 +21,10 @@ import portalocker
 import pytest
 
 import filemem
-from filemem import _fs, _locks
+from filemem import _engine, _fs, _locks
 from filemem.aio import AsyncStore
 from tests.aio import _children
-from tests.aio._util import busy_locks, lock_files, temp_files
+from tests.aio._util import busy_locks, lock_files, temp_files, writer_lock
 from tests.helpers import reap
 
 STEP_S = 0.002
@@ -99,9 +99,7 @@ def test_cancel_a_write_at_every_await_point(
     with filemem.Store(store_path) as seed:
         for ns, k in KEYS:
             seed.put(ns, k, -1)
-        view = seed._engine.view(("a",))
-        view.refresh()
-        a_lock = view.lock_path(view.resolve("0" * 64))
+    a_lock = writer_lock(store_path, "a")
     _slow(monkeypatch)
     outcomes: collections.Counter[str] = collections.Counter()
 
@@ -119,7 +117,7 @@ def test_cancel_a_write_at_every_await_point(
                     # The only slot is taken: our call waits in the queue first.
                     blocker = asyncio.create_task(s.put("d", "other", n))
                 elif phase == 2:
-                    # "Another process" holds the shard lock for a while.
+                    # "Another process" holds the lock our write needs for a while.
                     fd = os.open(a_lock, os.O_RDWR)
                     portalocker.lock(fd, portalocker.LockFlags.EXCLUSIVE)
                     asyncio.get_running_loop().call_later(0.004 * (n // 3), portalocker.unlock, fd)
@@ -168,6 +166,9 @@ def test_cancel_inside_a_snapshot_releases_its_locks(store_path: str, monkeypatc
         for ns, k in KEYS:
             seed.put(ns, k, 0)
     _slow(monkeypatch)
+    # No background fold (format 2): the fold lock is then held only by a
+    # snapshot's pin, which is what the probe below must find released.
+    monkeypatch.setattr(_engine._log, "FOLD_IDLE_S", 3600.0)
 
     async def main() -> None:
         async with AsyncStore(store_path, lock_timeout_s=2) as s:
@@ -200,10 +201,7 @@ def test_cancel_during_a_lock_wait_returns_promptly_and_writes_nothing(store_pat
     """The thread gives up its wait (it cannot be killed, but it can be told); nothing is written."""
     with filemem.Store(store_path) as seed:
         seed.put("a", "k1", 0)
-        view = seed._engine.view(("a",))
-        view.refresh()
-        lock = view.lock_path(view.resolve("0" * 64))
-    held = _locks.exclusive(lock, 1.0)
+    held = _locks.exclusive(writer_lock(store_path, "a"), 1.0)
 
     async def main() -> None:
         async with AsyncStore(store_path, lock_timeout_s=30) as s:
@@ -234,10 +232,7 @@ def test_cancel_during_a_lock_wait_returns_promptly_and_writes_nothing(store_pat
 def test_cancelled_while_queued_never_runs(store_path: str) -> None:
     with filemem.Store(store_path) as seed:
         seed.put("a", "k1", 0)
-        view = seed._engine.view(("a",))
-        view.refresh()
-        lock = view.lock_path(view.resolve("0" * 64))
-    held = _locks.exclusive(lock, 1.0)
+    held = _locks.exclusive(writer_lock(store_path, "a"), 1.0)
 
     async def main() -> None:
         async with AsyncStore(store_path, max_in_flight=1) as s:

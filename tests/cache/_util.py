@@ -36,8 +36,12 @@ def spin_get(store: filemem.Store, ns: Any, key: str, expected: Any, timeout: fl
 
 
 def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
-    """Live threads that were not in ``before``."""
-    return [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    """Live threads that were not in ``before``, except a format-2 store's fold thread.
+
+    That one starts with the first write and is joined at close; the leak
+    check in tests/conftest.py still fails a test that leaves it running.
+    """
+    return [t for t in threading.enumerate() if t not in before and t.is_alive() and t.name != "filemem-fold"]
 
 
 def open_fds() -> int:

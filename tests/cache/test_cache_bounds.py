@@ -19,6 +19,9 @@ NS = ("agent", "facts")
 
 # ---------------------------------------------------------------- no system call while fresh
 
+# Format 1's shard cache, counted through watcher events and stats (format 2: tests/wal/test_cache_bounds_on_log.py).
+pytestmark = pytest.mark.store_format(1)
+
 
 class SyscallMade(Exception):
     """A cached read reached for the operating system."""

@@ -21,6 +21,9 @@ from ._util import make_store
 
 NS = ("agent", "facts")
 
+# Format 1: lost watcher events and the TTL keep its cache fresh; format 2 reads the commit counter on every get.
+pytestmark = pytest.mark.store_format(1)
+
 
 def _stop_watcher(store: filemem.Store) -> None:
     """Kill the watcher silently: the store keeps it as its watcher, so none is restarted."""

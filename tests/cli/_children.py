@@ -57,6 +57,25 @@ def holder_child(path: str, ns: str, key: str, ready_path: str, stop_path: str) 
             time.sleep(0.01)
 
 
+def append_lock_holder_child(path: str, ready_path: str, stop_path: str) -> None:
+    """A format-2 writer stuck mid-commit: the store open, its log's append lock held until ``stop_path`` appears."""
+    import fcntl
+    import time
+
+    with Store(path) as store:
+        assert store._engine.log is not None
+        fd = os.open(os.path.join(path, "wal", "append.lock"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with open(ready_path, "w"):
+                pass
+            deadline = time.monotonic() + 60
+            while not os.path.exists(stop_path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            os.close(fd)
+
+
 def merge_writer_child(path: str, wid: int, rounds: int, ready_path: str, result_path: str) -> None:
     """Update shared counters and delete this writer's prefilled keys while the parent compacts and merges."""
     counts: dict[str, int] = {}

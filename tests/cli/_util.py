@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import filemem
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = ROOT / "fixtures"
 CLEAN = ["v1-json", "v1-msgpack"]
@@ -63,6 +65,19 @@ def copy_fixture(tmp_path: Path, name: str) -> str:
     dest = tmp_path / name
     shutil.copytree(FIXTURES / name, dest)
     return str(dest)
+
+
+def opened_fixture(tmp_path: Path, name: str) -> str:
+    """A private copy of a fixture store, opened read-write once: a store in use on this machine.
+
+    The open upgrades a format-1 fixture to the default format (as every
+    read-write open does) and sets the log's control page up for this boot,
+    so a test that hashes the tree before and after a command sees only what
+    the command itself changed.
+    """
+    path = copy_fixture(tmp_path, name)
+    filemem.Store(path).close()
+    return path
 
 
 def tree_hash(path: str) -> str:

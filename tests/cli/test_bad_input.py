@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli._util import copy_fixture, one_line_error, run, run_proc, tree_hash
+from tests.cli._util import copy_fixture, one_line_error, opened_fixture, run, run_proc, tree_hash
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> str:
-    return copy_fixture(tmp_path, "v1-json")
+    return opened_fixture(tmp_path, "v1-json")
 
 
 @pytest.mark.parametrize(

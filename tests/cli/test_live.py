@@ -128,6 +128,7 @@ def test_convert_while_another_process_writes(tmp_path: Path, spawn_ctx: Any, st
         assert store.codec == target and store.check() == []
 
 
+@pytest.mark.store_format(1)  # a snapshot's shard locks hold format-1 writers; format 2: the test below
 def test_a_busy_store_gives_a_clear_message_not_a_hang(tmp_path: Path, spawn_ctx: Any) -> None:
     path = str(tmp_path / "store")
     with filemem.Store(path) as store:
@@ -152,6 +153,39 @@ def test_a_busy_store_gives_a_clear_message_not_a_hang(tmp_path: Path, spawn_ctx
             assert res.rc == 4 and res.err.startswith("filemem: store busy:"), (args, res)
             assert len(res.err.strip().splitlines()) == 1
         # Reads are lock-free: they still work while the shard is held.
+        assert json.loads(run("get", path, "ns", "k").out) == 1
+    finally:
+        open(stop, "w").close()
+        reap([holder])
+    assert json.loads(run("get", path, "ns", "k").out) == 1
+
+
+def test_a_busy_log_gives_a_clear_message_not_a_hang(tmp_path: Path, spawn_ctx: Any) -> None:
+    """Format 2: a writer stuck holding the log's append lock; every command that writes says so in one line."""
+    path = str(tmp_path / "store")
+    with filemem.Store(path) as store:
+        store.put("ns", "k", 1)
+        assert store._engine.log is not None
+    ready, stop = str(tmp_path / "ready"), str(tmp_path / "stop")
+    holder = spawn_ctx.Process(target=_children.append_lock_holder_child, args=(path, ready, stop), daemon=True)
+    holder.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ready):
+            assert holder.is_alive() and time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.monotonic()
+        for args, stdin in (
+            (["put", path, "ns", "k", "2"], None),
+            (["rm", path, "ns", "k"], None),
+            (["import", path], '{"namespace": "ns", "key": "k", "value": 3}\n'),
+        ):
+            res = run_proc(*args, "--lock-timeout", "0.5", stdin=stdin)
+            assert res.rc == 4, (args, res)
+            lines = res.err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("filemem: store busy:") and "--lock-timeout" in lines[0]
+        assert time.monotonic() - started < 60
+        # Reads never take the append lock.
         assert json.loads(run("get", path, "ns", "k").out) == 1
     finally:
         open(stop, "w").close()

@@ -83,7 +83,11 @@ def test_processes_update_spread_keys_while_shards_split(store_path: str, codec:
         assert actual == dict(expected)
         assert s.check() == []
         shards = _shards_per_namespace(s, namespaces)
-    assert splits >= 3 and all(c >= 2 for c in shards.values()), (splits, shards)
+        logged = s._engine.log is not None
+    # Every namespace split during the race. Format 1: the writers split as they
+    # write (their counters say so); format 2: the folds split, in whichever
+    # process folds (the shard files say so).
+    assert (logged or splits >= 3) and all(c >= 2 for c in shards.values()), (splits, shards)
 
 
 def test_processes_batch_updates_across_namespaces_exactly(store_path: str, codec: str, spawn_ctx: Any) -> None:

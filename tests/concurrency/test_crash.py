@@ -175,6 +175,7 @@ def _crash_batch(spawn_ctx: Any, path: str, keys: list[list[Any]], point: str) -
         reap([proc], timeout=0)
 
 
+@pytest.mark.store_format(1)  # kill points inside format 1's batch commit and split (format 2: tests/wal, tests/faults)
 @pytest.mark.parametrize(
     "point,seen_before,final",
     [
@@ -227,6 +228,7 @@ def test_batch_killed_at_exact_point(
         early.close()
 
 
+@pytest.mark.store_format(1)  # kill points inside format 1's batch commit and split (format 2: tests/wal, tests/faults)
 def test_readonly_snapshot_never_sees_a_half_applied_batch(store_path: str, spawn_ctx: Any) -> None:
     """A snapshot promises "one version of the store", read-only or not.
 
@@ -257,6 +259,7 @@ def _crash_split(spawn_ctx: Any, path: str, point: str, ack_path: str, **opts: A
         reap([proc], timeout=0)
 
 
+@pytest.mark.store_format(1)  # kill points inside format 1's batch commit and split (format 2: tests/wal, tests/faults)
 @pytest.mark.parametrize("point", ["after-flag", "after-first-leaf", "before-unlink"])
 @pytest.mark.parametrize("recovery", ["next-writer", "check-fix"])
 def test_split_killed_at_exact_point(store_path: str, spawn_ctx: Any, point: str, recovery: str) -> None:
@@ -285,6 +288,7 @@ def test_split_killed_at_exact_point(store_path: str, spawn_ctx: Any, point: str
         assert all(s.get("sp", k)["i"] == v for k, v in expected.items())
 
 
+@pytest.mark.store_format(1)  # kill points inside format 1's batch commit and split (format 2: tests/wal, tests/faults)
 def test_deleted_key_stays_deleted_after_a_crashed_split_is_finished(store_path: str, spawn_ctx: Any) -> None:
     """Crash the root's split after its first leaf; empty half that leaf and split it; finish the root's split.
 

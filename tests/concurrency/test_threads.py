@@ -13,7 +13,7 @@ import pytest
 import filemem
 from filemem import _engine, _locks
 from tests.concurrency import _workers as w
-from tests.helpers import reap
+from tests.helpers import reap, settle
 
 # Regression (found by these tests): a thread that resolved a key to shard p before another thread of
 # the same process split p found p gone, but view.refresh() said "nothing changed" because the splitter
@@ -98,6 +98,7 @@ def test_threads_mixed_updates_and_batches_while_shards_split(store_path: str) -
                     counts[i][(ns, k)] += 1
 
         assert _threads(work, t) == []
+        settle(s)  # format 2: the shards grow and split at the fold
         assert s.stats()["splits"] >= 2
         expected = sum(counts, Counter())
         actual = {(ns, it.key): it.value["n"] for ns in namespaces for it in s.items(ns)}

@@ -1,4 +1,7 @@
-"""A hypothesis state machine: put/get/delete/update/batch/reopen against a dict, both codecs.
+"""A hypothesis state machine: put/get/delete/update/batch/reopen/fold against a dict, both codecs.
+
+Runs on the default format (2: the log, with ``fold`` at any moment and a
+second handle that must agree at once), and on format 1 (``TestJsonStoreFormat1``).
 
 A small ``shard_max_bytes`` makes shards split often, so the machine also
 exercises split resolution, batches across shards and reopen from a cold cache.
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import filemem
+import filemem.admin
 
 NAMESPACES = [("a",), ("a", "b"), ("tenant", "acme"), ("tenant", "acme-corp"), ("x.y",), ("nul",)]
 keys = st.sampled_from([f"k{i}" for i in range(40)] + ["ü", "a b", "..x"])
@@ -109,6 +113,27 @@ class StoreMachine(RuleBasedStateMachine):
         self.store.close()
         self.store = self._open()
 
+    @rule()
+    def fold(self) -> None:
+        """Format 2: the log into the shards, at any moment (nothing to do on format 1)."""
+        filemem.admin.fold(self.store)
+        log = self.store._engine.log
+        assert log is None or log.overlay.count == 0
+
+    @rule(ns=namespaces, key=keys)
+    def other_handle_sees_it(self, ns: tuple[str, ...], key: str) -> None:
+        """A second handle in this process (its own overlay and cache) agrees with the model at once."""
+        with filemem.Store(self.dir + "/s", durability="flush") as other:
+            assert other.get(ns, key, "<missing>") == self.model.get((ns, key), "<missing>")
+            assert other.keys(ns) == sorted(k for (n, k) in self.model if n == ns)
+
+    @rule(ns=st.sampled_from(NAMESPACES))
+    def items_versions_are_current(self, ns: tuple[str, ...]) -> None:
+        for it in self.store.items(ns):
+            assert it.value == self.model[(ns, it.key)]
+            got: Any = self.versions.get((ns, it.key))
+            assert got is None or it.version >= got
+
     @precondition(lambda self: len(self.model) > 0)
     @rule()
     def snapshot_matches(self) -> None:
@@ -141,3 +166,11 @@ TestJsonStore = StoreMachine.TestCase
 TestJsonStore.settings = _SETTINGS
 TestMsgpackStore = MsgpackStoreMachine.TestCase
 TestMsgpackStore.settings = _SETTINGS
+
+
+class Format1StoreMachine(StoreMachine):
+    """The same model on a format-1 store (every write rewrites its shard; ``fold`` does nothing)."""
+
+
+TestJsonStoreFormat1 = pytest.mark.store_format(1)(Format1StoreMachine.TestCase)
+TestJsonStoreFormat1.settings = _SETTINGS

@@ -83,3 +83,93 @@ def test_damaged_golden_store(tmp_path: Path, codec: str, damage: str, code: str
         elif code == "corrupt-shard":
             assert list((Path(path) / "quarantine").iterdir())
             assert store.get(("agent-1", "episodic"), "ep-001") is not None  # the rest is intact
+
+
+# ---------------------------------------------------------------- format 2 (tools/make_fixtures.py --v2)
+
+#: What the killed writer of v2-<codec>-unfolded-log logged (tools/make_fixtures.py UNFOLDED), plus its delete.
+UNFOLDED = {
+    "agent-1/facts": {"sky": "grey", "logged-only": {"n": 7}},
+    "agent-2/new": {"k": "only in the log"},
+}
+
+
+def _expected_unfolded() -> dict[str, dict[str, object]]:
+    want = json.loads(json.dumps(EXPECTED))
+    for ns, records in UNFOLDED.items():
+        want.setdefault(ns, {}).update(records)
+    del want["agent-1/episodic"]["ep-000"]
+    return want
+
+
+def _tree(path: str) -> dict[str, bytes]:
+    out = {}
+    for f in sorted(Path(path).rglob("*")):
+        if f.is_file():
+            out[str(f.relative_to(path))] = f.read_bytes()
+    return out
+
+
+def _in_shards(path: str, needle: bytes) -> bool:
+    return any(needle in f.read_bytes() for f in Path(path, "ns").rglob("*.shard"))
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_v2_golden_store_at_rest_reads_back_exactly(tmp_path: Path, codec: str) -> None:
+    path = _copy(tmp_path, f"v2-{codec}")
+    before = _tree(path)
+    with filemem.Store(path, readonly=True) as store:
+        assert store.codec == codec and store._engine.log is not None
+        got = _contents(store)
+        assert got["agent-1/facts"].pop("far-future") == "still here"
+        assert got == EXPECTED
+        assert store.check() == []
+    assert {k: v for k, v in _tree(path).items() if not k.endswith(".lock")} == before  # read-only wrote nothing
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_v2_golden_store_accepts_writes_with_versions_above_every_old_one(tmp_path: Path, codec: str) -> None:
+    path = _copy(tmp_path, f"v2-{codec}")
+    with filemem.Store(path, shard_max_bytes=2048) as store:
+        top = max(it.version for ns in store.list_namespaces() for it in store.items(ns))
+        for i in range(60):
+            store.update(("agent-1", "episodic"), f"ep-{i:03d}", lambda v: {**v, "seen": True})
+        assert all(it.value["seen"] for it in store.items(("agent-1", "episodic")))
+        assert min(it.version for it in store.items(("agent-1", "episodic"))) > top
+        assert store.check() == []
+    with filemem.Store(path, readonly=True) as ro:  # at rest again: the shards hold it all
+        assert all(it.value["seen"] for it in ro.items(("agent-1", "episodic")))
+    assert _in_shards(path, b"seen")
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_v2_unfolded_log_is_read_through_read_only_and_changes_nothing(tmp_path: Path, codec: str) -> None:
+    """A writer was SIGKILLed with records only in the log: a read-only open serves them and writes nothing."""
+    path = _copy(tmp_path, f"v2-{codec}-unfolded-log")
+    assert not _in_shards(path, b"only in the log")  # really unfolded
+    before = _tree(path)
+    with filemem.Store(path, readonly=True) as store:
+        got = _contents(store)
+        assert got["agent-1/facts"].pop("far-future") == "still here"
+        assert got == _expected_unfolded()
+        assert store.get(("agent-1", "episodic"), "ep-000") is None  # the logged delete
+        assert store.check() == []
+    assert {k: v for k, v in _tree(path).items() if not k.endswith(".lock")} == before
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_v2_unfolded_log_is_recovered_by_a_read_write_open(tmp_path: Path, codec: str) -> None:
+    """The first read-write opener folds what the dead writer logged: at rest again, the shards hold it."""
+    path = _copy(tmp_path, f"v2-{codec}-unfolded-log")
+    with filemem.Store(path) as store:
+        assert _in_shards(path, b"only in the log")  # folded at open
+        got = _contents(store)
+        assert got["agent-1/facts"].pop("far-future") == "still here"
+        assert got == _expected_unfolded()
+        store.put(("agent-2", "new"), "after", 1)
+        assert store.check() == []
+    with filemem.Store(path, readonly=True) as ro:
+        assert ro._engine.unfolded(("agent-2", "new")) == {}  # nothing left in the log
+        assert ro.get(("agent-2", "new"), "k") == "only in the log"
+        assert ro.get(("agent-2", "new"), "after") == 1
+        assert ro.get(("agent-1", "episodic"), "ep-000") is None

@@ -33,6 +33,10 @@ from filemem._errors import StorageError
 
 NS = [("a",), ("b",), ("c",), ("d",)]
 
+# Format 1's write path (each put writes its shards, multi-shard batches, splits at the put).
+# On format 2 the fold does this; not yet re-checked there.
+pytestmark = pytest.mark.store_format(1)
+
 
 def _leave_intent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the next batch commit, rename, and then fail to remove its intent (as a failed unlink does)."""

@@ -32,6 +32,10 @@ from tests.helpers import reap
 
 NS = ("agent", "mem")
 
+# Format 1's write path (each put writes its shards, multi-shard batches, splits at the put).
+# On format 2 the fold does this; not yet re-checked there.
+pytestmark = pytest.mark.store_format(1)
+
 
 def _merge_candidate(path: str) -> tuple[filemem.Store, View, str]:
     """A store with two tiny sibling leaves; returns the merging store, its view and the leaves' parent."""

@@ -17,6 +17,7 @@ from filemem.aio import AsyncStore
 from tests.cli._util import run
 
 
+@pytest.mark.store_format(1)  # format 1's write path (see the v2-default report)
 def test_a_failed_convert_switches_back_and_leaves_every_shard_writable(store_path: str, monkeypatch: Any) -> None:
     """Finding 4: msgpack -> json convert while a live agent stores bytes between the sweeps."""
     agent = filemem.Store(store_path, codec="msgpack", watch="off")  # opened before the convert: msgpack

@@ -72,6 +72,7 @@ def test_versions_not_reused_after_a_split_empties_a_range(store_path: str) -> N
     s.close()
 
 
+@pytest.mark.store_format(1)  # format 1's write path (see the v2-default report)
 def test_a_failed_split_does_not_fail_the_committed_write(store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding 4: the split after the commit raised, and a retried update applied twice."""
     s = filemem.Store(store_path, durability="flush", shard_max_bytes=1024)
@@ -98,6 +99,7 @@ def test_a_failed_split_does_not_fail_the_committed_write(store_path: str, monke
     s.close()
 
 
+@pytest.mark.store_format(1)  # format 1's write path (see the v2-default report)
 def test_check_requarantines_only_what_is_still_corrupt(store: filemem.Store) -> None:
     """Finding 3: a slow checker moved a writer's new, valid shard into quarantine."""
     from filemem._check import _quarantine
@@ -159,6 +161,7 @@ def test_read_only_store_never_recovers(tmp_path: Path) -> None:
     assert after == before
 
 
+@pytest.mark.store_format(1)  # format 1's write path (see the v2-default report)
 def test_snapshot_locks_a_namespace_that_does_not_exist_yet(store_path: str) -> None:
     """Finding 7: a snapshot saw a record appear in a namespace it had read as empty."""
     with filemem.Store(store_path) as s, filemem.Store(store_path, lock_timeout_s=0.2) as other:
@@ -203,6 +206,7 @@ def test_many_processes_create_the_same_store_at_once(tmp_path: Path) -> None:
             assert len(s.keys(("race",))) == 6
 
 
+@pytest.mark.store_format(1)  # format 1's write path (see the v2-default report)
 def test_a_batch_wider_than_the_open_file_limit_fails_clearly(store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by the benchmark: a batch over ~1,000 shards died with EMFILE halfway through locking."""
     from filemem import _engine

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import filemem
+from tests.helpers import settle
 
 from ..helpers import file_mode
 from ._reference import assert_same, reference
@@ -118,8 +119,12 @@ def test_writers_update_an_existing_index(store_path: str) -> None:
         s.put("nobody-searches", "k", "text")
         s.put("n", "a", "alpha")
         s.search("n", "alpha")
-        s.put("n", "b", "alpha beta")  # re-indexed now; the file waits (rewritten at most once a second)
+        # Re-indexed when the write reaches its shard (format 2: at the fold);
+        # the file waits (rewritten at most once a second).
+        s.put("n", "b", "alpha beta")
+        settle(s)
         s.put("n", "c", "gamma")
+        settle(s)
         assert s._searcher.counters["segments_built_on_write"] == 2
         assert not os.path.isdir(os.path.join(s.path, "index", "nobody-searches"))
     # close() wrote what was pending

@@ -16,6 +16,9 @@ from tests.helpers import reap
 
 NS = ("agent", "facts")
 
+# Faults in format 1's shard writes (each put rewrites its shard); format 2: tests/wal/test_faults_on_log.py.
+pytestmark = pytest.mark.store_format(1)
+
 
 def shard_files(store: filemem.Store, ns: tuple[str, ...] = NS) -> list[str]:
     d = store._engine.ns_dir(ns)

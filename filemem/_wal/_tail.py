@@ -1,0 +1,131 @@
+"""Following the log for the change feed (layer L2): every committed batch once, in commit order.
+
+The overlay keeps only the newest entry of each key; the change feed needs
+every commit. A :class:`LogTail` has its own reader and its own position: each
+:meth:`LogTail.read` returns the batches committed since the last call, read
+up to the synced end and never past it (a reader must not learn of a write
+before it is durable).
+
+How a follower learns that something committed: a writer, once its commit is
+published on the control page, bumps the page file's timestamps
+(:func:`announce`, one ``futimens``). That is an inotify event (IN_ATTRIB) like
+a shard rename, so the watcher that keeps caches fresh wakes the feed too; the
+polling watcher simply asks every round. A page write through the mapping is
+no event by itself, which is why the touch is needed.
+
+Invariant: batches come out in log order, each once; a gap the tail cannot
+read (segments the fold retired before the tail reached them) is reported as
+``lost``, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from .. import _fs
+from .._errors import CorruptShardError, FileMemError
+from . import _format
+from ._reader import LogReader
+
+__all__ = ["CONTROL_PAGE", "Committed", "LogTail", "announce", "control_fd"]
+
+#: The file :func:`announce` touches (the control page: it exists while the log does).
+CONTROL_PAGE: Final = "control"
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """One committed batch as the feed sees it: when, and which keys of which namespaces (in op order)."""
+
+    time: float
+    first_lsn: int
+    keys: dict[tuple[str, ...], tuple[str, ...]]
+
+
+def announce(fd: int) -> None:
+    """Tell watchers of the store that a commit was published (touch the control page's timestamps).
+
+    Best effort: a failure costs followers promptness (the next commit or
+    fold wakes them), never correctness, so it is never raised.
+    """
+    with contextlib.suppress(OSError):
+        os.utime(fd)
+
+
+class LogTail:
+    """A cursor over the committed batches of one ``wal/`` directory, for one process's change feed.
+
+    ``bounds()`` returns ``(synced end, folded position)`` from the control page,
+    or None when the page cannot be read consistently now (try again later).
+    """
+
+    def __init__(self, wal_dir: str, bounds: Callable[[], tuple[int, int] | None]) -> None:
+        self.wal_dir = wal_dir
+        self._bounds = bounds
+        self._reader = LogReader(wal_dir)
+        self.pos = 0
+        self.skip_to_end()
+
+    def skip_to_end(self) -> None:
+        """Start after everything committed so far (a new listener hears of later commits only)."""
+        got = self._bounds()
+        if got is not None:
+            self.pos = max(self.pos, got[0])
+
+    def read(self) -> tuple[list[Committed], bool]:
+        """Batches committed since the last call, and whether some could not be read (``lost``)."""
+        got = self._bounds()
+        if got is None:
+            return [], False
+        synced, folded = got
+        if synced <= self.pos:
+            return [], False
+        out: list[Committed] = []
+        lost = False
+        if self.pos < folded and self._reader._fd(_format.segment_of(self.pos)) is None:
+            # Retired by a fold before we read it: its records are in the shards,
+            # but which keys they were is gone. Say so and go on from the fold.
+            self.pos, lost = folded, True
+        for _ in range(100):  # a segment boundary or a retired segment per turn
+            scan = self._reader.scan(self.pos, synced)
+            for frame in scan.frames:
+                if frame.kind == _format.BATCH:
+                    try:
+                        first, now, ops = _format.decode_batch(frame.payload)
+                    except ValueError as exc:
+                        raise CorruptShardError(
+                            f"write-ahead log in {self.wal_dir}: frame at {frame.pos:#x} does not decode: {exc}",
+                            path=self.wal_dir,
+                        ) from exc
+                    keys: dict[tuple[str, ...], dict[str, None]] = {}
+                    for op in ops:
+                        keys.setdefault(op.namespace, {})[op.key] = None
+                    out.append(Committed(now, first, {ns: tuple(k) for ns, k in keys.items()}))
+                self.pos = frame.end
+            if scan.end >= synced or scan.stop == "limit":
+                break
+            if scan.stop == "missing":
+                got = self._bounds()
+                if got is None or got[1] <= self.pos:
+                    break  # not retired: a segment being created; the next event reads on
+                self.pos, lost = max(self.pos, got[1]), True
+                continue
+            break  # a torn or damaged tail below the synced end: the log's own readers report it
+        self._reader.forget_below(_format.segment_of(self.pos))
+        return out, lost
+
+    def close(self) -> None:
+        """Close the segment files this tail holds open."""
+        self._reader.close()
+
+
+def control_fd(wal_dir: str) -> int | None:
+    """A descriptor of the control page file for :func:`announce` (None if it cannot be opened)."""
+    try:
+        return _fs.open_regular(os.path.join(wal_dir, CONTROL_PAGE), os.O_RDONLY)
+    except FileMemError:
+        return None
