@@ -99,7 +99,7 @@ def _pg() -> Iterator[tuple[str, pgserver.Server | None]]:
         return
     bindir = pgserver.find_bindir()
     if bindir is None:
-        _pg_unavailable("no PostgreSQL server binaries (initdb) on this machine; set FILEMEM_PG_URL or install postgresql")
+        _pg_unavailable("no PostgreSQL server binaries (initdb) here; set FILEMEM_PG_URL or install postgresql")
         return
     server = pgserver.start(bindir)
     try:
