@@ -83,6 +83,12 @@ class Server:
         opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} -c fsync=on"
         self.pg_ctl("-w", "-t", str(_START_TIMEOUT_S), "-l", log, "-o", opts, "start")
 
+    def restart(self, mode: str = "immediate") -> None:
+        """Restart with the same options; ``immediate`` is a crash of the server (recovery replays its WAL)."""
+        # -l: the server's output must not hold our capture pipe open.
+        log = os.path.join(self.root, "server.log")
+        self.pg_ctl("-w", "-t", str(_START_TIMEOUT_S), "-m", mode, "-l", log, "restart")
+
     def stop(self) -> None:
         """Stop the server (fast, then immediate) and remove its directory; never raises."""
         try:

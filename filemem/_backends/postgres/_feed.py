@@ -132,14 +132,14 @@ class ServerFeed(ChangeFeed):
         ident = int(head)
         if ident <= self.last_id:
             return
-        if ident > self.last_id + 1 or body == "null":
-            # A gap (an earlier commit's notification is still to come? No: NOTIFY
-            # is delivered in commit order, so the gap is a rollback or we were
-            # away) or a payload that named nothing: the outbox says exactly.
+        changes = json.loads(body)
+        if ident > self.last_id + 1 or changes is None or any(keys is None for _, keys in changes):
+            # A gap (NOTIFY arrives in commit order, so: a rolled-back id, or
+            # rows we were away for), or a payload too big to name its keys:
+            # the outbox rows say exactly.
             self._catch_up(conn)
             if ident <= self.last_id:
                 return
-        changes = json.loads(body)
         self._deliver(ident, time.time(), changes)
 
     def _run(self) -> None:
@@ -156,10 +156,11 @@ class ServerFeed(ChangeFeed):
                         first = False
                         backoff = 0.05
                         self._ready.set()
-                    for note in conn.notifies(timeout=_WAIT_S):
+                    # Drained first: the generator holds the connection, and a
+                    # catch-up must query on it.
+                    notes = list(conn.notifies(timeout=_WAIT_S, stop_after=1))
+                    for note in notes:
                         self._on_notify(conn, note.payload)
-                        if self._stop.is_set():
-                            break
                 except (psycopg.Error, OSError) as exc:
                     if first:
                         self._start_error = exc
