@@ -159,6 +159,11 @@ class AsyncStore:
         return self._store.path
 
     @property
+    def backend(self) -> str:
+        """Which backend holds the store: ``"file"`` or ``"postgres"``."""
+        return self._store.backend
+
+    @property
     def codec(self) -> str:
         """Name of the codec new shards are written with."""
         return self._store.codec
