@@ -113,8 +113,10 @@ _PLUMBING = frozenset({"__getattr__", "_sessions", "_ns", "check_open", "_requir
 class Unsupported:
     """Stands in for a file-only part (engine, watcher, search index) on another backend.
 
-    Any attribute use raises ``UnsupportedFeatureError`` naming the public
-    method that needed it (``search``, ``session``, ``collector``, ...).
+    Any attribute use raises ``UnsupportedFeatureError`` naming the nearest
+    public function on the call stack that needed it (``search``,
+    ``session``, ``collector``, ``namespace_info``, ...): the feature as the
+    caller knows it, with no list to keep in step with the facets.
     Closing and flushing are no-ops, so closing the store stays clean.
     """
 
@@ -132,7 +134,7 @@ class Unsupported:
         frame = sys._getframe(1)
         while frame is not None:
             fn = frame.f_code.co_name
-            if not fn.startswith("_") and fn not in _PLUMBING and "self" in frame.f_locals:
+            if not fn.startswith("_") and fn not in _PLUMBING and not fn.startswith("<"):
                 feature = fn
                 break
             frame = frame.f_back  # type: ignore[assignment]
