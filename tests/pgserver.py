@@ -131,3 +131,19 @@ def start(bindir: str) -> Server:
         server.stop()
         raise
     return server
+
+
+if __name__ == "__main__":
+    # python -m tests.pgserver: a throwaway server until Ctrl-C, for running the tests by hand.
+    import signal
+
+    found = find_bindir()
+    if found is None:
+        raise SystemExit("no PostgreSQL server binaries (initdb); install postgresql")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    srv = start(found)
+    print(f"export FILEMEM_PG_URL={srv.url}", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        srv.stop()
