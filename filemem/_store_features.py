@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _fs
+from ._backends import StoreBackend
 from ._collector import Collector, CollectorConfig, DeadLetter, list_dead_letters, recover_journals, replay_dead_letters
 from ._engine import Engine
 from ._errors import FileMemError, InvalidValueError, ReadOnlyError
@@ -35,6 +36,7 @@ class SearchScanFacet:
 
     _engine: Engine
     _searcher: Searcher
+    _backend: StoreBackend
 
     if TYPE_CHECKING:
 
@@ -73,10 +75,9 @@ class SearchScanFacet:
         >>> [(h.item.key, round(h.score, 2)) for h in hits]  # doctest: +SKIP
         [('ep-42', 1.87), ('ep-7', 0.52)]
         """
-        self._engine.check_open()
+        self._backend.check_open()
         pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
-        self._engine.settle()  # the index is built from the shard files
-        return self._searcher.search(pre, query, filter, limit, offset, vector)
+        return self._backend.search(pre, query, filter, limit, offset, vector)
 
     def scan(self, namespace: NamespaceLike, batch_size: int = 100) -> Generator[list[Item], None, None]:
         """Every live record of a namespace, in lists of at most ``batch_size``, one shard at a time.

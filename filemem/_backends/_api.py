@@ -23,12 +23,13 @@ key was there, update -> the new value.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .._engine import Op
 from .._errors import UnsupportedFeatureError
 from .._feed import Change, Subscription
+from .._search import SearchHit
 from .._shard import Record
 from .._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ..codecs import Codec
@@ -96,6 +97,15 @@ class StoreBackend(Protocol):
     def apply(self, ops: list[Op]) -> list[Any]: ...
     def prepare_update(self, op: Op) -> None: ...
     def snapshot(self) -> ReadView: ...
+    def search(
+        self,
+        prefix: tuple[str, ...],
+        query: str | None,
+        filter: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        vector: Sequence[float] | str | None,
+    ) -> list[SearchHit]: ...
     def subscribe(
         self, callback: Callable[[Change], object], prefix: tuple[str, ...], max_queue: int
     ) -> Subscription: ...

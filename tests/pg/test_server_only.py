@@ -139,6 +139,7 @@ def test_sweeper_deletes_expired_rows(pg_store: Store, pg_url: str) -> None:
     "call",
     [
         lambda s: s.search(None, "q"),
+        lambda s: s.search(None, vector=[1.0, 0.0]),
         lambda s: s.scan("ns"),
         lambda s: s.session("agent"),
         lambda s: s.sessions(),
@@ -147,14 +148,24 @@ def test_sweeper_deletes_expired_rows(pg_store: Store, pg_url: str) -> None:
         lambda s: s.health(),
         lambda s: s.maintain(),
     ],
-    ids=["search", "scan", "session", "sessions", "collector", "dead_letters", "health", "maintain"],
+    ids=[
+        "search(query=...)",
+        "search(vector=...)",
+        "scan",
+        "session",
+        "sessions",
+        "collector",
+        "dead_letters",
+        "health",
+        "maintain",
+    ],
 )
 def test_features_not_yet_on_the_server_say_so(pg_store: Store, call: Any, request: pytest.FixtureRequest) -> None:
     feature = request.node.callspec.id
     with pytest.raises(filemem.UnsupportedFeatureError) as info:
         call(pg_store)
     assert info.value.feature == feature and info.value.backend == "postgres"
-    assert f"{feature}()" in str(info.value)
+    assert (feature if "(" in feature else f"{feature}()") in str(info.value)
     assert pg_store.list_namespaces() == []  # nothing was written
 
 

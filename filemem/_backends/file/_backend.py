@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from ..._cache import ShardCache
@@ -22,7 +22,7 @@ from ..._errors import InvalidValueError
 from ..._feed import Change, Subscription
 from ..._freshness import Freshness, WatchMode
 from ..._names import validate_key
-from ..._search import Embed, Searcher
+from ..._search import Embed, Searcher, SearchHit
 from ..._shard import Record
 from ..._snapshot import Snapshot
 from ..._types import Consistency, Durability, Finding, NamespaceLike
@@ -228,6 +228,18 @@ class FileBackend:
     def snapshot(self) -> Snapshot:
         self.engine.check_open()
         return Snapshot(self.engine, self._normalize)
+
+    def search(
+        self,
+        prefix: tuple[str, ...],
+        query: str | None,
+        filter: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        vector: Sequence[float] | str | None,
+    ) -> list[SearchHit]:
+        self.engine.settle()  # the index is built from the shard files
+        return self.searcher.search(prefix, query, filter, limit, offset, vector)
 
     # ------------------------------------------------------------------ writes
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -25,6 +25,7 @@ import psycopg
 from ..._engine import Op
 from ..._errors import InvalidValueError, StoreClosedError
 from ..._feed import Change, Subscription
+from ..._search import SearchHit
 from ..._shard import Record
 from ..._types import Consistency, Durability, Finding, NamespaceLike
 from ...codecs import Codec, get_codec
@@ -33,6 +34,7 @@ from ._connect import Connections, RetryableError, translate
 from ._feed import ServerFeed
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
 from ._schema import ensure_schema
+from ._search import search
 from ._snapshot import ServerSnapshot
 from ._writes import NOW_SQL, Writer, check_size, record_of
 
@@ -201,6 +203,27 @@ class PostgresBackend:
     def snapshot(self) -> ServerSnapshot:
         self.check_open()
         return ServerSnapshot(self._conns, self.codec, self._normalize)
+
+    def search(
+        self,
+        prefix: tuple[str, ...],
+        query: str | None,
+        filter: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        vector: Sequence[float] | str | None,
+    ) -> list[SearchHit]:
+        """Filter-only search (see ``_search``); keyword and vector ranking raise UnsupportedFeatureError."""
+        return search(
+            lambda sql, params: self._query("search", sql, params),
+            self.codec,
+            prefix,
+            query,
+            filter,
+            limit,
+            offset,
+            vector,
+        )
 
     # ------------------------------------------------------------------ writes
 
