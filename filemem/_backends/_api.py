@@ -23,7 +23,7 @@ key was there, update -> the new value.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Protocol
 
 from .._engine import Op
@@ -97,6 +97,7 @@ class StoreBackend(Protocol):
     def apply(self, ops: list[Op]) -> list[Any]: ...
     def prepare_update(self, op: Op) -> None: ...
     def snapshot(self) -> ReadView: ...
+    def scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]: ...
     def search(
         self,
         prefix: tuple[str, ...],

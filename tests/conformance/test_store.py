@@ -264,3 +264,19 @@ def test_async_store_on_every_backend(location: str) -> None:
             assert await s.list_namespaces() == [("aio",)]
 
     asyncio.run(main())
+
+
+def test_scan_pages_every_live_record_once(any_store: Store) -> None:
+    s = any_store
+    with s.batch() as b:
+        for i in range(230):
+            b.put("scan", f"k{i:04d}", i)
+        b.put("scan", "gone", 1, ttl=0.2)
+        b.put(("scan", "sub"), "other", 1)
+    time.sleep(0.4)
+    pages = list(s.scan("scan", batch_size=50))
+    assert all(0 < len(p) <= 50 for p in pages)
+    keys = [it.key for p in pages for it in p]
+    assert sorted(keys) == [f"k{i:04d}" for i in range(230)]  # once each; no expired, no sub-namespace
+    with pytest.raises(filemem.InvalidValueError):
+        s.scan("scan", batch_size=0)

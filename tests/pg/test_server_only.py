@@ -140,7 +140,6 @@ def test_sweeper_deletes_expired_rows(pg_store: Store, pg_url: str) -> None:
     [
         lambda s: s.search(None, "q"),
         lambda s: s.search(None, vector=[1.0, 0.0]),
-        lambda s: s.scan("ns"),
         lambda s: s.session("agent"),
         lambda s: s.sessions(),
         lambda s: s.collector(),
@@ -151,7 +150,6 @@ def test_sweeper_deletes_expired_rows(pg_store: Store, pg_url: str) -> None:
     ids=[
         "search(query=...)",
         "search(vector=...)",
-        "scan",
         "session",
         "sessions",
         "collector",

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Final
 
+from ... import _fs
 from ..._cache import ShardCache
 from ..._check import check_store, compact_store
 from ..._engine import Engine, Op, _fork_generation, copy_value
@@ -23,9 +24,10 @@ from ..._feed import Change, Subscription
 from ..._freshness import Freshness, WatchMode
 from ..._names import validate_key
 from ..._search import Embed, Searcher, SearchHit
-from ..._shard import Record
-from ..._snapshot import Snapshot
-from ..._types import Consistency, Durability, Finding, NamespaceLike
+from ..._shard import Record, Shard, decode_shard
+from ..._snapshot import Snapshot, item_of
+from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
+from ..._walk import ShardWalk
 from ...codecs import Codec
 
 __all__ = ["FileBackend"]
@@ -228,6 +230,48 @@ class FileBackend:
     def snapshot(self) -> Snapshot:
         self.engine.check_open()
         return Snapshot(self.engine, self._normalize)
+
+    def scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
+        self.engine.settle()  # scan reads the shard files one by one
+        return self._scan(ns, batch_size)
+
+    def _scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
+        engine = self.engine
+        # Splits and merges may run meanwhile: the walk says which shards to
+        # read and which of their keys have not come out yet (filemem._walk).
+        walk = ShardWalk(engine.view(ns), "scanned")
+        out: list[Item] = []
+        for prefix in walk:
+            engine.check_open()
+            shard = self._scan_load(walk.view.shard_path(prefix), prefix)
+            if shard is None:
+                walk.gone(prefix)  # split or merged away meanwhile: the next listing has its range
+                continue
+            kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
+            now = time.time()
+            for key in sorted(shard.records if kept is None else kept):
+                rec = shard.records[key]
+                x = rec.get("expires_at")
+                if x is not None and x <= now:
+                    continue
+                out.append(item_of(ns, key, rec))
+                if len(out) >= batch_size:
+                    yield out
+                    out = []
+        if out:
+            yield out
+
+    def _scan_load(self, path: str, prefix: str) -> Shard | None:
+        entry = self.engine.cache.peek(path)
+        if entry is not None:
+            # Already cached: the ordinary load keeps that entry current.
+            return self.engine.load(path, prefix)
+        got = _fs.read_file(path)
+        if got is None:
+            return None
+        shard = decode_shard(got[0], path, self.engine._codecs, prefix)
+        shard.statkey = got[1]  # the walk tells a rewritten file by it
+        return shard
 
     def search(
         self,

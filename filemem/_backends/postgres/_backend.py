@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -27,7 +27,8 @@ from ..._errors import InvalidValueError, StoreClosedError
 from ..._feed import Change, Subscription
 from ..._search import SearchHit
 from ..._shard import Record
-from ..._types import Consistency, Durability, Finding, NamespaceLike
+from ..._snapshot import item_of
+from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ...codecs import Codec, get_codec
 from .._api import Unsupported
 from ._connect import Connections, RetryableError, translate
@@ -203,6 +204,27 @@ class PostgresBackend:
     def snapshot(self) -> ServerSnapshot:
         self.check_open()
         return ServerSnapshot(self._conns, self.codec, self._normalize)
+
+    def scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
+        """Keyset pages in key order (``key > last``): bounded memory, no record twice; not a snapshot."""
+        self.check_open()
+        return self._scan(encode_ns(ns), ns, batch_size)
+
+    def _scan(self, text: str, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
+        last = ""
+        while True:
+            rows = self._query(
+                "scan",
+                "SELECT key, value, version, created_at, updated_at, expires_at FROM filemem_records"
+                f" WHERE ns = %s AND key > %s AND {_LIVE} ORDER BY key LIMIT %s",
+                (text, last, batch_size),
+            )
+            if not rows:
+                return
+            yield [item_of(ns, r[0], record_of(r[1:], self.codec)) for r in rows]
+            if len(rows) < batch_size:
+                return
+            last = rows[-1][0]
 
     def search(
         self,
