@@ -252,3 +252,27 @@ def test_namespace_text_is_a_range_not_like(pg_store: Store, pg_url: str) -> Non
     assert s.list_namespaces(("t", "a%")) == [("t", "a%")]
     rows = _admin(pg_url, "SELECT DISTINCT ns, pg_collation_for(ns) FROM filemem_records ORDER BY 1")
     assert [r[0] for r in rows] == ["t/a%25", "t/a_c", "t/abc"] and rows[0][1] == '"C"'
+
+
+def test_location_never_shows_the_password_and_postgres_scheme_works(pg_url: str) -> None:
+    url = pg_url.replace("postgresql://postgres@", "postgres://postgres:s3cret-pw@", 1)
+    if url == pg_url:
+        pytest.skip("FILEMEM_PG_URL has a form this test does not rewrite")
+    with Store(url) as s:  # trust authentication ignores the password
+        s.put("p", "k", 1)
+        assert s.backend == "postgres"
+        assert "s3cret-pw" not in s.path and "s3cret-pw" not in repr(s) and "s3cret-pw" not in str(s.stats())
+        assert s.get("p", "k") == 1
+
+
+def test_a_schema_of_another_layout_is_refused(pg_url: str) -> None:
+    Store(pg_url).close()
+    _admin(pg_url, "UPDATE filemem_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(filemem.UnsupportedFormatError, match="version 99"):
+        Store(pg_url)
+
+
+def test_create_false_refuses_an_empty_schema(pg_url: str) -> None:
+    with pytest.raises(filemem.UnsupportedFormatError):
+        Store(pg_url, create=False)
+    assert _admin(pg_url, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()") == [(0,)]
