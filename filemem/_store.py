@@ -226,7 +226,7 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         """The record at ``key`` with its version and times, or None (``consistency`` as for get)."""
         self._backend.check_open()
         ns = self._ns(namespace)
-        rec = self._backend.read(ns, validate_key(key), consistency)
+        rec = self._backend.read_record(ns, validate_key(key), consistency)
         return None if rec is None else item_of(ns, key, rec)
 
     def __contains__(self, ns_key: tuple[NamespaceLike, str]) -> bool:

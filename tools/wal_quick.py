@@ -31,7 +31,7 @@ from filemem import _engine
 
 
 def _fresh(fmt: int) -> str:
-    _engine.NEW_STORE_FORMAT = fmt
+    _engine._marker.NEW_STORE_FORMAT = fmt
     path = os.path.join(tempfile.mkdtemp(prefix="filemem-walq-"), "s")
     filemem.Store(path).close()
     return path

@@ -210,7 +210,7 @@ def test_a_batch_wider_than_the_open_file_limit_fails_clearly(store_path: str, m
     s = filemem.Store(store_path, shard_max_bytes=1024, durability="flush")
     for i in range(300):
         s.put(NS, f"k{i}", "x" * 60)
-    monkeypatch.setattr(_engine, "_max_locks", lambda: 8)
+    monkeypatch.setattr(_engine._commit, "_max_locks", lambda: 8)
     before = sorted(str(p) for p in Path(store_path).rglob("*.shard"))
     with pytest.raises(filemem.InvalidValueError, match="open-file limit"), s.batch() as b:
         for i in range(300):

@@ -11,7 +11,7 @@ import pytest
 
 import filemem
 from filemem import CorruptShardError, LockTimeout, StorageError, _fs
-from filemem import _engine as engine_mod
+from filemem._engine import _split as engine_split
 from tests.helpers import reap
 
 NS = ("agent", "facts")
@@ -204,7 +204,7 @@ def test_interrupted_split_is_finished(store_path: str, monkeypatch: pytest.Monk
             raise KeyboardInterrupt("crash before the parent shard is removed")
         real_unlink(path)
 
-    monkeypatch.setattr(engine_mod.os, "unlink", crash_unlink)
+    monkeypatch.setattr(engine_split.os, "unlink", crash_unlink)
     with pytest.raises(KeyboardInterrupt):
         for i in range(200):
             s.put(NS, f"k{i:03d}", "v" * 40)
@@ -230,7 +230,7 @@ def test_interrupted_split_is_finished_by_the_next_writer(store_path: str, monke
             raise KeyboardInterrupt
         real_unlink(path)
 
-    monkeypatch.setattr(engine_mod.os, "unlink", crash_unlink)
+    monkeypatch.setattr(engine_split.os, "unlink", crash_unlink)
     with pytest.raises(KeyboardInterrupt):
         for i in range(200):
             s.put(NS, f"k{i:03d}", "v" * 40)

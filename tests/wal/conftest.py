@@ -12,4 +12,4 @@ from filemem import _engine
 
 @pytest.fixture(autouse=True)
 def _new_stores_use_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_engine, "NEW_STORE_FORMAT", _engine.STORE_FORMAT_VERSION)
+    monkeypatch.setattr(_engine._marker, "NEW_STORE_FORMAT", _engine.STORE_FORMAT_VERSION)

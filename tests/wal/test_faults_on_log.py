@@ -14,7 +14,8 @@ import pytest
 
 import filemem
 from filemem import CorruptShardError, LockTimeout, StorageError, _fs
-from filemem import _engine as engine_mod
+from filemem._engine import _log as engine_log
+from filemem._engine import _split as engine_split
 from tests.helpers import reap, settle
 
 NS = ("agent", "facts")
@@ -23,7 +24,7 @@ NS = ("agent", "facts")
 @pytest.fixture(autouse=True)
 def _no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Folds run only where the test says (settle): an armed fault must hit the fold the test watches."""
-    monkeypatch.setattr(engine_mod, "FOLD_IDLE_S", 3600.0)
+    monkeypatch.setattr(engine_log, "FOLD_IDLE_S", 3600.0)
 
 
 def shard_files(store: filemem.Store, ns: tuple[str, ...] = NS) -> list[str]:
@@ -247,7 +248,7 @@ def test_interrupted_split_is_finished(store_path: str, monkeypatch: pytest.Monk
 
     for i in range(200):
         s.put(NS, f"k{i:03d}", "v" * 40)
-    monkeypatch.setattr(engine_mod.os, "unlink", crash_unlink)
+    monkeypatch.setattr(engine_split.os, "unlink", crash_unlink)
     with pytest.raises(KeyboardInterrupt):
         settle(s)  # the fold splits the grown shard and dies before removing the parent
     monkeypatch.undo()
@@ -278,7 +279,7 @@ def test_interrupted_split_is_finished_by_the_next_writer(store_path: str, monke
 
     for i in range(200):
         s.put(NS, f"k{i:03d}", "v" * 40)
-    monkeypatch.setattr(engine_mod.os, "unlink", crash_unlink)
+    monkeypatch.setattr(engine_split.os, "unlink", crash_unlink)
     with pytest.raises(KeyboardInterrupt):
         settle(s)
     monkeypatch.undo()

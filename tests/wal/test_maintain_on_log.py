@@ -12,7 +12,7 @@ import filemem
 import filemem._maintain as maintain
 import filemem.admin
 from filemem import StorageError
-from filemem import _engine as engine_mod
+from filemem._engine import _log as engine_log
 from tests.cli._util import tree_hash
 from tests.helpers import settle
 
@@ -20,7 +20,7 @@ from tests.helpers import settle
 @pytest.fixture(autouse=True)
 def _no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Folds run only where the test says (settle): an armed fault must hit the fold the test watches."""
-    monkeypatch.setattr(engine_mod, "FOLD_IDLE_S", 3600.0)
+    monkeypatch.setattr(engine_log, "FOLD_IDLE_S", 3600.0)
 
 
 def _shards(path: str, ns: str) -> list[str]:

@@ -53,7 +53,7 @@ def test_a_v1_golden_store_upgrades_in_place_and_keeps_everything(tmp_path: Path
 
 
 def test_explicit_upgrade_where_new_stores_are_still_v1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_engine, "NEW_STORE_FORMAT", 1)
+    monkeypatch.setattr(_engine._marker, "NEW_STORE_FORMAT", 1)
     path = _copy(tmp_path, "v1-json")
     with filemem.Store(path) as store:
         assert store._engine.log is None  # a read-write open leaves it at v1
@@ -66,7 +66,7 @@ def test_explicit_upgrade_where_new_stores_are_still_v1(tmp_path: Path, monkeypa
 
 
 def test_convert_upgrade_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_engine, "NEW_STORE_FORMAT", 1)
+    monkeypatch.setattr(_engine._marker, "NEW_STORE_FORMAT", 1)
     path = _copy(tmp_path, "v1-json")
     res = run_cli("convert", path, "--upgrade", "--json")
     assert res.rc == 0, res

@@ -196,7 +196,7 @@ class FileBackend:
         self.hot_hits += 1
         return copy_value(rec["value"])
 
-    def read(self, ns: tuple[str, ...], key: str, consistency: Consistency | None) -> Record | None:
+    def read_record(self, ns: tuple[str, ...], key: str, consistency: Consistency | None) -> Record | None:
         return self.engine.read(ns, key, fresh_ok=self._fresh_ok(consistency))
 
     def live(self, ns: tuple[str, ...]) -> dict[str, Record]:

@@ -18,7 +18,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 
@@ -40,6 +40,13 @@ from ._snapshot import ServerSnapshot
 from ._writes import NOW_SQL, Writer, check_size, record_of
 
 __all__ = ["PostgresBackend"]
+
+if TYPE_CHECKING:
+    from ..._engine import EngineAPI
+
+    def _implements_engine_api(backend: PostgresBackend) -> EngineAPI:
+        return backend  # mypy checks PostgresBackend against the engine interface here
+
 
 #: The TTL sweeper runs after a commit at most this often (per store object).
 SWEEP_INTERVAL_S: Final = 60.0
@@ -112,6 +119,10 @@ class PostgresBackend:
         self._last_sweep = time.monotonic()
         self._sweep_lock = threading.Lock()
         self.counters: dict[str, int] = {"reads": 0, "swept": 0}
+        #: EngineAPI's name for where the store lives: the redacted URL and schema.
+        self.root = self.location
+        #: EngineAPI: called with the ops of every committed apply (must not raise).
+        self.after_apply: Callable[[list[Op]], None] | None = None
         self.engine = Unsupported(self.name)
         self.fresh = Unsupported(self.name)
         self.searcher = Unsupported(self.name)
@@ -149,14 +160,19 @@ class PostgresBackend:
     # ------------------------------------------------------------------ reads
 
     def get(self, namespace: NamespaceLike, key: str, default: Any, consistency: Consistency | None) -> Any:
-        rec = self.read(self._normalize(namespace), key, consistency)
+        rec = self.read(self._normalize(namespace), key)
         return default if rec is None else rec["value"]
 
     def get_hot(self, namespace: NamespaceLike, key: str, missing: Any) -> Any:
         """No value is ever answered from memory here: always ``missing``."""
         return missing
 
-    def read(self, ns: tuple[str, ...], key: str, consistency: Consistency | None) -> Record | None:
+    def read_record(self, ns: tuple[str, ...], key: str, consistency: Consistency | None) -> Record | None:
+        return self.read(ns, key)
+
+    def read(self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False) -> Record | None:
+        """The live record (EngineAPI); every read asks the server, ``fresh_ok`` or not."""
+        ns = namespace
         self.counters["reads"] += 1
         rows = self._query(
             "read",
@@ -251,7 +267,20 @@ class PostgresBackend:
 
     def apply(self, ops: list[Op]) -> list[Any]:
         self.check_open()
-        return self._writer.apply(ops)
+        results = self._writer.apply(ops)
+        if self.after_apply is not None:
+            self.after_apply(ops)
+        return results
+
+    # ------------------------------------------------------------------ the rest of EngineAPI
+
+    def namespace_exists(self, namespace: tuple[str, ...]) -> bool:
+        """EngineAPI: True (a namespace needs no directory here; a read answers the rest)."""
+        return True
+
+    def changed(self) -> bool:
+        """EngineAPI: always True: this process caches nothing, so any read may be stale otherwise."""
+        return True
 
     def prepare_update(self, op: Op) -> None:
         """Nothing to prepare: a namespace needs no directory here."""

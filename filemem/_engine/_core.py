@@ -1,0 +1,163 @@
+"""The engine: one store's files, locks and caches in one process (layer L2).
+
+``Engine`` is the coordinator, assembled from one room per role, each a
+class that builds on the one below it::
+
+    _handle.Handle     per-process state, closed/fork checks, value limits
+    _marker.Marker     the store marker, format versions, the root's layout
+    _reads.Reads       views, the shard cache, lock-free gets, listings
+    _batch.Batches     multi-shard intents and their recovery
+    _split.Splits      splitting shards, maintain_shard
+    _commit.Commits    commits to the shard files
+    _log.LogGlue       the write-ahead log in front of the shards, the fold
+    _core.Engine       open, apply, close
+
+Invariant: ``apply`` is all or nothing, across shards and namespaces, and
+once it returns the write is durable (at ``durability="fsync"``) and seen by
+every later read of any process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .. import _fs
+from .._errors import FileMemError, InvalidValueError, ReadOnlyError
+from .._types import Durability
+from .._view import View
+from .._wal import Log
+from ..codecs import Codec, get_codec
+from . import _marker
+from ._api import EngineAPI
+from ._handle import ShardCacheLike, _fork_generation
+from ._log import LogGlue, _Folder
+from ._marker import BATCH_DIR, NS_DIR, STORE_FORMAT_VERSION
+from ._ops import Op
+
+
+class Engine(LogGlue):
+    """Files, locks and caches of one store, for one process.
+
+    Thread-safe; fork-safe (a child notices the pid change and starts with an
+    empty cache). The Store facade is the public face; see it for examples.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        codec: str | Codec | None = None,
+        durability: Durability = "fsync",
+        lock_timeout_s: float = 10.0,
+        shard_max_bytes: int = 32 * 1024,
+        max_value_bytes: int = 16 * 1024 * 1024,
+        readonly: bool = False,
+        create: bool = True,
+        cache: ShardCacheLike,
+    ) -> None:
+        if durability not in ("fsync", "flush"):
+            raise InvalidValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
+        if lock_timeout_s <= 0:
+            raise InvalidValueError("lock_timeout_s must be positive")
+        if shard_max_bytes < 1024:
+            raise InvalidValueError("shard_max_bytes must be at least 1024")
+        self.root = os.path.abspath(os.fspath(root))
+        _fs.trust_root(self.root)  # the store may live behind a link; nothing inside it may be one
+        self.durability = durability
+        self.sync = durability == "fsync"
+        self.lock_timeout_s = lock_timeout_s
+        self.shard_max_bytes = shard_max_bytes
+        self.max_value_bytes = max_value_bytes
+        self.readonly = readonly
+        self.ns_root = os.path.join(self.root, NS_DIR)
+        self.batch_dir = os.path.join(self.root, BATCH_DIR)
+        self._codecs: dict[str, Codec] = {"json": get_codec("json"), "msgpack": get_codec("msgpack")}
+        self.codec = self._open_marker(codec, create=create)
+        self._codecs[self.codec.name] = self.codec
+        self._views: dict[tuple[str, ...], View] = {}
+        self._views_by_dir: dict[str, View] = {}
+        self.cache = cache
+        # Read-only stores only: shards owed by a dead writer's batch (see recover_batches).
+        self._overlay: dict[str, str] = {}
+        self._pid = os.getpid()
+        self._fork_generation = _fork_generation[0]
+        #: Called in a forked child on its first use of the engine (the Store
+        #: restarts its cache and watcher there).
+        self.after_fork: Callable[[], None] | None = None
+        #: Called with the ops of every committed ``apply`` (the Store keeps its
+        #: search index up to date through it). Must not raise: the write has
+        #: already happened.
+        self.after_apply: Callable[[list[Op]], None] | None = None
+        self.closed = False
+        self.counters: dict[str, int] = {
+            "shard_parses": 0,
+            "shard_writes": 0,
+            "splits": 0,
+            "batches_recovered": 0,
+            "lock_retries": 0,
+            "split_failures": 0,
+            "log_commits": 0,
+            "folds": 0,
+            "records_folded": 0,
+            "fold_failures": 0,
+        }
+        self.log: Log | None = None
+        self._folder: _Folder | None = None
+        self._folder_lock = threading.Lock()
+        self._pins = 0
+        if self.store_version < _marker.NEW_STORE_FORMAT and not self.readonly:
+            self.upgrade()
+        if self.store_version >= STORE_FORMAT_VERSION and self.log is None:
+            self._open_log()
+
+    # ------------------------------------------------------------------ setup
+
+    def close(self) -> None:
+        """Fold what this process logged if it is the last one open; forget cached state.
+
+        Further use raises StoreClosedError.
+        """
+        if self.closed:
+            return
+        log = self.log
+        if log is not None and self._pid == os.getpid():
+            with self._folder_lock:
+                folder, self._folder = self._folder, None
+            if folder is not None:
+                folder.stop()
+            # A store at rest holds every record in its shards (docs/format.md):
+            # the last handle to close folds what is left.
+            if not self.readonly and log.failed is None and log.last_handle():
+                with contextlib.suppress(FileMemError):  # the log keeps it; the next opener folds
+                    self.fold(wait=True)
+            log.close()
+        self.closed = True
+        self.cache.clear()
+        self._views = {}
+        self._views_by_dir = {}
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, ops: list[Op]) -> list[Any]:
+        """Apply ``ops`` atomically (all or nothing, across shards); return one result per op.
+
+        put -> new version; delete -> bool; update -> new value.
+        """
+        self.check_open()
+        if self.readonly:
+            raise ReadOnlyError(f"store {self.root} was opened read-only")
+        log = self.log
+        if log is None:
+            return self._apply_shards(ops)
+        results = log.commit(lambda latest, first, now: self._decide(ops, latest, first, now))
+        self.counters["log_commits"] += 1
+        self._after_commit(log)
+        return results
+
+
+#: Type-checked only: the file engine is one EngineAPI (mypy fails here if it drifts).
+_IMPLEMENTS: type[EngineAPI] = Engine

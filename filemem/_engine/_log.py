@@ -1,0 +1,397 @@
+"""The log glue: the write-ahead log (filemem._wal) in front of the shards (layer L2).
+
+On a format-2 store a write is one record appended to the log (``_decide``
+turns ops into log ops under the append lock), and a fold later installs the
+log's records into the shards through ``_commit`` (``_install``).
+
+Invariant: the log's unfolded records are above the shards: a read asks the
+log first, a listing merges its entries over the shards keeping the higher
+version, a snapshot pins it (folds wait; entries frozen as of one synced
+position). Versions of logged records are log positions, above every shard
+generation (``upgrade`` starts the sequence at the highest one). A fold
+installs idempotently and tells this process which cached shards it made
+stale. Nothing above the engine learns that a log exists, except
+check/compact/CLI through the documented engine interface (``settle``,
+``fold``, ``check_log``, ``unfolded``, ``pin``; docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from .. import _fs, _locks
+from .._errors import CorruptShardError, InvalidValueError
+from .._names import hash_bits
+from .._shard import SHARD_SUFFIX, Record
+from .._view import MAX_PREFIX_BITS
+from .._wal import WAL_DIR, Log
+from .._wal._fold import Checkpoint, Installed, write_checkpoint
+from .._wal._format import DELETE, PUT, LogOp
+from .._wal._log import APPEND_LOCK, FIRST_POSITION, LogIssue
+from .._wal._overlay import Change, Entry
+from ._commit import Commits
+from ._marker import INTERNAL_DIR, MARKER, STORE_FORMAT_VERSION, _read_marker
+from ._ops import Op, _checked_version, copy_value
+
+#: Fold when this many bytes of log are unfolded (also the overlay's bound).
+FOLD_BYTES: Final = 4 << 20
+#: Fold this long after the last write of a process.
+FOLD_IDLE_S: Final = 0.25
+#: Shards one fold commit writes at most (one syncfs each; locks held together).
+_FOLD_SHARDS_PER_COMMIT: Final = 64
+
+
+class LogGlue(Commits):
+    """The engine's side of the log: open, upgrade, decide, fold, pin."""
+
+    def _open_log(self) -> None:
+        wal = os.path.join(self.root, WAL_DIR)
+        if self.readonly and not os.path.isdir(wal):
+            return  # nothing was ever logged: the shards hold everything
+        if not self.readonly:
+            _fs.ensure_dir(wal)
+        try:
+            self.log = Log(
+                self.root,
+                readonly=self.readonly,
+                sync=self.sync,
+                codecs=self._codecs,
+                lock_timeout_s=self.lock_timeout_s,
+                fold_bytes=FOLD_BYTES,
+                on_folded=self._forget_folded,
+            )
+        except OSError as exc:
+            raise _fs.storage_error(exc, "open the log in", wal) from exc
+        if not self.readonly and self.log.unfolded_bytes() > 0 and self.log.last_handle():
+            # Recovery: a writer died with records unfolded, and nobody else is
+            # here to fold them.
+            self.fold(wait=True)
+
+    def upgrade(self) -> bool:
+        """Upgrade a version-1 store in place to version 2; False if it already was.
+
+        Done on the first read-write open when new stores are version 2, and
+        by ``filemem convert --upgrade``. No process running an older filemem
+        may have the store open meanwhile (it would write around the log).
+
+        Versions of v2 records are log sequence numbers; they must start above
+        every v1 version, which were shard generations: the checkpoint starts
+        the sequence at the highest generation found.
+        """
+        wal = os.path.join(self.root, WAL_DIR)
+        _fs.ensure_dir(wal)
+        marker = os.path.join(self.root, MARKER)
+        with _locks.exclusive(os.path.join(wal, APPEND_LOCK), self.lock_timeout_s):
+            got = _read_marker(marker)
+            if got is not None and got.get("filemem") == STORE_FORMAT_VERSION:
+                self.store_version = STORE_FORMAT_VERSION
+                return False
+            self.recover_batches()
+            base = self._max_shard_version()
+            # A crashed earlier attempt may have left a page: it must not be trusted.
+            _fs.remove_quietly(os.path.join(wal, "control"))
+            write_checkpoint(wal, Checkpoint(FIRST_POSITION, base), sync=True)
+            new = dict(got or {})
+            new["filemem"] = STORE_FORMAT_VERSION
+            new["upgraded_at"] = time.time()
+            _fs.atomic_write(marker, json.dumps(new).encode() + b"\n", sync=True)
+            self.store_version = STORE_FORMAT_VERSION
+        if self.log is None and not self.closed:
+            self._open_log()
+        return True
+
+    def _forget_folded(self, keys: list[tuple[tuple[str, ...], str]] | None) -> None:
+        """The fold moved these keys' records into the shards: our cached copies of their shards are stale."""
+        if keys is None:
+            self.cache.clear()
+            return
+        for ns, key in keys:
+            view = self._views.get(ns)
+            if view is None:
+                continue  # never read here: nothing cached through a view
+            bits = hash_bits(key)
+            # Every shard that can hold the key, not just the one our listing
+            # names: the fold may have split or a compaction merged since we
+            # listed, and a stale cached leaf must never answer for it.
+            deepest = max((len(p) for p in view.existing), default=0) + 8
+            for depth in range(min(deepest, MAX_PREFIX_BITS) + 1):
+                self.cache.forget(view.shard_path(bits[:depth]))
+            view.stale = True
+
+    def changed(self) -> bool:
+        """Whether another write may have committed since this process last looked (no system call)."""
+        log = self.log
+        return log is not None and log.changed()
+
+    def unfolded(self, namespace: tuple[str, ...]) -> dict[str, tuple[int, Record | None]]:
+        """Records of ``namespace`` the log holds and the shards may not yet: key -> (version, record or None).
+
+        Listing reads merge them over the shards, keeping the higher version.
+        """
+        log = self.log
+        if log is None:
+            return {}
+        log.refresh()
+        return {k: (e.lsn, e.record) for k, e in log.entries(namespace).items()}
+
+    def settle(self) -> None:
+        """Fold the log into the shards now, so readers of shard files see everything written so far.
+
+        Check, compact, convert, export and search call this first. Does not
+        wait for a fold held off by a live snapshot of this process; a
+        read-only store never folds (those readers merge the log instead).
+        """
+        if self.log is None or self.readonly:
+            return
+        self.fold(wait=self._pins == 0)
+
+    def check_log(self, *, fix: bool) -> list[LogIssue]:
+        """``check``'s view of the log: with ``fix``, fold first, then verify what is left.
+
+        Returns what :meth:`filemem._wal.Log.verify` found; ``fix`` repairs it.
+        """
+        log = self.log
+        if log is None:
+            return []
+        if fix and not self.readonly:
+            with contextlib.suppress(CorruptShardError):  # verify below says what and where
+                self.settle()
+        issues = log.verify(fix=fix, base_lsn=self._max_shard_version)
+        if fix and issues and not self.readonly:
+            self.settle()
+        return issues
+
+    def _max_shard_version(self) -> int:
+        """The highest version any shard file can hold (its generation), over the whole store."""
+        base = 0
+        for directory, _ in self.namespace_dirs():
+            for name in _fs.listdir(directory):
+                if name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name:
+                    base = max(base, _max_version(os.path.join(directory, name)))
+        internal = os.path.join(self.root, INTERNAL_DIR)
+        for dirpath, _, files in os.walk(internal):
+            for name in files:
+                if name.endswith(SHARD_SUFFIX) and _fs.TEMP_MARK not in name:
+                    base = max(base, _max_version(os.path.join(dirpath, name)))
+        return base
+
+    def fold(self, *, wait: bool) -> bool:
+        """Fold every synced log record into the shards; False if the fold lock was busy."""
+        log = self.log
+        if log is None or self.readonly:
+            return True
+        done = log.fold(self._install, wait=wait)
+        if done:
+            self.counters["folds"] += 1
+            log.refresh()
+        return done
+
+    def pin(self) -> LogPin | None:
+        """Hold folds off and freeze this process's view of the log (a snapshot's first step).
+
+        The shards cannot change under a pin except by splits and merges
+        (which move records, never change them), and the frozen entries are
+        the log up to one synced position: together, one consistent version.
+        Writers are never blocked by it.
+        """
+        log = self.log
+        if log is None:
+            return None
+        stack = contextlib.ExitStack()
+        stack.enter_context(log.pin())
+        self._pins += 1
+        try:
+            log.refresh()
+            frozen = {ns: log.entries(ns) for ns in log.namespaces()}
+        except BaseException:
+            self._pins -= 1
+            stack.close()
+            raise
+
+        def release() -> None:
+            self._pins -= 1
+            stack.close()
+
+        return LogPin(frozen, release)
+
+    def _install(self, records: list[Installed]) -> None:
+        """The fold's installer: write folded records into their shards, idempotently."""
+        ops: list[Op] = []
+        for ns, key, lsn, record in records:
+            ops.append(Op(ns, key, "install", record=record, version=lsn))
+        # Group by the shard each key resolves to, a few dozen shards per
+        # commit: one syncfs makes a group durable, and no group holds more
+        # locks than the open-file limit allows.
+        groups: dict[tuple[tuple[str, ...], str], list[Op]] = {}
+        for op in ops:
+            view = self.view(op.namespace)
+            groups.setdefault((op.namespace, view.resolve(hash_bits(op.key))), []).append(op)
+        batch: list[Op] = []
+        shards = 0
+        for group in groups.values():
+            batch.extend(group)
+            shards += 1
+            if shards >= _FOLD_SHARDS_PER_COMMIT:
+                self._apply_shards(batch)
+                batch, shards = [], 0
+        if batch:
+            self._apply_shards(batch)
+        self.counters["records_folded"] += len(records)
+
+    # ------------------------------------------------------------------ views
+
+    def _decide(
+        self,
+        ops: list[Op],
+        latest: Callable[[tuple[str, ...], str], Entry | None],
+        first_lsn: int,
+        now: float,
+    ) -> tuple[list[LogOp], list[Any], list[Change]]:
+        """Under the append lock: check and turn ``ops`` into log ops (all or none: raising logs nothing)."""
+        logged: list[LogOp] = []
+        changes: list[Change] = []
+        results: list[Any] = []
+        mine: dict[tuple[tuple[str, ...], str], Record | None] = {}
+        codec = self.codec
+        for op in ops:
+            ident = (op.namespace, op.key)
+            if ident in mine:
+                rec = mine[ident]
+            else:
+                entry = latest(op.namespace, op.key)
+                rec = entry.record if entry is not None else self._read_shards(op.namespace, op.key, fresh_ok=True)[0]
+            rec, _ = _checked_version(op, rec, now)
+            lsn = first_lsn + len(logged)
+            if op.kind == "delete":
+                results.append(rec is not None)
+                if rec is not None:
+                    logged.append(LogOp(op.namespace, op.key, DELETE))
+                    changes.append((op.namespace, op.key, Entry(lsn, None)))
+                    mine[ident] = None
+                continue
+            if op.kind == "update":
+                assert op.fn is not None
+                value = copy_value(op.fn(copy_value(rec["value"]) if rec is not None else None))
+                results.append(copy_value(value))
+            else:
+                value = op.value
+                results.append(lsn)
+            data = codec.encode(value)
+            if len(data) > self.max_value_bytes:
+                raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
+            expires: float | None = None
+            if op.ttl is not None:
+                expires = now + op.ttl
+            elif op.kind == "update" and rec is not None:
+                expires = rec.get("expires_at")
+            created = rec["created_at"] if rec is not None else now
+            new: Record = {"value": value, "version": lsn, "created_at": created, "updated_at": now}
+            if expires is not None:
+                new["expires_at"] = expires
+            logged.append(LogOp(op.namespace, op.key, PUT, codec.name, data, created, expires))
+            changes.append((op.namespace, op.key, Entry(lsn, new)))
+            mine[ident] = new
+        return logged, results, changes
+
+    def _after_commit(self, log: Log) -> None:
+        """Fold triggers: soon after the last write (a timer), at once past the size threshold."""
+        unfolded = log.unfolded_bytes()
+        if unfolded > 4 * FOLD_BYTES:
+            # The folder falls behind: the writer folds itself (back-pressure,
+            # so the log cannot grow without bound).
+            self.fold(wait=True)
+            return
+        folder = self._folder
+        if folder is None:
+            with self._folder_lock:  # threads of one process share one folder
+                folder = self._folder
+                if folder is None and not self.closed:
+                    folder = self._folder = _Folder(self)
+        if folder is not None:
+            folder.poke(now=unfolded > FOLD_BYTES)
+
+
+class LogPin:
+    """A snapshot's hold on the log: folds wait, and the log's records are frozen as of one position."""
+
+    def __init__(self, frozen: dict[tuple[str, ...], dict[str, Entry]], release: Callable[[], None]) -> None:
+        self.frozen = frozen
+        self._release: Callable[[], None] | None = release
+
+    def get(self, namespace: tuple[str, ...], key: str) -> Entry | None:
+        """The frozen entry of a key, if the log held one unfolded."""
+        ns = self.frozen.get(namespace)
+        return None if ns is None else ns.get(key)
+
+    def release(self) -> None:
+        """Let folds run again (idempotent)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+class _Folder:
+    """The background fold of one engine in one process: a thread, started on the first write, joined at close.
+
+    It folds :data:`FOLD_IDLE_S` after the last write, or at once when poked
+    past the size threshold. Folds are best effort here (the fold lock may be
+    busy: another process folds, or a snapshot holds folds off); the next
+    write, close or opener tries again.
+    """
+
+    def __init__(self, engine: LogGlue) -> None:
+        self.engine = engine
+        self._cond = threading.Condition()
+        self._due: float | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="filemem-fold", daemon=True)
+        self._thread.start()
+
+    def poke(self, *, now: bool) -> None:
+        with self._cond:
+            self._due = time.monotonic() + (0.0 if now else FOLD_IDLE_S)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and (self._due is None or self._due > time.monotonic()):
+                    self._cond.wait(None if self._due is None else max(self._due - time.monotonic(), 0.001))
+                if self._stop:
+                    return
+                self._due = None
+            engine = self.engine
+            try:
+                if engine.closed:
+                    return
+                if not engine.fold(wait=False):
+                    self.poke(now=False)  # busy: try again a little later
+            except Exception:
+                # Keep the thread alive: the log keeps every record, and the next
+                # trigger (a write, the close, the next opener) folds again.
+                engine.counters["fold_failures"] += 1
+                self.poke(now=False)
+
+
+def _max_version(path: str) -> int:
+    """The highest record version a v1 shard file can hold: its generation (0 if unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.readline(1 << 16)
+        got = json.loads(head.rsplit(b',"crc32"', 1)[0] + b"}")
+        return int(got.get("generation", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0

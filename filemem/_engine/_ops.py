@@ -1,0 +1,97 @@
+"""Ops and values: what a write carries into the engine (layer L2).
+
+Invariant: a value the engine keeps or hands back is never shared with a
+caller. ``copy_value`` copies the containers both ways (so no caller can
+alias the shard cache) and refuses nesting deeper than :data:`MAX_DEPTH`, so
+every reader can decode what any writer wrote. ``_checked_version`` is the
+one conditional-write rule both write paths (the log's and the shards') use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from .._errors import ConflictError, InvalidValueError
+from .._shard import Record
+from .._view import View
+
+_SCALAR_TYPES: Final = frozenset({str, int, float, bool, bytes, type(None)})
+
+#: Deepest nesting of containers a value may have. Every reader must be able
+#: to decode what a writer wrote, whatever its own recursion limit: one
+#: over-nested value would otherwise make its whole shard unreadable.
+MAX_DEPTH: Final = 100
+
+
+def copy_value(value: Any, _depth: int = 0) -> Any:
+    """Copy the containers of a codec value so callers never alias the cache.
+
+    Raises InvalidValueError past :data:`MAX_DEPTH` levels of nesting.
+    """
+    t = type(value)
+    if t is dict or t is list:
+        # Fast path: a flat container (the common memory record) is copied
+        # whole at C speed; only nested ones take the recursive walk.
+        scalars = _SCALAR_TYPES
+        for v in value.values() if t is dict else value:
+            if type(v) not in scalars:
+                break
+        else:
+            return value.copy()
+    elif isinstance(value, (dict, list, tuple)):
+        t = dict if isinstance(value, dict) else list  # subclasses and tuples copy as plain containers
+    if t is dict:
+        if _depth >= MAX_DEPTH:
+            raise InvalidValueError(f"value is nested deeper than {MAX_DEPTH} levels")
+        return {k: copy_value(v, _depth + 1) for k, v in value.items()}
+    if t is list or t is tuple:
+        if _depth >= MAX_DEPTH:
+            raise InvalidValueError(f"value is nested deeper than {MAX_DEPTH} levels")
+        return [copy_value(v, _depth + 1) for v in value]
+    if t is bytearray:
+        return bytes(value)
+    return value
+
+
+OpKind = Literal["put", "delete", "update", "install"]
+
+
+@dataclass(slots=True)
+class Op:
+    """One write in a transaction. ``value`` is already copied off the caller."""
+
+    namespace: tuple[str, ...]
+    key: str
+    kind: OpKind
+    value: Any = None
+    ttl: float | None = None
+    if_version: int | None = None
+    fn: Callable[[Any], Any] | None = None
+    bits: str = ""
+    view: View | None = field(default=None, repr=False)
+    prefix: str = ""
+    #: ``install`` (the fold): the record to put (None: delete) and its version.
+    record: Record | None = None
+    version: int = 0
+
+
+def _checked_version(op: Op, rec: Record | None, now: float) -> tuple[Record | None, int]:
+    """The live record and its version (0 when absent or expired); ``ConflictError`` if ``op.if_version`` differs.
+
+    One rule for both write paths (the log's and the shards'), so a conditional
+    write means the same thing whichever format the store has.
+    """
+    if rec is not None and (x := rec.get("expires_at")) is not None and x <= now:
+        rec = None
+    current = rec["version"] if rec is not None else 0
+    if op.if_version is not None and op.if_version != current:
+        raise ConflictError(
+            f"{'/'.join(op.namespace)}/{op.key}: expected version {op.if_version}, found {current}",
+            namespace=op.namespace,
+            key=op.key,
+            expected=op.if_version,
+            current_version=current,
+        )
+    return rec, current

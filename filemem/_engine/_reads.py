@@ -1,0 +1,289 @@
+"""Reads: views of namespaces, the shard cache, lock-free gets and listings (layer L2).
+
+**Which shard holds a key.** A key's 64-bit hash is a string of bits; the
+shard for it is the *deepest existing* ``s<prefix>.shard`` whose prefix starts
+that string (or, when none exists, the first prefix that is no ancestor of an
+existing shard: a new region). Shards split in two when they pass
+``shard_max_bytes``, so a write rewrites a bounded file however big the store.
+Readers that meet a flagged or missing shard re-list the directory and
+resolve again (see ``_split``).
+
+**Plain gets take no lock.** Files are only ever replaced by rename, so a
+reader holds a whole old or whole new inode; one ``stat`` tells whether the
+parsed copy in the process cache is current. The (inode, mtime_ns, size) key
+cannot repeat for a path because writers stamp each new file's mtime above
+the old one's. On a format-2 store the log's unfolded records sit above the
+shards: a read asks the log first (one 8-byte read of its commit counter).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+
+from .. import _fs, _locks
+from .._errors import StorageError
+from .._names import escape_segment, hash_bits, legacy_segment, unescape_segment
+from .._shard import SHARD_SUFFIX, Record, Shard, decode_shard
+from .._view import View
+from .._walk import ShardWalk
+from ._handle import CacheEntryLike
+from ._marker import INTERNAL_DIR, INTERNAL_NS, Marker
+
+
+class Reads(Marker):
+    """Views, the cache, and every read that needs no lock."""
+
+    def ns_dir(self, namespace: tuple[str, ...]) -> str:
+        """Directory of a (validated) namespace; an internal one (see INTERNAL_NS) lives under internal/."""
+        if namespace and namespace[0] == INTERNAL_NS:
+            return os.path.join(self.root, INTERNAL_DIR, *(escape_segment(s) for s in namespace[1:]))
+        path = self.ns_root
+        for s in namespace:
+            old = legacy_segment(s)
+            # A directory an older filemem named the old way stays in use (see _names.legacy_segment).
+            path = os.path.join(
+                path, old if old is not None and _fs.lexists(os.path.join(path, old)) else escape_segment(s)
+            )
+        return path
+
+    def view(self, namespace: tuple[str, ...]) -> View:
+        """This process's view of ``namespace`` (created on first use)."""
+        v = self._views.get(namespace)
+        if v is None:
+            v = View(namespace, self.ns_dir(namespace))
+            # Never follow a link inside the store (ns/secret -> ../outside):
+            # every file of a view is opened by a path through these directories.
+            _fs.check_tree(self.root, v.dir)
+            if len(self._views) > 65536:
+                self._views.clear()
+                self._views_by_dir.clear()
+            self._views[namespace] = v
+            self._views_by_dir[v.dir] = v
+        return v
+
+    def namespace_exists(self, namespace: tuple[str, ...]) -> bool:
+        """Whether the namespace's directory exists (one lstat; raises StorageError when it cannot tell)."""
+        return _fs.lexists(self.ns_dir(namespace))
+
+    def view_of_dir(self, directory: str) -> View | None:
+        """The view of the namespace stored in ``directory``, if this process has one."""
+        return self._views_by_dir.get(directory)
+
+    # ------------------------------------------------------------------ cache
+
+    def load(self, path: str, prefix: str | None, *, fresh_ok: bool = False) -> Shard | None:
+        """The current parse of the shard at ``path``, or None if absent.
+
+        ``fresh_ok``: a cache entry that is still fresh (TTL, no change event)
+        is used with no system call. Otherwise one ``stat`` when the cached
+        parse is current, a read and parse when not. Raises CorruptShardError
+        for a damaged file.
+        """
+        cache = self.cache
+        if fresh_ok:
+            hit = cache.fresh(path)
+            if hit is not None:
+                return hit.shard
+        if self._overlay:
+            pending = self._overlay.get(path)
+            if pending is not None:
+                got = _fs.read_file(pending)
+                if got is not None:  # else recovered meanwhile: read the target
+                    return decode_shard(got[0], path, self._codecs, prefix)
+        # Whatever we find is current as of *before* we looked: a slow read
+        # must not stretch the entry's freshness past the TTL.
+        started = time.monotonic()
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            cache.store(path, None, 0, as_of=started)
+            return None
+        except OSError as exc:
+            raise _fs.storage_error(exc, "stat", path) from exc
+        entry = cache.peek(path)
+        if (
+            entry is not None
+            and entry.shard is not None
+            and entry.shard.statkey == (st.st_ino, st.st_mtime_ns, st.st_size)
+        ):
+            cache.revalidated(path, entry, as_of=started)
+            return entry.shard
+        got = _fs.read_file(path)
+        if got is None:
+            cache.store(path, None, 0, as_of=started)
+            return None
+        data, key = got
+        shard = decode_shard(data, path, self._codecs, prefix)
+        shard.statkey = key
+        self.counters["shard_parses"] += 1
+        cache.store(path, shard, len(data), as_of=started)
+        return shard
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False) -> Record | None:
+        """The live record for ``key``, lock-free; None if absent or expired.
+
+        ``fresh_ok``: serve from a fresh cache entry without any system call
+        (the "cached" consistency level); otherwise revalidate ("strict").
+        """
+        return self.read_entry(namespace, key, fresh_ok=fresh_ok)[0]
+
+    def read_entry(
+        self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False
+    ) -> tuple[Record | None, CacheEntryLike | None]:
+        """Like :meth:`read`, plus the cache entry the record came from when it was a fresh hit."""
+        log = self.log
+        if log is not None:
+            # One 8-byte read of the shared commit counter; new synced records
+            # (if any) go into the overlay, which is above the shards.
+            log.refresh()
+            entry = log.get(namespace, key)
+            if entry is not None:
+                rec = entry.record
+                if rec is None:
+                    return None, None
+                x = rec.get("expires_at")
+                if x is not None and x <= time.time():
+                    return None, None
+                return rec, None
+        return self._read_shards(namespace, key, fresh_ok=fresh_ok)
+
+    def _read_shards(
+        self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False
+    ) -> tuple[Record | None, CacheEntryLike | None]:
+        view = self.view(namespace)
+        if view.stale and fresh_ok:
+            view.refresh()
+        bits = hash_bits(key)
+        for attempt in range(8):
+            prefix = view.resolve(bits)
+            path = view.shard_path(prefix)
+            if fresh_ok and attempt == 0:
+                # Only the first look may trust the cache: a retry means the
+                # cached picture was wrong somewhere, so revalidate everything.
+                hit = self.cache.fresh(path)
+                if hit is not None and hit.shard is None:
+                    # Known absent and still fresh, but only trustworthy if the
+                    # current listing also puts the key in a range no file
+                    # covers: a shard split away is "absent" too, and a reader
+                    # that resolved through an older listing must look again.
+                    if prefix not in view.existing and view.resolve(bits) == prefix:
+                        return None, None
+                    hit = None
+                    continue
+                shard: Shard | None = hit.shard if hit is not None else self.load(path, prefix)
+            else:
+                hit = None
+                shard = self.load(path, prefix)
+            if shard is None or shard.splitting:
+                if view.recheck(prefix, bits, missing=shard is None):
+                    continue
+                if shard is None:
+                    return None, None
+            rec = shard.records.get(key)
+            if rec is None:
+                return None, None
+            x = rec.get("expires_at")
+            if x is not None and x <= time.time():
+                return None, None
+            return rec, hit
+        raise StorageError(f"namespace {view.dir} kept changing while reading {key!r}; retry", path=view.dir)
+
+    def iter_shards(self, namespace: tuple[str, ...]) -> Iterator[tuple[str, Shard, Callable[[str], bool]]]:
+        """Each live shard of a namespace with a filter saying which of its keys to take.
+
+        Splits and merges may run meanwhile (see :mod:`filemem._walk`): a
+        flagged shard shares its range with leaves, a shard back from a merge
+        holds records already taken from its leaves; the filter keeps each
+        record that exists throughout exactly once.
+        """
+        walk = ShardWalk(self.view(namespace), "listed")
+        for prefix in walk:
+            shard = self.load(walk.view.shard_path(prefix), prefix)
+            if shard is None:
+                walk.gone(prefix)  # split or merged away meanwhile: the next listing has its range
+                continue
+            kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
+            yield prefix, shard, (_all if kept is None else kept.__contains__)
+
+    def _installed(self, path: str, shard: Shard, key: _fs.StatKey) -> None:
+        # Our own write is current by construction: a process reads its own
+        # writes at once, whatever the cache's TTL.
+        shard.statkey = key
+        self.cache.store(path, shard, key[2])
+
+    def snapshot_lock(self, view: View, prefix: str, first: bool) -> _locks.Held:
+        """A shared lock on one shard for a snapshot (turnstile only for the first)."""
+        return _locks.shared(view.lock_path(prefix), self.lock_timeout_s, turnstile=view.turnstile if first else None)
+
+    # ------------------------------------------------------------------ namespaces
+    def list_namespaces(self, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """Namespaces at or under ``prefix`` that hold at least one shard file."""
+        start = self.ns_dir(prefix) if prefix else self.ns_root
+        found: list[tuple[str, ...]] = []
+
+        def walk(directory: str, segments: tuple[str, ...]) -> None:
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as exc:
+                raise _fs.storage_error(exc, "list", directory) from exc
+            if segments and any(e.name.endswith(SHARD_SUFFIX) for e in entries):
+                found.append(segments)
+            for e in sorted(entries, key=lambda e: e.name):
+                if "." in e.name or not e.is_dir(follow_symlinks=False):
+                    continue
+                seg = unescape_segment(e.name)
+                if seg is not None:
+                    walk(e.path, (*segments, seg))
+
+        walk(start, prefix)
+        log = self.log
+        if log is not None:
+            log.refresh()
+            have = set(found)
+            n = len(prefix)
+            for ns in log.namespaces():
+                if (
+                    ns[:n] == prefix
+                    and ns not in have
+                    and ns
+                    and ns[0] != INTERNAL_NS
+                    and any(e.record is not None for e in log.entries(ns).values())
+                ):
+                    found.append(ns)
+                    have.add(ns)
+        return sorted(set(found))  # a legacy and a current directory may name the same namespace
+
+    def namespace_dirs(self) -> Iterator[tuple[str, tuple[str, ...] | None]]:
+        """Every directory under ns/ with its namespace (None: not a valid escaped name)."""
+
+        def walk(directory: str, segments: tuple[str, ...] | None) -> Iterator[tuple[str, tuple[str, ...] | None]]:
+            yield directory, segments
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as exc:
+                raise _fs.storage_error(exc, "list", directory) from exc
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    seg = unescape_segment(e.name)
+                    child = (*segments, seg) if segments is not None and seg is not None else None
+                    yield from walk(e.path, child)
+
+        st = _fs.lstat(self.ns_root)
+        if st is not None and stat.S_ISDIR(st.st_mode):  # a link there is check's finding, never followed
+            yield from walk(self.ns_root, ())
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _all(_key: str) -> bool:
+    return True
