@@ -58,6 +58,7 @@ from ._errors import SessionLimitError as SessionLimitError
 from ._errors import SessionPermissionError as SessionPermissionError
 from ._errors import StorageError as StorageError
 from ._errors import StoreClosedError as StoreClosedError
+from ._errors import UnsupportedFeatureError as UnsupportedFeatureError
 from ._errors import UnsupportedFormatError as UnsupportedFormatError
 from ._feed import Change as Change
 from ._feed import Subscription as Subscription
@@ -140,6 +141,7 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "Subscription",
+    "UnsupportedFeatureError",
     "UnsupportedFormatError",
     "Worklog",
     "__version__",

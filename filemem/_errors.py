@@ -16,7 +16,8 @@ or ``except ValueError`` keep working in code that does not know filemem::
     ├── ReadOnlyError(FileMemError, PermissionError)     write on a read-only store
     ├── SessionPermissionError(FileMemError, PermissionError)  outside a session's namespaces
     ├── SessionLimitError(FileMemError, TimeoutError)    no session slot in time
-    ├── StorageError(FileMemError, OSError)              the disk said no (ENOSPC, EIO, fsync)
+    ├── StorageError(FileMemError, OSError)              the disk (or the database server) said no
+    ├── UnsupportedFeatureError(FileMemError, NotImplementedError)  not on this backend (yet)
     ├── QueueFullError(FileMemError, BufferError)        collector queue full (on_full="raise")
     └── FlushTimeoutError(FileMemError, TimeoutError)    collector flush/close not done in time
 
@@ -43,6 +44,7 @@ __all__ = [
     "SessionPermissionError",
     "StorageError",
     "StoreClosedError",
+    "UnsupportedFeatureError",
     "UnsupportedFormatError",
 ]
 
@@ -275,6 +277,24 @@ class StorageError(FileMemError, OSError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.__class__, (self.message,), {"errno": self.errno, "path": self.path}))
+
+
+class UnsupportedFeatureError(FileMemError, NotImplementedError):
+    """The store's backend does not offer this feature (yet).
+
+    ``feature`` names it (``"search"``, ``"sessions"``, ...) and ``backend``
+    the backend (``"postgres"``). Nothing was read or written. Use a file
+    store for the feature, or see docs/scale-out.md for what the server
+    backend offers.
+    """
+
+    def __init__(self, message: str, *, feature: str | None = None, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.backend = backend
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.__class__, (self.message,), {"feature": self.feature, "backend": self.backend}))
 
 
 class QueueFullError(FileMemError, BufferError):

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from ._cache import ShardCache
-from ._check import check_store, compact_store
-from ._engine import Engine, Op, _fork_generation, copy_value
+from ._backends import ReadView, StoreBackend, open_backend
+from ._engine import Engine, Op, copy_value
 from ._errors import InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
@@ -20,16 +17,12 @@ from ._health import HealthFacet
 from ._names import normalize_namespace, validate_key
 from ._search import Embed, Searcher
 from ._sessions import check_sessions
-from ._shard import Record
 from ._snapshot import MappingView, Snapshot, item_of
 from ._store_features import CollectorFacet, SearchScanFacet, SessionsFacet
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
 from .codecs import Codec
 
 __all__ = ["Batch", "MappingView", "Snapshot", "Store"]
-
-#: Most keys the hot-path table remembers before it starts over.
-_HOT_MAX = 16384
 
 
 def _check_ttl(ttl: float | None) -> float | None:
@@ -60,8 +53,16 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
             assert store.get(ns, "ep-42")["ok"] is True
             store.update(ns, "runs", lambda n: (n or 0) + 1)   # no lost updates
 
+    The same API runs on a PostgreSQL server (issue 16) when ``path`` is a
+    ``postgresql://`` (or ``postgres://``) URL: agents on many machines then
+    share one store (docs/scale-out.md says what is not supported there yet)::
+
+        store = filemem.Store("postgresql://agent@db.internal/memories")
+
     Args:
-        path: the store directory (created, mode 0700, if missing).
+        path: the store directory (created, mode 0700, if missing), or a
+            ``postgresql://`` URL (the tables are created in the connection's
+            current schema if missing; needs the ``postgres`` extra).
         codec: ``"json"`` (default for a new store) or ``"msgpack"``; an existing
             store keeps the codec it was created with.
         durability: ``"fsync"`` (default; a returned write survives power loss)
@@ -112,9 +113,13 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         if not cache_ttl_s >= 0 or cache_max_entries < 1 or cache_max_bytes < 0 or not poll_interval_s > 0:
             raise InvalidValueError("cache_ttl_s must be >= 0, cache sizes positive, poll_interval_s > 0")
         self.consistency: Consistency = consistency
-        cache = ShardCache(ttl_s=cache_ttl_s, max_entries=cache_max_entries, max_bytes=cache_max_bytes)
-        self._engine = Engine(
-            os.fspath(path),
+        self._ns_cache: dict[Any, tuple[str, ...]] = {}
+        # The storage: a directory (the file engine) or a postgresql:// URL
+        # (issue 16). Everything below speaks to it through the backend
+        # protocol (filemem/_backends/_api.py) and never asks which it is.
+        self._backend: StoreBackend = open_backend(
+            path,
+            normalize=self._ns,
             codec=codec,
             durability=durability,
             lock_timeout_s=lock_timeout_s,
@@ -122,46 +127,52 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
             max_value_bytes=max_value_bytes,
             readonly=readonly,
             create=create,
-            cache=cache,
+            consistency=consistency,
+            cache_ttl_s=cache_ttl_s,
+            cache_max_entries=cache_max_entries,
+            cache_max_bytes=cache_max_bytes,
+            watch=watch,
+            poll_interval_s=poll_interval_s,
+            index_fields=index_fields,
+            embed=embed,
+            embed_id=embed_id,
+            index_on_write=index_on_write,
         )
-        self._fresh = Freshness(self._engine, cache, watch=watch, poll_interval_s=poll_interval_s)
-        # (namespace as given, key) -> (cache entry, record) for recent cached gets.
-        self._hot: dict[tuple[Any, str], tuple[Any, Record]] = {}
-        self._hot_epoch = cache.epoch
-        self._hot_fork = _fork_generation[0]
-        self._hot_hits = 0
-        self._hot_on = consistency == "cached"
-        self._ns_cache: dict[Any, tuple[str, ...]] = {}
-        self._searcher = Searcher(self._engine, index_fields=index_fields, embed=embed, embed_id=embed_id)
-        if index_on_write:
-            self._engine.after_apply = self._searcher.note_write
-        if not readonly:
-            # Best effort: an intent that cannot be finished now fails only
-            # the writes to the namespaces it names (see recover_batches).
-            self._engine.recover_batches(())
+        # The parts the file-only features (search, scan, sessions, the
+        # collector, health) run on; stand-ins that raise
+        # UnsupportedFeatureError where the backend has no such part.
+        self._engine: Engine = self._backend.engine
+        self._fresh: Freshness = self._backend.fresh
+        self._searcher: Searcher = self._backend.searcher
+        if not readonly and "collector" in self._backend.features:
             self._recover_journals()
 
     # ------------------------------------------------------------------ basics
 
     @property
     def path(self) -> str:
-        """Absolute path of the store directory."""
-        return self._engine.root
+        """Absolute path of the store directory (on a server: its URL without password, and the schema)."""
+        return self._backend.location
+
+    @property
+    def backend(self) -> str:
+        """Which backend holds the store: ``"file"`` or ``"postgres"``."""
+        return self._backend.name
 
     @property
     def codec(self) -> str:
-        """Name of the codec new shards are written with."""
-        return self._engine.codec.name
+        """Name of the codec new records are written with."""
+        return self._backend.codec.name
 
     @property
     def durability(self) -> Durability:
         """``"fsync"`` or ``"flush"``."""
-        return self._engine.durability
+        return self._backend.durability
 
     @property
     def readonly(self) -> bool:
         """Whether writes are refused."""
-        return self._engine.readonly
+        return self._backend.readonly
 
     def _ns(self, namespace: NamespaceLike) -> tuple[str, ...]:
         try:
@@ -180,15 +191,10 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
 
         Idempotent; later calls raise StoreClosedError. Leaves no thread behind.
         """
-        self._hot_on = False
-        self._hot = {}
-        if not self._engine.closed:
-            self._searcher.flush()
         self._close_collectors()
-        self._fresh.close()
         if self._session_hub is not None:
             self._session_hub.close()  # the sessions thread (issue 7)
-        self._engine.close()
+        self._backend.close()
 
     def __enter__(self) -> Store:
         return self
@@ -200,15 +206,6 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         return f"Store({self.path!r}, codec={self.codec!r}, durability={self.durability!r})"
 
     # ------------------------------------------------------------------ reads
-
-    def _fresh_ok(self, consistency: Consistency | None) -> bool:
-        level = consistency or self.consistency
-        if level == "cached":
-            self._fresh.ensure_watching()
-            return True
-        if level != "strict":
-            raise InvalidValueError(f"consistency must be 'cached' or 'strict', not {level!r}")
-        return False
 
     def get(
         self, namespace: NamespaceLike, key: str, default: Any = None, *, consistency: Consistency | None = None
@@ -223,48 +220,13 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         >>> store.get("agent-1/facts", "sky", default="unknown")  # doctest: +SKIP
         'blue'
         """
-        if consistency is None and self._hot_on:
-            # The hot path: a key this process read lately, from a cache entry
-            # that is still fresh. No validation (it passed before), no system
-            # call, no hashing: one dict lookup and a clock read.
-            try:
-                hot = self._hot.get((namespace, key))
-            except TypeError:  # an unhashable namespace (a list)
-                hot = None
-            if (
-                hot is not None
-                and hot[0].fresh_until > time.monotonic()
-                and self._hot_epoch == self._fresh.cache.epoch
-                and self._hot_fork == _fork_generation[0]  # a forked child takes the full path first
-                and not self._engine.changed()  # another write committed: it may be this key's
-            ):
-                hot_rec = hot[1]
-                x = hot_rec.get("expires_at")
-                if x is None or x > time.time():
-                    hot[0].used = True
-                    self._hot_hits += 1
-                    return copy_value(hot_rec["value"])
-        self._engine.check_open()
-        fresh_ok = self._fresh_ok(consistency)
-        rec, entry = self._engine.read_entry(self._ns(namespace), validate_key(key), fresh_ok=fresh_ok)
-        if entry is not None and consistency is None:
-            cache = self._fresh.cache
-            if self._hot_epoch != cache.epoch or len(self._hot) >= _HOT_MAX or self._hot_fork != _fork_generation[0]:
-                # Entries left the cache: drop our references to them so
-                # evicted shards can be freed.
-                self._hot = {}
-                self._hot_epoch = cache.epoch
-                self._hot_fork = _fork_generation[0]
-            assert rec is not None
-            with contextlib.suppress(TypeError):  # an unhashable namespace
-                self._hot[(namespace, key)] = (entry, rec)
-        return default if rec is None else copy_value(rec["value"])
+        return self._backend.get(namespace, key, default, consistency)
 
     def get_item(self, namespace: NamespaceLike, key: str, *, consistency: Consistency | None = None) -> Item | None:
         """The record at ``key`` with its version and times, or None (``consistency`` as for get)."""
-        self._engine.check_open()
+        self._backend.check_open()
         ns = self._ns(namespace)
-        rec = self._engine.read(ns, validate_key(key), fresh_ok=self._fresh_ok(consistency))
+        rec = self._backend.read_record(ns, validate_key(key), consistency)
         return None if rec is None else item_of(ns, key, rec)
 
     def __contains__(self, ns_key: tuple[NamespaceLike, str]) -> bool:
@@ -273,36 +235,14 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
 
     def items(self, namespace: NamespaceLike) -> list[Item]:
         """Every live record of a namespace, sorted by key (not a consistent snapshot; see snapshot())."""
-        self._engine.check_open()
+        self._backend.check_open()
         ns = self._ns(namespace)
-        return [item_of(ns, key, rec) for key, rec in sorted(self._live(ns).items())]
-
-    def _live(self, ns: tuple[str, ...]) -> dict[str, Record]:
-        now = time.time()
-        out: dict[str, Record] = {}
-        for _, shard, own in self._engine.iter_shards(ns):
-            for key, rec in shard.records.items():
-                x = rec.get("expires_at")
-                if (x is None or x > now) and own(key):
-                    # A split racing the listing can show a key twice: keep the newer.
-                    seen = out.get(key)
-                    if seen is None or seen["version"] < rec["version"]:
-                        out[key] = rec
-        # Records the log holds that the shards may not yet: the newer wins.
-        for key, (version, logged) in self._engine.unfolded(ns).items():
-            seen = out.get(key)
-            if seen is not None and seen["version"] >= version:
-                continue
-            if logged is None or ((x := logged.get("expires_at")) is not None and x <= now):
-                out.pop(key, None)
-            else:
-                out[key] = logged
-        return out
+        return [item_of(ns, key, rec) for key, rec in sorted(self._backend.live(ns).items())]
 
     def keys(self, namespace: NamespaceLike) -> list[str]:
         """Every live key of a namespace, sorted."""
-        self._engine.check_open()
-        return sorted(self._live(self._ns(namespace)))
+        self._backend.check_open()
+        return self._backend.keys(self._ns(namespace))
 
     def list_namespaces(
         self, prefix: NamespaceLike | None = None, *, max_depth: int | None = None
@@ -317,9 +257,9 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         """
         if max_depth is not None and (isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0):
             raise InvalidValueError(f"max_depth must be an int >= 0, not {max_depth!r}")
-        self._engine.check_open()
+        self._backend.check_open()
         pre = self._ns(prefix) if prefix not in (None, (), "", []) else ()
-        found = self._engine.list_namespaces(pre)
+        found = self._backend.list_namespaces(pre)
         if max_depth == 0:
             return []
         if max_depth is not None:
@@ -345,7 +285,7 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         """
         value = copy_value(value)
         key = validate_key(key)
-        self._engine.check_value(value, key)
+        self._backend.check_value(value, key)
         op = Op(
             self._ns(namespace),
             key,
@@ -354,13 +294,13 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
             _check_ttl(ttl),
             _check_version(if_version),
         )
-        result: int = self._engine.apply([op])[0]
+        result: int = self._backend.apply([op])[0]
         return result
 
     def delete(self, namespace: NamespaceLike, key: str, *, if_version: int | None = None) -> bool:
         """Remove ``key``; True if it was there. ``if_version`` as for put()."""
         op = Op(self._ns(namespace), validate_key(key), "delete", if_version=_check_version(if_version))
-        result: bool = self._engine.apply([op])[0]
+        result: bool = self._backend.apply([op])[0]
         return result
 
     def update(self, namespace: NamespaceLike, key: str, fn: Callable[[Any], Any], *, ttl: float | None = None) -> Any:
@@ -377,17 +317,8 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         if not callable(fn):
             raise InvalidValueError("update() needs a callable")
         op = Op(self._ns(namespace), validate_key(key), "update", fn=fn, ttl=_check_ttl(ttl))
-        if not self._engine.view(op.namespace).dir_known and not self._engine.namespace_exists(op.namespace):
-            # A new namespace: the record is absent, so fn(None) is what the
-            # commit will store unless another process gets there first (then
-            # fn runs again, which its contract allows). Refuse a value that
-            # cannot be stored before the directory and lock file exist.
-            try:
-                guess = copy_value(fn(None))
-            except Exception:
-                guess = None
-            self._engine.check_value(guess, op.key)
-        return self._engine.apply([op])[0]
+        self._backend.prepare_update(op)
+        return self._backend.apply([op])[0]
 
     def batch(self) -> Batch:
         """Group writes into one all-or-nothing commit, even across shards and namespaces.
@@ -396,16 +327,18 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         ...     b.put("ns", "a", 1)
         ...     b.delete("ns", "b")
         """
-        self._engine.check_open()
+        self._backend.check_open()
         return Batch(self)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> ReadView:
         """A consistent read view: every read inside sees one version of the store.
 
-        Holds shared locks on what it reads until it exits, so keep it short.
+        On files it holds shared locks on what it reads until it exits, so
+        keep it short; on PostgreSQL it is one ``REPEATABLE READ READ ONLY``
+        transaction that blocks no writer.
         """
-        self._engine.check_open()
-        return Snapshot(self._engine, self._ns)
+        self._backend.check_open()
+        return self._backend.snapshot()
 
     def mapping(self, namespace: NamespaceLike) -> MappingView:
         """A ``MutableMapping[str, Any]`` over one namespace."""
@@ -418,8 +351,11 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
 
         Returns the findings (empty: the store is clean). Safe on a live store.
         """
-        self._engine.check_open()
-        return check_store(self._engine, fix=fix) + check_sessions(self._sessions().registry, fix=fix)
+        self._backend.check_open()
+        findings = self._backend.check(fix)
+        if "sessions" in self._backend.features:
+            findings += check_sessions(self._sessions().registry, fix=fix)
+        return findings
 
     def compact(self) -> dict[str, int]:
         """Drop expired records, finish interrupted splits, merge tiny sibling shards; return counts.
@@ -427,8 +363,8 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         Each shard is changed under its writers' lock; busy shards are skipped
         by the merge step (see filemem/_maintain.py and docs/format.md).
         """
-        self._engine.check_open()
-        return compact_store(self._engine)
+        self._backend.check_open()
+        return self._backend.compact()
 
     def stats(self) -> dict[str, Any]:
         """Figures of this process's work on the store: engine counters, cache, watcher, feed.
@@ -436,17 +372,8 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         >>> store.stats()["cache"]["hits"]  # doctest: +SKIP
         1042
         """
-        self._engine.check_open()
-        fresh = self._fresh.stats()
-        fresh["cache"]["hits"] += self._hot_hits  # reads answered by the hot-key table
-        return {
-            "path": self.path,
-            "codec": self.codec,
-            "durability": self.durability,
-            "consistency": self.consistency,
-            **self._engine.counters,
-            **fresh,
-        }
+        self._backend.check_open()
+        return self._backend.stats()
 
     # ------------------------------------------------------------------ change feed
 
@@ -467,13 +394,11 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         >>> sub = store.subscribe(print, namespace_prefix=("agent-1",))  # doctest: +SKIP
         >>> sub.close()  # doctest: +SKIP
         """
-        self._engine.check_open()
+        self._backend.check_open()
         if not callable(callback):
             raise InvalidValueError("subscribe() needs a callable")
         prefix = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
-        sub = self._fresh.feed.subscribe(callback, prefix, max(1, max_queue))
-        self._fresh.ensure_watching()
-        return sub
+        return self._backend.subscribe(callback, prefix, max(1, max_queue))
 
     def changes(self, namespace_prefix: NamespaceLike | None = None, *, max_queue: int = 1000) -> Subscription:
         """An async iterator of changes under ``namespace_prefix`` (call it inside a running loop).
@@ -481,11 +406,9 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         >>> async for change in store.changes(("agent-1",)):  # doctest: +SKIP
         ...     print(change.namespace, change.keys)
         """
-        self._engine.check_open()
+        self._backend.check_open()
         prefix = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
-        sub = self._fresh.feed.subscribe_async(prefix, max(1, max_queue))
-        self._fresh.ensure_watching()
-        return sub
+        return self._backend.subscribe_async(prefix, max(1, max_queue))
 
     def _get_hot(self, namespace: NamespaceLike, key: str, missing: Any) -> Any:
         """The value from get()'s hot path, or ``missing`` when only the full path can answer.
@@ -494,27 +417,7 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         loop instead of paying a round trip to a worker thread. Keep in step
         with the hot path at the top of get() (inlined there for speed).
         """
-        if not self._hot_on:
-            return missing
-        try:
-            hot = self._hot.get((namespace, key))
-        except TypeError:  # an unhashable namespace (a list)
-            return missing
-        if (
-            hot is None
-            or hot[0].fresh_until <= time.monotonic()
-            or self._hot_epoch != self._fresh.cache.epoch
-            or self._hot_fork != _fork_generation[0]
-            or self._engine.changed()  # another write committed: it may be this key's
-        ):
-            return missing
-        rec = hot[1]
-        x = rec.get("expires_at")
-        if x is not None and x <= time.time():
-            return missing
-        hot[0].used = True
-        self._hot_hits += 1
-        return copy_value(rec["value"])
+        return self._backend.get_hot(namespace, key, missing)
 
 
 class Batch:
@@ -554,7 +457,7 @@ class Batch:
         """Queue a put (see Store.put)."""
         s = self._store
         value = copy_value(value)
-        s._engine.check_value(value, validate_key(key))
+        s._backend.check_value(value, validate_key(key))
         return self._add(
             Op(
                 s._ns(namespace),
@@ -588,7 +491,7 @@ class Batch:
         if self._done:
             raise StoreClosedError("batch already committed or abandoned")
         self._done = True
-        self.results = self._store._engine.apply(self._ops) if self._ops else []
+        self.results = self._store._backend.apply(self._ops) if self._ops else []
         return self.results
 
     def __enter__(self) -> Batch:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _fs
+from ._backends import StoreBackend
 from ._collector import Collector, CollectorConfig, DeadLetter, list_dead_letters, recover_journals, replay_dead_letters
 from ._engine import Engine
 from ._errors import FileMemError, InvalidValueError, ReadOnlyError
@@ -22,10 +21,7 @@ from ._feed import Change, Subscription
 from ._freshness import Freshness
 from ._search import Searcher, SearchHit
 from ._sessions import Session, SessionHub, SessionInfo, StoreLike, normalize_shared, validate_id
-from ._shard import Shard, decode_shard
-from ._snapshot import item_of
 from ._types import Item, NamespaceLike
-from ._walk import ShardWalk
 
 __all__ = ["CollectorFacet", "SearchScanFacet", "SessionsFacet"]
 
@@ -35,6 +31,7 @@ class SearchScanFacet:
 
     _engine: Engine
     _searcher: Searcher
+    _backend: StoreBackend
 
     if TYPE_CHECKING:
 
@@ -73,9 +70,9 @@ class SearchScanFacet:
         >>> [(h.item.key, round(h.score, 2)) for h in hits]  # doctest: +SKIP
         [('ep-42', 1.87), ('ep-7', 0.52)]
         """
-        self._engine.check_open()
+        self._backend.check_open()
         pre = self._ns(namespace_prefix) if namespace_prefix not in (None, (), "", []) else ()
-        return self._searcher.search(pre, query, filter, limit, offset, vector)
+        return self._backend.search(pre, query, filter, limit, offset, vector)
 
     def scan(self, namespace: NamespaceLike, batch_size: int = 100) -> Generator[list[Item], None, None]:
         """Every live record of a namespace, in lists of at most ``batch_size``, one shard at a time.
@@ -92,48 +89,9 @@ class SearchScanFacet:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidValueError(f"batch_size must be a positive int, not {batch_size!r}")
-        self._engine.check_open()
-        self._engine.settle()  # scan reads the shard files one by one
+        self._backend.check_open()
         # Validate now, not at the first next(): bad input fails at the call.
-        return self._scan(self._ns(namespace), batch_size)
-
-    def _scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
-        engine = self._engine
-        # Splits and merges may run meanwhile: the walk says which shards to
-        # read and which of their keys have not come out yet (filemem._walk).
-        walk = ShardWalk(engine.view(ns), "scanned")
-        out: list[Item] = []
-        for prefix in walk:
-            engine.check_open()
-            shard = self._scan_load(walk.view.shard_path(prefix), prefix)
-            if shard is None:
-                walk.gone(prefix)  # split or merged away meanwhile: the next listing has its range
-                continue
-            kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
-            now = time.time()
-            for key in sorted(shard.records if kept is None else kept):
-                rec = shard.records[key]
-                x = rec.get("expires_at")
-                if x is not None and x <= now:
-                    continue
-                out.append(item_of(ns, key, rec))
-                if len(out) >= batch_size:
-                    yield out
-                    out = []
-        if out:
-            yield out
-
-    def _scan_load(self, path: str, prefix: str) -> Shard | None:
-        entry = self._engine.cache.peek(path)
-        if entry is not None:
-            # Already cached: the ordinary load keeps that entry current.
-            return self._engine.load(path, prefix)
-        got = _fs.read_file(path)
-        if got is None:
-            return None
-        shard = decode_shard(got[0], path, self._engine._codecs, prefix)
-        shard.statkey = got[1]  # the walk tells a rewritten file by it
-        return shard
+        return self._backend.scan(self._ns(namespace), batch_size)
 
 
 class SessionsFacet:

@@ -8,15 +8,19 @@ multi-process tests must clean up whatever happens (use ``spawn_ctx`` and
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 import filemem
 from filemem import _engine
+from tests import pgserver
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +82,106 @@ def store(store_path: str, codec: str) -> Iterator[filemem.Store]:
 def spawn_ctx() -> mp.context.SpawnContext:
     """The spawn context: children start clean (no inherited locks or threads)."""
     return mp.get_context("spawn")
+
+
+# ---------------------------------------------------------------- PostgreSQL (issue 16)
+#
+# ``FILEMEM_PG_URL`` (or ``FILEMEM_TEST_PG_DSN``, the issue's name) points the
+# tests at an existing server; else a throwaway cluster is started once per
+# test process (per xdist worker) from the PostgreSQL binaries on this machine.
+# With none, postgres-parametrized tests skip, unless ``FILEMEM_REQUIRE_PG=1``
+# (CI sets it) makes that an error. Each test gets a fresh schema.
+
+
+def _pg_required() -> bool:
+    return os.environ.get("FILEMEM_REQUIRE_PG", "") == "1"
+
+
+def _pg_unavailable(reason: str) -> None:
+    if _pg_required():
+        pytest.fail(f"FILEMEM_REQUIRE_PG=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def _pg() -> Iterator[tuple[str, pgserver.Server | None]]:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _pg_unavailable("psycopg is not installed (pip install 'filemem[postgres]')")
+    given = os.environ.get("FILEMEM_PG_URL") or os.environ.get("FILEMEM_TEST_PG_DSN")
+    if given:
+        yield given, None
+        return
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        _pg_unavailable("no PostgreSQL server binaries (initdb) here; set FILEMEM_PG_URL or install postgresql")
+        return
+    server = pgserver.start(bindir)
+    try:
+        yield server.url, server
+    finally:
+        server.stop()  # whatever happened in the session
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(_pg: tuple[str, pgserver.Server | None]) -> str:
+    """The URL of a PostgreSQL server for this test process (started here unless FILEMEM_PG_URL gives one)."""
+    return _pg[0]
+
+
+@pytest.fixture(scope="session")
+def pg_server(_pg: tuple[str, pgserver.Server | None]) -> pgserver.Server:
+    """The throwaway server itself, for tests that stop or restart it (skipped on a given server)."""
+    if _pg[1] is None:
+        pytest.skip("FILEMEM_PG_URL names an existing server; this test restarts its own")
+    return _pg[1]
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A URL whose connections use a fresh, empty schema (dropped after the test)."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in pg_server_url else "?"
+    url = f"{pg_server_url}{sep}options={quote(f'-csearch_path={schema}')}"
+    try:
+        yield url
+    finally:
+        try:
+            with psycopg.connect(pg_server_url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        except psycopg.Error:
+            pass  # the server-restart tests may leave it down; the cluster goes anyway
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("file", marks=pytest.mark.file_backend),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend the conformance suite runs on: ``"file"`` and ``"postgres"``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def location(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh store of ``backend`` lives: a directory or a ``postgresql://`` URL."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def any_store(location: str) -> Iterator[filemem.Store]:
+    """A fresh store on each backend, closed after the test."""
+    s = filemem.Store(location)
+    try:
+        yield s
+    finally:
+        s.close()

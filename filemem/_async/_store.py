@@ -115,7 +115,7 @@ class AsyncStore:
             # Start the file-system watcher now (Store starts it on first use):
             # started later by changes(), it would walk the store's
             # directories on the loop.
-            self._store._fresh.ensure_watching()
+            self._store._backend.warm()
         except BaseException:
             self._store.close()
             runner.stop_now()
@@ -157,6 +157,11 @@ class AsyncStore:
     def path(self) -> str:
         """Absolute path of the store directory."""
         return self._store.path
+
+    @property
+    def backend(self) -> str:
+        """Which backend holds the store: ``"file"`` or ``"postgres"``."""
+        return self._store.backend
 
     @property
     def codec(self) -> str:
@@ -318,7 +323,7 @@ class AsyncStore:
         Holds shared locks on what it reads until the block ends (however it
         ends, cancellation included), so keep it short.
         """
-        self._store._engine.check_open()
+        self._store._backend.check_open()
         return AsyncSnapshot(self)
 
     def mapping(self, namespace: NamespaceLike) -> AsyncMappingView:

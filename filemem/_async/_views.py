@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .._backends import ReadView
 from .._errors import InvalidValueError, StoreClosedError
-from .._snapshot import Snapshot
 from .._store import Batch
 from .._types import Item, NamespaceLike
 from ._runner import finish
@@ -124,10 +124,10 @@ class AsyncSnapshot:
 
     def __init__(self, store: AsyncStore) -> None:
         self._store = store
-        self._snap: Snapshot | None = None
+        self._snap: ReadView | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
-    async def _call(self, fn: Callable[[Snapshot], T]) -> T:
+    async def _call(self, fn: Callable[[ReadView], T]) -> T:
         snap, pool = self._snap, self._pool
         if pool is None or snap is None:
             raise StoreClosedError("snapshot is not open (use it as `async with store.snapshot() as snap`)")

@@ -165,7 +165,7 @@ def _check(args: argparse.Namespace, out: Output) -> int:
     with open_for(args, write=args.fix) as store, Progress("check") as progress:
         # Opening a store read-write already rolls forward batches whose writer
         # died: say so, or `check --fix` would call such a store plainly clean.
-        recovered = int(store.stats()["batches_recovered"])
+        recovered = int(store.stats().get("batches_recovered", 0))  # a server backend recovers no batches
         findings = check(store, fix=args.fix, progress=progress)
     if recovered:
         findings.insert(

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from .._errors import InvalidQueryError
 
-__all__ = ["Predicate", "compile_filter", "resolve_path"]
+__all__ = ["Predicate", "compile_filter", "parse_filter", "resolve_path"]
 
 #: A compiled filter: True when a record's value matches.
 Predicate = Callable[[Any], bool]
@@ -154,6 +154,18 @@ def _parse_condition(name: str, cond: Any) -> list[tuple[str, Any]]:
     return out
 
 
+def parse_filter(spec: object) -> list[tuple[tuple[str, ...], str, Any]]:
+    """Check ``spec`` and return its clauses ``(path, operator, operand)`` (a server backend turns them into SQL)."""
+    if not isinstance(spec, Mapping):
+        raise InvalidQueryError(f"filter must be a dict, not {type(spec).__name__}")
+    clauses: list[tuple[tuple[str, ...], str, Any]] = []
+    for raw, cond in spec.items():
+        path = _parse_path(raw)
+        for op, operand in _parse_condition(raw, cond):
+            clauses.append((path, op, operand))
+    return clauses
+
+
 def compile_filter(spec: Mapping[str, Any] | None) -> Predicate | None:
     """Check ``spec`` and turn it into a predicate over record values (None: no filter).
 
@@ -163,13 +175,7 @@ def compile_filter(spec: Mapping[str, Any] | None) -> Predicate | None:
     """
     if spec is None:
         return None
-    if not isinstance(spec, Mapping):
-        raise InvalidQueryError(f"filter must be a dict, not {type(spec).__name__}")
-    clauses: list[tuple[tuple[str, ...], str, Any]] = []
-    for raw, cond in spec.items():
-        path = _parse_path(raw)
-        for op, operand in _parse_condition(raw, cond):
-            clauses.append((path, op, operand))
+    clauses = parse_filter(spec)
     if not clauses:
         return None
 

@@ -33,6 +33,7 @@ def open_store(
 ) -> Store:
     """Open a store the way the command line does.
 
+    ``path`` is a store directory or a ``postgresql://`` URL (issue 16).
     Read-only by default (``readonly=True`` never writes a byte). Reads are
     ``"strict"`` (every read checks the file: a tool wants the truth, not a
     cache) and no watcher thread starts unless ``watch`` is set (for
@@ -43,7 +44,7 @@ def open_store(
         with filemem.admin.open_store("./memories") as store:
             print(store.list_namespaces())
     """
-    if not create and not os.path.isdir(path):
+    if not create and "://" not in os.fspath(path) and not os.path.isdir(path):
         raise FileMemError(f"no filemem store at {os.path.abspath(path)} (no such directory)")
     return Store(
         path,
@@ -65,6 +66,8 @@ def check(store: Store, *, fix: bool = False, progress: ProgressFn | None = None
         with filemem.admin.open_store("./memories") as store:
             problems = filemem.admin.check(store)
     """
+    if store.backend != "file":
+        return store.check(fix=fix)  # a server has no namespace directories to report progress over
     store._engine.check_open()
     return check_store(store._engine, fix=fix, progress=progress)
 

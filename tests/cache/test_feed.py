@@ -110,6 +110,7 @@ def test_prefix_matches_whole_segments(store_path: str) -> None:
         writer.put(("tenant", "acme"), "k", 1)
         writer.put(("tenant", "acme", "deep"), "k", 1)
         writer.put(("tenant", "acme"), "done", 1)
+
         # Changes to different namespaces (directories) may arrive in any order:
         # wait for the last write and for the other namespace each must see.
         def done_with(*namespaces: tuple[str, ...]) -> Callable[[list[filemem.Change]], bool]:

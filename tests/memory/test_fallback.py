@@ -38,9 +38,7 @@ filters = st.one_of(
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(recs=records, flt=filters, query=st.one_of(st.none(), st.sampled_from(WORDS)))
-def test_fallback_matches_store_search(
-    tmp_path: Path, recs: list[dict[str, Any]], flt: Any, query: str | None
-) -> None:
+def test_fallback_matches_store_search(tmp_path: Path, recs: list[dict[str, Any]], flt: Any, query: str | None) -> None:
     # One fresh directory per hypothesis example, inside this test's tmp_path.
     with tempfile.TemporaryDirectory(dir=tmp_path) as d, filemem.Store(d + "/s", durability="flush") as store:
         for i, r in enumerate(recs):

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 import filemem
 import filemem.admin
@@ -35,16 +45,21 @@ values = st.one_of(
 
 class StoreMachine(RuleBasedStateMachine):
     codec = "json"
+    #: Where each run's store lives: None for a fresh directory; the postgres
+    #: half sets a function that makes a fresh schema and returns its URL.
+    location_factory: Callable[[], str] | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="filemem-sm-")
+        factory = type(self).location_factory
+        self.location = self.dir + "/s" if factory is None else factory()
         self.model: dict[tuple[tuple[str, ...], str], Any] = {}
         self.versions: dict[tuple[tuple[str, ...], str], int] = {}
         self.store = self._open()
 
     def _open(self) -> filemem.Store:
-        return filemem.Store(self.dir + "/s", codec=self.codec, shard_max_bytes=1024, durability="flush")
+        return filemem.Store(self.location, codec=self.codec, shard_max_bytes=1024, durability="flush")
 
     @initialize()
     def start(self) -> None:
@@ -115,7 +130,9 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def fold(self) -> None:
-        """Format 2: the log into the shards, at any moment (nothing to do on format 1)."""
+        """Format 2: the log into the shards, at any moment (nothing to do on format 1; no log on a server)."""
+        if self.store.backend != "file":
+            return
         filemem.admin.fold(self.store)
         log = self.store._engine.log
         assert log is None or log.overlay.count == 0
@@ -123,7 +140,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(ns=namespaces, key=keys)
     def other_handle_sees_it(self, ns: tuple[str, ...], key: str) -> None:
         """A second handle in this process (its own overlay and cache) agrees with the model at once."""
-        with filemem.Store(self.dir + "/s", durability="flush") as other:
+        with filemem.Store(self.location, codec=self.codec, durability="flush") as other:
             assert other.get(ns, key, "<missing>") == self.model.get((ns, key), "<missing>")
             assert other.keys(ns) == sorted(k for (n, k) in self.model if n == ns)
 
@@ -174,3 +191,32 @@ class Format1StoreMachine(StoreMachine):
 
 TestJsonStoreFormat1 = pytest.mark.store_format(1)(Format1StoreMachine.TestCase)
 TestJsonStoreFormat1.settings = _SETTINGS
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+def test_state_machine_on_postgres(pg_server_url: str, codec: str) -> None:
+    """The same machine on the PostgreSQL backend, a fresh schema per run (issue 16)."""
+    import psycopg
+
+    schemas: list[str] = []
+
+    def fresh_schema() -> str:
+        schema = f"sm_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        schemas.append(schema)
+        sep = "&" if "?" in pg_server_url else "?"
+        return f"{pg_server_url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+    machine = type("PgMachine", (StoreMachine,), {"codec": codec, "location_factory": staticmethod(fresh_schema)})
+    try:
+        run_state_machine_as_test(
+            machine,
+            settings=settings(
+                max_examples=15, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+            ),
+        )
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

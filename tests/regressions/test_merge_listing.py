@@ -138,7 +138,7 @@ def test_listing_during_a_merge(
             hook(prefix)
         return s
 
-    orig_scan_load = r._scan_load
+    orig_scan_load = r._backend._scan_load
 
     def scan_load(p: str, prefix: str) -> Shard | None:
         s = orig_scan_load(p, prefix)
@@ -146,7 +146,7 @@ def test_listing_during_a_merge(
         return s
 
     monkeypatch.setattr(eng, "load", load)
-    monkeypatch.setattr(r, "_scan_load", scan_load)
+    monkeypatch.setattr(r._backend, "_scan_load", scan_load)
     if mode == "flagged":
         t.start()
         assert step1.wait(10)

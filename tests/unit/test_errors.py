@@ -17,6 +17,7 @@ from filemem import (
     ReadOnlyError,
     StorageError,
     StoreClosedError,
+    UnsupportedFeatureError,
     UnsupportedFormatError,
 )
 
@@ -30,6 +31,7 @@ CASES = [
     (StoreClosedError("closed"), RuntimeError),
     (ReadOnlyError("ro"), PermissionError),
     (StorageError("disk full", errno=28, path="/p"), OSError),
+    (UnsupportedFeatureError("no search here", feature="search", backend="postgres"), NotImplementedError),
 ]
 
 

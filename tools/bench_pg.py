@@ -1,0 +1,313 @@
+"""Durable puts and gets on the PostgreSQL backend beside the file store, raw psycopg and lmdb (issue 16).
+
+Usage::
+
+    python tools/bench_pg.py                       # starts a throwaway server (needs initdb), ~2 minutes
+    python tools/bench_pg.py --url postgresql://... --ops 2000 --json
+
+Rows (every figure through the real code path; each cell the median of ``--repeat`` runs):
+
+* ``filemem file``: ``Store(dir)`` with ``durability="fsync"`` (the default).
+* ``filemem postgres``: ``Store(url)`` with ``durability="fsync"`` (``synchronous_commit=on``).
+* ``psycopg same statements``: one plain psycopg connection per process running,
+  per put, the statements the backend runs (BEGIN, the key's advisory lock,
+  the read of the row, nextval, the upsert, the outbox row with its NOTIFY,
+  COMMIT), with the values encoded by the same codec: what filemem adds on
+  top of the server is the rest. Gets: the same SELECT.
+* ``psycopg one upsert``: a single autocommit ``INSERT ... ON CONFLICT`` per put
+  (no lock, no version check, no feed): the floor a naive client pays.
+* ``lmdb sync``: ``lmdb.open(sync=True)``, one write txn per put (local, for scale).
+
+Puts: 1 and 4 processes (spawn) write distinct keys, timed from a barrier to
+the last finisher. Gets: random gets of pre-written keys, 1 and 4 processes.
+Also: change-feed latency, put returned -> subscriber callback in another
+process's store object (p50/p99). Temp dirs under the system temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+VALUE = {"task": "login", "ok": True, "notes": "x" * 60}
+
+
+def _schema_url(base: str) -> str:
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+# ---------------------------------------------------------------- raw psycopg, the backend's statements
+
+_RAW_SETUP = """
+CREATE TABLE IF NOT EXISTS raw_records (ns text COLLATE "C", key text COLLATE "C", value bytea, doc jsonb,
+  version bigint, created_at float8, updated_at float8, expires_at float8, PRIMARY KEY (ns, key));
+CREATE SEQUENCE IF NOT EXISTS raw_version;
+CREATE TABLE IF NOT EXISTS raw_outbox (id bigserial PRIMARY KEY, at float8, changes jsonb);
+"""
+
+
+def _raw_put(conn: Any, ns: str, key: str, data: bytes) -> None:
+    import hashlib
+
+    lid = int.from_bytes(hashlib.blake2b(f"{ns}\x00{key}".encode(), digest_size=8).digest(), "big", signed=True)
+    now = "extract(epoch from statement_timestamp())::float8"
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lid,))
+        conn.execute("SELECT value, version FROM raw_records WHERE ns = %s AND key = %s", (ns, key)).fetchall()
+        version = conn.execute(f"SELECT {now}, nextval('raw_version')").fetchone()[1]
+        conn.execute(
+            f"INSERT INTO raw_records VALUES (%s, %s, %s, %s::jsonb, %s, {now}, {now}, NULL)"
+            " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, doc = excluded.doc,"
+            " version = excluded.version, updated_at = excluded.updated_at",
+            (ns, key, data, data.decode(), version),
+        )
+        changes = json.dumps([[ns, [key]]])
+        conn.execute(
+            f"WITH l AS (SELECT pg_advisory_xact_lock(1)), o AS (INSERT INTO raw_outbox (at, changes)"
+            f" SELECT {now}, %s::jsonb FROM l RETURNING id) SELECT pg_notify('raw', id::text || ' ' || %s) FROM o",
+            (changes, changes),
+        )
+
+
+# ---------------------------------------------------------------- workers (spawn)
+
+
+def _worker(kind: str, target: str, op: str, keys: list[str], barrier: Any, out: Any) -> None:
+    data = json.dumps(VALUE, separators=(",", ":")).encode()
+    if kind in ("file", "postgres"):
+        import filemem
+
+        store = filemem.Store(target)
+        barrier.wait(120)
+        t0 = time.perf_counter()
+        if op == "put":
+            for k in keys:
+                store.put("bench", k, VALUE)
+        else:
+            for k in keys:
+                store.get("bench", k)
+        out.put(time.perf_counter() - t0)
+        store.close()
+    elif kind in ("raw", "raw1"):
+        import psycopg
+
+        conn = psycopg.connect(target, autocommit=True)
+        barrier.wait(120)
+        t0 = time.perf_counter()
+        if op == "put" and kind == "raw":
+            for k in keys:
+                _raw_put(conn, "bench", k, data)
+        elif op == "put":
+            for k in keys:
+                conn.execute(
+                    "INSERT INTO raw_records (ns, key, value, version) VALUES (%s, %s, %s, 1)"
+                    " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+                    ("bench", k, data),
+                )
+        else:
+            for k in keys:
+                conn.execute(
+                    "SELECT value, version, created_at, updated_at, expires_at FROM raw_records"
+                    " WHERE ns = %s AND key = %s AND (expires_at IS NULL OR expires_at >"
+                    " extract(epoch from statement_timestamp())::float8)",
+                    ("bench", k),
+                ).fetchall()
+        out.put(time.perf_counter() - t0)
+        conn.close()
+    elif kind == "lmdb":
+        import lmdb
+
+        env = lmdb.open(target, sync=True, map_size=1 << 30, lock=True)
+        barrier.wait(120)
+        t0 = time.perf_counter()
+        if op == "put":
+            for k in keys:
+                with env.begin(write=True) as txn:
+                    txn.put(f"bench/{k}".encode(), data)
+        else:
+            for k in keys:
+                with env.begin() as txn:
+                    txn.get(f"bench/{k}".encode())
+        out.put(time.perf_counter() - t0)
+        env.close()
+
+
+def _run(kind: str, target: str, op: str, procs: int, ops: int, prefilled: list[str]) -> float:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(procs)
+    out = ctx.Queue()
+    per = ops // procs
+    children = []
+    for p in range(procs):
+        if op == "put":
+            keys = [f"p{p}-{uuid.uuid4().hex[:6]}-{i}" for i in range(per)]
+        else:
+            rng = random.Random(p)
+            keys = [rng.choice(prefilled) for _ in range(per)]
+        children.append(ctx.Process(target=_worker, args=(kind, target, op, keys, barrier, out), daemon=True))
+    t0 = time.perf_counter()
+    for c in children:
+        c.start()
+    try:
+        times = [out.get(timeout=600) for _ in children]
+    finally:
+        for c in children:
+            c.join(60)
+            if c.is_alive():
+                c.kill()
+    del t0
+    return (per * procs) / max(times)  # ops/s from the barrier to the last finisher
+
+
+def _targets(kinds: list[str], base_url: str, tmp: str) -> dict[str, str]:
+    import psycopg
+
+    out: dict[str, str] = {}
+    for kind in kinds:
+        if kind == "file":
+            out[kind] = os.path.join(tmp, f"file-{uuid.uuid4().hex[:6]}")
+        elif kind == "postgres":
+            out[kind] = _schema_url(base_url)
+        elif kind in ("raw", "raw1"):
+            url = _schema_url(base_url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(_RAW_SETUP)
+            out[kind] = url
+        elif kind == "lmdb":
+            out[kind] = os.path.join(tmp, f"lmdb-{uuid.uuid4().hex[:6]}")
+    return out
+
+
+def _prefill(kind: str, target: str, keys: list[str]) -> None:
+    data = json.dumps(VALUE, separators=(",", ":")).encode()
+    if kind in ("file", "postgres"):
+        import filemem
+
+        with filemem.Store(target, durability="flush") as s, s.batch() as b:
+            for k in keys:
+                b.put("bench", k, VALUE)
+    elif kind in ("raw", "raw1"):
+        import psycopg
+
+        with psycopg.connect(target) as conn:
+            conn.cursor().executemany(
+                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1)"
+                " ON CONFLICT DO NOTHING",
+                [(k, data) for k in keys],
+            )
+    elif kind == "lmdb":
+        import lmdb
+
+        env = lmdb.open(target, map_size=1 << 30)
+        with env.begin(write=True) as txn:
+            for k in keys:
+                txn.put(f"bench/{k}".encode(), data)
+        env.close()
+
+
+def _feed_latency(url: str, n: int) -> dict[str, float]:
+    """put() returned in one store object -> the callback of a subscriber in another, p50/p99 in ms."""
+    import filemem
+
+    seen: dict[str, float] = {}
+    cond = threading.Condition()
+
+    def on_change(change: Any) -> None:
+        t = time.perf_counter()
+        with cond:
+            for k in change.keys or ():
+                seen.setdefault(k, t)
+            cond.notify_all()
+
+    lat = []
+    with filemem.Store(url) as writer, filemem.Store(url) as reader, reader.subscribe(on_change, ("lat",)):
+        for i in range(n):
+            k = f"k{i}"
+            writer.put("lat", k, i)
+            t_ret = time.perf_counter()
+            with cond:
+                while k not in seen:
+                    cond.wait(5)
+            lat.append(max(0.0, seen[k] - t_ret) * 1000)
+    lat.sort()
+    return {"p50_ms": lat[len(lat) // 2], "p99_ms": lat[int(len(lat) * 0.99) - 1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--url", help="an existing server (default: start a throwaway one with tests/pgserver.py)")
+    ap.add_argument("--ops", type=int, default=1200, help="puts (and gets) per cell, split over the processes")
+    ap.add_argument("--procs", default="1,4", help="process counts (default 1,4)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is reported")
+    ap.add_argument("--kinds", default="file,postgres,raw,raw1,lmdb")
+    ap.add_argument("--json", action="store_true")
+    cfg = ap.parse_args(argv)
+    procs = [int(p) for p in cfg.procs.split(",")]
+    kinds = cfg.kinds.split(",")
+    server = None
+    base = cfg.url
+    if base is None:
+        from tests import pgserver
+
+        bindir = pgserver.find_bindir()
+        if bindir is None:
+            print("no PostgreSQL server binaries; pass --url", file=sys.stderr)
+            return 2
+        server = pgserver.start(bindir)
+        base = server.url
+    tmp = tempfile.mkdtemp(prefix="filemem-benchpg-")
+    results: dict[str, Any] = {"ops": cfg.ops, "repeat": cfg.repeat, "loadavg_start": os.getloadavg()}
+    try:
+        for op in ("put", "get"):
+            for n in procs:
+                for kind in kinds:
+                    runs = []
+                    for _ in range(cfg.repeat):
+                        target = _targets([kind], base, tmp)[kind]
+                        prefilled: list[str] = []
+                        if op == "get":
+                            prefilled = [f"g{i}" for i in range(2000)]
+                            _prefill(kind, target, prefilled)
+                        elif kind == "lmdb" or kind == "file":
+                            pass
+                        runs.append(_run(kind, target, op, n, cfg.ops, prefilled))
+                    results[f"{op}s {n}p {kind}"] = round(statistics.median(runs))
+                    if not cfg.json:
+                        print(f"{op}s  {n} proc  {kind:9s} {statistics.median(runs):10.0f} ops/s", flush=True)
+        results["feed_latency"] = _feed_latency(_schema_url(base), 300)
+        results["loadavg_end"] = os.getloadavg()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if server is not None:
+            server.stop()
+    if cfg.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print("feed latency (put returned -> other store's callback):", results["feed_latency"])
+        print("loadavg", results["loadavg_start"], "->", results["loadavg_end"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
