@@ -1,6 +1,6 @@
 """A hypothesis state machine: put/get/delete/update/batch/reopen/fold against a dict, both codecs.
 
-Runs on the default format (2: the log, with ``fold`` at any moment and a
+Runs on format 2 (the log, with ``fold`` at any moment and a
 second handle that must agree at once), and on format 1 (``TestJsonStoreFormat1``).
 
 A small ``shard_max_bytes`` makes shards split often, so the machine also
@@ -179,9 +179,9 @@ class MsgpackStoreMachine(StoreMachine):
 _SETTINGS = settings(
     max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-TestJsonStore = StoreMachine.TestCase
+TestJsonStore = pytest.mark.store_format(2)(StoreMachine.TestCase)
 TestJsonStore.settings = _SETTINGS
-TestMsgpackStore = MsgpackStoreMachine.TestCase
+TestMsgpackStore = pytest.mark.store_format(2)(MsgpackStoreMachine.TestCase)
 TestMsgpackStore.settings = _SETTINGS
 
 
