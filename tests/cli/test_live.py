@@ -160,6 +160,7 @@ def test_a_busy_store_gives_a_clear_message_not_a_hang(tmp_path: Path, spawn_ctx
     assert json.loads(run("get", path, "ns", "k").out) == 1
 
 
+@pytest.mark.store_format(2)
 def test_a_busy_log_gives_a_clear_message_not_a_hang(tmp_path: Path, spawn_ctx: Any) -> None:
     """Format 2: a writer stuck holding the log's append lock; every command that writes says so in one line."""
     path = str(tmp_path / "store")
