@@ -93,7 +93,14 @@ def _sign_in(driver: Any, server: ServerProc, token: str) -> None:
     driver.execute_script("sessionStorage.clear()")
     driver.get(f"http://{server.base}/")
     driver.get_log("browser")  # start each test with an empty console log
-    box = _wait(lambda: driver.find_element(By.ID, "token"), what="the login form")
+
+    def shown() -> Any:
+        # Present is not enough under load: the page may not have laid the form
+        # out yet ("element not interactable"), so wait until it can be typed in.
+        found = driver.find_elements(By.ID, "token")
+        return found[0] if found and found[0].is_displayed() and found[0].is_enabled() else None
+
+    box = _wait(shown, what="the login form")
     box.send_keys(server.tokens.get(token, token))
     driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
 
