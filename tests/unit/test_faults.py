@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import filemem
+import filemem.admin
 from filemem import CorruptShardError, LockTimeout, StorageError, _fs
 from filemem._engine import _split as engine_split
 from tests.helpers import reap
@@ -242,6 +243,8 @@ def test_interrupted_split_is_finished_by_the_next_writer(store_path: str, monke
         for j in range(200):
             w.put(NS, f"k{j:03d}", j)
         assert [w.get(NS, f"k{j:03d}") for j in range(200)] == list(range(200))
+        # Format 2: the split happens, and is finished, at the fold.
+        filemem.admin.fold(w)
         assert w.check() == []
     s.close()
 
