@@ -136,6 +136,9 @@ def remove_marker(engine: Engine, jid: str) -> None:
     directory stays until a later retire or ``check(fix=True)``.
     """
     path = marker_dir(engine, jid)
+    # Format 2: the marker's records may still be in the log; fold them into the
+    # directory first, or the next fold would bring the directory back.
+    engine.settle()
     try:
         engine.recover_batches((path,))
     except StorageError:

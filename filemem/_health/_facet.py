@@ -72,7 +72,9 @@ class HealthFacet:
         [('warning', 'dead-sessions'), ('info', 'expired-records')]
         """
         window = _seconds("lock_probe_s", lock_probe_s, zero_ok=True)
-        return diagnose(self._subject(), lock_probe_s=window)
+        subject = self._subject()
+        self._engine.settle()  # format 2: the probes read shard files, so move the log's records into them first
+        return diagnose(subject, lock_probe_s=window)
 
     def maintain(
         self, *, budget_s: float = 30.0, dry_run: bool = False, lock_probe_s: float = LOCK_WINDOW_S
@@ -100,4 +102,5 @@ class HealthFacet:
         subject = self._subject()
         if self._engine.readonly and not dry_run:
             raise ReadOnlyError(f"store {self._engine.root} was opened read-only (maintain(dry_run=True) only looks)")
+        self._engine.settle()  # as in health(): the steps work on shard files
         return maintain(subject, budget_s=budget, dry_run=dry_run, lock_probe_s=window)

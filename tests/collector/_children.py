@@ -77,6 +77,22 @@ def open_store_child(path: str) -> None:
     filemem.Store(path).close()
 
 
+def replay_one_chunk_child(path: str, committed: str) -> None:
+    """Open the store (replaying dead journals); after the first chunk commits, touch ``committed`` and hang."""
+    from filemem._collector import _replay
+
+    real = _replay._replay_chunk
+
+    def once(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        touch(committed)
+        time.sleep(120)  # the parent SIGKILLs us here
+        return out
+
+    _replay._replay_chunk = once  # type: ignore[assignment]
+    filemem.Store(path).close()
+
+
 def failing_store_child(path: str, count: int, fail_for_s: float, result_path: str) -> None:
     """Collect while the engine raises StorageError for ``fail_for_s`` seconds; report the collector's stats."""
     from tests.concurrency._workers import write_result

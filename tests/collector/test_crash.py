@@ -14,7 +14,10 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 import filemem
 from tests.collector import _children as ch
@@ -92,7 +95,34 @@ def test_eight_collectors_some_sigkilled_lose_nothing_accepted(store_path: str, 
         assert store.check() == []
 
 
+def _internal_shard_written(store_path: str) -> bool:
+    """Format 1: the replayer's first chunk (records + marker) committed once a marker shard file exists."""
+    internal = os.path.join(store_path, "internal", "collector")
+    return os.path.isdir(internal) and any(
+        n.endswith(".shard") for d in os.listdir(internal) for n in os.listdir(os.path.join(internal, d))
+    )
+
+
+@pytest.mark.store_format(1)
 def test_replay_killed_midway_is_continued_exactly_once(store_path: str, spawn_ctx: Any) -> None:
+    _replay_killed_midway(store_path, spawn_ctx, lambda: _internal_shard_written(store_path))
+
+
+@pytest.mark.store_format(2)
+def test_replay_killed_midway_is_continued_exactly_once_v2(store_path: str, spawn_ctx: Any) -> None:
+    """Format 2: a chunk commits as one log frame, its shard files come at the fold: the replayer says when."""
+    flag = os.path.join(os.path.dirname(store_path), "chunk-committed")
+    _replay_killed_midway(
+        store_path, spawn_ctx, lambda: os.path.exists(flag), (ch.replay_one_chunk_child, (store_path, flag))
+    )
+
+
+def _replay_killed_midway(
+    store_path: str,
+    spawn_ctx: Any,
+    committed: Callable[[], bool],
+    replay: tuple[Callable[..., None], tuple[Any, ...]] | None = None,
+) -> None:
     tmp = os.path.dirname(store_path)
     filemem.Store(store_path).close()
     count = 4000
@@ -114,14 +144,13 @@ def test_replay_killed_midway_is_continued_exactly_once(store_path: str, spawn_c
 
     # A replayer killed as soon as its first chunk (records + marker) committed.
     internal = os.path.join(store_path, "internal", "collector")
-    replayer = spawn_ctx.Process(target=ch.open_store_child, args=(store_path,))
+    target, args = replay or (ch.open_store_child, (store_path,))
+    replayer = spawn_ctx.Process(target=target, args=args)
     replayer.start()
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and replayer.is_alive():
-            if os.path.isdir(internal) and any(
-                n.endswith(".shard") for d in os.listdir(internal) for n in os.listdir(os.path.join(internal, d))
-            ):
+            if committed():
                 os.kill(replayer.pid, signal.SIGKILL)
                 break
             time.sleep(0.0005)
@@ -141,7 +170,7 @@ def test_replay_killed_midway_is_continued_exactly_once(store_path: str, spawn_c
         left = store.check(fix=True)
         assert {f.code for f in left} <= {"temp-file", "unfinished-batch", "torn-batch"}, left
         assert store.check() == []
-        assert not os.listdir(internal)
+        assert not os.path.isdir(internal) or not os.listdir(internal)
 
 
 def test_failing_store_in_a_child_trips_breaker_and_recovers(store_path: str, spawn_ctx: Any) -> None:

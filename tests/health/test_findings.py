@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import filemem
+import filemem.admin
 from filemem import _maintain
 from filemem._engine import Engine, Op
 from filemem._errors import StorageError
@@ -71,10 +72,23 @@ def test_expired_records_are_found_swept_and_gone(store_path: str) -> None:
         assert sorted(store.keys("ns")) == sorted(f"k{i}" for i in range(0, 40, 4))
 
 
+@pytest.mark.store_format(1)
 def test_tiny_sibling_shards_are_found_and_merged(store_path: str) -> None:
+    _tiny_sibling_shards(store_path, fold_after_puts=False)
+
+
+@pytest.mark.store_format(2)
+def test_tiny_sibling_shards_are_found_and_merged_v2(store_path: str) -> None:
+    """Format 2 splits at the fold, not at the put: fold once the shards are full, then delete."""
+    _tiny_sibling_shards(store_path, fold_after_puts=True)
+
+
+def _tiny_sibling_shards(store_path: str, *, fold_after_puts: bool) -> None:
     with filemem.Store(store_path, shard_max_bytes=1024, durability="flush") as store:
         for i in range(200):
             store.put("ns", f"k{i:03d}", {"pad": "p" * 40})
+        if fold_after_puts:
+            filemem.admin.fold(store)
         for i in range(5, 200):
             store.delete("ns", f"k{i:03d}")
         # Tiny for a store whose shards hold 1 KiB they are not; the default (32 KiB) merges them back.
@@ -237,6 +251,7 @@ def test_a_crashed_session_is_found_and_cleaned_up(
         assert store.health() == [] and store.check() == []
 
 
+@pytest.mark.store_format(1)  # the child's update holds a shard lock; format 2 takes the log's append lock
 def test_a_lock_held_long_is_found_with_its_holder(
     store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
 ) -> None:
@@ -337,11 +352,16 @@ def test_health_on_a_read_only_store_changes_nothing(store_path: str) -> None:
     assert _snapshot_files(store_path) == before
 
 
-def test_a_busy_shard_is_skipped_not_waited_for(store_path: str) -> None:
+@pytest.mark.parametrize(
+    "fmt", [pytest.param(1, marks=pytest.mark.store_format(1)), pytest.param(2, marks=pytest.mark.store_format(2))]
+)
+def test_a_busy_shard_is_skipped_not_waited_for(store_path: str, fmt: int) -> None:
     with filemem.Store(store_path, lock_timeout_s=30) as store:
         with store.batch() as b:
             for i in range(10):
                 b.put("ns", f"k{i}", i, ttl=0.1)
+        if fmt == 2:
+            filemem.admin.fold(store)  # the records reach the shard (and its lock file) at the fold, not at the put
         time.sleep(0.2)
         lock = os.path.join(store_path, "ns", "ns", "s.lock")
         from filemem import _locks

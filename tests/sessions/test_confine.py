@@ -27,11 +27,13 @@ def test_confined_session(store_path: str) -> None:
     with filemem.Store(store_path) as store:
         store.put("docs", "howto", "read me")
         store.put("worker-4", "secret", 4)
-        store.put(("team", "a"), "x", 1)
+        last = store.put(("team", "a"), "x", 1)
         with store.session("worker-3", namespace="worker-3", shared=["docs", ("team", "a")]) as s:
             fs = s.store
             # Allowed: read-write at and under its own namespace, read under shared ones.
-            assert fs.put("worker-3", "k", {"v": 1}) == 1
+            v = fs.put("worker-3", "k", {"v": 1})
+            # A new key's version: 1 in its shard on format 1; the log's next sequence number on format 2.
+            assert v == (1 if store._engine.log is None else last + 1)
             assert fs.put(("worker-3", "sub"), "k", 2) >= 1
             assert fs.update("worker-3", "n", lambda n: (n or 0) + 1) == 1
             assert fs.get("worker-3", "k") == {"v": 1}
