@@ -228,6 +228,21 @@ class Reads(Marker):
         """Namespaces at or under ``prefix`` that hold at least one shard file."""
         start = self.ns_dir(prefix) if prefix else self.ns_root
         found: list[tuple[str, ...]] = []
+        # The log before the directories: a fold between the two moves a
+        # namespace into directories not yet walked, never out of sight.
+        logged: list[tuple[str, ...]] = []
+        log = self.log
+        if log is not None:
+            log.refresh()
+            n = len(prefix)
+            for ns in log.namespaces():
+                if (
+                    ns[:n] == prefix
+                    and ns
+                    and ns[0] != INTERNAL_NS
+                    and any(e.record is not None for e in log.entries(ns).values())
+                ):
+                    logged.append(ns)
 
         def walk(directory: str, segments: tuple[str, ...]) -> None:
             try:
@@ -246,22 +261,7 @@ class Reads(Marker):
                     walk(e.path, (*segments, seg))
 
         walk(start, prefix)
-        log = self.log
-        if log is not None:
-            log.refresh()
-            have = set(found)
-            n = len(prefix)
-            for ns in log.namespaces():
-                if (
-                    ns[:n] == prefix
-                    and ns not in have
-                    and ns
-                    and ns[0] != INTERNAL_NS
-                    and any(e.record is not None for e in log.entries(ns).values())
-                ):
-                    found.append(ns)
-                    have.add(ns)
-        return sorted(set(found))  # a legacy and a current directory may name the same namespace
+        return sorted(set(found + logged))  # a legacy and a current directory may name the same namespace
 
     def namespace_dirs(self) -> Iterator[tuple[str, tuple[str, ...] | None]]:
         """Every directory under ns/ with its namespace (None: not a valid escaped name)."""

@@ -31,7 +31,8 @@ def test_writer_is_not_starved_by_overlapping_snapshots(store_path: str, spawn_c
     with filemem.Store(store_path) as s:
         for ns, k in [*hot, *other]:
             s.put(tuple(ns), k, 0)
-        assert len(w.shard_files(store_path)) == 2  # one shard per namespace: every reader hits the writer's
+    # After the close (format 2 folds there): one shard per namespace, every reader hits the writer's.
+    assert len(w.shard_files(store_path)) == 2
     stop = os.path.join(tmp, "stop")
     readers = []
     writer_proc = None

@@ -202,6 +202,9 @@ class FileBackend:
 
     def live(self, ns: tuple[str, ...]) -> dict[str, Record]:
         now = time.time()
+        # The log before the shards: a fold between the two reads moves records
+        # into shards not yet read (they are then in both), never out of sight.
+        unfolded = self.engine.unfolded(ns)
         out: dict[str, Record] = {}
         for _, shard, own in self.engine.iter_shards(ns):
             for key, rec in shard.records.items():
@@ -212,7 +215,7 @@ class FileBackend:
                     if seen is None or seen["version"] < rec["version"]:
                         out[key] = rec
         # Records the log holds that the shards may not yet: the newer wins.
-        for key, (version, logged) in self.engine.unfolded(ns).items():
+        for key, (version, logged) in unfolded.items():
             seen = out.get(key)
             if seen is not None and seen["version"] >= version:
                 continue
