@@ -83,3 +83,23 @@ class Heartbeat:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class _HeldAfterOpen:
+    """A writer lock held "by another process", taken once the store is open.
+
+    On format 2 opening a store waits for the log's append lock (it re-derives
+    the tail), so a test that holds that lock must take it after the open.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._held: _locks.Held | None = None
+
+    def take(self) -> None:
+        self._held = _locks.exclusive(self.path, 1.0)
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.release()
+            self._held = None

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 import filemem
-from filemem import _locks
 from filemem.aio import AsyncStore
-from tests.aio._util import Heartbeat, busy_locks, temp_files, writer_lock
+from tests.aio._util import Heartbeat, _HeldAfterOpen, busy_locks, temp_files, writer_lock
 
 FAST: dict[str, Any] = {"durability": "flush"}
 
@@ -155,10 +154,10 @@ def test_lock_wait_does_not_block_the_loop_and_queue_depth_is_visible(store_path
     fd = os.open(lock, os.O_RDWR)
     import portalocker
 
-    portalocker.lock(fd, portalocker.LockFlags.EXCLUSIVE)
-
     async def main() -> None:
         async with AsyncStore(store_path, max_in_flight=2, **FAST) as s:
+            # Taken once the store is open: on format 2 opening waits for the append lock.
+            portalocker.lock(fd, portalocker.LockFlags.EXCLUSIVE)
             hb = Heartbeat()
             hb.start()
             tasks = [asyncio.create_task(s.put("ns", f"k{i}", i)) for i in range(10)]
@@ -185,10 +184,11 @@ def test_lock_wait_does_not_block_the_loop_and_queue_depth_is_visible(store_path
 
 def test_lock_timeout_reaches_the_coroutine(store_path: str) -> None:
     lock = writer_lock(store_path, "ns")
-    held = _locks.exclusive(lock, 1.0)
+    held = _HeldAfterOpen(lock)
 
     async def main() -> None:
         async with AsyncStore(store_path, lock_timeout_s=0.2, **FAST) as s:
+            held.take()
             with pytest.raises(filemem.LockTimeout):
                 await s.put("ns", "k", 1)
 
@@ -255,10 +255,11 @@ def test_a_hot_cached_get_is_answered_on_the_loop_and_still_fresh(store_path: st
 
 def test_close_waits_for_running_calls_and_refuses_new_ones(store_path: str) -> None:
     lock = writer_lock(store_path, "ns")
-    held = _locks.exclusive(lock, 1.0)
+    held = _HeldAfterOpen(lock)
 
     async def main() -> None:
         s = AsyncStore(store_path, **FAST)
+        held.take()
         puts = [asyncio.create_task(s.put("ns", f"k{i}", i)) for i in range(3)]
         await asyncio.sleep(0.05)
         closing = asyncio.create_task(s.close())

@@ -24,7 +24,7 @@ import filemem
 from filemem import _engine, _fs, _locks
 from filemem.aio import AsyncStore
 from tests.aio import _children
-from tests.aio._util import busy_locks, lock_files, temp_files, writer_lock
+from tests.aio._util import _HeldAfterOpen, busy_locks, lock_files, temp_files, writer_lock
 from tests.helpers import reap
 
 STEP_S = 0.002
@@ -201,10 +201,11 @@ def test_cancel_during_a_lock_wait_returns_promptly_and_writes_nothing(store_pat
     """The thread gives up its wait (it cannot be killed, but it can be told); nothing is written."""
     with filemem.Store(store_path) as seed:
         seed.put("a", "k1", 0)
-    held = _locks.exclusive(writer_lock(store_path, "a"), 1.0)
+    held = _HeldAfterOpen(writer_lock(store_path, "a"))
 
     async def main() -> None:
         async with AsyncStore(store_path, lock_timeout_s=30) as s:
+            held.take()
             tasks = [
                 asyncio.create_task(s.put("a", "k1", i)) for i in range(1, 5)
             ]  # one polls flock, three the in-process lock
@@ -232,10 +233,11 @@ def test_cancel_during_a_lock_wait_returns_promptly_and_writes_nothing(store_pat
 def test_cancelled_while_queued_never_runs(store_path: str) -> None:
     with filemem.Store(store_path) as seed:
         seed.put("a", "k1", 0)
-    held = _locks.exclusive(writer_lock(store_path, "a"), 1.0)
+    held = _HeldAfterOpen(writer_lock(store_path, "a"))
 
     async def main() -> None:
         async with AsyncStore(store_path, max_in_flight=1) as s:
+            held.take()
             first = asyncio.create_task(s.put("a", "k1", 1))
             queued = [asyncio.create_task(s.put("b", f"q{i}", i)) for i in range(5)]
             await asyncio.sleep(0.1)
