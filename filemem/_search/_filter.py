@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from .._errors import InvalidQueryError
 
-__all__ = ["Predicate", "compile_filter", "parse_filter", "resolve_path"]
+__all__ = ["Predicate", "check_search_args", "compile_filter", "parse_filter", "resolve_path"]
 
 #: A compiled filter: True when a record's value matches.
 Predicate = Callable[[Any], bool]
@@ -37,6 +37,15 @@ Predicate = Callable[[Any], bool]
 _MISSING: Final = object()
 _ORDER_OPS: Final = frozenset({"$gt", "$gte", "$lt", "$lte"})
 OPERATORS: Final = frozenset({"$eq", "$ne", "$in"}) | _ORDER_OPS
+
+
+def check_search_args(query: object, limit: object, offset: object) -> None:
+    """Refuse a non-string query or a negative/non-int limit or offset (every backend's search, before it reads)."""
+    if query is not None and not isinstance(query, str):
+        raise InvalidQueryError(f"query must be a string or None, not {type(query).__name__}")
+    for name, n in (("limit", limit), ("offset", offset)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidQueryError(f"{name} must be a non-negative int, not {n!r}")
 
 
 def resolve_path(value: Any, path: tuple[str, ...]) -> Any:

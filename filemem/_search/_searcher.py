@@ -35,7 +35,7 @@ from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Shard
 from .._types import Item
 from .._walk import ShardWalk
-from ._filter import compile_filter
+from ._filter import check_search_args, compile_filter
 from ._indexfile import Entries, IndexFile, bucket_of, index_lock, read_index, write_index
 from ._result import SearchHit
 from ._scoring import DocRef, Part, rank
@@ -373,11 +373,7 @@ class Searcher:
         vector: Sequence[float] | str | None,
     ) -> list[SearchHit]:
         """See :meth:`filemem.Store.search` (``prefix`` already checked)."""
-        if query is not None and not isinstance(query, str):
-            raise InvalidQueryError(f"query must be a string or None, not {type(query).__name__}")
-        for name, n in (("limit", limit), ("offset", offset)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise InvalidQueryError(f"{name} must be a non-negative int, not {n!r}")
+        check_search_args(query, limit, offset)
         pred = compile_filter(filter)
         qvec = self._query_vector(vector)
         terms = list(dict.fromkeys(tokenize(query))) if query is not None else None

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
-from ..._errors import InvalidQueryError, UnsupportedFeatureError
+from ..._errors import UnsupportedFeatureError
 from ..._search import SearchHit
-from ..._search._filter import compile_filter, parse_filter
+from ..._search._filter import check_search_args, compile_filter, parse_filter
 from ..._snapshot import item_of
 from ...codecs import Codec
 from ._names import INTERNAL_TEXT, decode_ns, prefix_range
@@ -80,11 +80,7 @@ def search(
     vector: Sequence[float] | str | None,
 ) -> list[SearchHit]:
     """See :meth:`filemem.Store.search` (``prefix`` already checked)."""
-    if query is not None and not isinstance(query, str):
-        raise InvalidQueryError(f"query must be a string or None, not {type(query).__name__}")
-    for name, n in (("limit", limit), ("offset", offset)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise InvalidQueryError(f"{name} must be a non-negative int, not {n!r}")
+    check_search_args(query, limit, offset)
     clauses = parse_filter(filter) if filter is not None else []
     pred = compile_filter(filter)
     for what, given in (("query", query), ("vector", vector)):
