@@ -96,6 +96,10 @@ def position(segment: int, offset: int) -> int:
     return (segment << OFFSET_BITS) | offset
 
 
+#: The log's first position: just past the first segment's header.
+FIRST_POSITION: Final = position(1, SEGMENT_HEADER_BYTES)
+
+
 def segment_of(pos: int) -> int:
     """The segment a position lies in."""
     return pos >> OFFSET_BITS

@@ -37,17 +37,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from .. import _fs, _locks
 from .._errors import CorruptShardError, FileMemError, LockTimeout, StorageError
 from ..codecs import Codec
-from . import _format, _platform
+from . import _format, _platform, _repair
 from ._control import Control, ControlPage, boot_id
 from ._fold import Checkpoint, Installed, fold_range, read_checkpoint, write_checkpoint
 from ._overlay import Change, Entry, Overlay
 from ._reader import LogReader
+from ._repair import LogIssue
 from ._writer import LogWriter
 
 __all__ = ["WAL_DIR", "Decision", "Log", "LogIssue", "record_of"]
@@ -57,7 +57,7 @@ CONTROL: Final = "control"
 APPEND_LOCK: Final = "append.lock"
 FOLD_LOCK: Final = "fold.lock"
 OPEN_LOCK: Final = "open.lock"
-FIRST_POSITION: Final = _format.position(1, _format.SEGMENT_HEADER_BYTES)
+FIRST_POSITION: Final = _format.FIRST_POSITION
 _FIRST_SLEEP_S: Final = 0.00002
 _MAX_SLEEP_S: Final = 0.002
 #: How often a thread waiting for another thread's append lock looks at its abort event.
@@ -104,18 +104,6 @@ def record_of(codecs: dict[str, Codec], op: _format.LogOp, lsn: int, now: float)
     if op.expires_at is not None:
         rec["expires_at"] = op.expires_at
     return rec
-
-
-@dataclass(slots=True)
-class LogIssue:
-    """Something :meth:`Log.verify` found (the engine turns it into a ``check`` finding)."""
-
-    code: str
-    path: str
-    message: str
-    severity: str
-    fixed: bool = False
-    action: str = ""
 
 
 class Log:
@@ -610,62 +598,8 @@ class Log:
 
     @_storage_errors("check the log in")
     def verify(self, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue]:
-        """Check the log (``check``): checkpoint, every frame from it to the end, the tail.
-
-        ``fix`` repairs: a lost checkpoint is rebuilt (sequence numbers then
-        restart above ``base_lsn()``, the highest version in the shards); a
-        frame that fails its checks below the synced end cuts the log there
-        (the damaged segment is kept in ``quarantine/``; the records past the
-        cut are lost and reported); a torn tail past the synced end is zeroed.
-        """
-        issues: list[LogIssue] = []
-        cp = read_checkpoint(self.dir)
-        cp_path = os.path.join(self.dir, "checkpoint")
-        if cp is None and os.path.exists(cp_path):
-            issue = LogIssue("corrupt-log", cp_path, "the log checkpoint is damaged", "error")
-            if fix and not self.readonly:
-                segs = self._segments()
-                start = _format.position(segs[0], _format.SEGMENT_HEADER_BYTES) if segs else FIRST_POSITION
-                with self._append_locked():
-                    c = self._control(held=True)
-                    base = max(base_lsn(), c.folded_lsn if c else 0)
-                    write_checkpoint(self.dir, Checkpoint(start, base), sync=self.sync_on)
-                issue.fixed, issue.action = True, "rebuilt: the whole log will be folded again"
-            issues.append(issue)
-            cp = read_checkpoint(self.dir)
-        start = cp.folded if cp is not None else FIRST_POSITION
-        c = self._control()
-        scan = self.reader.scan(start, None)
-        bad = None
-        for frame in scan.frames:
-            if frame.kind == _format.BATCH:
-                try:
-                    _format.decode_batch(frame.payload)
-                except ValueError as exc:
-                    bad = (frame.pos, f"frame at {frame.pos:#x} does not decode: {exc}")
-                    break
-        if bad is None and scan.end < c.synced and scan.stop != "missing":
-            bad = (scan.end, scan.detail or "the log ends before its synced position")
-        seg_path = os.path.join(self.dir, _format.segment_name(_format.segment_of(scan.end)))
-        if bad is not None:
-            pos, detail = bad
-            path = os.path.join(self.dir, _format.segment_name(_format.segment_of(pos)))
-            issue = LogIssue("corrupt-log", path, f"damaged below the synced end: {detail}", "error")
-            if fix and not self.readonly:
-                lost = self._cut(pos)
-                issue.fixed = True
-                issue.action = f"log cut at {pos:#x}; damaged segments copied to quarantine/; {lost} frame(s) lost"
-            issues.append(issue)
-        elif scan.stop == "torn":
-            issue = LogIssue("torn-log", seg_path, f"torn tail after {scan.end:#x} (a write cut short)", "info")
-            if fix and not self.readonly:
-                with self._append_locked():
-                    c = self._control(held=True)
-                    if c.appended <= scan.end:
-                        self._zero_tail(scan.end)
-                        issue.fixed, issue.action = True, "tail zeroed"
-            issues.append(issue)
-        return issues
+        """Check the log (``check``); ``fix`` repairs. See :func:`filemem._wal._repair.verify`."""
+        return _repair.verify(self, fix=fix, base_lsn=base_lsn)
 
     def _segments(self) -> list[int]:
         out = []
@@ -674,46 +608,6 @@ class Log:
                 with contextlib.suppress(ValueError):
                     out.append(int(name[:-4], 16))
         return sorted(out)
-
-    def _zero_tail(self, pos: int) -> None:
-        """Zero a segment from ``pos`` to its end (append lock held)."""
-        path = os.path.join(self.dir, _format.segment_name(_format.segment_of(pos)))
-        fd = os.open(path, os.O_RDWR)
-        try:
-            size = os.fstat(fd).st_size
-            off = _format.offset_of(pos)
-            if size > off:
-                _platform.pwrite(fd, bytes(size - off), off)
-                _platform.datasync(fd)
-        finally:
-            os.close(fd)
-
-    def _cut(self, pos: int) -> int:
-        """End the log at ``pos``: quarantine copies, zero the rest, drop later segments. Returns frames lost."""
-        quarantine = os.path.join(self.root, "quarantine")
-        _fs.ensure_dir(quarantine)
-        with self._append_locked(), self._mu:
-            lost = len(self.reader.scan(pos, None).frames)
-            seg = _format.segment_of(pos)
-            stamp = f"{time.time_ns()}"
-            for s in self._segments():
-                if s >= seg:
-                    src = os.path.join(self.dir, _format.segment_name(s))
-                    with open(src, "rb") as fh:
-                        data = fh.read()
-                    _fs.write_new_file(
-                        os.path.join(quarantine, f"wal-{_format.segment_name(s)}.{stamp}"), data, sync=True
-                    )
-                    if s > seg:
-                        os.unlink(src)
-            self._zero_tail(pos)
-            c = self._control(held=True)
-            c.appended = c.synced = pos
-            c.commits += 1
-            self.control.write(c)
-            self.overlay.reset(min(self.overlay.pos, pos), self.overlay.pruned_lsn)
-            self.on_folded(None)
-        return lost
 
     @contextmanager
     def pin(self) -> Iterator[None]:
