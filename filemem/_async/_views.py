@@ -156,11 +156,18 @@ class AsyncSnapshot:
         if runner.closed:
             raise StoreClosedError("async store is closed")
         self._pool = runner.snapshot_pool()
+
+        def open_snapshot() -> ReadView:
+            # Kept as soon as it exists: on a format-2 store opening pins the
+            # log (a shared fold lock), and a task cancelled while the open ran
+            # still gets it back from finish() only as a CancelledError.
+            snap = self._snap = self._store._store.snapshot()
+            return snap
+
         try:
-            # Opening takes no lock yet (reads take them), so withdrawing it is safe.
-            self._snap = await finish(self._pool, self._store._store.snapshot)
+            await finish(self._pool, open_snapshot)
         except BaseException:
-            await self._shutdown()
+            await self.close()  # releases what an open that completed anyway holds
             raise
         return self
 
