@@ -13,6 +13,7 @@ import asyncio
 import collections
 import json
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -193,6 +194,44 @@ def test_cancel_inside_a_snapshot_releases_its_locks(store_path: str, monkeypatc
                 started = time.monotonic()
                 await s.put("a", "k1", n)
                 assert time.monotonic() - started < 1.0
+
+    asyncio.run(main())
+
+
+@pytest.mark.store_format(2)
+def test_cancel_while_a_snapshot_opens_releases_the_log_pin(store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Format 2: opening a snapshot pins the log (a shared wal/fold.lock). A task
+    # cancelled while the open runs must not leave the open's pin held.
+    with filemem.Store(store_path) as seed:
+        seed.put("a", "k1", 0)
+    monkeypatch.setattr(_engine._log, "FOLD_IDLE_S", 3600.0)
+    opened = threading.Event()
+    real_snapshot = filemem.Store.snapshot
+
+    def slow_snapshot(self: filemem.Store) -> Any:
+        snap = real_snapshot(self)
+        opened.set()
+        time.sleep(0.3)  # the task is cancelled in here: the open completes anyway
+        return snap
+
+    monkeypatch.setattr(filemem.Store, "snapshot", slow_snapshot)
+
+    async def main() -> None:
+        async with AsyncStore(store_path, lock_timeout_s=2) as s:
+
+            async def reader() -> None:
+                async with s.snapshot():
+                    await asyncio.sleep(5)
+
+            task = asyncio.create_task(reader())
+            while not opened.is_set():
+                await asyncio.sleep(0.005)
+            assert any(path.endswith("fold.lock") for path in busy_locks(store_path))  # the pin is real
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert busy_locks(store_path) == []
+            assert (await s.stats())["aio"]["snapshots_open"] == 0
 
     asyncio.run(main())
 
