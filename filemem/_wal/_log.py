@@ -487,42 +487,68 @@ class Log:
         if self.failed is not None:
             raise self.failed
         assert self.writer is not None
-        with self._append_locked(), self._mu:
-            c = self._control(held=True)
-            self._advance(c, c.appended)
-            now = time.time()
-            ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
-            if not ops:
-                return results
-            payload = _format.encode_batch(c.last_lsn + 1, now, ops)
-            try:
-                _, end = self.writer.append(c.appended, _format.BATCH, payload)
-            except OSError as exc:
-                # Nothing was published: the next writer writes over whatever
-                # part of the frame reached the file.
-                raise _fs.storage_error(exc, "append to", self.dir) from exc
-            c.appended = end
-            c.last_lsn += len(ops)
-            if not self.sync_on:
-                c.synced, c.synced_lsn, c.commits = end, c.last_lsn, c.commits + 1
-            self.control.write(c)
-            self.overlay.add(end, changes, synced=not self.sync_on)
-            last_lsn = c.last_lsn
-        if self.sync_on:
-            try:
-                self.writer.sync(end)
-            except OSError as exc:
-                self.failed = _fs.storage_error(exc, "sync", self.dir)
-                raise self.failed from exc
+        #: Set when the decision saw frames nobody has published as synced yet.
+        seen_pending: tuple[int, int] | None = None
+        try:
             with self._append_locked(), self._mu:
                 c = self._control(held=True)
-                if c.synced < end:
-                    c.synced, c.synced_lsn = end, max(c.synced_lsn, last_lsn)
-                    c.commits += 1
-                    self.control.write(c)
-                self.overlay.promote(c.synced)
+                self._advance(c, c.appended)
+                now = time.time()
+                try:
+                    ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
+                except Exception:
+                    if c.appended > c.synced:
+                        seen_pending = (c.appended, c.last_lsn)
+                    raise
+                if not ops:
+                    if c.appended > c.synced:
+                        seen_pending = (c.appended, c.last_lsn)
+                    return results
+                payload = _format.encode_batch(c.last_lsn + 1, now, ops)
+                try:
+                    _, end = self.writer.append(c.appended, _format.BATCH, payload)
+                except OSError as exc:
+                    # Nothing was published: the next writer writes over whatever
+                    # part of the frame reached the file.
+                    raise _fs.storage_error(exc, "append to", self.dir) from exc
+                c.appended = end
+                c.last_lsn += len(ops)
+                if not self.sync_on:
+                    c.synced, c.synced_lsn, c.commits = end, c.last_lsn, c.commits + 1
+                self.control.write(c)
+                self.overlay.add(end, changes, synced=not self.sync_on)
+                last_lsn = c.last_lsn
+        finally:
+            if seen_pending is not None:
+                # The decision (a failed conditional write, an update's function
+                # that raised, a no-op) was made against frames appended but not
+                # yet synced. Their writer may be dead (SIGKILLed between append
+                # and publish): then nobody would ever publish them, readers would
+                # never see what this caller was just told, and every retry would
+                # fail against a version no read returns (issue 13). Make them
+                # durable and published before the caller hears the outcome.
+                self._publish_synced(*seen_pending)
+        self._publish_synced(end, last_lsn)
         self.last_write = time.monotonic()
         return results
+
+    def _publish_synced(self, end: int, last_lsn: int) -> None:
+        """Sync the log up to ``end`` (outside the append lock) and publish it as synced."""
+        if not self.sync_on:
+            return
+        assert self.writer is not None
+        try:
+            self.writer.sync(end)
+        except OSError as exc:
+            self.failed = _fs.storage_error(exc, "sync", self.dir)
+            raise self.failed from exc
+        with self._append_locked(), self._mu:
+            c = self._control(held=True)
+            if c.synced < end:
+                c.synced, c.synced_lsn = end, max(c.synced_lsn, last_lsn)
+                c.commits += 1
+                self.control.write(c)
+            self.overlay.promote(c.synced)
 
     def unfolded_bytes(self) -> int:
         """Roughly how many bytes of log the shards do not hold yet."""
