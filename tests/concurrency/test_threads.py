@@ -201,7 +201,7 @@ def test_snapshot_read_racing_another_threads_split_finds_the_key(
 def test_snapshot_holds_off_another_threads_fold_without_deadlock(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Format 2: puts only log; the fold splits. A snapshot pins the fold: another thread's fold neither waits nor splits.
+    """Format 2: puts only log, the fold splits; another thread's fold under a snapshot neither waits nor splits.
 
     Deterministic: the snapshot resolves a key to the root shard, then another
     thread writes the record that would split it and asks for a fold. The fold
