@@ -119,6 +119,7 @@ class Log:
         lock_timeout_s: float,
         segment_bytes: int = 16 << 20,
         fold_bytes: int = 4 << 20,
+        fold_step_bytes: int = 256 << 10,
         on_folded: Callable[[list[tuple[tuple[str, ...], str]] | None], None] = lambda _keys: None,
     ) -> None:
         self.root = root
@@ -129,6 +130,8 @@ class Log:
         self.lock_timeout_s = lock_timeout_s
         self.segment_bytes = segment_bytes
         self.fold_bytes = fold_bytes
+        #: How much log a fold moves between two checkpoints.
+        self.fold_step_bytes = fold_step_bytes
         #: Told, under the overlay lock, which keys left the overlay because the
         #: shards now hold them (their cached shards are stale), or None when
         #: the log behind the overlay was retired (every cached shard is).
@@ -593,11 +596,16 @@ class Log:
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         c = self._control()
         limit = c.synced
-        if limit > cp.folded:
+        for stop in self._fold_stops(cp.folded, limit):
+            # A checkpoint per step: a fold killed part way (its process
+            # SIGKILLed, as writers are) keeps what it moved, so the next fold
+            # starts there instead of redoing the whole range. Without it a log
+            # whose folders kept dying grew until a fold at open, which nobody
+            # kills, moved it all (issue 13: 5-47 s opens in the SIGKILL loop).
             last, _ = fold_range(
-                self.reader, cp.folded, limit, install, lambda op, lsn, now: record_of(self.codecs, op, lsn, now)
+                self.reader, cp.folded, stop, install, lambda op, lsn, now: record_of(self.codecs, op, lsn, now)
             )
-            cp = Checkpoint(limit, max(last, cp.folded_lsn))
+            cp = Checkpoint(stop, max(last, cp.folded_lsn))
             write_checkpoint(self.dir, cp, sync=self.sync_on)
         with self._append_locked():
             c = self._control(held=True)
@@ -608,6 +616,19 @@ class Log:
                 self.control.write(c)
         self.folds += 1
         self._retire(_format.segment_of(cp.folded))
+
+    def _fold_stops(self, start: int, limit: int) -> list[int]:
+        """Where a fold from ``start`` to ``limit`` checkpoints: batch ends a step apart, then ``limit``."""
+        if limit <= start:
+            return []
+        stops: list[int] = []
+        mark = start
+        for frame in self.reader.scan(start, limit).frames:
+            if frame.kind == _format.BATCH and frame.end < limit and frame.end - mark >= self.fold_step_bytes:
+                stops.append(frame.end)
+                mark = frame.end
+        stops.append(limit)
+        return stops
 
     def _retire(self, below: int) -> None:
         """Unlink segments wholly below the checkpoint (open readers keep reading their copies)."""
