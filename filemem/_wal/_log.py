@@ -119,6 +119,7 @@ class Log:
         lock_timeout_s: float,
         segment_bytes: int = 16 << 20,
         fold_bytes: int = 4 << 20,
+        fold_step_bytes: int = 256 << 10,
         on_folded: Callable[[list[tuple[tuple[str, ...], str]] | None], None] = lambda _keys: None,
     ) -> None:
         self.root = root
@@ -129,6 +130,8 @@ class Log:
         self.lock_timeout_s = lock_timeout_s
         self.segment_bytes = segment_bytes
         self.fold_bytes = fold_bytes
+        #: How much log a fold moves between two checkpoints.
+        self.fold_step_bytes = fold_step_bytes
         #: Told, under the overlay lock, which keys left the overlay because the
         #: shards now hold them (their cached shards are stale), or None when
         #: the log behind the overlay was retired (every cached shard is).
@@ -487,42 +490,68 @@ class Log:
         if self.failed is not None:
             raise self.failed
         assert self.writer is not None
-        with self._append_locked(), self._mu:
-            c = self._control(held=True)
-            self._advance(c, c.appended)
-            now = time.time()
-            ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
-            if not ops:
-                return results
-            payload = _format.encode_batch(c.last_lsn + 1, now, ops)
-            try:
-                _, end = self.writer.append(c.appended, _format.BATCH, payload)
-            except OSError as exc:
-                # Nothing was published: the next writer writes over whatever
-                # part of the frame reached the file.
-                raise _fs.storage_error(exc, "append to", self.dir) from exc
-            c.appended = end
-            c.last_lsn += len(ops)
-            if not self.sync_on:
-                c.synced, c.synced_lsn, c.commits = end, c.last_lsn, c.commits + 1
-            self.control.write(c)
-            self.overlay.add(end, changes, synced=not self.sync_on)
-            last_lsn = c.last_lsn
-        if self.sync_on:
-            try:
-                self.writer.sync(end)
-            except OSError as exc:
-                self.failed = _fs.storage_error(exc, "sync", self.dir)
-                raise self.failed from exc
+        #: Set when the decision saw frames nobody has published as synced yet.
+        seen_pending: tuple[int, int] | None = None
+        try:
             with self._append_locked(), self._mu:
                 c = self._control(held=True)
-                if c.synced < end:
-                    c.synced, c.synced_lsn = end, max(c.synced_lsn, last_lsn)
-                    c.commits += 1
-                    self.control.write(c)
-                self.overlay.promote(c.synced)
+                self._advance(c, c.appended)
+                now = time.time()
+                try:
+                    ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
+                except Exception:
+                    if c.appended > c.synced:
+                        seen_pending = (c.appended, c.last_lsn)
+                    raise
+                if not ops:
+                    if c.appended > c.synced:
+                        seen_pending = (c.appended, c.last_lsn)
+                    return results
+                payload = _format.encode_batch(c.last_lsn + 1, now, ops)
+                try:
+                    _, end = self.writer.append(c.appended, _format.BATCH, payload)
+                except OSError as exc:
+                    # Nothing was published: the next writer writes over whatever
+                    # part of the frame reached the file.
+                    raise _fs.storage_error(exc, "append to", self.dir) from exc
+                c.appended = end
+                c.last_lsn += len(ops)
+                if not self.sync_on:
+                    c.synced, c.synced_lsn, c.commits = end, c.last_lsn, c.commits + 1
+                self.control.write(c)
+                self.overlay.add(end, changes, synced=not self.sync_on)
+                last_lsn = c.last_lsn
+        finally:
+            if seen_pending is not None:
+                # The decision (a failed conditional write, an update's function
+                # that raised, a no-op) was made against frames appended but not
+                # yet synced. Their writer may be dead (SIGKILLed between append
+                # and publish): then nobody would ever publish them, readers would
+                # never see what this caller was just told, and every retry would
+                # fail against a version no read returns (issue 13). Make them
+                # durable and published before the caller hears the outcome.
+                self._publish_synced(*seen_pending)
+        self._publish_synced(end, last_lsn)
         self.last_write = time.monotonic()
         return results
+
+    def _publish_synced(self, end: int, last_lsn: int) -> None:
+        """Sync the log up to ``end`` (outside the append lock) and publish it as synced."""
+        if not self.sync_on:
+            return
+        assert self.writer is not None
+        try:
+            self.writer.sync(end)
+        except OSError as exc:
+            self.failed = _fs.storage_error(exc, "sync", self.dir)
+            raise self.failed from exc
+        with self._append_locked(), self._mu:
+            c = self._control(held=True)
+            if c.synced < end:
+                c.synced, c.synced_lsn = end, max(c.synced_lsn, last_lsn)
+                c.commits += 1
+                self.control.write(c)
+            self.overlay.promote(c.synced)
 
     def unfolded_bytes(self) -> int:
         """Roughly how many bytes of log the shards do not hold yet."""
@@ -567,11 +596,16 @@ class Log:
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         c = self._control()
         limit = c.synced
-        if limit > cp.folded:
+        for stop in self._fold_stops(cp.folded, limit):
+            # A checkpoint per step: a fold killed part way (its process
+            # SIGKILLed, as writers are) keeps what it moved, so the next fold
+            # starts there instead of redoing the whole range. Without it a log
+            # whose folders kept dying grew until a fold at open, which nobody
+            # kills, moved it all (issue 13: 5-47 s opens in the SIGKILL loop).
             last, _ = fold_range(
-                self.reader, cp.folded, limit, install, lambda op, lsn, now: record_of(self.codecs, op, lsn, now)
+                self.reader, cp.folded, stop, install, lambda op, lsn, now: record_of(self.codecs, op, lsn, now)
             )
-            cp = Checkpoint(limit, max(last, cp.folded_lsn))
+            cp = Checkpoint(stop, max(last, cp.folded_lsn))
             write_checkpoint(self.dir, cp, sync=self.sync_on)
         with self._append_locked():
             c = self._control(held=True)
@@ -582,6 +616,19 @@ class Log:
                 self.control.write(c)
         self.folds += 1
         self._retire(_format.segment_of(cp.folded))
+
+    def _fold_stops(self, start: int, limit: int) -> list[int]:
+        """Where a fold from ``start`` to ``limit`` checkpoints: batch ends a step apart, then ``limit``."""
+        if limit <= start:
+            return []
+        stops: list[int] = []
+        mark = start
+        for frame in self.reader.scan(start, limit).frames:
+            if frame.kind == _format.BATCH and frame.end < limit and frame.end - mark >= self.fold_step_bytes:
+                stops.append(frame.end)
+                mark = frame.end
+        stops.append(limit)
+        return stops
 
     def _retire(self, below: int) -> None:
         """Unlink segments wholly below the checkpoint (open readers keep reading their copies)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -170,6 +171,7 @@ def test_read_racing_another_threads_split_finds_the_key(store_path: str, monkey
         s.close()
 
 
+@pytest.mark.store_format(1)  # a put splits the shard in format 1; format 2 splits in the fold (next test)
 def test_snapshot_read_racing_another_threads_split_finds_the_key(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,5 +193,61 @@ def test_snapshot_read_racing_another_threads_split_finds_the_key(
             got = snap.get("ns", "k0")
         monkeypatch.undo()
         assert got == {"i": 0, "pad": w.PAD}
+    finally:
+        s.close()
+
+
+@pytest.mark.store_format(2)
+def test_snapshot_holds_off_another_threads_fold_without_deadlock(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Format 2: puts only log, the fold splits; another thread's fold under a snapshot neither waits nor splits.
+
+    Deterministic: the snapshot resolves a key to the root shard, then another
+    thread writes the record that would split it and asks for a fold. The fold
+    is refused at once (the snapshot of this process holds the fold lock; it
+    does not wait out the lock timeout against it), the snapshot reads its key
+    from the unsplit shard, and the split happens at the next fold after.
+    """
+    s = filemem.Store(store_path, shard_max_bytes=1024, durability="flush", lock_timeout_s=60)
+    try:
+        path = os.path.join(s._engine.ns_dir(("ns",)), "s.shard")
+        i = 0
+        while not os.path.exists(path) or os.path.getsize(path) < s._engine.shard_max_bytes - 150:
+            s.put("ns", f"k{i}", {"i": i, "pad": w.PAD})
+            filemem.admin.fold(s)
+            i += 1
+        assert s.stats()["splits"] == 0
+        real = _engine.Engine.snapshot_lock
+        armed = [True]
+        took: list[float] = []
+
+        def put_and_fold() -> None:
+            t0 = time.monotonic()
+            s.put("ns", "trigger", {"i": -1, "pad": w.PAD})
+            filemem.admin.fold(s)
+            took.append(time.monotonic() - t0)
+
+        def snapshot_lock(self: Any, view: Any, prefix: str, first: bool) -> _locks.Held:
+            if armed[0]:
+                armed[0] = False
+                t = threading.Thread(target=put_and_fold)
+                t.start()
+                t.join(120)
+                assert not t.is_alive(), "the other thread's fold deadlocked against the snapshot"
+            return real(self, view, prefix, first)
+
+        monkeypatch.setattr(_engine.Engine, "snapshot_lock", snapshot_lock)
+        with s.snapshot() as snap:
+            got = snap.get("ns", "k0")
+            assert snap.get("ns", "trigger") is None  # written after the snapshot's position
+        monkeypatch.undo()
+        assert got == {"i": 0, "pad": w.PAD}
+        assert took and took[0] < 30, took  # refused at once, not after the 60 s lock timeout
+        assert s.stats()["splits"] == 0, "a fold ran under the snapshot's pin"
+        filemem.admin.fold(s)
+        assert s.stats()["splits"] == 1
+        assert s.get("ns", "k0") == {"i": 0, "pad": w.PAD}
+        assert s.get("ns", "trigger") == {"i": -1, "pad": w.PAD}
     finally:
         s.close()

@@ -62,7 +62,8 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
     """Put ``value`` under key "killed" and SIGKILL this process at ``point`` inside the put (a fault point).
 
     ``"after-sync"``: the frame's ``fdatasync`` returned, the control page does
-    not count it as synced yet. ``"after-write"``: the frame is in the file,
+    not count it as synced yet. ``"before-sync"``: the page counts the frame as
+    appended, its ``fdatasync`` never ran. ``"after-write"``: the frame is in the file,
     the page does not count it as appended yet. ``"mid-page"``: inside the
     page update after the frame, with ``appended`` written and ``last_lsn`` not.
     ``ready`` hears "armed" first.
@@ -73,11 +74,12 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
 
     with filemem.Store(path) as s:
         s.put(NS, "before", 1)
-        if point == "after-sync":
+        if point in ("after-sync", "before-sync"):
             real_sync = _writer.LogWriter.sync
 
             def sync(self: Any, end: int) -> None:
-                real_sync(self, end)
+                if point == "after-sync":
+                    real_sync(self, end)
                 os.kill(os.getpid(), signal.SIGKILL)
 
             _writer.LogWriter.sync = sync  # type: ignore[method-assign]

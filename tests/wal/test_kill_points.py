@@ -124,3 +124,38 @@ def test_killed_inside_the_page_update_no_version_is_handed_out_twice(
         assert s.get(NS, "next") == 2
         s.check(fix=True)
         assert s.check() == []
+
+
+@pytest.mark.parametrize("point", ["before-sync", "after-sync"])
+def test_a_dead_writers_unsynced_frame_never_fools_a_conditional_write(
+    store_path: str, spawn_ctx: Any, point: str
+) -> None:
+    """Issue 13: a writer dies after appending, before publishing its frame as synced; another handle stays open.
+
+    A conditional write decides against the log's end (pending frames
+    included) while reads stop at the synced end. With nobody left to publish
+    the dead writer's frame, the conditional write kept failing against a
+    version no strict read ever returned. Now: whatever a conditional write was
+    told, a read after it returns the same version, and a retry against that
+    version succeeds.
+    """
+    with filemem.Store(store_path) as s:
+        s.put(NS, "killed", {"v": 0})
+        _kill_child_at(store_path, spawn_ctx, point, {"v": 1})
+        seen = s.get_item(NS, "killed")
+        assert seen is not None
+        try:
+            s.put(NS, "killed", {"v": 2}, if_version=seen.version)
+        except filemem.ConflictError as exc:
+            after = s.get_item(NS, "killed")
+            assert after is not None and after.version == exc.current_version, (seen, after, exc)
+            assert after.value == {"v": 1}  # the dead writer's whole frame, now published
+            with filemem.Store(store_path) as fresh:  # another handle agrees
+                again = fresh.get_item(NS, "killed")
+                assert again is not None and again.version == after.version
+            s.put(NS, "killed", {"v": 2}, if_version=after.version)
+        assert s.get(NS, "killed") == {"v": 2}
+        assert s.check() == []
+    with filemem.Store(store_path) as s:
+        assert s.get(NS, "killed") == {"v": 2}
+        assert s.check() == []

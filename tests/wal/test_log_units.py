@@ -245,6 +245,32 @@ def test_fold_installs_the_newest_record_per_key_and_moves_the_checkpoint(tmp_pa
         log.close()
 
 
+def test_a_fold_that_dies_part_way_keeps_what_it_moved(tmp_path: Path) -> None:
+    """Issue 13: the fold checkpoints every step, so a folder killed mid-fold costs one step, not the whole range."""
+    log = _log(tmp_path, fold_step_bytes=4096)
+    pad = "x" * 1000
+    try:
+        for i in range(40):  # ~40 KiB of log: about ten steps
+            log.commit(_put_decision(("n",), f"k{i}", pad))
+        calls: list[int] = []
+
+        def install(records: list[Any]) -> None:
+            calls.append(len(records))
+            if len(calls) == 3:
+                raise OSError(errno.EIO, "the folder dies here")
+
+        with pytest.raises(StorageError):
+            log.fold(install, wait=True)
+        cp = read_checkpoint(str(tmp_path / "wal"))
+        assert cp is not None and 0 < cp.folded_lsn < 40, cp  # two steps kept
+        got: list[Any] = []
+        assert log.fold(got.extend, wait=True)
+        assert sorted(lsn for _, _, lsn, _ in got) == list(range(cp.folded_lsn + 1, 41))  # resumed there
+        assert read_checkpoint(str(tmp_path / "wal")).folded_lsn == 40  # type: ignore[union-attr]
+    finally:
+        log.close()
+
+
 def test_a_lost_control_page_is_rebuilt_from_the_log(tmp_path: Path) -> None:
     log = _log(tmp_path)
     for i in range(3):
