@@ -37,12 +37,12 @@ MARKER: Final = "filemem.json"
 #: own version (``FORMAT_VERSION`` in _shard, still 1).
 STORE_FORMAT_VERSION: Final = 2
 #: The format new stores are created with, and that a read-write open
-#: upgrades older stores to. Still 1 by default: the whole suite does not yet
-#: pass on format-2 stores (issue 13; what fails is listed there), so
-#: ``FILEMEM_STORE_FORMAT=2`` opts in (CI runs the log's tests and a subset of
-#: the suite that way), and ``filemem convert --upgrade`` upgrades one store
-#: for good. A format-2 store is always opened as one.
-NEW_STORE_FORMAT = STORE_FORMAT_VERSION if os.environ.get("FILEMEM_STORE_FORMAT", "") == "2" else 1
+#: upgrades older stores to: 2, the write-ahead log (issue 13). A process
+#: started with ``FILEMEM_STORE_FORMAT=1`` creates version 1 stores and leaves
+#: version 1 stores as they are (CI runs a subset of the suite that way, so
+#: format 1 stays correct for stores not yet upgraded and for read-only
+#: opens). A format-2 store is always opened as one.
+NEW_STORE_FORMAT = 1 if os.environ.get("FILEMEM_STORE_FORMAT", "") == "1" else STORE_FORMAT_VERSION
 NS_DIR: Final = "ns"
 BATCH_DIR: Final = "batches"
 QUARANTINE_DIR: Final = "quarantine"
