@@ -17,10 +17,32 @@ import filemem
 
 
 def log(path: str, *fields: Any) -> None:
-    """Append one JSON line with a single write."""
+    """Append one JSON line with a single write; a new log appears with its first line already in it.
+
+    Waiters poll for the file to exist (``wait_for``) and then read it: a log
+    created empty and written a moment later let them read nothing on a
+    loaded machine. So the first line goes into a temp file that is linked
+    into place (create-if-absent); later lines, or a lost race to create,
+    append.
+    """
+    line = (json.dumps(list(fields)) + "\n").encode()
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+            return
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, (json.dumps(list(fields)) + "\n").encode())
+        os.write(fd, line)
     finally:
         os.close(fd)
 
