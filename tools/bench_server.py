@@ -469,7 +469,9 @@ def _line(r: dict[str, Any]) -> str:
     checks = r["checks"]
     failed = [name for name, ok in checks.items() if not ok]
     verdict = "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"
-    errors = f" client errors {r['client_errors']} (e.g. {r['client_error_examples'][0]});" if r["client_errors"] else ""
+    errors = (
+        f" client errors {r['client_errors']} (e.g. {r['client_error_examples'][0]});" if r["client_errors"] else ""
+    )
     load = r["load_1m"]
     cpu = r["cpu_s"]
     split = max(r["split_per_client_proc"], key=lambda x: x["feed_to_client_p99_ms"] or 0)

@@ -15,9 +15,13 @@ Invariants:
 * The feed's own ``missed`` (events lost by the watcher, or the hub's
   subscription overflowing) becomes a ``missed`` message in the ring.
 
-The feed says which shard changed and which keys a write touched; the hub
-reads each touched key (``consistency="strict"``) to say ``put`` (with its
-version) or ``delete``. A write that touched more keys than the shard header
+On a format-2 store the feed hands over each commit's records
+(``Change.items``, read from the log): the hub announces exactly what each
+commit wrote, once, with no read of the store. On a format-1 store the feed
+says which shard changed and which keys a write touched; the hub reads each
+touched key (``consistency="strict"``) to say ``put`` (with its version) or
+``delete``, and skips a version it already announced. A failure turning a
+change into messages, whatever it is, becomes a ``missed`` message. A write that touched more keys than the shard header
 names arrives with ``key: null`` and ``op: "write"``: re-read the namespace.
 Threads: the feed's delivery threads resolve changes and queue finished
 messages under the seq lock (so they stay in seq order); the loop drains that
