@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ._names import escape_segment, unescape_segment
+from ._types import Item
 
 __all__ = ["Change", "ChangeFeed", "Subscription"]
 
@@ -52,6 +53,10 @@ class Change:
     shard files get it at the fold, which is no change). On a format-1 store
     each rewritten shard file is one change, ``shard`` its prefix, ``keys``
     from its header (also splits and compactions).
+    ``items`` (format 2 only, else None): for each of ``keys``, the record
+    this commit left (None: deleted), read from the log, so a subscriber that
+    wants values and versions need not read them back (a read back may see a
+    later write). The values are shared by every subscriber: do not mutate them.
     Session subscriptions (``Store.subscribe_sessions``) receive the kinds
     ``"session-started"``, ``"session-changed"`` and ``"session-ended"``, with
     the session id as the one key and the session's namespace (or ``()``).
@@ -69,6 +74,7 @@ class Change:
     time: float
     keys: tuple[str, ...] | None = None
     path: str = ""
+    items: tuple[Item | None, ...] | None = None
 
 
 def _header_of(path: str) -> tuple[int | None, tuple[str, ...] | None]:
@@ -337,10 +343,16 @@ class ChangeFeed:
             self._fan_out(Change(namespace, shard, "write", t, tuple(sorted(keys)) if keys else None, path))
         self._fan_out(Change(namespace, shard, "write", t, None, path))
 
-    def publish_logged(self, namespace: tuple[str, ...], keys: tuple[str, ...], when: float) -> None:
+    def publish_logged(
+        self,
+        namespace: tuple[str, ...],
+        keys: tuple[str, ...],
+        when: float,
+        items: tuple[Item | None, ...] | None = None,
+    ) -> None:
         """One commit's writes to one namespace, read from the log (format 2), in commit order."""
         if self._subs:
-            self._fan_out(Change(namespace, "", "write", when, keys))
+            self._fan_out(Change(namespace, "", "write", when, keys, "", items))
 
     def _fan_out(self, change: Change) -> None:
         self.published += 1

@@ -25,10 +25,12 @@ from ._errors import FileMemError
 from ._feed import ChangeFeed
 from ._fs import read_file
 from ._shard import decode_shard
+from ._types import Item
+from ._wal._format import PUT
 from ._watch import ShardEventKind, Watcher, start_watcher
 
 if TYPE_CHECKING:
-    from ._wal._tail import LogTail
+    from ._wal._tail import Committed, LogTail
 
 __all__ = ["Freshness", "WatchMode"]
 
@@ -138,10 +140,34 @@ class Freshness:
             if lost:
                 self.feed.publish_missed()
             for batch in committed:
+                items = self._items_of(batch)
                 for namespace, keys in batch.keys.items():
                     if namespace and namespace[0] == INTERNAL_NS:
                         continue  # the store's own records (journal replay marks): never announced
-                    self.feed.publish_logged(namespace, keys, batch.time)
+                    self.feed.publish_logged(
+                        namespace, keys, batch.time, tuple(items[namespace][k] for k in keys) if items else None
+                    )
+
+    def _items_of(self, batch: Committed) -> dict[tuple[str, ...], dict[str, Item | None]] | None:
+        """What each key of a commit holds after it (None: deleted); None if a value does not decode.
+
+        Decoded once here for every subscriber: reading each key back instead
+        costs a log refresh per key and may see a later write.
+        """
+        out: dict[tuple[str, ...], dict[str, Item | None]] = {}
+        codecs = self.engine._codecs
+        try:
+            for i, op in enumerate(batch.ops):
+                by_key = out.setdefault(op.namespace, {})
+                if op.kind != PUT or op.value is None or op.codec is None:
+                    by_key[op.key] = None
+                    continue
+                value = codecs[op.codec].decode(op.value)
+                version = batch.first_lsn + i
+                by_key[op.key] = Item(op.namespace, op.key, value, version, op.created_at, batch.time, op.expires_at)
+        except (KeyError, ValueError, FileMemError):
+            return None  # the subscribers read the keys themselves; the log's readers report the damage
+        return out
 
     def _listening(self, listening: bool) -> None:
         """The feed's first subscriber came (follow the log from now on) or its last one left (stop)."""

@@ -49,6 +49,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
+import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -71,6 +74,9 @@ import filemem  # noqa: E402
 
 _BANNER = re.compile(r"on http://127\.0\.0\.1:(\d+)")
 _NS_PREFIX = "bench/w"
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: Clients wait this long after the last writer finished for the last keys (then: cut off).
+_GRACE_S = 15.0
 
 
 def _cpu_s() -> float:
@@ -125,14 +131,128 @@ def _loads() -> Any:
         return json.loads
 
 
+class _RawClient(asyncio.Protocol):
+    """A minimal WebSocket client (RFC 6455) for the benchmark: just enough to follow the server, cheaply.
+
+    The ``websockets`` client spends most of a client process's CPU on its
+    layers (a stream reader, a frame parser generator, UTF-8 checks, a task per
+    ``wait_for``): with 100 clients in a process on a shared 2-core machine it
+    takes cores from the server it measures. This one does the handshake
+    (checking ``Sec-WebSocket-Accept``), splits the byte stream into frames
+    (server frames are unmasked; fragments are joined; pings are answered,
+    masked), and keeps each message's bytes with the receipt time of the read
+    that completed it. Every message is still parsed (once per distinct frame
+    per process) and every key checked, in order, after the run.
+    """
+
+    def __init__(self, path: str, port: int, on_message: Any) -> None:
+        self.key = base64.b64encode(os.urandom(16)).decode()
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {self.key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.on_message = on_message
+        self.buf = bytearray()
+        self.upgraded = False
+        self.fragments: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(f"connection lost: {exc!r}")
+
+    def _fail(self, why: str) -> None:
+        if not self.done.done():
+            self.done.set_result(why)
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        now, wall = time.monotonic(), time.time()
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            del buf[: end + 4]
+            accept = base64.b64encode(hashlib.sha1((self.key + _WS_GUID).encode()).digest()).decode()
+            fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
+            if " 101 " not in head[0] + " " or fields.get("sec-websocket-accept") != accept:
+                self._fail(f"handshake refused: {head[0]}")
+                return
+            self.upgraded = True
+        at = 0
+        size = len(buf)
+        while size - at >= 2:
+            b0, b1 = buf[at], buf[at + 1]
+            if b1 & 0x80:
+                self._fail("a server frame was masked")
+                return
+            n, hlen = b1 & 0x7F, 2
+            if n == 126:
+                if size - at < 4:
+                    break
+                n, hlen = int.from_bytes(buf[at + 2 : at + 4], "big"), 4
+            elif n == 127:
+                if size - at < 10:
+                    break
+                n, hlen = int.from_bytes(buf[at + 2 : at + 10], "big"), 10
+            if size - at < hlen + n:
+                break
+            payload = bytes(buf[at + hlen : at + hlen + n])
+            at += hlen + n
+            opcode = b0 & 0x0F
+            if opcode in (0, 1, 2):
+                if b0 & 0x80:
+                    if self.fragments:
+                        payload = b"".join([*self.fragments, payload])
+                        self.fragments = []
+                    self.on_message(payload, now, wall)
+                else:
+                    self.fragments.append(payload)
+            elif opcode == 9:  # ping: answer with a masked pong carrying the same bytes
+                mask = os.urandom(4)
+                masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+                assert self.transport is not None
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+            elif opcode == 8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                self._fail(f"closed by the server: {code}")
+                return
+        del buf[:at]
+
+
+def _writers_done(acks_dir: str, writers: int) -> bool:
+    """Whether every writer finished (the main process renames its result to ``w<n>.json`` then)."""
+    return len([p for p in os.listdir(acks_dir) if p.startswith("w") and p.endswith(".json")]) >= writers
+
+
 def _client_proc(
-    port: int, clients: int, frames: str, writers: int, count: int, deadline: float, ready: str, acks_dir: str, out: str
+    port: int,
+    clients: int,
+    frames: str,
+    impl: str,
+    writers: int,
+    count: int,
+    deadline: float,
+    ready: str,
+    acks_dir: str,
+    out: str,
 ) -> None:
     import websockets  # the server extra
 
     loads = _loads()
     query = {"auto": "", "array": "?batch=1", "single": "?batch=0"}[frames]
-    url = f"ws://127.0.0.1:{port}/v1/changes{query}"
+    path = f"/v1/changes{query}"
+    url = f"ws://127.0.0.1:{port}{path}"
     namespaces = [f"{_NS_PREFIX}{n}" for n in range(writers)]
     connected: list[int] = []
 
@@ -140,10 +260,10 @@ def _client_proc(
     # frames, and a dict lookup (hash and compare of the whole text) proves this client got exactly
     # those bytes. The parse, the order check and the latency sums run after the run, so a client's
     # receipt time is not pushed back by parsing other clients' frames.
-    parsed: dict[str, tuple[tuple[str, str | None, int, float], ...]] = {}
-    lasts: dict[str, int] = {}  # frame text -> how many writers' last keys it carries
+    parsed: dict[str | bytes, tuple[tuple[str, str | None, int, float], ...]] = {}
+    lasts: dict[str | bytes, int] = {}  # frame text -> how many writers' last keys it carries
 
-    def parse(frame: str) -> int:
+    def parse(frame: str | bytes) -> int:
         msgs = loads(frame)
         out = []
         for m in msgs if isinstance(msgs, list) else (msgs,):
@@ -159,28 +279,63 @@ def _client_proc(
 
     keys_of = set(namespaces)
 
-    async def one() -> dict[str, Any]:
-        got: list[tuple[str, float, float]] = []  # (frame, monotonic, wall) at receipt
+    # When the clients give up: the hard deadline, or ``_GRACE_S`` after every writer finished
+    # (a client still short of the last keys then counts as cut off, shown apart from holes).
+    give_up = [deadline]
+
+    async def one_websockets() -> dict[str, Any]:
+        got: list[tuple[str | bytes, float, float]] = []  # (frame, monotonic, wall) at receipt
         finished = 0
         async with websockets.connect(url, max_size=None, open_timeout=120, compression=None) as ws:
             hello = loads(await ws.recv())
             assert hello["type"] == "hello"
             connected.append(1)
             while finished < writers:
-                left = deadline - time.monotonic()
+                left = give_up[0] - time.monotonic()
                 if left <= 0:
                     break
                 try:
-                    frame = await asyncio.wait_for(ws.recv(), left)
+                    frame = await asyncio.wait_for(ws.recv(), min(left, 0.5))
                 except TimeoutError:
-                    break
+                    continue
                 assert isinstance(frame, str)  # text frames only
                 got.append((frame, time.monotonic(), time.time()))
                 n = lasts.get(frame)
                 finished += parse(frame) if n is None else n
-        return {"got": got}
+        return {"got": got, "cut_off": finished < writers}
 
-    def expand(got: list[tuple[str, float, float]]) -> dict[str, Any]:
+    async def one_raw() -> dict[str, Any]:
+        got: list[tuple[str | bytes, float, float]] = []
+        state = {"finished": 0, "hello": 0}
+        complete = asyncio.Event()
+
+        def on_message(payload: bytes, now: float, wall: float) -> None:
+            if not state["hello"]:
+                assert loads(payload)["type"] == "hello"
+                state["hello"] = 1
+                connected.append(1)
+                return
+            got.append((payload, now, wall))
+            n = lasts.get(payload)
+            state["finished"] += parse(payload) if n is None else n
+            if state["finished"] >= writers:
+                complete.set()
+
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_connection(lambda: _RawClient(path, port, on_message), "127.0.0.1", port)
+        try:
+            while not complete.is_set() and time.monotonic() < give_up[0]:
+                if proto.done.done():
+                    raise ConnectionError(proto.done.result())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(complete.wait(), 0.5)
+        finally:
+            transport.close()
+        return {"got": got, "cut_off": not complete.is_set()}
+
+    one = one_raw if impl == "raw" else one_websockets
+
+    def expand(got: list[tuple[str | bytes, float, float]]) -> dict[str, Any]:
         keys: dict[str, list[int]] = {ns: [] for ns in namespaces}
         times: dict[str, list[float]] = {ns: [] for ns in namespaces}
         # When the server's change feed saw each key (the message's ``time``) and the wall clock at
@@ -217,7 +372,13 @@ def _client_proc(
         while len(connected) < clients and not any(t.done() for t in tasks):
             await asyncio.sleep(0.05)
         Path(ready).touch()
-        return await asyncio.gather(*tasks, return_exceptions=True)
+        everything = asyncio.gather(*tasks, return_exceptions=True)
+        while not everything.done():
+            if _writers_done(acks_dir, writers):
+                give_up[0] = min(give_up[0], time.monotonic() + _GRACE_S)
+                break
+            await asyncio.sleep(0.2)
+        return await everything
 
     raw = asyncio.run(main())
     cpu = _cpu_s()
@@ -226,9 +387,9 @@ def _client_proc(
         if isinstance(r, BaseException):
             results.append(r)
         else:
-            results.append({**expand(r["got"]), "frames": len(r["got"])})
+            results.append({**expand(r["got"]), "frames": len(r["got"]), "cut_off": r["cut_off"]})
     # Score each client against the writers' acknowledgements (written when the writers finished).
-    while len([p for p in os.listdir(acks_dir) if p.startswith("w") and p.endswith(".json")]) < writers:
+    while not _writers_done(acks_dir, writers):
         time.sleep(0.05)
     wdata = {f"{_NS_PREFIX}{n}": json.loads(Path(acks_dir, f"w{n}.json").read_text()) for n in range(writers)}
     acks = {ns: w["acks"] for ns, w in wdata.items()}
@@ -238,7 +399,7 @@ def _client_proc(
     expected = list(range(count))
     latencies: list[float] = []
     summary = {"clients": len(results), "errors": 0, "in_order": 0, "complete": 0, "late_or_twice": 0, "absent": 0}
-    summary.update(nulls=0, missed=0, frames=0, delivered=0, silent_gaps=0)
+    summary.update(nulls=0, missed=0, frames=0, delivered=0, silent_gaps=0, cut_off=0, absent_at_end=0)
     errors: list[str] = []
     for r in results:
         if isinstance(r, BaseException):
@@ -248,15 +409,22 @@ def _client_proc(
         summary["nulls"] += r["nulls"]
         summary["missed"] += r["missed"]
         summary["frames"] += r["frames"]
+        summary["cut_off"] += r["cut_off"]
         good = True
         for ns, seq in r["keys"].items():
             summary["delivered"] += len(seq)
             if seq != expected:
                 good = False
-                absent = len(set(expected) - set(seq))
-                summary["absent"] += absent
-                if absent and not r["nulls_in"].get(ns):
-                    summary["silent_gaps"] += 1  # keys never named, and no key-null hint for the namespace
+                got_keys = set(seq)
+                # Keys after the last one received: not delivered before the client gave up (a cut-off
+                # client; the run failed on time). Keys before it: holes in the stream.
+                top = max(got_keys, default=-1)
+                holes = sum(1 for i in range(top) if i not in got_keys)
+                summary["absent"] += holes
+                summary["absent_at_end"] += count - 1 - top
+                if holes and not r["nulls_in"].get(ns) and not r["missed"]:
+                    # keys never named, and neither a key-null hint for the namespace nor a missed message
+                    summary["silent_gaps"] += 1
                 summary["late_or_twice"] += sum(1 for a, b in itertools.pairwise(seq) if b <= a)
             ack = acks[ns]
             latencies.extend(max(0.0, t - ack[i]) * 1000 for i, t in zip(seq, r["times"][ns], strict=True))
@@ -301,19 +469,23 @@ def _line(r: dict[str, Any]) -> str:
     checks = r["checks"]
     failed = [name for name, ok in checks.items() if not ok]
     verdict = "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"
+    errors = (
+        f" client errors {r['client_errors']} (e.g. {r['client_error_examples'][0]});" if r["client_errors"] else ""
+    )
     load = r["load_1m"]
     cpu = r["cpu_s"]
     split = max(r["split_per_client_proc"], key=lambda x: x["feed_to_client_p99_ms"] or 0)
     return (
-        f"bench_server: {r['clients']} clients in {r['client_procs']} procs, {r['writers']} writers "
+        f"bench_server: {r['clients']} clients ({r['client_impl']}) in {r['client_procs']} procs, {r['writers']} writers "
         f"({r['durability']}, frames {r['frames']}): wrote {r['write_rate_per_s']:.0f}/s of {r['target_rate_per_s']:.0f}/s; "
         f"{r['clients_complete']}/{r['clients']} clients got all {r['changes']} changes in order "
         f"(missed {r['missed_messages']}, key-null {r['null_changes']}, late/twice {r['late_or_twice']}, "
-        f"absent {r['absent']}, silent gaps {r['silent_gaps']}); delivery p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms max {r['max_ms']} ms "
+        f"absent {r['absent']}, silent gaps {r['silent_gaps']}, cut off {r['clients_cut_off']} "
+        f"missing {r['absent_at_end']} last keys {_GRACE_S:g} s after the writers ended); delivery p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms max {r['max_ms']} ms "
         f"(target p99 < {r['p99_target_ms']:g} ms; ack->feed p99 {split['ack_to_feed_p99_ms']} ms, "
         f"feed->client p99 {split['feed_to_client_p99_ms']} ms); {r['frames_received']} frames; "
         f"cpu s server {cpu['server']} clients {cpu['clients']} writers {cpu['writers']}; "
-        f"load 1m {load['start']} -> {load['end']} (max {load['max']}) on {r['cpus']} cpus; {verdict}"
+        f"load 1m {load['start']} -> {load['end']} (max {load['max']}) on {r['cpus']} cpus;{errors} {verdict}"
     )
 
 
@@ -330,6 +502,12 @@ def main() -> int:
         choices=["auto", "array", "single"],
         default="auto",
         help="auto: the server's default (an array when several messages are due); array: ?batch=1; single: ?batch=0",
+    )
+    ap.add_argument(
+        "--client-impl",
+        choices=["raw", "websockets"],
+        default="raw",
+        help="raw: the benchmark's minimal RFC 6455 client (light); websockets: the websockets library's client",
     )
     ap.add_argument("--p99-target-ms", type=float, default=50.0)
     ap.add_argument("--tmpdir", default=tempfile.gettempdir())
@@ -366,7 +544,18 @@ def main() -> int:
                 for i in range(args.client_procs)
             ]
             for i, n in enumerate(per):
-                cargs = (port, n, args.frames, args.writers, count, deadline, f"{tmp}/ready{i}", tmp, f"{tmp}/c{i}.out")
+                cargs = (
+                    port,
+                    n,
+                    args.frames,
+                    args.client_impl,
+                    args.writers,
+                    count,
+                    deadline,
+                    f"{tmp}/ready{i}",
+                    tmp,
+                    f"{tmp}/c{i}.out",
+                )
                 p = ctx.Process(target=_client_proc, args=cargs)
                 p.start()
                 procs.append(p)
@@ -427,6 +616,7 @@ def main() -> int:
         "writers": args.writers,
         "durability": args.durability,
         "frames": args.frames,
+        "client_impl": args.client_impl,
         "seconds": args.seconds,
         "changes": total,
         "target_rate_per_s": args.rate,
@@ -440,6 +630,8 @@ def main() -> int:
         "null_changes": total_of("nulls"),
         "late_or_twice": total_of("late_or_twice"),
         "absent": total_of("absent"),
+        "clients_cut_off": total_of("cut_off"),
+        "absent_at_end": total_of("absent_at_end"),
         "silent_gaps": total_of("silent_gaps"),
         "frames_received": total_of("frames"),
         "p50_ms": _pct(lat, 0.50),

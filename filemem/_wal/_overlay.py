@@ -89,8 +89,12 @@ class Overlay:
 
     def _apply(self, changes: list[Change]) -> None:
         committed = self.committed
-        self._unpruned = True
+        pruned = self.pruned_lsn
         for ns, key, entry in changes:
+            if entry.lsn <= pruned:
+                # Already folded (read after the fold passed it): the next prune must look.
+                # Only then: a scan of every entry per commit was half a writer's CPU.
+                self._unpruned = True
             by_key = committed.get(ns)
             if by_key is None:
                 by_key = committed[ns] = {}

@@ -39,11 +39,16 @@ CONTROL_PAGE: Final = "control"
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """One committed batch as the feed sees it: when, and which keys of which namespaces (in op order)."""
+    """One committed batch as the feed sees it: when, and which keys of which namespaces (in op order).
+
+    ``ops``: the batch's ops as logged (op ``i`` wrote version ``first_lsn + i``),
+    so a follower can say what each key now holds without reading the store.
+    """
 
     time: float
     first_lsn: int
     keys: dict[tuple[str, ...], tuple[str, ...]]
+    ops: tuple[_format.LogOp, ...] = ()
 
 
 def announce(fd: int) -> None:
@@ -104,7 +109,7 @@ class LogTail:
                     keys: dict[tuple[str, ...], dict[str, None]] = {}
                     for op in ops:
                         keys.setdefault(op.namespace, {})[op.key] = None
-                    out.append(Committed(now, first, {ns: tuple(k) for ns, k in keys.items()}))
+                    out.append(Committed(now, first, {ns: tuple(k) for ns, k in keys.items()}, tuple(ops)))
                 self.pos = frame.end
             if scan.end >= synced or scan.stop == "limit":
                 break

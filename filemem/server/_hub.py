@@ -15,9 +15,13 @@ Invariants:
 * The feed's own ``missed`` (events lost by the watcher, or the hub's
   subscription overflowing) becomes a ``missed`` message in the ring.
 
-The feed says which shard changed and which keys a write touched; the hub
-reads each touched key (``consistency="strict"``) to say ``put`` (with its
-version) or ``delete``. A write that touched more keys than the shard header
+On a format-2 store the feed hands over each commit's records
+(``Change.items``, read from the log): the hub announces exactly what each
+commit wrote, once, with no read of the store. On a format-1 store the feed
+says which shard changed and which keys a write touched; the hub reads each
+touched key (``consistency="strict"``) to say ``put`` (with its version) or
+``delete``, and skips a version it already announced. A failure turning a
+change into messages, whatever it is, becomes a ``missed`` message. A write that touched more keys than the shard header
 names arrives with ``key: null`` and ``op: "write"``: re-read the namespace.
 Threads: the feed's delivery threads resolve changes and queue finished
 messages under the seq lock (so they stay in seq order); the loop drains that
@@ -43,6 +47,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
+
 from .. import Change, FileMemError, SessionInfo, Store, Subscription
 from ..admin import to_json_value
 from ._auth import Principal
@@ -65,6 +71,14 @@ _WAKE_INTERVAL_S: Final = 0.005
 _WAKE_PER_CLIENT_S: Final = 0.00005
 #: ... and never less often than this (it is added to every delivery's latency).
 _WAKE_INTERVAL_MAX_S: Final = 0.02
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON text of ``value`` (orjson; the json module for what orjson refuses, e.g. huge ints)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def wake_interval_s(clients: int) -> float:
@@ -215,7 +229,7 @@ class ChangeHub:
                 # Encoded once here: every client is sent this very string. A value
                 # already encoded (to measure it) is spliced in, not encoded again.
                 raw = body.pop(_RAW_VALUE, None)
-                text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+                text = _dumps(body)
                 if raw is not None:
                     text = f'{text[:-1]},"value":{raw}}}'
                 # Under the lock: the loop receives entries in seq order.
@@ -231,8 +245,10 @@ class ChangeHub:
     def _on_change(self, change: Change) -> None:
         try:
             self._resolve(change)
-        except FileMemError:
-            # The store could not be read just now: say so rather than guess.
+        except Exception:  # whatever failed, readers must hear of the gap
+            # The store could not be read just now (or anything else went wrong resolving
+            # the change): say so rather than guess. Swallowed, the feed would drop the
+            # change silently (it counts a failing callback and goes on).
             self.resolve_errors += 1
             self._emit("missed", None, {"type": "missed", "reason": "unreadable"})
 
@@ -254,12 +270,17 @@ class ChangeHub:
         if len(self._last_sent) > _LAST_SENT_MAX:
             self._last_sent.clear()
         out: list[tuple[str, tuple[str, ...] | None, dict[str, Any]]] = []
-        for key in change.keys:
-            item = self.store.get_item(ns, key, consistency="strict")
-            version = item.version if item is not None else -1
-            if self._last_sent.get((ns, key)) == version:
-                continue  # the feed read this header after a later write: announced already
-            self._last_sent[(ns, key)] = version
+        items = change.items
+        for n, key in enumerate(change.keys):
+            if items is not None:
+                # Format 2: the commit's own records, from the log, each commit once (no read, no dedupe).
+                item = items[n]
+            else:
+                item = self.store.get_item(ns, key, consistency="strict")
+                version = item.version if item is not None else -1
+                if self._last_sent.get((ns, key)) == version:
+                    continue  # the feed read this header after a later write: announced already
+                self._last_sent[(ns, key)] = version
             body: dict[str, Any] = {"type": "change", "namespace": ns_text, "key": key, "time": change.time}
             if item is None:
                 body["op"] = "delete"
@@ -271,7 +292,7 @@ class ChangeHub:
                     updated_at=item.updated_at,
                     expires_at=item.expires_at,
                 )
-                value = json.dumps(to_json_value(item.value), ensure_ascii=False, separators=(",", ":"))
+                value = _dumps(to_json_value(item.value))
                 if len(value) <= _VALUE_INLINE_BYTES:
                     body[_RAW_VALUE] = value
                 else:

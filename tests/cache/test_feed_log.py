@@ -94,6 +94,30 @@ def test_a_batch_is_one_change_per_namespace_with_its_keys(store_path: str) -> N
     assert got[0].time == got[1].time  # one commit
 
 
+
+def test_changes_carry_the_records_each_commit_left(store_path: str) -> None:
+    """``Change.items``: what each key held right after that commit (from the log), not what a read finds later."""
+    with make_store(store_path) as store:
+        precreate(store, NS)
+        seen = Seen()
+        sub = store.subscribe(seen, namespace_prefix=NS)
+        store.put(NS, "sky", {"colour": "blue"})
+        v2 = store.put(NS, "sky", {"colour": "grey"}, ttl=3600)
+        store.delete(NS, "_seed")
+        got = seen.wait_writes(3)
+        sub.close()
+        now = store.get_item(NS, "sky")
+    assert now is not None and now.version == v2
+    first, second, gone = got
+    assert first.items is not None and second.items is not None and gone.items is not None
+    (a,), (b,), (c,) = first.items, second.items, gone.items
+    assert a is not None and a.value == {"colour": "blue"} and a.version < v2  # not the later write's record
+    assert a.namespace == NS and a.key == "sky" and a.updated_at == first.time and a.expires_at is None
+    assert b == now  # the same record a read returns: value, version, times
+    assert b is not None and b.expires_at is not None
+    assert c is None  # deleted
+
+
 def _writer(path: str, tag: str, n: int, ready: mp.synchronize.Event) -> None:
     store = filemem.Store(path, watch="off")
     try:

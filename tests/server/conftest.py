@@ -141,7 +141,7 @@ def _wait_ready(server: ServerProc) -> None:
         try:
             if server.request("GET", "/health/live", token=None, timeout=5).status == 200:
                 return
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not listening yet, or a reply cut short
             pass
         time.sleep(0.05)
     raise RuntimeError("server never became live")

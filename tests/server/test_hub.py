@@ -82,3 +82,29 @@ def test_start_positions_and_visibility(tmp_path: Path) -> None:
                 hub.close()
 
     asyncio.run(main())
+
+
+def test_a_change_that_fails_to_resolve_becomes_a_missed_never_a_silent_gap(tmp_path: Path) -> None:
+    """Whatever goes wrong turning a feed change into messages (not only a FileMemError), readers get ``missed``."""
+
+    def boom(change: filemem.Change) -> None:
+        raise RuntimeError("resolving failed")
+
+    async def main() -> tuple[list[str], int]:
+        with filemem.Store(tmp_path / "s") as store:
+            hub = ChangeHub(store, retain=100)
+            hub._resolve = boom  # type: ignore[method-assign]
+            hub.start(asyncio.get_running_loop())
+            try:
+                reader = hub.read(ANONYMOUS_ADMIN, (), None)
+                pending = asyncio.ensure_future(reader.__anext__())
+                await asyncio.sleep(0.2)
+                await asyncio.to_thread(store.put, "h", "k", 1)
+                got = await asyncio.wait_for(pending, 30)
+                await reader.aclose()
+                return got, hub.resolve_errors
+            finally:
+                hub.close()
+
+    got, errors = asyncio.run(main())
+    assert [json.loads(t)["type"] for t in got] == ["missed"] and errors == 1

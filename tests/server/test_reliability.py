@@ -70,8 +70,8 @@ def _writer(srv_port: list[int], token: str, ns: str, stop: threading.Event, ack
     i = 0
     while not stop.is_set():
         key = f"k{i:05d}"
+        conn = http.client.HTTPConnection("127.0.0.1", srv_port[0], timeout=10)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", srv_port[0], timeout=10)
             conn.request(
                 "PUT",
                 f"/v1/ns/{ns}/records/{key}",
@@ -80,13 +80,26 @@ def _writer(srv_port: list[int], token: str, ns: str, stop: threading.Event, ack
             )
             resp = conn.getresponse()
             resp.read()
-            conn.close()
-        except OSError:
-            time.sleep(0.05)  # the server is down: try the same write again
+        except (OSError, http.client.HTTPException):
+            # The server is down, or died mid-reply (IncompleteRead, BadStatusLine: HTTPException, not
+            # OSError): try the same write again. Writing the same value twice is harmless.
+            time.sleep(0.05)
             continue
+        finally:
+            conn.close()
         if resp.status == 200:
             acked[key] = i
             i += 1
+
+
+def _resumed(seen: list[dict[str, Any]]) -> bool:
+    """Whether the follower reconnected with a cursor and received a change since."""
+    connects = [i for i, m in enumerate(list(seen)) if m["type"] == "connected"]
+    return (
+        len(connects) >= 2
+        and seen[connects[-1]]["cursor"] is not None
+        and any(m["type"] == "change" for m in seen[connects[-1] :])
+    )
 
 
 def test_sigkill_the_server_while_clients_write(tmp_path: Path) -> None:
@@ -121,7 +134,8 @@ def test_sigkill_the_server_while_clients_write(tmp_path: Path) -> None:
                             for msg in frame if isinstance(frame, list) else [frame]:
                                 seen.append(msg)
                                 cursor = msg.get("cursor", cursor)
-                except (TimeoutError, OSError, websockets.ConnectionClosed):
+                except (TimeoutError, OSError, websockets.WebSocketException):
+                    # Down, closed, or died mid-handshake (InvalidMessage): reconnect with the cursor.
                     await asyncio.sleep(0.1)
 
         asyncio.run(main())
@@ -143,6 +157,11 @@ def test_sigkill_the_server_while_clients_write(tmp_path: Path) -> None:
         time.sleep(0.3)
         current[0] = start_server(store_path, token_file, "--port", str(port[0]), tokens=tokens)
         time.sleep(2.0)
+        # On a loaded machine the follower may take a while to get back: wait (bounded) until it
+        # has resumed and heard of a write made through the new server, then stop the writers.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _resumed(seen):
+            time.sleep(0.2)
         stop.set()
         for w in writers:
             w.join(60)

@@ -218,7 +218,9 @@ def test_retention_overrun_gives_missed_then_the_rest(tmp_path: Path) -> None:
 def test_slow_client_gets_missed_and_never_slows_a_fast_one(tmp_path: Path) -> None:
     token_file = str(tmp_path / "tokens.json")
     tokens = make_tokens(token_file)
-    srv = start_server(str(tmp_path / "store"), token_file, "--retain", "100", "--ws-send-timeout", "2", tokens=tokens)
+    # The ring holds 1,000 of the 3,000 messages: slack for the fast client on a loaded machine (at 100 it
+    # could fall out of the ring too and get a missed), far less than the stalled client's backlog.
+    srv = start_server(str(tmp_path / "store"), token_file, "--retain", "1000", "--ws-send-timeout", "2", tokens=tokens)
     ns = "ws/slow"
     n = 3000
     filler = "x" * 900  # about 1 KB per message: enough to fill the slow client's socket buffers
@@ -267,6 +269,14 @@ def test_slow_client_gets_missed_and_never_slows_a_fast_one(tmp_path: Path) -> N
     finally:
         srv.stop()
     assert_announced(fast_got, ns, [f"k{i:04d}" for i in range(n)])
+    # The fast client was never held back: every message, none missed, cursors one apart.
+    assert [m["type"] for m in fast_got if m["type"] != "change"] == []
+    _assert_gaps_announced(fast_got)
+    with filemem.Store(srv.path, watch="off") as store:
+        logged = store._engine.store_version >= 2
+    if logged:
+        # the log's feed names every key once, in commit order (format 1 may send key-null hints instead)
+        assert [m["key"] for m in fast_got] == [f"k{i:04d}" for i in range(n)]
     # The stalled client either fell out of the ring (an explicit missed) or was closed for not
     # reading (4008, resume with its last cursor); test_hub.py shows the missed path deterministically.
     if slow_got[-1]["type"] == "closed":
@@ -274,15 +284,18 @@ def test_slow_client_gets_missed_and_never_slows_a_fast_one(tmp_path: Path) -> N
         assert slow_got[-1]["code"] in (4008, None)
         assert closed_slow >= 1
         slow_got.pop()
-    # every gap the slow client has is announced: between consecutive messages the cursor moves by one,
-    # or a missed message spans exactly the jump
+    _assert_gaps_announced(slow_got)
+
+
+def _assert_gaps_announced(messages: list[dict[str, Any]]) -> None:
+    """Every gap is announced: between consecutive messages the cursor moves by one, or a missed spans the jump."""
     last = None
-    for m in slow_got:
+    for m in messages:
         if m["type"] == "missed":
             assert last is None or _seq(m["from"]) == last
             last = _seq(m["to"])
         else:
-            assert last is None or _seq(m["cursor"]) == last + 1
+            assert last is None or _seq(m["cursor"]) == last + 1, (last, m)
             last = _seq(m["cursor"])
 
 
