@@ -396,7 +396,7 @@ class Ranker:
                 conn,
                 prefix,
                 where,
-                ", v.vec, v.version",
+                ", v.vec::float8[], v.version",  # float4 -> float8 is exact; float4 text is not
                 "JOIN filemem_vectors v ON v.cfg = %s AND v.ns = r.ns AND v.key = r.key",
                 (self.cfg,),
             )
