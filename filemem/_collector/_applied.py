@@ -26,7 +26,16 @@ from .. import _fs
 from .._engine import INTERNAL_DIR, INTERNAL_NS, Engine, Op
 from .._errors import StorageError
 
-__all__ = ["MARKER_KEY", "MarkerTable", "RangeSet", "marker_dir", "marker_namespace", "marker_op", "read_marker", "remove_marker"]
+__all__ = [
+    "MARKER_KEY",
+    "MarkerTable",
+    "RangeSet",
+    "marker_dir",
+    "marker_namespace",
+    "marker_op",
+    "read_marker",
+    "remove_marker",
+]
 
 MARKER_KEY: Final = "applied"
 _AREA: Final = "collector"

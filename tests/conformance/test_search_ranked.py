@@ -72,14 +72,14 @@ def test_the_index_follows_puts_updates_deletes_and_batches(filled: Store) -> No
     rnd = random.Random(11)
     for round_ in range(4):
         with filled.batch() as b:
-            for i in range(15):
+            for _ in range(15):
                 key = f"k{rnd.randrange(140)}"
                 ns = rnd.choice(NAMESPACES)
                 if rnd.random() < 0.3:
                     b.delete(ns, key)
                 else:
                     b.put(ns, key, _value(rnd))
-        filled.update(("a",), "counter", lambda v: {"text": f"api {round_}", "n": (v or {}).get("n", 0) + 1})
+        filled.update(("a",), "counter", lambda v, r=round_: {"text": f"api {r}", "n": (v or {}).get("n", 0) + 1})
         for query in QUERIES[:4]:
             full = reference(filled, None, query)
             assert_same(filled.search(None, query=query, limit=10), full, 0, 10, filled)
@@ -155,7 +155,9 @@ def test_vector_and_hybrid_search_match_the_reference(embedded: Store, query: st
                 full = reference(embedded, prefix, query, flt, vec, toy_embed)
                 got = embedded.search(prefix, query=query, filter=flt, vector=vec, limit=10)
                 assert_same(got, full, 0, 10, embedded)
-                assert_same(embedded.search(prefix, query=query, filter=flt, vector=text, limit=10), full, 0, 10, embedded)
+                assert_same(
+                    embedded.search(prefix, query=query, filter=flt, vector=text, limit=10), full, 0, 10, embedded
+                )
 
 
 def test_vectors_follow_writes_and_readonly_stores_search_too(embedded: Store, location: str) -> None:
@@ -163,7 +165,13 @@ def test_vectors_follow_writes_and_readonly_stores_search_too(embedded: Store, l
     embedded.put(("a",), "k1", {"text": "sky sky blue"})
     embedded.delete(("a",), "k2")
     vec = toy_embed("sky blue")
-    assert_same(embedded.search(None, vector=vec, limit=10), reference(embedded, None, None, None, vec, toy_embed), 0, 10, embedded)
+    assert_same(
+        embedded.search(None, vector=vec, limit=10),
+        reference(embedded, None, None, None, vec, toy_embed),
+        0,
+        10,
+        embedded,
+    )
     with Store(location, embed=toy_embed, readonly=True) as ro:
         assert_same(ro.search(None, vector=vec, limit=10), reference(ro, None, None, None, vec, toy_embed), 0, 10, ro)
 

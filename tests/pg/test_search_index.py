@@ -27,7 +27,9 @@ def _page(s: Store, **kw: Any) -> list[tuple[tuple[str, ...], str, float]]:
     return [(h.item.namespace, h.item.key, h.score) for h in s.search(None, limit=10, **kw)]
 
 
-@pytest.mark.parametrize("opts", [{}, {"embed": toy_embed}, {"index_fields": ["text"]}], ids=["bm25", "hybrid", "fields"])
+@pytest.mark.parametrize(
+    "opts", [{}, {"embed": toy_embed}, {"index_fields": ["text"]}], ids=["bm25", "hybrid", "fields"]
+)
 def test_file_and_server_rank_bit_for_bit(pg_url: str, tmp_path: Path, opts: dict[str, Any]) -> None:
     """The same top-10 keys and scores, compared with ==, as the file store's on the same data."""
     with Store(str(tmp_path / "s"), **opts) as fs, Store(pg_url, **opts) as ps:
@@ -70,7 +72,7 @@ def test_the_sweeper_drops_postings_with_expired_records(pg_url: str) -> None:
         assert [h.item.key for h in s.search(None, query="api")] == ["kept"]
         assert s.compact()["expired_dropped"] == 1
         for table in ("filemem_postings", "filemem_doclens", "filemem_vectors"):
-            assert _admin(pg_url, f"SELECT DISTINCT key FROM {table}") == [("kept",)]  # noqa: S608
+            assert _admin(pg_url, f"SELECT DISTINCT key FROM {table}") == [("kept",)]
         assert s.check() == []
 
 
@@ -127,4 +129,3 @@ def test_two_processes_writing_keep_the_index_exact(pg_url: str, spawn_ctx: Any,
             assert got == want
             assert [sc for *_, sc in _page(s, query=query)] == [sc for *_, sc in _page(fs, query=query)]
         assert s.check() == []
-

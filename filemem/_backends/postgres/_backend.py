@@ -35,8 +35,8 @@ from ..._snapshot import item_of
 from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ...codecs import Codec, get_codec
 from .._api import Unsupported
-from ._connect import Connections, RetryableError, translate
 from ._collector import ServerJournalEngine
+from ._connect import Connections, RetryableError, translate
 from ._feed import ServerFeed
 from ._index import SWEEP_SQL, ensure_index, index_writes, orphans
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range

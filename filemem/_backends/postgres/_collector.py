@@ -121,4 +121,3 @@ class ServerJournalEngine:
                 conn.execute("DELETE FROM filemem_records WHERE ns = %s", (encode_ns(namespace),))
             except psycopg.Error as exc:
                 raise translate(exc, "removing a collector marker", timeout_s=self.lock_timeout_s) from exc
-

@@ -165,11 +165,11 @@ def orphans(conn: psycopg.Connection[Any], *, fix: bool) -> dict[str, int]:
     """Index rows naming no record (``check()``); deleted when ``fix``. Missing index rows are not orphans."""
     counts: dict[str, int] = {}
     for table in ("filemem_postings", "filemem_doclens", "filemem_vectors"):
-        cond = f"NOT EXISTS (SELECT 1 FROM filemem_records r WHERE r.ns = t.ns AND r.key = t.key)"  # noqa: S608 - fixed names
+        cond = "NOT EXISTS (SELECT 1 FROM filemem_records r WHERE r.ns = t.ns AND r.key = t.key)"
         if fix:
-            counts[table] = conn.execute(f"DELETE FROM {table} t WHERE {cond}").rowcount  # noqa: S608 - fixed names
+            counts[table] = conn.execute(f"DELETE FROM {table} t WHERE {cond}").rowcount
         else:
-            row = conn.execute(f"SELECT count(*) FROM {table} t WHERE {cond}").fetchone()  # noqa: S608 - fixed names
+            row = conn.execute(f"SELECT count(*) FROM {table} t WHERE {cond}").fetchone()
             counts[table] = int(row[0]) if row else 0
     return counts
 

@@ -39,7 +39,7 @@ import psycopg
 from ..._errors import InvalidQueryError, InvalidValueError
 from ..._search import Embed, SearchHit
 from ..._search._filter import Predicate
-from ..._search._scoring import RRF_K, B, K1
+from ..._search._scoring import K1, RRF_K, B
 from ..._search._text import record_text, tokenize
 from ..._shard import Record
 from ..._snapshot import item_of
@@ -136,9 +136,7 @@ class Ranker:
             assert got_hits is not None
             hits = got_hits
         hits.sort(key=lambda h: (-h[2], h[0], h[1]))
-        return [
-            SearchHit(item_of(ns, key, self._record(row)), score) for ns, key, score, row in hits[offset:want]
-        ]
+        return [SearchHit(item_of(ns, key, self._record(row)), score) for ns, key, score, row in hits[offset:want]]
 
     # ------------------------------------------------------------------ BM25
 
@@ -265,10 +263,7 @@ class Ranker:
     ) -> Iterator[tuple[Any, ...]]:
         scope, sargs = self._scope(prefix, "r.ns")
         narrow, nargs = where
-        sql = (
-            f"SELECT {_COLS}{extra_cols} FROM filemem_records r {join}"
-            f" WHERE {_LIVE_R} AND {scope} AND {narrow}"
-        )
+        sql = f"SELECT {_COLS}{extra_cols} FROM filemem_records r {join} WHERE {_LIVE_R} AND {scope} AND {narrow}"
         with conn.cursor(name="filemem_scan") as cur:
             cur.itersize = _ITERSIZE
             cur.execute(sql, (*jargs, *sargs, *nargs))
@@ -420,11 +415,12 @@ class Ranker:
                 raise InvalidQueryError(f"vector has {len(q)} dimensions; the index holds {dim}")
             norm = math.sqrt(sum(x * x for x in vec))
             if norm:
-                hits.append((got[0], got[1], math.fsum(a * b for a, b in zip(q, vec, strict=True)) / (qn * norm), got[2]))
+                hits.append(
+                    (got[0], got[1], math.fsum(a * b for a, b in zip(q, vec, strict=True)) / (qn * norm), got[2])
+                )
         return hits
 
 
 def unique_terms(query: str) -> list[str]:
     """The query's terms, once each, in order (as the file store's searcher takes them)."""
     return list(dict.fromkeys(tokenize(query)))
-

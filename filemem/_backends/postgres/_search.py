@@ -51,7 +51,8 @@ def _narrowing(clauses: list[tuple[tuple[str, ...], str, Any]], doc: str = "doc"
             slack = abs(bound) * _WIDEN + Decimal("1e-300")
             bound = bound - slack if op in ("$gt", "$gte") else bound + slack
             parts.append(
-                f"(CASE WHEN jsonb_typeof({doc} #> %s) = 'number' THEN ({doc} #>> %s)::numeric {_SQL_OPS[op]} %s::numeric"
+                f"(CASE WHEN jsonb_typeof({doc} #> %s) = 'number'"
+                f" THEN ({doc} #>> %s)::numeric {_SQL_OPS[op]} %s::numeric"
                 " ELSE false END)"
             )
             params += [p, p, str(bound)]

@@ -127,9 +127,9 @@ class Writer:
         self.after_commit: Callable[[], None] | None = None
         #: Called inside each write transaction with (deleted idents, [(ns, key, value)] written):
         #: the search index's postings (``_index.index_writes``) commit with the records.
-        self.index: Callable[[psycopg.Connection[Any], list[tuple[str, str]], list[tuple[str, str, Any]]], None] | None = (
-            None
-        )
+        self.index: (
+            Callable[[psycopg.Connection[Any], list[tuple[str, str]], list[tuple[str, str, Any]]], None] | None
+        ) = None
 
     def apply(self, ops: list[Op]) -> list[Any]:
         """Apply ``ops`` in one transaction, all or nothing; one result per op (as the file engine's)."""
