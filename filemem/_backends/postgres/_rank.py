@@ -26,6 +26,7 @@ file store's ``filemem._search._scoring.rank``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -54,6 +55,9 @@ _NOT_INTERNAL: Final = "NOT (r.ns >= %s AND r.ns < %s)"
 #: Rows fetched per round trip while streaming a ranking.
 _ITERSIZE: Final = 500
 _COLS: Final = "r.ns, r.key, r.value, r.version, r.created_at, r.updated_at, r.expires_at"
+
+#: Namespaces decoded once per process, not once per row (a search reads thousands of rows of few namespaces).
+_decode_ns: Final = functools.lru_cache(maxsize=4096)(decode_ns)
 
 #: (namespace, key, score, raw row) as this module passes hits around.
 _Hit = tuple[tuple[str, ...], str, float, tuple[Any, ...]]
@@ -235,7 +239,7 @@ class Ranker:
         ns_text, key = row[0], row[1]
         if ns_text.startswith(INTERNAL_TEXT):
             return None
-        ns = decode_ns(ns_text)
+        ns = _decode_ns(ns_text)
         if ns is None:
             return None
         rest: tuple[Any, ...] = tuple(row[2:7])
@@ -284,7 +288,7 @@ class Ranker:
         df = dict.fromkeys(terms, 0)
         wanted = set(terms)
         for row in self._rows(conn, prefix, ("TRUE", [])):
-            if row[0].startswith(INTERNAL_TEXT) or decode_ns(row[0]) is None:
+            if row[0].startswith(INTERNAL_TEXT) or _decode_ns(row[0]) is None:
                 continue
             rec = record_of(tuple(row[2:7]), self.codec)
             counts: dict[str, int] = {}
@@ -300,7 +304,7 @@ class Ranker:
                 df[t] += 1
             if counts:
                 ok = pred is None or pred(rec["value"])
-                docs.append((decode_ns(row[0]) or (), row[1], counts, length, (rec, *row[3:7]) if ok else None))
+                docs.append((_decode_ns(row[0]) or (), row[1], counts, length, (rec, *row[3:7]) if ok else None))
         if not n_docs or not total_len:
             return []
         avgdl = total_len / n_docs
