@@ -16,7 +16,9 @@ or ``~/.local/state``), where the store id is a digest of the server, the
 database and the schema: every process of this machine that opens the same
 store finds, and recovers, the journals of collectors that died here. A
 journal left on a machine that never opens the store again is never
-replayed; ``check()`` on that machine reports it.
+replayed; ``check()`` on that machine reports it. Recovery never drops a
+marker row it did not retire itself (``marker_ids``): another machine's
+dead collector may still need it.
 """
 
 from __future__ import annotations
@@ -95,7 +97,22 @@ class ServerJournalEngine:
 
     # Markers are rows here, not directories (filemem._collector._applied.MarkerTable).
     def marker_ids(self) -> list[str]:
-        """The journal ids that have a marker row."""
+        """The markers recovery may treat as orphans: none.
+
+        On files a marker whose journal is gone is left over from a retire
+        cut short, and recovery drops it. Here the markers of every machine
+        share the server while each journal is on its own machine: a marker
+        whose journal is not *here* may belong to a collector that died on
+        another machine and waits there for replay, and dropping it would
+        replay its records twice. So recovery never drops a marker it did
+        not retire itself; a retire cut short between unlinking the journal
+        and dropping its marker leaves one small row behind (see
+        ``all_marker_ids``).
+        """
+        return []
+
+    def all_marker_ids(self) -> list[str]:
+        """The journal ids that have a marker row on the server (every machine's)."""
         area = f"{INTERNAL_TEXT}/{escape_segment(_MARKER_AREA)}/"
         rows = self._backend._query(
             "collector markers",
