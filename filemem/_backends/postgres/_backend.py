@@ -38,7 +38,7 @@ from .._api import Unsupported
 from ._collector import ServerJournalEngine
 from ._connect import Connections, RetryableError, translate
 from ._feed import ServerFeed
-from ._index import SWEEP_SQL, ensure_index, index_writes, orphans
+from ._index import SWEEP_SQL, ensure_index, index_findings, index_writes
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
 from ._rank import Ranker
 from ._schema import ensure_schema
@@ -429,31 +429,13 @@ class PostgresBackend:
         return findings
 
     def _check_index(self, fix: bool) -> list[Finding]:
-        """Index rows naming no record (a sweep or write by an older filemem left them); fix deletes them."""
         if not self._indexed:
             return []
         with self._conns.conn() as conn:
             try:
-                with conn.transaction():
-                    found = orphans(conn, fix=False)
-                    if fix and not self.readonly and any(found.values()):
-                        orphans(conn, fix=True)
+                return index_findings(conn, self.location, fix=fix and not self.readonly)
             except psycopg.Error as exc:
                 raise translate(exc, "check", timeout_s=self.lock_timeout_s) from exc
-        fixed = fix and not self.readonly
-        return [
-            Finding(
-                "orphaned-postings",
-                f"{self.location} {table}",
-                f"{n} index rows name records that do not exist (never served: searches join the records)",
-                severity="warning",
-                fixed=fixed,
-                action="deleted" if fixed else "",
-                details={"table": table, "rows": n},
-            )
-            for table, n in found.items()
-            if n
-        ]
 
     def stats(self) -> dict[str, Any]:
         self.check_open()

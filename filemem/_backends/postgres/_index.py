@@ -33,11 +33,12 @@ from typing import Any, Final
 import psycopg
 
 from ..._search._text import record_text, tokenize
+from ..._types import Finding
 from ...codecs import Codec
 from ._names import INTERNAL_TEXT
 from ._writes import NOW_SQL
 
-__all__ = ["INDEX_DDL", "ensure_index", "index_terms", "index_writes", "orphans"]
+__all__ = ["INDEX_DDL", "ensure_index", "index_findings", "index_terms", "index_writes", "orphans"]
 
 INDEX_DDL: Final = """
 CREATE TABLE IF NOT EXISTS filemem_postings (
@@ -172,6 +173,27 @@ def orphans(conn: psycopg.Connection[Any], *, fix: bool) -> dict[str, int]:
             row = conn.execute(f"SELECT count(*) FROM {table} t WHERE {cond}").fetchone()
             counts[table] = int(row[0]) if row else 0
     return counts
+
+
+def index_findings(conn: psycopg.Connection[Any], location: str, *, fix: bool) -> list[Finding]:
+    """``check()``'s findings: index rows naming no record (never served: searches join the records)."""
+    with conn.transaction():
+        found = orphans(conn, fix=False)
+        if fix and any(found.values()):
+            orphans(conn, fix=True)
+    return [
+        Finding(
+            "orphaned-postings",
+            f"{location} {table}",
+            f"{n} index rows name records that do not exist (never served: searches join the records)",
+            severity="warning",
+            fixed=fix,
+            action="deleted" if fix else "",
+            details={"table": table, "rows": n},
+        )
+        for table, n in found.items()
+        if n
+    ]
 
 
 #: Deletes up to %s expired records and their index rows in one statement (the sweeper's).
