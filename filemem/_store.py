@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from ._backends import ReadView, StoreBackend, open_backend
+from ._collector import check_journals
 from ._engine import Engine, Op, copy_value
 from ._errors import InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
@@ -353,6 +354,11 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         """
         self._backend.check_open()
         findings = self._backend.check(fix)
+        journaled = self._backend.collector_engine
+        if "collector" in self._backend.features and journaled is not self._backend.engine:
+            # Journals kept apart from the engine (a server store's local
+            # directory): the backend's own check never sees them.
+            findings += check_journals(journaled, fix)
         if "sessions" in self._backend.features:
             findings += check_sessions(self._sessions().registry, fix=fix)
         return findings

@@ -238,6 +238,7 @@ class CollectorFacet:
     """Fire-and-forget collectors (issue 5) and their dead letters."""
 
     _engine: Engine
+    _backend: StoreBackend
 
     if TYPE_CHECKING:
 
@@ -260,12 +261,12 @@ class CollectorFacet:
         ...     c.collect("agent-1/events", "ev-1", {"ok": True})
         ...     c.flush()
         """
-        self._engine.check_open()
+        self._journaled.check_open()
         if isinstance(config, CollectorConfig):
             cfg = config.replace(**overrides) if overrides else config
         else:
             cfg = CollectorConfig.load(config, **overrides)
-        collector = Collector(self._engine, cfg, normalize=self._ns)
+        collector = Collector(self._journaled, cfg, normalize=self._ns)
         collectors: list[Collector] = self.__dict__.setdefault("_collectors", [])
         # Forget closed ones (a store that makes many short-lived collectors
         # must not keep them all); remove/append one at a time, so a collector
@@ -282,8 +283,8 @@ class CollectorFacet:
         >>> for d in store.dead_letters():  # doctest: +SKIP
         ...     print(d.namespace, d.key, d.reason, d.error)
         """
-        self._engine.check_open()
-        return list_dead_letters(self._engine)
+        self._journaled.check_open()
+        return list_dead_letters(self._journaled)
 
     def replay_dead_letters(self) -> dict[str, int]:
         """Put dead letters back into the store; return counts ``applied``, ``superseded``, ``failed``.
@@ -294,16 +295,23 @@ class CollectorFacet:
         >>> store.replay_dead_letters()  # doctest: +SKIP
         {'applied': 3, 'superseded': 0, 'failed': 0}
         """
-        self._engine.check_open()
-        if self._engine.readonly:
+        self._journaled.check_open()
+        if self._journaled.readonly:
             raise ReadOnlyError(f"store {self.path} was opened read-only")
-        return replay_dead_letters(self._engine)
+        return replay_dead_letters(self._journaled)
+
+    @property
+    def _journaled(self) -> Engine:
+        # What collectors journal beside and apply to: the file engine, or a
+        # server store's local journal directory over its transactions.
+        engine: Engine = self._backend.collector_engine
+        return engine
 
     def _recover_journals(self) -> None:
         # Replays journals of collectors that died; a failing store must not
         # make open() fail: the journals stay and check() reports them.
         try:
-            recover_journals(self._engine)
+            recover_journals(self._journaled)
         except FileMemError as exc:
             logging.getLogger("filemem.collector").warning("journal replay deferred: %s", exc)
 

@@ -18,6 +18,15 @@ Rows (every figure through the real code path; each cell the median of ``--repea
   (no lock, no version check, no feed): the floor a naive client pays.
 * ``lmdb sync``: ``lmdb.open(sync=True)``, one write txn per put (local, for scale).
 
+Search (``--search N``, ``--only-search`` skips the rest): the same N records
+(random words, a number, a tag, in 20 namespaces) in a file store and a
+server store; each query kind is timed warm (after one untimed run) as the
+median of ``--repeat`` rounds of 20 searches, top 10, under the prefix of
+half the namespaces: ``bm25`` (2 terms), ``bm25+filter``, ``vector`` (a
+deterministic 16-dim toy embedding), ``hybrid``, ``filter`` only.
+Also the time to write the N records (batches of 500), which on the server
+includes the postings. Ratios server/file in the last column.
+
 Puts: 1 and 4 processes (spawn) write distinct keys, timed from a barrier to
 the last finisher. Gets: random gets of pre-written keys, 1 and 4 processes.
 Also: change-feed latency, put returned -> subscriber callback in another
@@ -212,8 +221,7 @@ def _prefill(kind: str, target: str, keys: list[str]) -> None:
 
         with psycopg.connect(target) as conn:
             conn.cursor().executemany(
-                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1)"
-                " ON CONFLICT DO NOTHING",
+                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1) ON CONFLICT DO NOTHING",
                 [(k, data) for k in keys],
             )
     elif kind == "lmdb":
@@ -254,6 +262,72 @@ def _feed_latency(url: str, n: int) -> dict[str, float]:
     return {"p50_ms": lat[len(lat) // 2], "p99_ms": lat[int(len(lat) * 0.99) - 1]}
 
 
+_WORDS = [f"w{i}" for i in range(400)]
+
+
+def _toy_embed(text: str) -> list[float]:
+    import hashlib
+
+    vec = [0.0] * 16
+    for word in text.split():
+        h = hashlib.blake2b(word.encode(), digest_size=2).digest()
+        vec[h[0] % 16] += 1.0 + h[1] / 255
+    return vec
+
+
+def _search_bench(base: str, tmp: str, n_docs: int, repeat: int) -> dict[str, Any]:
+    import filemem
+
+    rnd = random.Random(1)
+    records = []
+    for i in range(n_docs):
+        text = " ".join(rnd.choice(_WORDS[: 50 + rnd.randrange(350)]) for _ in range(rnd.randint(3, 30)))
+        records.append(((f"ns{i % 20:02d}", "mem"), f"k{i}", {"text": text, "n": i % 100, "tag": rnd.choice("xyz")}))
+    prefix = None  # every namespace; a prefix of one namespace is below
+    kinds: dict[str, dict[str, Any]] = {
+        "bm25": {"query": "w3 w17"},
+        "bm25+filter": {"query": "w3 w17", "filter": {"n": {"$gte": 50}, "tag": "x"}},
+        "bm25 1 ns": {"query": "w3 w17", "prefix": ("ns03",)},
+        "vector": {"vector": "w3 w17 w200"},
+        "hybrid": {"query": "w3 w17", "vector": "w3 w17 w200"},
+        "filter": {"filter": {"n": {"$gte": 98}, "tag": "x"}},
+    }
+    out: dict[str, Any] = {"docs": n_docs}
+    stores = {
+        "file": filemem.Store(os.path.join(tmp, "search-file"), embed=_toy_embed),
+        "postgres": filemem.Store(_schema_url(base), embed=_toy_embed),
+    }
+    try:
+        for name, store in stores.items():
+            t0 = time.perf_counter()
+            for i in range(0, len(records), 500):
+                with store.batch() as b:
+                    for ns, key, value in records[i : i + 500]:
+                        b.put(ns, key, value)
+            out[f"write {name} s"] = round(time.perf_counter() - t0, 3)
+        for kind, spec in kinds.items():
+            kw = dict(spec)
+            pre = kw.pop("prefix", prefix)
+            row: dict[str, float] = {}
+            pages = {}
+            for name, store in stores.items():
+                pages[name] = [(h.item.key, h.score) for h in store.search(pre, limit=10, **kw)]  # warm-up
+                runs = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    for _ in range(20):
+                        store.search(pre, limit=10, **kw)
+                    runs.append((time.perf_counter() - t0) / 20 * 1000)
+                row[f"{name} ms"] = round(statistics.median(runs), 2)
+            row["ratio"] = round(row["postgres ms"] / row["file ms"], 2)
+            row["same page"] = pages["file"] == pages["postgres"]
+            out[kind] = row
+    finally:
+        for store in stores.values():
+            store.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url", help="an existing server (default: start a throwaway one with tests/pgserver.py)")
@@ -262,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is reported")
     ap.add_argument("--kinds", default="file,postgres,raw,raw1,lmdb")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--search", type=int, default=5000, help="records in the search comparison (0: skip it)")
+    ap.add_argument("--only-search", action="store_true", help="run only the search comparison")
     cfg = ap.parse_args(argv)
     procs = [int(p) for p in cfg.procs.split(",")]
     kinds = cfg.kinds.split(",")
@@ -279,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="filemem-benchpg-")
     results: dict[str, Any] = {"ops": cfg.ops, "repeat": cfg.repeat, "loadavg_start": os.getloadavg()}
     try:
-        for op in ("put", "get"):
+        if cfg.search:
+            results["search"] = _search_bench(base, tmp, cfg.search, cfg.repeat)
+            if not cfg.json:
+                for kind, row in results["search"].items():
+                    print(f"search {kind:12s} {row}", flush=True)
+        for op in ("put", "get") if not cfg.only_search else ():
             for n in procs:
                 for kind in kinds:
                     runs = []
@@ -295,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[f"{op}s {n}p {kind}"] = round(statistics.median(runs))
                     if not cfg.json:
                         print(f"{op}s  {n} proc  {kind:9s} {statistics.median(runs):10.0f} ops/s", flush=True)
-        results["feed_latency"] = _feed_latency(_schema_url(base), 300)
+        if not cfg.only_search:
+            results["feed_latency"] = _feed_latency(_schema_url(base), 300)
         results["loadavg_end"] = os.getloadavg()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -304,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.json:
         print(json.dumps(results, indent=2))
     else:
-        print("feed latency (put returned -> other store's callback):", results["feed_latency"])
+        if "feed_latency" in results:
+            print("feed latency (put returned -> other store's callback):", results["feed_latency"])
         print("loadavg", results["loadavg_start"], "->", results["loadavg_end"])
     return 0
 

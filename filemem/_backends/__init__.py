@@ -48,6 +48,9 @@ def open_backend(
             readonly=options["readonly"],
             create=options["create"],
             normalize=normalize,
+            index_fields=options.get("index_fields"),
+            embed=options.get("embed"),
+            embed_id=options.get("embed_id"),
         )
     from .file import FileBackend  # noqa: PLC0415 - keeps the two backends' imports apart
 

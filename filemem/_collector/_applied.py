@@ -9,7 +9,9 @@ which is what makes replay exactly-once: whatever the marker names is never
 applied again, whatever it does not name was never applied.
 
 The marker lives under ``<store>/internal/``, so ``list_namespaces`` never
-shows it, and is removed with the journal it describes.
+shows it, and is removed with the journal it describes. On a server store
+the marker is a row of its records table, written in the same transaction;
+the engine there is a :class:`MarkerTable`, which lists and drops them.
 """
 
 from __future__ import annotations
@@ -18,16 +20,33 @@ import os
 import shutil
 import stat
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 from .. import _fs
 from .._engine import INTERNAL_DIR, INTERNAL_NS, Engine, Op
 from .._errors import StorageError
 
-__all__ = ["MARKER_KEY", "RangeSet", "marker_dir", "marker_namespace", "marker_op", "read_marker", "remove_marker"]
+__all__ = [
+    "MARKER_KEY",
+    "MarkerTable",
+    "RangeSet",
+    "marker_dir",
+    "marker_namespace",
+    "marker_op",
+    "read_marker",
+    "remove_marker",
+]
 
 MARKER_KEY: Final = "applied"
 _AREA: Final = "collector"
+
+
+@runtime_checkable
+class MarkerTable(Protocol):
+    """An engine that keeps markers as rows of a table (a server store), not as directories."""
+
+    def marker_ids(self) -> list[str]: ...
+    def drop_marker(self, namespace: tuple[str, ...]) -> None: ...
 
 
 class RangeSet:
@@ -135,6 +154,9 @@ def remove_marker(engine: Engine, jid: str) -> None:
     keeps the case rare.) If an intent naming it cannot be finished now, the
     directory stays until a later retire or ``check(fix=True)``.
     """
+    if isinstance(engine, MarkerTable):
+        engine.drop_marker(marker_namespace(jid))
+        return
     path = marker_dir(engine, jid)
     # Format 2: the marker's records may still be in the log; fold them into the
     # directory first, or the next fold would bring the directory back.
@@ -150,7 +172,9 @@ def remove_marker(engine: Engine, jid: str) -> None:
 
 
 def marker_dirs(engine: Engine) -> list[str]:
-    """The journal ids that have a marker directory."""
+    """The journal ids that have a marker directory (or row)."""
+    if isinstance(engine, MarkerTable):
+        return engine.marker_ids()
     base = os.path.join(engine.root, INTERNAL_DIR, _AREA)
     found = []
     for n in sorted(_fs.listdir(base)):

@@ -87,6 +87,8 @@ class FileBackend:
         self.hot_hits = 0
         self.hot_on = consistency == "cached"
         self.searcher = Searcher(self.engine, index_fields=index_fields, embed=embed, embed_id=embed_id)
+        #: What collectors journal beside and apply to (the protocol's ``collector_engine``).
+        self.collector_engine = self.engine
         if index_on_write:
             self.engine.after_apply = self.searcher.note_write
         if not readonly:

@@ -7,9 +7,12 @@ transaction (``_snapshot``), the change feed rides on the outbox (``_feed``).
 Several processes and machines may open the same URL at once; the server is
 what they share.
 
-Features of the file store that have no server form yet (search, scan,
-sessions, the collector, health/maintain) are absent: ``features`` does not
-name them and the Store raises ``UnsupportedFeatureError`` for them.
+Features of the file store that have no server form yet (sessions,
+health/maintain) are absent: ``features`` does not name them and the Store
+raises ``UnsupportedFeatureError`` for them. Search ranks from postings kept
+in each write's transaction (``_index``, ``_rank``); the collector journals
+to a local directory and marks applied ids in the server's tables
+(``_collector``).
 """
 
 from __future__ import annotations
@@ -23,17 +26,21 @@ from typing import TYPE_CHECKING, Any, Final
 import psycopg
 
 from ..._engine import Op
-from ..._errors import InvalidValueError, StoreClosedError
+from ..._errors import InvalidQueryError, InvalidValueError, StoreClosedError, UnsupportedFeatureError
 from ..._feed import Change, Subscription
-from ..._search import SearchHit
+from ..._search import Embed, SearchHit
+from ..._search._text import parse_fields
 from ..._shard import Record
 from ..._snapshot import item_of
 from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ...codecs import Codec, get_codec
 from .._api import Unsupported
+from ._collector import ServerJournalEngine
 from ._connect import Connections, RetryableError, translate
 from ._feed import ServerFeed
+from ._index import SWEEP_SQL, ensure_index, index_findings, index_writes
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
+from ._rank import Ranker
 from ._schema import ensure_schema
 from ._search import search
 from ._snapshot import ServerSnapshot
@@ -61,7 +68,7 @@ class PostgresBackend:
     """A filemem store in one schema of a PostgreSQL database (see docs/scale-out.md)."""
 
     name: Final = "postgres"
-    features: frozenset[str] = frozenset()
+    features: frozenset[str] = frozenset({"search", "collector"})
 
     def __init__(
         self,
@@ -75,7 +82,13 @@ class PostgresBackend:
         create: bool,
         normalize: Callable[[Any], tuple[str, ...]],
         pool_size: int = 8,
+        index_fields: Sequence[str] | None = None,
+        embed: Embed | None = None,
+        embed_id: str | None = None,
     ) -> None:
+        if embed is not None and not callable(embed):
+            raise InvalidQueryError("embed must be a callable: text -> sequence of floats")
+        fields = parse_fields(index_fields)
         if durability not in ("fsync", "flush"):
             raise InvalidValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
         self.durability: Durability = durability
@@ -91,6 +104,10 @@ class PostgresBackend:
             with self._conns.conn() as conn:
                 try:
                     codec_name = ensure_schema(conn, _codec_name(codec), create=create)
+                    if not readonly:
+                        ensure_index(conn, get_codec(codec_name))
+                    got = conn.execute("SELECT to_regclass('filemem_postings') IS NOT NULL").fetchone()
+                    self._indexed = bool(got and got[0])
                     row = conn.execute("SELECT current_schema(), current_database()").fetchone()
                 except psycopg.Error as exc:
                     raise translate(exc, "opening the store") from exc
@@ -112,6 +129,19 @@ class PostgresBackend:
                 location=self.location,
             )
             self._writer.after_commit = self._maybe_sweep
+            if self._indexed:
+                self._writer.index = index_writes
+            if embed is not None and embed_id is None:
+                embed_id = f"{getattr(embed, '__module__', '?')}.{getattr(embed, '__qualname__', type(embed).__name__)}"
+            self.ranker = Ranker(
+                self._conns.conn,
+                self.codec,
+                index_fields=fields,
+                embed=embed,
+                embed_id=embed_id if embed is not None else None,
+                readonly=readonly,
+            )
+            self.collector_engine = ServerJournalEngine(self)
             self.feed = ServerFeed(self._conns, channel)
         except BaseException:
             self._conns.close()
@@ -251,7 +281,29 @@ class PostgresBackend:
         offset: int,
         vector: Sequence[float] | str | None,
     ) -> list[SearchHit]:
-        """Filter-only search (see ``_search``); keyword and vector ranking raise UnsupportedFeatureError."""
+        """Filters (``_search``), BM25 and vectors (``_rank``), as the file store ranks."""
+        if (query is not None or vector is not None) and not self._indexed:
+            raise UnsupportedFeatureError(
+                f"store {self.location} has no search index yet: open it read-write once with this filemem to build it",
+                feature="search",
+                backend=self.name,
+            )
+        try:
+            return self._search(prefix, query, filter, limit, offset, vector)
+        except psycopg.Error as exc:
+            err = translate(exc, "search", timeout_s=self.lock_timeout_s)
+            raise (StoreClosedError(str(err)) if isinstance(err, RetryableError) else err) from exc
+
+    def _search(
+        self,
+        prefix: tuple[str, ...],
+        query: str | None,
+        filter: Mapping[str, Any] | None,
+        limit: int,
+        offset: int,
+        vector: Sequence[float] | str | None,
+    ) -> list[SearchHit]:
+        self.check_open()
         return search(
             lambda sql, params: self._query("search", sql, params),
             self.codec,
@@ -261,6 +313,7 @@ class PostgresBackend:
             limit,
             offset,
             vector,
+            self.ranker,
         )
 
     # ------------------------------------------------------------------ writes
@@ -314,11 +367,15 @@ class PostgresBackend:
         with self._conns.conn() as conn:
             try:
                 with conn.transaction():
-                    expired = conn.execute(
-                        "DELETE FROM filemem_records WHERE ctid IN (SELECT ctid FROM filemem_records"
-                        f" WHERE expires_at <= {NOW_SQL} LIMIT %s FOR UPDATE SKIP LOCKED)",
-                        (SWEEP_ROWS,),
-                    ).rowcount
+                    if self._indexed:  # the records and their index rows go together
+                        row = conn.execute(SWEEP_SQL, (SWEEP_ROWS,)).fetchone()
+                        expired = int(row[0]) if row else 0
+                    else:
+                        expired = conn.execute(
+                            "DELETE FROM filemem_records WHERE ctid IN (SELECT ctid FROM filemem_records"
+                            f" WHERE expires_at <= {NOW_SQL} LIMIT %s FOR UPDATE SKIP LOCKED)",
+                            (SWEEP_ROWS,),
+                        ).rowcount
                 with conn.transaction():
                     # Pruned ids are noted first, so a reconnecting listener that
                     # needed them learns it missed changes.
@@ -352,7 +409,7 @@ class PostgresBackend:
             (),
         )
         expired = rows[0][0]
-        findings: list[Finding] = []
+        findings: list[Finding] = self._check_index(fix)
         if expired:
             fixed = False
             if fix and not self.readonly:
@@ -371,6 +428,15 @@ class PostgresBackend:
             )
         return findings
 
+    def _check_index(self, fix: bool) -> list[Finding]:
+        if not self._indexed:
+            return []
+        with self._conns.conn() as conn:
+            try:
+                return index_findings(conn, self.location, fix=fix and not self.readonly)
+            except psycopg.Error as exc:
+                raise translate(exc, "check", timeout_s=self.lock_timeout_s) from exc
+
     def stats(self) -> dict[str, Any]:
         self.check_open()
         return {
@@ -381,6 +447,7 @@ class PostgresBackend:
             "consistency": "strict",
             **self._writer.counters,
             **self.counters,
+            **self.ranker.counters,
             "feed": {
                 "subscribers": len(self.feed._subs),
                 "published": self.feed.published,

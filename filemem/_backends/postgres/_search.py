@@ -11,8 +11,8 @@ lists are left to the predicate, and so is every record whose jsonb copy is
 NULL. Then ``filemem._search._filter``'s predicate runs on the decoded value.
 Hits are ordered by (namespace, key) as tuples, score 1.0, then paged.
 
-Keyword (``query=``) and vector (``vector=``) ranking are not on the server
-yet: ``UnsupportedFeatureError``.
+Keyword (``query=``) and vector (``vector=``) ranking are ``_rank``'s, over
+the same narrowing and predicate.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
-from ..._errors import UnsupportedFeatureError
 from ..._search import SearchHit
 from ..._search._filter import check_search_args, compile_filter, parse_filter
 from ..._snapshot import item_of
 from ...codecs import Codec
 from ._names import INTERNAL_TEXT, decode_ns, prefix_range
+from ._rank import Ranker, unique_terms
 from ._writes import NOW_SQL, record_of
 
 __all__ = ["search"]
@@ -40,8 +40,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _narrowing(clauses: list[tuple[tuple[str, ...], str, Any]]) -> tuple[str, list[Any]]:
-    """SQL that every matching record passes (``TRUE`` when nothing can be said)."""
+def _narrowing(clauses: list[tuple[tuple[str, ...], str, Any]], doc: str = "doc") -> tuple[str, list[Any]]:
+    """SQL that every matching record passes (``TRUE`` when nothing can be said); ``doc``: the jsonb column."""
     parts: list[str] = []
     params: list[Any] = []
     for path, op, operand in clauses:
@@ -51,22 +51,23 @@ def _narrowing(clauses: list[tuple[tuple[str, ...], str, Any]]) -> tuple[str, li
             slack = abs(bound) * _WIDEN + Decimal("1e-300")
             bound = bound - slack if op in ("$gt", "$gte") else bound + slack
             parts.append(
-                f"(CASE WHEN jsonb_typeof(doc #> %s) = 'number' THEN (doc #>> %s)::numeric {_SQL_OPS[op]} %s::numeric"
+                f"(CASE WHEN jsonb_typeof({doc} #> %s) = 'number'"
+                f" THEN ({doc} #>> %s)::numeric {_SQL_OPS[op]} %s::numeric"
                 " ELSE false END)"
             )
             params += [p, p, str(bound)]
         elif op in _SQL_OPS and isinstance(operand, str):
             parts.append(
-                f"(CASE WHEN jsonb_typeof(doc #> %s) = 'string'"
-                f' THEN (doc #>> %s) COLLATE "C" {_SQL_OPS[op]} %s COLLATE "C" ELSE false END)'
+                f"(CASE WHEN jsonb_typeof({doc} #> %s) = 'string'"
+                f' THEN ({doc} #>> %s) COLLATE "C" {_SQL_OPS[op]} %s COLLATE "C" ELSE false END)'
             )
             params += [p, p, operand]
         elif op == "$eq" and (isinstance(operand, (str, bool)) or operand is None):
-            parts.append("(doc #> %s) = %s::jsonb")
+            parts.append(f"({doc} #> %s) = %s::jsonb")
             params += [p, json.dumps(operand)]
     if not parts:
         return "TRUE", []
-    return "(doc IS NULL OR (" + " AND ".join(parts) + "))", params
+    return f"({doc} IS NULL OR (" + " AND ".join(parts) + "))", params
 
 
 def search(
@@ -78,21 +79,20 @@ def search(
     limit: int,
     offset: int,
     vector: Sequence[float] | str | None,
+    ranker: Ranker,
 ) -> list[SearchHit]:
     """See :meth:`filemem.Store.search` (``prefix`` already checked)."""
     check_search_args(query, limit, offset)
     clauses = parse_filter(filter) if filter is not None else []
     pred = compile_filter(filter)
-    for what, given in (("query", query), ("vector", vector)):
-        if given is not None:
-            raise UnsupportedFeatureError(
-                f"search({what}=...) is not supported on the postgres backend yet; filter-only search is"
-                " (see docs/scale-out.md)",
-                feature=f"search({what}=...)",
-                backend="postgres",
-            )
-    if limit == 0:
-        return []
+    qvec = ranker.query_vector(vector)
+    terms = unique_terms(query) if query is not None else None
+    if limit == 0 or (terms == [] and qvec is None):
+        return []  # a query with no word in it matches nothing
+    if terms is not None or qvec is not None:
+        if qvec is not None:
+            ranker.fill_vectors(prefix)
+        return ranker.rank(prefix, terms, qvec, pred, _narrowing(clauses, "r.doc"), limit, offset)
     where, params = _narrowing(clauses)
     rng = prefix_range(prefix)
     sql = (

@@ -125,6 +125,11 @@ class Writer:
         self.counters = {"commits": 0, "retries": 0, "notifies": 0}
         #: Called after each commit (the TTL sweeper's clock rides on it).
         self.after_commit: Callable[[], None] | None = None
+        #: Called inside each write transaction with (deleted idents, [(ns, key, value)] written):
+        #: the search index's postings (``_index.index_writes``) commit with the records.
+        self.index: (
+            Callable[[psycopg.Connection[Any], list[tuple[str, str]], list[tuple[str, str, Any]]], None] | None
+        ) = None
 
     def apply(self, ops: list[Op]) -> list[Any]:
         """Apply ``ops`` in one transaction, all or nothing; one result per op (as the file engine's)."""
@@ -255,6 +260,9 @@ class Writer:
                 ):
                     col.append(v)
             conn.execute(_UPSERT, cols)
+        if self.index is not None:
+            rows = [(ident[0], ident[1], row.value) for ident in written if (row := state[ident]) is not None]
+            self.index(conn, gone, rows)
 
     def _announce(self, conn: psycopg.Connection[Any], touched: dict[str, set[str]]) -> None:
         """One outbox row and one NOTIFY for the transaction (see _feed for the reader)."""
