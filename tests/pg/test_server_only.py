@@ -140,22 +140,14 @@ def test_sweeper_deletes_expired_rows(pg_store: Store, pg_url: str) -> None:
     [
         lambda s: s.search(None, "q"),
         lambda s: s.search(None, vector=[1.0, 0.0]),
-        lambda s: s.session("agent"),
-        lambda s: s.sessions(),
         lambda s: s.collector(),
         lambda s: s.dead_letters(),
-        lambda s: s.health(),
-        lambda s: s.maintain(),
     ],
     ids=[
         "search(query=...)",
         "search(vector=...)",
-        "session",
-        "sessions",
         "collector",
         "dead_letters",
-        "health",
-        "maintain",
     ],
 )
 def test_features_not_yet_on_the_server_say_so(pg_store: Store, call: Any, request: pytest.FixtureRequest) -> None:

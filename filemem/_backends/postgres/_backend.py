@@ -7,8 +7,10 @@ transaction (``_snapshot``), the change feed rides on the outbox (``_feed``).
 Several processes and machines may open the same URL at once; the server is
 what they share.
 
-Features of the file store that have no server form yet (search, scan,
-sessions, the collector, health/maintain) are absent: ``features`` does not
+Sessions live in tables (``_session_*``); ``health()``/``maintain()``
+have a server form (``upkeep``, feature ``"server-health"``). Features of
+the file store that have no server form yet (ranked search, the collector)
+are absent: ``features`` does not
 name them and the Store raises ``UnsupportedFeatureError`` for them.
 """
 
@@ -26,6 +28,7 @@ from ..._engine import Op
 from ..._errors import InvalidValueError, StoreClosedError
 from ..._feed import Change, Subscription
 from ..._search import SearchHit
+from ..._sessions import SessionHub
 from ..._shard import Record
 from ..._snapshot import item_of
 from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
@@ -36,7 +39,9 @@ from ._feed import ServerFeed
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
 from ._schema import ensure_schema
 from ._search import search
+from ._session_hub import server_session_hub
 from ._snapshot import ServerSnapshot
+from ._upkeep import server_check, upkeep_figures
 from ._writes import NOW_SQL, Writer, check_size, record_of
 
 __all__ = ["PostgresBackend"]
@@ -61,7 +66,7 @@ class PostgresBackend:
     """A filemem store in one schema of a PostgreSQL database (see docs/scale-out.md)."""
 
     name: Final = "postgres"
-    features: frozenset[str] = frozenset()
+    features: frozenset[str] = frozenset({"sessions", "server-health"})
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class PostgresBackend:
             )
             self._writer.after_commit = self._maybe_sweep
             self.feed = ServerFeed(self._conns, channel)
+            self.salt = salt
         except BaseException:
             self._conns.close()
             raise
@@ -138,6 +144,17 @@ class PostgresBackend:
 
     def check_value(self, value: Any, key: str | None = None) -> None:
         check_size(self.codec, value, self.max_value_bytes)
+
+    def session_hub(self) -> SessionHub:
+        """Sessions in tables, alive while their own connection holds an advisory lock (``_session_hub``)."""
+        return server_session_hub(
+            self._conns,
+            salt=self.salt,
+            location=self.location,
+            readonly=self.readonly,
+            lock_timeout_s=self.lock_timeout_s,
+            is_closed=lambda: self.closed,
+        )
 
     def close(self) -> None:
         if self.closed:
@@ -344,15 +361,23 @@ class PostgresBackend:
         got = self.sweep()
         return {"expired_dropped": got["expired"], "outbox_pruned": got["outbox"]}
 
+    def upkeep_figures(self, lock_probe_s: float) -> dict[str, Any]:
+        """For ``health()``: expired rows, stale outbox rows, long-held key locks (``_upkeep``)."""
+        return upkeep_figures(lambda sql, params: self._query("health", sql, params), lock_probe_s, OUTBOX_KEEP_S)
+
     def check(self, fix: bool) -> list[Finding]:
-        """What applies on a server: the schema version (checked at open), expired rows not yet swept."""
+        """What applies on a server: the schema version, orphaned outbox rows, expired rows not yet swept.
+
+        (The Store adds the session tables' findings.)
+        """
+        fix = fix and not self.readonly
+        findings = server_check(lambda sql, params: self._query("check", sql, params), self.location, fix=fix)
         rows = self._query(
             "check",
             f"SELECT count(*) FROM filemem_records WHERE expires_at <= {NOW_SQL}",
             (),
         )
         expired = rows[0][0]
-        findings: list[Finding] = []
         if expired:
             fixed = False
             if fix and not self.readonly:
