@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,6 +24,9 @@ from ._sessions import Session, SessionHub, SessionInfo, StoreLike, normalize_sh
 from ._types import Item, NamespaceLike
 
 __all__ = ["CollectorFacet", "SearchScanFacet", "SessionsFacet"]
+
+#: Guards the making of a store's session hub (rare: once per store object).
+_HUB_LOCK = threading.Lock()
 
 
 class SearchScanFacet:
@@ -107,7 +111,13 @@ class SessionsFacet:
         self._backend.check_open()
         hub = self._session_hub
         if hub is None:
-            hub = self._session_hub = self._backend.session_hub()
+            # One hub per store even when threads race to make it: a second
+            # hub's waiters would outlive the store's close() (and on a server
+            # making one is a round trip, a wide window).
+            with _HUB_LOCK:
+                hub = self._session_hub
+                if hub is None:
+                    hub = self._session_hub = self._backend.session_hub()
         return hub
 
     def session(

@@ -27,7 +27,7 @@ def _max_concurrent(events: list[list[object]]) -> int:
     return peak
 
 
-def _wait_sessions(store: filemem.Store, n: int, state: str, timeout: float = 30.0) -> list[filemem.SessionInfo]:
+def _wait_sessions(store: filemem.Store, n: int, state: str, timeout: float = 90.0) -> list[filemem.SessionInfo]:
     deadline = time.monotonic() + timeout
     while True:
         got = [i for i in store.sessions() if i.state == state]

@@ -18,7 +18,8 @@ nobody until the live count is under it. It holds because:
 in ``filemem_session_queue`` for each of its limited scopes and takes slots
 only when no live ticket ranks before its own (higher priority first, then
 earlier arrival, then id). A ticket whose session is not alive is deleted by
-whoever meets it. Waiters poll with capped, jittered back-off, as on files.
+whoever meets it. Waiters poll with capped, jittered back-off, as on files
+(capped at ``_MAX_SLEEP_S``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ from ._session_tables import ALIVE_SQL, HELD_SQL, gate_key, scope_key
 __all__ = ["PgSlots"]
 
 _FIRST_SLEEP_S: Final = 0.0005
-_MAX_SLEEP_S: Final = 0.01
+#: Longer than on files (10 ms): each pass is a few round trips, and a server
+#: shared by many waiters should not spend itself on polling. A freed slot is
+#: taken within about this long.
+_MAX_SLEEP_S: Final = 0.05
 
 Scope = tuple[str, ...]
 
