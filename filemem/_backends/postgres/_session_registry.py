@@ -105,9 +105,19 @@ class PgRegistry:
         err = translate(exc, what, timeout_s=self.lock_timeout_s)
         return StorageError(str(err)) if isinstance(err, RetryableError) else err
 
+    def _have_tables(self) -> bool:
+        """Whether the session tables exist (a read-only store looks again: a writer may have made them)."""
+        if not self.tables:
+            with self.conns.conn() as conn:
+                try:
+                    self.tables = ensure_session_tables(conn, create=False)
+                except psycopg.Error as exc:
+                    raise self._err(exc, "looking for the session tables") from exc
+        return self.tables
+
     def query(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of one statement on a pooled connection (none when the tables do not exist: read-only)."""
-        if not self.tables:
+        if not self._have_tables():
             return []
         with self.conns.conn() as conn:
             try:
@@ -118,7 +128,7 @@ class PgRegistry:
 
     def execute(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Run one statement on a pooled connection; the row count."""
-        if not self.tables:
+        if not self._have_tables():
             return 0
         with self.conns.conn() as conn:
             try:
