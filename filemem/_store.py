@@ -17,7 +17,6 @@ from ._freshness import Freshness, WatchMode
 from ._health import HealthFacet
 from ._names import normalize_namespace, validate_key
 from ._search import Embed, Searcher
-from ._sessions import check_sessions
 from ._snapshot import MappingView, Snapshot, item_of
 from ._store_features import CollectorFacet, SearchScanFacet, SessionsFacet
 from ._types import Consistency, Durability, Finding, Item, NamespaceLike
@@ -360,7 +359,7 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
             # directory): the backend's own check never sees them.
             findings += check_journals(journaled, fix)
         if "sessions" in self._backend.features:
-            findings += check_sessions(self._sessions().registry, fix=fix)
+            findings += self._sessions().check(fix)
         return findings
 
     def compact(self) -> dict[str, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,12 +19,14 @@ from ._collector import Collector, CollectorConfig, DeadLetter, list_dead_letter
 from ._engine import Engine
 from ._errors import FileMemError, InvalidValueError, ReadOnlyError
 from ._feed import Change, Subscription
-from ._freshness import Freshness
 from ._search import Searcher, SearchHit
 from ._sessions import Session, SessionHub, SessionInfo, StoreLike, normalize_shared, validate_id
 from ._types import Item, NamespaceLike
 
 __all__ = ["CollectorFacet", "SearchScanFacet", "SessionsFacet"]
+
+#: Guards the making of a store's session hub (rare: once per store object).
+_HUB_LOCK = threading.Lock()
 
 
 class SearchScanFacet:
@@ -97,8 +100,7 @@ class SearchScanFacet:
 class SessionsFacet:
     """Sessions of every process (issue 7): registry, liveness, limits, stop requests."""
 
-    _engine: Engine
-    _fresh: Freshness
+    _backend: StoreBackend
     _session_hub: SessionHub | None = None
 
     if TYPE_CHECKING:
@@ -106,18 +108,16 @@ class SessionsFacet:
         def _ns(self, namespace: NamespaceLike) -> tuple[str, ...]: ...
 
     def _sessions(self) -> SessionHub:
-        self._engine.check_open()
+        self._backend.check_open()
         hub = self._session_hub
         if hub is None:
-            engine = self._engine
-            hub = self._session_hub = SessionHub(
-                engine.root,
-                sync=engine.sync,
-                readonly=engine.readonly,
-                lock_timeout_s=engine.lock_timeout_s,
-                poll_interval_s=self._fresh.poll_interval_s,
-                is_closed=lambda: engine.closed,
-            )
+            # One hub per store even when threads race to make it: a second
+            # hub's waiters would outlive the store's close() (and on a server
+            # making one is a round trip, a wide window).
+            with _HUB_LOCK:
+                hub = self._session_hub
+                if hub is None:
+                    hub = self._session_hub = self._backend.session_hub()
         return hub
 
     def session(
@@ -157,7 +157,7 @@ class SessionsFacet:
         """
         ns = self._ns(namespace) if namespace is not None else None
         hub = self._sessions()
-        codec = self._engine.codec
+        codec = self._backend.codec
         return hub.start(
             cast(StoreLike, self),  # the Store this facet is part of
             lambda value: len(codec.encode(value)),

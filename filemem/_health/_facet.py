@@ -8,8 +8,9 @@ the facets in ``_store_features``).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from .._backends import StoreBackend
 from .._collector import Collector
 from .._engine import Engine
 from .._errors import InvalidValueError, ReadOnlyError
@@ -17,10 +18,13 @@ from .._search import Searcher
 from ._diagnose import Subject, diagnose
 from ._locks import LOCK_WINDOW_S
 from ._run import maintain
+from ._server import ServerUpkeep, server_diagnose, server_maintain
 from ._types import HealthFinding, MaintenanceReport
 
 if TYPE_CHECKING:
     from .._sessions import SessionHub
+
+from .._sessions._registry import Registry
 
 __all__ = ["HealthFacet"]
 
@@ -42,15 +46,23 @@ class HealthFacet:
 
     _engine: Engine
     _searcher: Searcher
+    _backend: StoreBackend
 
     if TYPE_CHECKING:
 
         def _sessions(self) -> SessionHub: ...
 
+    def _server(self) -> ServerUpkeep | None:
+        """The backend, when it keeps its own upkeep figures (a server store); None for files."""
+        backend = self._backend
+        backend.check_open()
+        return cast(ServerUpkeep, backend) if "server-health" in backend.features else None
+
     def _subject(self) -> Subject:
         self._engine.check_open()
         collectors: list[Collector] = list(self.__dict__.get("_collectors", []))
-        return Subject(self._engine, self._searcher, self._sessions().registry, collectors)
+        # Only the file store comes here (a server store takes the _server path), so its registry is the file one.
+        return Subject(self._engine, self._searcher, cast(Registry, self._sessions().registry), collectors)
 
     def health(self, *, lock_probe_s: float = LOCK_WINDOW_S) -> list[HealthFinding]:
         """What is worth doing to the store, most severe first; empty: nothing.
@@ -72,6 +84,9 @@ class HealthFacet:
         [('warning', 'dead-sessions'), ('info', 'expired-records')]
         """
         window = _seconds("lock_probe_s", lock_probe_s, zero_ok=True)
+        server = self._server()
+        if server is not None:
+            return server_diagnose(server, self._sessions(), lock_probe_s=window)
         subject = self._subject()
         self._engine.settle()  # format 2: the probes read shard files, so move the log's records into them first
         return diagnose(subject, lock_probe_s=window)
@@ -99,6 +114,11 @@ class HealthFacet:
         window = _seconds("lock_probe_s", lock_probe_s, zero_ok=True)
         if not isinstance(dry_run, bool):
             raise InvalidValueError(f"dry_run must be True or False, not {dry_run!r}")
+        server = self._server()
+        if server is not None:
+            if server.readonly and not dry_run:
+                raise ReadOnlyError(f"store {server.location} was opened read-only (maintain(dry_run=True) only looks)")
+            return server_maintain(server, self._sessions(), budget_s=budget, dry_run=dry_run, lock_probe_s=window)
         subject = self._subject()
         if self._engine.readonly and not dry_run:
             raise ReadOnlyError(f"store {self._engine.root} was opened read-only (maintain(dry_run=True) only looks)")

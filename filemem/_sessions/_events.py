@@ -22,8 +22,8 @@ from typing import Final
 
 from .. import _fs
 from .._feed import Change, ChangeFeed, ChangeKind
+from ._api import SessionRegistry
 from ._record import FINAL_STATES, RECORD_SUFFIX, SessionInfo, record_path
-from ._registry import Registry
 
 __all__ = ["SessionWatcher"]
 
@@ -49,7 +49,7 @@ class SessionFeed(ChangeFeed):
 class SessionWatcher:
     """Polls one store's ``sessions/`` directory for starts, changes, ends and stop requests."""
 
-    def __init__(self, registry: Registry, *, interval_s: float, is_closed: Callable[[], bool]) -> None:
+    def __init__(self, registry: SessionRegistry, *, interval_s: float, is_closed: Callable[[], bool]) -> None:
         self.registry = registry
         self.interval_s = interval_s
         self._is_closed = is_closed

@@ -14,7 +14,9 @@ from typing import Any, Final
 from .._engine import SESSION_DIR
 from .._errors import InvalidValueError, ReadOnlyError, StoreClosedError
 from .._feed import Subscription
-from .._locks import Held
+from .._types import Finding
+from ._api import Releasable, SessionRegistry, SessionSlots
+from ._checker import check_sessions
 from ._confine import SessionStore, StoreLike, _Rules
 from ._events import SessionWatcher
 from ._record import SessionInfo, check_metadata
@@ -43,18 +45,20 @@ class SessionHub:
 
     def __init__(
         self,
-        root: str,
+        registry: SessionRegistry,
+        slots: SessionSlots,
         *,
-        sync: bool,
         readonly: bool,
-        lock_timeout_s: float,
         poll_interval_s: float,
         is_closed: Callable[[], bool],
+        checker: Callable[[bool], list[Finding]],
+        watcher_type: type[SessionWatcher] = SessionWatcher,
     ) -> None:
-        directory = os.path.join(root, SESSION_DIR)
         self.readonly = readonly
-        self.registry = Registry(directory, sync=sync, readonly=readonly)
-        self.slots = Slots(directory, sync=sync, lock_timeout_s=lock_timeout_s)
+        self.registry = registry
+        self.slots = slots
+        self._checker = checker
+        self._watcher_type = watcher_type
         self._poll_interval_s = poll_interval_s
         self._is_closed = is_closed
         self._watcher: SessionWatcher | None = None
@@ -66,11 +70,40 @@ class SessionHub:
         self._cond = threading.Condition()
         self._waiters = 0
 
+    @classmethod
+    def on_files(
+        cls,
+        root: str,
+        *,
+        sync: bool,
+        readonly: bool,
+        lock_timeout_s: float,
+        poll_interval_s: float,
+        is_closed: Callable[[], bool],
+    ) -> SessionHub:
+        """The sessions of a store directory: ``<root>/sessions/`` (files and flock)."""
+        directory = os.path.join(root, SESSION_DIR)
+        registry = Registry(directory, sync=sync, readonly=readonly)
+        return cls(
+            registry,
+            Slots(directory, sync=sync, lock_timeout_s=lock_timeout_s),
+            readonly=readonly,
+            poll_interval_s=poll_interval_s,
+            is_closed=is_closed,
+            checker=lambda fix: check_sessions(registry, fix=fix),
+        )
+
+    def check(self, fix: bool) -> list[Finding]:
+        """Findings about the sessions' storage (see ``_checker`` for the file codes)."""
+        return self._checker(fix)
+
     @property
     def watcher(self) -> SessionWatcher:
         """The session watcher (created on first use, started by its users)."""
         if self._watcher is None:
-            self._watcher = SessionWatcher(self.registry, interval_s=self._poll_interval_s, is_closed=self._is_closed)
+            self._watcher = self._watcher_type(
+                self.registry, interval_s=self._poll_interval_s, is_closed=self._is_closed
+            )
         return self._watcher
 
     def _writable(self, what: str) -> None:
@@ -124,7 +157,7 @@ class SessionHub:
             self._waiters += 1
         try:
             held = self.registry.create(info)
-            slots: list[Held] = []
+            slots: list[Releasable] = []
             if limited:
                 try:
                     # The limits are re-read on every pass of the wait, and a

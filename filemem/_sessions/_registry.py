@@ -38,6 +38,7 @@ from typing import Final
 
 from .. import _fs, _locks
 from .._errors import StorageError
+from ._api import Releasable
 from ._record import (
     FINAL_STATES,
     QUEUE_DIR,
@@ -94,7 +95,7 @@ class Registry:
         """Replace the record of ``info.id`` atomically."""
         _fs.atomic_write(record_path(self.dir, info.id), encode_record(info), sync=self.sync if sync is None else sync)
 
-    def finish(self, info: SessionInfo, held: _locks.Held) -> None:
+    def finish(self, info: SessionInfo, held: Releasable) -> None:
         """The owner's last act: record ``info`` (already marked ended), drop the stop file and the lock."""
         try:
             self.write(info)
@@ -105,7 +106,7 @@ class Registry:
             _fs.remove_quietly(lock_path(self.dir, info.id))
             held.release()
 
-    def discard(self, session_id: str, held: _locks.Held) -> None:
+    def discard(self, session_id: str, held: Releasable) -> None:
         """Remove every file of a session that never started (its slot wait failed)."""
         for path in (record_path(self.dir, session_id), stop_path(self.dir, session_id)):
             _fs.remove_quietly(path)

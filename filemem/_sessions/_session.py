@@ -10,11 +10,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
 
-from .. import _locks
 from .._errors import InvalidValueError, StoreClosedError
+from ._api import Releasable, SessionRegistry
 from ._confine import SessionStore
 from ._record import SessionInfo, check_progress
-from ._registry import Registry
 
 __all__ = ["Session"]
 
@@ -42,10 +41,10 @@ class Session:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: SessionRegistry,
         info: SessionInfo,
-        held: _locks.Held,
-        slots: list[_locks.Held],
+        held: Releasable,
+        slots: list[Releasable],
         make_store: Callable[[Session], SessionStore],
         on_stop: Callable[[Session], object] | None,
         unwatch: Callable[[str], None],

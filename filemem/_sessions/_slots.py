@@ -39,6 +39,7 @@ from typing import Final
 from .. import _fs, _locks
 from .._errors import InvalidValueError, SessionLimitError, StoreClosedError
 from .._names import escape_segment
+from ._api import Releasable
 from ._record import LIMITS_FILE, LIMITS_LOCK, QUEUE_DIR, SLOT_GATE, SLOT_SUFFIX, SLOTS_DIR, TICKET_SUFFIX
 
 __all__ = ["Slots", "scope_name"]
@@ -215,7 +216,7 @@ class Slots:
         timeout: float | None,
         alive: Callable[[str], bool],
         is_closed: Callable[[], bool] = lambda: False,
-    ) -> tuple[list[_locks.Held], float]:
+    ) -> tuple[list[Releasable], float]:
         """Take one slot in every limited scope of ``namespace``, in turn by priority.
 
         Returns the slot handles and the time they were had. The limits are
@@ -245,7 +246,7 @@ class Slots:
                         blocked = (scope, limit)
                         break
                 if blocked is None:
-                    held: list[_locks.Held] = []
+                    held: list[Releasable] = []
                     for scope, limit in scopes:
                         h = self._take_slot(scope, limit)
                         if h is None:
@@ -256,8 +257,8 @@ class Slots:
                         # The time is taken before our tickets go, so a waiter
                         # behind us always starts later than this.
                         return held, time.time()
-                    for h in held:
-                        h.release()
+                    for taken in held:
+                        taken.release()
                 now = time.monotonic()
                 if not wait or now >= deadline:
                     scope, limit = blocked

@@ -135,30 +135,6 @@ def test_sweeper_deletes_expired_rows(pg_store: Store, pg_url: str) -> None:
     assert s.check() == []
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda s: s.session("agent"),
-        lambda s: s.sessions(),
-        lambda s: s.health(),
-        lambda s: s.maintain(),
-    ],
-    ids=[
-        "session",
-        "sessions",
-        "health",
-        "maintain",
-    ],
-)
-def test_features_not_yet_on_the_server_say_so(pg_store: Store, call: Any, request: pytest.FixtureRequest) -> None:
-    feature = request.node.callspec.id
-    with pytest.raises(filemem.UnsupportedFeatureError) as info:
-        call(pg_store)
-    assert info.value.feature == feature and info.value.backend == "postgres"
-    assert (feature if "(" in feature else f"{feature}()") in str(info.value)
-    assert pg_store.list_namespaces() == []  # nothing was written
-
-
 def _collect(s: Store, prefix: Any = None) -> tuple[filemem.Subscription, list[filemem.Change], threading.Condition]:
     got: list[filemem.Change] = []
     cond = threading.Condition()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import filemem
+from filemem._backends import is_server_url
 from tests.helpers import reap
 
 from ._workers import hold_child, hold_until_child, read_log, wait_for
@@ -26,7 +27,7 @@ def _max_concurrent(events: list[list[object]]) -> int:
     return peak
 
 
-def _wait_sessions(store: filemem.Store, n: int, state: str, timeout: float = 30.0) -> list[filemem.SessionInfo]:
+def _wait_sessions(store: filemem.Store, n: int, state: str, timeout: float = 90.0) -> list[filemem.SessionInfo]:
     deadline = time.monotonic() + timeout
     while True:
         got = [i for i in store.sessions() if i.state == state]
@@ -37,17 +38,17 @@ def _wait_sessions(store: filemem.Store, n: int, state: str, timeout: float = 30
 
 
 def test_ten_processes_under_max_five_with_priorities(
-    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
 ) -> None:
     log_path = str(tmp_path / "log")
     go = str(tmp_path / "go")
     procs: list[mp.process.BaseProcess] = []
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         store.limit_sessions(5)
         try:
             # Five holders fill every slot and keep them until told.
             for i in range(5):
-                p = spawn_ctx.Process(target=hold_child, args=(store_path, f"holder-{i}", 0, log_path, 0.05, go))
+                p = spawn_ctx.Process(target=hold_child, args=(location, f"holder-{i}", 0, log_path, 0.05, go))
                 p.start()
                 procs.append(p)
             _wait_sessions(store, 5, "running")
@@ -55,7 +56,7 @@ def test_ten_processes_under_max_five_with_priorities(
             # arrival decides between them.
             waiters = [("w-a", 1), ("w-b", 5), ("w-c", 3), ("w-d", 5), ("w-e", 9)]
             for n, (agent, prio) in enumerate(waiters, start=1):
-                p = spawn_ctx.Process(target=hold_child, args=(store_path, agent, prio, log_path, 0.05, None))
+                p = spawn_ctx.Process(target=hold_child, args=(location, agent, prio, log_path, 0.05, None))
                 p.start()
                 procs.append(p)
                 _wait_sessions(store, n, "waiting")
@@ -78,12 +79,12 @@ def test_ten_processes_under_max_five_with_priorities(
         assert store.check() == []
 
 
-def test_ten_processes_competing_at_once(store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext) -> None:
+def test_ten_processes_competing_at_once(location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext) -> None:
     log_path = str(tmp_path / "log")
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         store.limit_sessions(5)
     procs = [
-        spawn_ctx.Process(target=hold_child, args=(store_path, f"p{i}", i % 3, log_path, 0.1, None)) for i in range(10)
+        spawn_ctx.Process(target=hold_child, args=(location, f"p{i}", i % 3, log_path, 0.1, None)) for i in range(10)
     ]
     try:
         for p in procs:
@@ -96,8 +97,8 @@ def test_ten_processes_competing_at_once(store_path: str, tmp_path: Path, spawn_
     assert 1 <= _max_concurrent(events) <= 5
 
 
-def test_wait_false_and_timeout(store_path: str) -> None:
-    with filemem.Store(store_path) as store:
+def test_wait_false_and_timeout(location: str) -> None:
+    with filemem.Store(location) as store:
         store.limit_sessions(1)
         assert store.session_limits() == {(): 1}
         first = store.session("first")
@@ -118,8 +119,8 @@ def test_wait_false_and_timeout(store_path: str) -> None:
         assert store.check() == []
 
 
-def test_namespace_limit(store_path: str) -> None:
-    with filemem.Store(store_path) as store:
+def test_namespace_limit(location: str) -> None:
+    with filemem.Store(location) as store:
         store.limit_sessions(1, namespace="crawlers")
         a = store.session("c1", namespace=("crawlers", "c1"))
         with pytest.raises(filemem.SessionLimitError) as info:
@@ -134,27 +135,29 @@ def test_namespace_limit(store_path: str) -> None:
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", 10**6])
-def test_bad_limits_refused(store_path: str, bad: object) -> None:
-    with filemem.Store(store_path) as store:
+def test_bad_limits_refused(location: str, bad: object) -> None:
+    with filemem.Store(location) as store:
         with pytest.raises(filemem.InvalidValueError):
             store.limit_sessions(bad)  # type: ignore[arg-type]
-        assert not os.path.exists(os.path.join(store_path, "sessions", "limits.json"))
+        assert store.session_limits() == {}
+        if not is_server_url(location):
+            assert not os.path.exists(os.path.join(location, "sessions", "limits.json"))
 
 
 def test_lowered_limit_counts_slots_taken_under_the_old_one(
-    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
 ) -> None:
     """Four processes run under max_sessions=4; lowered to 2, newcomers wait until fewer than 2 run."""
     procs: list[mp.process.BaseProcess] = []
     gos = [str(tmp_path / f"go-{i}") for i in range(4)]
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         try:
             # Raising the limit one at a time gives holder i slot i, so the
             # first to leave frees slot 0: a slot under the new limit.
             for i in range(4):
                 store.limit_sessions(i + 1)
                 ready = str(tmp_path / f"ready-{i}")
-                p = spawn_ctx.Process(target=hold_until_child, args=(store_path, f"h{i}", ready, gos[i]))
+                p = spawn_ctx.Process(target=hold_until_child, args=(location, f"h{i}", ready, gos[i]))
                 p.start()
                 procs.append(p)
                 wait_for(ready)
@@ -181,24 +184,25 @@ def test_lowered_limit_counts_slots_taken_under_the_old_one(
 
 
 def test_waiters_in_other_processes_see_a_limit_raised_or_removed(
-    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
 ) -> None:
     procs: list[mp.process.BaseProcess] = []
     go = str(tmp_path / "go")
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         store.limit_sessions(1)
         held = store.session("holder")
         try:
             for n, change in enumerate((2, None), start=1):
                 ready = str(tmp_path / f"ready-{n}")
-                p = spawn_ctx.Process(target=hold_until_child, args=(store_path, f"w{n}", ready, go))
+                p = spawn_ctx.Process(target=hold_until_child, args=(location, f"w{n}", ready, go))
                 p.start()
                 procs.append(p)
                 _wait_sessions(store, 1, "waiting")
                 store.limit_sessions(change)  # 1 -> 2 (w1 fits), then none at all (w2 fits)
                 wait_for(ready, timeout=5)
                 assert [i.state for i in store.sessions()] == ["running"] * (n + 1)
-            assert not os.listdir(os.path.join(store_path, "sessions", "queue", "store"))  # tickets gone
+            if not is_server_url(location):
+                assert not os.listdir(os.path.join(location, "sessions", "queue", "store"))  # tickets gone
         finally:
             Path(go).touch()
             reap(procs, timeout=30)
@@ -208,17 +212,17 @@ def test_waiters_in_other_processes_see_a_limit_raised_or_removed(
 
 
 def test_closing_the_store_ends_its_waiters(
-    store_path: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
 ) -> None:
     """A thread waiting for a slot when its Store closes gives up; it never takes the slot freed later."""
     ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
-    with filemem.Store(store_path) as setup:
+    with filemem.Store(location) as setup:
         setup.limit_sessions(1)
-    p = spawn_ctx.Process(target=hold_until_child, args=(store_path, "holder", ready, go))
+    p = spawn_ctx.Process(target=hold_until_child, args=(location, "holder", ready, go))
     p.start()
     try:
         wait_for(ready)
-        store = filemem.Store(store_path)
+        store = filemem.Store(location)
         outcome: list[object] = []
 
         def waiter() -> None:
@@ -240,7 +244,7 @@ def test_closing_the_store_ends_its_waiters(
         Path(go).touch()
         reap([p], timeout=30)
     assert p.exitcode == 0
-    with filemem.Store(store_path) as other:
+    with filemem.Store(location) as other:
         assert other.sessions() == []
         other.session("next", wait=False).close()
         assert other.check() == []

@@ -133,8 +133,8 @@ def test_close_marks_ended_and_is_idempotent(store_path: str) -> None:
         assert sorted(os.listdir(os.path.join(store_path, "sessions"))) == [f"{s.id}.session"]
 
 
-def test_session_exits_on_exception_as_ended(store_path: str) -> None:
-    with filemem.Store(store_path) as store:
+def test_session_exits_on_exception_as_ended(location: str) -> None:
+    with filemem.Store(location) as store:
         with pytest.raises(RuntimeError), store.session("w") as s:
             raise RuntimeError("boom")
         info = store.session_info(s.id)
@@ -152,20 +152,20 @@ def test_old_records_are_pruned(store_path: str, monkeypatch: pytest.MonkeyPatch
         assert os.listdir(os.path.join(store_path, "sessions")) == []
 
 
-def test_closing_the_store_ends_its_sessions(store_path: str) -> None:
-    store = filemem.Store(store_path)
+def test_closing_the_store_ends_its_sessions(location: str) -> None:
+    store = filemem.Store(location)
     s = store.session("w")
     store.close()
     assert s.closed
-    with filemem.Store(store_path) as other:
+    with filemem.Store(location) as other:
         [info] = other.sessions(alive=False)
         assert info.state == "ended"
 
 
 @pytest.mark.parametrize("with_on_stop", [False, True])
-def test_a_dropped_session_is_freed_by_refcounting_alone(store_path: str, with_on_stop: bool) -> None:
+def test_a_dropped_session_is_freed_by_refcounting_alone(location: str, with_on_stop: bool) -> None:
     """No reference cycle (facade, watcher) keeps a dropped session's lock and slot until the cyclic GC."""
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         store.limit_sessions(1)
         gc.disable()
         try:

@@ -24,6 +24,7 @@ from ..._feed import Change, Subscription
 from ..._freshness import Freshness, WatchMode
 from ..._names import validate_key
 from ..._search import Embed, Searcher, SearchHit
+from ..._sessions import SessionHub
 from ..._shard import Record, Shard, decode_shard
 from ..._snapshot import Snapshot, item_of
 from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
@@ -120,6 +121,18 @@ class FileBackend:
 
     def check_value(self, value: Any, key: str | None = None) -> None:
         self.engine.check_value(value, key)
+
+    def session_hub(self) -> SessionHub:
+        """Sessions in ``<store>/sessions/``: files, flock liveness, polled by the watcher."""
+        engine = self.engine
+        return SessionHub.on_files(
+            engine.root,
+            sync=engine.sync,
+            readonly=engine.readonly,
+            lock_timeout_s=engine.lock_timeout_s,
+            poll_interval_s=self.fresh.poll_interval_s,
+            is_closed=lambda: engine.closed,
+        )
 
     def close(self) -> None:
         self.hot_on = False

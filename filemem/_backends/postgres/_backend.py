@@ -7,12 +7,11 @@ transaction (``_snapshot``), the change feed rides on the outbox (``_feed``).
 Several processes and machines may open the same URL at once; the server is
 what they share.
 
-Features of the file store that have no server form yet (sessions,
-health/maintain) are absent: ``features`` does not name them and the Store
-raises ``UnsupportedFeatureError`` for them. Search ranks from postings kept
-in each write's transaction (``_index``, ``_rank``); the collector journals
-to a local directory and marks applied ids in the server's tables
-(``_collector``).
+Sessions live in tables (``_session_*``); ``health()``/``maintain()``
+have a server form (``upkeep``, feature ``"server-health"``). Search ranks
+from postings kept in each write's transaction (``_index``, ``_rank``); the
+collector journals to a local directory and marks applied ids in the
+server's tables (``_collector``).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from ..._errors import InvalidQueryError, InvalidValueError, StoreClosedError, U
 from ..._feed import Change, Subscription
 from ..._search import Embed, SearchHit
 from ..._search._text import parse_fields
+from ..._sessions import SessionHub
 from ..._shard import Record
 from ..._snapshot import item_of
 from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
@@ -43,7 +43,9 @@ from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
 from ._rank import Ranker
 from ._schema import ensure_schema
 from ._search import search
+from ._session_hub import server_session_hub
 from ._snapshot import ServerSnapshot
+from ._upkeep import server_check, upkeep_figures
 from ._writes import NOW_SQL, Writer, check_size, record_of
 
 __all__ = ["PostgresBackend"]
@@ -68,7 +70,7 @@ class PostgresBackend:
     """A filemem store in one schema of a PostgreSQL database (see docs/scale-out.md)."""
 
     name: Final = "postgres"
-    features: frozenset[str] = frozenset({"search", "collector"})
+    features: frozenset[str] = frozenset({"search", "collector", "sessions", "server-health"})
 
     def __init__(
         self,
@@ -143,6 +145,7 @@ class PostgresBackend:
             )
             self.collector_engine = ServerJournalEngine(self)
             self.feed = ServerFeed(self._conns, channel)
+            self.salt = salt
         except BaseException:
             self._conns.close()
             raise
@@ -168,6 +171,17 @@ class PostgresBackend:
 
     def check_value(self, value: Any, key: str | None = None) -> None:
         check_size(self.codec, value, self.max_value_bytes)
+
+    def session_hub(self) -> SessionHub:
+        """Sessions in tables, alive while their own connection holds an advisory lock (``_session_hub``)."""
+        return server_session_hub(
+            self._conns,
+            salt=self.salt,
+            location=self.location,
+            readonly=self.readonly,
+            lock_timeout_s=self.lock_timeout_s,
+            is_closed=lambda: self.closed,
+        )
 
     def close(self) -> None:
         if self.closed:
@@ -401,15 +415,24 @@ class PostgresBackend:
         got = self.sweep()
         return {"expired_dropped": got["expired"], "outbox_pruned": got["outbox"]}
 
+    def upkeep_figures(self, lock_probe_s: float) -> dict[str, Any]:
+        """For ``health()``: expired rows, stale outbox rows, long-held key locks (``_upkeep``)."""
+        return upkeep_figures(lambda sql, params: self._query("health", sql, params), lock_probe_s, OUTBOX_KEEP_S)
+
     def check(self, fix: bool) -> list[Finding]:
-        """What applies on a server: the schema version (checked at open), expired rows not yet swept."""
+        """What applies on a server: the schema version, orphaned outbox rows, expired rows not yet swept.
+
+        (The Store adds the session tables' findings.)
+        """
+        fix = fix and not self.readonly
+        findings = server_check(lambda sql, params: self._query("check", sql, params), self.location, fix=fix)
         rows = self._query(
             "check",
             f"SELECT count(*) FROM filemem_records WHERE expires_at <= {NOW_SQL}",
             (),
         )
         expired = rows[0][0]
-        findings: list[Finding] = self._check_index(fix)
+        findings += self._check_index(fix)
         if expired:
             fixed = False
             if fix and not self.readonly:
