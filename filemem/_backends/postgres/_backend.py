@@ -32,6 +32,7 @@ from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ...codecs import Codec, get_codec
 from .._api import Unsupported
 from ._connect import Connections, RetryableError, translate
+from ._describe import namespace_figures, one_namespace, store_figures
 from ._feed import ServerFeed
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
 from ._schema import ensure_schema
@@ -370,6 +371,13 @@ class PostgresBackend:
                 )
             )
         return findings
+
+    def describe(self, namespace: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Figures for ``filemem info/stats/ls`` (``_describe``): the store's, or one namespace's."""
+        q = lambda sql, params: self._query("describe", sql, params)  # noqa: E731
+        if namespace is not None:
+            return one_namespace(q, namespace)
+        return {**store_figures(q), "namespaces": namespace_figures(q, None)}
 
     def stats(self) -> dict[str, Any]:
         self.check_open()
