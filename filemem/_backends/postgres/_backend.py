@@ -31,6 +31,7 @@ from ..._snapshot import item_of
 from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ...codecs import Codec, get_codec
 from .._api import Unsupported
+from ._aio import AsyncReads
 from ._connect import Connections, RetryableError, translate
 from ._describe import namespace_figures, one_namespace, store_figures
 from ._feed import ServerFeed
@@ -371,6 +372,12 @@ class PostgresBackend:
                 )
             )
         return findings
+
+    def async_reads(self, max_size: int) -> AsyncReads:
+        """Reads over an async pool for ``AsyncStore`` (``_aio``): same statements, on the event loop."""
+        return AsyncReads(
+            self._conns.url, self._conns._settings, self.codec, lock_timeout_s=self.lock_timeout_s, max_size=max_size
+        )
 
     def describe(self, namespace: tuple[str, ...] | None = None) -> dict[str, Any]:
         """Figures for ``filemem info/stats/ls`` (``_describe``): the store's, or one namespace's."""
