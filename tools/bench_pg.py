@@ -220,8 +220,7 @@ def _prefill(kind: str, target: str, keys: list[str]) -> None:
 
         with psycopg.connect(target) as conn:
             conn.cursor().executemany(
-                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1)"
-                " ON CONFLICT DO NOTHING",
+                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1) ON CONFLICT DO NOTHING",
                 [(k, data) for k in keys],
             )
     elif kind == "lmdb":

@@ -34,7 +34,7 @@ from .._snapshot import item_of
 from .._store import Store
 from .._types import Item, NamespaceLike
 
-__all__ = ["NOT_HERE", "PoolReads", "USE_ASYNC_POOL"]
+__all__ = ["NOT_HERE", "USE_ASYNC_POOL", "PoolReads"]
 
 #: Whether an AsyncStore on a server reads over the async pool: no, the worker threads measured faster.
 USE_ASYNC_POOL = False

@@ -51,20 +51,22 @@ def _copy_args(p: argparse.ArgumentParser) -> None:
 def _copy(args: argparse.Namespace, out: Output) -> int:
     if args.source == args.destination:
         raise InvalidValueError("SOURCE and DESTINATION are the same store")
-    with open_store(args.source, lock_timeout_s=args.lock_timeout) as src:
-        with open_store(
+    with (
+        open_store(args.source, lock_timeout_s=args.lock_timeout) as src,
+        open_store(
             args.destination, readonly=False, create=True, codec=args.codec, lock_timeout_s=args.lock_timeout
-        ) as dst:
-            if not args.merge and dst.list_namespaces(prefix=args.prefix):
-                print(
-                    f"filemem: {dst.path} already holds records"
-                    + (f" under {args.prefix!r}" if args.prefix else "")
-                    + " (--merge to copy into it anyway)",
-                    file=sys.stderr,
-                )
-                return EXIT_PROBLEMS
-            with Progress("copy") as progress:
-                report = copy_store(src, dst, prefix=args.prefix, batch_size=args.batch_size, progress=progress)
+        ) as dst,
+    ):
+        if not args.merge and dst.list_namespaces(prefix=args.prefix):
+            print(
+                f"filemem: {dst.path} already holds records"
+                + (f" under {args.prefix!r}" if args.prefix else "")
+                + " (--merge to copy into it anyway)",
+                file=sys.stderr,
+            )
+            return EXIT_PROBLEMS
+        with Progress("copy") as progress:
+            report = copy_store(src, dst, prefix=args.prefix, batch_size=args.batch_size, progress=progress)
     if out.json:
         out.emit(report.as_dict())
     else:

@@ -308,7 +308,8 @@ def test_generation_cache_exact_ttl_params_and_invalidation(mstore: filemem.Stor
     time.sleep(0.1)
     assert cache.get("m1", "Short lived") is None
     assert cache.invalidate() == 2  # everything left
-    assert [f for f in mstore.check() if f.severity != "info"] == []  # a server reports expired rows not yet swept as info
+    # A server reports expired rows not yet swept, as an "info" finding.
+    assert [f for f in mstore.check() if f.severity != "info"] == []
 
 
 def test_generation_cache_near_duplicates_need_embedding_and_threshold(mstore: filemem.Store) -> None:

@@ -23,12 +23,9 @@ _TABLES = ("filemem_records", "filemem_outbox", "filemem_meta")
 
 
 def namespace_figures(query: Query, prefix: tuple[str, ...] | None) -> list[dict[str, Any]]:
-    """Per namespace (whole-segment ``prefix``, or all; None too means all): records, expired, value bytes.
-
-    ``prefix`` given exactly (not as a range) when it is one namespace is the
-    caller's business: pass its tuple and filter on ``namespace`` afterwards.
-    """
-    where, params = "TRUE", ()
+    """Per namespace under the whole-segment ``prefix`` (None or empty: all): records, expired, value bytes."""
+    where = "TRUE"
+    params: tuple[Any, ...] = ()
     rng = prefix_range(prefix) if prefix else None
     if rng is not None:
         where, params = "(ns = %s OR (ns >= %s AND ns < %s))", rng
