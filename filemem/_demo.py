@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import UnsupportedFeatureError
+from ._backends import is_server_url
 from ._store import Store
 from .memory import Episodic, Semantic, Sites, Skills, Worklog, recall_context
 
@@ -148,6 +148,13 @@ class DemoReport:
         return self.lost_updates == 0 and self.stored_episodes == self.expected_episodes and not self.problems
 
 
+def _shard_files(store: Store, namespaces: list[tuple[str, ...]]) -> int:
+    """Shard files under the demo's namespaces (0 on a server: its rows live in tables)."""
+    if store.backend != "file":
+        return 0
+    return sum(1 for n in namespaces for name in os.listdir(store._engine.ns_dir(n)) if name.endswith(".shard"))
+
+
 def _join(procs: Sequence[mp.process.BaseProcess]) -> None:
     try:
         for p in procs:
@@ -175,17 +182,15 @@ def run_demo(
     0
     """
     path = path or os.environ.get("FILEMEM_DEMO_DIR", DEFAULT_DIR)
-    if "://" in path:
-        # The demo's memory kinds rank with search(query=...), which the server backend lacks yet.
-        raise UnsupportedFeatureError(
-            "demo on a server URL is not supported yet (its memory kinds need keyword search; see docs/scale-out.md)",
-            feature="demo",
-            backend="postgres",
-        )
-    path = os.path.abspath(path)
+    if not is_server_url(path):
+        path = os.path.abspath(path)
+    # else a postgresql:// URL: the agents share the server store (issue 16);
+    # the memory kinds search by a scan until the server has a keyword index.
     run = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    Store(path).close()  # create it once, before the agents race to
-    echo(f"filemem demo: a planner and {workers} worker processes x {rounds} rounds sharing {path} (run {run})")
+    where = path
+    with Store(path) as store:  # create it once, before the agents race to
+        where = store.path  # a URL without its password
+    echo(f"filemem demo: a planner and {workers} worker processes x {rounds} rounds sharing {where} (run {run})")
     ctx = mp.get_context("spawn")
     started = time.perf_counter()
     procs = [ctx.Process(target=_planner, args=(path, run, workers, rounds, durability), name="planner")]
@@ -226,14 +231,14 @@ def run_demo(
             "search page timeout on shop.example", [facts, skills, episodes, sites, log], budget_chars=900, timeout_s=5
         )
         namespaces = store.list_namespaces(("demo", run))
-        shards = sum(1 for n in namespaces for name in os.listdir(store._engine.ns_dir(n)) if name.endswith(".shard"))
+        shards = _shard_files(store, namespaces)
         findings = store.check()
         problems.extend(f"check: {f.code} {f.path}" for f in findings)
         recent = episodes.recent(3)
         top = sites.top_sites(3)
         planner_summary = log.summary("planner")
     report = DemoReport(
-        path,
+        where,
         run,
         workers,
         rounds,

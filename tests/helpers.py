@@ -35,3 +35,19 @@ def settle(store: filemem.Store) -> None:
     """
     if not store.readonly:
         filemem.admin.fold(store)
+
+
+def needs_keyword_search(store: filemem.Store) -> None:
+    """Skip the calling test when ``store``'s backend refuses ``search(query=...)`` (issue 16).
+
+    The PostgreSQL backend has filter-only search until its keyword index
+    lands (the pgsearch branch); the probe asks the store itself, so the
+    test runs again, unchanged, the moment the backend has it. Never an
+    xfail: any other failure still fails.
+    """
+    import pytest
+
+    try:
+        store.search(None, query="probe", limit=1)
+    except filemem.UnsupportedFeatureError as exc:
+        pytest.skip(f"needs search(query=...) on the {exc.backend} backend (issue 16, pgsearch branch): {exc}")

@@ -27,6 +27,14 @@ deterministic 16-dim toy embedding), ``hybrid``, ``filter`` only.
 Also the time to write the N records (batches of 500), which on the server
 includes the postings. Ratios server/file in the last column.
 
+``--aio`` adds the AsyncStore rows (issue 16): random gets of pre-written keys
+from 1 and 16 concurrent coroutines on one ``AsyncStore(url)``, once through
+the worker-thread path (the sync backend's get run by the store's Runner, as
+for a file store) and once through the async pool on the loop (what
+``filemem._async._pool.PoolReads``, the path ``AsyncStore.get`` takes when
+``USE_ASYNC_POOL`` is set), alternating, same store, same keys; the ratio
+pool/threads (>1: the pool is faster).
+
 Puts: 1 and 4 processes (spawn) write distinct keys, timed from a barrier to
 the last finisher. Gets: random gets of pre-written keys, 1 and 4 processes.
 Also: change-feed latency, put returned -> subscriber callback in another
@@ -328,6 +336,54 @@ def _search_bench(base: str, tmp: str, n_docs: int, repeat: int) -> dict[str, An
     return out
 
 
+def _aio_reads(url: str, ops: int, repeat: int) -> dict[str, Any]:
+    """AsyncStore gets: worker threads vs the async pool, 1 and 16 coroutines, median ops/s of ``repeat`` runs."""
+    import asyncio
+
+    from filemem._async._pool import PoolReads
+    from filemem.aio import AsyncStore
+
+    keys = [f"g{i}" for i in range(500)]
+    _prefill("postgres", url, keys)
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with AsyncStore(url) as store:
+            pool = PoolReads(store.sync, store.max_in_flight, enabled=True)  # the path AsyncStore may take
+            rng = random.Random(7)
+            picks = [rng.choice(keys) for _ in range(ops)]
+
+            async def via_threads(k: str) -> Any:
+                return await store._runner.run(store.sync.get, "bench", k)
+
+            async def via_pool(k: str) -> Any:
+                return await pool.get("bench", k, None)
+
+            assert await via_pool(keys[0]) == await via_threads(keys[0]) == VALUE
+            for conc in (1, 16):
+                cells: dict[str, list[float]] = {"threads": [], "pool": []}
+                for _ in range(repeat):
+                    for name, fn in (("threads", via_threads), ("pool", via_pool)):
+                        sem = asyncio.Semaphore(conc)
+
+                        async def one(k: str, fn: Any = fn, sem: asyncio.Semaphore = sem) -> None:
+                            async with sem:
+                                await fn(k)
+
+                        t0 = time.perf_counter()
+                        await asyncio.gather(*(one(k) for k in picks))
+                        cells[name].append(ops / (time.perf_counter() - t0))
+                th, po = statistics.median(cells["threads"]), statistics.median(cells["pool"])
+                out[f"aio gets {conc}c threads"] = round(th)
+                out[f"aio gets {conc}c pool"] = round(po)
+                out[f"aio gets {conc}c pool/threads"] = round(po / th, 2)
+            out["aio pool reads served"] = pool.stats().get("async_reads", 0)
+            await pool.close()
+        return out
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url", help="an existing server (default: start a throwaway one with tests/pgserver.py)")
@@ -335,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", default="1,4", help="process counts (default 1,4)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is reported")
     ap.add_argument("--kinds", default="file,postgres,raw,raw1,lmdb")
+    ap.add_argument("--aio", action="store_true", help="also AsyncStore gets: worker threads vs the async pool")
+    ap.add_argument("--aio-only", action="store_true", help="only the AsyncStore rows")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--search", type=int, default=5000, help="records in the search comparison (0: skip it)")
     ap.add_argument("--only-search", action="store_true", help="run only the search comparison")
@@ -360,7 +418,13 @@ def main(argv: list[str] | None = None) -> int:
             if not cfg.json:
                 for kind, row in results["search"].items():
                     print(f"search {kind:12s} {row}", flush=True)
-        for op in ("put", "get") if not cfg.only_search else ():
+        if cfg.aio or cfg.aio_only:
+            got = _aio_reads(_schema_url(base), cfg.ops, cfg.repeat)
+            results.update(got)
+            if not cfg.json:
+                for k, v in got.items():
+                    print(f"{k:32s} {v}", flush=True)
+        for op in ("put", "get") if not (cfg.aio_only or cfg.only_search) else ():
             for n in procs:
                 for kind in kinds:
                     runs = []
@@ -376,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                     results[f"{op}s {n}p {kind}"] = round(statistics.median(runs))
                     if not cfg.json:
                         print(f"{op}s  {n} proc  {kind:9s} {statistics.median(runs):10.0f} ops/s", flush=True)
-        if not cfg.only_search:
+        if not (cfg.only_search or cfg.aio_only):
             results["feed_latency"] = _feed_latency(_schema_url(base), 300)
         results["loadavg_end"] = os.getloadavg()
     finally:

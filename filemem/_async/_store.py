@@ -19,6 +19,7 @@ from .._sessions import SessionInfo
 from .._store import Store
 from .._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ..codecs import Codec
+from ._pool import NOT_HERE, PoolReads
 from ._runner import DEFAULT_MAX_IN_FLIGHT, Runner, finish
 from ._sessions import AsyncSession, SessionStart
 from ._views import AsyncBatch, AsyncListing, AsyncMappingView, AsyncSnapshot
@@ -123,6 +124,8 @@ class AsyncStore:
         self._runner = runner
         self._closed = False
         self.consistency: Consistency = consistency
+        # On a server store: reads over psycopg's async pool, on the loop (_pool.py).
+        self._pool = PoolReads(self._store, max_in_flight)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> AsyncStore:
@@ -191,7 +194,10 @@ class AsyncStore:
         if self._closed:
             return
         self._closed = True
-        await self._runner.close(self._store.close)
+        try:
+            await self._pool.close()
+        finally:
+            await self._runner.close(self._store.close)
 
     async def __aenter__(self) -> AsyncStore:
         return self
@@ -218,12 +224,20 @@ class AsyncStore:
             got = self._store._get_hot(namespace, key, _DONE)
             if got is not _DONE:
                 return got
+        if self._pool.active and not self._runner.closed:
+            got = await self._pool.get(namespace, key, default)
+            if got is not NOT_HERE:
+                return got
         return await self._runner.run(self._store.get, namespace, key, default, consistency=consistency)
 
     async def get_item(
         self, namespace: NamespaceLike, key: str, *, consistency: Consistency | None = None
     ) -> Item | None:
         """The record at ``key`` with its version and times, or None (see Store.get_item)."""
+        if self._pool.active and not self._runner.closed:
+            got = await self._pool.get_item(namespace, key)
+            if got is not NOT_HERE:
+                return got  # type: ignore[no-any-return]
         return await self._runner.run(self._store.get_item, namespace, key, consistency=consistency)
 
     def items(self, namespace: NamespaceLike) -> AsyncListing[Item]:
@@ -235,11 +249,18 @@ class AsyncStore:
         >>> async for item in store.items("agent-1/facts"):  # doctest: +SKIP
         ...     print(item.key, item.value)
         """
-        return AsyncListing(lambda: self._runner.run(self._store.items, namespace))
+        return AsyncListing(lambda: self._listing("items", namespace))
 
     def keys(self, namespace: NamespaceLike) -> AsyncListing[str]:
         """Every live key of a namespace, sorted: ``await`` it or ``async for`` it."""
-        return AsyncListing(lambda: self._runner.run(self._store.keys, namespace))
+        return AsyncListing(lambda: self._listing("keys", namespace))
+
+    async def _listing(self, what: str, namespace: NamespaceLike) -> Any:
+        if self._pool.active and not self._runner.closed:
+            got = await getattr(self._pool, what)(namespace)
+            if got is not NOT_HERE:
+                return got
+        return await self._runner.run(getattr(self._store, what), namespace)
 
     async def list_namespaces(
         self, prefix: NamespaceLike | None = None, *, max_depth: int | None = None
@@ -362,7 +383,7 @@ class AsyncStore:
         0
         """
         # In memory only, so answered on the loop: a stats call must not count itself as queued.
-        return {**self._store.stats(), "aio": self._runner.stats()}
+        return {**self._store.stats(), "aio": {**self._runner.stats(), **self._pool.stats()}}
 
     # ------------------------------------------------------------------ change feed
 

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import FileMemError, InvalidKeyError, InvalidQueryError, InvalidValueError, LockTimeout
-from . import _agents, _maintain, _read, _run, _write
+from . import _agents, _copy, _maintain, _read, _run, _write
 from ._base import (
     COMMANDS,
     EXIT_BUSY,
@@ -47,7 +47,7 @@ __all__ = [
     "main",
 ]
 
-_COMMAND_MODULES = (_read, _write, _maintain, _agents, _run)  # importing them registers their commands
+_COMMAND_MODULES = (_read, _write, _copy, _maintain, _agents, _run)  # importing them registers their commands
 #: The order commands are listed in (help and docs/cli.md); unknown ones go last.
 _ORDER = (
     "info",
@@ -64,6 +64,7 @@ _ORDER = (
     "stats",
     "watch",
     "convert",
+    "copy",
     "sessions",
     "stop",
     "deadletters",

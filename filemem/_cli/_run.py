@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 from .._demo import DEFAULT_DIR, run_demo
+from .._errors import InvalidValueError
 from ..admin import bench
 from ._base import EXIT_OK, EXIT_PROBLEMS, Output, command, positive_int
 
@@ -15,7 +16,16 @@ __all__: list[str] = []
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "path", nargs="?", default=None, help=f"store directory (default: $FILEMEM_DEMO_DIR or ./{DEFAULT_DIR})"
+        "path",
+        nargs="?",
+        default=None,
+        help=f"store directory or postgresql:// URL (default: $FILEMEM_DEMO_DIR or ./{DEFAULT_DIR})",
+    )
+    p.add_argument(
+        "--store",
+        default=None,
+        metavar="LOCATION",
+        help="the same as PATH: a store directory or a postgresql:// URL (the agents then share the server)",
     )
     p.add_argument("--workers", type=int, default=4, help="agent processes to start (default 4)")
     p.add_argument("--rounds", type=int, default=100, help="episodes each agent records (default 100)")
@@ -27,14 +37,18 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     "demo",
     help="run several agent processes sharing a store, then report",
     description="Start several agent processes that write and update shared memories, then print "
-    "what they wrote and a summary (records, shards, lost updates: there must be none).",
-    example=f"filemem demo --workers 8 --rounds 200   (default store: ./{DEFAULT_DIR})",
+    "what they wrote and a summary (records, shards, lost updates: there must be none). With --store "
+    "postgresql://... the agents share a PostgreSQL server store instead of a directory.",
+    example=f"filemem demo --workers 8 --rounds 200   (default store: ./{DEFAULT_DIR}); "
+    "filemem demo --store postgresql://agent@db/memories",
     store=None,
     arguments=_demo_args,
 )
 def _demo(args: argparse.Namespace, out: Output) -> int:
+    if args.path is not None and args.store is not None and args.path != args.store:
+        raise InvalidValueError("give the store once: PATH or --store, not both")
     report = run_demo(
-        args.path,
+        args.store or args.path,
         workers=args.workers,
         rounds=args.rounds,
         durability=args.durability,

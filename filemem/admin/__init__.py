@@ -23,6 +23,7 @@ Example::
 ``stats``              shard size and depth distribution, lock and cache figures
 ``export_records``     every record as JSON Lines
 ``import_records``     JSON Lines back in, validated first, atomic per batch, dry run
+``copy_store``         every record into another store (directory <-> postgresql://)
 ``check``              ``Store.check`` with progress
 ``compact``            drop expired records, finish splits, merge tiny shards
 ``convert``            rewrite every shard with another codec, live
@@ -36,6 +37,7 @@ Example::
 from __future__ import annotations
 
 from ._bench import BenchReport, bench
+from ._copy import CopyReport, copy_store
 from ._inspect import NamespaceInfo, StoreInfo, info, namespace_info, stats
 from ._jsonl import EXPORT_VERSION, ImportReport, export_records, from_json_value, import_records, to_json_value
 from ._ops import check, compact, convert, fold, open_store, upgrade, watch
@@ -43,6 +45,7 @@ from ._ops import check, compact, convert, fold, open_store, upgrade, watch
 __all__ = [
     "EXPORT_VERSION",
     "BenchReport",
+    "CopyReport",
     "ImportReport",
     "NamespaceInfo",
     "StoreInfo",
@@ -50,6 +53,7 @@ __all__ = [
     "check",
     "compact",
     "convert",
+    "copy_store",
     "export_records",
     "fold",
     "from_json_value",

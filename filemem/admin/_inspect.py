@@ -22,6 +22,7 @@ from .._names import hash_bits
 from .._shard import LOCK_SUFFIX, Record
 from .._store import Store
 from .._view import View
+from ._server import server_info, server_namespace_info, server_stats
 
 __all__ = ["NamespaceInfo", "StoreInfo", "info", "namespace_info", "stats"]
 
@@ -76,6 +77,8 @@ class StoreInfo:
     files: int
     pending_batches: int
     quarantined: int
+    #: ``"file"`` or ``"postgres"`` (on a server: no shards or files; ``bytes`` is the tables' size).
+    backend: str = "file"
 
     def as_dict(self) -> dict[str, Any]:
         """A plain dict (for JSON)."""
@@ -100,6 +103,8 @@ def namespace_info(store: Store, namespace: tuple[str, ...]) -> NamespaceInfo:
             facts = filemem.admin.namespace_info(store, ("agent-1", "facts"))
             print(facts.records, facts.shards, facts.codecs)
     """
+    if store.backend != "file":
+        return server_namespace_info(store, namespace)
     engine = _engine(store)
     view = engine.view(namespace)
     view.refresh()
@@ -181,6 +186,8 @@ def info(store: Store) -> StoreInfo:
             summary = filemem.admin.info(store)
             print(summary.codec, summary.records, summary.shard_codecs)
     """
+    if store.backend != "file":
+        return server_info(store)
     engine = _engine(store)
     per_ns = [namespace_info(store, ns) for ns in store.list_namespaces()]
     marker = _marker(engine.root)
@@ -240,12 +247,17 @@ def stats(store: Store) -> dict[str, Any]:
 
     Caches are per process: the ``process`` section is the inspecting
     process's own (what reading the store once cost it), not the agents'.
+    On a server store the shard and lock figures have no meaning: the result
+    has ``backend``, per-namespace records/expired/bytes, ``tables`` (bytes
+    per table) and ``process`` instead (see ``_server.server_stats``).
 
     Example::
 
         with filemem.Store("./memories", readonly=True) as store:
             print(filemem.admin.stats(store)["shard_sizes"])
     """
+    if store.backend != "file":
+        return server_stats(store)
     engine = _engine(store)
     per_ns = [namespace_info(store, ns) for ns in store.list_namespaces()]
     sizes = [b for n in per_ns for b in n.shard_bytes]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._check import check_store
-from .._errors import FileMemError, ReadOnlyError
+from .._errors import FileMemError, ReadOnlyError, UnsupportedFeatureError
 from .._feed import Change
 from .._maintain import compact as _compact
 from .._maintain import convert as _convert
@@ -86,6 +86,10 @@ def compact(store: Store, *, merge: bool = True, progress: ProgressFn | None = N
         with filemem.admin.open_store("./memories", readonly=False) as store:
             print(filemem.admin.compact(store)["expired_dropped"])
     """
+    if store.backend != "file":
+        # A server has no shards to split or merge: its compact is the TTL
+        # sweep and the outbox pruning (PostgresBackend.compact).
+        return store.compact()
     store._engine.check_open()
     return _compact(store._engine, merge=merge, progress=progress)
 
@@ -109,6 +113,13 @@ def convert(store: Store, codec: str, *, progress: ProgressFn | None = None) -> 
         with filemem.admin.open_store("./memories", readonly=False) as store:
             filemem.admin.convert(store, "msgpack")
     """
+    if store.backend != "file":
+        raise UnsupportedFeatureError(
+            f"convert() rewrites shard files; a {store.backend} store keeps the codec it was created with: copy it"
+            " to a new store with the other codec instead (filemem copy SRC DST --codec msgpack)",
+            feature="convert",
+            backend=store.backend,
+        )
     store._engine.check_open()
     return _convert(store._engine, codec, progress=progress)
 
@@ -151,6 +162,13 @@ def upgrade(store: Store) -> bool:
         with filemem.admin.open_store("./memories", readonly=False) as store:
             filemem.admin.upgrade(store)
     """
+    if store.backend != "file":
+        raise UnsupportedFeatureError(
+            f"upgrade() moves a directory store to a newer file format; a {store.backend} store has a schema"
+            " version of its own (checked when it is opened): there is no file format to upgrade",
+            feature="upgrade",
+            backend=store.backend,
+        )
     store._engine.check_open()
     if store.readonly:
         raise ReadOnlyError(f"store {store.path} was opened read-only")

@@ -11,6 +11,12 @@ an ``AsyncStore`` (awaiting each call). The faces (``Episodic`` /
 A plan may catch a store error: the driver throws it back into the generator
 at the ``yield`` that asked for the call.
 
+A store whose backend refuses ranked search (``UnsupportedFeatureError``
+naming ``search``: the PostgreSQL backend before its keyword index, issue 16)
+is searched by :func:`~filemem.memory._search.fallback_search`, a scan with the
+same filter and BM25 semantics, so every memory kind runs on every backend;
+the store's own search takes over as soon as the backend has it.
+
 Example::
 
     def bump(ns: tuple[str, ...]) -> Plan[int]:
@@ -29,6 +35,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
+from .._errors import UnsupportedFeatureError
 from ._search import Hit, fallback_search
 from ._steps import BatchCall, Call, Plan, SearchCall
 
@@ -55,6 +62,11 @@ def _hits(raw: Any) -> list[Hit]:
     return [Hit.of(h) for h in raw]
 
 
+def _search_refused(exc: UnsupportedFeatureError) -> bool:
+    """The backend has no ranked search (yet): scan instead (module docstring)."""
+    return (exc.feature or "").startswith("search")
+
+
 def run_sync(store: Any, plan: Plan[T]) -> T:
     """Run ``plan`` against a synchronous store; return what the plan returns."""
     result: Any = None
@@ -74,11 +86,18 @@ def run_sync(store: Any, plan: Plan[T]) -> T:
                         getattr(b, c.method)(*c.args, **c.kwargs)
                 result = list(b.results)
             elif callable(getattr(store, "search", None)):
-                result = _hits(
-                    store.search(
-                        step.prefix, query=step.query, filter=step.filter, limit=step.limit, offset=step.offset
+                try:
+                    result = _hits(
+                        store.search(
+                            step.prefix, query=step.query, filter=step.filter, limit=step.limit, offset=step.offset
+                        )
                     )
-                )
+                except UnsupportedFeatureError as exc:
+                    if not _search_refused(exc):
+                        raise
+                    result = run_sync(
+                        store, fallback_search(step.prefix, step.query, step.filter, step.limit, step.offset)
+                    )
             else:
                 result = run_sync(store, fallback_search(step.prefix, step.query, step.filter, step.limit, step.offset))
         except Exception as exc:  # handed to the plan, which re-raises what it does not handle
@@ -104,26 +123,15 @@ async def run_async(astore: Any, plan: Plan[T]) -> T:
                 result = await _maybe_await(getattr(astore, step.method)(*step.args, **step.kwargs))
             elif isinstance(step, BatchCall):
                 result = await _async_batch(astore, step)
-            elif not callable(getattr(astore, "search", None)) and callable(getattr(_sync_of(astore), "search", None)):
-                # An AsyncStore without its own search: run the sync store's in a thread.
-                result = _hits(
-                    await asyncio.to_thread(
-                        _sync_of(astore).search,
-                        step.prefix,
-                        query=step.query,
-                        filter=step.filter,
-                        limit=step.limit,
-                        offset=step.offset,
+            elif callable(getattr(astore, "search", None)) or callable(getattr(_sync_of(astore), "search", None)):
+                try:
+                    result = _hits(await _search_async(astore, step))
+                except UnsupportedFeatureError as exc:
+                    if not _search_refused(exc):
+                        raise
+                    result = await run_async(
+                        astore, fallback_search(step.prefix, step.query, step.filter, step.limit, step.offset)
                     )
-                )
-            elif callable(getattr(astore, "search", None)):
-                result = _hits(
-                    await _maybe_await(
-                        astore.search(
-                            step.prefix, query=step.query, filter=step.filter, limit=step.limit, offset=step.offset
-                        )
-                    )
-                )
             else:
                 result = await run_async(
                     astore, fallback_search(step.prefix, step.query, step.filter, step.limit, step.offset)
@@ -134,6 +142,22 @@ async def run_async(astore: Any, plan: Plan[T]) -> T:
 
 def _sync_of(astore: Any) -> Any:
     return getattr(astore, "sync", None)
+
+
+async def _search_async(astore: Any, step: SearchCall) -> Any:
+    if not callable(getattr(astore, "search", None)):
+        # An AsyncStore without its own search: run the sync store's in a thread.
+        return await asyncio.to_thread(
+            _sync_of(astore).search,
+            step.prefix,
+            query=step.query,
+            filter=step.filter,
+            limit=step.limit,
+            offset=step.offset,
+        )
+    return await _maybe_await(
+        astore.search(step.prefix, query=step.query, filter=step.filter, limit=step.limit, offset=step.offset)
+    )
 
 
 async def _async_batch(astore: Any, step: BatchCall) -> list[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,10 +90,10 @@ def _check(api: FakeMessagesAPI, final: Any, store: filemem.Store) -> None:
     assert store.get(("memories",), "prefs.md")["text"] == "- likes tea\n"
 
 
-def test_sync_tool_runner(tmp_path: Path) -> None:
+def test_sync_tool_runner(location: str) -> None:
     api = FakeMessagesAPI()
     client = anthropic.Anthropic(api_key="test", http_client=httpx2.Client(transport=httpx2.MockTransport(api)))
-    with filemem.Store(tmp_path / "store") as store:
+    with filemem.Store(location) as store:
         runner = client.beta.messages.tool_runner(
             model="claude-sonnet-4-5",
             max_tokens=256,
@@ -106,7 +105,7 @@ def test_sync_tool_runner(tmp_path: Path) -> None:
     client.close()
 
 
-def test_async_tool_runner(tmp_path: Path) -> None:
+def test_async_tool_runner(location: str) -> None:
     api = FakeMessagesAPI()
 
     async def main(store: filemem.Store) -> Any:
@@ -123,19 +122,19 @@ def test_async_tool_runner(tmp_path: Path) -> None:
         finally:
             await client.close()
 
-    with filemem.Store(tmp_path / "store") as store:
+    with filemem.Store(location) as store:
         final = asyncio.run(main(store))
         _check(api, final, store)
 
 
-def test_tool_from_a_path_opens_and_closes_its_store(tmp_path: Path) -> None:
-    tool = FileMemMemoryTool(tmp_path / "store", namespace=("agent-1", "memories"))
+def test_tool_from_a_path_opens_and_closes_its_store(location: str) -> None:
+    tool = FileMemMemoryTool(location, namespace=("agent-1", "memories"))
     assert tool.call({"command": "create", "path": "/memories/a.md", "file_text": "x"}).startswith("File created")
     tool.clear_all_memory()
     tool.close()
     with pytest.raises(filemem.StoreClosedError):
         tool.store.keys(tool.namespace)
     with pytest.raises(filemem.InvalidKeyError):
-        FileMemMemoryTool(tmp_path / "store", namespace=("..",))
+        FileMemMemoryTool(location, namespace=("..",))
     with pytest.raises(filemem.InvalidValueError):
         FileMemMemoryTool(42)  # type: ignore[arg-type]

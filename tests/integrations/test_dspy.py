@@ -13,6 +13,7 @@ from dspy.utils.dummies import DummyLM  # noqa: E402
 
 import filemem  # noqa: E402
 from filemem.integrations.dspy import FileMemRetriever  # noqa: E402
+from tests.helpers import needs_keyword_search  # noqa: E402
 
 FACTS = {
     "f1": {"text": "the staging database is read-only on Fridays", "topic": "ops"},
@@ -23,8 +24,9 @@ FACTS = {
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[filemem.Store]:
-    with filemem.Store(tmp_path / "store") as s:
+def store(location: str) -> Iterator[filemem.Store]:
+    """A fresh store on each backend (a directory, a postgresql:// URL), with a few facts."""
+    with filemem.Store(location) as s:
         for key, value in FACTS.items():
             s.put(("agent-1", "facts"), key, value)
         s.put(("agent-2", "facts"), "other", {"text": "staging is somebody else's"})
@@ -36,6 +38,7 @@ def _expected(store: filemem.Store, query: str, k: int) -> list[str]:
 
 
 def test_module_returns_at_most_k_passages_from_store_search(store: filemem.Store) -> None:
+    needs_keyword_search(store)
     retriever = FileMemRetriever(store, ("agent-1",), k=2, text_field="text")
     pred = retriever("staging")
     assert isinstance(pred, dspy.Prediction)
@@ -53,6 +56,7 @@ def test_module_returns_at_most_k_passages_from_store_search(store: filemem.Stor
 
 
 def test_rm_for_dspy_retrieve(store: filemem.Store) -> None:
+    needs_keyword_search(store)
     retriever = FileMemRetriever(store, ("agent-1",), k=3, text_field="text")
     with dspy.context(rm=retriever.rm):  # dspy.configure(rm=...) sets the same setting globally
         got = dspy.Retrieve(k=2)("staging")
@@ -63,6 +67,7 @@ def test_rm_for_dspy_retrieve(store: filemem.Store) -> None:
 
 
 def test_react_uses_the_tool_with_a_fake_lm(store: filemem.Store) -> None:
+    needs_keyword_search(store)
     retriever = FileMemRetriever(store, ("agent-1",), k=2, text_field="text")
     tool = retriever.as_tool()
     assert tool.__name__ == "search_memory" and tool("tea") == ["the user prefers tea over coffee"]
@@ -92,6 +97,7 @@ def test_recall_context_sources(store: filemem.Store) -> None:
 
 
 def test_bad_arguments_and_ownership(store: filemem.Store, tmp_path: Path) -> None:
+    needs_keyword_search(store)
     with pytest.raises(filemem.InvalidValueError):
         FileMemRetriever(store, k=0)
     with pytest.raises(filemem.InvalidValueError):

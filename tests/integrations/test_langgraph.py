@@ -22,8 +22,9 @@ from tests.integrations._langgraph_common import DIMS, toy_embed
 
 
 @pytest.fixture
-def lg(tmp_path: Path) -> Any:
-    with FileMemStore(str(tmp_path / "s")) as s:
+def lg(location: str) -> Any:
+    """A LangGraph store over a fresh filemem store on each backend (a directory, a postgresql:// URL)."""
+    with FileMemStore(location) as s:
         yield s
 
 

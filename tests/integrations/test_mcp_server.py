@@ -25,6 +25,7 @@ from mcp.types import TextResourceContents
 
 import filemem
 from filemem.integrations.mcp._reference import TOOLS
+from tests.helpers import needs_keyword_search
 
 from ._mcp_util import call, ours, session, wire
 
@@ -37,25 +38,25 @@ def run(fn: Any, *args: Any) -> Any:
     return anyio.run(fn, *args)
 
 
-def test_lists_the_reference_tools_verbatim(store_path: str) -> None:
+def test_lists_the_reference_tools_verbatim(location: str) -> None:
     recorded = json.loads((DATA / "server_memory_2026.8.31_tools.json").read_text(encoding="utf-8"))
 
     async def go() -> None:
-        async with session(ours(store_path)) as s:
+        async with session(ours(location)) as s:
             tools = (await s.list_tools()).tools
         assert [t.name for t in tools] == NINE
         for tool, ref in zip(tools, recorded, strict=True):
             got = tool.model_dump(mode="json", by_alias=True, exclude_none=True)
             assert {k: got.get(k) for k in ref} == ref, tool.name
-        async with session(ours(store_path, "--filemem-tools")) as s:
+        async with session(ours(location, "--filemem-tools")) as s:
             assert [t.name for t in (await s.list_tools()).tools] == NINE + OWN
 
     run(go)
 
 
-def test_every_graph_tool_end_to_end(store_path: str) -> None:
+def test_every_graph_tool_end_to_end(location: str) -> None:
     async def go() -> None:
-        async with session(ours(store_path)) as s:
+        async with session(ours(location)) as s:
             made = await call(
                 s,
                 "create_entities",
@@ -101,7 +102,7 @@ def test_every_graph_tool_end_to_end(store_path: str) -> None:
             content = res.contents[0]
             assert isinstance(content, TextResourceContents) and json.loads(content.text) == graph
         # The graph is records in the store, readable by any process.
-        with filemem.Store(store_path) as store:
+        with filemem.Store(location) as store:
             assert [i.value["name"] for i in store.items(("mcp", "memory", "entities"))] == ["Ada"]
 
     run(go)
@@ -123,9 +124,9 @@ BAD_CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def test_bad_input_is_a_tool_error_and_changes_nothing(store_path: str) -> None:
+def test_bad_input_is_a_tool_error_and_changes_nothing(location: str) -> None:
     async def go() -> None:
-        async with session(ours(store_path, "--filemem-tools")) as s:
+        async with session(ours(location, "--filemem-tools")) as s:
             await call(s, "create_entities", {"entities": [{"name": "a", "entityType": "t", "observations": ["o"]}]})
             before = await call(s, "read_graph")
             for name, args in [
@@ -142,15 +143,18 @@ def test_bad_input_is_a_tool_error_and_changes_nothing(store_path: str) -> None:
             assert (
                 await s.call_tool("add_observations", {"observations": [{"entityName": "ghost", "contents": ["x"]}]})
             ).content[0].text == "Entity with name ghost not found"  # type: ignore[union-attr]
-        with filemem.Store(store_path) as store:
+        with filemem.Store(location) as store:
             assert store.list_namespaces() == [("mcp", "memory", "entities")]
 
     run(go)
 
 
-def test_filemem_tools(store_path: str) -> None:
+def test_filemem_tools(location: str) -> None:
+    with filemem.Store(location) as probe:
+        needs_keyword_search(probe)  # the "search" tool ranks by keywords
+
     async def go() -> None:
-        async with session(ours(store_path, "--filemem-tools")) as s:
+        async with session(ours(location, "--filemem-tools")) as s:
             v1 = await call(
                 s, "put", {"namespace": "team/notes", "key": "deploy", "value": {"text": "deploy on fridays is banned"}}
             )
@@ -172,44 +176,44 @@ def test_filemem_tools(store_path: str) -> None:
                 s, "recall_context", {"query": "deploy staging", "namespaces": ["team/notes", "team/facts"]}
             )
             assert "deploy on fridays" in ctx["text"] and "staging db" in ctx["text"] and ctx["failed"] == {}
-        with filemem.Store(store_path) as store:
+        with filemem.Store(location) as store:
             assert store.get("team/facts", "db") == {"text": "the staging db is read-only"}
 
     run(go)
 
 
-def test_filemem_mcp_command_and_namespace_option(store_path: str) -> None:
+def test_filemem_mcp_command_and_namespace_option(location: str) -> None:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "filemem", "mcp", store_path, "--namespace", "g/two"]
+        command=sys.executable, args=["-m", "filemem", "mcp", location, "--namespace", "g/two"]
     )
 
     async def go() -> None:
         async with session(params) as s:
             await call(s, "create_entities", {"entities": [{"name": "a", "entityType": "t", "observations": []}]})
-        async with session(ours(store_path)) as s:
+        async with session(ours(location)) as s:
             assert await call(s, "read_graph") == {"entities": [], "relations": []}  # another graph
 
     run(go)
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         assert store.keys(("g", "two", "entities")) == ["a"]
 
 
-def test_without_the_extra_it_says_how_to_install(store_path: str) -> None:
+def test_without_the_extra_it_says_how_to_install(location: str) -> None:
     code = "import sys; sys.modules['mcp'] = None; from filemem._cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run(
-        [sys.executable, "-c", code, "mcp", store_path], check=False, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, "mcp", location], check=False, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2, done.stderr
     assert 'pip install "filemem[mcp]"' in done.stderr and "Traceback" not in done.stderr
-    assert not os.path.exists(store_path)  # nothing was created
+    assert not os.path.exists(location)  # nothing was created
 
 
-def test_import_needs_no_sdk(store_path: str, tmp_path: Path) -> None:
+def test_import_needs_no_sdk(location: str, tmp_path: Path) -> None:
     src = tmp_path / "memory.jsonl"
     src.write_text(REFERENCE_JSONL, encoding="utf-8")
     code = "import sys; sys.modules['mcp'] = None; from filemem._cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run(
-        [sys.executable, "-c", code, "mcp", store_path, "--import", str(src)],
+        [sys.executable, "-c", code, "mcp", location, "--import", str(src)],
         check=False,
         capture_output=True,
         text=True,
@@ -217,7 +221,7 @@ def test_import_needs_no_sdk(store_path: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("imported 2 entities and 1 relations into mcp/memory")
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         assert store.keys(("mcp", "memory", "entities")) == ["Ada", "Bob"]
 
 
@@ -231,10 +235,10 @@ REFERENCE_JSONL = "\n".join(
 )
 
 
-def test_import_a_reference_file(store_path: str, tmp_path: Path) -> None:
+def test_import_a_reference_file(location: str, tmp_path: Path) -> None:
     src = tmp_path / "memory.jsonl"
     src.write_text(REFERENCE_JSONL, encoding="utf-8")
-    cmd = [sys.executable, "-m", "filemem", "mcp", store_path, "--import", str(src), "--json"]
+    cmd = [sys.executable, "-m", "filemem", "mcp", location, "--import", str(src), "--json"]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"entities": 2, "relations": 1, "entities_present": 0, "relations_present": 0}
@@ -255,7 +259,7 @@ def test_import_a_reference_file(store_path: str, tmp_path: Path) -> None:
     assert not os.path.exists(other)  # parsed before the store is opened: nothing written
 
     async def go() -> None:
-        async with session(ours(store_path)) as s:
+        async with session(ours(location)) as s:
             assert await call(s, "read_graph") == {
                 "entities": [
                     {"name": "Ada", "entityType": "person", "observations": ["likes tea"]},
@@ -273,13 +277,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_streamable_http_on_localhost(store_path: str, tmp_path: Path) -> None:
+def test_streamable_http_on_localhost(location: str, tmp_path: Path) -> None:
     from mcp.client.streamable_http import streamable_http_client
 
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "filemem.integrations.mcp", store_path, "--http", "--port", str(port)],
+        [sys.executable, "-m", "filemem.integrations.mcp", location, "--http", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -308,5 +312,5 @@ def test_streamable_http_on_localhost(store_path: str, tmp_path: Path) -> None:
             proc.kill()
             proc.wait(10)
         log.close()
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         assert store.keys(("mcp", "memory", "entities")) == ["web"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,8 +72,8 @@ async def _conversation(session: Any) -> tuple[FakeModel, list[str]]:
     return model, outputs
 
 
-def test_runner_keeps_history_in_filemem_like_sqlite(tmp_path: Path) -> None:
-    with filemem.Store(tmp_path / "store") as store:
+def test_runner_keeps_history_in_filemem_like_sqlite(location: str) -> None:
+    with filemem.Store(location) as store:
         ours = FileMemSession("chat-1", store)
         model, outputs = asyncio.run(_conversation(ours))
         assert outputs == ["heard ['I like tea']", "heard ['I like tea', 'What do I like?']"]
@@ -95,5 +94,5 @@ def test_runner_keeps_history_in_filemem_like_sqlite(tmp_path: Path) -> None:
         finally:
             ref.close()
         # Another process's view (a second store on the directory) sees the same history.
-        with filemem.Store(tmp_path / "store") as other:
+        with filemem.Store(location) as other:
             assert asyncio.run(FileMemSession("chat-1", other).get_items()) == history

@@ -72,8 +72,9 @@ class _AsyncBatch:
 
 
 @pytest.fixture
-def mstore(store_path: str) -> Iterator[filemem.Store]:
-    s = filemem.Store(store_path, durability="flush")
+def mstore(location: str) -> Iterator[filemem.Store]:
+    """A fresh store on each backend (``location``: a directory or a postgresql:// URL; issue 16)."""
+    s = filemem.Store(location, durability="flush")
     try:
         yield s
     finally:

@@ -91,16 +91,16 @@ async def _exercise(astore: Any) -> None:
     assert await cache.invalidate(prefix="p") == 1
 
 
-def test_async_faces_on_the_real_async_store(store_path: str) -> None:
+def test_async_faces_on_the_real_async_store(location: str) -> None:
     async def main() -> None:
-        async with filemem.AsyncStore(store_path, durability="flush") as astore:
+        async with filemem.AsyncStore(location, durability="flush") as astore:
             await _exercise(astore)
             assert await astore.check() == []
 
     asyncio.run(main())
 
 
-def test_async_faces_on_a_store_without_search_use_the_scan_fallback(store_path: str) -> None:
+def test_async_faces_on_a_store_without_search_use_the_scan_fallback(location: str) -> None:
     """The plan runner falls back to a scan with the same filter/BM25 semantics when a store has no search."""
 
     class NoSearch(ThreadAsyncStore):
@@ -110,7 +110,7 @@ def test_async_faces_on_a_store_without_search_use_the_scan_fallback(store_path:
             return super().__getattr__(name)
 
     async def main() -> None:
-        with filemem.Store(store_path, durability="flush") as s:
+        with filemem.Store(location, durability="flush") as s:
             await _exercise(NoSearch(s))
             assert s.check() == []
 

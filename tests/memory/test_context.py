@@ -70,7 +70,7 @@ def test_sync_context_survives_a_raising_and_a_hanging_source(mstore: filemem.St
     assert ctx.snippets[0].score == max(s.score for s in ctx.snippets)
 
 
-def test_async_context_survives_a_raising_and_a_hanging_source(mstore: filemem.Store) -> None:
+def test_async_context_survives_a_raising_and_a_hanging_source(mstore: filemem.Store, location: str) -> None:
     _fill(mstore)
 
     async def boom(q: str, k: int) -> list[str]:
@@ -81,7 +81,7 @@ def test_async_context_survives_a_raising_and_a_hanging_source(mstore: filemem.S
         return ["too late"]
 
     async def main() -> Context:
-        async with filemem.AsyncStore(mstore.path, durability="flush") as astore:
+        async with filemem.AsyncStore(location, durability="flush") as astore:
             t0 = time.monotonic()
             ctx = await arecall_context(
                 "staging database",
@@ -161,7 +161,7 @@ def test_sources_with_the_same_name_are_told_apart_and_bad_sources_refused() -> 
     assert "odd" in bad.failed
 
 
-def test_raw_namespaces_are_sources_too(mstore: filemem.Store) -> None:
+def test_raw_namespaces_are_sources_too(mstore: filemem.Store, location: str) -> None:
     mstore.put(("team", "notes"), "n1", {"title": "Deploy checklist", "body": "Run the smoke tests after a deploy."})
     mstore.put(("team", "notes"), "n2", {"title": "Lunch", "body": "Noodles on Fridays."})
     facts = Semantic(mstore)
@@ -175,7 +175,7 @@ def test_raw_namespaces_are_sources_too(mstore: filemem.Store) -> None:
     )
 
     async def main() -> Context:
-        async with filemem.AsyncStore(mstore.path) as astore:
+        async with filemem.AsyncStore(location) as astore:
             return await arecall_context("deploy", [Source.namespace(astore, "team/notes", name="notes")])
 
     actx = asyncio.run(main())

@@ -13,15 +13,15 @@ from tests.memory import _workers as mw
 from tests.memory.conftest import results, run_children
 
 
-def test_episodes_from_four_processes_none_lost_ids_sort_by_time(store_path: str, spawn_ctx: Any) -> None:
+def test_episodes_from_four_processes_none_lost_ids_sort_by_time(location: str, tmp_path: Any, spawn_ctx: Any) -> None:
     n, m = 4, 60
-    filemem.Store(store_path).close()
-    res = results(os.path.dirname(store_path), n)
+    filemem.Store(location).close()
+    res = results(str(tmp_path), n)
     t0 = time.time()
-    run_children(spawn_ctx, mw.episodes_child, [(store_path, i, m, res[i]) for i in range(n)])
+    run_children(spawn_ctx, mw.episodes_child, [(location, i, m, res[i]) for i in range(n)])
     t1 = time.time()
     recorded = [read_result(r)["ids"] for r in res]
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         eps = Episodic(store, ("team", "episodes"))
         streamed = [e.id for e in eps.stream()]
         assert len(streamed) == n * m == len(set(streamed)) == len(eps)
@@ -37,13 +37,15 @@ def test_episodes_from_four_processes_none_lost_ids_sort_by_time(store_path: str
         assert store.check() == []
 
 
-def test_facts_learned_by_four_processes_are_merged_not_duplicated(store_path: str, spawn_ctx: Any) -> None:
+def test_facts_learned_by_four_processes_are_merged_not_duplicated(
+    location: str, tmp_path: Any, spawn_ctx: Any
+) -> None:
     n, rounds = 4, 5
     facts = ["the staging db is read-only", "login needs a captcha", "deploys happen at noon"]
-    filemem.Store(store_path).close()
-    res = results(os.path.dirname(store_path), n)
-    run_children(spawn_ctx, mw.facts_child, [(store_path, i, facts, rounds, res[i]) for i in range(n)])
-    with filemem.Store(store_path) as store:
+    filemem.Store(location).close()
+    res = results(str(tmp_path), n)
+    run_children(spawn_ctx, mw.facts_child, [(location, i, facts, rounds, res[i]) for i in range(n)])
+    with filemem.Store(location) as store:
         sem = Semantic(store, ("team", "facts"))
         got = sem.all()
         assert len(got) == len(facts)  # every spelling merged into one record per fact
@@ -54,15 +56,15 @@ def test_facts_learned_by_four_processes_are_merged_not_duplicated(store_path: s
         assert store.check() == []
 
 
-def test_skill_uses_from_eight_processes_are_exact(store_path: str, spawn_ctx: Any) -> None:
+def test_skill_uses_from_eight_processes_are_exact(location: str, tmp_path: Any, spawn_ctx: Any) -> None:
     n, m = 8, 40
-    filemem.Store(store_path).close()
-    with filemem.Store(store_path) as s:
+    filemem.Store(location).close()
+    with filemem.Store(location) as s:
         Skills(s, ("team", "skills")).add("login", ["open", "submit"])
-    res = results(os.path.dirname(store_path), n)
-    run_children(spawn_ctx, mw.skills_child, [(store_path, i, m, res[i]) for i in range(n)])
+    res = results(str(tmp_path), n)
+    run_children(spawn_ctx, mw.skills_child, [(location, i, m, res[i]) for i in range(n)])
     ok = sum(read_result(r)["ok"] for r in res)
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         skills = Skills(store, ("team", "skills"))
         login = skills.get("login")
         assert login is not None and login.steps == ["open", "submit"]  # the definition survived the uses
@@ -73,12 +75,12 @@ def test_skill_uses_from_eight_processes_are_exact(store_path: str, spawn_ctx: A
         assert store.check() == []
 
 
-def test_site_visits_from_eight_processes_are_exact(store_path: str, spawn_ctx: Any) -> None:
+def test_site_visits_from_eight_processes_are_exact(location: str, tmp_path: Any, spawn_ctx: Any) -> None:
     n, m = 8, 40
-    filemem.Store(store_path).close()
-    res = results(os.path.dirname(store_path), n)
-    run_children(spawn_ctx, mw.sites_child, [(store_path, i, m, res[i]) for i in range(n)])
-    with filemem.Store(store_path) as store:
+    filemem.Store(location).close()
+    res = results(str(tmp_path), n)
+    run_children(spawn_ctx, mw.sites_child, [(location, i, m, res[i]) for i in range(n)])
+    with filemem.Store(location) as store:
         sites = Sites(store, ("team", "sites"))
         login = sites.site("https://example.com/login")
         assert login is not None
@@ -96,13 +98,13 @@ def test_site_visits_from_eight_processes_are_exact(store_path: str, spawn_ctx: 
         assert store.check() == []
 
 
-def test_summaries_are_made_while_writers_keep_appending(store_path: str, spawn_ctx: Any) -> None:
+def test_summaries_are_made_while_writers_keep_appending(location: str, tmp_path: Any, spawn_ctx: Any) -> None:
     """Four processes append (triggering background summaries themselves) while the parent summarises too."""
     n, m = 4, 60
-    filemem.Store(store_path).close()
-    res = results(os.path.dirname(store_path), n)
+    filemem.Store(location).close()
+    res = results(str(tmp_path), n)
     made: list[filemem.memory.Summary] = []
-    with filemem.Store(store_path) as store, Worklog(store, ("team", "worklog")) as log:
+    with filemem.Store(location) as store, Worklog(store, ("team", "worklog")) as log:
         import threading
 
         stop = threading.Event()
@@ -117,7 +119,7 @@ def test_summaries_are_made_while_writers_keep_appending(store_path: str, spawn_
         t.start()
         try:
             started = time.monotonic()
-            run_children(spawn_ctx, mw.worklog_child, [(store_path, i, m, res[i]) for i in range(n)])
+            run_children(spawn_ctx, mw.worklog_child, [(location, i, m, res[i]) for i in range(n)])
             append_window = time.monotonic() - started
         finally:
             stop.set()
@@ -137,17 +139,19 @@ def test_summaries_are_made_while_writers_keep_appending(store_path: str, spawn_
         assert store.check() == []
 
 
-def test_generation_cache_shared_by_four_processes_has_one_entry_per_prompt(store_path: str, spawn_ctx: Any) -> None:
+def test_generation_cache_shared_by_four_processes_has_one_entry_per_prompt(
+    location: str, tmp_path: Any, spawn_ctx: Any
+) -> None:
     n = 4
     prompts = [f"prompt {i}" for i in range(12)]
-    filemem.Store(store_path).close()
-    res = results(os.path.dirname(store_path), n)
-    run_children(spawn_ctx, mw.gencache_child, [(store_path, i, prompts, res[i]) for i in range(n)])
+    filemem.Store(location).close()
+    res = results(str(tmp_path), n)
+    run_children(spawn_ctx, mw.gencache_child, [(location, i, prompts, res[i]) for i in range(n)])
     outs = [read_result(r) for r in res]
     for o in outs:  # every process got the right answer for every prompt, generated or cached
         assert o["out"] == {p: {"answer": p.upper()} for p in prompts}
     assert len(prompts) <= sum(o["made"] for o in outs) < n * len(prompts)  # most answers came from the cache
-    with filemem.Store(store_path) as store:
+    with filemem.Store(location) as store:
         from filemem.memory import GenerationCache
 
         assert sum(len(store.keys(ns)) for ns in store.list_namespaces(("team", "gen"))) == len(prompts)
@@ -156,18 +160,18 @@ def test_generation_cache_shared_by_four_processes_has_one_entry_per_prompt(stor
 
 
 def test_sigkill_mid_work_leaves_url_and_domain_counts_equal_and_no_acked_write_lost(
-    store_path: str, spawn_ctx: Any
+    location: str, tmp_path: Any, spawn_ctx: Any
 ) -> None:
     """A visit updates URL and domain in one batch, an append writes entry and count in one batch:
     killed at any instant, the pairs still agree, and every acknowledged call is there."""
     from tests.concurrency import _workers as cw
     from tests.helpers import reap
 
-    filemem.Store(store_path).close()
-    tmp = os.path.dirname(store_path)
+    filemem.Store(location).close()
+    tmp = str(tmp_path)
     for round_ in range(3):
         acks, ready = os.path.join(tmp, f"acks{round_}"), os.path.join(tmp, f"ready{round_}")
-        p = cw.start(spawn_ctx, mw.crash_child, (store_path, acks, ready))
+        p = cw.start(spawn_ctx, mw.crash_child, (location, acks, ready))
         try:
             cw.wait_for(ready, p)
             time.sleep(0.3 + 0.1 * round_)
@@ -178,7 +182,7 @@ def test_sigkill_mid_work_leaves_url_and_domain_counts_equal_and_no_acked_write_
     visits_acked = sum(1 for a in acked if a[0] == "visit")
     appends_acked = sum(1 for a in acked if a[0] == "append")
     assert visits_acked > 0 and appends_acked > 0
-    with filemem.Store(store_path) as store:  # opening rolls forward any committed batch a dead writer left
+    with filemem.Store(location) as store:  # opening rolls forward any committed batch a dead writer left
         sites = Sites(store, ("crash", "sites"))
         url, dom = sites.site("https://a.example/x"), sites.domain("a.example")
         assert url is not None and dom is not None

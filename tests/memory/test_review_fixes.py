@@ -49,9 +49,9 @@ def test_worklog_append_never_raises_after_commit(mstore: filemem.Store) -> None
     log.close()
 
 
-def test_async_worklog_append_when_closed_raises_before_writing(store_path: str) -> None:
+def test_async_worklog_append_when_closed_raises_before_writing(location: str) -> None:
     async def main() -> None:
-        async with filemem.AsyncStore(store_path, durability="flush") as astore:
+        async with filemem.AsyncStore(location, durability="flush") as astore:
             log = AsyncWorklog(astore, summarize_every=1)
             await log.close()
             with pytest.raises(filemem.StoreClosedError):

@@ -41,5 +41,19 @@ def test_put_get_ls_rm_export_import_check_on_a_url(
 
 def test_file_only_commands_fail_clearly(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     filemem.Store(pg_url).close()
-    code, _, err = run(capsys, "info", pg_url)
-    assert code != 0 and "not supported on the postgres backend" in err
+    code, _, err = run(capsys, "convert", pg_url, "--codec", "msgpack")
+    assert code == 3 and "postgres store keeps the codec" in err
+    code, out, _ = run(capsys, "info", pg_url)
+    assert code == 0 and "backend:       postgres" in out and "schema version 1" in out
+
+
+def test_demo_runs_its_agents_on_a_server(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "demo", "--store", pg_url, "--workers", "2", "--rounds", "12", "--durability", "flush", "--json"
+    )
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and report["lost_updates"] == 0, report["problems"]
+    assert report["stored_episodes"] == report["counted_episodes"] == report["site_visits"] == 24
+    assert report["shards"] == 0 and report["facts"] == 3 and "schema" in report["path"]
+    code, _, err = run(capsys, "demo", "--store", pg_url, "somewhere-else")
+    assert code == 2 and "not both" in err

@@ -35,8 +35,10 @@ from ..._snapshot import item_of
 from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
 from ...codecs import Codec, get_codec
 from .._api import Unsupported
+from ._aio import AsyncReads
 from ._collector import ServerJournalEngine
 from ._connect import Connections, RetryableError, translate
+from ._describe import namespace_figures, one_namespace, store_figures
 from ._feed import ServerFeed
 from ._index import SWEEP_SQL, ensure_index, index_findings, index_writes
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
@@ -459,6 +461,19 @@ class PostgresBackend:
                 return index_findings(conn, self.location, fix=fix and not self.readonly)
             except psycopg.Error as exc:
                 raise translate(exc, "check", timeout_s=self.lock_timeout_s) from exc
+
+    def async_reads(self, max_size: int) -> AsyncReads:
+        """Reads over an async pool for ``AsyncStore`` (``_aio``): same statements, on the event loop."""
+        return AsyncReads(
+            self._conns.url, self._conns._settings, self.codec, lock_timeout_s=self.lock_timeout_s, max_size=max_size
+        )
+
+    def describe(self, namespace: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Figures for ``filemem info/stats/ls`` (``_describe``): the store's, or one namespace's."""
+        q = lambda sql, params: self._query("describe", sql, params)  # noqa: E731
+        if namespace is not None:
+            return one_namespace(q, namespace)
+        return {**store_figures(q), "namespaces": namespace_figures(q, None)}
 
     def stats(self) -> dict[str, Any]:
         self.check_open()
