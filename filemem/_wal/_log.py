@@ -142,6 +142,8 @@ class Log:
         self._append_mu = threading.Lock()  # threads of this process queue here, not on flock
         self._fold_mu = threading.Lock()
         self.folds = 0
+        #: Whether this handle's last fold stopped at ``max_bytes`` with synced log left behind.
+        self.fold_cut = False
         self.last_write = 0.0
         self._open()
 
@@ -562,10 +564,14 @@ class Log:
     # ------------------------------------------------------------------ fold
 
     @_storage_errors("fold the log in")
-    def fold(self, install: Callable[[list[Installed]], None], *, wait: bool) -> bool:
+    def fold(
+        self, install: Callable[[list[Installed]], None], *, wait: bool, max_bytes: int | None = None
+    ) -> bool:
         """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
 
-        ``wait``: wait up to the lock timeout for the fold lock.
+        ``wait``: wait up to the lock timeout for the fold lock. ``max_bytes``:
+        stop after the checkpoint step that reaches that much log (at least
+        one step), leaving the rest for a later fold.
         """
         if self.readonly:
             return False
@@ -583,7 +589,7 @@ class Log:
                     time.sleep(sleep)
                     sleep = min(sleep * 2, 0.02)
                 try:
-                    self._fold_locked(install)
+                    self._fold_locked(install, max_bytes)
                 finally:
                     _platform.unlock(fd)
             finally:
@@ -592,11 +598,19 @@ class Log:
             self._fold_mu.release()
         return True
 
-    def _fold_locked(self, install: Callable[[list[Installed]], None]) -> None:
+    def _fold_locked(self, install: Callable[[list[Installed]], None], max_bytes: int | None) -> None:
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         c = self._control()
         limit = c.synced
-        for stop in self._fold_stops(cp.folded, limit):
+        stops = self._fold_stops(cp.folded, limit)
+        if max_bytes is not None:
+            start = cp.folded
+            for i, stop in enumerate(stops):
+                if _distance(start, stop, self.segment_bytes) >= max_bytes:
+                    del stops[i + 1 :]
+                    break
+        self.fold_cut = bool(stops) and stops[-1] < limit
+        for stop in stops:
             # A checkpoint per step: a fold killed part way (its process
             # SIGKILLed, as writers are) keeps what it moved, so the next fold
             # starts there instead of redoing the whole range. Without it a log
@@ -681,3 +695,9 @@ class Log:
                 _platform.unlock(fd)
         finally:
             os.close(fd)
+
+
+def _distance(start: int, end: int, segment_bytes: int) -> int:
+    """Roughly how many bytes of log lie between two positions."""
+    segs = _format.segment_of(end) - _format.segment_of(start)
+    return segs * segment_bytes + _format.offset_of(end) - _format.offset_of(start)
