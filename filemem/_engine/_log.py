@@ -388,9 +388,10 @@ class _Folder:
 
     It folds :data:`FOLD_IDLE_S` after the last write, or at once when poked
     past the size threshold or after an open that found a dead writer's
-    records unfolded, :data:`FOLD_STEP_BYTES` of log per fold until none is left. Folds are best effort here (the fold lock may be
-    busy: another process folds, or a snapshot holds folds off); the next
-    write, close or opener tries again.
+    records unfolded, :data:`FOLD_STEP_BYTES` of log per fold until none is
+    left. Folds are best effort here (the fold lock may be busy: another
+    process folds, or a snapshot holds folds off); the next write, close or
+    opener tries again.
     """
 
     def __init__(self, engine: LogGlue) -> None:

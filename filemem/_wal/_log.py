@@ -564,9 +564,7 @@ class Log:
     # ------------------------------------------------------------------ fold
 
     @_storage_errors("fold the log in")
-    def fold(
-        self, install: Callable[[list[Installed]], None], *, wait: bool, max_bytes: int | None = None
-    ) -> bool:
+    def fold(self, install: Callable[[list[Installed]], None], *, wait: bool, max_bytes: int | None = None) -> bool:
         """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
 
         ``wait``: wait up to the lock timeout for the fold lock. ``max_bytes``:

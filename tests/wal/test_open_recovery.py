@@ -48,7 +48,7 @@ def test_open_returns_before_the_backlog_is_folded_and_close_folds_the_rest(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The opening thread installs nothing; reads see every record at once; the close leaves nothing unfolded."""
-    opts = {"shard_max_bytes": 1024, "durability": "flush"}
+    opts: dict[str, Any] = {"shard_max_bytes": 1024, "durability": "flush"}
     _leave_unfolded(store_path, 400, "x" * 50, **opts)
     assert _unfolded_at_rest(store_path) > 0
     installs: list[tuple[int, int]] = []
