@@ -31,6 +31,7 @@ them, and ``quarantine/`` itself may be the link.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -101,6 +102,14 @@ def findings_for_temp(path: str, fixed: bool) -> Finding:
 def check_store(engine: Engine, *, fix: bool, progress: Callable[[int, int], None] | None = None) -> list[Finding]:
     """See :meth:`filemem.Store.check`. ``progress(done, total)`` is called as it walks the namespace directories."""
     findings: list[Finding] = []
+    if fix and not engine.readonly:
+        # A fold running in this process (the background fold an open starts
+        # when it finds a dead writer's records unfolded) holds shard locks, and
+        # the walk below leaves a busy shard's dead temp files alone: fold first,
+        # so the walk finds the shards free. The log is checked (and folded
+        # again, on repaired shards) last, as before.
+        with contextlib.suppress(CorruptShardError, StorageError, LockTimeout):
+            engine.settle()
     referenced = _check_batches(engine, fix, findings)
     for name in sorted(_fs.listdir(engine.root)):
         if name in ROOT_ENTRIES:
