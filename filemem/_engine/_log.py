@@ -22,7 +22,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from .. import _fs, _locks
@@ -197,6 +197,20 @@ class LogGlue(Commits):
         if fix and issues and not self.readonly:
             self.settle()
         return issues
+
+    @contextlib.contextmanager
+    def own_folds_held(self) -> Iterator[None]:
+        """Keep this process's folds out while the block runs (an in-flight one finishes its step first).
+
+        ``check`` walks the shards under it: a fold holds shard locks, and the
+        walk leaves a busy shard alone. Other processes' folds are not held off.
+        """
+        log = self.log
+        if log is None or self.readonly:
+            yield
+            return
+        with log.local_folds_held():
+            yield
 
     def _max_shard_version(self) -> int:
         """The highest version any shard file can hold (its generation), over the whole store."""

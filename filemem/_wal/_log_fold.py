@@ -131,6 +131,12 @@ class LogFold(LogCore):
         return sorted(out)
 
     @contextmanager
+    def local_folds_held(self) -> Iterator[None]:
+        """Keep folds of this process out while the block runs (waits for one in flight; no file lock)."""
+        with self._fold_mu:
+            yield
+
+    @contextmanager
     def pin(self) -> Iterator[None]:
         """Keep folds out while the block runs (a snapshot reads shards + overlay at one position)."""
         try:
