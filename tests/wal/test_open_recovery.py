@@ -101,3 +101,22 @@ def test_the_background_folder_moves_a_backlog_in_bounded_steps(
         assert engine.counters["records_folded"] == 1500
         assert s.get(NS, "k01499") == {"i": 1499, "pad": "y" * 1000}
     assert _unfolded_at_rest(store_path) == 0
+
+
+def test_an_open_that_fails_after_the_engine_started_folding_leaves_no_thread(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold thread a recovery open starts is stopped when the rest of the open fails."""
+    from filemem._backends.file import _backend
+
+    _leave_unfolded(store_path, 200, "z" * 20)
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(5, "injected: the watcher cannot start")
+
+    monkeypatch.setattr(_backend, "Freshness", broken)
+    with pytest.raises(OSError):
+        filemem.Store(store_path)
+    assert [t for t in threading.enumerate() if t.name == "filemem-fold"] == []
+    monkeypatch.undo()
+    assert _unfolded_at_rest(store_path) == 0  # the failed open's close folded what it found
