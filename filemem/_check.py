@@ -101,30 +101,34 @@ def findings_for_temp(path: str, fixed: bool) -> Finding:
 def check_store(engine: Engine, *, fix: bool, progress: Callable[[int, int], None] | None = None) -> list[Finding]:
     """See :meth:`filemem.Store.check`. ``progress(done, total)`` is called as it walks the namespace directories."""
     findings: list[Finding] = []
-    referenced = _check_batches(engine, fix, findings)
-    for name in sorted(_fs.listdir(engine.root)):
-        if name in ROOT_ENTRIES:
-            path = os.path.join(engine.root, name)
-            st = _fs.lstat(path)
-            wanted = stat.S_ISREG if name == MARKER else stat.S_ISDIR
-            if st is not None and not wanted(st.st_mode):
-                findings.append(_odd_kind(engine, path, st.st_mode, fix=False))
-        else:
-            path = os.path.join(engine.root, name)
-            if _fs.TEMP_MARK in name and name.startswith(MARKER):
-                _temp(engine, findings, path, None, fix)
+    # This process's background fold (the one an open starts when it finds a
+    # dead writer's records unfolded) holds shard locks, and the walk leaves a
+    # busy shard's dead temp files alone: keep it out while the walk runs.
+    with engine.own_folds_held():
+        referenced = _check_batches(engine, fix, findings)
+        for name in sorted(_fs.listdir(engine.root)):
+            if name in ROOT_ENTRIES:
+                path = os.path.join(engine.root, name)
+                st = _fs.lstat(path)
+                wanted = stat.S_ISREG if name == MARKER else stat.S_ISDIR
+                if st is not None and not wanted(st.st_mode):
+                    findings.append(_odd_kind(engine, path, st.st_mode, fix=False))
             else:
-                findings.append(Finding("foreign-file", path, "not a filemem file; left alone", severity="warning"))
-    dirs = list(engine.namespace_dirs())
-    for i, (directory, namespace) in enumerate(dirs):
-        if progress is not None:
-            progress(i, len(dirs))
-        if namespace is None:
-            findings.append(
-                Finding("foreign-file", directory, "directory name is not an escaped namespace", severity="warning")
-            )
-            continue
-        _check_namespace_dir(engine, directory, namespace, fix, referenced, findings)
+                path = os.path.join(engine.root, name)
+                if _fs.TEMP_MARK in name and name.startswith(MARKER):
+                    _temp(engine, findings, path, None, fix)
+                else:
+                    findings.append(Finding("foreign-file", path, "not a filemem file; left alone", severity="warning"))
+        dirs = list(engine.namespace_dirs())
+        for i, (directory, namespace) in enumerate(dirs):
+            if progress is not None:
+                progress(i, len(dirs))
+            if namespace is None:
+                findings.append(
+                    Finding("foreign-file", directory, "directory name is not an escaped namespace", severity="warning")
+                )
+                continue
+            _check_namespace_dir(engine, directory, namespace, fix, referenced, findings)
     # The log last: with fix, the fold then runs on repaired shards and leaves
     # them holding every record written so far (docs/format.md, "Finding codes").
     findings.extend(check_log(engine, fix=fix))

@@ -22,7 +22,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from .. import _fs, _locks
@@ -44,6 +44,8 @@ from ._ops import Op, _checked_version, copy_value
 FOLD_BYTES: Final = 4 << 20
 #: Fold this long after the last write of a process.
 FOLD_IDLE_S: Final = 0.25
+#: How much log the background folder moves per fold before it lets go of the fold lock.
+FOLD_STEP_BYTES: Final = 1 << 20
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
 
@@ -73,8 +75,13 @@ class LogGlue(Commits):
             self._announce_fd = control_fd(wal)
         if not self.readonly and self.log.unfolded_bytes() > 0 and self.log.last_handle():
             # Recovery: a writer died with records unfolded, and nobody else is
-            # here to fold them.
-            self.fold(wait=True)
+            # here to fold them. The open has already recovered the log and its
+            # control page (Log's constructor), so every record is readable
+            # through the overlay: the fold runs in the background, in bounded
+            # steps, instead of holding the open for the whole backlog (with
+            # small shards that meant seconds: issue 13). A close still folds
+            # whatever is left, so a store at rest has every record in its shards.
+            self._poke_folder(now=True)
 
     def upgrade(self) -> bool:
         """Upgrade a version-1 store in place to version 2; False if it already was.
@@ -191,6 +198,20 @@ class LogGlue(Commits):
             self.settle()
         return issues
 
+    @contextlib.contextmanager
+    def own_folds_held(self) -> Iterator[None]:
+        """Keep this process's folds out while the block runs (an in-flight one finishes its step first).
+
+        ``check`` walks the shards under it: a fold holds shard locks, and the
+        walk leaves a busy shard alone. Other processes' folds are not held off.
+        """
+        log = self.log
+        if log is None or self.readonly:
+            yield
+            return
+        with log.local_folds_held():
+            yield
+
     def _max_shard_version(self) -> int:
         """The highest version any shard file can hold (its generation), over the whole store."""
         base = 0
@@ -205,12 +226,16 @@ class LogGlue(Commits):
                     base = max(base, _max_version(os.path.join(dirpath, name)))
         return base
 
-    def fold(self, *, wait: bool) -> bool:
-        """Fold every synced log record into the shards; False if the fold lock was busy."""
+    def fold(self, *, wait: bool, max_bytes: int | None = None) -> bool:
+        """Fold every synced log record into the shards; False if the fold lock was busy.
+
+        ``max_bytes``: fold about that much of the log at most (whole
+        checkpoint steps, at least one), leaving the rest for the next fold.
+        """
         log = self.log
         if log is None or self.readonly:
             return True
-        done = log.fold(self._install, wait=wait)
+        done = log.fold(self._install, wait=wait, max_bytes=max_bytes)
         if done:
             self.counters["folds"] += 1
             log.refresh()
@@ -339,6 +364,10 @@ class LogGlue(Commits):
             # so the log cannot grow without bound).
             self.fold(wait=True)
             return
+        self._poke_folder(now=unfolded > FOLD_BYTES)
+
+    def _poke_folder(self, *, now: bool) -> None:
+        """Ask this process's background folder to fold (at once, or :data:`FOLD_IDLE_S` from now); start it first."""
         folder = self._folder
         if folder is None:
             with self._folder_lock:  # threads of one process share one folder
@@ -346,7 +375,7 @@ class LogGlue(Commits):
                 if folder is None and not self.closed:
                     folder = self._folder = _Folder(self)
         if folder is not None:
-            folder.poke(now=unfolded > FOLD_BYTES)
+            folder.poke(now=now)
 
 
 class LogPin:
@@ -372,9 +401,11 @@ class _Folder:
     """The background fold of one engine in one process: a thread, started on the first write, joined at close.
 
     It folds :data:`FOLD_IDLE_S` after the last write, or at once when poked
-    past the size threshold. Folds are best effort here (the fold lock may be
-    busy: another process folds, or a snapshot holds folds off); the next
-    write, close or opener tries again.
+    past the size threshold or after an open that found a dead writer's
+    records unfolded, :data:`FOLD_STEP_BYTES` of log per fold until none is
+    left. Folds are best effort here (the fold lock may be busy: another
+    process folds, or a snapshot holds folds off); the next write, close or
+    opener tries again.
     """
 
     def __init__(self, engine: LogGlue) -> None:
@@ -409,8 +440,14 @@ class _Folder:
             try:
                 if engine.closed:
                     return
-                if not engine.fold(wait=False):
+                log = engine.log
+                if not engine.fold(wait=False, max_bytes=FOLD_STEP_BYTES):
                     self.poke(now=False)  # busy: try again a little later
+                elif log is not None and log.fold_cut:
+                    # Bounded steps: between two, a snapshot can pin and a
+                    # close can stop this thread without waiting for a whole
+                    # backlog; the next step starts at once.
+                    self.poke(now=True)
             except Exception:
                 # Keep the thread alive: the log keeps every record, and the next
                 # trigger (a write, the close, the next opener) folds again.

@@ -9,7 +9,10 @@ One room per role, after leveldb's ``db/``:
 * ``_control``  the shared control page (where the log ends, what is synced, what is folded)
 * ``_overlay``  this process's map of unfolded records
 * ``_fold``     moving synced records into the shards; the checkpoint
-* ``_log``      the coordinator the engine talks to (:class:`Log`)
+* ``_log_core`` the append lock and a consistent control page, shared by the parts of :class:`Log`
+* ``_log_fold`` the fold's steps and checkpoints, segment retirement, pins
+* ``_repair``   checking and repairing the log
+* ``_log``      the coordinator the engine talks to (:class:`Log`): open, close, reads, writes
 """
 
 from ._log import WAL_DIR, Log

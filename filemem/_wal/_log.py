@@ -24,89 +24,61 @@ every later write, because after a failed ``fdatasync`` the kernel may have
 dropped the dirty pages and a retry could report success for data that is
 gone (PostgreSQL's "fsyncgate").
 
+The parts live by role: :mod:`._log_core` (files, append lock, a consistent
+control page), :mod:`._log_fold` (fold and pin), :mod:`._repair` (check and
+repair); this module opens and closes the log, reads it and writes it.
+
 Invariant: nothing is served to a reader past the synced position, and a
 write is acknowledged only once the synced position covers it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
 
-from .. import _fs, _locks
-from .._errors import CorruptShardError, FileMemError, LockTimeout, StorageError
+from .. import _fs
+from .._errors import CorruptShardError, StorageError
 from ..codecs import Codec
 from . import _format, _platform, _repair
 from ._control import Control, ControlPage, boot_id
-from ._fold import Checkpoint, Installed, fold_range, read_checkpoint, write_checkpoint
+from ._log_core import (
+    APPEND_LOCK,
+    CONTROL,
+    FIRST_POSITION,
+    FOLD_LOCK,
+    OPEN_LOCK,
+    WAL_DIR,
+    Decision,
+    _storage_errors,
+    record_of,
+)
+from ._log_fold import LogFold
 from ._overlay import Change, Entry, Overlay
 from ._reader import LogReader
 from ._repair import LogIssue
 from ._writer import LogWriter
 
-__all__ = ["WAL_DIR", "Decision", "Log", "LogIssue", "record_of"]
-
-WAL_DIR: Final = "wal"
-CONTROL: Final = "control"
-APPEND_LOCK: Final = "append.lock"
-FOLD_LOCK: Final = "fold.lock"
-OPEN_LOCK: Final = "open.lock"
-FIRST_POSITION: Final = _format.FIRST_POSITION
-_FIRST_SLEEP_S: Final = 0.00002
-_MAX_SLEEP_S: Final = 0.002
-#: How often a thread waiting for another thread's append lock looks at its abort event.
-_ABORT_CHECK_S: Final = 0.01
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
+__all__ = [
+    "APPEND_LOCK",
+    "CONTROL",
+    "FIRST_POSITION",
+    "FOLD_LOCK",
+    "OPEN_LOCK",
+    "WAL_DIR",
+    "Decision",
+    "Log",
+    "LogIssue",
+    "record_of",
+]
 
 
-def _storage_errors(action: str) -> Callable[[Callable[Concatenate[Log, _P], _R]], Callable[Concatenate[Log, _P], _R]]:
-    """Translate an ``OSError`` escaping a :class:`Log` entry point into ``StorageError`` (ours pass as they are)."""
-
-    def wrap(fn: Callable[Concatenate[Log, _P], _R]) -> Callable[Concatenate[Log, _P], _R]:
-        @functools.wraps(fn)
-        def translated(log: Log, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-            try:
-                return fn(log, *args, **kwargs)
-            except FileMemError:
-                raise
-            except OSError as exc:
-                raise _fs.storage_error(exc, action, log.dir) from exc
-
-        return translated
-
-    return wrap
-
-
-#: What a write's decide callback returns: the ops to log, the results to
-#: return to the caller, and the overlay entries (same order as the ops).
-Decision = tuple[list[_format.LogOp], list[Any], list[Change]]
-
-
-def record_of(codecs: dict[str, Codec], op: _format.LogOp, lsn: int, now: float) -> dict[str, Any] | None:
-    """The shard record a logged op stands for (None: deleted)."""
-    if op.kind != _format.PUT:
-        return None
-    assert op.value is not None and op.codec is not None
-    rec: dict[str, Any] = {
-        "value": codecs[op.codec].decode(op.value),
-        "version": lsn,
-        "created_at": op.created_at,
-        "updated_at": now,
-    }
-    if op.expires_at is not None:
-        rec["expires_at"] = op.expires_at
-    return rec
-
-
-class Log:
+class Log(LogFold):
     """The log of one store, seen from one process. Thread-safe."""
 
     def __init__(
@@ -142,6 +114,8 @@ class Log:
         self._append_mu = threading.Lock()  # threads of this process queue here, not on flock
         self._fold_mu = threading.Lock()
         self.folds = 0
+        #: Whether this handle's last fold stopped at ``max_bytes`` with synced log left behind.
+        self.fold_cut = False
         self.last_write = 0.0
         self._open()
 
@@ -215,50 +189,6 @@ class Log:
                 self.writer.sync(c.synced)
             self.control.initialise(c, boot_id())
 
-    def _derive(self) -> Control:
-        """The page's fields from the checkpoint, a scan and the page itself (append lock held if writable).
-
-        Counters only grow, even when the page is not trusted: readers compare
-        ``commits``, and sequence numbers the page handed out for frames that
-        were lost (never synced) are skipped, never reused. A page written
-        since this machine booted is trusted for the log's end as well: its
-        writers publish only frames already written, so the log cannot end
-        before the page's ``synced`` unless it is damaged there, and then the
-        page's end is kept (a frame below it may have been acknowledged, and is
-        never cut here): readers and ``check`` report the damage instead.
-        """
-        page: Control | None = None
-        if self.control.valid():
-            # A page stuck mid-update (its writer died) still holds, field by
-            # field, an old or a new value: a lower bound of each, never torn.
-            page = self.control.read() or self.control.fields()
-        trusted = page is not None and self.control.boot() == boot_id()
-        cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
-        scan = self.reader.scan(cp.folded, None)
-        last = cp.folded_lsn
-        for frame in scan.frames:
-            if frame.kind == _format.BATCH:
-                try:
-                    first, _, ops = _format.decode_batch(frame.payload)
-                except ValueError:
-                    break
-                last = first + len(ops) - 1 if ops else last
-        end = scan.end
-        if page is not None:
-            last = max(last, page.last_lsn)
-            if trusted:
-                end = max(end, page.synced)
-        return Control(
-            appended=end,
-            synced=end,
-            commits=page.commits if page else 0,
-            last_lsn=last,
-            synced_lsn=last,
-            folded=cp.folded,
-            folded_lsn=cp.folded_lsn,
-            folds=page.folds if page else 0,
-        )
-
     def after_fork(self) -> None:
         """In a forked child: drop inherited descriptors (without unlocking the parent's locks) and reopen."""
         for fd in (self._append_fd, self._open_fd):
@@ -301,82 +231,6 @@ class Log:
         # (issue 13's lost acknowledged puts).
         _platform.lock(self._open_fd, exclusive=False, blocking=True)
         return False
-
-    # ------------------------------------------------------------------ locks
-
-    @contextmanager
-    def _append_locked(self) -> Iterator[None]:
-        deadline = time.monotonic() + self.lock_timeout_s
-        path = os.path.join(self.dir, APPEND_LOCK)
-        # Both waits give up when the thread's abort event is set (an async
-        # caller was cancelled: _locks.set_abort); nothing is logged then.
-        got = self._append_mu.acquire(blocking=False)
-        while not got and (left := deadline - time.monotonic()) > 0:
-            _locks.check_abort(path)
-            got = self._append_mu.acquire(timeout=min(left, _ABORT_CHECK_S))
-        if not got:
-            raise LockTimeout(f"timed out waiting for the append lock {path}", path=path, waited_s=self.lock_timeout_s)
-        try:
-            sleep = _FIRST_SLEEP_S
-            while not _platform.lock(self._append_fd, exclusive=True, blocking=False):
-                _locks.check_abort(path)
-                now = time.monotonic()
-                if now >= deadline:
-                    raise LockTimeout(
-                        f"timed out after {self.lock_timeout_s:.3f}s waiting for the append lock {path}",
-                        path=path,
-                        waited_s=self.lock_timeout_s,
-                    )
-                time.sleep(sleep)
-                sleep = min(sleep * 2, _MAX_SLEEP_S)
-            try:
-                yield
-            finally:
-                _platform.unlock(self._append_fd)
-        finally:
-            self._append_mu.release()
-
-    def _control(self, *, held: bool = False) -> Control:
-        """A consistent copy of the control page (re-deriving it if a writer died inside an update).
-
-        ``held``: the caller holds the append lock.
-        """
-        if self._private is not None:
-            return self._private
-        c = self.control.read()
-        if c is not None:
-            return c
-        if self.readonly:
-            # A writer is updating the page (or died doing it): it holds the
-            # append lock while it does, so wait for that lock. A read-only
-            # handle waits too (a writer descheduled mid-update on a loaded
-            # machine is no stuck page), but never repairs.
-            with self._append_locked():
-                c = self.control.read()
-            if c is None:
-                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
-            return c
-        if held:
-            return self._unstick()
-        with self._append_locked():
-            return self._unstick()
-
-    def _unstick(self) -> Control:
-        """The page after a writer died inside its update (append lock held).
-
-        Its fields are a mix of new and old values: ``appended`` may count the
-        dead writer's frame while ``last_lsn`` does not, and trusting that mix
-        would hand the frame's sequence numbers (its versions) out again. The
-        page is derived anew from the log, every counter kept at least where it
-        was.
-        """
-        c = self.control.read()  # a live writer that was merely slow has finished by now
-        if c is not None:
-            return c
-        c = self._derive()
-        c.commits += 1
-        self.control.initialise(c, boot_id())
-        return c
 
     # ------------------------------------------------------------------ reads
 
@@ -559,125 +413,7 @@ class Log:
         segs = _format.segment_of(c.synced) - _format.segment_of(c.folded)
         return segs * self.segment_bytes + _format.offset_of(c.synced) - _format.offset_of(c.folded)
 
-    # ------------------------------------------------------------------ fold
-
-    @_storage_errors("fold the log in")
-    def fold(self, install: Callable[[list[Installed]], None], *, wait: bool) -> bool:
-        """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
-
-        ``wait``: wait up to the lock timeout for the fold lock.
-        """
-        if self.readonly:
-            return False
-        path = os.path.join(self.dir, FOLD_LOCK)
-        if not self._fold_mu.acquire(timeout=self.lock_timeout_s if wait else 0):
-            return False
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                deadline = time.monotonic() + (self.lock_timeout_s if wait else 0)
-                sleep = 0.0005
-                while not _platform.lock(fd, exclusive=True, blocking=False):
-                    if time.monotonic() >= deadline:
-                        return False
-                    time.sleep(sleep)
-                    sleep = min(sleep * 2, 0.02)
-                try:
-                    self._fold_locked(install)
-                finally:
-                    _platform.unlock(fd)
-            finally:
-                os.close(fd)
-        finally:
-            self._fold_mu.release()
-        return True
-
-    def _fold_locked(self, install: Callable[[list[Installed]], None]) -> None:
-        cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
-        c = self._control()
-        limit = c.synced
-        for stop in self._fold_stops(cp.folded, limit):
-            # A checkpoint per step: a fold killed part way (its process
-            # SIGKILLed, as writers are) keeps what it moved, so the next fold
-            # starts there instead of redoing the whole range. Without it a log
-            # whose folders kept dying grew until a fold at open, which nobody
-            # kills, moved it all (issue 13: 5-47 s opens in the SIGKILL loop).
-            last, _ = fold_range(
-                self.reader, cp.folded, stop, install, lambda op, lsn, now: record_of(self.codecs, op, lsn, now)
-            )
-            cp = Checkpoint(stop, max(last, cp.folded_lsn))
-            write_checkpoint(self.dir, cp, sync=self.sync_on)
-        with self._append_locked():
-            c = self._control(held=True)
-            if cp.folded > c.folded or cp.folded_lsn > c.folded_lsn:
-                c.folded, c.folded_lsn = max(c.folded, cp.folded), max(c.folded_lsn, cp.folded_lsn)
-                c.folds += 1
-                c.commits += 1  # readers look again: they drop what the shards now hold
-                self.control.write(c)
-        self.folds += 1
-        self._retire(_format.segment_of(cp.folded))
-
-    def _fold_stops(self, start: int, limit: int) -> list[int]:
-        """Where a fold from ``start`` to ``limit`` checkpoints: batch ends a step apart, then ``limit``."""
-        if limit <= start:
-            return []
-        stops: list[int] = []
-        mark = start
-        for frame in self.reader.scan(start, limit).frames:
-            if frame.kind == _format.BATCH and frame.end < limit and frame.end - mark >= self.fold_step_bytes:
-                stops.append(frame.end)
-                mark = frame.end
-        stops.append(limit)
-        return stops
-
-    def _retire(self, below: int) -> None:
-        """Unlink segments wholly below the checkpoint (open readers keep reading their copies)."""
-        for name in _fs.listdir(self.dir):
-            if name.endswith(".log") and _fs.TEMP_MARK not in name:
-                try:
-                    seg = int(name[:-4], 16)
-                except ValueError:
-                    continue
-                if seg < below:
-                    # Windows refuses while a reader has it open: the next fold tries again.
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(self.dir, name))
-
     @_storage_errors("check the log in")
     def verify(self, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue]:
         """Check the log (``check``); ``fix`` repairs. See :func:`filemem._wal._repair.verify`."""
         return _repair.verify(self, fix=fix, base_lsn=base_lsn)
-
-    def _segments(self) -> list[int]:
-        out = []
-        for name in _fs.listdir(self.dir):
-            if name.endswith(".log") and _fs.TEMP_MARK not in name:
-                with contextlib.suppress(ValueError):
-                    out.append(int(name[:-4], 16))
-        return sorted(out)
-
-    @contextmanager
-    def pin(self) -> Iterator[None]:
-        """Keep folds out while the block runs (a snapshot reads shards + overlay at one position)."""
-        try:
-            fd = os.open(os.path.join(self.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise _fs.storage_error(exc, "open the fold lock in", self.dir) from exc
-        try:
-            deadline = time.monotonic() + self.lock_timeout_s
-            sleep = 0.0005
-            while not _platform.lock(fd, exclusive=False, blocking=False):
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"timed out waiting for the fold lock in {self.dir}",
-                        path=self.dir,
-                        waited_s=self.lock_timeout_s,
-                    )
-                time.sleep(sleep)
-                sleep = min(sleep * 2, 0.02)
-            try:
-                yield
-            finally:
-                _platform.unlock(fd)
-        finally:
-            os.close(fd)

@@ -79,23 +79,31 @@ class FileBackend:
             create=create,
             cache=cache,
         )
-        self.fresh = Freshness(self.engine, cache, watch=watch, poll_interval_s=poll_interval_s)
-        self.consistency: Consistency = consistency
-        # (namespace as given, key) -> (cache entry, record) for recent cached gets.
-        self._hot: dict[tuple[Any, str], tuple[Any, Record]] = {}
-        self._hot_epoch = cache.epoch
-        self._hot_fork = _fork_generation[0]
-        self.hot_hits = 0
-        self.hot_on = consistency == "cached"
-        self.searcher = Searcher(self.engine, index_fields=index_fields, embed=embed, embed_id=embed_id)
-        #: What collectors journal beside and apply to (the protocol's ``collector_engine``).
-        self.collector_engine = self.engine
-        if index_on_write:
-            self.engine.after_apply = self.searcher.note_write
-        if not readonly:
-            # Best effort: an intent that cannot be finished now fails only
-            # the writes to the namespaces it names (see recover_batches).
-            self.engine.recover_batches(())
+        try:
+            self.fresh = Freshness(self.engine, cache, watch=watch, poll_interval_s=poll_interval_s)
+            self.consistency: Consistency = consistency
+            # (namespace as given, key) -> (cache entry, record) for recent cached gets.
+            self._hot: dict[tuple[Any, str], tuple[Any, Record]] = {}
+            self._hot_epoch = cache.epoch
+            self._hot_fork = _fork_generation[0]
+            self.hot_hits = 0
+            self.hot_on = consistency == "cached"
+            self.searcher = Searcher(self.engine, index_fields=index_fields, embed=embed, embed_id=embed_id)
+            if index_on_write:
+                self.engine.after_apply = self.searcher.note_write
+            #: What collectors journal beside and apply to (the protocol's ``collector_engine``).
+            self.collector_engine = self.engine
+            if not readonly:
+                # Best effort: an intent that cannot be finished now fails only
+                # the writes to the namespaces it names (see recover_batches).
+                self.engine.recover_batches(())
+        except BaseException:
+            # The engine may already run threads (a format-2 open that found a
+            # dead writer's records starts its background fold): a failed open
+            # must not leave them, nor its locks, behind.
+            with contextlib.suppress(Exception):
+                self.engine.close()
+            raise
 
     @property
     def location(self) -> str:

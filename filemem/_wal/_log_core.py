@@ -1,0 +1,236 @@
+"""The log's shared core (layer L2): its files, its locks and a consistent copy of its control page.
+
+:class:`LogCore` holds what every part of :class:`filemem._wal._log.Log`
+needs: the append lock (threads of a process queue on a mutex, processes on
+``flock``), the control page read whole and consistent (re-derived from the
+checkpoint and a scan when a writer died inside an update), and the
+translation of ``OSError`` into ``StorageError`` at the entry points.
+
+Invariant: the control page is written only under the append lock, and its
+counters (``commits``, ``last_lsn``, ``folds``) never go down, even when the
+page is re-derived: sequence numbers the page handed out are never reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+
+from .. import _fs, _locks
+from .._errors import FileMemError, LockTimeout, StorageError
+from ..codecs import Codec
+from . import _format, _platform
+from ._control import Control, ControlPage, boot_id
+from ._fold import Checkpoint, read_checkpoint
+from ._overlay import Change, Overlay
+from ._reader import LogReader
+from ._writer import LogWriter
+
+WAL_DIR: Final = "wal"
+CONTROL: Final = "control"
+APPEND_LOCK: Final = "append.lock"
+FOLD_LOCK: Final = "fold.lock"
+OPEN_LOCK: Final = "open.lock"
+FIRST_POSITION: Final = _format.FIRST_POSITION
+_FIRST_SLEEP_S: Final = 0.00002
+_MAX_SLEEP_S: Final = 0.002
+#: How often a thread waiting for another thread's append lock looks at its abort event.
+_ABORT_CHECK_S: Final = 0.01
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_L = TypeVar("_L", bound="LogCore")
+
+
+def _storage_errors(action: str) -> Callable[[Callable[Concatenate[_L, _P], _R]], Callable[Concatenate[_L, _P], _R]]:
+    """Translate an ``OSError`` escaping a :class:`Log` entry point into ``StorageError`` (ours pass as they are)."""
+
+    def wrap(fn: Callable[Concatenate[_L, _P], _R]) -> Callable[Concatenate[_L, _P], _R]:
+        @functools.wraps(fn)
+        def translated(log: _L, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(log, *args, **kwargs)
+            except FileMemError:
+                raise
+            except OSError as exc:
+                raise _fs.storage_error(exc, action, log.dir) from exc
+
+        return translated
+
+    return wrap
+
+
+#: What a write's decide callback returns: the ops to log, the results to
+#: return to the caller, and the overlay entries (same order as the ops).
+Decision = tuple[list[_format.LogOp], list[Any], list[Change]]
+
+
+def record_of(codecs: dict[str, Codec], op: _format.LogOp, lsn: int, now: float) -> dict[str, Any] | None:
+    """The shard record a logged op stands for (None: deleted)."""
+    if op.kind != _format.PUT:
+        return None
+    assert op.value is not None and op.codec is not None
+    rec: dict[str, Any] = {
+        "value": codecs[op.codec].decode(op.value),
+        "version": lsn,
+        "created_at": op.created_at,
+        "updated_at": now,
+    }
+    if op.expires_at is not None:
+        rec["expires_at"] = op.expires_at
+    return rec
+
+
+class LogCore:
+    """The state of one store's log in one process, its append lock and its control page (see :class:`Log`)."""
+
+    root: str
+    dir: str
+    readonly: bool
+    sync_on: bool
+    codecs: dict[str, Codec]
+    lock_timeout_s: float
+    segment_bytes: int
+    fold_bytes: int
+    fold_step_bytes: int
+    on_folded: Callable[[list[tuple[tuple[str, ...], str]] | None], None]
+    failed: StorageError | None
+    folds: int
+    fold_cut: bool
+    last_write: float
+    control: ControlPage
+    reader: LogReader
+    writer: LogWriter | None
+    overlay: Overlay
+    _mu: threading.RLock
+    _append_mu: threading.Lock
+    _fold_mu: threading.Lock
+    _append_fd: int
+    _open_fd: int
+    _private: Control | None
+    _pid: int
+    _seen_commits: int
+    _seen_folds: int
+
+    def _derive(self) -> Control:
+        """The page's fields from the checkpoint, a scan and the page itself (append lock held if writable).
+
+        Counters only grow, even when the page is not trusted: readers compare
+        ``commits``, and sequence numbers the page handed out for frames that
+        were lost (never synced) are skipped, never reused. A page written
+        since this machine booted is trusted for the log's end as well: its
+        writers publish only frames already written, so the log cannot end
+        before the page's ``synced`` unless it is damaged there, and then the
+        page's end is kept (a frame below it may have been acknowledged, and is
+        never cut here): readers and ``check`` report the damage instead.
+        """
+        page: Control | None = None
+        if self.control.valid():
+            # A page stuck mid-update (its writer died) still holds, field by
+            # field, an old or a new value: a lower bound of each, never torn.
+            page = self.control.read() or self.control.fields()
+        trusted = page is not None and self.control.boot() == boot_id()
+        cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
+        scan = self.reader.scan(cp.folded, None)
+        last = cp.folded_lsn
+        for frame in scan.frames:
+            if frame.kind == _format.BATCH:
+                try:
+                    first, _, ops = _format.decode_batch(frame.payload)
+                except ValueError:
+                    break
+                last = first + len(ops) - 1 if ops else last
+        end = scan.end
+        if page is not None:
+            last = max(last, page.last_lsn)
+            if trusted:
+                end = max(end, page.synced)
+        return Control(
+            appended=end,
+            synced=end,
+            commits=page.commits if page else 0,
+            last_lsn=last,
+            synced_lsn=last,
+            folded=cp.folded,
+            folded_lsn=cp.folded_lsn,
+            folds=page.folds if page else 0,
+        )
+
+    @contextmanager
+    def _append_locked(self) -> Iterator[None]:
+        deadline = time.monotonic() + self.lock_timeout_s
+        path = os.path.join(self.dir, APPEND_LOCK)
+        # Both waits give up when the thread's abort event is set (an async
+        # caller was cancelled: _locks.set_abort); nothing is logged then.
+        got = self._append_mu.acquire(blocking=False)
+        while not got and (left := deadline - time.monotonic()) > 0:
+            _locks.check_abort(path)
+            got = self._append_mu.acquire(timeout=min(left, _ABORT_CHECK_S))
+        if not got:
+            raise LockTimeout(f"timed out waiting for the append lock {path}", path=path, waited_s=self.lock_timeout_s)
+        try:
+            sleep = _FIRST_SLEEP_S
+            while not _platform.lock(self._append_fd, exclusive=True, blocking=False):
+                _locks.check_abort(path)
+                now = time.monotonic()
+                if now >= deadline:
+                    raise LockTimeout(
+                        f"timed out after {self.lock_timeout_s:.3f}s waiting for the append lock {path}",
+                        path=path,
+                        waited_s=self.lock_timeout_s,
+                    )
+                time.sleep(sleep)
+                sleep = min(sleep * 2, _MAX_SLEEP_S)
+            try:
+                yield
+            finally:
+                _platform.unlock(self._append_fd)
+        finally:
+            self._append_mu.release()
+
+    def _control(self, *, held: bool = False) -> Control:
+        """A consistent copy of the control page (re-deriving it if a writer died inside an update).
+
+        ``held``: the caller holds the append lock.
+        """
+        if self._private is not None:
+            return self._private
+        c = self.control.read()
+        if c is not None:
+            return c
+        if self.readonly:
+            # A writer is updating the page (or died doing it): it holds the
+            # append lock while it does, so wait for that lock. A read-only
+            # handle waits too (a writer descheduled mid-update on a loaded
+            # machine is no stuck page), but never repairs.
+            with self._append_locked():
+                c = self.control.read()
+            if c is None:
+                raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+            return c
+        if held:
+            return self._unstick()
+        with self._append_locked():
+            return self._unstick()
+
+    def _unstick(self) -> Control:
+        """The page after a writer died inside its update (append lock held).
+
+        Its fields are a mix of new and old values: ``appended`` may count the
+        dead writer's frame while ``last_lsn`` does not, and trusting that mix
+        would hand the frame's sequence numbers (its versions) out again. The
+        page is derived anew from the log, every counter kept at least where it
+        was.
+        """
+        c = self.control.read()  # a live writer that was merely slow has finished by now
+        if c is not None:
+            return c
+        c = self._derive()
+        c.commits += 1
+        self.control.initialise(c, boot_id())
+        return c

@@ -1,0 +1,169 @@
+"""Folding the log (layer L2): moving synced frames into the shards, and pins that hold folds off.
+
+One fold at a time over all processes (``wal/fold.lock`` exclusive, and a
+mutex for the threads of one process); a snapshot holds the same lock shared.
+A fold starts at the checkpoint, installs records idempotently through the
+engine's ``install``, writes the checkpoint after every step of
+``fold_step_bytes``, then publishes ``folded`` on the control page and unlinks
+the segments wholly below it.
+
+Invariant: the checkpoint never names a position whose records are not all in
+the shards, and ``folded`` on the page never runs ahead of the checkpoint; so a
+fold killed anywhere loses nothing, and the next one starts where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .. import _fs
+from .._errors import LockTimeout
+from . import _format, _platform
+from ._fold import Checkpoint, Installed, fold_range, read_checkpoint, write_checkpoint
+from ._log_core import FIRST_POSITION, FOLD_LOCK, LogCore, _storage_errors, record_of
+
+
+class LogFold(LogCore):
+    """The fold and the pin of :class:`filemem._wal._log.Log`."""
+
+    @_storage_errors("fold the log in")
+    def fold(self, install: Callable[[list[Installed]], None], *, wait: bool, max_bytes: int | None = None) -> bool:
+        """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
+
+        ``wait``: wait up to the lock timeout for the fold lock. ``max_bytes``:
+        stop after the checkpoint step that reaches that much log (at least
+        one step), leaving the rest for a later fold.
+        """
+        if self.readonly:
+            return False
+        path = os.path.join(self.dir, FOLD_LOCK)
+        if not self._fold_mu.acquire(timeout=self.lock_timeout_s if wait else 0):
+            return False
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                deadline = time.monotonic() + (self.lock_timeout_s if wait else 0)
+                sleep = 0.0005
+                while not _platform.lock(fd, exclusive=True, blocking=False):
+                    if time.monotonic() >= deadline:
+                        return False
+                    time.sleep(sleep)
+                    sleep = min(sleep * 2, 0.02)
+                try:
+                    self._fold_locked(install, max_bytes)
+                finally:
+                    _platform.unlock(fd)
+            finally:
+                os.close(fd)
+        finally:
+            self._fold_mu.release()
+        return True
+
+    def _fold_locked(self, install: Callable[[list[Installed]], None], max_bytes: int | None) -> None:
+        cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
+        c = self._control()
+        limit = c.synced
+        stops = self._fold_stops(cp.folded, limit)
+        if max_bytes is not None:
+            start = cp.folded
+            for i, stop in enumerate(stops):
+                if _distance(start, stop, self.segment_bytes) >= max_bytes:
+                    del stops[i + 1 :]
+                    break
+        self.fold_cut = bool(stops) and stops[-1] < limit
+        for stop in stops:
+            # A checkpoint per step: a fold killed part way (its process
+            # SIGKILLed, as writers are) keeps what it moved, so the next fold
+            # starts there instead of redoing the whole range. Without it a log
+            # whose folders kept dying grew until a fold at open, which nobody
+            # kills, moved it all (issue 13: 5-47 s opens in the SIGKILL loop).
+            last, _ = fold_range(
+                self.reader, cp.folded, stop, install, lambda op, lsn, now: record_of(self.codecs, op, lsn, now)
+            )
+            cp = Checkpoint(stop, max(last, cp.folded_lsn))
+            write_checkpoint(self.dir, cp, sync=self.sync_on)
+        with self._append_locked():
+            c = self._control(held=True)
+            if cp.folded > c.folded or cp.folded_lsn > c.folded_lsn:
+                c.folded, c.folded_lsn = max(c.folded, cp.folded), max(c.folded_lsn, cp.folded_lsn)
+                c.folds += 1
+                c.commits += 1  # readers look again: they drop what the shards now hold
+                self.control.write(c)
+        self.folds += 1
+        self._retire(_format.segment_of(cp.folded))
+
+    def _fold_stops(self, start: int, limit: int) -> list[int]:
+        """Where a fold from ``start`` to ``limit`` checkpoints: batch ends a step apart, then ``limit``."""
+        if limit <= start:
+            return []
+        stops: list[int] = []
+        mark = start
+        for frame in self.reader.scan(start, limit).frames:
+            if frame.kind == _format.BATCH and frame.end < limit and frame.end - mark >= self.fold_step_bytes:
+                stops.append(frame.end)
+                mark = frame.end
+        stops.append(limit)
+        return stops
+
+    def _retire(self, below: int) -> None:
+        """Unlink segments wholly below the checkpoint (open readers keep reading their copies)."""
+        for name in _fs.listdir(self.dir):
+            if name.endswith(".log") and _fs.TEMP_MARK not in name:
+                try:
+                    seg = int(name[:-4], 16)
+                except ValueError:
+                    continue
+                if seg < below:
+                    # Windows refuses while a reader has it open: the next fold tries again.
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.dir, name))
+
+    def _segments(self) -> list[int]:
+        out = []
+        for name in _fs.listdir(self.dir):
+            if name.endswith(".log") and _fs.TEMP_MARK not in name:
+                with contextlib.suppress(ValueError):
+                    out.append(int(name[:-4], 16))
+        return sorted(out)
+
+    @contextmanager
+    def local_folds_held(self) -> Iterator[None]:
+        """Keep folds of this process out while the block runs (waits for one in flight; no file lock)."""
+        with self._fold_mu:
+            yield
+
+    @contextmanager
+    def pin(self) -> Iterator[None]:
+        """Keep folds out while the block runs (a snapshot reads shards + overlay at one position)."""
+        try:
+            fd = os.open(os.path.join(self.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise _fs.storage_error(exc, "open the fold lock in", self.dir) from exc
+        try:
+            deadline = time.monotonic() + self.lock_timeout_s
+            sleep = 0.0005
+            while not _platform.lock(fd, exclusive=False, blocking=False):
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"timed out waiting for the fold lock in {self.dir}",
+                        path=self.dir,
+                        waited_s=self.lock_timeout_s,
+                    )
+                time.sleep(sleep)
+                sleep = min(sleep * 2, 0.02)
+            try:
+                yield
+            finally:
+                _platform.unlock(fd)
+        finally:
+            os.close(fd)
+
+
+def _distance(start: int, end: int, segment_bytes: int) -> int:
+    """Roughly how many bytes of log lie between two positions."""
+    segs = _format.segment_of(end) - _format.segment_of(start)
+    return segs * segment_bytes + _format.offset_of(end) - _format.offset_of(start)
