@@ -104,7 +104,7 @@ def test_sigkilled_collectors_lose_nothing_and_replay_exactly_once(made: str, tm
         while not all(os.path.exists(r) for _, r in procs) and time.monotonic() < deadline:
             time.sleep(0.01)
         for i in sorted(victims):
-            want = rng.randint(500, 2000)
+            want = rng.randint(200, 1000)  # early: a victim that flushed all before its kill tests no replay
             while time.monotonic() < deadline:
                 acks = read_acks(ack_path)
                 got = [a[2] for a in acks if a[0] == "accepted" and a[1] == i]
@@ -120,7 +120,8 @@ def test_sigkilled_collectors_lose_nothing_and_replay_exactly_once(made: str, tm
     assert flushed >= set(range(PROCS)) - victims
     with Store(location, readonly=True) as ro:  # read-only: never replays
         before = {i: {it.key: it.version for it in ro.items(("proc", str(i)))} for i in victims}
-    assert _journals(location), "killed collectors left no journal"
+    if victims - flushed:  # on a loaded machine a victim may have flushed everything before its kill
+        assert _journals(location), "killed collectors left no journal"
 
     with Store(location) as store:  # opening replays the dead journals
         for i in range(PROCS):
