@@ -44,6 +44,15 @@ public API, nothing is cached or short-cut by the harness):
    under 4 writers); see tools/bench_v2.py. They run unchanged on today's
    engine and on the write-ahead-log engine, printing "n/a (no log)" for what
    only a log has.
+8. ``pg`` (issue 16; ``--only pg`` runs just it): durable puts and random gets
+   from 1 and 4 processes on ``filemem file``, ``filemem postgres``
+   (``Store(url)``), ``psycopg same statements`` (the backend's statements on
+   one plain connection per process, from tools/bench_pg.py), the same puts
+   with the outbox row but no ``NOTIFY``, and ``lmdb sync=True``, with
+   ``filemem postgres`` / each row; then the change-feed latency. The server is
+   ``--pg-url`` or a throwaway one started as tools/bench_pg.py does
+   (tests/pgserver.py); with neither (no ``initdb``) the workload is skipped
+   with a note.
 
 Puts/gets cells are the median of ``--repeat`` interleaved runs; batch rows
 the median of ``--rounds``. Ratios are always "filemem is N x faster" (>1:
