@@ -44,6 +44,15 @@ public API, nothing is cached or short-cut by the harness):
    under 4 writers); see tools/bench_v2.py. They run unchanged on today's
    engine and on the write-ahead-log engine, printing "n/a (no log)" for what
    only a log has.
+8. ``pg`` (issue 16; ``--only pg`` runs just it): durable puts and random gets
+   from 1 and 4 processes on ``filemem file``, ``filemem postgres``
+   (``Store(url)``), ``psycopg same statements`` (the backend's statements on
+   one plain connection per process, from tools/bench_pg.py), the same puts
+   with the outbox row but no ``NOTIFY``, and ``lmdb sync=True``, with
+   ``filemem postgres`` / each row; then the change-feed latency. The server is
+   ``--pg-url`` or a throwaway one started as tools/bench_pg.py does
+   (tests/pgserver.py); with neither (no ``initdb``) the workload is skipped
+   with a note.
 
 Puts/gets cells are the median of ``--repeat`` interleaved runs; batch rows
 the median of ``--rounds``. Ratios are always "filemem is N x faster" (>1:
@@ -299,8 +308,48 @@ class JsonFilePeer(Peer):
         os.close(self.lock_fd)
 
 
+class PsycopgPeer(Peer):
+    """Plain psycopg on one autocommit connection, running the statements the PostgreSQL backend runs.
+
+    ``path`` is a server URL (one schema per cell). Puts: tools/bench_pg.py's
+    ``_raw_put`` (advisory lock, read, nextval, upsert, outbox row, and the
+    NOTIFY unless ``notify`` is False); gets: its ``raw_get``. Values are
+    the compact JSON the default codec writes. One implementation, shared with
+    tools/bench_pg.py.
+    """
+
+    kind = "psycopg"
+
+    def open(self) -> None:
+        import bench_pg
+        import psycopg
+
+        self.conn = psycopg.connect(self.path, autocommit=True)
+        self.conn.execute(bench_pg._RAW_SETUP)
+        self._put = bench_pg._raw_put
+        self._get = bench_pg.raw_get
+        self.notify = bool(self.opts.get("notify", True))
+
+    def put(self, key: str, value: Any) -> None:
+        self._put(self.conn, "bench", key, json.dumps(value, separators=(",", ":")).encode(), self.notify)
+
+    def get(self, key: str) -> Any:
+        rows = self._get(self.conn, "bench", key)
+        return json.loads(rows[0][0]) if rows else None
+
+    def populate(self, items: list[tuple[str, Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1) ON CONFLICT DO NOTHING",
+                [(k, json.dumps(v, separators=(",", ":")).encode()) for k, v in items],
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 PEER_CLASSES: dict[str, type[Peer]] = {
-    c.kind: c for c in (FilememPeer, DiskcachePeer, SqlitedictPeer, LmdbPeer, JsonFilePeer)
+    c.kind: c for c in (FilememPeer, DiskcachePeer, SqlitedictPeer, LmdbPeer, JsonFilePeer, PsycopgPeer)
 }
 IMPORT_NAMES = {
     "filemem": "filemem",
@@ -308,6 +357,7 @@ IMPORT_NAMES = {
     "sqlitedict": "sqlitedict",
     "lmdb": "lmdb",
     "jsonfile": "portalocker",
+    "psycopg": "psycopg",
 }
 
 Spec = tuple[str, str, dict[str, Any]]  # (kind, label, options)
@@ -748,6 +798,131 @@ def workload_puts(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> 
     for (group, label, n), cell_runs in runs.items():
         res["rows"].setdefault(group, {}).setdefault(label, {})[str(n)] = median_cell(cell_runs)
     return res
+
+
+PG_FILE: Spec = ("filemem", "filemem file", {"durability": "fsync"})
+PG_SERVER: Spec = ("filemem", "filemem postgres", {"durability": "fsync"})
+PG_RAW: Spec = ("psycopg", "psycopg same statements", {"notify": True})
+PG_RAW_NO_NOTIFY: Spec = ("psycopg", "psycopg, outbox, no NOTIFY", {"notify": False})
+PG_LMDB: Spec = ("lmdb", "lmdb sync=True", {"sync": True})
+
+
+def workload_pg(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> dict[str, Any]:
+    """Durable puts and gets from N processes: file store, PostgreSQL backend, raw psycopg, lmdb (issue 16).
+
+    The server is ``--pg-url`` or a throwaway one started as tools/bench_pg.py
+    does (tests/pgserver.py; ``fsync`` on, ``synchronous_commit=on``). Every
+    server cell gets a fresh schema. ``psycopg same statements`` runs the
+    backend's statements on one plain connection per process: ``filemem
+    postgres`` / it is what filemem adds (the issue's bound: within 2x). The
+    ``no NOTIFY`` row runs the same puts with the outbox row but no
+    ``pg_notify``: the price of the NOTIFY on write throughput. Repeats are
+    interleaved; then the change-feed latency (put returned -> another store's
+    callback, p50/p99).
+    """
+    import bench_pg
+
+    server, base, why = bench_pg.start_server(cfg.pg_url)
+    if base is None:
+        notes.append(f"pg skipped: {why}")
+        return {"skipped": why}
+    try:
+        put_specs = available([PG_FILE, PG_SERVER, PG_RAW, PG_RAW_NO_NOTIFY, PG_LMDB], notes)
+        get_specs = [s for s in put_specs if s is not PG_RAW_NO_NOTIFY]
+        res: dict[str, Any] = {
+            "ops_total": cfg.put_ops,
+            "get_ops_total": cfg.get_ops,
+            "keys": cfg.get_keys,
+            "budget_s": cfg.budget,
+            "repeat": cfg.repeat,
+            "server": "--pg-url" if cfg.pg_url else "throwaway (tests/pgserver.py)",
+            "puts": {},
+            "gets": {},
+        }
+
+        def target(spec: Spec, label: str) -> str:
+            return bench_pg._schema_url(base) if spec in (PG_SERVER, PG_RAW, PG_RAW_NO_NOTIFY) else dirs.new(label)
+
+        runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for rep in range(cfg.repeat):
+            for spec in put_specs:
+                for n in cfg.procs:
+                    path = target(spec, f"pgput-{spec[1]}-{n}-{rep}")
+                    try:
+                        create_store(spec, path)
+                        r = run_procs(spec, path, "put", n, cfg.put_ops, 0, cfg.budget)
+                    finally:
+                        if "://" not in path:
+                            dirs.drop(path)
+                    runs.setdefault(("puts", spec[1], n), []).append(r)
+                    log(f"  pg puts #{rep + 1} {spec[1]:28s} {n}p: {_fmt_rate(r)}")
+        items = [(f"k{i}", make_value(i)) for i in range(cfg.get_keys)]
+        paths = {}
+        for spec in get_specs:
+            paths[spec[1]] = target(spec, f"pgget-{spec[1]}")
+            create_store(spec, paths[spec[1]], items)
+        # Settle the server before timing: without this, autovacuum of the freshly loaded tables
+        # (filemem's also hold the search postings) lands on whichever cell runs a minute later.
+        import psycopg
+
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+        for rep in range(cfg.repeat):
+            for spec in get_specs:
+                for n in cfg.procs:
+                    r = run_procs(spec, paths[spec[1]], "get", n, cfg.get_ops, cfg.get_keys, cfg.budget)
+                    runs.setdefault(("gets", spec[1], n), []).append(r)
+                    log(f"  pg gets #{rep + 1} {spec[1]:28s} {n}p: {_fmt_rate(r)}")
+        for path in paths.values():
+            if "://" not in path:
+                dirs.drop(path)
+        for (op, label, n), cell_runs in runs.items():
+            res[op].setdefault(label, {})[str(n)] = median_cell(cell_runs)
+        res["feed_latency"] = bench_pg._feed_latency(bench_pg._schema_url(base), cfg.feed_samples)
+        log(f"  pg feed latency {res['feed_latency']}")
+        return res
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def render_pg(pg: dict[str, Any], procs: list[int]) -> list[str]:
+    """The pg workload's tables: each row's rate, and beside it filemem postgres / that row."""
+    if "skipped" in pg:
+        return ["", f"P. PostgreSQL backend: skipped ({pg['skipped']})"]
+    out: list[str] = []
+    ref = "filemem postgres"
+    for op, title, total in (("puts", "durable puts", pg["ops_total"]), ("gets", "random gets", pg["get_ops_total"])):
+        rows = pg[op]
+        if ref not in rows:
+            continue
+        trows = []
+        for label, row in rows.items():
+            cells = [label]
+            for n in procs:
+                r = row.get(str(n), {})
+                if "error" in r:
+                    cells += ["ERROR", ""]
+                    continue
+                cells.append(f"{r['rate']:,.0f}/s" + ("*" if r.get("time_capped") else ""))
+                cells.append("" if label == ref else _fmt_ratio(ratio(rate_of(rows[ref], n), r["rate"])))
+            trows.append(cells)
+        headers = ["store"]
+        for n in procs:
+            headers += [f"{n} proc", f"pg/{n}p"]
+        out += [
+            "",
+            f"P. {title.capitalize()}/s, PostgreSQL backend beside the file store, raw psycopg and lmdb: {total:,} ops "
+            f"split over N processes (server: {pg['server']}); pg/Np = filemem postgres rate / that row's",
+            table(headers, trows),
+        ]
+    feed = pg.get("feed_latency")
+    if feed:
+        out.append(
+            f"P. Change-feed latency on the server (put returned -> another store's callback): "
+            f"p50 {feed['p50_ms']:.2f} ms, p99 {feed['p99_ms']:.2f} ms"
+        )
+    return out
 
 
 def workload_gets(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> dict[str, Any]:
@@ -1283,6 +1458,9 @@ def render(results: dict[str, Any]) -> str:
                 f"4. {batch['records']:,} records into {where} (median of {batch['rounds']} rounds, fresh store each)",
                 table(["method", "median ms", "min ms", "max ms", "records/s", "filemem batch() ahead by"], trows),
             ]
+    pg = results.get("pg")
+    if pg and "error" not in pg:
+        parts += render_pg(pg, procs)
     parts += bench_v2.render(results, table)
     parts += ["", "Targets"]
     for t in results["targets"]:
@@ -1307,6 +1485,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace, TempDirs, list[str]], dict[st
     "collector": workload_collector,
     "visibility": bench_v2.workload_visibility,
     "fold": bench_v2.workload_fold,
+    "pg": workload_pg,
 }
 
 
@@ -1320,6 +1499,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="process counts of the puts and gets workloads (default 1,4)",
     )
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
+    ap.add_argument("--only", help="run just these workloads (same as --workloads; e.g. --only pg)")
+    ap.add_argument("--pg-url", help="PostgreSQL server for the pg workload (default: start a throwaway one)")
+    ap.add_argument("--feed-samples", type=int, default=300, help="puts timed for the pg change-feed latency")
     ap.add_argument("--put-ops", type=int, help="puts per cell, split over the processes")
     ap.add_argument(
         "--put-prefill",
@@ -1365,7 +1547,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     q = a.quick
     a.procs = [int(x) for x in a.procs.split(",") if x]
-    a.workloads = [w for w in a.workloads.split(",") if w]
+    a.workloads = [w for w in (a.only or a.workloads).split(",") if w]
     for w in a.workloads:
         if w not in WORKLOADS:
             ap.error(f"unknown workload {w!r}")

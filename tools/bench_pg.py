@@ -59,7 +59,10 @@ from typing import Any
 from urllib.parse import quote
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if ROOT not in sys.path:
+    # Appended, not put first: tools/bench.py imports this module after taking its code
+    # snapshot, and the snapshot must stay the filemem its children import.
+    sys.path.append(ROOT)
 
 VALUE = {"task": "login", "ok": True, "notes": "x" * 60}
 
@@ -84,7 +87,35 @@ CREATE TABLE IF NOT EXISTS raw_outbox (id bigserial PRIMARY KEY, at float8, chan
 """
 
 
-def _raw_put(conn: Any, ns: str, key: str, data: bytes) -> None:
+def start_server(url: str | None) -> tuple[Any, str | None, str | None]:
+    """(server to stop or None, base URL or None, why not): ``url`` as given, else a throwaway server.
+
+    The one way both tools/bench_pg.py and tools/bench.py's ``pg`` workload get
+    a server: tests/pgserver.py (initdb into the system temp dir, a free port).
+    """
+    if url is not None:
+        return None, url, None
+    from tests import pgserver
+
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        return None, None, "no PostgreSQL server binaries (initdb, pg_ctl) on this machine; pass --pg-url/--url"
+    server = pgserver.start(bindir)
+    return server, server.url, None
+
+
+def raw_get(conn: Any, ns: str, key: str) -> list[Any]:
+    """The backend's get, as one plain psycopg statement."""
+    return conn.execute(  # type: ignore[no-any-return]
+        "SELECT value, version, created_at, updated_at, expires_at FROM raw_records"
+        " WHERE ns = %s AND key = %s AND (expires_at IS NULL OR expires_at >"
+        " extract(epoch from statement_timestamp())::float8)",
+        (ns, key),
+    ).fetchall()
+
+
+def _raw_put(conn: Any, ns: str, key: str, data: bytes, notify: bool = True) -> None:
+    """The backend's put as plain statements; ``notify=False``: the outbox row only (a feed that polls)."""
     import hashlib
 
     lid = int.from_bytes(hashlib.blake2b(f"{ns}\x00{key}".encode(), digest_size=8).digest(), "big", signed=True)
@@ -100,6 +131,13 @@ def _raw_put(conn: Any, ns: str, key: str, data: bytes) -> None:
             (ns, key, data, data.decode(), version),
         )
         changes = json.dumps([[ns, [key]]])
+        if not notify:
+            conn.execute(
+                f"WITH l AS (SELECT pg_advisory_xact_lock(1)) INSERT INTO raw_outbox (at, changes)"
+                f" SELECT {now}, %s::jsonb FROM l",
+                (changes,),
+            )
+            return
         conn.execute(
             f"WITH l AS (SELECT pg_advisory_xact_lock(1)), o AS (INSERT INTO raw_outbox (at, changes)"
             f" SELECT {now}, %s::jsonb FROM l RETURNING id) SELECT pg_notify('raw', id::text || ' ' || %s) FROM o",
@@ -144,12 +182,7 @@ def _worker(kind: str, target: str, op: str, keys: list[str], barrier: Any, out:
                 )
         else:
             for k in keys:
-                conn.execute(
-                    "SELECT value, version, created_at, updated_at, expires_at FROM raw_records"
-                    " WHERE ns = %s AND key = %s AND (expires_at IS NULL OR expires_at >"
-                    " extract(epoch from statement_timestamp())::float8)",
-                    ("bench", k),
-                ).fetchall()
+                raw_get(conn, "bench", k)
         out.put(time.perf_counter() - t0)
         conn.close()
     elif kind == "lmdb":
@@ -399,17 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ap.parse_args(argv)
     procs = [int(p) for p in cfg.procs.split(",")]
     kinds = cfg.kinds.split(",")
-    server = None
-    base = cfg.url
+    server, base, why = start_server(cfg.url)
     if base is None:
-        from tests import pgserver
-
-        bindir = pgserver.find_bindir()
-        if bindir is None:
-            print("no PostgreSQL server binaries; pass --url", file=sys.stderr)
-            return 2
-        server = pgserver.start(bindir)
-        base = server.url
+        print(why, file=sys.stderr)
+        return 2
     tmp = tempfile.mkdtemp(prefix="filemem-benchpg-")
     results: dict[str, Any] = {"ops": cfg.ops, "repeat": cfg.repeat, "loadavg_start": os.getloadavg()}
     try:

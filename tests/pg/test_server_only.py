@@ -244,3 +244,30 @@ def test_create_false_refuses_an_empty_schema(pg_url: str) -> None:
     with pytest.raises(filemem.UnsupportedFormatError):
         Store(pg_url, create=False)
     assert _admin(pg_url, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()") == [(0,)]
+
+
+def test_a_read_on_a_killed_pooled_connection_fails_cleanly_and_the_next_read_works(
+    pg_store: Store, pg_url: str
+) -> None:
+    """Reads take a pooled connection without the context managers (``Connections.fetch``): a broken one is dropped."""
+    pg_store.put("ns", "k", {"v": 1})
+    assert pg_store.get("ns", "k") == {"v": 1}
+    idle = _admin(
+        pg_url,
+        "SELECT pid FROM pg_stat_activity WHERE state = 'idle' AND datname = current_database()"
+        " AND pid <> pg_backend_pid() AND application_name = ''",
+    )
+    assert idle, "the store's pooled connection is not idle on the server"
+    for (pid,) in idle:
+        _admin(pg_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    failures = 0
+    for _ in range(3):  # the first read may meet the dead socket; it must say so, not hang or answer wrong
+        try:
+            assert pg_store.get("ns", "k") == {"v": 1}
+            break
+        except filemem.StorageError:
+            failures += 1
+    else:
+        pytest.fail("reads kept failing after the pooled connection was killed")
+    assert failures <= 1, failures  # 0 only if the read ran before the server ended that backend
+    assert pg_store.get("ns", "k") == {"v": 1}

@@ -196,12 +196,11 @@ class PostgresBackend:
 
     def _query(self, what: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         self.check_open()
-        with self._conns.conn() as conn:
-            try:
-                return conn.execute(sql, params).fetchall()
-            except psycopg.Error as exc:
-                err = translate(exc, what, timeout_s=self.lock_timeout_s)
-                raise (StoreClosedError(str(err)) if isinstance(err, RetryableError) else err) from exc
+        try:
+            return self._conns.fetch(sql, params)
+        except psycopg.Error as exc:
+            err = translate(exc, what, timeout_s=self.lock_timeout_s)
+            raise (StoreClosedError(str(err)) if isinstance(err, RetryableError) else err) from exc
 
     # ------------------------------------------------------------------ reads
 

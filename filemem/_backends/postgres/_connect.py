@@ -132,6 +132,27 @@ class Connections:
         else:
             cm.__exit__(None, None, None)
 
+    def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run one statement on a pooled connection and return its rows: the hot read path.
+
+        The same as ``with conn() as c: c.execute(...).fetchall()`` without the two
+        context-manager layers (``conn()`` over the pool's ``connection()``): a get
+        is one round trip, and on a loaded machine the client's Python per call is
+        what separated 4-process gets from raw psycopg (docs/benchmarks.md).
+        """
+        pool = self._pool if self._pid == os.getpid() else self._current()
+        try:
+            conn = pool.getconn()
+        except PoolTimeout as exc:
+            raise LockTimeout(f"no free database connection within {self.lock_timeout_s:.3f}s") from exc
+        except psycopg.Error as exc:
+            err = translate(exc, "connecting")
+            raise (StorageError(str(err)) if isinstance(err, RetryableError) else err) from exc
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            pool.putconn(conn)  # a broken connection is discarded there, as by connection()
+
     def connect(self) -> psycopg.Connection[Any]:
         """A connection of its own (not pooled), configured like the pooled ones; the caller closes it."""
         try:

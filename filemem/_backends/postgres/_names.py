@@ -10,6 +10,7 @@ therefore never matches ``("tenant", "acme-corp")``: ``"-"`` sorts before ``"/"`
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 
 from ..._names import escape_segment, unescape_segment
@@ -20,8 +21,13 @@ __all__ = ["INTERNAL_TEXT", "decode_ns", "encode_ns", "prefix_range"]
 INTERNAL_TEXT: Final = escape_segment("\x00internal")
 
 
+@lru_cache(maxsize=4096)
 def encode_ns(namespace: tuple[str, ...]) -> str:
-    """The ``ns`` column's text for a (validated) namespace."""
+    """The ``ns`` column's text for a (validated) namespace.
+
+    Cached: a pure function of a tuple of strings, called on every read and
+    write, and an agent touches few namespaces (the bound keeps it small).
+    """
     return "/".join(escape_segment(s) for s in namespace)
 
 
