@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,7 +21,29 @@ from .._shard import Shard
 from ._filter import Predicate
 from ._segment import Segment
 
-__all__ = ["K1", "RRF_K", "B", "DocRef", "Part", "rank"]
+__all__ = ["K1", "RRF_K", "B", "DocRef", "Part", "query_vector", "rank"]
+
+
+def query_vector(
+    embed: Callable[[str], Sequence[float]] | None, vector: Sequence[float] | str | None
+) -> list[float] | None:
+    """A search's query vector as floats: a text is embedded with ``embed``; every backend checks it this way.
+
+    Example: ``query_vector(None, [1, 0])`` is ``[1.0, 0.0]``; ``query_vector(None, "hi")`` raises.
+    """
+    if vector is None:
+        return None
+    if embed is None:
+        raise InvalidQueryError("vector search needs a store opened with embed= (and the records it indexed)")
+    raw: Any = embed(vector) if isinstance(vector, str) else vector
+    try:
+        q = [float(x) for x in raw]
+    except (TypeError, ValueError) as exc:
+        raise InvalidQueryError(f"vector must be a sequence of numbers or a text to embed: {exc}") from exc
+    if not q or not all(math.isfinite(x) for x in q) or not any(q):
+        raise InvalidQueryError("vector must be a non-empty, finite, non-zero sequence of numbers")
+    return q
+
 
 K1: Final = 1.2
 B: Final = 0.75

@@ -38,7 +38,7 @@ from .._walk import ShardWalk
 from ._filter import check_search_args, compile_filter
 from ._indexfile import Entries, IndexFile, bucket_of, index_lock, read_index, write_index
 from ._result import SearchHit
-from ._scoring import DocRef, Part, rank
+from ._scoring import DocRef, Part, query_vector, rank
 from ._segment import Embed, Segment, build_segment, decode_segment, encode_segment
 from ._text import parse_fields, tokenize
 
@@ -347,21 +347,7 @@ class Searcher:
     # ------------------------------------------------------------------ search
 
     def _query_vector(self, vector: Sequence[float] | str | None) -> list[float] | None:
-        if vector is None:
-            return None
-        if self.embed is None:
-            raise InvalidQueryError("vector search needs a store opened with embed= (and the records it indexed)")
-        if isinstance(vector, str):
-            raw: Any = self.embed(vector)
-        else:
-            raw = vector
-        try:
-            q = [float(x) for x in raw]
-        except (TypeError, ValueError) as exc:
-            raise InvalidQueryError(f"vector must be a sequence of numbers or a text to embed: {exc}") from exc
-        if not q or not all(math.isfinite(x) for x in q) or not any(q):
-            raise InvalidQueryError("vector must be a non-empty, finite, non-zero sequence of numbers")
-        return q
+        return query_vector(self.embed, vector)
 
     def search(
         self,

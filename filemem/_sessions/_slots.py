@@ -42,7 +42,7 @@ from .._names import escape_segment
 from ._api import Releasable
 from ._record import LIMITS_FILE, LIMITS_LOCK, QUEUE_DIR, SLOT_GATE, SLOT_SUFFIX, SLOTS_DIR, TICKET_SUFFIX
 
-__all__ = ["Slots", "scope_name"]
+__all__ = ["Slots", "limit_error", "scope_name"]
 
 _FIRST_SLEEP_S: Final = 0.0005
 _MAX_SLEEP_S: Final = 0.01
@@ -90,6 +90,19 @@ def check_limit(max_sessions: object) -> int | None:
     if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or not 1 <= max_sessions <= MAX_LIMIT:
         raise InvalidValueError(f"max_sessions must be an int from 1 to {MAX_LIMIT}, or None, not {max_sessions!r}")
     return max_sessions
+
+
+def limit_error(blocked: tuple[tuple[str, ...], int], *, waited_s: float, wait: bool) -> SessionLimitError:
+    """The error of a session start that found no free slot in ``blocked`` (scope, limit); every backend raises it."""
+    scope, limit = blocked
+    where = "the store" if not scope else f"namespace {'/'.join(scope)!r}"
+    return SessionLimitError(
+        f"no session slot free in {where} (max_sessions={limit})"
+        + (f" after waiting {waited_s:.3f}s" if wait else "; not waiting (wait=False)"),
+        scope=scope,
+        limit=limit,
+        waited_s=waited_s,
+    )
 
 
 class Slots:
@@ -261,15 +274,7 @@ class Slots:
                         taken.release()
                 now = time.monotonic()
                 if not wait or now >= deadline:
-                    scope, limit = blocked
-                    where = "the store" if not scope else f"namespace {'/'.join(scope)!r}"
-                    raise SessionLimitError(
-                        f"no session slot free in {where} (max_sessions={limit})"
-                        + (f" after waiting {now - started:.3f}s" if wait else "; not waiting (wait=False)"),
-                        scope=scope,
-                        limit=limit,
-                        waited_s=now - started,
-                    )
+                    raise limit_error(blocked, waited_s=now - started, wait=wait)
                 # A cancelled async caller aborts the wait here, holding nothing
                 # (its tickets and registry record go in the cleanup below).
                 _locks.check_abort(self.dir)

@@ -40,7 +40,7 @@ import psycopg
 from ..._errors import InvalidQueryError, InvalidValueError
 from ..._search import Embed, SearchHit
 from ..._search._filter import Predicate
-from ..._search._scoring import K1, RRF_K, B
+from ..._search._scoring import K1, RRF_K, B, query_vector
 from ..._search._text import record_text, tokenize
 from ..._shard import Record
 from ..._snapshot import item_of
@@ -90,19 +90,8 @@ class Ranker:
     # ------------------------------------------------------------------ entry
 
     def query_vector(self, vector: Sequence[float] | str | None) -> list[float] | None:
-        """The query vector as floats (the file store's ``Searcher._query_vector`` rules)."""
-        if vector is None:
-            return None
-        if self.embed is None:
-            raise InvalidQueryError("vector search needs a store opened with embed= (and the records it indexed)")
-        raw: Any = self.embed(vector) if isinstance(vector, str) else vector
-        try:
-            q = [float(x) for x in raw]
-        except (TypeError, ValueError) as exc:
-            raise InvalidQueryError(f"vector must be a sequence of numbers or a text to embed: {exc}") from exc
-        if not q or not all(math.isfinite(x) for x in q) or not any(q):
-            raise InvalidQueryError("vector must be a non-empty, finite, non-zero sequence of numbers")
-        return q
+        """The query vector as floats (the file store's rules: ``_search._scoring.query_vector``)."""
+        return query_vector(self.embed, vector)
 
     def rank(
         self,

@@ -34,8 +34,9 @@ from typing import Final
 import psycopg
 
 from ... import _locks
-from ..._errors import SessionLimitError, StoreClosedError
+from ..._errors import StoreClosedError
 from ..._sessions import Releasable
+from ..._sessions._slots import limit_error
 from ._names import decode_ns, encode_ns
 from ._session_registry import PgRegistry, SessionConn
 from ._session_tables import ALIVE_SQL, HELD_SQL, gate_key, scope_key
@@ -207,15 +208,7 @@ class PgSlots:
                         t.release()
                 now = time.monotonic()
                 if not wait or now >= deadline:
-                    scope, limit = blocked
-                    where = "the store" if not scope else f"namespace {'/'.join(scope)!r}"
-                    raise SessionLimitError(
-                        f"no session slot free in {where} (max_sessions={limit})"
-                        + (f" after waiting {now - started:.3f}s" if wait else "; not waiting (wait=False)"),
-                        scope=scope,
-                        limit=limit,
-                        waited_s=now - started,
-                    )
+                    raise limit_error(blocked, waited_s=now - started, wait=wait)
                 _locks.check_abort(self.registry.dir)
                 time.sleep(min(sleep * (0.5 + random.random()), max(deadline - now, 0.0)))  # noqa: S311
                 sleep = min(sleep * 2, _MAX_SLEEP_S)
