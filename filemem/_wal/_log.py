@@ -47,6 +47,7 @@ from .._errors import CorruptShardError, StorageError
 from ..codecs import Codec
 from . import _format, _platform, _repair
 from ._control import Control, ControlPage, boot_id
+from ._lockwait import FlockWaiter
 from ._log_core import (
     APPEND_LOCK,
     CONTROL,
@@ -136,6 +137,9 @@ class Log(LogFold):
                 opened.append(self.writer.close)
             self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._append_fd))
+            self._append_waiter = FlockWaiter(self._append_fd) if _platform.NATIVE_FLOCK else None
+            if self._append_waiter is not None:
+                opened.append(self._append_waiter.close)
             self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._open_fd))
             self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
@@ -194,6 +198,8 @@ class Log(LogFold):
         for fd in (self._append_fd, self._open_fd):
             with suppress(OSError):
                 os.close(fd)
+        if self._append_waiter is not None:
+            self._append_waiter.forget()
         self.control.close()
         self.reader.close()
         if self.writer is not None:
@@ -209,6 +215,8 @@ class Log(LogFold):
             return False
         last = _platform.lock(self._open_fd, exclusive=True, blocking=False)
         os.close(self._open_fd)
+        if self._append_waiter is not None:
+            self._append_waiter.close()
         os.close(self._append_fd)
         self.control.close()
         self.reader.close()
