@@ -339,7 +339,7 @@ class LogGlue(Commits):
             else:
                 value = op.value
                 results.append(lsn)
-            data = codec.encode(value)
+            data = self._encoded(value) if op.kind == "put" else codec.encode(value)
             if len(data) > self.max_value_bytes:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
             expires: float | None = None

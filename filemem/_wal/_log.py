@@ -407,6 +407,16 @@ class Log(LogFold):
         except OSError as exc:
             self.failed = _fs.storage_error(exc, "sync", self.dir)
             raise self.failed from exc
+        c_now = None if self._private is not None else self.control.read()
+        if c_now is not None and c_now.synced >= end:
+            # Another writer's later frame was synced (which covers this one:
+            # fdatasync takes the whole segment, and earlier segments were
+            # synced when they were closed) and published already: nothing to
+            # publish, no second turn on the append lock. With several writers
+            # syncing at once, most of them end here.
+            with self._mu:
+                self.overlay.promote(c_now.synced)
+            return
         with self._append_locked(), self._mu:
             c = self._control(held=True)
             if c.synced < end:

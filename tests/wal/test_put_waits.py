@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -192,3 +193,65 @@ def test_puts_do_not_wake_the_fold_thread_each_time(store_path: str) -> None:
         # wakes the thread once: a handful at most, never one per put.
         assert len(woken) < 20, len(woken)
         assert s.get(("w",), "k199") == 199
+
+
+@pytest.mark.store_format(2)
+def test_a_put_whose_frame_another_writer_published_takes_the_lock_once(store_path: str) -> None:
+    """A writer finds its frame published as synced by a later writer's sync: no second turn on the lock.
+
+    Two handles stand for two processes (flock belongs to the open file
+    description). While the first handle syncs its frame, the second appends,
+    syncs and publishes a later frame, which covers the first.
+    """
+    with filemem.Store(store_path) as a, filemem.Store(store_path) as b:
+        a.put(("w",), "warm", 0)
+        log = a._engine.log
+        assert log is not None and log.writer is not None
+        real_sync = log.writer.sync
+        turns: list[str] = []
+        real_locked = log._append_locked
+
+        def counting_locked() -> Any:
+            turns.append("lock")
+            return real_locked()
+
+        def sync_while_b_writes(end: int) -> None:
+            real_sync(end)
+            b.put(("w",), "later", 2)  # appended after a's frame, synced and published
+
+        log.writer.sync = sync_while_b_writes  # type: ignore[method-assign]
+        log._append_locked = counting_locked  # type: ignore[method-assign]
+        try:
+            version = a.put(("w",), "first", 1)
+        finally:
+            log.writer.sync = real_sync  # type: ignore[method-assign]
+            log._append_locked = real_locked  # type: ignore[method-assign]
+        assert turns == ["lock"]
+        assert b.get(("w",), "first") == 1 and a.get(("w",), "later") == 2
+        assert version < b.put(("w",), "last", 3)
+
+
+@pytest.mark.store_format(2)
+def test_a_put_encodes_its_value_once(store_path: str) -> None:
+    """The size check's bytes are the bytes logged: one encode per put (two before)."""
+    with filemem.Store(store_path) as s:
+        s.put(("w",), "warm", 0)
+        engine = s._engine
+        real = engine.codec
+        calls: list[int] = []
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def encode(self, value: Any) -> bytes:
+                calls.append(1)
+                return bytes(real.encode(value))
+
+        engine.codec = Counting()  # type: ignore[assignment]
+        try:
+            s.put(("w",), "k", {"a": [1, 2, 3]})
+        finally:
+            engine.codec = real
+        assert len(calls) == 1
+        assert s.get(("w",), "k") == {"a": [1, 2, 3]}
