@@ -318,8 +318,15 @@ class Log(LogFold):
             raise CorruptShardError(
                 f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
             ) from exc
+        codecs = self.codecs
         return [
-            (op.namespace, op.key, Entry(first + i, record_of(self.codecs, op, first + i, now)))
+            (
+                op.namespace,
+                op.key,
+                Entry(first + i, None, functools.partial(record_of, codecs, op, first + i, now))
+                if op.kind == _format.PUT
+                else Entry(first + i, None),
+            )
             for i, op in enumerate(ops)
         ]
 

@@ -255,3 +255,37 @@ def test_a_put_encodes_its_value_once(store_path: str) -> None:
             engine.codec = real
         assert len(calls) == 1
         assert s.get(("w",), "k") == {"a": [1, 2, 3]}
+
+
+@pytest.mark.store_format(2)
+def test_a_writer_does_not_decode_other_writers_values_under_the_lock(store_path: str) -> None:
+    """Bringing the overlay to the log's end (under the append lock) decodes no values; a read decodes its own."""
+    with filemem.Store(store_path) as a, filemem.Store(store_path) as b:
+        a.put(("w",), "warm", 0)
+        log = a._engine.log
+        assert log is not None
+        decoded: list[bytes] = []
+        real = dict(log.codecs)
+
+        class Counting:
+            def __init__(self, codec: Any) -> None:
+                self.codec = codec
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.codec, name)
+
+            def decode(self, data: bytes) -> Any:
+                decoded.append(data)
+                return self.codec.decode(data)
+
+        log.codecs.update({name: Counting(c) for name, c in real.items()})  # type: ignore[misc]
+        try:
+            for i in range(50):
+                b.put(("w",), f"b{i}", {"i": i})
+            a.put(("w",), "mine", 1)  # advances over b's 50 frames under the append lock
+            assert decoded == []
+            assert a.get(("w",), "b7") == {"i": 7}
+            assert len(decoded) == 1
+        finally:
+            log.codecs.clear()
+            log.codecs.update(real)
