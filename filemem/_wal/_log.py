@@ -118,6 +118,9 @@ class Log(LogFold):
         #: Whether this handle's last fold stopped at ``max_bytes`` with synced log left behind.
         self.fold_cut = False
         self.last_write = 0.0
+        #: How much log was unfolded when this handle's last commit appended
+        #: (the fold trigger after a write reads it instead of the page again).
+        self.unfolded_at_commit = 0
         self._open()
 
     # ------------------------------------------------------------------ open / close
@@ -390,6 +393,7 @@ class Log(LogFold):
                 self.control.write(c)
                 self.overlay.add(end, changes, synced=not self.sync_on)
                 last_lsn = c.last_lsn
+                self.unfolded_at_commit = self._span(c.folded, end)
         finally:
             if seen_pending is not None:
                 # The decision (a failed conditional write, an update's function
@@ -435,8 +439,12 @@ class Log(LogFold):
     def unfolded_bytes(self) -> int:
         """Roughly how many bytes of log the shards do not hold yet."""
         c = self._control()
-        segs = _format.segment_of(c.synced) - _format.segment_of(c.folded)
-        return segs * self.segment_bytes + _format.offset_of(c.synced) - _format.offset_of(c.folded)
+        return self._span(c.folded, c.synced)
+
+    def _span(self, start: int, end: int) -> int:
+        """Roughly how many bytes of log lie between two positions."""
+        segs = _format.segment_of(end) - _format.segment_of(start)
+        return segs * self.segment_bytes + _format.offset_of(end) - _format.offset_of(start)
 
     @_storage_errors("check the log in")
     def verify(self, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue]:

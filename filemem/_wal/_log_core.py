@@ -103,6 +103,7 @@ class LogCore:
     failed: StorageError | None
     folds: int
     fold_cut: bool
+    unfolded_at_commit: int
     last_write: float
     control: ControlPage
     reader: LogReader
