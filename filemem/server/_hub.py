@@ -52,6 +52,7 @@ import orjson
 from .. import Change, FileMemError, SessionInfo, Store, Subscription
 from ..admin import to_json_value
 from ._auth import Principal
+from ._wsframes import text_frame
 
 __all__ = ["ChangeHub", "Cursor", "session_json", "wake_interval_s"]
 
@@ -71,6 +72,8 @@ _WAKE_INTERVAL_S: Final = 0.005
 _WAKE_PER_CLIENT_S: Final = 0.00005
 #: ... and never less often than this (it is added to every delivery's latency).
 _WAKE_INTERVAL_MAX_S: Final = 0.02
+#: Encoded WebSocket frames kept for readers still to be sent them (one wake-up's worth, many times over).
+_ENCODED_MAX: Final = 4096
 
 
 def _dumps(value: Any) -> str:
@@ -169,6 +172,8 @@ class ChangeHub:
         # readers in step share one list and one encoded frame.
         self._memo: tuple[int, int, list[str]] | None = None
         self._memo_frame: tuple[list[str], str] | None = None
+        # Frame text -> its WebSocket frame bytes, for the direct writer (cleared past _ENCODED_MAX).
+        self._encoded: dict[str, bytes] = {}
         self._subs: list[Subscription] = []
         self._last_sent: dict[tuple[tuple[str, ...], str], int] = {}
         self.closed = False
@@ -178,6 +183,8 @@ class ChangeHub:
         self.missed_sent = 0
         self.clients_closed_slow = 0
         self.resolve_errors = 0
+        self.frames_direct = 0  # frames written as encoded bytes (see _wsframes)
+        self.frames_ordinary = 0  # frames sent through the ASGI send
         self.delivery_lag_s: collections.deque[float] = collections.deque(maxlen=4096)
 
     # ------------------------------------------------------------------ life cycle
@@ -384,6 +391,16 @@ class ChangeHub:
         frame = "[" + ",".join(texts) + "]"
         self._memo_frame = (texts, frame)
         return frame
+
+    def encoded(self, frame: str) -> bytes:
+        """``frame`` as one WebSocket text frame, built once for every reader sent this very text."""
+        cache = self._encoded
+        data = cache.get(frame)
+        if data is None:
+            if len(cache) >= _ENCODED_MAX:
+                cache.clear()
+            data = cache[frame] = text_frame(frame)
+        return data
 
     @staticmethod
     def visible(entry: _Entry, principal: Principal, prefix: tuple[str, ...]) -> bool:

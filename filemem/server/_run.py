@@ -18,6 +18,7 @@ from .. import Store
 from .._cli._base import EXIT_OK, Output
 from ._app import ServerConfig, create_app
 from ._auth import TokenSet
+from ._wsproto import FrameWriterProtocol
 
 __all__ = ["run"]
 
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace, tokens: TokenSet | None, sock: socket.socket, 
                 app,
                 log_level="warning",
                 access_log=False,
-                ws="websockets-sansio",
+                # websockets-sansio, plus writing the hub's encoded frames to followers as they are.
+                ws=FrameWriterProtocol,
                 # Compressing every frame for every client cost the loop most of its time
                 # (one deflate per client per frame); change messages are small.
                 ws_per_message_deflate=False,
