@@ -8,6 +8,7 @@ go with it); uvicorn's access log is off because ``?token=`` would land in it.
 from __future__ import annotations
 
 import argparse
+import gc
 import socket
 import sys
 from typing import Final
@@ -62,5 +63,10 @@ def run(args: argparse.Namespace, tokens: TokenSet | None, sock: socket.socket, 
                 lifespan="on",
             )
         )
+        # What exists now (modules, the app, the store's caches) lives as long as the process. Frozen,
+        # the collector never walks it again: a full collection over it paused the event loop, and
+        # every follower's delivery with it, for tens of ms (40 ms seen with 200 followers).
+        gc.collect()
+        gc.freeze()
         server.run(sockets=[sock])
     return EXIT_OK
