@@ -508,7 +508,13 @@ class ChangeHub:
     def _push_all(self) -> None:
         """Write what is due to each parked follower, in one pass; wake the task of any the hub cannot serve."""
         for follower in list(self._followers.values()):
-            if follower.parked and not self._push(follower):
+            if not follower.parked:
+                continue
+            try:
+                pushed = self._push(follower)
+            except Exception:  # never leave a follower parked on a failure: its task takes over
+                pushed = False
+            if not pushed:
                 follower.parked = False
                 follower.wake.set()
 
