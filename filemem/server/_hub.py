@@ -81,8 +81,9 @@ _WAKE_INTERVAL_S: Final = 0.005
 _WAKE_PER_CLIENT_S: Final = 0.00005
 #: ... and never less often than this (it is added to every delivery's latency).
 _WAKE_INTERVAL_MAX_S: Final = 0.02
-#: Encoded WebSocket frames kept for readers still to be sent them (one wake-up's worth, many times over).
-_ENCODED_MAX: Final = 4096
+#: Encoded WebSocket frames kept for readers still to be sent them: followers in step share one
+#: frame per wake-up, so a few suffice, and a frame can be hundreds of KiB (500 messages).
+_ENCODED_MAX: Final = 32
 
 
 def _dumps(value: Any) -> str:
