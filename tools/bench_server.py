@@ -401,7 +401,7 @@ def _client_proc(
         return await everything
 
     # The clients are the measuring instrument: their own pauses must not pass for the server's.
-    # A full collection in a client process (100 connections, every frame kept) took up to 100 ms
+    # A full collection in a client process (100 connections, every frame kept) took 30-450 ms
     # of wall time on the shared machine, delaying the receipt of every frame in flight to it.
     pauses = _GcPauses()
     gc.callbacks.append(pauses)
