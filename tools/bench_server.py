@@ -51,7 +51,9 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import hashlib
+import importlib.util
 import itertools
 import json
 import multiprocessing as mp
@@ -65,7 +67,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -159,9 +161,9 @@ class _RawClient(asyncio.Protocol):
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        # uvloop's transports are not asyncio.Transport subclasses (no isinstance check), but write alike.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
@@ -235,11 +237,29 @@ def _writers_done(acks_dir: str, writers: int) -> bool:
     return len([p for p in os.listdir(acks_dir) if p.startswith("w") and p.endswith(".json")]) >= writers
 
 
+class _GcPauses:
+    """A ``gc.callbacks`` hook: how many collections ran and the longest (wall time, preemption included)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.max_s = 0.0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.count += 1
+            self.max_s = max(self.max_s, time.perf_counter() - self._t0)
+
+
 def _client_proc(
     port: int,
     clients: int,
     frames: str,
     impl: str,
+    loop_impl: str,
+    client_gc: str,
     writers: int,
     count: int,
     deadline: float,
@@ -380,7 +400,21 @@ def _client_proc(
             await asyncio.sleep(0.2)
         return await everything
 
-    raw = asyncio.run(main())
+    # The clients are the measuring instrument: their own pauses must not pass for the server's.
+    # A full collection in a client process (100 connections, every frame kept) took 30-450 ms
+    # of wall time on the shared machine, delaying the receipt of every frame in flight to it.
+    pauses = _GcPauses()
+    gc.callbacks.append(pauses)
+    if client_gc == "off":
+        gc.freeze()
+        gc.disable()
+    if loop_impl == "uvloop":
+        import uvloop  # the server extra (uvicorn[standard])
+
+        raw = uvloop.run(main())
+    else:
+        raw = asyncio.run(main())
+    gc.callbacks.remove(pauses)
     cpu = _cpu_s()
     results: list[dict[str, Any] | BaseException] = []
     for r in raw:
@@ -443,8 +477,18 @@ def _client_proc(
         "feed_to_client_p50_ms": _pct(feed_to_client, 0.5),
         "feed_to_client_p99_ms": _pct(feed_to_client, 0.99),
     }
+    gc_figures = {"gc_runs": pauses.count, "gc_max_ms": round(pauses.max_s * 1000, 1)}
     Path(out).write_text(
-        json.dumps({**summary, "split": split, "latencies": latencies, "cpu_s": cpu, "error_examples": errors[:3]})
+        json.dumps(
+            {
+                **summary,
+                **gc_figures,
+                "split": split,
+                "latencies": latencies,
+                "cpu_s": cpu,
+                "error_examples": errors[:3],
+            }
+        )
     )
 
 
@@ -476,7 +520,8 @@ def _line(r: dict[str, Any]) -> str:
     cpu = r["cpu_s"]
     split = max(r["split_per_client_proc"], key=lambda x: x["feed_to_client_p99_ms"] or 0)
     return (
-        f"bench_server: {r['clients']} clients ({r['client_impl']}) in {r['client_procs']} procs, {r['writers']} writers "
+        f"bench_server: {r['clients']} clients ({r['client_impl']}, {r['client_loop']}, gc {r['client_gc']}: "
+        f"longest pause {r['client_gc_max_ms']} ms) in {r['client_procs']} procs, {r['writers']} writers "
         f"({r['durability']}, frames {r['frames']}): wrote {r['write_rate_per_s']:.0f}/s of {r['target_rate_per_s']:.0f}/s; "
         f"{r['clients_complete']}/{r['clients']} clients got all {r['changes']} changes in order "
         f"(missed {r['missed_messages']}, key-null {r['null_changes']}, late/twice {r['late_or_twice']}, "
@@ -509,6 +554,23 @@ def main() -> int:
         default="raw",
         help="raw: the benchmark's minimal RFC 6455 client (light); websockets: the websockets library's client",
     )
+    ap.add_argument(
+        "--client-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="the clients' event loop (auto: uvloop when installed, as the server uses)",
+    )
+    ap.add_argument(
+        "--client-gc",
+        choices=["off", "on"],
+        default="off",
+        help="off: no garbage collection in the client processes during the run (their pauses are not the server's)",
+    )
+    ap.add_argument(
+        "--server-checkout",
+        default=None,
+        help="run the server from this checkout (another worktree) to compare servers; clients and writers stay",
+    )
     ap.add_argument("--p99-target-ms", type=float, default=50.0)
     ap.add_argument("--tmpdir", default=tempfile.gettempdir())
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the line")
@@ -517,6 +579,9 @@ def main() -> int:
         ap.error("bounded: 1-2000 clients, at most 120 s and 20000 changes/s")
     if not (1 <= args.client_procs <= args.clients and 1 <= args.writers <= 64):
         ap.error("--client-procs must be 1..clients and --writers 1..64")
+    client_loop = args.client_loop
+    if client_loop == "auto":
+        client_loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     ctx = mp.get_context("spawn")
     count = max(1, int(args.rate * args.seconds / args.writers))
     load = _LoadSampler()
@@ -531,6 +596,7 @@ def main() -> int:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            cwd=args.server_checkout,  # ``-m filemem`` imports the package in the working directory first
         )
         server_cpu: float | None = None
         try:
@@ -549,6 +615,8 @@ def main() -> int:
                     n,
                     args.frames,
                     args.client_impl,
+                    client_loop,
+                    args.client_gc,
                     args.writers,
                     count,
                     deadline,
@@ -617,6 +685,10 @@ def main() -> int:
         "durability": args.durability,
         "frames": args.frames,
         "client_impl": args.client_impl,
+        "client_loop": client_loop,
+        "client_gc": args.client_gc,
+        "client_gc_max_ms": max(o["gc_max_ms"] for o in outs),
+        "server_checkout": args.server_checkout or "this one",
         "seconds": args.seconds,
         "changes": total,
         "target_rate_per_s": args.rate,

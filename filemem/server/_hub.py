@@ -33,6 +33,15 @@ Fan-out cost is per frame, not per message (a socket write per client per
 frame), so readers are woken at most once per wake interval, which grows with
 the number of connected clients (:func:`wake_interval_s`): under load each
 wake-up carries several messages, sent to a client as one frame.
+
+Followers (:class:`Follower`, the WebSocket clients of ``filemem serve``) are
+written to by the hub itself at each wake-up, in one pass on the loop: the
+same list of texts, the same encoded frame bytes (:meth:`ChangeHub.encoded`)
+for every whole-store follower in step, one ``transport.write`` each, and no
+task woken per client. A follower the hub cannot write to (its buffer full,
+a ``missed`` due) is handed back to its own task, which sends through the
+ordinary ASGI path and then parks again; so a slow client still costs only
+itself.
 """
 
 from __future__ import annotations
@@ -43,17 +52,18 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
 from .. import Change, FileMemError, SessionInfo, Store, Subscription
 from ..admin import to_json_value
 from ._auth import Principal
+from ._wsframes import text_frame
 
-__all__ = ["ChangeHub", "Cursor", "session_json", "wake_interval_s"]
+__all__ = ["ChangeHub", "Cursor", "Follower", "session_json", "wake_interval_s"]
 
 #: The feed subscription's own queue: past it the feed reports ``missed``.
 _FEED_QUEUE: Final = 100_000
@@ -71,6 +81,9 @@ _WAKE_INTERVAL_S: Final = 0.005
 _WAKE_PER_CLIENT_S: Final = 0.00005
 #: ... and never less often than this (it is added to every delivery's latency).
 _WAKE_INTERVAL_MAX_S: Final = 0.02
+#: Encoded WebSocket frames kept for readers still to be sent them: followers in step share one
+#: frame per wake-up, so a few suffice, and a frame can be hundreds of KiB (500 messages).
+_ENCODED_MAX: Final = 32
 
 
 def _dumps(value: Any) -> str:
@@ -86,8 +99,9 @@ def wake_interval_s(clients: int) -> float:
     return min(_WAKE_INTERVAL_MAX_S, max(_WAKE_INTERVAL_S, clients * _WAKE_PER_CLIENT_S))
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
+class _Entry(NamedTuple):
+    # A tuple of strings and ints: the collector stops tracking it after one pass, so a ring of
+    # many thousand entries adds nothing to the server's full collections (each pauses the loop).
     seq: int
     kind: str  # "change" | "session" | "missed"
     namespace: tuple[str, ...] | None
@@ -111,6 +125,34 @@ class Cursor:
         if not sep or not epoch or not seq.isdigit() or len(seq) > 18:
             return None
         return Cursor(epoch, int(seq))
+
+
+class Follower:
+    """A reader the hub writes to itself, at each wake-up, while its task is parked.
+
+    ``pos`` is the next seq to send. While ``parked`` (its task waits on
+    ``wake``) the hub writes each frame due straight to the connection with
+    ``write`` (see ``_wsframes``), in one pass over every follower: no task
+    is woken per client per wake-up. When ``write`` refuses (the client's
+    buffer is full, the connection is closing) or a ``missed`` is due, the
+    hub sets ``parked`` False and ``wake``: the task sends through the
+    ordinary, waiting path until it has caught up, then parks again. Only
+    the loop's thread touches a follower.
+    """
+
+    __slots__ = ("arrays", "everything", "parked", "pos", "prefix", "principal", "wake", "write")
+
+    def __init__(
+        self, principal: Principal, prefix: tuple[str, ...], pos: int, write: Callable[[bytes], bool], arrays: bool
+    ) -> None:
+        self.principal = principal
+        self.prefix = prefix
+        self.everything = principal.unrestricted and not prefix
+        self.pos = pos
+        self.write = write
+        self.arrays = arrays  # every frame an array (batch=1); else one message alone, several as an array
+        self.parked = False
+        self.wake = asyncio.Event()
 
 
 def session_json(info: SessionInfo) -> dict[str, Any]:
@@ -169,7 +211,11 @@ class ChangeHub:
         # readers in step share one list and one encoded frame.
         self._memo: tuple[int, int, list[str]] | None = None
         self._memo_frame: tuple[list[str], str] | None = None
+        # Frame text -> its WebSocket frame bytes, for the direct writer (cleared past _ENCODED_MAX).
+        self._encoded: dict[str, bytes] = {}
         self._subs: list[Subscription] = []
+        # Readers the hub writes to itself at each wake-up (see Follower), by id.
+        self._followers: dict[int, Follower] = {}
         self._last_sent: dict[tuple[tuple[str, ...], str], int] = {}
         self.closed = False
         # figures for /metrics
@@ -178,6 +224,8 @@ class ChangeHub:
         self.missed_sent = 0
         self.clients_closed_slow = 0
         self.resolve_errors = 0
+        self.frames_direct = 0  # frames written as encoded bytes (see _wsframes)
+        self.frames_ordinary = 0  # frames sent through the ASGI send
         self.delivery_lag_s: collections.deque[float] = collections.deque(maxlen=4096)
 
     # ------------------------------------------------------------------ life cycle
@@ -197,11 +245,19 @@ class ChangeHub:
         self._subs.clear()
         if self._wake is not None:
             self._wake.set()
+        for follower in self._followers.values():
+            follower.parked = False
+            follower.wake.set()
 
     @property
     def cursor(self) -> Cursor:
         """The cursor of the newest message (seq 0: none yet)."""
         return Cursor(self.epoch, self._last)
+
+    @property
+    def last_seq(self) -> int:
+        """The newest message's seq (0: none yet)."""
+        return self._last
 
     @property
     def first_seq(self) -> int:
@@ -351,6 +407,7 @@ class ChangeHub:
         wake, self._wake = self._wake, asyncio.Event()
         if wake is not None:
             wake.set()
+        self._push_all()
 
     # ------------------------------------------------------------------ readers
 
@@ -385,6 +442,16 @@ class ChangeHub:
         self._memo_frame = (texts, frame)
         return frame
 
+    def encoded(self, frame: str) -> bytes:
+        """``frame`` as one WebSocket text frame, built once for every reader sent this very text."""
+        cache = self._encoded
+        data = cache.get(frame)
+        if data is None:
+            if len(cache) >= _ENCODED_MAX:
+                cache.clear()
+            data = cache[frame] = text_frame(frame)
+        return data
+
     @staticmethod
     def visible(entry: _Entry, principal: Principal, prefix: tuple[str, ...]) -> bool:
         """Whether a reader with ``principal`` and ``prefix`` may see ``entry``."""
@@ -394,6 +461,81 @@ class ChangeHub:
         if ns is None:  # a session with no namespace: whole-store readers only
             return principal.unrestricted and not prefix
         return ns[: len(prefix)] == prefix and principal.covers(ns)
+
+    def take(
+        self, pos: int, principal: Principal, prefix: tuple[str, ...], everything: bool, max_batch: int = 500
+    ) -> tuple[list[str], int]:
+        """The texts due to a reader at ``pos`` (at most ``max_batch`` seqs) and its next position.
+
+        ``pos`` must not be past the newest message. A reader the ring moved
+        past gets a ``missed`` message first. Whole-store readers
+        (``everything``) at the same position share one list (and so one
+        encoded frame).
+        """
+        out: list[str] = []
+        first_seq = self.first_seq
+        if pos < first_seq:
+            out.append(self._missed_text(f"{self.epoch}-{pos - 1}", first_seq - 1, "slow"))
+            pos = first_seq
+        end = min(self._last, pos + max_batch - 1)
+        shareable = everything and not out  # no missed of this reader's own in front
+        memo = self._memo
+        if shareable and memo is not None and memo[0] == pos and memo[1] == end:
+            return memo[2], end + 1  # another whole-store reader built this very list
+        ring = self._ring
+        start = pos - first_seq
+        for i in range(start, start + end - pos + 1):
+            entry = ring[i]
+            if everything or self.visible(entry, principal, prefix):
+                out.append(entry.text)
+        if shareable:
+            self._memo = (pos, end, out)
+        return out, end + 1
+
+    # ------------------------------------------------------------------ direct followers
+
+    def follow(
+        self, principal: Principal, prefix: tuple[str, ...], pos: int, write: Callable[[bytes], bool], *, arrays: bool
+    ) -> Follower:
+        """Register a reader the hub writes to itself at each wake-up (see :class:`Follower`)."""
+        follower = Follower(principal, prefix, pos, write, arrays)
+        self._followers[id(follower)] = follower
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        """Stop writing to ``follower`` (its connection is ending)."""
+        self._followers.pop(id(follower), None)
+
+    def _push_all(self) -> None:
+        """Write what is due to each parked follower, in one pass; wake the task of any the hub cannot serve."""
+        for follower in list(self._followers.values()):
+            if not follower.parked:
+                continue
+            try:
+                pushed = self._push(follower)
+            except Exception:  # never leave a follower parked on a failure: its task takes over
+                pushed = False
+            if not pushed:
+                follower.parked = False
+                follower.wake.set()
+
+    def _push(self, f: Follower) -> bool:
+        """Write every frame due to ``f`` directly; False: its task must take over (buffer full, a missed due)."""
+        while f.pos <= self._last:
+            if f.pos < self.first_seq:
+                return False  # the task sends the missed message
+            texts, nxt = self.take(f.pos, f.principal, f.prefix, f.everything)
+            if texts:
+                frame = self.batch_frame(texts) if f.arrays or len(texts) > 1 else texts[0]
+                try:
+                    written = f.write(self.encoded(frame))
+                except Exception:  # a connection going away: its task finds out and ends
+                    written = False
+                if not written:
+                    return False
+                self.frames_direct += 1
+            f.pos = nxt
+        return True
 
     async def read(
         self, principal: Principal, prefix: tuple[str, ...], after: str | None, *, max_batch: int = 500
@@ -413,26 +555,7 @@ class ChangeHub:
             if pos > self._last:
                 await wake.wait()
                 continue
-            out: list[str] = []
-            first_seq = self.first_seq
-            if pos < first_seq:
-                out.append(self._missed_text(f"{self.epoch}-{pos - 1}", first_seq - 1, "slow"))
-                pos = first_seq
-            end = min(self._last, pos + max_batch - 1)
-            shareable = everything and not out  # no missed of this reader's own in front
-            memo = self._memo
-            if shareable and memo is not None and memo[0] == pos and memo[1] == end:
-                out = memo[2]  # another whole-store reader built this very list
-            else:
-                ring = self._ring
-                start = pos - first_seq
-                for i in range(start, start + end - pos + 1):
-                    entry = ring[i]
-                    if everything or self.visible(entry, principal, prefix):
-                        out.append(entry.text)
-                if shareable:
-                    self._memo = (pos, end, out)
-            pos = end + 1
+            out, pos = self.take(pos, principal, prefix, everything, max_batch)
             if out:
                 yield out
             else:

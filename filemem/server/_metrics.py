@@ -112,6 +112,8 @@ class Figures:
                 "missed_sent": hub.missed_sent,
                 "closed_slow": hub.clients_closed_slow,
                 "resolve_errors": hub.resolve_errors,
+                "frames_direct": hub.frames_direct,
+                "frames_ordinary": hub.frames_ordinary,
                 "cursor": str(hub.cursor),
                 "retained": len(hub._ring),
             },
@@ -178,6 +180,14 @@ def render(snap: dict[str, Any]) -> Iterator[Metric]:
     yield _counter("filemem_websocket_messages", "change and session messages numbered by the hub", ws["messages"])
     yield _counter("filemem_websocket_missed", "missed messages sent to clients", ws["missed_sent"])
     yield _counter("filemem_websocket_closed_slow", "clients closed for not reading", ws["closed_slow"])
+    yield _counter(
+        "filemem_websocket_frames_direct", "frames written to a client as the hub's encoded bytes", ws["frames_direct"]
+    )
+    yield _counter(
+        "filemem_websocket_frames_ordinary",
+        "frames sent through the ASGI send (buffer full, or not uvicorn)",
+        ws["frames_ordinary"],
+    )
     maintain = snap.get("maintain")
     if isinstance(maintain, dict):
         yield _counter("filemem_maintain_runs", "maintenance passes run", maintain.get("runs", 0))

@@ -8,6 +8,7 @@ go with it); uvicorn's access log is off because ``?token=`` would land in it.
 from __future__ import annotations
 
 import argparse
+import gc
 import socket
 import sys
 from typing import Final
@@ -18,6 +19,7 @@ from .. import Store
 from .._cli._base import EXIT_OK, Output
 from ._app import ServerConfig, create_app
 from ._auth import TokenSet
+from ._wsproto import FrameWriterProtocol
 
 __all__ = ["run"]
 
@@ -53,12 +55,18 @@ def run(args: argparse.Namespace, tokens: TokenSet | None, sock: socket.socket, 
                 app,
                 log_level="warning",
                 access_log=False,
-                ws="websockets-sansio",
+                # websockets-sansio, plus writing the hub's encoded frames to followers as they are.
+                ws=FrameWriterProtocol,
                 # Compressing every frame for every client cost the loop most of its time
                 # (one deflate per client per frame); change messages are small.
                 ws_per_message_deflate=False,
                 lifespan="on",
             )
         )
+        # What exists now (modules, the app, the store's caches) lives as long as the process. Frozen,
+        # the collector never walks it again: a full collection over it paused the event loop, and
+        # every follower's delivery with it, for tens of ms (40 ms seen with 200 followers).
+        gc.collect()
+        gc.freeze()
         server.run(sockets=[sock])
     return EXIT_OK

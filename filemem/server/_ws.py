@@ -14,6 +14,10 @@ then does not grow with the write rate. ``batch=1`` always sends arrays,
 Invariant: a client's task only ever waits on its own socket; a client that
 does not take a frame within ``send_timeout_s`` is closed with code 4008.
 Messages are encoded once by the hub; every client is sent the same string.
+Under ``filemem serve`` (``batch=auto`` or ``1``) the hub itself writes the
+same frame bytes to each client's socket while it keeps up (a
+:class:`._hub.Follower`; :mod:`._wsframes`), and the client's task only sends
+what the hub hands back to it.
 Authentication failures close with 4401 (no or unknown token) or 4403
 (scope or namespace not allowed) right after the handshake, so browsers see
 the reason.
@@ -32,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import InvalidKeyError
 from ._problems import ApiError
 from ._shapes import namespace_of
+from ._wsframes import frame_writer
 
 if TYPE_CHECKING:
     from ._app import Server
@@ -92,17 +97,48 @@ def changes_endpoint(server: Server) -> Callable[[WebSocket], Coroutine[Any, Any
             # times per timeout: a timer per frame per client cost the loop a tenth of its time.
             sending_since = [0.0]
 
-            async def send_loop() -> None:
+            async def send(texts: list[str]) -> None:
+                # The ordinary path: each frame through the ASGI send, which waits while the
+                # client's socket buffer is full (the watchdog times that wait).
+                frames = texts if mode == "single" or (mode == "auto" and len(texts) == 1) else [hub.batch_frame(texts)]
+                for frame in frames:
+                    sending_since[0] = loop.time()
+                    await ws.send_text(frame)
+                    hub.frames_ordinary += 1
+                sending_since[0] = 0.0
+
+            async def read_loop() -> None:
+                # Any ASGI server, and one message per frame: this task sends every frame.
                 async with contextlib.aclosing(hub.read(who, prefix, after)) as stream:
                     async for texts in stream:
-                        if mode == "single" or (mode == "auto" and len(texts) == 1):
-                            frames = texts
-                        else:
-                            frames = [hub.batch_frame(texts)]
-                        for frame in frames:
-                            sending_since[0] = loop.time()
-                            await ws.send_text(frame)
-                        sending_since[0] = 0.0
+                        await send(texts)
+
+            async def follow_loop(write: Callable[[bytes], bool]) -> None:
+                # Under ``filemem serve``: the hub writes each wake-up's frame itself while this
+                # task is parked; the task sends only what the hub hands back (see Follower).
+                pos, first = hub.start_position(after)
+                if first:
+                    await send(first)
+                follower = hub.follow(who, prefix, pos, write, arrays=mode == "array")
+                try:
+                    while not hub.closed:
+                        while follower.pos <= hub.last_seq:
+                            texts, follower.pos = hub.take(follower.pos, who, prefix, follower.everything)
+                            if texts:
+                                await send(texts)
+                        follower.parked = True
+                        await follower.wake.wait()
+                        follower.wake.clear()
+                finally:
+                    hub.unfollow(follower)
+
+            write_frame = frame_writer(ws.scope)
+
+            async def send_loop() -> None:
+                if write_frame is not None and mode != "single":
+                    await follow_loop(write_frame)
+                else:
+                    await read_loop()
 
             async def watchdog() -> None:
                 # Returns (the client is too slow) once one frame has been in flight for ``timeout``.

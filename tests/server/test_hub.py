@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import filemem
@@ -108,3 +109,61 @@ def test_a_change_that_fails_to_resolve_becomes_a_missed_never_a_silent_gap(tmp_
 
     got, errors = asyncio.run(main())
     assert [json.loads(t)["type"] for t in got] == ["missed"] and errors == 1
+
+
+def _frame_texts(frame: bytes) -> list[dict[str, object]]:
+    """The messages in one unmasked text frame the hub wrote (as a client parses it)."""
+    n, at = frame[1] & 0x7F, 2
+    if n == 126:
+        n, at = int.from_bytes(frame[2:4], "big"), 4
+    elif n == 127:
+        n, at = int.from_bytes(frame[2:10], "big"), 10
+    assert frame[0] == 0x81 and len(frame) == at + n
+    msgs = json.loads(frame[at:])
+    return msgs if isinstance(msgs, list) else [msgs]
+
+
+def test_a_follower_the_hub_cannot_write_to_goes_back_to_its_task_at_the_first_unsent_message(tmp_path: Path) -> None:
+    """The hub's pass writes to parked followers; a refused write hands the follower back, nothing skipped."""
+
+    async def main() -> tuple[list[str], list[str], int, bool, bool]:
+        with filemem.Store(tmp_path / "s") as store:
+            hub = ChangeHub(store, retain=100)
+            hub.start(asyncio.get_running_loop())
+            try:
+                written: dict[str, list[str]] = {"open": [], "full": []}
+                accept = {"full": 2}  # this client's buffer fills after two frames
+
+                def writer(name: str) -> Callable[[bytes], bool]:
+                    def write(frame: bytes) -> bool:
+                        if name in accept:
+                            if accept[name] == 0:
+                                return False  # refused: nothing written
+                            accept[name] -= 1
+                        written[name].extend(str(m["key"]) for m in _frame_texts(frame))
+                        return True
+
+                    return write
+
+                followers = {
+                    n: hub.follow(ANONYMOUS_ADMIN, (), hub.last_seq + 1, writer(n), arrays=False) for n in written
+                }
+                for f in followers.values():
+                    f.parked = True
+                for i in range(6):  # one commit each, a wake-up apart
+                    await asyncio.to_thread(store.put, "h", f"k{i}", i)
+                    for _ in range(3000):  # until the hub's pass wrote it to the client that keeps up
+                        if followers["open"].pos > i + 1:
+                            break
+                        await asyncio.sleep(0.01)
+                full = followers["full"]
+                handed_back = full.wake.is_set() and not full.parked
+                kept_parked = followers["open"].parked
+                return written["open"], written["full"], full.pos, handed_back, kept_parked
+            finally:
+                hub.close()
+
+    open_keys, full_keys, full_pos, handed_back, kept_parked = asyncio.run(main())
+    assert open_keys == [f"k{i}" for i in range(6)]  # every message, in order, written by the hub's pass
+    assert full_keys == ["k0", "k1"] and handed_back and kept_parked
+    assert full_pos == 3  # its task resumes at the first message it was not sent (seq 3, k2)

@@ -353,3 +353,50 @@ def test_bad_batch_value_closes_4400(server: ServerProc) -> None:
         return None
 
     assert asyncio.run(main()) == 4400
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70001])
+def test_text_frame_is_what_a_websocket_parser_reads(size: int) -> None:
+    """The hub's one-per-text frame bytes, read by the websockets library's own frame parser (all 3 length forms)."""
+    from websockets.protocol import Protocol, Side, State
+
+    from filemem.server._wsframes import text_frame
+
+    text = "é" * (size // 2) + "a" * (size % 2)  # multi-byte UTF-8: the length is of the bytes
+    parser = Protocol(Side.CLIENT, state=State.OPEN, max_size=None)
+    parser.receive_data(text_frame(text) + text_frame("next"))
+    frames = parser.events_received()
+    assert [(f.opcode.name, f.fin, f.data.decode()) for f in frames] == [("TEXT", True, text), ("TEXT", True, "next")]
+
+
+# Format 2: each commit's keys are announced one by one (format 1 names a big write's keys as one key-null hint).
+@pytest.mark.store_format(2)
+def test_direct_frames_carry_big_batches_in_order(tmp_path: Path) -> None:
+    """Under ``filemem serve`` followers get the hub's encoded frames written as they are; a >64 KiB frame too."""
+    token_file = str(tmp_path / "tokens.json")
+    srv = start_server(str(tmp_path / "store"), token_file, tokens=make_tokens(token_file))
+    ns = "ws/direct"
+    n = 150
+    value = "v" * 900  # inlined (<= 1 KiB): 150 of them make one array frame past 64 KiB
+
+    def write() -> None:  # one commit
+        with filemem.Store(srv.path) as store, store.batch() as b:
+            for i in range(n):
+                b.put(ns, f"k{i:03d}", value)
+
+    async def main() -> list[dict[str, Any]]:
+        async with websockets.connect(srv.ws_url(prefix=ns), max_size=None) as ws:
+            json.loads(await ws.recv())  # hello
+            await asyncio.to_thread(write)
+            return await asyncio.wait_for(_changes(ws, n), 60)
+
+    try:
+        got = asyncio.run(main())
+        stats = srv.request("GET", "/v1/stats").body["websocket"]
+    finally:
+        srv.stop()
+    assert [m["key"] for m in got] == [f"k{i:03d}" for i in range(n)]
+    assert all(m["value"] == value and m["op"] == "put" for m in got)
+    assert [_seq(m["cursor"]) for m in got] == list(range(_seq(got[0]["cursor"]), _seq(got[0]["cursor"]) + n))
+    # The direct path carried them, not the ASGI send (the hello frame takes that one).
+    assert stats["frames_direct"] >= 1 and stats["frames_ordinary"] == 0
