@@ -117,7 +117,9 @@ def test_processes_racing_create_only_puts_have_one_winner_per_key(
     keys = [f"k{i}" for i in range(30)]
     filemem.Store(location).close()
     res = [str(tmp_path / f"c{i}.json") for i in range(n)]
-    _run(spawn_ctx, w.create_only_child, [(location, {"durability": "flush"}, "race", keys, i, res[i]) for i in range(n)])
+    _run(
+        spawn_ctx, w.create_only_child, [(location, {"durability": "flush"}, "race", keys, i, res[i]) for i in range(n)]
+    )
     won: dict[str, tuple[int, int]] = {}
     lost = 0
     for i, r in enumerate(res):
@@ -174,4 +176,3 @@ def test_sigkilled_writers_lose_no_acknowledged_put(location: str, tmp_path: Pat
     with filemem.Store(location) as s:
         w.verify_crash_acks(s, lines)
         assert not [f for f in s.check() if f.severity == "error"]
-

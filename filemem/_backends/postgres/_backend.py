@@ -41,8 +41,8 @@ from ._connect import Connections, RetryableError, translate
 from ._describe import namespace_figures, one_namespace, store_figures
 from ._feed import ServerFeed
 from ._index import SWEEP_SQL, ensure_index, index_findings, index_rows, index_writes
-from ._put_fn import ensure_put_function
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
+from ._put_fn import ensure_put_function
 from ._rank import Ranker
 from ._schema import ensure_schema
 from ._search import search
