@@ -46,9 +46,10 @@ public API, nothing is cached or short-cut by the harness):
    only a log has.
 8. ``pg`` (issue 16; ``--only pg`` runs just it): durable puts and random gets
    from 1 and 4 processes on ``filemem file``, ``filemem postgres``
-   (``Store(url)``), ``psycopg same statements`` (the backend's statements on
-   one plain connection per process, from tools/bench_pg.py), the same puts
-   with the outbox row but no ``NOTIFY``, and ``lmdb sync=True``, with
+   (``Store(url)``), ``psycopg same statements`` (the backend's statement,
+   the one-call put ``filemem_put_v1``, on one plain connection per process,
+   from tools/bench_pg.py), ``psycopg 7 statements (old put)`` (what a put ran
+   before), ``psycopg one upsert`` (the floor) and ``lmdb sync=True``, with
    ``filemem postgres`` / each row; then the change-feed latency. The server is
    ``--pg-url`` or a throwaway one started as tools/bench_pg.py does
    (tests/pgserver.py); with neither (no ``initdb``) the workload is skipped
