@@ -46,9 +46,10 @@ public API, nothing is cached or short-cut by the harness):
    only a log has.
 8. ``pg`` (issue 16; ``--only pg`` runs just it): durable puts and random gets
    from 1 and 4 processes on ``filemem file``, ``filemem postgres``
-   (``Store(url)``), ``psycopg same statements`` (the backend's statements on
-   one plain connection per process, from tools/bench_pg.py), the same puts
-   with the outbox row but no ``NOTIFY``, and ``lmdb sync=True``, with
+   (``Store(url)``), ``psycopg same statements`` (the backend's statement,
+   the one-call put ``filemem_put_v1``, on one plain connection per process,
+   from tools/bench_pg.py), ``psycopg 7 statements (old put)`` (what a put ran
+   before), ``psycopg one upsert`` (the floor) and ``lmdb sync=True``, with
    ``filemem postgres`` / each row; then the change-feed latency. The server is
    ``--pg-url`` or a throwaway one started as tools/bench_pg.py does
    (tests/pgserver.py); with neither (no ``initdb``) the workload is skipped
@@ -311,11 +312,18 @@ class JsonFilePeer(Peer):
 class PsycopgPeer(Peer):
     """Plain psycopg on one autocommit connection, running the statements the PostgreSQL backend runs.
 
-    ``path`` is a server URL (one schema per cell). Puts: tools/bench_pg.py's
-    ``_raw_put`` (advisory lock, read, nextval, upsert, outbox row, and the
-    NOTIFY unless ``notify`` is False); gets: its ``raw_get``. Values are
-    the compact JSON the default codec writes. One implementation, shared with
-    tools/bench_pg.py.
+    ``path`` is a server URL (one schema per cell). ``mode`` (tools/bench_pg.py
+    holds the one implementation of each):
+
+    * ``call`` (the default): the backend's put, one call of the store's
+      ``filemem_put_v1`` with the arguments the backend sends
+      (``bench_pg.RawCall``); gets: the backend's SELECT (``raw_get``).
+    * ``old``: the 7 statements a put ran before the one-call put
+      (``bench_pg._raw_put``), on tables of their own.
+    * ``one``: one autocommit ``INSERT ... ON CONFLICT`` per put, no lock,
+      no version, no feed: the floor.
+
+    Values are the compact JSON the default codec writes, encoded per put.
     """
 
     kind = "psycopg"
@@ -324,23 +332,41 @@ class PsycopgPeer(Peer):
         import bench_pg
         import psycopg
 
+        self.mode = str(self.opts.get("mode", "call"))
         self.conn = psycopg.connect(self.path, autocommit=True)
         self.conn.execute(bench_pg._RAW_SETUP)
+        self.table = "filemem_records" if self.mode == "call" else "raw_records"
+        if self.mode == "call":
+            self.conn.close()
+            ids = bench_pg.raw_store(self.path)  # the filemem tables and function
+            self.conn = psycopg.connect(self.path, autocommit=True)
+            self.call = bench_pg.RawCall(self.conn, *ids)
         self._put = bench_pg._raw_put
         self._get = bench_pg.raw_get
-        self.notify = bool(self.opts.get("notify", True))
 
     def put(self, key: str, value: Any) -> None:
-        self._put(self.conn, "bench", key, json.dumps(value, separators=(",", ":")).encode(), self.notify)
+        if self.mode == "call":
+            self.call.put("bench", key, value)
+            return
+        data = json.dumps(value, separators=(",", ":")).encode()
+        if self.mode == "old":
+            self._put(self.conn, "bench", key, data)
+        else:
+            self.conn.execute(
+                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1)"
+                " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+                (key, data),
+            )
 
     def get(self, key: str) -> Any:
-        rows = self._get(self.conn, "bench", key)
+        rows = self._get(self.conn, "bench", key, self.table)
         return json.loads(rows[0][0]) if rows else None
 
     def populate(self, items: list[tuple[str, Any]]) -> None:
         with self.conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1) ON CONFLICT DO NOTHING",
+                f"INSERT INTO {self.table} (ns, key, value, version, created_at, updated_at)"
+                " VALUES ('bench', %s, %s, 1, 0, 0) ON CONFLICT DO NOTHING",
                 [(k, json.dumps(v, separators=(",", ":")).encode()) for k, v in items],
             )
 
@@ -802,8 +828,9 @@ def workload_puts(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> 
 
 PG_FILE: Spec = ("filemem", "filemem file", {"durability": "fsync"})
 PG_SERVER: Spec = ("filemem", "filemem postgres", {"durability": "fsync"})
-PG_RAW: Spec = ("psycopg", "psycopg same statements", {"notify": True})
-PG_RAW_NO_NOTIFY: Spec = ("psycopg", "psycopg, outbox, no NOTIFY", {"notify": False})
+PG_RAW: Spec = ("psycopg", "psycopg same statements", {"mode": "call"})
+PG_RAW_OLD: Spec = ("psycopg", "psycopg 7 statements (old put)", {"mode": "old"})
+PG_RAW_ONE: Spec = ("psycopg", "psycopg one upsert", {"mode": "one"})
 PG_LMDB: Spec = ("lmdb", "lmdb sync=True", {"sync": True})
 
 
@@ -813,10 +840,11 @@ def workload_pg(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> di
     The server is ``--pg-url`` or a throwaway one started as tools/bench_pg.py
     does (tests/pgserver.py; ``fsync`` on, ``synchronous_commit=on``). Every
     server cell gets a fresh schema. ``psycopg same statements`` runs the
-    backend's statements on one plain connection per process: ``filemem
-    postgres`` / it is what filemem adds (the issue's bound: within 2x). The
-    ``no NOTIFY`` row runs the same puts with the outbox row but no
-    ``pg_notify``: the price of the NOTIFY on write throughput. Repeats are
+    backend's statement (the one-call put, ``filemem_put_v1``) on one plain
+    connection per process: ``filemem postgres`` / it is what filemem adds
+    (the issue's bound: within 2x). ``psycopg 7 statements (old put)`` runs
+    what a put ran before the one-call put (no postings); ``psycopg one
+    upsert`` is the floor (no lock, no version check, no feed). Repeats are
     interleaved; then the change-feed latency (put returned -> another store's
     callback, p50/p99).
     """
@@ -827,8 +855,8 @@ def workload_pg(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> di
         notes.append(f"pg skipped: {why}")
         return {"skipped": why}
     try:
-        put_specs = available([PG_FILE, PG_SERVER, PG_RAW, PG_RAW_NO_NOTIFY, PG_LMDB], notes)
-        get_specs = [s for s in put_specs if s is not PG_RAW_NO_NOTIFY]
+        put_specs = available([PG_FILE, PG_SERVER, PG_RAW, PG_RAW_OLD, PG_RAW_ONE, PG_LMDB], notes)
+        get_specs = [s for s in put_specs if s not in (PG_RAW_OLD, PG_RAW_ONE)]
         res: dict[str, Any] = {
             "ops_total": cfg.put_ops,
             "get_ops_total": cfg.get_ops,
@@ -841,7 +869,8 @@ def workload_pg(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> di
         }
 
         def target(spec: Spec, label: str) -> str:
-            return bench_pg._schema_url(base) if spec in (PG_SERVER, PG_RAW, PG_RAW_NO_NOTIFY) else dirs.new(label)
+            server_specs = (PG_SERVER, PG_RAW, PG_RAW_OLD, PG_RAW_ONE)
+            return bench_pg._schema_url(base) if spec in server_specs else dirs.new(label)
 
         runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         for rep in range(cfg.repeat):

@@ -10,10 +10,17 @@ Rows (every figure through the real code path; each cell the median of ``--repea
 * ``filemem file``: ``Store(dir)`` with ``durability="fsync"`` (the default).
 * ``filemem postgres``: ``Store(url)`` with ``durability="fsync"`` (``synchronous_commit=on``).
 * ``psycopg same statements``: one plain psycopg connection per process running,
-  per put, the statements the backend runs (BEGIN, the key's advisory lock,
-  the read of the row, nextval, the upsert, the outbox row with its NOTIFY,
-  COMMIT), with the values encoded by the same codec: what filemem adds on
-  top of the server is the rest. Gets: the same SELECT.
+  per put, the statement the backend runs: one autocommit call of the
+  store's ``filemem_put_v1`` (filemem/_backends/postgres/_put_fn.py: the
+  key's advisory lock, the version check, nextval, the upsert, the
+  postings, the outbox row and its NOTIFY, in one round trip) with the
+  arguments the backend sends, each derived per put (the value encoded as
+  compact JSON, the lock id hashed, the postings by filemem's own
+  tokenizer, the changes and payload). What filemem adds on top of the
+  server is the rest. Gets: the backend's SELECT on the same table.
+* ``psycopg 7 statements``: the statements a put ran before the one-call
+  put (BEGIN, the advisory lock, the read, nextval, the upsert, the outbox
+  row with its NOTIFY, COMMIT; no postings), on tables of their own.
 * ``psycopg one upsert``: a single autocommit ``INSERT ... ON CONFLICT`` per put
   (no lock, no version check, no feed): the floor a naive client pays.
 * ``lmdb sync``: ``lmdb.open(sync=True)``, one write txn per put (local, for scale).
@@ -104,10 +111,80 @@ def start_server(url: str | None) -> tuple[Any, str | None, str | None]:
     return server, server.url, None
 
 
-def raw_get(conn: Any, ns: str, key: str) -> list[Any]:
+def raw_store(url: str) -> tuple[str, str]:
+    """Create the filemem store at ``url`` (tables, function) and return its (lock salt, NOTIFY channel).
+
+    Both derived as filemem/_backends/postgres/_backend.py derives them, so the
+    raw calls lock the same ids and notify the same channel as the backend.
+    """
+    import psycopg
+
+    import filemem
+
+    filemem.Store(url).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        return store_ids(conn)
+
+
+def store_ids(conn: Any) -> tuple[str, str]:
+    """(lock salt, NOTIFY channel) of the store on ``conn``'s schema, derived as the backend derives them."""
+    import hashlib
+
+    row = conn.execute("SELECT current_schema(), current_database()").fetchone()
+    salt = f"{row[1]}.{row[0]}"
+    return salt, "filemem_" + hashlib.blake2b(salt.encode(), digest_size=12).hexdigest()
+
+
+class RawCall:
+    """The backend's put as plain psycopg: one call of ``filemem_put_v1`` with the arguments the backend sends."""
+
+    def __init__(self, conn: Any, salt: str, channel: str) -> None:
+        from filemem._backends.postgres._index import index_terms
+        from filemem._backends.postgres._put_fn import PUT_CALL
+        from filemem._backends.postgres._writes import FEED_LOCK
+
+        self.conn, self.salt, self.channel, self.sql, self.feed_lock = conn, salt, channel, PUT_CALL, FEED_LOCK
+        self.terms_of = index_terms  # the postings must be the value's: filemem's tokenizer, per put
+
+    def put(self, ns: str, key: str, value: Any) -> None:
+        import hashlib
+
+        data = json.dumps(value, separators=(",", ":")).encode()
+        digest = hashlib.blake2b(f"{self.salt}\x00{ns}\x00{key}".encode(), digest_size=8).digest()
+        counts = self.terms_of(value)
+        n = len(counts)
+        changes = json.dumps([[ns, [key]]], ensure_ascii=False, separators=(",", ":"))
+        self.conn.execute(
+            self.sql,
+            (
+                [int.from_bytes(digest, "big", signed=True)],
+                [ns],
+                [key],
+                [data],
+                [data.decode()],
+                [None],
+                [None],
+                [ns],
+                [key],
+                list(counts),
+                [ns] * n,
+                [key] * n,
+                list(counts.values()),
+                [ns],
+                [key],
+                [sum(counts.values())],
+                self.feed_lock,
+                changes,
+                self.channel,
+                changes,
+            ),
+        )
+
+
+def raw_get(conn: Any, ns: str, key: str, table: str = "filemem_records") -> list[Any]:
     """The backend's get, as one plain psycopg statement."""
     return conn.execute(  # type: ignore[no-any-return]
-        "SELECT value, version, created_at, updated_at, expires_at FROM raw_records"
+        f"SELECT value, version, created_at, updated_at, expires_at FROM {table}"
         " WHERE ns = %s AND key = %s AND (expires_at IS NULL OR expires_at >"
         " extract(epoch from statement_timestamp())::float8)",
         (ns, key),
@@ -115,7 +192,7 @@ def raw_get(conn: Any, ns: str, key: str) -> list[Any]:
 
 
 def _raw_put(conn: Any, ns: str, key: str, data: bytes, notify: bool = True) -> None:
-    """The backend's put as plain statements; ``notify=False``: the outbox row only (a feed that polls)."""
+    """The 7 statements a put ran before the one-call put; ``notify=False``: the outbox row only (a feed that polls)."""
     import hashlib
 
     lid = int.from_bytes(hashlib.blake2b(f"{ns}\x00{key}".encode(), digest_size=8).digest(), "big", signed=True)
@@ -164,13 +241,17 @@ def _worker(kind: str, target: str, op: str, keys: list[str], barrier: Any, out:
                 store.get("bench", k)
         out.put(time.perf_counter() - t0)
         store.close()
-    elif kind in ("raw", "raw1"):
+    elif kind in ("raw", "raw7", "raw1"):
         import psycopg
 
         conn = psycopg.connect(target, autocommit=True)
+        call = RawCall(conn, *store_ids(conn)) if kind == "raw" else None
         barrier.wait(120)
         t0 = time.perf_counter()
-        if op == "put" and kind == "raw":
+        if op == "put" and call is not None:
+            for k in keys:
+                call.put("bench", k, VALUE)
+        elif op == "put" and kind == "raw7":
             for k in keys:
                 _raw_put(conn, "bench", k, data)
         elif op == "put":
@@ -182,7 +263,7 @@ def _worker(kind: str, target: str, op: str, keys: list[str], barrier: Any, out:
                 )
         else:
             for k in keys:
-                raw_get(conn, "bench", k)
+                raw_get(conn, "bench", k, "filemem_records" if kind == "raw" else "raw_records")
         out.put(time.perf_counter() - t0)
         conn.close()
     elif kind == "lmdb":
@@ -239,10 +320,12 @@ def _targets(kinds: list[str], base_url: str, tmp: str) -> dict[str, str]:
             out[kind] = os.path.join(tmp, f"file-{uuid.uuid4().hex[:6]}")
         elif kind == "postgres":
             out[kind] = _schema_url(base_url)
-        elif kind in ("raw", "raw1"):
+        elif kind in ("raw", "raw7", "raw1"):
             url = _schema_url(base_url)
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(_RAW_SETUP)
+            if kind == "raw":
+                raw_store(url)  # the filemem tables and function the call runs against
             out[kind] = url
         elif kind == "lmdb":
             out[kind] = os.path.join(tmp, f"lmdb-{uuid.uuid4().hex[:6]}")
@@ -257,12 +340,14 @@ def _prefill(kind: str, target: str, keys: list[str]) -> None:
         with filemem.Store(target, durability="flush") as s, s.batch() as b:
             for k in keys:
                 b.put("bench", k, VALUE)
-    elif kind in ("raw", "raw1"):
+    elif kind in ("raw", "raw7", "raw1"):
         import psycopg
 
+        table = "filemem_records" if kind == "raw" else "raw_records"
         with psycopg.connect(target) as conn:
             conn.cursor().executemany(
-                "INSERT INTO raw_records (ns, key, value, version) VALUES ('bench', %s, %s, 1) ON CONFLICT DO NOTHING",
+                f"INSERT INTO {table} (ns, key, value, version, created_at, updated_at)"
+                " VALUES ('bench', %s, %s, 1, 0, 0) ON CONFLICT DO NOTHING",
                 [(k, data) for k in keys],
             )
     elif kind == "lmdb":
@@ -423,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", type=int, default=1200, help="puts (and gets) per cell, split over the processes")
     ap.add_argument("--procs", default="1,4", help="process counts (default 1,4)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is reported")
-    ap.add_argument("--kinds", default="file,postgres,raw,raw1,lmdb")
+    ap.add_argument("--kinds", default="file,postgres,raw,raw7,raw1,lmdb")
     ap.add_argument("--aio", action="store_true", help="also AsyncStore gets: worker threads vs the async pool")
     ap.add_argument("--aio-only", action="store_true", help="only the AsyncStore rows")
     ap.add_argument("--json", action="store_true")

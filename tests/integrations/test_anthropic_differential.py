@@ -172,8 +172,8 @@ TABLE: dict[str, list[dict[str, Any]]] = {
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[FileMemMemoryTool, BetaLocalFilesystemMemoryTool]]:
-    store = filemem.Store(tmp_path / "store", durability="flush")
+def pair(location: str, tmp_path: Path) -> Iterator[tuple[FileMemMemoryTool, BetaLocalFilesystemMemoryTool]]:
+    store = filemem.Store(location, durability="flush")
     try:
         yield FileMemMemoryTool(store), BetaLocalFilesystemMemoryTool(str(tmp_path / "ref"))
     finally:
@@ -236,14 +236,24 @@ commands = st.sampled_from(WEIGHTS).flatmap(lambda name: BUILDERS[name])
 _runs = itertools.count()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(texts, min_size=3, max_size=3), st.lists(commands, min_size=1, max_size=20))
-def test_random_command_sequences(tmp_path: Path, seeds: list[str], sequence: list[dict[str, Any]]) -> None:
-    # Start from a small tree, so that edits, moves and deletes have files to work on.
-    sequence = [create(path, text) for path, text in zip(FILES, seeds, strict=True)] + sequence
-    base = Path(tempfile.mkdtemp(dir=tmp_path, prefix=f"run{next(_runs)}-"))
-    store = filemem.Store(base / "store", durability="flush")
+@pytest.fixture
+def shared_store(location: str) -> Iterator[filemem.Store]:
+    """One store per test on each backend; every hypothesis example works in a namespace of its own."""
+    store = filemem.Store(location, durability="flush")
     try:
-        run_both(FileMemMemoryTool(store), BetaLocalFilesystemMemoryTool(str(base / "ref")), sequence)
+        yield store
     finally:
         store.close()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(texts, min_size=3, max_size=3), st.lists(commands, min_size=1, max_size=20))
+def test_random_command_sequences(
+    shared_store: filemem.Store, tmp_path: Path, seeds: list[str], sequence: list[dict[str, Any]]
+) -> None:
+    # Start from a small tree, so that edits, moves and deletes have files to work on.
+    sequence = [create(path, text) for path, text in zip(FILES, seeds, strict=True)] + sequence
+    run = next(_runs)
+    base = Path(tempfile.mkdtemp(dir=tmp_path, prefix=f"run{run}-"))
+    ours = FileMemMemoryTool(shared_store, namespace=("runs", str(run)))
+    run_both(ours, BetaLocalFilesystemMemoryTool(str(base / "ref")), sequence)

@@ -5,7 +5,8 @@ replaces its own placeholder lines, through ``tool.call``. The SDK's
 ``BetaLocalFilesystemMemoryTool`` runs under the same load for comparison:
 its losses are printed (read-modify-write without a lock), not asserted.
 A writer SIGKILLed mid-run loses nothing it was told was done, and leaves the
-store clean.
+store clean. filemem's side runs on each backend (a directory, a
+``postgresql://`` URL: issue 16); the reference always on a directory.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _acks(path: Path) -> list[list[Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("]")]
 
 
-def _race(ctx: mp.context.SpawnContext, kind: str, base: Path, tmp: Path) -> tuple[str, list[list[Any]]]:
+def _race(ctx: mp.context.SpawnContext, kind: str, base: Path | str, tmp: Path) -> tuple[str, list[list[Any]]]:
     """Run the load against one tool kind; return the final file text and every ack."""
     go = tmp / f"{kind}.go"
     ack_paths = [tmp / f"{kind}-{p}.acks" for p in range(PROCS)]
@@ -67,9 +68,9 @@ def _race(ctx: mp.context.SpawnContext, kind: str, base: Path, tmp: Path) -> tup
     return _final_text(kind, base), acks
 
 
-def _final_text(kind: str, base: Path, killed: bool = False) -> str:
+def _final_text(kind: str, base: Path | str, killed: bool = False) -> str:
     if kind == "reference":
-        return (base / "memories" / "shared.txt").read_text()
+        return (Path(base) / "memories" / "shared.txt").read_text()
     tool = FileMemMemoryTool(str(base))
     try:
         text = tool.call({"command": "view", "path": "/memories/shared.txt"})
@@ -90,7 +91,7 @@ def _losses(text: str, acks: list[list[Any]]) -> tuple[int, int]:
     return lost_inserts, lost_replaces
 
 
-def _seed(kind: str, base: Path) -> None:
+def _seed(kind: str, base: Path | str) -> None:
     command = {"command": "create", "path": "/memories/shared.txt", "file_text": _seed_text()}
     if kind == "reference":
         from anthropic.tools.memory import BetaLocalFilesystemMemoryTool
@@ -106,11 +107,11 @@ def _seed(kind: str, base: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_four_processes_insert_and_replace_lose_nothing(
-    tmp_path: Path, spawn_ctx: mp.context.SpawnContext, capsys: pytest.CaptureFixture[str]
+    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = {}
     for kind in ("filemem", "reference"):
-        base = tmp_path / kind
+        base: Path | str = location if kind == "filemem" else tmp_path / kind
         _seed(kind, base)
         text, acks = _race(spawn_ctx, kind, base, tmp_path)
         report[kind] = (_losses(text, acks), acks)
@@ -129,8 +130,8 @@ def test_four_processes_insert_and_replace_lose_nothing(
         )
 
 
-def test_killed_writer_loses_nothing_acked(tmp_path: Path, spawn_ctx: mp.context.SpawnContext) -> None:
-    base = tmp_path / "filemem"
+def test_killed_writer_loses_nothing_acked(location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext) -> None:
+    base = location
     _seed("filemem", base)
     go = tmp_path / "go"
     go.touch()

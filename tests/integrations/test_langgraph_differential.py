@@ -29,13 +29,20 @@ it applies:
   text; the reference runs a batch's puts one at a time.
 * created_at: InMemoryStore resets it on every put; FileMemStore keeps the
   first. Both must be timezone-aware with created_at <= updated_at.
+
+The machines run on a directory (the ``TestCase`` classes) and on the
+PostgreSQL backend, a fresh schema per run (``test_differential_on_postgres``,
+issue 16): the same rules, the same comparisons.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -43,7 +50,7 @@ pytest.importorskip("langgraph.store.memory")
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from langgraph.store.base import GetOp, Item, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
 
@@ -106,10 +113,14 @@ def _check_item(got: Item | None, want: Item | None) -> None:
 
 class Differential(RuleBasedStateMachine):
     indexed = False
+    #: Where each run's store lives: None, a directory of its own; else a fresh ``postgresql://`` URL.
+    location_factory: Callable[[], str] | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="filemem-lg-")
+        factory = type(self).location_factory
+        self.location = self.dir if factory is None else factory()
         self.index = {"dims": DIMS, "embed": toy_embed, "fields": ["text"]} if self.indexed else None
         self.ours = self._open()
         self.ref = InMemoryStore(index=self.index)  # type: ignore[arg-type]
@@ -146,7 +157,7 @@ class Differential(RuleBasedStateMachine):
     def _open(self) -> FileMemStore:
         # durability="flush": the machine's fsyncs are not what is compared here.
         opts = FileMemStore.store_options(self.index) if self.index else {}  # type: ignore[arg-type]
-        store = filemem.Store(self.dir, durability="flush", **opts)
+        store = filemem.Store(self.location, durability="flush", **opts)
         return FileMemStore(store, index=self.index)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- reads
@@ -309,3 +320,28 @@ TestDifferential = Differential.TestCase
 TestDifferential.settings = _SETTINGS
 TestIndexedDifferential = IndexedDifferential.TestCase
 TestIndexedDifferential.settings = _SETTINGS
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("machine", [Differential, IndexedDifferential], ids=["plain", "indexed"])
+def test_differential_on_postgres(pg_server_url: str, machine: type[Differential]) -> None:
+    """The same machines on the PostgreSQL backend, a fresh schema per run (issue 16)."""
+    import psycopg
+
+    schemas: list[str] = []
+
+    def fresh_schema() -> str:
+        schema = f"lg_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        schemas.append(schema)
+        sep = "&" if "?" in pg_server_url else "?"
+        return f"{pg_server_url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+    on_pg = type(f"Pg{machine.__name__}", (machine,), {"location_factory": staticmethod(fresh_schema)})
+    try:
+        run_state_machine_as_test(on_pg, settings=_SETTINGS)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -4,7 +4,6 @@ No ``from __future__ import annotations`` here: LangChain resolves the tools'
 ``Annotated[..., InjectedStore()]`` hints at run time.
 """
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -20,7 +19,7 @@ from langgraph.prebuilt import InjectedStore, ToolNode, tools_condition
 from filemem.integrations.langgraph import FileMemStore
 
 
-def test_compiled_graph_tool_node_writes_and_reads_memories(tmp_path: Path) -> None:
+def test_compiled_graph_tool_node_writes_and_reads_memories(location: str) -> None:
     @tool
     def remember(fact: str, store: Annotated[Any, InjectedStore()]) -> str:
         """Remember a fact about the user."""
@@ -52,13 +51,13 @@ def test_compiled_graph_tool_node_writes_and_reads_memories(tmp_path: Path) -> N
     builder.add_conditional_edges("agent", tools_condition, {"tools": "tools", END: END})
     builder.add_edge("tools", "agent")
 
-    path = str(tmp_path / "graph-store")
+    path = location  # a directory or a postgresql:// URL (issue 16)
     with FileMemStore(path) as store:
         graph = builder.compile(store=store)
         out = graph.invoke({"messages": [HumanMessage("remember things")]})
         tool_texts = [m.content for m in out["messages"] if m.type == "tool"]
         assert tool_texts == ["saved", "saved", "likes tea; lives in Oslo"]
         assert out["messages"][-1].content == "You like tea and live in Oslo."
-    # Another process's view (a fresh instance on the directory) has them too.
+    # Another process's view (a fresh instance on the same store) has them too.
     with FileMemStore(path) as again:
         assert sorted(i.value["fact"] for i in again.search(("memories", "u1"))) == ["likes tea", "lives in Oslo"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,8 @@ from filemem.integrations.langgraph import FileMemStore
 from tests.integrations._langgraph_common import DIMS, toy_embed
 
 
-def test_langmem_tools_manage_and_search_memories(tmp_path: Path) -> None:
-    path = str(tmp_path / "s")
+def test_langmem_tools_manage_and_search_memories(location: str) -> None:
+    path = location  # a directory or a postgresql:// URL (issue 16)
     index = {"dims": DIMS, "embed": toy_embed}
     with FileMemStore(path, index=index) as store:  # type: ignore[arg-type]
         manage = create_manage_memory_tool(("memories", "u1"), store=store)

@@ -1,9 +1,10 @@
-"""Four processes, four FileMemStore instances, one directory: every write seen by all, no lost update.
+"""Four processes, four FileMemStore instances, one store: every write seen by all, no lost update.
 
 LangGraph's BaseStore has no compare-and-set, so a ``get`` then ``put`` from
 two processes can lose an increment; ``FileMemStore.update`` (filemem's
 ``update`` under its exclusive cross-process lock) is how a user keeps an
-exact counter, and what these tests race, with the default durability.
+exact counter, and what these tests race, with the default durability. Both
+tests run on each backend (a directory, a ``postgresql://`` URL: issue 16).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from tests.integrations import _langgraph_workers as w
 PROCS = 4
 
 
-def test_four_processes_see_every_write_and_lose_no_update(tmp_path: Path, spawn_ctx: Any) -> None:
-    path = str(tmp_path / "s")
+def test_four_processes_see_every_write_and_lose_no_update(location: str, tmp_path: Path, spawn_ctx: Any) -> None:
+    path = location
     FileMemStore(path).close()
     n_keys, n_incr = 30, 40
     barrier = spawn_ctx.Barrier(PROCS)
@@ -56,8 +57,8 @@ def test_four_processes_see_every_write_and_lose_no_update(tmp_path: Path, spawn
         assert lg.store.check() == []
 
 
-def test_sigkill_mid_update_loses_no_acknowledged_increment(tmp_path: Path, spawn_ctx: Any) -> None:
-    path = str(tmp_path / "s")
+def test_sigkill_mid_update_loses_no_acknowledged_increment(location: str, tmp_path: Path, spawn_ctx: Any) -> None:
+    path = location
     FileMemStore(path).close()
     barrier = spawn_ctx.Barrier(PROCS + 1)
     acks = [str(tmp_path / f"a{i}.log") for i in range(PROCS)]

@@ -3,6 +3,7 @@
 The reference server loses entities in exactly this setup (two processes on
 one memory.jsonl: modelcontextprotocol/servers issue 4797); here each
 entity and relation is its own record and each change one atomic write.
+Both tests run on each backend (a directory, a ``postgresql://`` URL: issue 16).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ async def _writer(s: ClientSession, tag: str, acked: list[str]) -> None:
         acked.append(name)
 
 
-def test_two_servers_two_clients_lose_nothing(store_path: str) -> None:
+def test_two_servers_two_clients_lose_nothing(location: str) -> None:
+    store_path = location
     race = [ent(f"race-{j}") for j in range(10)]
     created: dict[str, list[str]] = {}
     acked: dict[str, list[str]] = {"a": [], "b": []}
@@ -90,7 +92,8 @@ def _pids_with_env(marker: str) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the server's pid through /proc")
-def test_a_server_killed_mid_write_loses_no_acknowledged_write(store_path: str) -> None:
+def test_a_server_killed_mid_write_loses_no_acknowledged_write(location: str) -> None:
+    store_path = location
     marker = uuid.uuid4().hex
     victim = StdioServerParameters(
         command=sys.executable,

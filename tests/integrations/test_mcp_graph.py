@@ -2,12 +2,14 @@
 
 The behaviour each test pins is the reference server's (its dist/index.js,
 @modelcontextprotocol/server-memory 2026.8.31); test_mcp_reference.py checks
-the same against a live reference where node is installed.
+the same against a live reference where node is installed. Every test with a
+store runs on both backends (a directory, a ``postgresql://`` URL: issue 16).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,12 @@ import filemem
 from filemem import InvalidValueError
 from filemem.integrations.mcp import EntityNotFoundError, KnowledgeGraph, read_jsonl
 from filemem.integrations.mcp._graph import _entity_key
+
+
+@pytest.fixture
+def store(any_store: filemem.Store) -> Iterator[filemem.Store]:
+    """A fresh store on each backend (tests/conftest.py's ``any_store``)."""
+    yield any_store
 
 
 @pytest.fixture

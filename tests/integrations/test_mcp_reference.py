@@ -56,13 +56,13 @@ async def _same(ref: ClientSession, us: ClientSession, name: str, args: dict[str
     return a
 
 
-def _pair(tmp_path: Path) -> tuple[Any, Any]:
+def _pair(tmp_path: Path, location: str) -> tuple[Any, Any]:
     assert SCRIPT is not None
-    return reference(SCRIPT, str(tmp_path / "memory.jsonl")), ours(str(tmp_path / "store"))
+    return reference(SCRIPT, str(tmp_path / "memory.jsonl")), ours(location)
 
 
-def test_the_tool_lists_are_the_same(tmp_path: Path) -> None:
-    ref_params, our_params = _pair(tmp_path)
+def test_the_tool_lists_are_the_same(location: str, tmp_path: Path) -> None:
+    ref_params, our_params = _pair(tmp_path, location)
 
     async def go() -> None:
         async with session(ref_params) as ref, session(our_params) as us:
@@ -122,8 +122,8 @@ SCRIPTED: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def test_a_scripted_session_gives_the_same_results(tmp_path: Path) -> None:
-    ref_params, our_params = _pair(tmp_path)
+def test_a_scripted_session_gives_the_same_results(location: str, tmp_path: Path) -> None:
+    ref_params, our_params = _pair(tmp_path, location)
 
     async def go() -> None:
         async with session(ref_params) as ref, session(our_params) as us:
@@ -178,10 +178,10 @@ def _random_call(rnd: random.Random) -> tuple[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_sessions_give_the_same_results(tmp_path: Path, seed: int) -> None:
+def test_random_sessions_give_the_same_results(location: str, tmp_path: Path, seed: int) -> None:
     rnd = random.Random(seed)
     calls = [_random_call(rnd) for _ in range(int(os.environ.get("FILEMEM_MCP_DIFF_CALLS", "80")))]
-    ref_params, our_params = _pair(tmp_path)
+    ref_params, our_params = _pair(tmp_path, location)
 
     async def go() -> None:
         async with session(ref_params) as ref, session(our_params) as us:
@@ -192,9 +192,9 @@ def test_random_sessions_give_the_same_results(tmp_path: Path, seed: int) -> Non
     anyio.run(go)
 
 
-def test_documented_difference_a_name_twice_in_one_call(tmp_path: Path) -> None:
+def test_documented_difference_a_name_twice_in_one_call(location: str, tmp_path: Path) -> None:
     """The reference stores two entities with one name; we create the first only (docs/integrations.md)."""
-    ref_params, our_params = _pair(tmp_path)
+    ref_params, our_params = _pair(tmp_path, location)
     twice = {"entities": [ent("dup", "first"), ent("dup", "second")]}
 
     async def go() -> None:

@@ -1,10 +1,13 @@
-"""FileMemSession returns what the SDK's SQLiteSession returns, for every sequence of Session calls."""
+"""FileMemSession returns what the SDK's SQLiteSession returns, for every sequence of Session calls.
+
+On both backends (a directory, a ``postgresql://`` URL: issue 16).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -53,22 +56,30 @@ async def _both(ours: FileMemSession, ref: SQLiteSession, sequence: list[tuple[s
 _runs = itertools.count()
 
 
+@pytest.fixture
+def shared_store(location: str) -> Iterator[filemem.Store]:
+    """One store per test on each backend; every hypothesis example is a session of its own."""
+    with filemem.Store(location, durability="flush") as store:
+        yield store
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(calls, max_size=15), st.one_of(st.none(), st.integers(0, 4)))
-def test_random_call_sequences(tmp_path: Path, sequence: list[tuple[str, Any]], default_limit: int | None) -> None:
+def test_random_call_sequences(
+    shared_store: filemem.Store, sequence: list[tuple[str, Any]], default_limit: int | None
+) -> None:
     settings_ = SessionSettings(limit=default_limit)
-    with filemem.Store(tmp_path / f"s{next(_runs)}", durability="flush") as store:
-        ours = FileMemSession("chat-1", store, session_settings=settings_)
-        ref = SQLiteSession("chat-1", session_settings=settings_)
-        try:
-            asyncio.run(_both(ours, ref, sequence))
-        finally:
-            ref.close()
+    ours = FileMemSession(f"chat-{next(_runs)}", shared_store, session_settings=settings_)
+    ref = SQLiteSession("chat-1", session_settings=settings_)
+    try:
+        asyncio.run(_both(ours, ref, sequence))
+    finally:
+        ref.close()
 
 
-def test_sessions_are_separate_and_persistent(tmp_path: Path) -> None:
+def test_sessions_are_separate_and_persistent(location: str) -> None:
     async def main() -> None:
-        a = FileMemSession("a", tmp_path / "store")
+        a = FileMemSession("a", location)
         b = FileMemSession("b", a.store)
         assert isinstance(a, Session)
         await a.add_items([{"role": "user", "content": "for a"}])
@@ -76,7 +87,7 @@ def test_sessions_are_separate_and_persistent(tmp_path: Path) -> None:
         await b.clear_session()
         assert await b.get_items() == []
         a.close()
-        again = FileMemSession("a", tmp_path / "store")
+        again = FileMemSession("a", location)
         assert await again.get_items() == [{"role": "user", "content": "for a"}]
         assert repr(again).startswith("FileMemSession('a', ")
         again.close()
@@ -84,8 +95,8 @@ def test_sessions_are_separate_and_persistent(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    with filemem.Store(tmp_path / "store") as store:
+def test_bad_input_is_refused_and_changes_nothing(location: str) -> None:
+    with filemem.Store(location) as store:
         with pytest.raises(filemem.InvalidKeyError):
             FileMemSession("", store)
         with pytest.raises(filemem.InvalidKeyError):

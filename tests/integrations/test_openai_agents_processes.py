@@ -1,4 +1,7 @@
-"""Several processes on one FileMemSession: history in commit order, nothing lost, every pop exact."""
+"""Several processes on one FileMemSession: history in commit order, nothing lost, every pop exact.
+
+On both backends (a directory, a ``postgresql://`` URL: issue 16).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ def _run(
     return ack_paths
 
 
-def _history(store_path: Path) -> list[str]:
+def _history(store_path: str) -> list[str]:
     session = FileMemSession("shared", store_path)
     try:
         assert session.store.check() == []
@@ -59,11 +62,11 @@ def _history(store_path: Path) -> list[str]:
 
 
 def test_concurrent_appends_keep_commit_order_and_lose_nothing(
-    tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
 ) -> None:
-    store = tmp_path / "store"
+    store = location
     procs, per = 4, 25
-    acks = _run(spawn_ctx, tmp_path, [(session_append_child, (str(store), p, per)) for p in range(procs)])
+    acks = _run(spawn_ctx, tmp_path, [(session_append_child, (store, p, per)) for p in range(procs)])
     adds = [a for path in acks for a in _acks(path)]
     assert len(adds) == procs * per
     history = _history(store)
@@ -79,16 +82,18 @@ def test_concurrent_appends_keep_commit_order_and_lose_nothing(
                 assert where[a[-1]] < where[b[0]], (a, b)
 
 
-def test_pops_race_adds_and_each_other_exactly(tmp_path: Path, spawn_ctx: mp.context.SpawnContext) -> None:
-    store = tmp_path / "store"
+def test_pops_race_adds_and_each_other_exactly(
+    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
+) -> None:
+    store = location
     seed = FileMemSession("shared", store)
     asyncio.run(seed.add_items([{"role": "user", "content": f"seed-{i}"} for i in range(60)]))
     seed.close()
     jobs: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
-        (session_append_child, (str(store), 0, 20)),
-        (session_append_child, (str(store), 1, 20)),
-        (session_pop_child, (str(store), 2, 30)),
-        (session_pop_child, (str(store), 3, 30)),
+        (session_append_child, (store, 0, 20)),
+        (session_append_child, (store, 1, 20)),
+        (session_pop_child, (store, 2, 30)),
+        (session_pop_child, (store, 3, 30)),
     ]
     acks = _run(spawn_ctx, tmp_path, jobs)
     added = [f"seed-{i}" for i in range(60)] + [c for path in acks[:2] for a in _acks(path) for c in a[1]]
@@ -99,7 +104,7 @@ def test_pops_race_adds_and_each_other_exactly(tmp_path: Path, spawn_ctx: mp.con
     assert not set(popped) & set(remaining)  # a popped item is gone
     assert sorted(popped + remaining) == sorted(added)  # and every other one is still there
     # Then drain it from two processes at once: every item comes out exactly once.
-    acks = _run(spawn_ctx, tmp_path, [(session_pop_child, (str(store), p, -1)) for p in (4, 5)])
+    acks = _run(spawn_ctx, tmp_path, [(session_pop_child, (store, p, -1)) for p in (4, 5)])
     drained = [a[1] for path in acks for a in _acks(path)]
     assert sorted(drained) == sorted(remaining) and _history(store) == []
     # Each drainer saw the items newest first.

@@ -40,8 +40,9 @@ from ._collector import ServerJournalEngine
 from ._connect import Connections, RetryableError, translate
 from ._describe import namespace_figures, one_namespace, store_figures
 from ._feed import ServerFeed
-from ._index import SWEEP_SQL, ensure_index, index_findings, index_writes
+from ._index import SWEEP_SQL, ensure_index, index_findings, index_rows, index_writes
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
+from ._put_fn import ensure_put_function
 from ._rank import Ranker
 from ._schema import ensure_schema
 from ._search import search
@@ -110,6 +111,7 @@ class PostgresBackend:
                     codec_name = ensure_schema(conn, _codec_name(codec), create=create)
                     if not readonly:
                         ensure_index(conn, get_codec(codec_name))
+                        ensure_put_function(conn)
                     got = conn.execute("SELECT to_regclass('filemem_postings') IS NOT NULL").fetchone()
                     self._indexed = bool(got and got[0])
                     row = conn.execute("SELECT current_schema(), current_database()").fetchone()
@@ -135,6 +137,8 @@ class PostgresBackend:
             self._writer.after_commit = self._maybe_sweep
             if self._indexed:
                 self._writer.index = index_writes
+                self._writer.index_rows = index_rows
+            self._writer.one_call = not readonly
             if embed is not None and embed_id is None:
                 embed_id = f"{getattr(embed, '__module__', '?')}.{getattr(embed, '__qualname__', type(embed).__name__)}"
             self.ranker = Ranker(

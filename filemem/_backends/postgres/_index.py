@@ -38,7 +38,16 @@ from ...codecs import Codec
 from ._names import INTERNAL_TEXT
 from ._writes import NOW_SQL
 
-__all__ = ["INDEX_DDL", "ensure_index", "index_findings", "index_terms", "index_writes", "orphans"]
+__all__ = [
+    "INDEX_DDL",
+    "IndexRows",
+    "ensure_index",
+    "index_findings",
+    "index_rows",
+    "index_terms",
+    "index_writes",
+    "orphans",
+]
 
 INDEX_DDL: Final = """
 CREATE TABLE IF NOT EXISTS filemem_postings (
@@ -91,26 +100,33 @@ def index_terms(value: Any) -> Counter[str]:
     return Counter(terms)
 
 
-def index_writes(
-    conn: psycopg.Connection[Any], gone: Iterable[tuple[str, str]], written: Iterable[tuple[str, str, Any]]
-) -> None:
-    """Inside a write transaction: drop the index rows of every touched record, add those of the written ones.
+#: ``index_rows``' result: (drop ns, drop keys), postings (term, ns, key, tf) and lengths (ns, key, len), as columns.
+IndexRows = tuple[
+    tuple[list[str], list[str]],
+    tuple[list[str], list[str], list[str], list[int]],
+    tuple[list[str], list[str], list[int]],
+]
+
+
+def index_rows(gone: Iterable[tuple[str, str]], written: Iterable[tuple[str, str, Any]]) -> IndexRows:
+    """The index rows of a write, as columns: which records' rows to drop, the postings and lengths to add.
 
     ``gone``: (ns, key) deleted; ``written``: (ns, key, value) put or updated.
+    Internal namespaces are left out. The one place the rows are derived:
+    ``index_writes`` and the one-call put (``_put_fn``) both send these.
     """
-    drop_ns: list[str] = []
-    drop_keys: list[str] = []
+    drop: tuple[list[str], list[str]] = ([], [])
     cols: tuple[list[str], list[str], list[str], list[int]] = ([], [], [], [])
     lens: tuple[list[str], list[str], list[int]] = ([], [], [])
     for ns, key in gone:
         if not ns.startswith(INTERNAL_TEXT):
-            drop_ns.append(ns)
-            drop_keys.append(key)
+            drop[0].append(ns)
+            drop[1].append(key)
     for ns, key, value in written:
         if ns.startswith(INTERNAL_TEXT):
             continue
-        drop_ns.append(ns)
-        drop_keys.append(key)
+        drop[0].append(ns)
+        drop[1].append(key)
         counts = index_terms(value)
         for term, tf in counts.items():
             cols[0].append(term)
@@ -122,9 +138,20 @@ def index_writes(
             lens[0].append(ns)
             lens[1].append(key)
             lens[2].append(total)
-    if not drop_ns:
+    return drop, cols, lens
+
+
+def index_writes(
+    conn: psycopg.Connection[Any], gone: Iterable[tuple[str, str]], written: Iterable[tuple[str, str, Any]]
+) -> None:
+    """Inside a write transaction: drop the index rows of every touched record, add those of the written ones.
+
+    ``gone``: (ns, key) deleted; ``written``: (ns, key, value) put or updated.
+    """
+    drop, cols, lens = index_rows(gone, written)
+    if not drop[0]:
         return
-    conn.execute(_DROP_DOCS, (drop_ns, drop_keys))
+    conn.execute(_DROP_DOCS, drop)
     if cols[0]:
         conn.execute(_ADD_POSTINGS, cols)
     if lens[0]:

@@ -19,6 +19,10 @@ reads those records, decides every op in Python (``if_version`` checks,
 * a transaction that changed something ends with one outbox row and one
   ``NOTIFY`` (see ``_feed``), written under the feed lock so outbox ids are
   in commit order.
+
+Plain puts of distinct keys (a put, a batch of puts) take one round trip:
+the server-side function of ``_put_fn`` does the same steps in the same
+order (``one_call``); everything else runs the statements below.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 
@@ -39,8 +43,12 @@ from ..._shard import Record
 from ...codecs import Codec
 from ._connect import Connections, RetryableError, translate
 from ._names import encode_ns
+from ._put_fn import PUT_CALL
 
-__all__ = ["FEED_LOCK", "NOTIFY_MAX_BYTES", "NOW_SQL", "Writer", "lock_id"]
+if TYPE_CHECKING:
+    from ._index import IndexRows
+
+__all__ = ["FEED_LOCK", "NOTIFY_MAX_BYTES", "NOW_SQL", "Writer", "announcement", "lock_id"]
 
 #: The server's clock, in seconds since the epoch: every time a record holds.
 NOW_SQL: Final = "extract(epoch from statement_timestamp())::float8"
@@ -130,19 +138,28 @@ class Writer:
         self.index: (
             Callable[[psycopg.Connection[Any], list[tuple[str, str]], list[tuple[str, str, Any]]], None] | None
         ) = None
+        #: The index rows of a write (``_index.index_rows``), sent with a one-call put.
+        self.index_rows: Callable[[list[tuple[str, str]], list[tuple[str, str, Any]]], IndexRows] | None = None
+        #: True once the store has ``_put_fn``'s function (a read-write open creates it).
+        self.one_call = False
 
     def apply(self, ops: list[Op]) -> list[Any]:
         """Apply ``ops`` in one transaction, all or nothing; one result per op (as the file engine's)."""
         if self.readonly:
             raise ReadOnlyError(f"store {self.location} was opened read-only")
+        # Decided once, outside the retries: a plain put does not depend on what the server holds.
+        call = self._one_call_args(ops) if self.one_call else None
         deadline = time.monotonic() + self.conns.lock_timeout_s
         backoff = 0.002
         while True:
             try:
                 with self.conns.conn() as conn:
                     try:
-                        with conn.transaction():
-                            results = self._run(conn, ops)
+                        if call is not None:
+                            results = self._put_one_call(conn, ops, call)
+                        else:
+                            with conn.transaction():
+                                results = self._run(conn, ops)
                     except psycopg.Error as exc:
                         raise translate(exc, "write", timeout_s=self.conns.lock_timeout_s) from exc
             except RetryableError:
@@ -159,6 +176,65 @@ class Writer:
             if self.after_commit is not None:
                 self.after_commit()
             return results
+
+    def _one_call_args(self, ops: list[Op]) -> tuple[Any, ...] | None:
+        """The arguments of ``_put_fn``'s call for ``ops``, or None when they need the statement path.
+
+        Only plain puts of distinct keys: an update's ``fn`` runs here under
+        the lock, a delete's feed entry depends on what it found, and a key
+        named twice has a version the second op must see.
+        """
+        if not ops or any(op.kind != "put" for op in ops):
+            return None
+        nss = [encode_ns(op.namespace) for op in ops]
+        keys = [op.key for op in ops]
+        if len(set(zip(nss, keys, strict=True))) != len(ops):
+            return None
+        datas = [check_size(self.codec, op.value, self.max_value_bytes) for op in ops]
+        docs = [json_copy(self.codec, d, op.value) for d, op in zip(datas, ops, strict=True)]
+        locks = sorted({lock_id(self.salt, ns, key) for ns, key in zip(nss, keys, strict=True)})
+        if self.index_rows is not None:
+            rows = [(ns, key, op.value) for ns, key, op in zip(nss, keys, ops, strict=True)]
+            drop, cols, lens = self.index_rows([], rows)
+        else:
+            drop, cols, lens = ([], []), ([], [], [], []), ([], [], [])
+        touched: dict[str, set[str]] = {}
+        for ns, key in zip(nss, keys, strict=True):
+            touched.setdefault(ns, set()).add(key)
+        full, payload = announcement(touched)
+        return (
+            locks,
+            nss,
+            keys,
+            datas,
+            docs,
+            [op.ttl for op in ops],
+            [op.if_version for op in ops],
+            *drop,
+            *cols,
+            *lens,
+            FEED_LOCK,
+            full,
+            self.channel,
+            payload,
+        )
+
+    def _put_one_call(self, conn: psycopg.Connection[Any], ops: list[Op], call: tuple[Any, ...]) -> list[Any]:
+        """Plain puts in one statement (its own transaction: ``conn`` is autocommit); see ``_put_fn``."""
+        row = conn.execute(PUT_CALL, call).fetchone()
+        assert row is not None
+        conflict, current, versions = row
+        if conflict is not None:  # the function wrote nothing
+            op = ops[conflict - 1]
+            raise ConflictError(
+                f"{'/'.join(op.namespace)}/{op.key}: expected version {op.if_version}, found {current}",
+                namespace=op.namespace,
+                key=op.key,
+                expected=op.if_version,
+                current_version=int(current),
+            )
+        self.counters["notifies"] += 1
+        return [int(v) for v in versions]
 
     def _run(self, conn: psycopg.Connection[Any], ops: list[Op]) -> list[Any]:
         idents = sorted({(encode_ns(op.namespace), op.key) for op in ops})
@@ -266,16 +342,22 @@ class Writer:
 
     def _announce(self, conn: psycopg.Connection[Any], touched: dict[str, set[str]]) -> None:
         """One outbox row and one NOTIFY for the transaction (see _feed for the reader)."""
-        changes = [[ns, sorted(keys)] for ns, keys in sorted(touched.items())]
-        full = json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
-        payload = full
-        if len(payload.encode()) > NOTIFY_MAX_BYTES:
-            # NOTIFY refuses 8000 bytes: name the namespaces only (keys None: re-read them).
-            payload = json.dumps([[ns, None] for ns, _ in changes], separators=(",", ":"))
-            if len(payload.encode()) > NOTIFY_MAX_BYTES:
-                payload = "null"  # too many namespaces even: the listener reads the outbox row
+        full, payload = announcement(touched)
         conn.execute(_ANNOUNCE, (FEED_LOCK, full, self.channel, payload))
         self.counters["notifies"] += 1
+
+
+def announcement(touched: dict[str, set[str]]) -> tuple[str, str]:
+    """(the outbox row's changes, the NOTIFY payload) of a transaction that touched these keys."""
+    changes = [[ns, sorted(keys)] for ns, keys in sorted(touched.items())]
+    full = json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
+    payload = full
+    if len(payload.encode()) > NOTIFY_MAX_BYTES:
+        # NOTIFY refuses 8000 bytes: name the namespaces only (keys None: re-read them).
+        payload = json.dumps([[ns, None] for ns, _ in changes], separators=(",", ":"))
+        if len(payload.encode()) > NOTIFY_MAX_BYTES:
+            payload = "null"  # too many namespaces even: the listener reads the outbox row
+    return full, payload
 
 
 def record_of(row: tuple[Any, ...], codec: Codec) -> Record:
