@@ -462,7 +462,8 @@ class Batch:
         """Queue a put (see Store.put)."""
         s = self._store
         value = copy_value(value)
-        s._backend.check_value(value, validate_key(key))
+        # The check encodes the value; the commit reuses those bytes rather than encoding it again.
+        encoded = s._backend.check_value(value, validate_key(key))
         return self._add(
             Op(
                 s._ns(namespace),
@@ -471,6 +472,7 @@ class Batch:
                 value,
                 _check_ttl(ttl),
                 _check_version(if_version),
+                encoded=encoded,
             )
         )
 

@@ -210,6 +210,7 @@ class ApplyLoop:
         """
         self._load(batch)  # outside the collector's lock: collect() never waits for this read
         decode = self._codec.decode
+        cname = self._codec.name
         groups: list[list[Rec]] = [[]]
         seen: set[tuple[str, ...]] = set()
         for r in batch:
@@ -223,7 +224,12 @@ class ApplyLoop:
             for i in range(0, len(group), SLICE_RECORDS):
                 if i:
                     self._yield_gil()
-                ops += [Op(r.ns, r.key, "put", decode(r.payload)) for r in group[i : i + SLICE_RECORDS]]
+                # The payload is already the codec's bytes (collect() encoded it): the commit logs them
+                # as they are; the decoded value is for this process's view of the log.
+                ops += [
+                    Op(r.ns, r.key, "put", decode(r.payload), encoded=(cname, r.payload))
+                    for r in group[i : i + SLICE_RECORDS]
+                ]
             if self._journal is None:
                 if ops:
                     self._engine.apply(ops)

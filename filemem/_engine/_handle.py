@@ -117,15 +117,19 @@ class Handle:
     _folder_lock: threading.Lock
     _pins: int
 
-    def check_value(self, value: Any, key: str | None = None) -> None:
-        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored.
+    def check_value(self, value: Any, key: str | None = None) -> bytes:
+        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored; return its encoding.
+
+        The bytes are ``self.codec``'s encoding of ``value``: a caller hands
+        them on in ``Op.encoded`` so the commit does not encode the value twice.
 
         With ``key``, the limit is applied as the commit applies it, to the
         whole record (value plus its metadata), with the widest metadata a
         record can have: a record that passes here never fails the commit's
         check, so nothing (no directory, no lock file) is created for it.
         """
-        size = len(self.codec.encode(value))
+        data = self.codec.encode(value)
+        size = len(data)
         if size > self.max_value_bytes:
             raise InvalidValueError(f"value encodes to {size} bytes; the limit is {self.max_value_bytes}")
         if key is not None and size + _RECORD_OVERHEAD_BYTES + 6 * len(key) > self.max_value_bytes:
@@ -137,6 +141,7 @@ class Handle:
                     f"record {key!r} encodes to up to {pair} bytes with its metadata; "
                     f"the limit is {self.max_value_bytes}"
                 )
+        return data
 
     def check_open(self) -> None:
         """Raise if closed; reset per-process state after a fork."""

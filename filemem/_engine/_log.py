@@ -339,7 +339,8 @@ class LogGlue(Commits):
             else:
                 value = op.value
                 results.append(lsn)
-            data = codec.encode(value)
+            enc = op.encoded  # encoded when it was checked (batch(), the collector): not again
+            data = enc[1] if enc is not None and enc[0] == codec.name and op.kind == "put" else codec.encode(value)
             if len(data) > self.max_value_bytes:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
             expires: float | None = None

@@ -179,8 +179,13 @@ class LogOp:
 def encode_batch(first_lsn: int, now: float, ops: list[LogOp]) -> bytes:
     """The payload of a BATCH frame."""
     out = [_BATCH_HEAD.pack(first_lsn, now, len(ops))]
+    names: dict[tuple[str, ...], bytes] = {}  # a batch names few namespaces: encode each once
     for op in ops:
-        ns = json.dumps(list(op.namespace), ensure_ascii=False, separators=(",", ":")).encode()
+        ns = names.get(op.namespace)
+        if ns is None:
+            ns = names[op.namespace] = json.dumps(
+                list(op.namespace), ensure_ascii=False, separators=(",", ":")
+            ).encode()
         key = op.key.encode()
         codec = CODEC_IDS[op.codec] if op.kind == PUT and op.codec is not None else 0
         out.append(_OP_HEAD.pack(op.kind, codec, len(ns), len(key)))
@@ -200,16 +205,21 @@ def decode_batch(payload: bytes) -> tuple[int, float, list[LogOp]]:
         first, now, count = _BATCH_HEAD.unpack_from(payload)
         at = _BATCH_HEAD.size
         ops: list[LogOp] = []
+        names: dict[bytes, tuple[str, ...]] = {}  # the same namespace bytes decode to the same tuple
         for _ in range(count):
             kind, codec, ns_len, key_len = _OP_HEAD.unpack_from(payload, at)
             at += _OP_HEAD.size
-            ns_raw: Any = json.loads(payload[at : at + ns_len])
+            ns_bytes = payload[at : at + ns_len]
+            namespace = names.get(ns_bytes)
+            if namespace is None:
+                ns_raw: Any = json.loads(ns_bytes)
+                if not isinstance(ns_raw, list) or not all(isinstance(s, str) for s in ns_raw):
+                    raise ValueError("namespace is not a list of strings")
+                namespace = names[ns_bytes] = tuple(ns_raw)
             at += ns_len
             key = payload[at : at + key_len].decode()
             at += key_len
-            if not isinstance(ns_raw, list) or not all(isinstance(s, str) for s in ns_raw):
-                raise ValueError("namespace is not a list of strings")
-            op = LogOp(tuple(ns_raw), key, kind)
+            op = LogOp(namespace, key, kind)
             if kind == PUT:
                 created, expires, value_len = _PUT_TAIL.unpack_from(payload, at)
                 at += _PUT_TAIL.size
