@@ -462,15 +462,18 @@ class Batch:
         """Queue a put (see Store.put)."""
         s = self._store
         value = copy_value(value)
-        s._backend.check_value(value, validate_key(key))
+        key = validate_key(key)
+        # The check encodes the value; the commit reuses those bytes rather than encoding it again.
+        encoded = s._backend.check_value(value, key)
         return self._add(
             Op(
                 s._ns(namespace),
-                validate_key(key),
+                key,
                 "put",
                 value,
                 _check_ttl(ttl),
                 _check_version(if_version),
+                encoded=encoded,
             )
         )
 

@@ -133,6 +133,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         }
         self._latency: deque[float] = deque(maxlen=2048)
         self._last_collect = 0.0
+        self._flushing = 0  # threads waiting in flush() (the apply thread yields less to them: see _apply)
         self._contended = False  # a collect() waited for the lock: see ApplyLoop._let_callers_in
         self.last_error = ""
         # Journal bookkeeping (journal mode only).
@@ -273,16 +274,20 @@ class Collector(FullQueue, JournalLoop, StatsView):
         with self._progress:
             target = self._seq
             self._awake.set()
-            while self._min_outstanding() <= target:
-                if self._fatal is not None:
-                    raise StoreClosedError(f"collector writer stopped: {self._fatal!r}")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise FlushTimeoutError(
-                        f"flush not done after {timeout}s: {self._queued} records waiting "
-                        f"(breaker {self.breaker.state}; last error: {self.last_error or 'none'})"
-                    )
-                self._progress.wait(IDLE_WAIT_S if remaining is None else min(remaining, IDLE_WAIT_S))
+            self._flushing += 1
+            try:
+                while self._min_outstanding() <= target:
+                    if self._fatal is not None:
+                        raise StoreClosedError(f"collector writer stopped: {self._fatal!r}")
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise FlushTimeoutError(
+                            f"flush not done after {timeout}s: {self._queued} records waiting "
+                            f"(breaker {self.breaker.state}; last error: {self.last_error or 'none'})"
+                        )
+                    self._progress.wait(IDLE_WAIT_S if remaining is None else min(remaining, IDLE_WAIT_S))
+            finally:
+                self._flushing -= 1
 
     async def aflush(self, timeout: float | None = None) -> None:
         """:meth:`flush` for asyncio (waits in a worker thread).

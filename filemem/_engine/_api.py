@@ -50,8 +50,11 @@ class EngineAPI(Protocol):
         """Raise StoreClosedError if closed; reset per-process state after a fork."""
         ...
 
-    def check_value(self, value: Any, key: str | None = None) -> None:
-        """Raise InvalidValueError, before any I/O, if ``value`` (as ``key``'s record) cannot be stored."""
+    def check_value(self, value: Any, key: str | None = None) -> bytes | None:
+        """Raise InvalidValueError, before any I/O, if ``value`` (as ``key``'s record) cannot be stored.
+
+        May return the value's encoding by ``codec`` (handed on in ``Op.encoded``).
+        """
         ...
 
     def read(self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False) -> Record | None:

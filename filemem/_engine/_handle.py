@@ -119,8 +119,11 @@ class Handle:
     #: The last value :meth:`check_value` encoded, and its bytes.
     _checked: tuple[Any, bytes] | None = None
 
-    def check_value(self, value: Any, key: str | None = None) -> None:
-        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored.
+    def check_value(self, value: Any, key: str | None = None) -> bytes:
+        """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored; return its encoding.
+
+        The bytes are ``self.codec``'s encoding of ``value``: a caller hands
+        them on in ``Op.encoded`` so the commit does not encode the value twice.
 
         With ``key``, the limit is applied as the commit applies it, to the
         whole record (value plus its metadata), with the widest metadata a
@@ -143,6 +146,7 @@ class Handle:
                     f"record {key!r} encodes to up to {pair} bytes with its metadata; "
                     f"the limit is {self.max_value_bytes}"
                 )
+        return data
 
     def _encoded(self, value: Any) -> bytes:
         """``value`` encoded, reusing :meth:`check_value`'s bytes when it checked this same object.

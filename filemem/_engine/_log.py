@@ -339,7 +339,13 @@ class LogGlue(Commits):
             else:
                 value = op.value
                 results.append(lsn)
-            data = self._encoded(value) if op.kind == "put" else codec.encode(value)
+            enc = op.encoded  # encoded when it was checked (batch(), the collector): not again
+            if op.kind != "put":
+                data = codec.encode(value)
+            elif enc is not None and enc[0] == codec.name:
+                data = enc[1]
+            else:
+                data = self._encoded(value)
             if len(data) > self.max_value_bytes:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
             expires: float | None = None

@@ -75,6 +75,9 @@ class Op:
     #: ``install`` (the fold): the record to put (None: delete) and its version.
     record: Record | None = None
     version: int = 0
+    #: ``put``: the value as already encoded by the codec named here (checked
+    #: against the limit), so the commit does not encode it again; None: encode it then.
+    encoded: tuple[str, bytes] | None = field(default=None, repr=False)
 
 
 def _checked_version(op: Op, rec: Record | None, now: float) -> tuple[Record | None, int]:

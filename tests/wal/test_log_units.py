@@ -182,6 +182,27 @@ def test_overlay_serves_only_synced_entries_and_prunes_folded_ones() -> None:
     assert ov.get(ns, "k") is None and ov.get(ns, "j") is not None and ov.count == 1
 
 
+def test_overlay_latest_is_the_newest_pending_entry_across_frames_and_partial_promotes() -> None:
+    # A writer's decision looks keys up among many pending frames (4 writers' unsynced
+    # batches): the index must answer exactly as a scan of them newest-first would.
+    ov = Overlay(100)
+    a, b = ("a",), ("b",)
+    ov.add(200, [(a, "k", Entry(1, {"value": 1})), (b, "k", Entry(2, {"value": 2}))], synced=False)
+    ov.add(300, [(a, "k", Entry(3, {"value": 3})), (a, "k", Entry(4, None))], synced=False)
+    ov.add(400, [(b, "j", Entry(5, {"value": 5}))], synced=False)
+    assert ov.get_latest(a, "k").lsn == 4 and ov.get_latest(a, "k").record is None  # type: ignore[union-attr]
+    assert ov.get_latest(b, "k").lsn == 2 and ov.get_latest(b, "j").lsn == 5  # type: ignore[union-attr]
+    assert ov.get_latest(a, "j") is None and ov.get(a, "k") is None  # nothing synced yet
+    ov.promote(200)  # the first frame only: (b, k) is committed now, the others still pending
+    assert ov.get(b, "k").lsn == 2 and ov.get_latest(b, "k").lsn == 2  # type: ignore[union-attr]
+    assert ov.get_latest(a, "k").lsn == 4 and ov.get(a, "k").lsn == 1  # type: ignore[union-attr]
+    ov.promote(400)
+    assert ov.latest == {} and ov.get_latest(a, "k").lsn == 4 and ov.get_latest(b, "j").lsn == 5  # type: ignore[union-attr]
+    ov.add(500, [(a, "z", Entry(6, {"value": 6}))], synced=False)
+    ov.reset(600, 6)
+    assert ov.get_latest(a, "z") is None and ov.get_latest(a, "k") is None
+
+
 # ---------------------------------------------------------------------- checkpoint
 
 

@@ -127,8 +127,11 @@ class FileBackend:
     def warm(self) -> None:
         self.fresh.ensure_watching()
 
-    def check_value(self, value: Any, key: str | None = None) -> None:
-        self.engine.check_value(value, key)
+    def check_value(self, value: Any, key: str | None = None) -> tuple[str, bytes] | None:
+        engine = self.engine
+        codec = engine.codec.name  # before the check: the bytes are that codec's
+        data = engine.check_value(value, key)
+        return None if data is None else (codec, data)
 
     def session_hub(self) -> SessionHub:
         """Sessions in ``<store>/sessions/``: files, flock liveness, polled by the watcher."""
