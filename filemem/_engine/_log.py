@@ -180,7 +180,42 @@ class LogGlue(Commits):
         if log.unfolded_bytes() == 0:
             log.refresh()  # another process folded: drop what the shards now hold from our overlay
             return  # nothing to move (and no lock file to create on a store only read)
-        self.fold(wait=self._pins == 0)
+        self._fold_through(log.positions()[0], wait=self._pins == 0)
+
+    def _fold_through(self, target: int, *, wait: bool) -> bool:
+        """Fold until the shards hold the log up to ``target``; False if that could not be had in time.
+
+        In steps of :data:`FOLD_STEP_BYTES`, letting go of the fold lock
+        between two, so that closers and other folders take turns instead of
+        one holding it for a whole backlog. Another process's fold counts:
+        its steps move ``folded`` too. Gives up only after ``lock_timeout_s``
+        in which no fold, ours or another's, made progress (at once without
+        ``wait``). Before, one unbounded fold per settle held the lock for the
+        whole backlog, and a waiter gave up after the lock timeout however far
+        that fold had got (issue 13: collectors closing together, 2 x 10 s).
+        """
+        log = self.log
+        assert log is not None
+        deadline = time.monotonic() + self.lock_timeout_s
+        sleep = 0.0005
+        folded = log.positions()[1]
+        while folded < target:
+            moved = self.fold(wait=False, max_bytes=FOLD_STEP_BYTES)
+            if not moved:
+                if not wait:
+                    return False
+                self.counters["fold_waits"] += 1
+                time.sleep(sleep)
+                sleep = min(sleep * 2, 0.02)
+            now_folded = log.positions()[1]
+            if now_folded > folded:
+                deadline = time.monotonic() + self.lock_timeout_s
+                sleep = 0.0005
+            elif moved or time.monotonic() >= deadline:
+                return now_folded >= target  # our own fold moved nothing more: nothing left it can move
+            folded = now_folded
+        log.refresh()
+        return True
 
     def check_log(self, *, fix: bool) -> list[LogIssue]:
         """``check``'s view of the log: with ``fix``, fold first, then verify what is left.
