@@ -142,3 +142,23 @@ def close_counting_writer(path: str, me: int, count: int, ready: str, go: str, o
     got = {k: counters.get(k, 0) - before.get(k, 0) for k in ("records_folded", "close_folds", "fold_waits")}
     with open(out, "w") as fh:
         json.dump(got, fh)
+
+
+def batch_writer(path: str, ack_path: str, ready: str, stop: str) -> None:
+    """Write 10-key batches (every key of batch n holds n) and one new key per batch until ``stop`` exists.
+
+    Acks ``<n>`` after each batch returned. Small values: the log stays far
+    below the fold threshold, and the writer's own fold waits for it to be idle.
+    """
+    with filemem.Store(path) as s, open(ack_path, "a", buffering=1) as ack:
+        n = 0
+        while not os.path.exists(stop):
+            n += 1
+            with s.batch() as b:
+                for i in range(10):
+                    b.put(("scan", "hot"), f"b{i}", {"n": n, "pad": "z" * 40})
+                b.put(("scan", "hot"), f"new{n:06d}", {"n": n})
+            ack.write(f"{n}\n")
+            if n == 20:
+                with open(ready, "w"):
+                    pass
