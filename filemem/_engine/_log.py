@@ -48,6 +48,8 @@ FOLD_IDLE_S: Final = 0.25
 FOLD_STEP_BYTES: Final = 1 << 20
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
+#: Folded keys whose cached shards are forgotten between two releases of the GIL.
+_FORGET_SLICE: Final = 256
 
 
 class LogGlue(Commits):
@@ -121,7 +123,11 @@ class LogGlue(Commits):
         if keys is None:
             self.cache.clear()
             return
-        for ns, key in keys:
+        for n, (ns, key) in enumerate(keys):
+            if n and not n % _FORGET_SLICE:
+                # Thousands of keys after a big fold, each a few dozen paths:
+                # let go of the GIL between slices (an event loop waits for it).
+                time.sleep(0)
             view = self._views.get(ns)
             if view is None:
                 continue  # never read here: nothing cached through a view
