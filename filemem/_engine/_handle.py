@@ -116,6 +116,8 @@ class Handle:
     _folder: _Folder | None
     _folder_lock: threading.Lock
     _pins: int
+    #: The last value :meth:`check_value` encoded, and its bytes.
+    _checked: tuple[Any, bytes] | None = None
 
     def check_value(self, value: Any, key: str | None = None) -> None:
         """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored.
@@ -125,7 +127,11 @@ class Handle:
         record can have: a record that passes here never fails the commit's
         check, so nothing (no directory, no lock file) is created for it.
         """
-        size = len(self.codec.encode(value))
+        data = self.codec.encode(value)
+        # Kept for the commit of this very object (see _encoded): a put is
+        # checked here and encoded again under the append lock otherwise.
+        self._checked = (value, data)
+        size = len(data)
         if size > self.max_value_bytes:
             raise InvalidValueError(f"value encodes to {size} bytes; the limit is {self.max_value_bytes}")
         if key is not None and size + _RECORD_OVERHEAD_BYTES + 6 * len(key) > self.max_value_bytes:
@@ -137,6 +143,19 @@ class Handle:
                     f"record {key!r} encodes to up to {pair} bytes with its metadata; "
                     f"the limit is {self.max_value_bytes}"
                 )
+
+    def _encoded(self, value: Any) -> bytes:
+        """``value`` encoded, reusing :meth:`check_value`'s bytes when it checked this same object.
+
+        Identity, not equality: the object is the store's own copy of the
+        caller's value (``Store.put`` copies before it checks), so nobody can
+        change it in between, and the memo's reference keeps its id from being
+        reused. Another thread's check in between only means encoding again.
+        """
+        checked = self._checked
+        if checked is not None and checked[0] is value:
+            return checked[1]
+        return self.codec.encode(value)
 
     def check_open(self) -> None:
         """Raise if closed; reset per-process state after a fork."""

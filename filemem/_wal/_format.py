@@ -176,11 +176,39 @@ class LogOp:
     expires_at: float | None = None
 
 
+#: Namespaces as logged, both ways: a store has few, and JSON for each op of
+#: each frame (every process decodes every frame) was a measurable part of a put.
+_NS_BYTES: dict[tuple[str, ...], bytes] = {}
+_NS_TUPLES: dict[bytes, tuple[str, ...]] = {}
+_NS_CACHE_MAX: Final = 4096
+
+
+def _ns_bytes(namespace: tuple[str, ...]) -> bytes:
+    got = _NS_BYTES.get(namespace)
+    if got is None:
+        got = json.dumps(list(namespace), ensure_ascii=False, separators=(",", ":")).encode()
+        if len(_NS_BYTES) < _NS_CACHE_MAX:
+            _NS_BYTES[namespace] = got
+    return got
+
+
+def _ns_tuple(raw: bytes) -> tuple[str, ...]:
+    got = _NS_TUPLES.get(raw)
+    if got is None:
+        ns_raw: Any = json.loads(raw)
+        if not isinstance(ns_raw, list) or not all(isinstance(s, str) for s in ns_raw):
+            raise ValueError("namespace is not a list of strings")
+        got = tuple(ns_raw)
+        if len(_NS_TUPLES) < _NS_CACHE_MAX:
+            _NS_TUPLES[raw] = got
+    return got
+
+
 def encode_batch(first_lsn: int, now: float, ops: list[LogOp]) -> bytes:
     """The payload of a BATCH frame."""
     out = [_BATCH_HEAD.pack(first_lsn, now, len(ops))]
     for op in ops:
-        ns = json.dumps(list(op.namespace), ensure_ascii=False, separators=(",", ":")).encode()
+        ns = _ns_bytes(op.namespace)
         key = op.key.encode()
         codec = CODEC_IDS[op.codec] if op.kind == PUT and op.codec is not None else 0
         out.append(_OP_HEAD.pack(op.kind, codec, len(ns), len(key)))
@@ -203,13 +231,14 @@ def decode_batch(payload: bytes) -> tuple[int, float, list[LogOp]]:
         for _ in range(count):
             kind, codec, ns_len, key_len = _OP_HEAD.unpack_from(payload, at)
             at += _OP_HEAD.size
-            ns_raw: Any = json.loads(payload[at : at + ns_len])
+            ns_raw = payload[at : at + ns_len]
+            if len(ns_raw) != ns_len:
+                raise ValueError("truncated namespace")
+            namespace = _ns_tuple(bytes(ns_raw))
             at += ns_len
             key = payload[at : at + key_len].decode()
             at += key_len
-            if not isinstance(ns_raw, list) or not all(isinstance(s, str) for s in ns_raw):
-                raise ValueError("namespace is not a list of strings")
-            op = LogOp(tuple(ns_raw), key, kind)
+            op = LogOp(namespace, key, kind)
             if kind == PUT:
                 created, expires, value_len = _PUT_TAIL.unpack_from(payload, at)
                 at += _PUT_TAIL.size

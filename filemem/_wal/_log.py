@@ -47,6 +47,7 @@ from .._errors import CorruptShardError, StorageError
 from ..codecs import Codec
 from . import _format, _platform, _repair
 from ._control import Control, ControlPage, boot_id
+from ._lockwait import FlockWaiter
 from ._log_core import (
     APPEND_LOCK,
     CONTROL,
@@ -117,6 +118,9 @@ class Log(LogFold):
         #: Whether this handle's last fold stopped at ``max_bytes`` with synced log left behind.
         self.fold_cut = False
         self.last_write = 0.0
+        #: How much log was unfolded when this handle's last commit appended
+        #: (the fold trigger after a write reads it instead of the page again).
+        self.unfolded_at_commit = 0
         self._open()
 
     # ------------------------------------------------------------------ open / close
@@ -136,6 +140,9 @@ class Log(LogFold):
                 opened.append(self.writer.close)
             self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._append_fd))
+            self._append_waiter = FlockWaiter(self._append_fd) if _platform.NATIVE_FLOCK else None
+            if self._append_waiter is not None:
+                opened.append(self._append_waiter.close)
             self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._open_fd))
             if not self.readonly:
@@ -199,6 +206,8 @@ class Log(LogFold):
                 with suppress(OSError):
                     os.close(fd)
         self._writers_fd = None
+        if self._append_waiter is not None:
+            self._append_waiter.forget()
         self.control.close()
         self.reader.close()
         if self.writer is not None:
@@ -214,6 +223,8 @@ class Log(LogFold):
             return False
         last = _platform.lock(self._open_fd, exclusive=True, blocking=False)
         os.close(self._open_fd)
+        if self._append_waiter is not None:
+            self._append_waiter.close()
         os.close(self._append_fd)
         if self._writers_fd is not None:  # not left (a failed handle): closing lets go of it
             os.close(self._writers_fd)
@@ -318,8 +329,15 @@ class Log(LogFold):
             raise CorruptShardError(
                 f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
             ) from exc
+        codecs = self.codecs
         return [
-            (op.namespace, op.key, Entry(first + i, record_of(self.codecs, op, first + i, now)))
+            (
+                op.namespace,
+                op.key,
+                Entry(first + i, None, functools.partial(record_of, codecs, op, first + i, now))
+                if op.kind == _format.PUT
+                else Entry(first + i, None),
+            )
             for i, op in enumerate(ops)
         ]
 
@@ -383,6 +401,7 @@ class Log(LogFold):
                 self.control.write(c)
                 self.overlay.add(end, changes, synced=not self.sync_on)
                 last_lsn = c.last_lsn
+                self.unfolded_at_commit = self._span(c.folded, end)
         finally:
             if seen_pending is not None:
                 # The decision (a failed conditional write, an update's function
@@ -407,6 +426,16 @@ class Log(LogFold):
         except OSError as exc:
             self.failed = _fs.storage_error(exc, "sync", self.dir)
             raise self.failed from exc
+        c_now = None if self._private is not None else self.control.read()
+        if c_now is not None and c_now.synced >= end:
+            # Another writer's later frame was synced (which covers this one:
+            # fdatasync takes the whole segment, and earlier segments were
+            # synced when they were closed) and published already: nothing to
+            # publish, no second turn on the append lock. With several writers
+            # syncing at once, most of them end here.
+            with self._mu:
+                self.overlay.promote(c_now.synced)
+            return
         with self._append_locked(), self._mu:
             c = self._control(held=True)
             if c.synced < end:
@@ -418,8 +447,12 @@ class Log(LogFold):
     def unfolded_bytes(self) -> int:
         """Roughly how many bytes of log the shards do not hold yet."""
         c = self._control()
-        segs = _format.segment_of(c.synced) - _format.segment_of(c.folded)
-        return segs * self.segment_bytes + _format.offset_of(c.synced) - _format.offset_of(c.folded)
+        return self._span(c.folded, c.synced)
+
+    def _span(self, start: int, end: int) -> int:
+        """Roughly how many bytes of log lie between two positions."""
+        segs = _format.segment_of(end) - _format.segment_of(start)
+        return segs * self.segment_bytes + _format.offset_of(end) - _format.offset_of(start)
 
     @_storage_errors("check the log in")
     def verify(self, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue]:

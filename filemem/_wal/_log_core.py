@@ -27,6 +27,7 @@ from ..codecs import Codec
 from . import _format, _platform
 from ._control import Control, ControlPage, boot_id
 from ._fold import Checkpoint, read_checkpoint
+from ._lockwait import FlockWaiter
 from ._overlay import Change, Overlay
 from ._reader import LogReader
 from ._writer import LogWriter
@@ -102,6 +103,7 @@ class LogCore:
     failed: StorageError | None
     folds: int
     fold_cut: bool
+    unfolded_at_commit: int
     last_write: float
     control: ControlPage
     reader: LogReader
@@ -111,6 +113,8 @@ class LogCore:
     _append_mu: threading.Lock
     _fold_mu: threading.Lock
     _append_fd: int
+    #: Blocks in flock for a waiting thread (native flock only; None: poll).
+    _append_waiter: FlockWaiter | None
     _open_fd: int
     _private: Control | None
     _pid: int
@@ -175,7 +179,19 @@ class LogCore:
             raise LockTimeout(f"timed out waiting for the append lock {path}", path=path, waited_s=self.lock_timeout_s)
         try:
             sleep = _FIRST_SLEEP_S
-            while not _platform.lock(self._append_fd, exclusive=True, blocking=False):
+            waiter = self._append_waiter
+            if (
+                waiter is not None
+                and not _platform.lock(self._append_fd, exclusive=True, blocking=False)
+                and not waiter.acquire(deadline - time.monotonic(), functools.partial(_locks.check_abort, path))
+            ):
+                raise LockTimeout(
+                    f"timed out after {self.lock_timeout_s:.3f}s waiting for the append lock {path}",
+                    path=path,
+                    waited_s=self.lock_timeout_s,
+                )
+            # Without a waiter (the portable path): try, sleep, try again.
+            while waiter is None and not _platform.lock(self._append_fd, exclusive=True, blocking=False):
                 _locks.check_abort(path)
                 now = time.monotonic()
                 if now >= deadline:

@@ -23,19 +23,43 @@ Invariant: for every key, ``committed`` holds its newest record in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Entry", "Overlay"]
 
 
 class Entry:
-    """One key's newest unfolded record: its sequence number and the record (None: deleted)."""
+    """One key's newest unfolded record: its sequence number and the record (None: deleted).
 
-    __slots__ = ("lsn", "record")
+    A record read from another process's frame is decoded on first use
+    (``make``): a writer brings the overlay to the log's end under the append
+    lock, and decoding every other writer's values there lengthened the
+    lock's hold by the codec's time for records nobody in this process may
+    ever read. Two threads that decode at once store equal records.
+    """
 
-    def __init__(self, lsn: int, record: dict[str, Any] | None) -> None:
+    __slots__ = ("_make", "_record", "lsn")
+
+    def __init__(
+        self, lsn: int, record: dict[str, Any] | None, make: Callable[[], dict[str, Any] | None] | None = None
+    ) -> None:
         self.lsn = lsn
-        self.record = record
+        self._record = record
+        self._make = make
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        make = self._make
+        if make is not None:
+            self._record = make()  # before _make goes: a reader that sees no _make sees the record
+            self._make = None
+        return self._record
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the entry is a delete (without decoding a record)."""
+        return self._make is None and self._record is None
 
     def __repr__(self) -> str:
         return f"Entry({self.lsn}, {self.record!r})"

@@ -1,0 +1,291 @@
+"""What a format-2 put waits for: the append lock (a blocking wait in a helper thread) and the fold timer.
+
+A writer that finds the append lock busy no longer sleeps between tries: a
+helper thread blocks in ``flock`` on a duplicate descriptor and hands the lock
+over. These tests hold the lock through another open file description (a
+separate ``os.open``, as another process would) and check the three promises:
+a wait times out, a wait can be aborted, and a lock the thread obtains after
+its caller gave up is let go at once (nobody is locked out by a dead wait).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import filemem
+from filemem._errors import LockTimeout
+from filemem._locks import WaitAborted
+from filemem._wal import _platform
+from filemem._wal._lockwait import FlockWaiter
+from filemem._wal._log import APPEND_LOCK, WAL_DIR
+
+pytestmark = pytest.mark.skipif(not _platform.NATIVE_FLOCK, reason="the waiter serves native flock only")
+
+
+@pytest.fixture
+def lock_path(tmp_path: os.PathLike[str]) -> str:
+    return os.path.join(os.fspath(tmp_path), "x.lock")
+
+
+@pytest.fixture
+def fds(lock_path: str) -> Iterator[list[int]]:
+    opened: list[int] = []
+    yield opened
+    for fd in opened:
+        os.close(fd)
+
+
+def _open(lock_path: str, fds: list[int]) -> int:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fds.append(fd)
+    return fd
+
+
+def _free_within(lock_path: str, fds: list[int], seconds: float) -> bool:
+    """Whether a newcomer gets the lock (without blocking) within ``seconds``; releases it again."""
+    fd = _open(lock_path, fds)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _platform.lock(fd, exclusive=True, blocking=False):
+            _platform.unlock(fd)
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_a_wait_is_granted_when_the_holder_lets_go(lock_path: str, fds: list[int]) -> None:
+    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
+    assert _platform.lock(holder, exclusive=True, blocking=False)
+    waiter = FlockWaiter(mine)
+    try:
+        threading.Timer(0.1, _platform.unlock, (holder,)).start()
+        assert waiter.acquire(10.0, lambda: None)
+        # Held on the caller's behalf: nobody else gets it until the caller unlocks.
+        assert not _platform.lock(holder, exclusive=True, blocking=False)
+        _platform.unlock(mine)
+        assert _free_within(lock_path, fds, 2.0)
+    finally:
+        waiter.close()
+
+
+def test_a_wait_times_out_and_the_late_grant_is_released(lock_path: str, fds: list[int]) -> None:
+    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
+    assert _platform.lock(holder, exclusive=True, blocking=False)
+    waiter = FlockWaiter(mine)
+    try:
+        t0 = time.monotonic()
+        assert waiter.acquire(0.2, lambda: None) is False
+        assert 0.15 <= time.monotonic() - t0 < 5.0
+        # The helper thread still blocks in flock: when the holder lets go it
+        # gets the lock, finds nobody waiting, and must let go at once.
+        _platform.unlock(holder)
+        assert _free_within(lock_path, fds, 5.0)
+        # And the waiter still works for the next caller.
+        assert waiter.acquire(5.0, lambda: None)
+        _platform.unlock(mine)
+    finally:
+        waiter.close()
+
+
+def test_a_wait_after_a_timed_out_one_takes_over_the_pending_grant(lock_path: str, fds: list[int]) -> None:
+    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
+    assert _platform.lock(holder, exclusive=True, blocking=False)
+    waiter = FlockWaiter(mine)
+    try:
+        assert waiter.acquire(0.05, lambda: None) is False
+        threading.Timer(0.1, _platform.unlock, (holder,)).start()
+        assert waiter.acquire(10.0, lambda: None)
+        assert not _platform.lock(holder, exclusive=True, blocking=False)
+        _platform.unlock(mine)
+    finally:
+        waiter.close()
+
+
+def test_an_aborted_wait_raises_and_leaves_the_lock_free(lock_path: str, fds: list[int]) -> None:
+    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
+    assert _platform.lock(holder, exclusive=True, blocking=False)
+    waiter = FlockWaiter(mine)
+    abort = threading.Event()
+
+    def check() -> None:
+        if abort.is_set():
+            raise WaitAborted(lock_path)
+
+    try:
+        threading.Timer(0.05, abort.set).start()
+        with pytest.raises(WaitAborted):
+            waiter.acquire(30.0, check)
+        _platform.unlock(holder)
+        assert _free_within(lock_path, fds, 5.0)
+    finally:
+        waiter.close()
+
+
+def test_close_while_the_thread_waits_releases_the_late_grant(lock_path: str, fds: list[int]) -> None:
+    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
+    assert _platform.lock(holder, exclusive=True, blocking=False)
+    waiter = FlockWaiter(mine)
+    assert waiter.acquire(0.05, lambda: None) is False
+    waiter.close()
+    _platform.unlock(holder)
+    assert _free_within(lock_path, fds, 5.0)
+
+
+def _hold_append_lock(root: str, ready: mp.synchronize.Event, release: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
+    fd = os.open(os.path.join(root, WAL_DIR, APPEND_LOCK), os.O_RDWR)
+    _platform.lock(fd, exclusive=True, blocking=True)
+    ready.set()
+    release.wait(60)
+    _platform.unlock(fd)
+    os.close(fd)
+
+
+@pytest.mark.store_format(2)
+def test_a_put_behind_another_processes_append_lock(store_path: str) -> None:
+    """Across real processes: a put times out with nothing written, then waits and succeeds when the lock frees."""
+    ctx = mp.get_context("spawn")
+    with filemem.Store(store_path, lock_timeout_s=0.3) as s:
+        s.put(("w",), "before", 1)
+        ready, release = ctx.Event(), ctx.Event()
+        child = ctx.Process(target=_hold_append_lock, args=(store_path, ready, release))
+        child.start()
+        try:
+            assert ready.wait(60)
+            with pytest.raises(LockTimeout):
+                s.put(("w",), "timed-out", 1)
+            threading.Timer(0.1, release.set).start()
+            # A second handle with a longer timeout waits for the same lock and gets it.
+            with filemem.Store(store_path, lock_timeout_s=30) as patient:
+                assert patient.put(("w",), "waited", 2) > 0
+            assert s.put(("w",), "after", 3) > 0
+        finally:
+            release.set()
+            child.join(30)
+        assert s.get(("w",), "timed-out") is None
+        assert s.get(("w",), "waited") == 2
+        assert s.get(("w",), "after") == 3
+
+
+@pytest.mark.store_format(2)
+def test_puts_do_not_wake_the_fold_thread_each_time(store_path: str) -> None:
+    """The fold timer moves later on each write without waking its thread (a thread switch per put, before).
+
+    The thread is woken when it has no due time, or to fold at once; a write
+    while a fold is already due only moves the due time.
+    """
+    with filemem.Store(store_path, durability="flush") as s:
+        s.put(("w",), "first", 0)  # starts the folder, with a fold due soon
+        folder = s._engine._folder
+        assert folder is not None
+        woken: list[int] = []
+        real_notify = folder._cond.notify
+        folder._cond.notify = lambda n=1: (woken.append(n), real_notify(n))[1]  # type: ignore[method-assign]
+        for i in range(200):
+            s.put(("w",), f"k{i}", i)
+        # A fold that ran in between clears the due time, and the next write
+        # wakes the thread once: a handful at most, never one per put.
+        assert len(woken) < 20, len(woken)
+        assert s.get(("w",), "k199") == 199
+
+
+@pytest.mark.store_format(2)
+def test_a_put_whose_frame_another_writer_published_takes_the_lock_once(store_path: str) -> None:
+    """A writer finds its frame published as synced by a later writer's sync: no second turn on the lock.
+
+    Two handles stand for two processes (flock belongs to the open file
+    description). While the first handle syncs its frame, the second appends,
+    syncs and publishes a later frame, which covers the first.
+    """
+    with filemem.Store(store_path) as a, filemem.Store(store_path) as b:
+        a.put(("w",), "warm", 0)
+        log = a._engine.log
+        assert log is not None and log.writer is not None
+        real_sync = log.writer.sync
+        turns: list[str] = []
+        real_locked = log._append_locked
+
+        def counting_locked() -> Any:
+            turns.append("lock")
+            return real_locked()
+
+        def sync_while_b_writes(end: int) -> None:
+            real_sync(end)
+            b.put(("w",), "later", 2)  # appended after a's frame, synced and published
+
+        log.writer.sync = sync_while_b_writes  # type: ignore[method-assign]
+        log._append_locked = counting_locked  # type: ignore[method-assign]
+        try:
+            version = a.put(("w",), "first", 1)
+        finally:
+            log.writer.sync = real_sync  # type: ignore[method-assign]
+            log._append_locked = real_locked  # type: ignore[method-assign]
+        assert turns == ["lock"]
+        assert b.get(("w",), "first") == 1 and a.get(("w",), "later") == 2
+        assert version < b.put(("w",), "last", 3)
+
+
+@pytest.mark.store_format(2)
+def test_a_put_encodes_its_value_once(store_path: str) -> None:
+    """The size check's bytes are the bytes logged: one encode per put (two before)."""
+    with filemem.Store(store_path) as s:
+        s.put(("w",), "warm", 0)
+        engine = s._engine
+        real = engine.codec
+        calls: list[int] = []
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def encode(self, value: Any) -> bytes:
+                calls.append(1)
+                return bytes(real.encode(value))
+
+        engine.codec = Counting()  # type: ignore[assignment]
+        try:
+            s.put(("w",), "k", {"a": [1, 2, 3]})
+        finally:
+            engine.codec = real
+        assert len(calls) == 1
+        assert s.get(("w",), "k") == {"a": [1, 2, 3]}
+
+
+@pytest.mark.store_format(2)
+def test_a_writer_does_not_decode_other_writers_values_under_the_lock(store_path: str) -> None:
+    """Bringing the overlay to the log's end (under the append lock) decodes no values; a read decodes its own."""
+    with filemem.Store(store_path) as a, filemem.Store(store_path) as b:
+        a.put(("w",), "warm", 0)
+        log = a._engine.log
+        assert log is not None
+        decoded: list[bytes] = []
+        real = dict(log.codecs)
+
+        class Counting:
+            def __init__(self, codec: Any) -> None:
+                self.codec = codec
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.codec, name)
+
+            def decode(self, data: bytes) -> Any:
+                decoded.append(data)
+                return self.codec.decode(data)
+
+        log.codecs.update({name: Counting(c) for name, c in real.items()})  # type: ignore[misc]
+        try:
+            for i in range(50):
+                b.put(("w",), f"b{i}", {"i": i})
+            a.put(("w",), "mine", 1)  # advances over b's 50 frames under the append lock
+            assert decoded == []
+            assert a.get(("w",), "b7") == {"i": 7}
+            assert len(decoded) == 1
+        finally:
+            log.codecs.clear()
+            log.codecs.update(real)
