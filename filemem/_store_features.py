@@ -83,9 +83,10 @@ class SearchScanFacet:
         Memory stays bounded however large the namespace: one shard's parse
         and one batch are alive at a time, and shards read here do not enter
         the process cache (a scan would evict every hot entry). Records come
-        in shard order (by key hash), sorted by key within a shard; like
-        ``items()`` it is not a snapshot: a record written during the scan may
-        or may not be seen, but none is returned twice.
+        in shard order (by key hash), sorted by key within a shard, then
+        records only the write-ahead log holds yet (format 2: no fold first);
+        like ``items()`` it is not a snapshot: a record written during the
+        scan may or may not be seen, but none is returned twice.
 
         >>> for batch in store.scan("agent-1/episodic", batch_size=500):  # doctest: +SKIP
         ...     index(batch)

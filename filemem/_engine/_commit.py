@@ -243,6 +243,12 @@ class Commits(Splits):
         if any(shards[lp].codec != self.codec.name for lp in dirty):
             self._follow_marker_codec()
         for lp, keys in dirty.items():
+            if installing:
+                # A fold (a background thread): let go of the GIL between two
+                # shard encodes, each one long C call, so that an event loop or
+                # a caller of this process waits for one shard, not for the
+                # whole group (issue 13: AsyncStore loop lag on format 2).
+                time.sleep(0)
             shard = work[lp]
             shard.generation += 1
             if not installing:

@@ -105,6 +105,8 @@ class Engine(LogGlue):
             "folds": 0,
             "records_folded": 0,
             "fold_failures": 0,
+            "fold_waits": 0,
+            "close_folds": 0,
         }
         self.log: Log | None = None
         #: The control page file, touched after each commit so watchers wake (see _wal._tail).
@@ -133,10 +135,12 @@ class Engine(LogGlue):
             if folder is not None:
                 folder.stop()
             # A store at rest holds every record in its shards (docs/format.md):
-            # a writer folds what is left when it closes. Every writer, not
-            # only the last handle: a read-only handle (a CLI command, a
-            # dashboard) open at that moment cannot fold after it.
-            if not self.readonly and log.failed is None:
+            # the last read-write handle to close folds what is left. Only the
+            # last: another writer still open folds it at the latest when it
+            # closes, so closers do not queue on the fold lock behind a backlog
+            # (issue 13). Read-only handles do not count: they cannot fold.
+            if not self.readonly and log.leave_writers() and log.failed is None:
+                self.counters["close_folds"] += 1
                 with contextlib.suppress(FileMemError):  # the log keeps it; the next opener folds
                     self.settle()
             log.close()

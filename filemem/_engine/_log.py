@@ -48,6 +48,8 @@ FOLD_IDLE_S: Final = 0.25
 FOLD_STEP_BYTES: Final = 1 << 20
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
+#: Folded keys whose cached shards are forgotten between two releases of the GIL.
+_FORGET_SLICE: Final = 256
 
 
 class LogGlue(Commits):
@@ -121,7 +123,11 @@ class LogGlue(Commits):
         if keys is None:
             self.cache.clear()
             return
-        for ns, key in keys:
+        for n, (ns, key) in enumerate(keys):
+            if n and not n % _FORGET_SLICE:
+                # Thousands of keys after a big fold, each a few dozen paths:
+                # let go of the GIL between slices (an event loop waits for it).
+                time.sleep(0)
             view = self._views.get(ns)
             if view is None:
                 continue  # never read here: nothing cached through a view
@@ -180,7 +186,42 @@ class LogGlue(Commits):
         if log.unfolded_bytes() == 0:
             log.refresh()  # another process folded: drop what the shards now hold from our overlay
             return  # nothing to move (and no lock file to create on a store only read)
-        self.fold(wait=self._pins == 0)
+        self._fold_through(log.positions()[0], wait=self._pins == 0)
+
+    def _fold_through(self, target: int, *, wait: bool) -> bool:
+        """Fold until the shards hold the log up to ``target``; False if that could not be had in time.
+
+        In steps of :data:`FOLD_STEP_BYTES`, letting go of the fold lock
+        between two, so that closers and other folders take turns instead of
+        one holding it for a whole backlog; another process's fold counts
+        (its steps move ``folded`` too), so a waiter stops as soon as the
+        shards hold ``target``. Gives up after waiting ``lock_timeout_s`` in
+        all for a busy fold lock (at once without ``wait``); time spent
+        folding itself does not count. Before, one unbounded fold per settle
+        held the lock for the whole backlog, and every closer waited for it
+        (issue 13: collectors closing together, 2 x 10 s each).
+        """
+        log = self.log
+        assert log is not None
+        waited = 0.0
+        sleep = 0.0005
+        folded = log.positions()[1]
+        while folded < target:
+            moved = self.fold(wait=False, max_bytes=FOLD_STEP_BYTES)
+            if not moved:
+                if not wait or waited >= self.lock_timeout_s:
+                    return False
+                self.counters["fold_waits"] += 1
+                started = time.monotonic()
+                time.sleep(sleep)
+                waited += time.monotonic() - started
+                sleep = min(sleep * 2, 0.02)
+            now_folded = log.positions()[1]
+            if moved and now_folded <= folded:
+                return now_folded >= target  # our own fold moved nothing more: nothing left it can move
+            folded = now_folded
+        log.refresh()
+        return True
 
     def check_log(self, *, fix: bool) -> list[LogIssue]:
         """``check``'s view of the log: with ``fix``, fold first, then verify what is left.

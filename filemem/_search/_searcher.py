@@ -20,6 +20,7 @@ Ranking is in ``_scoring`` (and docs/search.md).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -32,7 +33,7 @@ from typing import Any, Final
 from .. import _fs
 from .._engine import Engine, Op, _fork_generation, copy_value
 from .._errors import FileMemError, InvalidQueryError, StorageError
-from .._shard import Shard
+from .._shard import Record, Shard
 from .._types import Item
 from .._walk import ShardWalk
 from ._filter import check_search_args, compile_filter
@@ -55,7 +56,7 @@ INDEX_WRITE_INTERVAL_S: Final = 1.0
 class _NsState:
     """What this process holds of one namespace's index."""
 
-    __slots__ = ("blobs", "dirty", "file_checked", "file_keys", "persisted_at", "segs", "where")
+    __slots__ = ("blobs", "dirty", "file_checked", "file_keys", "log_seg", "persisted_at", "segs", "where")
 
     def __init__(self, where: IndexFile) -> None:
         self.where = where
@@ -70,6 +71,9 @@ class _NsState:
         #: INDEX_WRITE_INTERVAL_S (a rewrite costs a whole file), and close()
         #: writes what is left.
         self.persisted_at = -math.inf
+        #: The segment last built from the log's unfolded records (format 2):
+        #: the next one reuses its vectors for records whose version is the same.
+        self.log_seg: Segment | None = None
 
 
 class Searcher:
@@ -106,6 +110,7 @@ class Searcher:
             "search_retries": 0,
             "segments_built_on_write": 0,
             "index_write_errors": 0,
+            "log_segments_built": 0,
         }
 
     # ------------------------------------------------------------------ index state
@@ -190,7 +195,8 @@ class Searcher:
     def _build(self, state: _NsState | None, prefix: str, shard: Shard) -> Segment:
         key = shard.statkey
         old = self._old(state, prefix) if state is not None else None
-        seg = build_segment(shard, key if key is not None else (-1, -1, -1), self.fields, self.embed, old)
+        log_seg = state.log_seg if state is not None else None
+        seg = build_segment(shard, key if key is not None else (-1, -1, -1), self.fields, self.embed, old, log_seg)
         self.counters["segments_built"] += 1
         if state is not None and key is not None:
             state.segs[prefix] = seg
@@ -198,8 +204,20 @@ class Searcher:
             state.dirty.add(bucket_of(prefix))
         return seg
 
-    def _parts(self, ns: tuple[str, ...], need_shard: bool) -> list[Part]:
-        """Each live shard of ``ns`` with its segment (the engine's iter_shards, over segments)."""
+    def _parts(
+        self,
+        ns: tuple[str, ...],
+        need_shard: bool,
+        unfolded: dict[str, tuple[int, Record | None]] | None = None,
+    ) -> list[Part]:
+        """Each live shard of ``ns`` with its segment (the engine's iter_shards, over segments).
+
+        ``unfolded``: the log's records of ``ns`` the shards may not hold yet
+        (key -> (version, record or None)). A shard record they replace is
+        hidden, and those no shard holds at their version or newer come as one
+        more part, built from the records themselves.
+        """
+        unfolded = dict(unfolded) if unfolded else {}
         engine = self.engine
         state = self._state(ns)
         state.file_checked = False
@@ -238,7 +256,18 @@ class Searcher:
                 seg = self._build(state, prefix, shard)
             kept = walk.take(prefix, key, seg.splitting, seg.keys)
             own: Callable[[str], bool] | None = None if kept is None else kept.__contains__
+            if unfolded:
+                hidden = _replaced(seg, unfolded, own)
+                if hidden:
+                    own = _without(own, hidden)
             parts.append(Part(ns, prefix, path, seg, own, shard))
+        logged = {k: rec for k, (_, rec) in unfolded.items() if rec is not None}
+        if logged:
+            records = Shard("", self.engine.codec.name, 0, logged)
+            state.log_seg = seg = build_segment(records, (-1, -1, -1), self.fields, self.embed, state.log_seg)
+            self.counters["log_segments_built"] += 1
+            # Its own shard: _materialize takes hits from it, never from a file.
+            parts.append(Part(ns, "", "", seg, None, records))
         return parts
 
     def persist(self, ns: tuple[str, ...]) -> bool:
@@ -365,9 +394,10 @@ class Searcher:
         terms = list(dict.fromkeys(tokenize(query))) if query is not None else None
         if limit == 0 or (terms == [] and qvec is None):
             return []  # a query with no word in it matches nothing
-        # The index is built from the shard files: give them every record
-        # first. After the checks, so a bad query changes nothing on disk.
-        self.engine.settle()
+        # Format 2: the log's unfolded records are searched where they are
+        # (one more part per namespace, hiding the shard records they
+        # replace) instead of folding first: a search beside a hot writer
+        # chased its backlog and paid for the folds (issue 13).
         self._after_fork()
         with self._lock:
             self.counters["searches"] += 1
@@ -376,7 +406,11 @@ class Searcher:
                 last = attempt == _ATTEMPTS - 1
                 parts: list[Part] = []
                 for ns in prefixes:
-                    parts.extend(self._parts(ns, need_shard=pred is not None or last))
+                    # The log before the shards: a fold in between moves
+                    # records into shards not yet read (the newer wins), never
+                    # out of sight.
+                    unfolded = self.engine.unfolded(ns)
+                    parts.extend(self._parts(ns, need_shard=pred is not None or last, unfolded=unfolded))
                 page = rank(parts, pred, terms, qvec, limit, offset)
                 hits = self._materialize(parts, page)
                 for ns in prefixes:
@@ -411,3 +445,32 @@ class Searcher:
             )
             hits.append(SearchHit(item, score))
         return hits
+
+
+def _replaced(
+    seg: Segment, unfolded: dict[str, tuple[int, Record | None]], own: Callable[[str], bool] | None
+) -> set[str]:
+    """Keys of ``seg`` the log holds newer (hidden here); pops from ``unfolded`` those the shard has as new.
+
+    A key the shard holds at the log's version or newer (a fold got there
+    first) is served from the shard, not from the log.
+    """
+    keys = seg.keys
+    versions = seg.versions
+    hidden: set[str] = set()
+    for k in list(unfolded) if len(unfolded) <= seg.n else [k for k in keys if k in unfolded]:
+        i = bisect.bisect_left(keys, k)
+        if i == len(keys) or keys[i] != k or (own is not None and not own(k)):
+            continue
+        if unfolded[k][0] > versions[i]:
+            hidden.add(k)
+        else:
+            del unfolded[k]
+    return hidden
+
+
+def _without(own: Callable[[str], bool] | None, hidden: set[str]) -> Callable[[str], bool]:
+    if own is None:
+        return lambda k: k not in hidden
+    inner = own
+    return lambda k: inner(k) and k not in hidden

@@ -228,16 +228,21 @@ def build_segment(
     fields: tuple[tuple[str, ...], ...] | None,
     embed: Embed | None,
     old: Segment | None = None,
+    also: Segment | None = None,
 ) -> Segment:
     """Index every record of ``shard`` (expired ones too: expiry is checked at query time).
 
     ``old``: an earlier segment of the same shard; its vectors are reused for
-    records whose version did not change.
+    records whose version did not change. ``also``: one more segment to take
+    such vectors from (format 2: the one built from the log's records, which
+    the fold has since moved into this shard).
     """
     keys = sorted(shard.records)
     reuse: dict[str, tuple[int, array[float] | None]] = {}
-    if old is not None and embed is not None:
-        reuse = {k: (v, vec) for k, v, vec in zip(old.keys, old.versions, old.vectors, strict=True)}
+    if embed is not None:
+        for seg in (also, old):  # old last: it wins for a key both hold
+            if seg is not None:
+                reuse.update({k: (v, vec) for k, v, vec in zip(seg.keys, seg.versions, seg.vectors, strict=True)})
     versions = array("q")
     expires: list[float | None] = []
     lens = array("I")

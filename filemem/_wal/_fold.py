@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,9 +108,14 @@ def fold_range(
     newest: dict[tuple[tuple[str, ...], str], Installed] = {}
     last = 0
     count = 0
-    for frame in scan.frames:
+    for n, frame in enumerate(scan.frames):
         if frame.kind != _format.BATCH:
             continue
+        if n:
+            # Folds run in a background thread: let go of the GIL between two
+            # frames (each a batch to decode), so a thread waiting for it (an
+            # event loop) waits for one frame, not for the whole step.
+            time.sleep(0)
         try:
             first, now, ops = _format.decode_batch(frame.payload)
         except ValueError as exc:

@@ -145,6 +145,9 @@ class Log(LogFold):
                 opened.append(self._append_waiter.close)
             self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._open_fd))
+            if not self.readonly:
+                self._writers_fd = self._join_writers()  # see LogFold.leave_writers
+                opened.append(functools.partial(os.close, self._writers_fd))
             self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
             first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
             try:
@@ -198,9 +201,11 @@ class Log(LogFold):
 
     def after_fork(self) -> None:
         """In a forked child: drop inherited descriptors (without unlocking the parent's locks) and reopen."""
-        for fd in (self._append_fd, self._open_fd):
-            with suppress(OSError):
-                os.close(fd)
+        for fd in (self._append_fd, self._open_fd, self._writers_fd):
+            if fd is not None:
+                with suppress(OSError):
+                    os.close(fd)
+        self._writers_fd = None
         if self._append_waiter is not None:
             self._append_waiter.forget()
         self.control.close()
@@ -221,6 +226,9 @@ class Log(LogFold):
         if self._append_waiter is not None:
             self._append_waiter.close()
         os.close(self._append_fd)
+        if self._writers_fd is not None:  # not left (a failed handle): closing lets go of it
+            os.close(self._writers_fd)
+            self._writers_fd = None
         self.control.close()
         self.reader.close()
         if self.writer is not None:

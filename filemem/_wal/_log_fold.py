@@ -3,9 +3,18 @@
 One fold at a time over all processes (``wal/fold.lock`` exclusive, and a
 mutex for the threads of one process); a snapshot holds the same lock shared.
 A fold starts at the checkpoint, installs records idempotently through the
-engine's ``install``, writes the checkpoint after every step of
-``fold_step_bytes``, then publishes ``folded`` on the control page and unlinks
-the segments wholly below it.
+engine's ``install``, and after every step of ``fold_step_bytes`` writes the
+checkpoint and publishes ``folded`` on the control page (so a process waiting
+for the shards to hold its records sees another's fold progress); at the end
+it unlinks the segments wholly below it.
+
+Which handle folds at close: every read-write handle holds ``wal/writers.lock``
+shared while it is open (read-only handles never take it). A closing writer
+drops its hold and then tries the lock exclusively, without waiting: only a
+writer that finds no other read-write handle open must fold what is left
+(:meth:`LogFold.leave_writers`). Of closers racing there, the last to drop its
+hold cannot be refused by the others (they dropped theirs before trying), so
+one of them always folds, after every one of them has stopped writing.
 
 Invariant: the checkpoint never names a position whose records are not all in
 the shards, and ``folded`` on the page never runs ahead of the checkpoint; so a
@@ -19,6 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Final
 
 from .. import _fs
 from .._errors import LockTimeout
@@ -26,9 +36,57 @@ from . import _format, _platform
 from ._fold import Checkpoint, Installed, fold_range, read_checkpoint, write_checkpoint
 from ._log_core import FIRST_POSITION, FOLD_LOCK, LogCore, _storage_errors, record_of
 
+#: Held shared by every open read-write handle (see the module docstring).
+WRITERS_LOCK: Final = "writers.lock"
+
 
 class LogFold(LogCore):
     """The fold and the pin of :class:`filemem._wal._log.Log`."""
+
+    #: This handle's hold on ``wal/writers.lock`` (read-write handles only; None once left).
+    _writers_fd: int | None = None
+
+    def _join_writers(self) -> int:
+        """Open ``wal/writers.lock`` and hold it shared; return the descriptor.
+
+        Waits only while a closing writer holds it exclusively, which it does
+        for an instant (it lets go before it folds).
+        """
+        fd = os.open(os.path.join(self.dir, WRITERS_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _platform.lock(fd, exclusive=False, blocking=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def leave_writers(self) -> bool:
+        """Stop counting as an open writer; True if no other read-write handle is open (then fold what is left).
+
+        Call once, at close, after this handle's last write. A handle that
+        gets False may leave its records unfolded: another read-write handle
+        is open and folds them at the latest when it closes (or, if it is
+        killed, the next opener's recovery does).
+        """
+        fd, self._writers_fd = self._writers_fd, None
+        if fd is None:
+            return False
+        try:
+            # Drop our hold first, then try for the whole lock without waiting
+            # (never taking the hold back): of two closers, the second to drop
+            # finds the first's hold gone, so they cannot both step aside. A
+            # closer refused because a winner holds it exclusively is covered
+            # too: the winner took it after our hold was gone, after our writes.
+            _platform.unlock(fd)
+            last = _platform.lock(fd, exclusive=True, blocking=False)
+        finally:
+            os.close(fd)  # lets go of the exclusive lock at once: openers wait only for this instant
+        return last
+
+    def positions(self) -> tuple[int, int]:
+        """(synced, folded): how far the log is durable, and how far the shards hold it."""
+        c = self._control()
+        return c.synced, c.folded
 
     @_storage_errors("fold the log in")
     def fold(self, install: Callable[[list[Installed]], None], *, wait: bool, max_bytes: int | None = None) -> bool:
@@ -86,6 +144,18 @@ class LogFold(LogCore):
             )
             cp = Checkpoint(stop, max(last, cp.folded_lsn))
             write_checkpoint(self.dir, cp, sync=self.sync_on)
+            # Published per step, not once at the end: a closer or a scan
+            # waiting for the shards to hold the log up to some position sees
+            # this fold's progress and keeps waiting instead of timing out
+            # behind a long backlog (issue 13).
+            self._publish_folded(cp)
+        if not stops:
+            self._publish_folded(cp)  # a page re-derived behind the checkpoint catches up
+        self.folds += 1
+        self._retire(_format.segment_of(cp.folded))
+
+    def _publish_folded(self, cp: Checkpoint) -> None:
+        """Tell every process (the control page) that the shards hold the log up to the checkpoint."""
         with self._append_locked():
             c = self._control(held=True)
             if cp.folded > c.folded or cp.folded_lsn > c.folded_lsn:
@@ -93,8 +163,6 @@ class LogFold(LogCore):
                 c.folds += 1
                 c.commits += 1  # readers look again: they drop what the shards now hold
                 self.control.write(c)
-        self.folds += 1
-        self._retire(_format.segment_of(cp.folded))
 
     def _fold_stops(self, start: int, limit: int) -> list[int]:
         """Where a fold from ``start`` to ``limit`` checkpoints: batch ends a step apart, then ``limit``."""

@@ -129,12 +129,13 @@ def fold(store: Store) -> None:
 
     A format-2 store takes writes in its log and moves them into the shards
     in the background (about a second after the last write, and when the last
-    writer closes); ``check``, ``compact``, ``convert``, ``export`` and
-    ``search`` fold first on their own. Call this before reading shard files
+    writer closes); ``check``, ``compact`` and ``convert`` fold first on
+    their own (reads, ``export``, ``scan`` and ``search`` merge the log's
+    records over the shards instead). Call this before reading shard files
     directly while writers are at work. Nothing to do on a format-1 store (its
-    shards are always current). Waits for a fold another process is running;
-    a snapshot open in this process holds folds off, so then this returns
-    without folding.
+    shards are always current). Waits while a fold another process is running
+    makes progress; a snapshot open in this process holds folds off, so then
+    this returns without folding.
 
     Example::
 

@@ -44,11 +44,12 @@ def writer_lock(store_path: str, ns: str) -> str:
 def busy_locks(root: str) -> list[str]:
     """Lock files someone holds (probed with a fresh descriptor: flock excludes it like another process).
 
-    Not the log's ``open.lock``: every open handle holds it shared, by design.
+    Not the log's ``open.lock`` nor ``writers.lock``: every open (read-write)
+    handle holds them shared, by design.
     """
     busy = []
     for path in lock_files(root):
-        if os.path.basename(path) == "open.lock" and os.path.basename(os.path.dirname(path)) == "wal":
+        if os.path.basename(path) in ("open.lock", "writers.lock") and os.path.basename(os.path.dirname(path)) == "wal":
             continue
         got = _locks.try_exclusive(path)
         if got is None:

@@ -11,6 +11,7 @@ import pytest
 
 import filemem
 from filemem.aio import AsyncStore
+from tests.helpers import settle
 
 SMALL: dict[str, Any] = {"durability": "flush", "shard_max_bytes": 2048}
 
@@ -24,6 +25,9 @@ def _fill(s: filemem.Store, ns: str, n: int) -> None:
 def test_sync_scan_returns_every_live_record_once_in_bounded_batches(store_path: str, codec: str) -> None:
     with filemem.Store(store_path, codec=codec, **SMALL) as s:
         _fill(s, "ns", 1000)
+        # Format 2: the records reach the shards at the fold (a scan reads the
+        # log's records where they are): fold, so that many shards are streamed.
+        settle(s)
         s.put("ns", "gone", 1, ttl=0.001)
         time.sleep(0.01)  # a put with durability="flush" can return within the TTL: let it expire
         batches = list(s.scan("ns", batch_size=64))

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import filemem
+from tests.helpers import settle
 
 from ..concurrency._workers import ack, die, open_ack, touch, write_result
 
@@ -68,5 +69,6 @@ def torn_index_child(path: str, where: str) -> None:
     _searcher.write_index = write_half  # type: ignore[assignment]
     with filemem.Store(path, watch="off") as s:
         s.put("n", "new", {"text": "alpha brandnew"})
+        settle(s)  # format 2: the record reaches its shard (whose segment the index file then needs) at the fold
         s.search("n", "alpha")
     time.sleep(60)  # never reached

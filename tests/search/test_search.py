@@ -84,6 +84,7 @@ def test_fresh_store_reuses_the_index_files(store_path: str) -> None:
         with s.batch() as b:
             for i in range(200):
                 b.put("big", f"k{i}", {"text": f"word{i % 13} common"})
+        settle(s)  # format 2: index files hold shards' segments; the log's records reach shards at the fold
         first = s.search("big", "word3 common", limit=5)
         assert s._searcher.counters["segments_built"] > 1
         assert idx_files(s)
@@ -101,6 +102,7 @@ def test_a_stale_entry_is_detected_by_shard_identity(store_path: str) -> None:
     with filemem.Store(store_path, shard_max_bytes=1024, watch="off") as s:
         for i in range(40):
             s.put("n", f"k{i}", f"alpha {i}")
+        settle(s)  # format 2: shards' segments need the records in the shards (the fold)
         s.search("n", "alpha")
         built = s._searcher.counters["segments_built"]
         assert built > 1
@@ -169,6 +171,7 @@ def test_a_damaged_index_is_rebuilt_reported_and_fixed(store_path: str, damage: 
     with filemem.Store(store_path, shard_max_bytes=1024, watch="off") as s:
         for i in range(60):
             s.put("n", f"k{i}", f"alpha {i % 5}")
+        settle(s)  # format 2: index files hold shards' segments (the fold puts the records there)
         s.search("n", "alpha")
         path = idx_files(s)[0]
         assert len(idx_files(s)) > 1  # many shards: the index is spread over bucket files
@@ -199,6 +202,7 @@ def test_a_damaged_index_is_rebuilt_reported_and_fixed(store_path: str, damage: 
 
 def test_check_removes_a_dead_writers_temp_file(store: filemem.Store) -> None:
     store.put("n", "a", "alpha")
+    settle(store)  # format 2: an index file needs the record in its shard (the fold)
     store.search("n", "alpha")
     (path,) = idx_files(store)
     tmp = path + ".tmp-99999999-abcd"
@@ -258,6 +262,7 @@ def test_large_term_counts_use_wide_postings(store_path: str) -> None:
     with filemem.Store(store_path, watch="off") as s:
         s.put("w", "big", "alpha " * 70_000)  # a count past uint16
         s.put("w", "small", "alpha beta")
+        settle(s)  # format 2: the index file holds shards' segments (the fold)
         hits = s.search("w", "alpha")
         assert [h.item.key for h in hits] == ["big", "small"]
         assert_same(hits, reference(s, ("w",), "alpha"), 0, 10, s)

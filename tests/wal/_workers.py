@@ -103,3 +103,62 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
         ready.send("armed")
         s.put(NS, "killed", value)
     raise AssertionError("not killed")  # pragma: no cover
+
+
+def wait_for(path: str, timeout: float = 60.0) -> None:
+    """Wait until ``path`` exists (a file the parent touches to say go)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.005)
+
+
+def close_counting_writer(path: str, me: int, count: int, ready: str, go: str, out: str) -> None:
+    """Write ``count`` records in batches of 100, say ready, wait for go, close at once; report the close's fold work.
+
+    ``out`` gets a JSON line: records folded and closes that folded, by the
+    close itself (counters after the close minus counters just before it).
+    """
+    import json
+
+    s = filemem.Store(path)
+    for start in range(0, count, 100):
+        with s.batch() as b:
+            for i in range(start, min(start + 100, count)):
+                b.put(("close", str(me)), f"k{i:05d}", {"me": me, "i": i})
+    with open(ready, "w"):
+        pass
+    wait_for(go)
+    if count:
+        # The last batch again, right before closing: the background folder
+        # (due a quarter second after a write) cannot have folded it.
+        with s.batch() as b:
+            for i in range(max(0, count - 100), count):
+                b.put(("close", str(me)), f"k{i:05d}", {"me": me, "i": i})
+    counters = s._engine.counters
+    before = dict(counters)
+    s.close()
+    got = {k: counters.get(k, 0) - before.get(k, 0) for k in ("records_folded", "close_folds", "fold_waits")}
+    with open(out, "w") as fh:
+        json.dump(got, fh)
+
+
+def batch_writer(path: str, ack_path: str, ready: str, stop: str) -> None:
+    """Write 10-key batches (every key of batch n holds n) and one new key per batch until ``stop`` exists.
+
+    Acks ``<n>`` after each batch returned. Small values: the log stays far
+    below the fold threshold, and the writer's own fold waits for it to be idle.
+    """
+    with filemem.Store(path) as s, open(ack_path, "a", buffering=1) as ack:
+        n = 0
+        while not os.path.exists(stop):
+            n += 1
+            with s.batch() as b:
+                for i in range(10):
+                    b.put(("scan", "hot"), f"b{i}", {"n": n, "pad": "z" * 40})
+                b.put(("scan", "hot"), f"new{n:06d}", {"n": n})
+            ack.write(f"{n}\n")
+            if n == 20:
+                with open(ready, "w"):
+                    pass

@@ -262,10 +262,16 @@ class FileBackend:
         return Snapshot(self.engine, self._normalize)
 
     def scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
-        self.engine.settle()  # scan reads the shard files one by one
-        return self._scan(ns, batch_size)
+        # Format 2: read through the log instead of folding first (a scan
+        # beside a hot writer chased its backlog and paid for the folds,
+        # issue 13). The log before the shards, and at the call: a fold during
+        # the walk moves records into shards not yet read (then they are in
+        # both, and the newer wins), never out of sight.
+        return self._scan(ns, batch_size, self.engine.unfolded(ns))
 
-    def _scan(self, ns: tuple[str, ...], batch_size: int) -> Generator[list[Item], None, None]:
+    def _scan(
+        self, ns: tuple[str, ...], batch_size: int, unfolded: dict[str, tuple[int, Record | None]]
+    ) -> Generator[list[Item], None, None]:
         engine = self.engine
         # Splits and merges may run meanwhile: the walk says which shards to
         # read and which of their keys have not come out yet (filemem._walk).
@@ -280,14 +286,26 @@ class FileBackend:
             kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
             now = time.time()
             for key in sorted(shard.records if kept is None else kept):
-                rec = shard.records[key]
-                x = rec.get("expires_at")
-                if x is not None and x <= now:
+                rec: Record | None = shard.records[key]
+                logged = unfolded.pop(key, None)
+                if logged is not None and rec is not None and logged[0] > rec["version"]:
+                    rec = logged[1]  # the log's newer version (None: deleted since)
+                if rec is None or ((x := rec.get("expires_at")) is not None and x <= now):
                     continue
                 out.append(item_of(ns, key, rec))
                 if len(out) >= batch_size:
                     yield out
                     out = []
+        # Keys no shard held when its turn came: the log has them alone.
+        now = time.time()
+        for key in sorted(unfolded):
+            rec = unfolded[key][1]
+            if rec is None or ((x := rec.get("expires_at")) is not None and x <= now):
+                continue
+            out.append(item_of(ns, key, rec))
+            if len(out) >= batch_size:
+                yield out
+                out = []
         if out:
             yield out
 
