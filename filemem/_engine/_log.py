@@ -145,6 +145,17 @@ class LogGlue(Commits):
         log = self.log
         return log is not None and log.changed()
 
+    def log_generation(self) -> int:
+        """A number that moves whenever the log's records as this process sees them change (0 without a log).
+
+        A value cached above the engine (the file backend's hot-key table) is
+        current only while this and :meth:`changed` say nothing moved:
+        ``changed`` goes back to False once this process has read the new
+        frames in, so it alone cannot tell a cache that one of them was its key.
+        """
+        log = self.log
+        return 0 if log is None else log.overlay.generation
+
     def commit_signal(self) -> str | None:
         """The file every commit to the log touches (watchers wake the change feed on it); None without a log."""
         log = self.log

@@ -86,6 +86,10 @@ class Overlay:
         self.pruned_lsn = 0
         self.count = 0
         self._unpruned = False
+        #: +1 whenever what readers see changes (entries committed, pruned or
+        #: reset): a value cached above the overlay is current only while this
+        #: has not moved (the file backend's hot-key table checks it).
+        self.generation = 0
 
     def get(self, namespace: tuple[str, ...], key: str) -> Entry | None:
         """The newest synced entry for a key, if it is unfolded (what readers see)."""
@@ -128,6 +132,8 @@ class Overlay:
             self.pos = max(self.pos, min(synced, self.tail))
 
     def _apply(self, changes: list[Change]) -> None:
+        if changes:
+            self.generation += 1
         committed = self.committed
         pruned = self.pruned_lsn
         for ns, key, entry in changes:
@@ -158,6 +164,8 @@ class Overlay:
             if not by_key:
                 del self.committed[ns]
         self.count -= len(gone)
+        if gone:
+            self.generation += 1
         return gone
 
     def reset(self, pos: int, pruned_lsn: int) -> None:
@@ -168,6 +176,7 @@ class Overlay:
         self.pos = self.tail = pos
         self.pruned_lsn = pruned_lsn
         self.count = 0
+        self.generation += 1
 
     def namespace(self, namespace: tuple[str, ...]) -> dict[str, Entry]:
         """A copy of the committed entries of one namespace."""

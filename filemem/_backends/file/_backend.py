@@ -83,7 +83,7 @@ class FileBackend:
             self.fresh = Freshness(self.engine, cache, watch=watch, poll_interval_s=poll_interval_s)
             self.consistency: Consistency = consistency
             # (namespace as given, key) -> (cache entry, record) for recent cached gets.
-            self._hot: dict[tuple[Any, str], tuple[Any, Record]] = {}
+            self._hot: dict[tuple[Any, str], tuple[Any, Record, int]] = {}
             self._hot_epoch = cache.epoch
             self._hot_fork = _fork_generation[0]
             self.hot_hits = 0
@@ -176,6 +176,7 @@ class FileBackend:
                 and self._hot_epoch == self.fresh.cache.epoch
                 and self._hot_fork == _fork_generation[0]  # a forked child takes the full path first
                 and not self.engine.changed()  # another write committed: it may be this key's
+                and hot[2] == self.engine.log_generation()  # the log's records moved since: it may be this key
             ):
                 hot_rec = hot[1]
                 x = hot_rec.get("expires_at")
@@ -185,6 +186,9 @@ class FileBackend:
                     return copy_value(hot_rec["value"])
         self.engine.check_open()
         fresh_ok = self._fresh_ok(consistency)
+        # Taken before the read: a change landing during it makes the entry
+        # stale at once, never current by mistake.
+        generation = self.engine.log_generation()
         rec, entry = self.engine.read_entry(self._normalize(namespace), validate_key(key), fresh_ok=fresh_ok)
         if entry is not None and consistency is None:
             cache = self.fresh.cache
@@ -196,7 +200,7 @@ class FileBackend:
                 self._hot_fork = _fork_generation[0]
             assert rec is not None
             with contextlib.suppress(TypeError):  # an unhashable namespace
-                self._hot[(namespace, key)] = (entry, rec)
+                self._hot[(namespace, key)] = (entry, rec, generation)
         return default if rec is None else copy_value(rec["value"])
 
     def get_hot(self, namespace: NamespaceLike, key: str, missing: Any) -> Any:
@@ -213,6 +217,7 @@ class FileBackend:
             or self._hot_epoch != self.fresh.cache.epoch
             or self._hot_fork != _fork_generation[0]
             or self.engine.changed()  # another write committed: it may be this key's
+            or hot[2] != self.engine.log_generation()  # the log's records moved since: it may be this key
         ):
             return missing
         rec = hot[1]
