@@ -19,7 +19,7 @@ from filemem._engine import Engine, Op
 from filemem._errors import StorageError
 from filemem._health import _probes
 from tests.collector._children import journal_only_child
-from tests.helpers import reap
+from tests.helpers import reap, settle
 from tests.sessions._workers import crash_child, read_log
 from tests.sessions._workers import wait_for as wait_log
 
@@ -165,6 +165,7 @@ def test_a_stale_search_index_is_found_and_rebuilt(store_path: str) -> None:
     with filemem.Store(store_path) as store:
         for i in range(60):
             store.put("docs", f"d{i}", {"text": f"word{i} common"})
+        settle(store)  # format 2: index files hold shards' segments; the fold puts the records in the shards
         assert len(store.search("docs", query="common", limit=100)) == 60
     # Another process rewrites every shard without maintaining the index.
     with filemem.Store(store_path, index_on_write=False) as writer:
@@ -183,6 +184,7 @@ def test_a_damaged_search_index_is_found_and_rebuilt(store_path: str) -> None:
     with filemem.Store(store_path) as store:
         for i in range(20):
             store.put("docs", f"d{i}", {"text": f"word{i}"})
+        settle(store)  # format 2: index files hold shards' segments (the fold puts the records there)
         store.search("docs", query="word3")
     idx_dir = os.path.join(store_path, "index", "docs")
     (name,) = [n for n in os.listdir(idx_dir) if n.endswith(".idx")]
