@@ -12,7 +12,7 @@ round, so a shared machine's noise lands on every variant alike.
 Example::
 
     python tools/bench_put_path.py --procs 1,4 --durability flush,fsync --seconds 3 --rounds 3 \\
-        --code old=/tmp/old-checkout --code new=.
+        --code old=../old-checkout --code new=.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ work in the reading handle and fails on the old code, which folded there.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -48,6 +49,7 @@ def _mixed(s: filemem.Store, *, between: bool = False) -> None:
     s.delete(NS, "k02")
     s.put(NS, "n01", {"text": "alpha only in the log"})
     s.put(NS, "gone", {"text": "alpha expired"}, ttl=0.001)
+    time.sleep(0.01)  # "gone" has expired by the time the caller reads (a quiet machine reads within 1 ms)
 
 
 def test_scan_merges_the_log_over_the_shards_without_folding(store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
