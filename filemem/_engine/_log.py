@@ -397,7 +397,7 @@ class LogGlue(Commits):
             elif enc is not None and enc[0] == codec.name:
                 data = enc[1]
             else:
-                data = self._encoded(value)
+                data = self._encoded(value, codec)
             if len(data) > self.max_value_bytes:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
             expires: float | None = None

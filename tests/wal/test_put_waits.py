@@ -294,3 +294,29 @@ def test_a_writer_does_not_decode_other_writers_values_under_the_lock(store_path
         finally:
             log.codecs.clear()
             log.codecs.update(real)
+
+
+@pytest.mark.store_format(2)
+def test_a_codec_change_between_the_check_and_the_commit_logs_the_new_codecs_bytes(store_path: str) -> None:
+    """`convert` can switch the store's codec while a writer runs: the checked bytes of the old codec are not logged.
+
+    Found by tests/cli/test_live.py (a msgpack store converted to json while
+    processes wrote): the commit reused the check's msgpack bytes under the
+    json codec's name, and every later fold failed to decode them.
+    """
+    from filemem.codecs import get_codec
+
+    with filemem.Store(store_path, codec="msgpack") as s, filemem.Store(store_path) as reader:
+        engine = s._engine
+        real_check = engine.check_value
+
+        def check_then_switch(value: Any, key: str | None = None) -> Any:
+            got = real_check(value, key)
+            engine.codec = get_codec("json")  # what following the marker's codec does after a convert
+            return got
+
+        engine.check_value = check_then_switch  # type: ignore[method-assign]
+        s.put(("w",), "k", {"a": [1, 2, 3]})
+        assert reader.get(("w",), "k") == {"a": [1, 2, 3]}  # another handle decodes the logged frame
+        reader._engine.fold(wait=True)
+        assert reader.get(("w",), "k") == {"a": [1, 2, 3]}
