@@ -285,7 +285,7 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
         """
         value = copy_value(value)
         key = validate_key(key)
-        self._backend.check_value(value, key)
+        encoded = self._backend.check_value(value, key)  # rides on the op: the commit does not encode again
         op = Op(
             self._ns(namespace),
             key,
@@ -293,6 +293,7 @@ class Store(SearchScanFacet, SessionsFacet, CollectorFacet, HealthFacet):
             value,
             _check_ttl(ttl),
             _check_version(if_version),
+            encoded=encoded,
         )
         result: int = self._backend.apply([op])[0]
         return result

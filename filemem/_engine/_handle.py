@@ -116,8 +116,6 @@ class Handle:
     _folder: _Folder | None
     _folder_lock: threading.Lock
     _pins: int
-    #: The last value :meth:`check_value` encoded, and its bytes.
-    _checked: tuple[Any, str, bytes] | None = None
 
     def check_value(self, value: Any, key: str | None = None) -> bytes:
         """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored; return its encoding.
@@ -130,11 +128,7 @@ class Handle:
         record can have: a record that passes here never fails the commit's
         check, so nothing (no directory, no lock file) is created for it.
         """
-        codec = self.codec
-        data = codec.encode(value)
-        # Kept for the commit of this very object (see _encoded): a put is
-        # checked here and encoded again under the append lock otherwise.
-        self._checked = (value, codec.name, data)
+        data = self.codec.encode(value)
         size = len(data)
         if size > self.max_value_bytes:
             raise InvalidValueError(f"value encodes to {size} bytes; the limit is {self.max_value_bytes}")
@@ -148,22 +142,6 @@ class Handle:
                     f"the limit is {self.max_value_bytes}"
                 )
         return data
-
-    def _encoded(self, value: Any, codec: Codec) -> bytes:
-        """``value`` encoded by ``codec``, reusing :meth:`check_value`'s bytes for this same object and codec.
-
-        Identity, not equality: the object is the store's own copy of the
-        caller's value (``Store.put`` copies before it checks), so nobody can
-        change it in between, and the memo's reference keeps its id from being
-        reused. Another thread's check in between only means encoding again.
-        """
-        checked = self._checked
-        if checked is not None and checked[0] is value and checked[1] == codec.name:
-            return checked[2]
-        # Another object, or the store's codec changed in between (a convert
-        # ran while this process wrote): bytes of another codec must never be
-        # logged under this one's name.
-        return codec.encode(value)
 
     def check_open(self) -> None:
         """Raise if closed; reset per-process state after a fork."""

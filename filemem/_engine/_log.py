@@ -391,13 +391,11 @@ class LogGlue(Commits):
             else:
                 value = op.value
                 results.append(lsn)
-            enc = op.encoded  # encoded when it was checked (batch(), the collector): not again
-            if op.kind != "put":
-                data = codec.encode(value)
-            elif enc is not None and enc[0] == codec.name:
-                data = enc[1]
-            else:
-                data = self._encoded(value, codec)
+            # Encoded when it was checked (put(), batch(), the collector): not
+            # again, unless the store's codec changed since (a convert ran):
+            # bytes of another codec are never logged under this one's name.
+            enc = op.encoded
+            data = enc[1] if op.kind == "put" and enc is not None and enc[0] == codec.name else codec.encode(value)
             if len(data) > self.max_value_bytes:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
             expires: float | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from ... import _fs
@@ -277,11 +277,25 @@ class FileBackend:
     def _scan(
         self, ns: tuple[str, ...], batch_size: int, unfolded: dict[str, tuple[int, Record | None]]
     ) -> Generator[list[Item], None, None]:
+        out: list[Item] = []
+        for key, rec, now in self._scan_records(ns, unfolded):
+            if rec is None or ((x := rec.get("expires_at")) is not None and x <= now):
+                continue
+            out.append(item_of(ns, key, rec))
+            if len(out) >= batch_size:
+                yield out
+                out = []
+        if out:
+            yield out
+
+    def _scan_records(
+        self, ns: tuple[str, ...], unfolded: dict[str, tuple[int, Record | None]]
+    ) -> Iterator[tuple[str, Record | None, float]]:
+        """(key, newest record or None if deleted, the time to judge its expiry by), in key order per shard."""
         engine = self.engine
         # Splits and merges may run meanwhile: the walk says which shards to
         # read and which of their keys have not come out yet (filemem._walk).
         walk = ShardWalk(engine.view(ns), "scanned")
-        out: list[Item] = []
         for prefix in walk:
             engine.check_open()
             shard = self._scan_load(walk.view.shard_path(prefix), prefix)
@@ -295,24 +309,11 @@ class FileBackend:
                 logged = unfolded.pop(key, None)
                 if logged is not None and rec is not None and logged[0] > rec["version"]:
                     rec = logged[1]  # the log's newer version (None: deleted since)
-                if rec is None or ((x := rec.get("expires_at")) is not None and x <= now):
-                    continue
-                out.append(item_of(ns, key, rec))
-                if len(out) >= batch_size:
-                    yield out
-                    out = []
+                yield key, rec, now
         # Keys no shard held when its turn came: the log has them alone.
         now = time.time()
         for key in sorted(unfolded):
-            rec = unfolded[key][1]
-            if rec is None or ((x := rec.get("expires_at")) is not None and x <= now):
-                continue
-            out.append(item_of(ns, key, rec))
-            if len(out) >= batch_size:
-                yield out
-                out = []
-        if out:
-            yield out
+            yield key, unfolded[key][1], now
 
     def _scan_load(self, path: str, prefix: str) -> Shard | None:
         entry = self.engine.cache.peek(path)
