@@ -372,6 +372,7 @@ class Log(LogFold):
         assert self.writer is not None
         #: Set when the decision saw frames nobody has published as synced yet.
         seen_pending: tuple[int, int] | None = None
+        self._catch_up()
         try:
             with self._append_locked(), self._mu:
                 c = self._control(held=True)
@@ -415,6 +416,25 @@ class Log(LogFold):
         self._publish_synced(end, last_lsn)
         self.last_write = time.monotonic()
         return results
+
+    def _catch_up(self) -> None:
+        """Read the frames other writers appended into the overlay before taking the append lock.
+
+        Every frame below the page's ``appended`` is complete (a writer moves
+        ``appended`` past its frame only after writing all of it, and nothing
+        below it is ever rewritten), so reading them needs no lock: what is
+        still unsynced goes to the overlay's pending part, as under the lock.
+        With four writers each put found three other frames to read, and
+        reading them under the append lock was the longest part of its hold;
+        now the locked section reads only what lands in between.
+        """
+        if self._private is not None:
+            return
+        c = self.control.read()
+        if c is None or c.appended <= self.overlay.tail:
+            return  # mid-update (the locked section re-reads it), or nothing new
+        with self._mu:
+            self._advance(c, c.appended)
 
     def _publish_synced(self, end: int, last_lsn: int) -> None:
         """Sync the log up to ``end`` (outside the append lock) and publish it as synced."""

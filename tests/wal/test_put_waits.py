@@ -297,6 +297,41 @@ def test_a_writer_does_not_decode_other_writers_values_under_the_lock(store_path
 
 
 @pytest.mark.store_format(2)
+def test_a_writer_reads_other_writers_frames_before_it_takes_the_append_lock(store_path: str) -> None:
+    """Frames below the page's appended end are read outside the lock; under it, only what lands meanwhile.
+
+    With four writers, reading the other three's frames was the longest part
+    of a put's hold on the append lock (every other writer waited through it).
+    """
+    with filemem.Store(store_path) as a, filemem.Store(store_path) as b:
+        a.put(("w",), "warm", 0)
+        log = a._engine.log
+        assert log is not None
+        real_scan = log.reader.scan
+        scanned: list[tuple[bool, int]] = []  # (append lock held, frames read)
+
+        def spying_scan(start: int, end: int | None) -> Any:
+            got = real_scan(start, end)
+            scanned.append((log._append_mu.locked(), len(got.frames)))
+            return got
+
+        for i in range(20):
+            b.put(("w",), f"b{i}", i)
+        log.reader.scan = spying_scan  # type: ignore[method-assign]
+        try:
+            a.put(("w",), "mine", 1)
+        finally:
+            log.reader.scan = real_scan  # type: ignore[method-assign]
+        assert sum(n for held, n in scanned if not held) == 20
+        assert sum(n for held, n in scanned if held) == 0
+        # And what was read is what a decision under the lock needs: b's latest versions.
+        assert a.get(("w",), "b19") == 19
+        item = b.get_item(("w",), "b19")
+        assert item is not None
+        assert a.put(("w",), "b19", 20, if_version=item.version) > item.version
+
+
+@pytest.mark.store_format(2)
 def test_a_codec_change_between_the_check_and_the_commit_logs_the_new_codecs_bytes(store_path: str) -> None:
     """`convert` can switch the store's codec while a writer runs: the checked bytes of the old codec are not logged.
 
