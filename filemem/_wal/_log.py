@@ -141,12 +141,14 @@ class Log(LogFold):
             )
             if self.writer is not None:
                 opened.append(self.writer.close)
-            self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            self._append_path = os.path.join(self.dir, APPEND_LOCK)
+            self._page_path = os.path.join(self.dir, PAGE_LOCK)
+            self._append_fd = os.open(self._append_path, os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._append_fd))
             self._append_waiter = FlockWaiter(self._append_fd) if _platform.NATIVE_FLOCK else None
             if self._append_waiter is not None:
                 opened.append(self._append_waiter.close)
-            self._page_fd = os.open(os.path.join(self.dir, PAGE_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            self._page_fd = os.open(self._page_path, os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._page_fd))
             self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._open_fd))
@@ -441,11 +443,11 @@ class Log(LogFold):
         reading them under the append lock was the longest part of its hold;
         now the locked section reads only what lands in between.
         """
-        if self._private is not None:
-            return
+        if self._private is not None or self.control.appended() <= self.overlay.tail:
+            return  # nothing new (the one word is some value a writer wrote: no seqlock needed to ask)
         c = self.control.read()
-        if c is None or c.appended <= self.overlay.tail:
-            return  # mid-update (the locked section re-reads it), or nothing new
+        if c is None:
+            return  # mid-update: the locked section reads the page again
         with self._mu:
             self._advance(c, c.appended)
 

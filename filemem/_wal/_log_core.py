@@ -15,7 +15,6 @@ page is re-derived: sequence numbers the page handed out are never reused.
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,6 +119,8 @@ class LogCore:
     _append_fd: int
     _page_mu: threading.Lock
     _page_fd: int
+    _append_path: str
+    _page_path: str
     #: Blocks in flock for a waiting thread (native flock only; None: poll).
     _append_waiter: FlockWaiter | None
     _open_fd: int
@@ -175,7 +176,7 @@ class LogCore:
     @contextmanager
     def _append_locked(self) -> Iterator[None]:
         deadline = time.monotonic() + self.lock_timeout_s
-        path = os.path.join(self.dir, APPEND_LOCK)
+        path = self._append_path
         # Both waits give up when the thread's abort event is set (an async
         # caller was cancelled: _locks.set_abort); nothing is logged then.
         got = self._append_mu.acquire(blocking=False)
@@ -225,7 +226,7 @@ class LogCore:
         thread, whose hand-over would cost more than the wait.
         """
         deadline = time.monotonic() + self.lock_timeout_s
-        path = os.path.join(self.dir, PAGE_LOCK)
+        path = self._page_path
         got = self._page_mu.acquire(blocking=False)
         while not got and (left := deadline - time.monotonic()) > 0:
             _locks.check_abort(path)
