@@ -50,7 +50,7 @@ from ._apply import IDLE_WAIT_S
 from ._breaker import CircuitBreaker
 from ._config import CollectorConfig
 from ._full import FullQueue, WouldBlock
-from ._journal import JournalFile, TailPacker, frame_with_seq
+from ._journal import JournalFile, TailPacker
 from ._journal_thread import Bell, JournalLoop
 from ._replay import recover_journals
 from ._spool import Inbox, Rec, Spool, Taken, recs_of_taken
@@ -201,8 +201,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         payload = self._codec.encode(value)
         if len(payload) > self._max_value_bytes:
             raise InvalidValueError(f"value encodes to {len(payload)} bytes; the limit is {self._max_value_bytes}")
-        ts = time.time()
-        self._last_collect = time.monotonic()  # the apply thread yields the GIL only to paced callers
+        self._last_collect = ts = time.time()  # the apply thread yields the GIL only to paced callers
         journaled = self._journal is not None
         # In journal mode the record is queued as its journal frame; all of it but the id is packed here,
         # outside the lock.
@@ -222,7 +221,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
                     self._seq = seq = self._seq + 1
                     self._queued += 1
                     if journaled:
-                        self._incoming.add(seq, prio, frame_with_seq(seq, tail))
+                        self._incoming.add_tail(seq, prio, tail)
                     else:
                         self._ready[prio].append(Rec(seq, prio, ts, ns, key, payload))
                     break
