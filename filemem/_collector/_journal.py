@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgpack
@@ -36,8 +36,8 @@ __all__ = [
     "FRAME",
     "HEADER",
     "JOURNAL_SUFFIX",
-    "JournalFile",
     "Fields",
+    "JournalFile",
     "JournalRecord",
     "TailPacker",
     "decode_frame",
@@ -260,7 +260,7 @@ def read_journal(path: str) -> tuple[list[JournalRecord], int, bool]:
     return records, pos, False
 
 
-def _decode_body(body: bytes | bytearray) -> JournalRecord | None:
+def _decode_body(body: bytes | bytearray | memoryview) -> JournalRecord | None:
     try:
         got: Any = msgpack.unpackb(body, raw=False, strict_map_key=True)
         seq, ts, prio, ns, key, codec, payload = got
@@ -389,13 +389,13 @@ class JournalFile:
             seq, ts, prio, ns, key, codec, payload = got
         except (ValueError, TypeError, msgpack.UnpackException):
             return None
-        if type(seq) is int and type(ts) is float and type(key) is str and type(payload) is bytes:  # noqa: E721
-            known = self._namespaces.get(ns) if type(ns) is tuple else None  # noqa: E721
-            if known is None and type(ns) is tuple and all(type(s) is str for s in ns):  # noqa: E721
+        if type(seq) is int and type(ts) is float and type(key) is str and type(payload) is bytes:
+            known = self._namespaces.get(ns) if type(ns) is tuple else None
+            if known is None and type(ns) is tuple and all(type(s) is str for s in ns):
                 if len(self._namespaces) >= _NAMESPACES_KEPT:
                     self._namespaces = {}
                 known = self._namespaces[ns] = ns
-            if known is not None and type(prio) is int and type(codec) is str:  # noqa: E721
+            if known is not None and type(prio) is int and type(codec) is str:
                 return seq, ts, prio, known, key, codec, payload
         rec = _decode_body(body)  # (an int timestamp, say: the full check decides)
         if rec is None:
