@@ -90,6 +90,8 @@ class ApplyLoop:
     _fatal: BaseException | None
     _last_collect: float
     _flushing: int
+    #: The apply thread waits for its batch to fill (until batch_timeout): handing on records does not wake it.
+    _filling: bool
 
     _contended: bool
 
@@ -162,6 +164,11 @@ class ApplyLoop:
             return recs_of_runs(runs)
         return out
 
+    def _wake_applier(self) -> None:
+        """Records were handed on: wake the apply thread, unless it waits for its batch to fill and it is not full."""
+        if not self._filling or self._ready_count() >= self.config.batch_size:
+            self._awake.set()
+
     def _ready_count(self) -> int:
         return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
 
@@ -177,15 +184,21 @@ class ApplyLoop:
                     return  # (a dead journal thread hands nothing on any more)
                 self._fold_retired()
                 continue
-            if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set():
-                # Let the batch fill a little: fewer, larger batches.
+            if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set() and not self._flushing:
+                # Let the batch fill a little: fewer, larger batches. Meanwhile nobody
+                # wakes this thread for each group or record that arrives (see _wake_applier):
+                # only a full batch, a flush() or close() does.
                 deadline = time.monotonic() + cfg.batch_timeout
-                while self._ready_count() < cfg.batch_size and not self._stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._awake.wait(left)
-                    self._awake.clear()
+                self._filling = True
+                try:
+                    while self._ready_count() < cfg.batch_size and not self._stop.is_set() and not self._flushing:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._awake.wait(left)
+                        self._awake.clear()
+                finally:
+                    self._filling = False
             wait = self.breaker.wait_s()
             if wait > 0 and self._stop.wait(wait):
                 return  # closing while the breaker is open: close() accounts for what is left

@@ -133,6 +133,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         }
         self._latency: deque[float] = deque(maxlen=2048)
         self._last_collect = 0.0
+        self._filling = False  # the apply thread waits for its batch to fill (see ApplyLoop._wake_applier)
         self._flushing = 0  # threads waiting in flush() (the apply thread yields less to them: see _apply)
         self._contended = False  # a collect() waited for the lock: see ApplyLoop._let_callers_in
         self.last_error = ""
@@ -232,8 +233,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
             self._drop_durably(victim)
         if journaled:
             self._jwake.ring()
-        elif not self._awake.is_set():
-            self._awake.set()
+        elif not self._awake.is_set() and (not self._filling or self._queued >= self.config.batch_size):
+            self._awake.set()  # (not for each record while the apply thread waits for its batch to fill)
         return seq
 
     def _check_usable(self) -> None:
@@ -272,8 +273,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._progress:
             target = self._seq
+            self._flushing += 1  # before the wake: the apply thread stops waiting for its batch to fill
             self._awake.set()
-            self._flushing += 1
             try:
                 while self._min_outstanding() <= target:
                     if self._fatal is not None:
