@@ -5,6 +5,7 @@ Usage::
     python tools/bench_collector.py                    # all figures at a modest size
     python tools/bench_collector.py --records 20000 --latency 100000 --queued 1000000 --json
     python tools/bench_collector.py --only latency --no-burst --pace-us 100 1000   # paced rows only
+    python tools/bench_collector.py --code /tmp/old --only latency --no-burst   # filemem from /tmp/old/filemem
 
 Figures:
 
@@ -61,8 +62,26 @@ from collections.abc import Iterator
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+
+
+def _code_dir(argv: list[str]) -> str:
+    """``--code DIR``: the directory holding the ``filemem/`` to measure (default: this checkout).
+
+    Read before ``filemem`` is imported (argparse runs later), so two trees can
+    be measured by one tool, alternating: copy each tree's ``filemem/`` into its
+    own directory and pass it here. Spawned children get the same argv.
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--code" and i + 1 < len(argv):
+            return os.path.abspath(argv[i + 1])
+        if arg.startswith("--code="):
+            return os.path.abspath(arg.split("=", 1)[1])
+    return ROOT
+
+
+CODE = _code_dir(sys.argv)
+if CODE not in sys.path:
+    sys.path.insert(0, CODE)
 
 import filemem  # noqa: E402
 
@@ -389,6 +408,7 @@ def main() -> None:
     ap.add_argument("--no-burst", action="store_true", help="skip the back-to-back latency row")
     ap.add_argument("--no-parked", action="store_true", help="skip the writers-parked control rows")
     ap.add_argument("--only", choices=["latency", "throughput", "visibility", "memory"], action="append")
+    ap.add_argument("--code", metavar="DIR", help="import filemem from DIR/filemem (A/B runs of two trees)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--tmpdir", default=tempfile.gettempdir(), help="base directory for temp stores")
     args = ap.parse_args()
@@ -396,6 +416,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-collector-", dir=args.tmpdir)
     only = set(args.only or ["latency", "throughput", "visibility", "memory"])
     results: dict[str, Any] = {
+        "module": filemem.__file__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],

@@ -15,6 +15,7 @@ import math
 import random
 import threading
 import time
+from array import array
 from collections import deque
 from operator import attrgetter
 from typing import Final
@@ -51,6 +52,7 @@ _PACED_GAP_S: Final = 0.0002
 _FLUSHING_GAP_S: Final = 0.005
 _PERMANENT: Final = (InvalidValueError, InvalidKeyError)
 _SEQ: Final = attrgetter("seq")
+_OFF: Final = attrgetter("off")
 #: The store's trouble, not the record's (a full disk, an I/O error, a busy
 #: shard): such records are never dead-lettered; they stay in flight (and in
 #: the journal) and are retried behind the breaker until the store takes them.
@@ -88,6 +90,8 @@ class ApplyLoop:
     _fatal: BaseException | None
     _last_collect: float
     _flushing: int
+    #: The apply thread waits for its batch to fill (until batch_timeout): handing on records does not wake it.
+    _filling: bool
 
     _contended: bool
 
@@ -99,7 +103,7 @@ class ApplyLoop:
 
     def _yield_gil(self) -> None:
         """Let go of the GIL for a moment if a paced collect() caller may be waking (see _PACED_GAP_S)."""
-        gap = time.monotonic() - self._last_collect
+        gap = time.time() - self._last_collect  # (collect() stamps it with its record's time)
         if gap > _PACED_GAP_S and (not self._flushing or gap < _FLUSHING_GAP_S):
             time.sleep(0)  # releases the GIL: a thread waiting for it runs now, not after 5 ms
 
@@ -110,15 +114,60 @@ class ApplyLoop:
             return
         journal = self._journal
         assert journal is not None, "only journaled records wait unloaded"
-        stubs.sort(key=lambda r: r.off)
+        stubs.sort(key=_OFF)
         for i in range(0, len(stubs), SLICE_RECORDS):
             if i:
                 self._yield_gil()
             part = stubs[i : i + SLICE_RECORDS]
-            for r, got in zip(part, journal.read_frames([(r.off, r.size) for r in part]), strict=True):
-                if got.seq != r.seq:
-                    raise StorageError(f"journal {journal.path}: frame at {r.off} holds record {got.seq}, not {r.seq}")
-                r.ts, r.ns, r.key, r.payload, r.loaded = got.collected_at, got.namespace, got.key, got.payload, True
+            got = journal.read_fields([r.off for r in part], [r.size for r in part])
+            for r, (seq, ts, _, ns, key, _, payload) in zip(part, got, strict=True):
+                if seq != r.seq:
+                    raise StorageError(f"journal {journal.path}: frame at {r.off} holds record {seq}, not {r.seq}")
+                r.ts, r.ns, r.key, r.payload, r.loaded = ts, ns, key, payload, True
+
+    def _recs_of_runs(self, runs: list[Run]) -> list[Rec]:
+        """The records of runs taken from the spools, read back from the journal whole (in id order).
+
+        One object per record, built from the frame's fields (a stub filled in
+        later cost twice the Python work). If the journal cannot be read, the
+        records come back as stubs: ``_commit`` reads them again inside its
+        retries, which handle the error.
+        """
+        journal = self._journal
+        if journal is None or all(run.recs is not None for run in runs):
+            return recs_of_runs(runs)
+        out: list[Rec] = []
+        slices = 0
+        try:
+            for run in runs:
+                if run.recs is not None:
+                    out += run.recs
+                    continue
+                assert run.seqs is not None and run.offs is not None and run.sizes is not None
+                prio = run.prio
+                for i in range(0, run.n, SLICE_RECORDS):
+                    if slices:
+                        self._yield_gil()
+                    slices += 1
+                    seqs = run.seqs[i : i + SLICE_RECORDS]
+                    offs = run.offs[i : i + SLICE_RECORDS]
+                    sizes = run.sizes[i : i + SLICE_RECORDS]
+                    got = journal.read_fields(offs, sizes)
+                    if array("q", [f[0] for f in got]) != seqs:
+                        raise StorageError(f"journal {journal.path}: frames read back hold other records than queued")
+                    out += [
+                        Rec(seq, prio, f[1], f[3], f[4], f[6], off, size)
+                        for seq, off, size, f in zip(seqs, offs, sizes, got, strict=True)
+                    ]
+        except FileMemError as exc:
+            log.warning("collector %s: reading a batch back from the journal failed (retried): %s", self.jid, exc)
+            return recs_of_runs(runs)
+        return out
+
+    def _wake_applier(self) -> None:
+        """Records were handed on: wake the apply thread, unless it waits for its batch to fill and it is not full."""
+        if not self._filling or self._ready_count() >= self.config.batch_size:
+            self._awake.set()
 
     def _ready_count(self) -> int:
         return len(self._ready[0]) + len(self._ready[1]) + len(self._ready[2])
@@ -135,15 +184,21 @@ class ApplyLoop:
                     return  # (a dead journal thread hands nothing on any more)
                 self._fold_retired()
                 continue
-            if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set():
-                # Let the batch fill a little: fewer, larger batches.
+            if n < cfg.batch_size and cfg.batch_timeout > 0 and not self._stop.is_set() and not self._flushing:
+                # Let the batch fill a little: fewer, larger batches. Meanwhile nobody
+                # wakes this thread for each group or record that arrives (see _wake_applier):
+                # only a full batch, a flush() or close() does.
                 deadline = time.monotonic() + cfg.batch_timeout
-                while self._ready_count() < cfg.batch_size and not self._stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._awake.wait(left)
-                    self._awake.clear()
+                self._filling = True
+                try:
+                    while self._ready_count() < cfg.batch_size and not self._stop.is_set() and not self._flushing:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._awake.wait(left)
+                        self._awake.clear()
+                finally:
+                    self._filling = False
             wait = self.breaker.wait_s()
             if wait > 0 and self._stop.wait(wait):
                 return  # closing while the breaker is open: close() accounts for what is left
@@ -159,7 +214,7 @@ class ApplyLoop:
                         runs += got
                 self._inflight_lo = min((r.first_seq for r in runs), default=math.inf)
             self._let_callers_in()
-            batch = recs_of_runs(runs)
+            batch = self._recs_of_runs(runs)
             batch.sort(key=_SEQ)
             self._inflight = batch
             if not self._apply_with_retries():

@@ -138,4 +138,4 @@ class JournalLoop(ApplyLoop):
                 else:
                     self._unjournaled.update(group.seqs)
             self._let_callers_in()
-            self._awake.set()
+            self._wake_applier()

@@ -24,8 +24,9 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from typing import Final, NamedTuple
+from zlib import crc32
 
-from ._journal import decode_frame
+from ._journal import FRAME, decode_frame, pack_uint
 
 __all__ = ["Inbox", "Rec", "Run", "Spool", "Taken", "rec_of_frame", "recs_of_runs", "recs_of_taken"]
 
@@ -272,6 +273,21 @@ class Inbox:
         self._seqs.append(seq)
         self._prios.append(prio)
         self._sizes.append(len(frame))
+
+    def add_tail(self, seq: int, prio: int, tail: bytes) -> None:
+        """``add(seq, prio, frame_with_seq(seq, tail))``, written into the buffer piece by piece.
+
+        collect()'s path, under its lock: no joined frame object, one call.
+        """
+        head = b"\x97" + pack_uint(seq)  # a 7-element array: the id, then the tail's six fields
+        body = len(head) + len(tail)
+        buf = self._buf
+        buf += FRAME.pack(body, crc32(tail, crc32(head)))
+        buf += head
+        buf += tail
+        self._seqs.append(seq)
+        self._prios.append(prio)
+        self._sizes.append(FRAME.size + body)
 
     def head_seq(self) -> int | None:
         if self._front:

@@ -50,7 +50,7 @@ from ._apply import IDLE_WAIT_S
 from ._breaker import CircuitBreaker
 from ._config import CollectorConfig
 from ._full import FullQueue, WouldBlock
-from ._journal import JournalFile, TailPacker, frame_with_seq
+from ._journal import JournalFile, TailPacker
 from ._journal_thread import Bell, JournalLoop
 from ._replay import recover_journals
 from ._spool import Inbox, Rec, Spool, Taken, recs_of_taken
@@ -133,6 +133,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         }
         self._latency: deque[float] = deque(maxlen=2048)
         self._last_collect = 0.0
+        self._filling = False  # the apply thread waits for its batch to fill (see ApplyLoop._wake_applier)
         self._flushing = 0  # threads waiting in flush() (the apply thread yields less to them: see _apply)
         self._contended = False  # a collect() waited for the lock: see ApplyLoop._let_callers_in
         self.last_error = ""
@@ -201,8 +202,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         payload = self._codec.encode(value)
         if len(payload) > self._max_value_bytes:
             raise InvalidValueError(f"value encodes to {len(payload)} bytes; the limit is {self._max_value_bytes}")
-        ts = time.time()
-        self._last_collect = time.monotonic()  # the apply thread yields the GIL only to paced callers
+        self._last_collect = ts = time.time()  # the apply thread yields the GIL only to paced callers
         journaled = self._journal is not None
         # In journal mode the record is queued as its journal frame; all of it but the id is packed here,
         # outside the lock.
@@ -222,7 +222,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
                     self._seq = seq = self._seq + 1
                     self._queued += 1
                     if journaled:
-                        self._incoming.add(seq, prio, frame_with_seq(seq, tail))
+                        self._incoming.add_tail(seq, prio, tail)
                     else:
                         self._ready[prio].append(Rec(seq, prio, ts, ns, key, payload))
                     break
@@ -233,8 +233,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
             self._drop_durably(victim)
         if journaled:
             self._jwake.ring()
-        elif not self._awake.is_set():
-            self._awake.set()
+        elif not self._awake.is_set() and (not self._filling or self._queued >= self.config.batch_size):
+            self._awake.set()  # (not for each record while the apply thread waits for its batch to fill)
         return seq
 
     def _check_usable(self) -> None:
@@ -273,8 +273,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._progress:
             target = self._seq
+            self._flushing += 1  # before the wake: the apply thread stops waiting for its batch to fill
             self._awake.set()
-            self._flushing += 1
             try:
                 while self._min_outstanding() <= target:
                     if self._fatal is not None:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import deque
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filemem._collector._journal import TailPacker, decode_frame, encode_frame, frame_tail, frame_with_seq
+from filemem._collector._journal import (
+    JournalFile,
+    TailPacker,
+    decode_frame,
+    encode_frame,
+    frame_tail,
+    frame_with_seq,
+)
 from filemem._collector._journal_thread import Bell
 from filemem._collector._spool import Inbox, Rec, Spool, recs_of_runs
+from filemem._errors import StorageError
 
 ops = st.lists(
     st.one_of(
@@ -163,6 +175,10 @@ def test_frames_packed_by_hand_are_msgpacks_byte_for_byte(
     assert frame_with_seq(seq, packer.pack(ts, prio, ns, key, payload)) == want  # the namespace, cached
     rec = decode_frame(want)
     assert (rec.seq, rec.namespace, rec.key, rec.payload) == (seq, ns, key, payload)
+    inbox = Inbox()  # collect()'s path: the frame written into the buffer piece by piece
+    inbox.add_tail(seq, prio, packer.pack(ts, prio, ns, key, payload))
+    taken = inbox.take_all()
+    assert bytes(taken.data) == want and list(taken.sizes) == [len(want)] and list(taken.seqs) == [seq]
 
 
 def test_taking_everything_from_the_inbox_hands_the_buffer_over_without_copying() -> None:
@@ -185,3 +201,58 @@ def test_a_bell_rung_once_wakes_one_wait_and_rings_are_not_counted() -> None:
     bell.ring()  # a second ring before the wait is the same ring
     assert bell.wait(0.0)
     assert not bell.wait(0.01)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(
+            st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(0, 2**40)),
+            st.integers(0, 2),
+            st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3).map(tuple),
+            st.text(min_size=1, max_size=40),
+            st.binary(max_size=300),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    gap_at=st.integers(0, 19),
+)
+def test_read_fields_gives_what_read_frames_gives(
+    records: list[tuple[float, int, tuple[str, ...], str, bytes]], gap_at: int
+) -> None:
+    """The apply thread's lighter decode reads back every frame exactly as the full decode does."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _read_back_both_ways(tmp, records, gap_at)
+
+
+def _read_back_both_ways(tmp: str, records: list[tuple[float, int, tuple[str, ...], str, bytes]], gap_at: int) -> None:
+    journal = JournalFile(os.path.join(tmp, "journals"), "j1", sync=False)
+    try:
+        spans = []
+        for seq, (ts, prio, ns, key, payload) in enumerate(records, 1):
+            frame = encode_frame(seq, ts, prio, ns, key, "json", payload)  # an int timestamp takes the full check
+            spans.append((journal.offset, len(frame)))
+            journal.append(frame)
+        spans = spans[:gap_at] + spans[gap_at + 1 :] if len(spans) > 1 else spans  # runs with a hole in them
+        got = journal.read_fields([o for o, _ in spans], [n for _, n in spans])
+        want = journal.read_frames(spans)
+        assert [(seq, ts, prio, ns, key, codec, payload) for seq, ts, prio, ns, key, codec, payload in got] == [
+            (r.seq, r.collected_at, r.priority, r.namespace, r.key, r.codec, r.payload) for r in want
+        ]
+        assert all(type(f[1]) is float and type(f[3]) is tuple for f in got)
+    finally:
+        journal.release()
+
+
+def test_read_fields_refuses_a_frame_that_does_not_read_back(tmp_path: Path) -> None:
+    journal = JournalFile(str(tmp_path / "journals"), "jbad", sync=False)
+    try:
+        frame = encode_frame(1, 1.0, 1, ("a",), "k", "json", b"12345")
+        off = journal.offset
+        journal.append(frame)
+        os.pwrite(journal.fd, b"X", off + len(frame) - 1)  # the checksum no longer matches
+        with pytest.raises(StorageError, match="does not read back"):
+            journal.read_fields([off], [len(frame)])
+    finally:
+        journal.release()
