@@ -1026,9 +1026,7 @@ def workload_gets(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> 
             for spec in specs:
                 label = spec[1]
                 for n in cfg.procs:
-                    r = run_procs(
-                        spec, paths[label], "get", n, cfg.get_ops, cfg.get_keys, cfg.budget, cfg.get_warmup
-                    )
+                    r = run_procs(spec, paths[label], "get", n, cfg.get_ops, cfg.get_keys, cfg.budget, cfg.get_warmup)
                     runs.setdefault((label, n), []).append(r)
                     log(f"  gets #{rep + 1} {label:20s} {n}p: {_fmt_rate(r)}")
     finally:
