@@ -22,7 +22,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, Protocol
 
 from .. import _fs, _locks
 from .._errors import StorageError
@@ -154,6 +154,22 @@ class Reads(Marker):
                 # changed() first): a cached get of it needs no system call.
                 return rec, (_LOG_HIT if fresh_ok else None)
         return self._read_shards(namespace, key, fresh_ok=fresh_ok)
+
+    def hot_probe(self) -> tuple[object, Callable[[], int], HasGeneration]:
+        """What a cache of records above the engine checks before serving one (no system call).
+
+        ``(log, commits, overlay)``: a record read when ``commits()`` returned
+        ``n`` and ``overlay.generation`` was ``g`` (both taken *before* the
+        read) is still this process's answer while both are unchanged and its
+        shard's cache entry is fresh. ``log`` is the log object the two belong
+        to: when :attr:`log` is another one (a store upgraded meanwhile), ask
+        again. Without a log, nothing but the shard cache can move: the
+        counter and generation stay 0.
+        """
+        log = self.log
+        if log is None:
+            return None, _no_commits, _NO_OVERLAY
+        return log, log.commits_reader(), log.overlay
 
     def _read_shards(
         self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False
@@ -290,6 +306,25 @@ class Reads(Marker):
 
 def _all(_key: str) -> bool:
     return True
+
+
+class HasGeneration(Protocol):
+    """The overlay as a hot-key cache sees it: a number that moves whenever what readers see of the log does."""
+
+    @property
+    def generation(self) -> int: ...
+
+
+class _NoOverlay:
+    __slots__ = ()
+    generation: Final = 0
+
+
+_NO_OVERLAY: Final = _NoOverlay()
+
+
+def _no_commits() -> int:
+    return 0
 
 
 class _LogHit:

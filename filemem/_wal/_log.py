@@ -35,6 +35,7 @@ write is acknowledged only once the synced position covers it.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import time
@@ -256,6 +257,18 @@ class Log(LogFold):
     def changed(self) -> bool:
         """Whether anything committed since the last :meth:`refresh` (no system call where mapped)."""
         return self._private is not None or self.control.commits() != self._seen_commits
+
+    def commits_reader(self) -> Callable[[], int]:
+        """The commit counter as a cheap call, for caches above the log (valid until :meth:`close`).
+
+        A value cached when it read ``n`` is current while it still reads ``n``
+        (and the overlay's generation has not moved). A handle that cannot
+        trust the page (:meth:`changed` always True) gets a call that never
+        repeats a number, so nothing cached against it is ever current.
+        """
+        if self._private is not None:
+            return itertools.count(-(1 << 62)).__next__
+        return self.control.commits_reader()
 
     def readable_bounds(self) -> tuple[int, int] | None:
         """(how far this handle may read, where the folded part ends); None while the page is mid-update.
