@@ -117,7 +117,11 @@ class Reads(Marker):
             cache.store(path, None, 0, as_of=started)
             return None
         data, key = got
-        shard = decode_shard(data, path, self._codecs, prefix)
+        # With a log, shards are written only by folds, splits and compaction,
+        # a few times per shard where reads parse it in every process: the
+        # encoded copies of its records (a quarter of a cached shard's memory)
+        # are made again by the writer that needs them (issue 13).
+        shard = decode_shard(data, path, self._codecs, prefix, keep_pairs=self.log is None)
         shard.statkey = key
         self.counters["shard_parses"] += 1
         cache.store(path, shard, len(data), as_of=started)

@@ -169,6 +169,8 @@ class Log(LogFold):
         self.overlay = Overlay(c.folded)
         self.overlay.pruned_lsn = c.folded_lsn
         self._seen_commits = -1
+        #: One decode for every unfolded entry this handle reads in (see _overlay.Entry).
+        self._decode_record = functools.partial(record_of, self.codecs)
         self._seen_folds = c.folds
 
     def _rederive(self) -> None:
@@ -342,14 +344,12 @@ class Log(LogFold):
             raise CorruptShardError(
                 f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
             ) from exc
-        codecs = self.codecs
+        decode = self._decode_record
         return [
             (
                 op.namespace,
                 op.key,
-                Entry(first + i, None, functools.partial(record_of, codecs, op, first + i, now))
-                if op.kind == _format.PUT
-                else Entry(first + i, None),
+                Entry(first + i, None, op, now, decode) if op.kind == _format.PUT else Entry(first + i, None),
             )
             for i, op in enumerate(ops)
         ]
