@@ -53,7 +53,7 @@ def test_a_plain_put_and_get_import_no_heavy_modules(store_path: str) -> None:
 
 def test_lazy_exports_are_listed_and_importable() -> None:
     assert {"AsyncStore", "Episodic", "recall_context"} <= set(dir(filemem))
-    from filemem import AsyncStore, Worklog  # noqa: PLC0415 - the point is the import statement
+    from filemem import AsyncStore, Worklog
 
     assert AsyncStore.__name__ == "AsyncStore" and Worklog.__name__ == "Worklog"
     with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
