@@ -95,7 +95,7 @@ def _unlock(fd: int) -> None:
     import portalocker  # noqa: PLC0415 - see _lock_nb
 
     try:
-        _unlock(fd)
+        portalocker.unlock(fd)
     except portalocker.LockException as exc:
         raise OSError(_errno.EIO, str(exc)) from exc
 
