@@ -237,6 +237,16 @@ class Reads(Marker):
         # Our own write is current by construction: a process reads its own
         # writes at once, whatever the cache's TTL.
         shard.statkey = key
+        if self.log is not None and shard.pairs:
+            # As in load(): on a logged store the cache keeps records only. A
+            # copy, since the writer may still use the encoded pairs it made
+            # (a split sizes its leaves by them); the fold process rewrites
+            # hundreds of shards and kept every record twice (issue 13).
+            cached = shard.copy()
+            cached.pairs = {}
+            cached.statkey = key
+            cached.touched = shard.touched
+            shard = cached
         self.cache.store(path, shard, key[2])
 
     def snapshot_lock(self, view: View, prefix: str, first: bool) -> _locks.Held:
