@@ -99,6 +99,7 @@ def _unlock(fd: int) -> None:
     except portalocker.LockException as exc:
         raise OSError(_errno.EIO, str(exc)) from exc
 
+
 __all__ = [
     "Held",
     "WaitAborted",
