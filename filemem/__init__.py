@@ -40,7 +40,9 @@ door. The public submodules: ``filemem.codecs`` (the codec extension point),
 
 from __future__ import annotations
 
-from ._async import AsyncStore as AsyncStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._collector import Collector as Collector
 from ._collector import CollectorConfig as CollectorConfig
 from ._collector import DeadLetter as DeadLetter
@@ -77,20 +79,58 @@ from ._store import Store as Store
 from ._types import Consistency as Consistency
 from ._types import Finding as Finding
 from ._types import Item as Item
-from .memory import AsyncEpisodic as AsyncEpisodic
-from .memory import AsyncGenerationCache as AsyncGenerationCache
-from .memory import AsyncSemantic as AsyncSemantic
-from .memory import AsyncSites as AsyncSites
-from .memory import AsyncSkills as AsyncSkills
-from .memory import AsyncWorklog as AsyncWorklog
-from .memory import Episodic as Episodic
-from .memory import GenerationCache as GenerationCache
-from .memory import Semantic as Semantic
-from .memory import Sites as Sites
-from .memory import Skills as Skills
-from .memory import Worklog as Worklog
-from .memory import arecall_context as arecall_context
-from .memory import recall_context as recall_context
+
+# The async face and the memory kinds load on first use (PEP 562): they pull
+# in asyncio (and with it ssl, sockets, selectors), about 10 MB of RSS that a
+# process doing plain puts and gets never needs (issue 13, memory per process).
+if TYPE_CHECKING:
+    from ._async import AsyncStore as AsyncStore
+    from .memory import AsyncEpisodic as AsyncEpisodic
+    from .memory import AsyncGenerationCache as AsyncGenerationCache
+    from .memory import AsyncSemantic as AsyncSemantic
+    from .memory import AsyncSites as AsyncSites
+    from .memory import AsyncSkills as AsyncSkills
+    from .memory import AsyncWorklog as AsyncWorklog
+    from .memory import Episodic as Episodic
+    from .memory import GenerationCache as GenerationCache
+    from .memory import Semantic as Semantic
+    from .memory import Sites as Sites
+    from .memory import Skills as Skills
+    from .memory import Worklog as Worklog
+    from .memory import arecall_context as arecall_context
+    from .memory import recall_context as recall_context
+
+_LAZY: dict[str, str] = {
+    "AsyncStore": "._async",
+    "AsyncEpisodic": ".memory",
+    "AsyncGenerationCache": ".memory",
+    "AsyncSemantic": ".memory",
+    "AsyncSites": ".memory",
+    "AsyncSkills": ".memory",
+    "AsyncWorklog": ".memory",
+    "Episodic": ".memory",
+    "GenerationCache": ".memory",
+    "Semantic": ".memory",
+    "Sites": ".memory",
+    "Skills": ".memory",
+    "Worklog": ".memory",
+    "arecall_context": ".memory",
+    "recall_context": ".memory",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'filemem' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,6 @@ it receives is a ``Change`` of kind ``"missed"``.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import json
@@ -23,10 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from ._names import escape_segment, unescape_segment
 from ._types import Item
+
+if TYPE_CHECKING:
+    import asyncio  # loaded by the first async subscriber (a plain put/get never needs it)
 
 __all__ = ["Change", "ChangeFeed", "Subscription"]
 
@@ -116,6 +118,8 @@ class Subscription:
         self.delivered = 0
         self.missed = 0
         self.errors = 0
+        if loop is not None:
+            import asyncio  # noqa: PLC0415 - already loaded: a loop is running
         self._async_queue: asyncio.Queue[Change | None] | None = (
             asyncio.Queue(maxsize=max_queue) if loop is not None else None
         )
@@ -154,6 +158,8 @@ class Subscription:
         if self._missed and q.qsize() < q.maxsize:
             self._missed = False
             q.put_nowait(Change(change.namespace, "", "missed", time.time()))
+        import asyncio  # noqa: PLC0415 - already loaded: the queue's loop runs
+
         try:
             q.put_nowait(change)
         except asyncio.QueueFull:
@@ -373,6 +379,8 @@ class ChangeFeed:
 
     def subscribe_async(self, prefix: tuple[str, ...], max_queue: int) -> Subscription:
         """An async-iterator subscription bound to the running loop."""
+        import asyncio  # noqa: PLC0415 - already loaded: called from a coroutine
+
         sub = Subscription(self, prefix, max_queue, loop=asyncio.get_running_loop())
         self._add(sub)
         return sub

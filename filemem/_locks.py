@@ -1,4 +1,4 @@
-"""Cross-process reader-writer locks over portalocker (layer L1).
+"""Cross-process reader-writer locks over ``flock`` (portalocker where there is none) (layer L1).
 
 The rules this module keeps, and why:
 
@@ -43,9 +43,62 @@ import time
 import weakref
 from typing import Final, Literal
 
-import portalocker
-
 from ._errors import LockTimeout, StorageError
+
+# flock(2) directly where there is one: portalocker only wraps it there, and
+# importing portalocker loads importlib.metadata, email, zipfile and more,
+# several MB of RSS in every process (issue 13). Its flag values are
+# flock's, so one set of numbers serves both paths.
+try:
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None  # type: ignore[assignment]
+
+_PORTABLE: Final = os.environ.get("FILEMEM_PORTABLE_IO", "") not in ("", "0")
+_NATIVE: Final = _fcntl is not None and not _PORTABLE
+_EXCLUSIVE: Final = 2  # LOCK_EX == _EXCLUSIVE
+_SHARED: Final = 1  # LOCK_SH == _SHARED
+_NON_BLOCKING: Final = 4  # LOCK_NB == portalocker.LockFlags.NON_BLOCKING
+
+
+class _BusyError(Exception):
+    """The lock is held elsewhere (non-blocking attempt)."""
+
+
+def _lock_nb(fd: int, flags: int) -> None:
+    """Try to lock ``fd`` without waiting: _BusyError when it is held, OSError when locking failed."""
+    if _NATIVE:
+        try:
+            _fcntl.flock(fd, flags | _NON_BLOCKING)
+        except OSError as exc:
+            if exc.errno in _CONTENTION_ERRNOS:
+                raise _BusyError from exc
+            raise
+        return
+    import portalocker  # noqa: PLC0415 - only where there is no flock (or FILEMEM_PORTABLE_IO is set)
+
+    try:
+        portalocker.lock(fd, portalocker.LockFlags(flags | _NON_BLOCKING))
+    except portalocker.AlreadyLocked as exc:
+        raise _BusyError from exc
+    except portalocker.LockException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError) and cause.errno in _CONTENTION_ERRNOS:
+            raise _BusyError from exc
+        raise OSError(_errno.EIO, str(exc)) from exc
+
+
+def _unlock(fd: int) -> None:
+    if _NATIVE:
+        _fcntl.flock(fd, _fcntl.LOCK_UN)
+        return
+    import portalocker  # noqa: PLC0415 - see _lock_nb
+
+    try:
+        portalocker.unlock(fd)
+    except portalocker.LockException as exc:
+        raise OSError(_errno.EIO, str(exc)) from exc
+
 
 __all__ = [
     "Held",
@@ -168,8 +221,8 @@ class Held:
         try:
             if self._pid == os.getpid():
                 # If unlocking fails, closing the descriptor below releases it anyway.
-                with contextlib.suppress(portalocker.LockException):
-                    portalocker.unlock(fd)
+                with contextlib.suppress(OSError):
+                    _unlock(fd)
             os.close(fd)
         finally:
             if self._inproc_lock is not None and self._pid == os.getpid():
@@ -276,27 +329,24 @@ def _open(path: str) -> int:
     return fd
 
 
-def _try(fd: int, flags: portalocker.LockFlags, path: str) -> bool:
+def _try(fd: int, flags: int, path: str) -> bool:
     try:
-        portalocker.lock(fd, flags | portalocker.LockFlags.NON_BLOCKING)
+        _lock_nb(fd, flags)
         return True
-    except portalocker.AlreadyLocked:
+    except _BusyError:
         return False
-    except portalocker.LockException as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, OSError) and cause.errno in _CONTENTION_ERRNOS:
-            return False
+    except OSError as exc:
         raise StorageError(f"could not lock {path}: {exc}", path=path) from exc
 
 
-def _poll(fd: int, flags: portalocker.LockFlags, path: str, deadline: float, started: float) -> None:
+def _poll(fd: int, flags: int, path: str, deadline: float, started: float) -> None:
     sleep = _FIRST_SLEEP_S
     while not _try(fd, flags, path):
         now = time.monotonic()
         if now >= deadline:
             raise LockTimeout(
                 f"timed out after {now - started:.3f}s waiting for "
-                f"{'an exclusive' if flags & portalocker.LockFlags.EXCLUSIVE else 'a shared'} lock on {path}",
+                f"{'an exclusive' if flags & _EXCLUSIVE else 'a shared'} lock on {path}",
                 path=path,
                 waited_s=now - started,
             )
@@ -322,7 +372,7 @@ def exclusive(path: str, timeout_s: float, *, turnstile: str | None = None) -> H
         _inproc_release(path, inproc)
         raise
     try:
-        flags = portalocker.LockFlags.EXCLUSIVE
+        flags = _EXCLUSIVE
         if not _try(fd, flags, path):
             contended = True
             gate = -1
@@ -337,7 +387,7 @@ def exclusive(path: str, timeout_s: float, *, turnstile: str | None = None) -> H
                 _poll(fd, flags, path, deadline, started)
             finally:
                 if gate >= 0:
-                    portalocker.unlock(gate)
+                    _unlock(gate)
                     os.close(gate)
     except BaseException:
         os.close(fd)
@@ -355,7 +405,7 @@ def try_exclusive(path: str) -> Held | None:
     """
     fd = _open(path)
     try:
-        if _try(fd, portalocker.LockFlags.EXCLUSIVE, path):
+        if _try(fd, _EXCLUSIVE, path):
             return Held(path, fd, "exclusive", None)
     except BaseException:
         os.close(fd)
@@ -375,13 +425,13 @@ def shared(path: str, timeout_s: float, *, turnstile: str | None = None) -> Held
     if turnstile is not None:
         gate = _open(turnstile)
         try:
-            _poll(gate, portalocker.LockFlags.EXCLUSIVE, turnstile, deadline, started)
-            portalocker.unlock(gate)
+            _poll(gate, _EXCLUSIVE, turnstile, deadline, started)
+            _unlock(gate)
         finally:
             os.close(gate)
     fd = _open(path)
     try:
-        _poll(fd, portalocker.LockFlags.SHARED, path, deadline, started)
+        _poll(fd, _SHARED, path, deadline, started)
     except BaseException:
         os.close(fd)
         raise
@@ -403,7 +453,7 @@ def create_locked(path: str) -> Held:
         # asking "is its owner alive?" by trying the lock for a moment): wait
         # for it to let go rather than fail the caller.
         started = time.monotonic()
-        _poll(fd, portalocker.LockFlags.EXCLUSIVE, path, started + _CREATE_LOCK_WAIT_S, started)
+        _poll(fd, _EXCLUSIVE, path, started + _CREATE_LOCK_WAIT_S, started)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -415,7 +465,7 @@ def create_locked(path: str) -> Held:
 def wait_exclusive_fd(fd: int, path: str, timeout_s: float) -> Held:
     """Wait up to ``timeout_s`` for the exclusive lock on an already open descriptor."""
     started = time.monotonic()
-    _poll(fd, portalocker.LockFlags.EXCLUSIVE, path, started + timeout_s, started)
+    _poll(fd, _EXCLUSIVE, path, started + timeout_s, started)
     return Held(path, fd, "exclusive", None)
 
 
@@ -451,13 +501,13 @@ def _try_existing(path: str, mode: Literal["exclusive", "shared"]) -> Held | boo
     if got is None:
         return False
     fd = got
-    flag = portalocker.LockFlags.EXCLUSIVE if mode == "exclusive" else portalocker.LockFlags.SHARED
+    flag = _EXCLUSIVE if mode == "exclusive" else _SHARED
     try:
         if not _try(fd, flag, path):
             os.close(fd)
             return None
         if os.fstat(fd).st_nlink == 0:
-            portalocker.unlock(fd)
+            _unlock(fd)
             os.close(fd)
             return False
     except BaseException:

@@ -29,8 +29,12 @@ public API, nothing is cached or short-cut by the harness):
    third group repeats the durable puts into a store already holding
    ``--put-prefill`` records (many shards, so writers rarely share one).
 2. ``gets``: 1 and 4 processes do random gets on a store pre-populated with
-   ``--get-keys`` records, after an identical warm-up for every peer. filemem
-   is measured with its default ``consistency="cached"`` and with ``"strict"``.
+   ``--get-keys`` records, after an identical warm-up for every peer (every
+   key once, so 1 and 4 processes measure the same steady state; ``--get-warmup
+   sample`` is the old 3,000 random gets). filemem is measured with its default
+   ``consistency="cached"`` and with ``"strict"``; each cell also reports the
+   CPU per get summed over its processes (``cpu_us_per_op``), the figure to
+   compare on a loaded machine.
 3. ``latency``: p50/p99 of single filemem puts (default ``fsync``) while the
    store holds 1k, 10k, 100k, 1M records (populated with ``durability="flush"``
    via ``store.batch()`` in chunks), the number of shard files, and random
@@ -103,6 +107,8 @@ PROC_COUNTS = (1, 4)
 BARRIER_TIMEOUT_S = 120.0
 WARMUP_GETS = 3_000
 WARMUP_S = 0.5
+#: Cap of the "every key once" warm-up of the gets workload (``--get-warmup keys``).
+WARMUP_KEYS_S = 3.0
 #: filemem/__init__.py of the code snapshot every process must import (set by main()).
 EXPECTED_MODULE: list[str | None] = [None]
 
@@ -438,8 +444,14 @@ def _worker(
     budget_s: float,
     barrier: Any,
     out: Any,
+    warmup: str = "sample",
 ) -> None:
-    """Child entry point (spawn): open the peer, wait at the barrier, run ops, report."""
+    """Child entry point (spawn): open the peer, wait at the barrier, run ops, report.
+
+    ``warmup`` (gets only): ``"sample"`` = up to WARMUP_GETS random gets or
+    WARMUP_S seconds; ``"keys"`` = every key once, in a random order, up to
+    WARMUP_KEYS_S seconds. Either is the same code for every peer.
+    """
     peer: Peer | None = None
     try:
         peer = build_peer(spec, path)
@@ -452,13 +464,24 @@ def _worker(
             # Warm-up, identical for every peer: up to WARMUP_GETS random gets or WARMUP_S seconds,
             # so the figure is the steady state of a long-lived process (filemem's shard cache,
             # SQLite's page cache, lmdb's mapping), not the cost of starting one.
-            warm_until = time.perf_counter() + WARMUP_S
-            for _ in range(WARMUP_GETS):
-                peer.get(f"k{rng.randrange(n_keys)}")
+            # "keys" makes the figure independent of how the gets are split: with "sample", one
+            # process doing all 40,000 gets has met most keys before the few it meets first, while
+            # each of 4 processes doing 10,000 meets far more keys for the first time, so the two
+            # process counts measured different mixes of first and repeated reads (issue 13).
+            if warmup == "keys":
+                order = [f"k{i}" for i in range(n_keys)]
+                rng.shuffle(order)
+                warm_until = time.perf_counter() + WARMUP_KEYS_S
+            else:
+                order = [f"k{rng.randrange(n_keys)}" for _ in range(WARMUP_GETS)]
+                warm_until = time.perf_counter() + WARMUP_S
+            for key in order:
+                peer.get(key)
                 if time.perf_counter() > warm_until:
                     break
         barrier.wait(timeout=BARRIER_TIMEOUT_S)
         clock = time.perf_counter
+        cpu0 = time.process_time()  # CPU of this process: the load of other processes does not inflate it
         t0 = clock()
         deadline = t0 + budget_s
         done = misses = 0
@@ -478,6 +501,7 @@ def _worker(
                 if clock() > deadline:
                     break
         t1 = clock()
+        cpu = time.process_time() - cpu0
         out.put(
             {
                 "wid": wid,
@@ -485,6 +509,7 @@ def _worker(
                 "ops": done,
                 "t0": t0,
                 "t1": t1,
+                "cpu_s": cpu,
                 "misses": misses,
                 "module": getattr(peer, "module_file", None),
             }
@@ -499,7 +524,14 @@ def _worker(
 
 
 def run_procs(
-    spec: Spec, path: str, op: str, nprocs: int, ops_total: int, n_keys: int, budget_s: float
+    spec: Spec,
+    path: str,
+    op: str,
+    nprocs: int,
+    ops_total: int,
+    n_keys: int,
+    budget_s: float,
+    warmup: str = "sample",
 ) -> dict[str, Any]:
     """Run ``op`` from ``nprocs`` spawned processes; return ops/s over the wall time after the barrier."""
     ctx = mp.get_context("spawn")
@@ -507,7 +539,7 @@ def run_procs(
     out = ctx.Queue()
     per = max(1, ops_total // nprocs)
     procs = [
-        ctx.Process(target=_worker, args=(spec, path, op, w, per, n_keys, budget_s, barrier, out), daemon=True)
+        ctx.Process(target=_worker, args=(spec, path, op, w, per, n_keys, budget_s, barrier, out, warmup), daemon=True)
         for w in range(nprocs)
     ]
     results: list[dict[str, Any]] = []
@@ -549,6 +581,8 @@ def run_procs(
     ops = sum(r["ops"] for r in results)
     wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
     row: dict[str, Any] = {"ops": ops, "wall_s": round(wall, 4), "rate": round(ops / wall, 1)}
+    # CPU per op summed over the processes: what one op costs, whatever else loads the machine.
+    row["cpu_us_per_op"] = round(sum(r.get("cpu_s", 0.0) for r in results) / max(ops, 1) * 1e6, 2)
     if op == "get":
         row["misses"] = sum(r["misses"] for r in results)
     if ops < per * nprocs:
@@ -970,6 +1004,7 @@ def workload_gets(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> 
     items = [(f"k{i}", make_value(i)) for i in range(cfg.get_keys)]
     res: dict[str, Any] = {
         "keys": cfg.get_keys,
+        "warmup": cfg.get_warmup,
         "ops_total": cfg.get_ops,
         "budget_s": cfg.budget,
         "repeat": cfg.repeat,
@@ -991,7 +1026,7 @@ def workload_gets(cfg: argparse.Namespace, dirs: TempDirs, notes: list[str]) -> 
             for spec in specs:
                 label = spec[1]
                 for n in cfg.procs:
-                    r = run_procs(spec, paths[label], "get", n, cfg.get_ops, cfg.get_keys, cfg.budget)
+                    r = run_procs(spec, paths[label], "get", n, cfg.get_ops, cfg.get_keys, cfg.budget, cfg.get_warmup)
                     runs.setdefault((label, n), []).append(r)
                     log(f"  gets #{rep + 1} {label:20s} {n}p: {_fmt_rate(r)}")
     finally:
@@ -1192,6 +1227,8 @@ def _fmt_rate(r: dict[str, Any]) -> str:
     if "error" in r:
         return "ERROR " + r["error"][:60]
     s = f"{r['rate']:,.0f}/s"
+    if r.get("cpu_us_per_op") is not None:
+        s += f" ({r['cpu_us_per_op']:.2f} us CPU/op)"
     if r.get("misses"):
         s += f" ({r['misses']} misses!)"
     return s + ("*" if r.get("time_capped") else "")
@@ -1403,11 +1440,21 @@ def render(results: dict[str, Any]) -> str:
                 ]
     gets = _ok(results, "gets")
     if gets and "filemem" in gets["rows"]:
+        warm = (
+            f"up to {WARMUP_GETS:,} gets/{WARMUP_S} s"
+            if gets.get("warmup", "sample") == "sample"
+            else f"every key once (up to {WARMUP_KEYS_S} s)"
+        )
         parts += [
             "",
             f"2. Gets/s: random reads of {gets['keys']:,} pre-populated keys, {gets['ops_total']:,} gets split over "
-            f"N processes after a warm-up of up to {WARMUP_GETS:,} gets/{WARMUP_S} s each (budget {gets['budget_s']} s)",
+            f"N processes after a warm-up of {warm} each (budget {gets['budget_s']} s)",
             rate_table(gets["rows"], "filemem", procs),
+            "CPU per get (us, summed over the processes): "
+            + "; ".join(
+                f"{label} " + "/".join(f"{row.get(str(n), {}).get('cpu_us_per_op', '-')}" for n in procs)
+                for label, row in gets["rows"].items()
+            ),
         ]
     lat = _ok(results, "latency")
     if lat and lat["rows"]:
@@ -1540,6 +1587,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--get-ops", type=int, help="gets per cell, split over the processes")
     ap.add_argument("--get-keys", type=int, default=10_000, help="records pre-populated for the gets workload")
+    ap.add_argument(
+        "--get-warmup",
+        choices=("keys", "sample"),
+        default="keys",
+        help="gets warm-up per process: every key once (default) or the old 3,000 random gets (sample)",
+    )
     ap.add_argument("--budget", type=float, help="seconds after which a worker stops early (cell marked *)")
     ap.add_argument("--lat-puts", type=int, help="measured single puts per store size")
     ap.add_argument("--lat-gets", type=int, default=20_000, help="random gets per store size (latency workload)")

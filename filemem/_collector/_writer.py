@@ -28,7 +28,6 @@ The other roles live beside it: ``_journal_thread`` (the journal thread),
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -186,6 +185,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
         try:
             return self._collect(namespace, key, value, priority, wait=False)
         except WouldBlock:
+            import asyncio  # noqa: PLC0415 - here: a process that never awaits need not load it
+
             return await asyncio.to_thread(self._collect, namespace, key, value, priority, wait=True)
 
     def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, *, wait: bool) -> int:
@@ -294,6 +295,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
 
         >>> await collector.aflush()  # doctest: +SKIP
         """
+        import asyncio  # noqa: PLC0415 - here: a process that never awaits need not load it
+
         await asyncio.to_thread(self.flush, timeout)
 
     def close(self, timeout: float | None = None) -> None:
@@ -352,6 +355,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
 
         >>> await collector.aclose()  # doctest: +SKIP
         """
+        import asyncio  # noqa: PLC0415 - here: a process that never awaits need not load it
+
         await asyncio.to_thread(self.close, timeout)
 
     async def __aenter__(self) -> Collector:

@@ -4,7 +4,7 @@ One room per role, each a module with one job and its invariant in its
 docstring; ``Engine`` (in ``_core``) is assembled from them, one class over
 the next::
 
-    _ops.py      Op, copy_value, the one conditional-write rule
+    _ops.py      Op, copy_value (and copier), the one conditional-write rule
     _handle.py   per-process state, closed and fork checks, value limits
     _marker.py   the store marker, format versions, the root's layout
     _reads.py    views, the shard cache, lock-free gets, listings
@@ -44,7 +44,7 @@ from ._marker import (
     STORE_FORMAT_VERSION,
     _read_marker,
 )
-from ._ops import MAX_DEPTH, Op, OpKind, _checked_version, copy_value
+from ._ops import MAX_DEPTH, Op, OpKind, _checked_version, copier, copy_value
 from ._split import maintain_shard
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "_max_version",
     "_parse_intent",
     "_read_marker",
+    "copier",
     "copy_value",
     "maintain_shard",
 ]

@@ -22,7 +22,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, Protocol
 
 from .. import _fs, _locks
 from .._errors import StorageError
@@ -117,7 +117,11 @@ class Reads(Marker):
             cache.store(path, None, 0, as_of=started)
             return None
         data, key = got
-        shard = decode_shard(data, path, self._codecs, prefix)
+        # With a log, shards are written only by folds, splits and compaction,
+        # a few times per shard where reads parse it in every process: the
+        # encoded copies of its records (a quarter of a cached shard's memory)
+        # are made again by the writer that needs them (issue 13).
+        shard = decode_shard(data, path, self._codecs, prefix, keep_pairs=self.log is None)
         shard.statkey = key
         self.counters["shard_parses"] += 1
         cache.store(path, shard, len(data), as_of=started)
@@ -154,6 +158,22 @@ class Reads(Marker):
                 # changed() first): a cached get of it needs no system call.
                 return rec, (_LOG_HIT if fresh_ok else None)
         return self._read_shards(namespace, key, fresh_ok=fresh_ok)
+
+    def hot_probe(self) -> tuple[object, Callable[[], int], HasGeneration]:
+        """What a cache of records above the engine checks before serving one (no system call).
+
+        ``(log, commits, overlay)``: a record read when ``commits()`` returned
+        ``n`` and ``overlay.generation`` was ``g`` (both taken *before* the
+        read) is still this process's answer while both are unchanged and its
+        shard's cache entry is fresh. ``log`` is the log object the two belong
+        to: when :attr:`log` is another one (a store upgraded meanwhile), ask
+        again. Without a log, nothing but the shard cache can move: the
+        counter and generation stay 0.
+        """
+        log = self.log
+        if log is None:
+            return None, _no_commits, _NO_OVERLAY
+        return log, log.commits_reader(), log.overlay
 
     def _read_shards(
         self, namespace: tuple[str, ...], key: str, *, fresh_ok: bool = False
@@ -217,6 +237,16 @@ class Reads(Marker):
         # Our own write is current by construction: a process reads its own
         # writes at once, whatever the cache's TTL.
         shard.statkey = key
+        if self.log is not None and shard.pairs:
+            # As in load(): on a logged store the cache keeps records only. A
+            # copy, since the writer may still use the encoded pairs it made
+            # (a split sizes its leaves by them); the fold process rewrites
+            # hundreds of shards and kept every record twice (issue 13).
+            cached = shard.copy()
+            cached.pairs = {}
+            cached.statkey = key
+            cached.touched = shard.touched
+            shard = cached
         self.cache.store(path, shard, key[2])
 
     def snapshot_lock(self, view: View, prefix: str, first: bool) -> _locks.Held:
@@ -290,6 +320,25 @@ class Reads(Marker):
 
 def _all(_key: str) -> bool:
     return True
+
+
+class HasGeneration(Protocol):
+    """The overlay as a hot-key cache sees it: a number that moves whenever what readers see of the log does."""
+
+    @property
+    def generation(self) -> int: ...
+
+
+class _NoOverlay:
+    __slots__ = ()
+    generation: Final = 0
+
+
+_NO_OVERLAY: Final = _NoOverlay()
+
+
+def _no_commits() -> int:
+    return 0
 
 
 class _LogHit:

@@ -35,6 +35,7 @@ write is acknowledged only once the synced position covers it.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import time
@@ -175,6 +176,8 @@ class Log(LogFold):
         self.overlay = Overlay(c.folded)
         self.overlay.pruned_lsn = c.folded_lsn
         self._seen_commits = -1
+        #: One decode for every unfolded entry this handle reads in (see _overlay.Entry).
+        self._decode_record = functools.partial(record_of, self.codecs)
         self._seen_folds = c.folds
 
     def _rederive(self) -> None:
@@ -266,6 +269,18 @@ class Log(LogFold):
         """Whether anything committed since the last :meth:`refresh` (no system call where mapped)."""
         return self._private is not None or self.control.commits() != self._seen_commits
 
+    def commits_reader(self) -> Callable[[], int]:
+        """The commit counter as a cheap call, for caches above the log (valid until :meth:`close`).
+
+        A value cached when it read ``n`` is current while it still reads ``n``
+        (and the overlay's generation has not moved). A handle that cannot
+        trust the page (:meth:`changed` always True) gets a call that never
+        repeats a number, so nothing cached against it is ever current.
+        """
+        if self._private is not None:
+            return itertools.count(-(1 << 62)).__next__
+        return self.control.commits_reader()
+
     def readable_bounds(self) -> tuple[int, int] | None:
         """(how far this handle may read, where the folded part ends); None while the page is mid-update.
 
@@ -338,14 +353,12 @@ class Log(LogFold):
             raise CorruptShardError(
                 f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
             ) from exc
-        codecs = self.codecs
+        decode = self._decode_record
         return [
             (
                 op.namespace,
                 op.key,
-                Entry(first + i, None, functools.partial(record_of, codecs, op, first + i, now))
-                if op.kind == _format.PUT
-                else Entry(first + i, None),
+                Entry(first + i, None, op, now, decode) if op.kind == _format.PUT else Entry(first + i, None),
             )
             for i, op in enumerate(ops)
         ]

@@ -37,34 +37,45 @@ __all__ = ["Entry", "Overlay"]
 class Entry:
     """One key's newest unfolded record: its sequence number and the record (None: deleted).
 
-    A record read from another process's frame is decoded on first use
-    (``make``): a writer brings the overlay to the log's end under the append
-    lock, and decoding every other writer's values there lengthened the
-    lock's hold by the codec's time for records nobody in this process may
-    ever read. Two threads that decode at once store equal records.
+    A record read from another process's frame is decoded on first use: a
+    writer brings the overlay to the log's end under the append lock, and
+    decoding every other writer's values there lengthened the lock's hold by
+    the codec's time for records nobody in this process may ever read. Until
+    then the entry holds the logged op, the frame's time and the log's one
+    shared ``decode`` (no closure per entry: a partial and its argument tuple
+    were a fifth of an unfolded record's memory in every process, issue 13).
+    Two threads that decode at once store equal records.
     """
 
-    __slots__ = ("_make", "_record", "lsn")
+    __slots__ = ("_decode", "_now", "_op", "_record", "lsn")
 
     def __init__(
-        self, lsn: int, record: dict[str, Any] | None, make: Callable[[], dict[str, Any] | None] | None = None
+        self,
+        lsn: int,
+        record: dict[str, Any] | None,
+        op: Any = None,
+        now: float = 0.0,
+        decode: Callable[[Any, int, float], dict[str, Any] | None] | None = None,
     ) -> None:
         self.lsn = lsn
         self._record = record
-        self._make = make
+        self._op = op if decode is not None else None
+        self._now = now
+        self._decode = decode
 
     @property
     def record(self) -> dict[str, Any] | None:
-        make = self._make
-        if make is not None:
-            self._record = make()  # before _make goes: a reader that sees no _make sees the record
-            self._make = None
+        decode = self._decode
+        if decode is not None:
+            self._record = decode(self._op, self.lsn, self._now)  # before _decode goes: no _decode = decoded
+            self._decode = None
+            self._op = None  # the codec bytes are not needed any more
         return self._record
 
     @property
     def deleted(self) -> bool:
         """Whether the entry is a delete (without decoding a record)."""
-        return self._make is None and self._record is None
+        return self._decode is None and self._record is None
 
     def __repr__(self) -> str:
         return f"Entry({self.lsn}, {self.record!r})"

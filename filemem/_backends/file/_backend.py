@@ -18,7 +18,7 @@ from typing import Any, Final
 from ... import _fs
 from ..._cache import ShardCache
 from ..._check import check_store, compact_store
-from ..._engine import Engine, Op, _fork_generation, copy_value
+from ..._engine import Engine, Op, _fork_generation, copier, copy_value
 from ..._errors import InvalidValueError
 from ..._feed import Change, Subscription
 from ..._freshness import Freshness, WatchMode
@@ -35,6 +35,11 @@ __all__ = ["FileBackend"]
 
 #: Most keys the hot-path table remembers before it starts over.
 _HOT_MAX: Final = 16384
+
+#: A hot-key table entry: the shard cache entry the record came from (its
+#: ``fresh_until``), the record, the commit counter and overlay generation
+#: read before the record was, and the cheapest copy of its value.
+_Hot = tuple[Any, Record, int, int, Callable[[Any], Any]]
 
 
 class FileBackend:
@@ -82,8 +87,12 @@ class FileBackend:
         try:
             self.fresh = Freshness(self.engine, cache, watch=watch, poll_interval_s=poll_interval_s)
             self.consistency: Consistency = consistency
-            # (namespace as given, key) -> (cache entry, record) for recent cached gets.
-            self._hot: dict[tuple[Any, str], tuple[Any, Record, int]] = {}
+            # (namespace as given, key) -> (cache entry, record, commit counter and
+            # overlay generation before the read, the value's copier) for recent cached gets.
+            self._hot: dict[tuple[Any, str], _Hot] = {}
+            self._cache = cache
+            self._probe_log, self._commits, self._overlay = self.engine.hot_probe()
+            self._probe_fork = _fork_generation[0]
             self._hot_epoch = cache.epoch
             self._hot_fork = _fork_generation[0]
             self.hot_hits = 0
@@ -173,35 +182,46 @@ class FileBackend:
             if (
                 hot is not None
                 and hot[0].fresh_until > time.monotonic()
-                and self._hot_epoch == self.fresh.cache.epoch
                 and self._hot_fork == _fork_generation[0]  # a forked child takes the full path first
-                and not self.engine.changed()  # another write committed: it may be this key's
-                and hot[2] == self.engine.log_generation()  # the log's records moved since: it may be this key
+                and hot[2] == self._commits()  # nothing committed since the read (no system call, no frame)
+                and hot[3] == self._overlay.generation  # nor did the log's records move (read in, folded)
+                and self._hot_epoch == self._cache.epoch
             ):
                 hot_rec = hot[1]
                 x = hot_rec.get("expires_at")
                 if x is None or x > time.time():
                     hot[0].used = True
                     self.hot_hits += 1
-                    return copy_value(hot_rec["value"])
-        self.engine.check_open()
+                    return hot[4](hot_rec["value"])
+        engine = self.engine
+        engine.check_open()
         fresh_ok = self._fresh_ok(consistency)
+        if engine.log is not self._probe_log or self._probe_fork != _fork_generation[0]:
+            # A new log to watch (the store was upgraded under us), or a forked
+            # child whose log reopened its control page and overlay.
+            self._probe_log, self._commits, self._overlay = engine.hot_probe()
+            self._probe_fork = _fork_generation[0]
+            self._hot = {}
         # Taken before the read: a change landing during it makes the entry
         # stale at once, never current by mistake.
-        generation = self.engine.log_generation()
-        rec, entry = self.engine.read_entry(self._normalize(namespace), validate_key(key), fresh_ok=fresh_ok)
+        commits = self._commits()
+        generation = self._overlay.generation
+        rec, entry = engine.read_entry(self._normalize(namespace), validate_key(key), fresh_ok=fresh_ok)
+        if rec is None:
+            return default
+        value = rec["value"]
+        copy = copier(value)
         if entry is not None and consistency is None:
-            cache = self.fresh.cache
+            cache = self._cache
             if self._hot_epoch != cache.epoch or len(self._hot) >= _HOT_MAX or self._hot_fork != _fork_generation[0]:
                 # Entries left the cache: drop our references to them so
                 # evicted shards can be freed.
                 self._hot = {}
                 self._hot_epoch = cache.epoch
                 self._hot_fork = _fork_generation[0]
-            assert rec is not None
             with contextlib.suppress(TypeError):  # an unhashable namespace
-                self._hot[(namespace, key)] = (entry, rec, generation)
-        return default if rec is None else copy_value(rec["value"])
+                self._hot[(namespace, key)] = (entry, rec, commits, generation, copy)
+        return copy(value)
 
     def get_hot(self, namespace: NamespaceLike, key: str, missing: Any) -> Any:
         """The value from get()'s hot path, or ``missing`` when only the full path can answer (no system call)."""
@@ -214,10 +234,10 @@ class FileBackend:
         if (
             hot is None
             or hot[0].fresh_until <= time.monotonic()
-            or self._hot_epoch != self.fresh.cache.epoch
-            or self._hot_fork != _fork_generation[0]
-            or self.engine.changed()  # another write committed: it may be this key's
-            or hot[2] != self.engine.log_generation()  # the log's records moved since: it may be this key
+            or self._hot_fork != _fork_generation[0]  # before the counter: a child's page was reopened
+            or hot[2] != self._commits()  # another write committed: it may be this key's
+            or hot[3] != self._overlay.generation  # the log's records moved since: it may be this key
+            or self._hot_epoch != self._cache.epoch
         ):
             return missing
         rec = hot[1]
@@ -226,7 +246,7 @@ class FileBackend:
             return missing
         hot[0].used = True
         self.hot_hits += 1
-        return copy_value(rec["value"])
+        return hot[4](rec["value"])
 
     def read_record(self, ns: tuple[str, ...], key: str, consistency: Consistency | None) -> Record | None:
         return self.engine.read(ns, key, fresh_ok=self._fresh_ok(consistency))
