@@ -67,18 +67,24 @@ def _reachable(bindir: str, root: str) -> str:
 
     As root the server runs as ``postgres``, which cannot enter a private
     directory (a CI virtualenv under ``mktemp -d`` is mode 0700); the copy
-    keeps the installation's layout (bin, lib, share), which its binaries find
-    relative to themselves.
+    keeps the installation's layout (bin, lib, share, and the wheel's
+    ``pgserver.libs``), which its binaries find relative to themselves.
     """
     probe = subprocess.run(
         ["runuser", "-u", "postgres", "--", "test", "-x", os.path.join(bindir, "initdb")], check=False
     )
     if probe.returncode == 0:
         return bindir
-    inst = os.path.dirname(bindir)
-    copy = os.path.join(root, "install")
-    shutil.copytree(inst, copy, symlinks=True)
-    return os.path.join(copy, os.path.basename(bindir))
+    inst = os.path.dirname(bindir)  # .../pgserver/pginstall
+    pkg = os.path.dirname(inst)
+    site = os.path.dirname(pkg)
+    dest = os.path.join(root, "install", os.path.basename(pkg), os.path.basename(inst))
+    shutil.copytree(inst, dest, symlinks=True)
+    # A wheel's binaries find their bundled libraries by RPATH $ORIGIN/../../../<pkg>.libs: copy those beside.
+    libs = os.path.join(site, os.path.basename(pkg) + ".libs")
+    if os.path.isdir(libs):
+        shutil.copytree(libs, os.path.join(root, "install", os.path.basename(libs)), symlinks=True)
+    return os.path.join(dest, os.path.basename(bindir))
 
 
 def _free_port() -> int:
