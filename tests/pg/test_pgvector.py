@@ -225,3 +225,44 @@ def test_the_margin_covers_float4_cosines() -> None:
                 math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
             )
             assert abs(server - exact) <= cosine_margin(dim), (dim, server - exact)
+
+
+def _open_and_search(url: str, name: str, out: Any) -> None:
+    with Store(url, embed=toy_embed) as s:
+        s.put(("p",), name, {"text": f"api {name} sky"})
+        keys = [h.item.key for h in s.search(None, vector="api sky", limit=50)]
+        out.put((name, s.stats()["vectors"], keys))
+
+
+def test_processes_opening_a_fresh_database_at_once_create_it_once(pgvector_server_url: str, spawn_ctx: Any) -> None:
+    """CREATE EXTENSION and the column run under the index's advisory lock: racing openers all end on pgvector."""
+    db = f"race_{os.getpid()}_{random.randrange(10**6)}"
+    _admin(pgvector_server_url, f'CREATE DATABASE "{db}"')
+    url = pgvector_server_url.rsplit("/", 1)[0] + f"/{db}"
+    out = spawn_ctx.Queue()
+    procs = [spawn_ctx.Process(target=_open_and_search, args=(url, f"w{i}", out)) for i in range(4)]
+    try:
+        for p in procs:
+            p.start()
+        got = [out.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        assert all(v.startswith("pgvector") for _, v, _ in got), got
+        assert all(name in keys for name, _, keys in got)  # each saw at least its own record
+        assert _admin(url, "SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == [(1,)]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+        _admin(pgvector_server_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_a_read_only_store_embeds_in_memory_and_matches(pgvector_url: str, tmp_path: Path) -> None:
+    with Store(str(tmp_path / "f"), embed=toy_embed) as fs, Store(pgvector_url, embed=toy_embed) as ps:
+        for s in (fs, ps):
+            _fill(s, 4, 50)
+    with Store(str(tmp_path / "f"), embed=toy_embed) as fs, Store(pgvector_url, embed=toy_embed, readonly=True) as ro:
+        assert ro.stats()["vectors"] == "real[] (read-only: embeds in memory)"
+        assert _page(ro, None, 5, vector="api") == _page(fs, None, 5, vector="api")

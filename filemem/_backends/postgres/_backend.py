@@ -42,6 +42,7 @@ from ._describe import namespace_figures, one_namespace, store_figures
 from ._feed import ServerFeed
 from ._index import INDEX_LOCK, SWEEP_SQL, ensure_index, index_findings, index_rows, index_writes
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
+from ._pgvector import VectorSupport
 from ._pgvector import detect as detect_pgvector
 from ._pgvector import ensure_column as ensure_vector_column
 from ._put_fn import ensure_put_function
@@ -154,7 +155,8 @@ class PostgresBackend:
                 embed_id=embed_id if embed is not None else None,
                 readonly=readonly,
             )
-            self.ranker.vectors = vectors
+            # A read-only store embeds in memory at each search (it may not store vectors): pgvector is unused.
+            self.ranker.vectors = vectors if not readonly else VectorSupport(None, None, "read-only: embeds in memory")
             self.collector_engine = ServerJournalEngine(self)
             self.feed = ServerFeed(self._conns, channel)
             self.salt = salt
