@@ -400,8 +400,12 @@ class Ranker:
         where: tuple[str, list[Any]],
         want: int | None,
     ) -> list[_Hit]:
+        vec_sql = "v.vec::float8[]"  # float4 -> float8 is exact; float4 text is not
         if self.vectors.schema is not None and not self.readonly:
-            return self._cosine_pgvector(conn, prefix, q, pred, where, want)
+            if want is not None:
+                return self._cosine_pgvector(conn, prefix, q, pred, where, want)
+            # The whole ranking (hybrid): no order to ask the server for, every vector is read.
+            vec_sql = f"coalesce(v.pvec, v.vec::{self.vectors.names(conn)[0]})::real[]::float8[]"
         qn = math.sqrt(sum(x * x for x in q))
         hits: list[_Hit] = []
         dim = 0
@@ -412,7 +416,7 @@ class Ranker:
                 conn,
                 prefix,
                 where,
-                ", v.vec::float8[], v.version",  # float4 -> float8 is exact; float4 text is not
+                f", {vec_sql}, v.version",
                 "JOIN filemem_vectors v ON v.cfg = %s AND v.ns = r.ns AND v.key = r.key",
                 (self.cfg,),
             )
