@@ -10,13 +10,17 @@ PostgreSQL refuses to run as root: as uid 0 the directory is chown'ed to the
 ``postgres`` user (which Debian's package creates) and every server command
 runs as that user through ``runuser``.
 
-``find_bindir()`` looks on ``PATH`` and in Debian's ``/usr/lib/postgresql/<v>/bin``;
-None means no server binaries on this machine.
+``find_bindir()`` looks in ``FILEMEM_PG_BINDIR``, on ``PATH`` and in Debian's
+``/usr/lib/postgresql/<v>/bin``; None means no server binaries on this machine.
+``pgvector_bindir()`` is the ``pgserver`` wheel's PostgreSQL 16, which bundles
+pgvector (Debian has no pgvector package): ``FILEMEM_PG_BINDIR=$(python -m
+tests.pgserver --pgvector-bindir)`` runs the whole postgres suite on it.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -26,13 +30,16 @@ import tempfile
 from dataclasses import dataclass
 from urllib.parse import quote
 
-__all__ = ["Server", "find_bindir", "start"]
+__all__ = ["Server", "find_bindir", "pgvector_bindir", "start"]
 
 _START_TIMEOUT_S = 60
 
 
 def find_bindir() -> str | None:
     """The directory holding ``initdb`` and ``pg_ctl``, or None."""
+    given = os.environ.get("FILEMEM_PG_BINDIR")
+    if given:
+        return given
     on_path = shutil.which("initdb")
     if on_path and shutil.which("pg_ctl"):
         return os.path.dirname(on_path)
@@ -41,6 +48,43 @@ def find_bindir() -> str | None:
         key=lambda p: int(p.split("/")[-3]) if p.split("/")[-3].isdigit() else 0,
     )
     return os.path.dirname(versions[-1]) if versions else None
+
+
+def pgvector_bindir() -> str | None:
+    """The bin directory of the ``pgserver`` wheel's PostgreSQL (it has pgvector), or None if not installed.
+
+    Found without importing ``pgserver`` (its import pulls in more than these binaries).
+    """
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = os.path.join(next(iter(spec.submodule_search_locations)), "pginstall", "bin")
+    return bindir if os.path.exists(os.path.join(bindir, "initdb")) else None
+
+
+def _reachable(bindir: str, root: str) -> str:
+    """``bindir``, or a copy of its installation under ``root`` when the ``postgres`` user cannot run it.
+
+    As root the server runs as ``postgres``, which cannot enter a private
+    directory (a CI virtualenv under ``mktemp -d`` is mode 0700); the copy
+    keeps the installation's layout (bin, lib, share, and the wheel's
+    ``pgserver.libs``), which its binaries find relative to themselves.
+    """
+    probe = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "test", "-x", os.path.join(bindir, "initdb")], check=False
+    )
+    if probe.returncode == 0:
+        return bindir
+    inst = os.path.dirname(bindir)  # .../pgserver/pginstall
+    pkg = os.path.dirname(inst)
+    site = os.path.dirname(pkg)
+    dest = os.path.join(root, "install", os.path.basename(pkg), os.path.basename(inst))
+    shutil.copytree(inst, dest, symlinks=True)
+    # A wheel's binaries find their bundled libraries by RPATH $ORIGIN/../../../<pkg>.libs: copy those beside.
+    libs = os.path.join(site, os.path.basename(pkg) + ".libs")
+    if os.path.isdir(libs):
+        shutil.copytree(libs, os.path.join(root, "install", os.path.basename(libs)), symlinks=True)
+    return os.path.join(dest, os.path.basename(bindir))
 
 
 def _free_port() -> int:
@@ -107,7 +151,9 @@ def start(bindir: str) -> Server:
     if as_postgres:
         pw = pwd.getpwnam("postgres")  # KeyError: no postgres user (install Debian's postgresql package)
         os.chown(root, pw.pw_uid, pw.pw_gid)
+        os.chmod(root, 0o755)  # a copy of the binaries may live in here (_reachable)
         user = "postgres"
+        bindir = _reachable(bindir, root)
     server = Server(root, bindir, _free_port(), user, as_postgres)
     try:
         server._run(
@@ -136,7 +182,11 @@ def start(bindir: str) -> Server:
 if __name__ == "__main__":
     # python -m tests.pgserver: a throwaway server until Ctrl-C, for running the tests by hand.
     import signal
+    import sys
 
+    if sys.argv[1:] == ["--pgvector-bindir"]:
+        print(pgvector_bindir() or "")
+        raise SystemExit(0)
     found = find_bindir()
     if found is None:
         raise SystemExit("no PostgreSQL server binaries (initdb); install postgresql")

@@ -30,7 +30,12 @@ Search (``--search N``, ``--only-search`` skips the rest): the same N records
 server store; each query kind is timed warm (after one untimed run) as the
 median of ``--repeat`` rounds of 20 searches, top 10, under the prefix of
 half the namespaces: ``bm25`` (2 terms), ``bm25+filter``, ``vector`` (a
-deterministic 16-dim toy embedding), ``hybrid``, ``filter`` only.
+deterministic 16-dim toy embedding, or with ``--embed-dims N`` a sum of
+seeded N-dim Gaussian word vectors), ``hybrid``, ``filter`` only. Which
+vector path the server took is in the output (``vectors``: ``pgvector
+0.6.2`` or ``real[] (why)``); ``--url`` of a server with pgvector (e.g.
+``FILEMEM_PG_BINDIR=$(python -m tests.pgserver --pgvector-bindir) python -m
+tests.pgserver``) measures that path.
 Also the time to write the N records (batches of 500), which on the server
 includes the postings. Ratios server/file in the last column.
 
@@ -401,8 +406,30 @@ def _toy_embed(text: str) -> list[float]:
     return vec
 
 
-def _search_bench(base: str, tmp: str, n_docs: int, repeat: int) -> dict[str, Any]:
+class _WordEmbed:
+    """``dims``-dimensional embedding: the sum of one seeded Gaussian vector per word (distinct cosines)."""
+
+    def __init__(self, dims: int) -> None:
+        self.dims = dims
+        self._words: dict[str, list[float]] = {}
+
+    def __call__(self, text: str) -> list[float]:
+        out = [0.0] * self.dims
+        for word in text.split():
+            vec = self._words.get(word)
+            if vec is None:
+                rnd = random.Random(f"{self.dims}/{word}")
+                vec = self._words[word] = [rnd.gauss(0.0, 1.0) for _ in range(self.dims)]
+            out = [a + b for a, b in zip(out, vec, strict=True)]
+        return out
+
+
+def _search_bench(base: str, tmp: str, n_docs: int, repeat: int, embed_dims: int = 0) -> dict[str, Any]:
+    """``embed_dims`` 0: the 16-bucket toy embedding; else ``_WordEmbed(embed_dims)``."""
     import filemem
+
+    embed: Any = _toy_embed if not embed_dims else _WordEmbed(embed_dims)
+    embed_id = "toy16" if not embed_dims else f"words{embed_dims}"
 
     rnd = random.Random(1)
     records = []
@@ -418,11 +445,12 @@ def _search_bench(base: str, tmp: str, n_docs: int, repeat: int) -> dict[str, An
         "hybrid": {"query": "w3 w17", "vector": "w3 w17 w200"},
         "filter": {"filter": {"n": {"$gte": 98}, "tag": "x"}},
     }
-    out: dict[str, Any] = {"docs": n_docs}
+    out: dict[str, Any] = {"docs": n_docs, "embed": embed_id}
     stores = {
-        "file": filemem.Store(os.path.join(tmp, "search-file"), embed=_toy_embed),
-        "postgres": filemem.Store(_schema_url(base), embed=_toy_embed),
+        "file": filemem.Store(os.path.join(tmp, "search-file"), embed=embed, embed_id=embed_id),
+        "postgres": filemem.Store(_schema_url(base), embed=embed, embed_id=embed_id),
     }
+    out["vectors"] = stores["postgres"].stats()["vectors"]  # pgvector on the server, or real[]
     try:
         for name, store in stores.items():
             t0 = time.perf_counter()
@@ -514,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--search", type=int, default=5000, help="records in the search comparison (0: skip it)")
     ap.add_argument("--only-search", action="store_true", help="run only the search comparison")
+    ap.add_argument(
+        "--embed-dims", type=int, default=0, help="search: N-dim word embedding (default: the 16-bucket toy one)"
+    )
     cfg = ap.parse_args(argv)
     procs = [int(p) for p in cfg.procs.split(",")]
     kinds = cfg.kinds.split(",")
@@ -525,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"ops": cfg.ops, "repeat": cfg.repeat, "loadavg_start": os.getloadavg()}
     try:
         if cfg.search:
-            results["search"] = _search_bench(base, tmp, cfg.search, cfg.repeat)
+            results["search"] = _search_bench(base, tmp, cfg.search, cfg.repeat, cfg.embed_dims)
             if not cfg.json:
                 for kind, row in results["search"].items():
                     print(f"search {kind:12s} {row}", flush=True)

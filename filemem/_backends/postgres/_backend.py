@@ -40,8 +40,11 @@ from ._collector import ServerJournalEngine
 from ._connect import Connections, RetryableError, translate
 from ._describe import namespace_figures, one_namespace, store_figures
 from ._feed import ServerFeed
-from ._index import SWEEP_SQL, ensure_index, index_findings, index_rows, index_writes
+from ._index import INDEX_LOCK, SWEEP_SQL, ensure_index, index_findings, index_rows, index_writes
 from ._names import INTERNAL_TEXT, decode_ns, encode_ns, prefix_range
+from ._pgvector import VectorSupport
+from ._pgvector import detect as detect_pgvector
+from ._pgvector import ensure_column as ensure_vector_column
 from ._put_fn import ensure_put_function
 from ._rank import Ranker
 from ._schema import ensure_schema
@@ -114,6 +117,9 @@ class PostgresBackend:
                         ensure_put_function(conn)
                     got = conn.execute("SELECT to_regclass('filemem_postings') IS NOT NULL").fetchone()
                     self._indexed = bool(got and got[0])
+                    vectors = detect_pgvector(conn, may_create=not readonly, lock=INDEX_LOCK)
+                    if vectors.schema is not None and self._indexed and not readonly:
+                        ensure_vector_column(conn, vectors, lock=INDEX_LOCK)
                     row = conn.execute("SELECT current_schema(), current_database()").fetchone()
                 except psycopg.Error as exc:
                     raise translate(exc, "opening the store") from exc
@@ -149,6 +155,8 @@ class PostgresBackend:
                 embed_id=embed_id if embed is not None else None,
                 readonly=readonly,
             )
+            # A read-only store embeds in memory at each search (it may not store vectors): pgvector is unused.
+            self.ranker.vectors = vectors if not readonly else VectorSupport(None, None, "read-only: embeds in memory")
             self.collector_engine = ServerJournalEngine(self)
             self.feed = ServerFeed(self._conns, channel)
             self.salt = salt
@@ -486,6 +494,7 @@ class PostgresBackend:
             "codec": self.codec.name,
             "durability": self.durability,
             "consistency": "strict",
+            "vectors": self.ranker.vectors.label(),
             **self._writer.counters,
             **self.counters,
             **self.ranker.counters,

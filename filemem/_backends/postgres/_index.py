@@ -21,7 +21,8 @@ version: ``ensure_index``)::
 
     filemem_postings  (term, ns, key) PK, tf int         one row per term of a record
     filemem_doclens   (ns, key) PK, len int              terms in the record (rows with len > 0 only)
-    filemem_vectors   (cfg, ns, key) PK, version, vec real[] (NULL: the record has no text)
+    filemem_vectors   (cfg, ns, key) PK, version, vec real[] (NULL: the record has no text),
+                      pvec vector (added on servers with pgvector: ``_pgvector``; vec is NULL then)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ._writes import NOW_SQL
 
 __all__ = [
     "INDEX_DDL",
+    "INDEX_LOCK",
     "IndexRows",
     "ensure_index",
     "index_findings",
@@ -76,7 +78,7 @@ CREATE INDEX IF NOT EXISTS filemem_vectors_doc ON filemem_vectors (ns, key);
 """
 
 #: Serializes creating the index tables (and back-filling them) between processes.
-_INDEX_LOCK: Final = 0x46_4D_49_58  # "FMIX"
+INDEX_LOCK: Final = 0x46_4D_49_58  # "FMIX"
 _BACKFILL_ROWS: Final = 500
 
 _DROP_DOCS: Final = """
@@ -170,7 +172,7 @@ def ensure_index(conn: psycopg.Connection[Any], codec: Codec) -> bool:
     if exists and exists[0]:
         return False
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INDEX_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))
         again = conn.execute("SELECT to_regclass('filemem_postings') IS NOT NULL").fetchone()
         if again and again[0]:
             return False

@@ -13,10 +13,14 @@ file store's ``filemem._search._scoring.rank``:
   scores are bit for bit the file store's.
 * The filter narrows in SQL (a superset, ``_search._narrowing``) and the file
   store's predicate decides on the decoded value.
-* Vectors: exact cosine over ``real[]`` (float32, as the file store's
-  segments hold them), computed here with the same ``fsum``; vectors are
-  embedded lazily for records that have none of their current version, as
-  a file store's segment build does. pgvector is not used yet.
+* Vectors: exact cosine (float32 vectors, as the file store's segments
+  hold them), computed here with the same ``fsum``; vectors are embedded
+  lazily for records that have none of their current version, as a file
+  store's segment build does. Without pgvector every vector under the
+  prefix is read and scored here. With pgvector (``_pgvector``) the server
+  orders the rows by ``<=>`` and the stream stops once the page is held and
+  the server's similarity, plus ``cosine_margin`` (its float4 error), is
+  below the page's last exact score: no row left unread could reach the page.
 * Both: reciprocal rank fusion (k = 60) of the two complete rankings.
 * Ties in (namespace, key) order as tuples, which the "C" order of the
   escaped ``ns`` text does not give, so the page is cut here: rows stream
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
 import json
 import math
 from array import array
@@ -46,6 +51,7 @@ from ..._shard import Record
 from ..._snapshot import item_of
 from ...codecs import Codec
 from ._names import INTERNAL_TEXT, decode_ns, prefix_range
+from ._pgvector import VectorSupport, cosine_margin
 from ._writes import NOW_SQL, record_of
 
 __all__ = ["Ranker"]
@@ -56,6 +62,8 @@ _NOT_INTERNAL: Final = "NOT (r.ns >= %s AND r.ns < %s)"
 _ITERSIZE: Final = 500
 _COLS: Final = "r.ns, r.key, r.value, r.version, r.created_at, r.updated_at, r.expires_at"
 
+#: Norms outside this range may under- or overflow pgvector's float4 sums: read every row then.
+_SAFE_NORMS: Final = (1e-15, 1e15)
 #: Namespaces decoded once per process, not once per row (a search reads thousands of rows of few namespaces).
 _decode_ns: Final = functools.lru_cache(maxsize=4096)(decode_ns)
 
@@ -85,7 +93,9 @@ class Ranker:
         spec = {"v": 1, "fields": [list(f) for f in index_fields] if index_fields else None, "embed": embed_id}
         #: Names this configuration's vectors (fields and embedder), as the file store's index config does.
         self.cfg = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-        self.counters = {"ranked_searches": 0, "vectors_embedded": 0}
+        self.counters = {"ranked_searches": 0, "vectors_embedded": 0, "vector_rows_read": 0}
+        #: pgvector on the server, or None (``real[]``); the backend sets it after opening.
+        self.vectors = VectorSupport(None, None, "not detected")
 
     # ------------------------------------------------------------------ entry
 
@@ -115,7 +125,9 @@ class Ranker:
                     bm25 = self._bm25_scan(conn, prefix, terms, pred, where)
                 else:
                     bm25 = self._bm25(conn, prefix, terms, pred, where, None if qvec is not None else want)
-            cos = self._cosine(conn, prefix, qvec, pred, where) if qvec is not None else None
+            cos = None
+            if qvec is not None:
+                cos = self._cosine(conn, prefix, qvec, pred, where, want if terms is None else None)
         if bm25 is not None and cos is not None:
             fused: dict[tuple[tuple[str, ...], str], list[Any]] = {}
             for ranking in (bm25, cos):
@@ -343,6 +355,19 @@ class Ranker:
             out[3].append(None if vec is None else list(vec))
         self.counters["vectors_embedded"] += len(rows)
         with self._conn() as conn:
+            if self.vectors.schema is not None:
+                # pgvector: the vector column only (``vec`` NULL); ranking reads coalesce(pvec, vec::vector).
+                vtype = self.vectors.names(conn)[0]
+                conn.execute(
+                    "INSERT INTO filemem_vectors (cfg, ns, key, version, vec, pvec)"
+                    " SELECT %s, u.ns, u.key, u.version, NULL, CASE WHEN u.j = 'null' THEN NULL"
+                    f"   ELSE ARRAY(SELECT jsonb_array_elements_text(u.j::jsonb)::real)::{vtype} END"
+                    " FROM unnest(%s::text[], %s::text[], %s::int8[], %s::text[]) AS u(ns, key, version, j)"
+                    " ON CONFLICT (cfg, ns, key) DO UPDATE SET version = excluded.version, vec = NULL,"
+                    " pvec = excluded.pvec WHERE filemem_vectors.version < excluded.version",
+                    (self.cfg, out[0], out[1], out[2], [json.dumps(v) for v in out[3]]),
+                )
+                return
             conn.execute(
                 "INSERT INTO filemem_vectors (cfg, ns, key, version, vec)"
                 " SELECT %s, u.ns, u.key, u.version, CASE WHEN u.j = 'null' THEN NULL"
@@ -373,7 +398,14 @@ class Ranker:
         q: list[float],
         pred: Predicate | None,
         where: tuple[str, list[Any]],
+        want: int | None,
     ) -> list[_Hit]:
+        vec_sql = "v.vec::float8[]"  # float4 -> float8 is exact; float4 text is not
+        if self.vectors.schema is not None and not self.readonly:
+            if want is not None:
+                return self._cosine_pgvector(conn, prefix, q, pred, where, want)
+            # The whole ranking (hybrid): no order to ask the server for, every vector is read.
+            vec_sql = f"coalesce(v.pvec, v.vec::{self.vectors.names(conn)[0]})::real[]::float8[]"
         qn = math.sqrt(sum(x * x for x in q))
         hits: list[_Hit] = []
         dim = 0
@@ -384,7 +416,7 @@ class Ranker:
                 conn,
                 prefix,
                 where,
-                ", v.vec::float8[], v.version",  # float4 -> float8 is exact; float4 text is not
+                f", {vec_sql}, v.version",
                 "JOIN filemem_vectors v ON v.cfg = %s AND v.ns = r.ns AND v.key = r.key",
                 (self.cfg,),
             )
@@ -399,6 +431,7 @@ class Ranker:
                 continue  # a vector of an older version: written meanwhile, never used
             else:
                 vec = row[7]
+                self.counters["vector_rows_read"] += 1
             if vec is None:
                 continue
             if dim and len(vec) != dim:
@@ -411,6 +444,77 @@ class Ranker:
                 hits.append(
                     (got[0], got[1], math.fsum(a * b for a, b in zip(q, vec, strict=True)) / (qn * norm), got[2])
                 )
+        return hits
+
+    def _cosine_pgvector(
+        self,
+        conn: psycopg.Connection[Any],
+        prefix: tuple[str, ...],
+        q: list[float],
+        pred: Predicate | None,
+        where: tuple[str, list[Any]],
+        want: int | None,
+    ) -> list[_Hit]:
+        """Rows in pgvector's cosine order, scored here exactly; with ``want``, only until none left can place.
+
+        The server's similarity of a row is within ``cosine_margin`` of its
+        exact score, and rows come in falling server similarity: once
+        ``want`` hits are held and a row's server similarity plus the margin
+        is below the ``want``-th best exact score, every row not yet read
+        scores strictly lower, so the page and all its ties are complete.
+        """
+        vtype, cos_op, ext = self.vectors.names(conn)
+        dims_fn = f"{ext}.vector_dims"
+        pv = f"coalesce(v.pvec, v.vec::{vtype})"
+        scope, sargs = self._scope(prefix, "r.ns")
+        narrow, nargs = where
+        # NULL distance: a vector of another dimension (raised below from the window's min/max).
+        sql = (
+            f"SELECT {_COLS.replace('r.', 'x.')}, x.pv::real[]::float8[], x.dist,"
+            " min(x.dims) OVER (), max(x.dims) OVER (), min(x.norm) OVER (), max(x.norm) OVER () FROM ("
+            f" SELECT {_COLS}, {pv} AS pv, {dims_fn}({pv}) AS dims,"
+            f" nullif({ext}.vector_norm({pv}), 0) AS norm,"
+            f" CASE WHEN {dims_fn}({pv}) = %s THEN {pv} {cos_op} %s::float8[]::{vtype} END AS dist"
+            " FROM filemem_records r JOIN filemem_vectors v ON v.cfg = %s AND v.ns = r.ns AND v.key = r.key"
+            f" WHERE {_LIVE_R} AND v.version = r.version AND {pv} IS NOT NULL AND {scope} AND {narrow}"
+            ") x ORDER BY x.dist"
+        )
+        qn = math.sqrt(sum(x * x for x in q))
+        margin = cosine_margin(len(q))
+        hits: list[_Hit] = []
+        best: list[float] = []  # a min-heap of the ``want`` best exact scores held
+        checked = False
+        with conn.cursor(name="filemem_vec") as cur:
+            cur.itersize = _ITERSIZE if want is None else min(_ITERSIZE, max(64, 2 * want))
+            cur.execute(sql, (len(q), q, self.cfg, *sargs, *nargs))
+            for row in cur:
+                vec, dist, lo_dim, hi_dim, lo_norm, hi_norm = row[7:13]
+                if not checked:
+                    if lo_dim != hi_dim:
+                        raise InvalidValueError(f"embed returned vectors of {lo_dim} and {hi_dim} dimensions")
+                    if lo_dim != len(q):
+                        raise InvalidQueryError(f"vector has {len(q)} dimensions; the index holds {lo_dim}")
+                    if lo_norm is None or not (_SAFE_NORMS[0] <= lo_norm and hi_norm <= _SAFE_NORMS[1]):
+                        want = None  # float4 may under- or overflow: the margin does not hold, read all
+                    if not _SAFE_NORMS[0] <= qn <= _SAFE_NORMS[1]:
+                        want = None
+                    checked = True
+                if want is not None and len(best) >= want and dist is not None and (1.0 - dist) + margin < best[0]:
+                    break  # NaN (a zero vector) never stops the stream: it compares False
+                self.counters["vector_rows_read"] += 1
+                got = self._hit(row[:7], pred)
+                if got is None:
+                    continue
+                norm = math.sqrt(sum(x * x for x in vec))
+                if not norm:
+                    continue
+                score = math.fsum(a * b for a, b in zip(q, vec, strict=True)) / (qn * norm)
+                hits.append((got[0], got[1], score, got[2]))
+                if want is not None:
+                    if len(best) < want:
+                        heapq.heappush(best, score)
+                    elif score > best[0]:
+                        heapq.heapreplace(best, score)
         return hits
 
 
