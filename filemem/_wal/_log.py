@@ -58,6 +58,7 @@ from ._log_core import (
     Decision,
     _storage_errors,
     record_of,
+    resolved_record_of,
 )
 from ._log_fold import LogFold
 from ._overlay import Change, Entry, Overlay
@@ -330,11 +331,12 @@ class Log(LogFold):
                 f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
             ) from exc
         codecs = self.codecs
+        resolve = self.resolve_created
         return [
             (
                 op.namespace,
                 op.key,
-                Entry(first + i, None, functools.partial(record_of, codecs, op, first + i, now))
+                Entry(first + i, None, functools.partial(resolved_record_of, codecs, resolve, op, first + i, now))
                 if op.kind == _format.PUT
                 else Entry(first + i, None),
             )
