@@ -28,6 +28,7 @@ from filemem import _engine
 from filemem._engine import _log as engine_log
 from filemem._errors import StorageError
 from filemem._wal import _format
+from filemem._wal._overlay import Entry
 from tests.helpers import reap, settle
 
 NS = ("carry", "ns")
@@ -135,26 +136,72 @@ def test_created_at_is_not_carried_from_a_record_expired_at_the_put(store_path: 
 def test_a_record_that_expires_after_the_put_but_before_the_fold_still_gives_its_created_at(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fold drops expired records only if they expired before the oldest put it folds."""
+    """A fold step that rewrites the shard after the old record expired keeps it for the carried put behind it.
+
+    The fold drops expired records only if they expired before the oldest put
+    it folds; dropping by the fold's own clock lost the old record here, and
+    the put folded in the next step took its own time.
+    """
     with filemem.Store(store_path, shard_max_bytes=1 << 20) as s:
         s.put(NS, "t", "old", ttl=0.4)
         s.put(NS, "other", "x")
         settle(s)
         first = s.get_item(NS, "t")
         assert first is not None
+        log = s._engine.log
+        assert log is not None
         with monkeypatch.context() as m:
             _hold_folds(s, m)
+            s.put(NS, "other", "y")  # folded alone first, rewriting the shard that holds "t"
             s.put(NS, "t", "kept")  # live at the put: carries its created_at
             time.sleep(0.5)  # the old record has expired since
-            s.put(NS, "other", "y")  # the same shard is rewritten by the same fold
             got = s.get_item(NS, "t")
             assert got is not None and got.created_at == first.created_at
+        monkeypatch.setattr(log, "fold_step_bytes", 1)  # a checkpoint after every batch
+        assert s._engine.fold(wait=True, max_bytes=1)  # one step: only "other"
+        assert log.fold_cut and log.unfolded_bytes() > 0
+        got = s.get_item(NS, "t")
+        assert got is not None and got.value == "kept" and got.created_at == first.created_at
         settle(s)
         got = s.get_item(NS, "t")
         assert got is not None and got.value == "kept" and got.created_at == first.created_at
     with filemem.Store(store_path, readonly=True) as r:
         got = r.get_item(NS, "t")
         assert got is not None and got.created_at == first.created_at
+
+
+def test_the_fold_follows_carried_created_at_across_batches(store_path: str) -> None:
+    """A log another writer made (docs/format.md): carried puts of a key in several batches, a delete between."""
+    created = _populate(store_path, 3)
+    with filemem.Store(store_path) as s:
+        log = s._engine.log
+        assert log is not None
+        nan = math.nan
+
+        def commit(ops: list[_format.LogOp]) -> None:
+            def decide(latest: Any, first: int, now: float) -> Any:
+                return (
+                    ops,
+                    [None] * len(ops),
+                    [(op.namespace, op.key, Entry(first + i, None)) for i, op in enumerate(ops)],
+                )
+
+            log.commit(decide)
+            time.sleep(0.01)
+
+        put = _format.PUT
+        commit(
+            [
+                _format.LogOp(NS, "k00000", put, "json", b'"a"', nan),
+                _format.LogOp(NS, "k00001", put, "json", b'"a"', nan),
+            ]
+        )
+        commit([_format.LogOp(NS, "k00000", put, "json", b'"b"', nan), _format.LogOp(NS, "k00001", _format.DELETE)])
+        commit([_format.LogOp(NS, "k00001", put, "json", b'"c"', nan)])
+        settle(s)
+        zero, one = s.get_item(NS, "k00000"), s.get_item(NS, "k00001")
+        assert zero is not None and zero.value == "b" and zero.created_at == created["k00000"]
+        assert one is not None and one.value == "c" and one.created_at == one.updated_at > created["k00001"]
 
 
 def test_the_change_feed_and_snapshots_see_the_carried_created_at(store_path: str) -> None:
