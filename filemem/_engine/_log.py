@@ -389,7 +389,10 @@ class LogGlue(Commits):
                     # A plain put needs nothing of the record it replaces but
                     # its created_at: log it as carried over (see _wal._carry)
                     # instead of reading the shard under the append lock (a
-                    # cold shard parse per key: issue 13).
+                    # cold shard parse per key: issue 13). The namespace's
+                    # view still refuses a directory that is a link (once per
+                    # namespace and process), as a read of the shard did.
+                    self.view(op.namespace)
                     rec = _CARRY
                 else:
                     rec = self._read_shards(op.namespace, op.key, fresh_ok=True)[0]
