@@ -54,6 +54,7 @@ from ._log_core import (
     FIRST_POSITION,
     FOLD_LOCK,
     OPEN_LOCK,
+    PAGE_LOCK,
     WAL_DIR,
     Decision,
     _storage_errors,
@@ -72,6 +73,7 @@ __all__ = [
     "FIRST_POSITION",
     "FOLD_LOCK",
     "OPEN_LOCK",
+    "PAGE_LOCK",
     "WAL_DIR",
     "Decision",
     "Log",
@@ -114,6 +116,7 @@ class Log(LogFold):
         self.failed: StorageError | None = None
         self._mu = threading.RLock()  # overlay and control reads/writes in this process
         self._append_mu = threading.Lock()  # threads of this process queue here, not on flock
+        self._page_mu = threading.Lock()
         self._fold_mu = threading.Lock()
         self.folds = 0
         #: Whether this handle's last fold stopped at ``max_bytes`` with synced log left behind.
@@ -139,11 +142,15 @@ class Log(LogFold):
             )
             if self.writer is not None:
                 opened.append(self.writer.close)
-            self._append_fd = os.open(os.path.join(self.dir, APPEND_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+            self._append_path = os.path.join(self.dir, APPEND_LOCK)
+            self._page_path = os.path.join(self.dir, PAGE_LOCK)
+            self._append_fd = os.open(self._append_path, os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._append_fd))
             self._append_waiter = FlockWaiter(self._append_fd) if _platform.NATIVE_FLOCK else None
             if self._append_waiter is not None:
                 opened.append(self._append_waiter.close)
+            self._page_fd = os.open(self._page_path, os.O_RDWR | os.O_CREAT, 0o600)
+            opened.append(functools.partial(os.close, self._page_fd))
             self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._open_fd))
             if not self.readonly:
@@ -186,7 +193,7 @@ class Log(LogFold):
         if self.readonly:
             self._private = self._derive()
             return
-        with self._append_locked():
+        with self._append_locked(), self._page_locked():
             c = self._derive()
             old = self.control.read() if self.control.valid() else None
             if old is not None and old == c and self.control.boot() == boot_id():
@@ -202,7 +209,7 @@ class Log(LogFold):
 
     def after_fork(self) -> None:
         """In a forked child: drop inherited descriptors (without unlocking the parent's locks) and reopen."""
-        for fd in (self._append_fd, self._open_fd, self._writers_fd):
+        for fd in (self._append_fd, self._page_fd, self._open_fd, self._writers_fd):
             if fd is not None:
                 with suppress(OSError):
                     os.close(fd)
@@ -215,6 +222,7 @@ class Log(LogFold):
             self.writer.close()
         self._mu = threading.RLock()
         self._append_mu = threading.Lock()
+        self._page_mu = threading.Lock()
         self._fold_mu = threading.Lock()
         self._open()
 
@@ -227,6 +235,7 @@ class Log(LogFold):
         if self._append_waiter is not None:
             self._append_waiter.close()
         os.close(self._append_fd)
+        os.close(self._page_fd)
         if self._writers_fd is not None:  # not left (a failed handle): closing lets go of it
             os.close(self._writers_fd)
             self._writers_fd = None
@@ -374,6 +383,7 @@ class Log(LogFold):
         assert self.writer is not None
         #: Set when the decision saw frames nobody has published as synced yet.
         seen_pending: tuple[int, int] | None = None
+        self._catch_up()
         try:
             with self._append_locked(), self._mu:
                 c = self._control(held=True)
@@ -396,13 +406,19 @@ class Log(LogFold):
                     # Nothing was published: the next writer writes over whatever
                     # part of the frame reached the file.
                     raise _fs.storage_error(exc, "append to", self.dir) from exc
-                c.appended = end
-                c.last_lsn += len(ops)
-                if not self.sync_on:
-                    c.synced, c.synced_lsn, c.commits = end, c.last_lsn, c.commits + 1
-                self.control.write(c)
+                last_lsn = c.last_lsn + len(ops)
+                sync_on = self.sync_on
+
+                def appended(p: Control) -> bool:
+                    # ``appended`` and ``last_lsn`` move only under the append lock
+                    # (held): the rest of the fresh copy is left as others set it.
+                    p.appended, p.last_lsn = end, last_lsn
+                    if not sync_on:
+                        p.synced, p.synced_lsn, p.commits = end, last_lsn, p.commits + 1
+                    return True
+
+                self._update_page(appended, append_held=True)
                 self.overlay.add(end, changes, synced=not self.sync_on)
-                last_lsn = c.last_lsn
                 self.unfolded_at_commit = self._span(c.folded, end)
         finally:
             if seen_pending is not None:
@@ -417,6 +433,25 @@ class Log(LogFold):
         self._publish_synced(end, last_lsn)
         self.last_write = time.monotonic()
         return results
+
+    def _catch_up(self) -> None:
+        """Read the frames other writers appended into the overlay before taking the append lock.
+
+        Every frame below the page's ``appended`` is complete (a writer moves
+        ``appended`` past its frame only after writing all of it, and nothing
+        below it is ever rewritten), so reading them needs no lock: what is
+        still unsynced goes to the overlay's pending part, as under the lock.
+        With four writers each put found three other frames to read, and
+        reading them under the append lock was the longest part of its hold;
+        now the locked section reads only what lands in between.
+        """
+        if self._private is not None or self.control.appended() <= self.overlay.tail:
+            return  # nothing new (the one word is some value a writer wrote: no seqlock needed to ask)
+        c = self.control.read()
+        if c is None:
+            return  # mid-update: the locked section reads the page again
+        with self._mu:
+            self._advance(c, c.appended)
 
     def _publish_synced(self, end: int, last_lsn: int) -> None:
         """Sync the log up to ``end`` (outside the append lock) and publish it as synced."""
@@ -438,13 +473,20 @@ class Log(LogFold):
             with self._mu:
                 self.overlay.promote(c_now.synced)
             return
-        with self._append_locked(), self._mu:
-            c = self._control(held=True)
-            if c.synced < end:
-                c.synced, c.synced_lsn = end, max(c.synced_lsn, last_lsn)
-                c.commits += 1
-                self.control.write(c)
-            self.overlay.promote(c.synced)
+
+        def synced(p: Control) -> bool:
+            if p.synced >= end:
+                return False  # a later frame's sync, published meanwhile, covers this one
+            p.synced, p.synced_lsn = end, max(p.synced_lsn, last_lsn)
+            p.commits += 1
+            return True
+
+        # The page lock alone, not the append lock: the section is a read and a
+        # write of the page, and appenders deciding under the append lock no
+        # longer stand between a synced writer and its return.
+        c = self._update_page(synced, append_held=False)
+        with self._mu:
+            self.overlay.promote(max(c.synced, end))
 
     def unfolded_bytes(self) -> int:
         """Roughly how many bytes of log the shards do not hold yet."""

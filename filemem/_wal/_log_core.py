@@ -6,7 +6,8 @@ needs: the append lock (threads of a process queue on a mutex, processes on
 checkpoint and a scan when a writer died inside an update), and the
 translation of ``OSError`` into ``StorageError`` at the entry points.
 
-Invariant: the control page is written only under the append lock, and its
+Invariant: the control page is written only under the page lock (taken after
+the append lock by those that hold both), and its
 counters (``commits``, ``last_lsn``, ``folds``) never go down, even when the
 page is re-derived: sequence numbers the page handed out are never reused.
 """
@@ -14,7 +15,6 @@ page is re-derived: sequence numbers the page handed out are never reused.
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +36,8 @@ from ._writer import LogWriter
 WAL_DIR: Final = "wal"
 CONTROL: Final = "control"
 APPEND_LOCK: Final = "append.lock"
+#: Held, briefly, by whoever writes the control page (see :meth:`LogCore._update_page`).
+PAGE_LOCK: Final = "page.lock"
 FOLD_LOCK: Final = "fold.lock"
 OPEN_LOCK: Final = "open.lock"
 FIRST_POSITION: Final = _format.FIRST_POSITION
@@ -43,6 +45,8 @@ _FIRST_SLEEP_S: Final = 0.00002
 _MAX_SLEEP_S: Final = 0.002
 #: How often a thread waiting for another thread's append lock looks at its abort event.
 _ABORT_CHECK_S: Final = 0.01
+#: Yields before a page-lock waiter starts sleeping (the lock's sections are a few microseconds).
+_PAGE_YIELDS: Final = 50
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -137,6 +141,10 @@ class LogCore:
     _append_mu: threading.Lock
     _fold_mu: threading.Lock
     _append_fd: int
+    _page_mu: threading.Lock
+    _page_fd: int
+    _append_path: str
+    _page_path: str
     #: Blocks in flock for a waiting thread (native flock only; None: poll).
     _append_waiter: FlockWaiter | None
     _open_fd: int
@@ -192,7 +200,7 @@ class LogCore:
     @contextmanager
     def _append_locked(self) -> Iterator[None]:
         deadline = time.monotonic() + self.lock_timeout_s
-        path = os.path.join(self.dir, APPEND_LOCK)
+        path = self._append_path
         # Both waits give up when the thread's abort event is set (an async
         # caller was cancelled: _locks.set_abort); nothing is logged then.
         got = self._append_mu.acquire(blocking=False)
@@ -233,6 +241,72 @@ class LogCore:
         finally:
             self._append_mu.release()
 
+    @contextmanager
+    def _page_locked(self) -> Iterator[None]:
+        """Hold the page lock: every write of the control page happens under it (after the append lock, if both).
+
+        Its sections are a read and a write of the page (microseconds), so a
+        busy lock is waited for by yielding, then short sleeps: no helper
+        thread, whose hand-over would cost more than the wait.
+        """
+        deadline = time.monotonic() + self.lock_timeout_s
+        path = self._page_path
+        got = self._page_mu.acquire(blocking=False)
+        while not got and (left := deadline - time.monotonic()) > 0:
+            _locks.check_abort(path)
+            got = self._page_mu.acquire(timeout=min(left, _ABORT_CHECK_S))
+        if not got:
+            raise LockTimeout(f"timed out waiting for the page lock {path}", path=path, waited_s=self.lock_timeout_s)
+        try:
+            tries = 0
+            sleep = _FIRST_SLEEP_S
+            while not _platform.lock(self._page_fd, exclusive=True, blocking=False):
+                tries += 1
+                if tries <= _PAGE_YIELDS:
+                    _platform.yield_cpu()  # the holder is most likely descheduled mid-section
+                    continue
+                _locks.check_abort(path)
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"timed out after {self.lock_timeout_s:.3f}s waiting for the page lock {path}",
+                        path=path,
+                        waited_s=self.lock_timeout_s,
+                    )
+                time.sleep(sleep)
+                sleep = min(sleep * 2, _MAX_SLEEP_S)
+            try:
+                yield
+            finally:
+                _platform.unlock(self._page_fd)
+        finally:
+            self._page_mu.release()
+
+    def _update_page(self, change: Callable[[Control], bool], *, append_held: bool) -> Control:
+        """Read the page under the page lock, let ``change`` edit it, write it if ``change`` says so.
+
+        Writers hold the page lock only for this read-modify-write, so a
+        writer that publishes its sync does not queue behind appenders
+        deciding under the append lock (issue 13: that second turn on the
+        append lock was a quarter of a put's time with four writers). Fields
+        a caller read earlier may be stale by now: ``change`` sets only what
+        its caller owns (``appended`` under the append lock, ``synced`` after
+        a sync, ``folded`` after a fold), on the fresh copy.
+        """
+        for _ in range(3):
+            with self._page_locked():
+                c = self.control.read()
+                if c is not None:
+                    if change(c):
+                        self.control.write(c)
+                    return c
+            # The page is mid-update and its writer is gone (its page lock was
+            # free): derive it anew under the append lock, then edit again.
+            if append_held:
+                self._unstick()
+            else:
+                self._control()
+        raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
+
     def _control(self, *, held: bool = False) -> Control:
         """A consistent copy of the control page (re-deriving it if a writer died inside an update).
 
@@ -245,10 +319,10 @@ class LogCore:
             return c
         if self.readonly:
             # A writer is updating the page (or died doing it): it holds the
-            # append lock while it does, so wait for that lock. A read-only
+            # page lock while it does, so wait for that lock. A read-only
             # handle waits too (a writer descheduled mid-update on a loaded
             # machine is no stuck page), but never repairs.
-            with self._append_locked():
+            with self._page_locked():
                 c = self.control.read()
             if c is None:
                 raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)
@@ -267,10 +341,11 @@ class LogCore:
         page is derived anew from the log, every counter kept at least where it
         was.
         """
-        c = self.control.read()  # a live writer that was merely slow has finished by now
-        if c is not None:
+        with self._page_locked():
+            c = self.control.read()  # a live writer that was merely slow has finished by now
+            if c is not None:
+                return c
+            c = self._derive()
+            c.commits += 1
+            self.control.initialise(c, boot_id())
             return c
-        c = self._derive()
-        c.commits += 1
-        self.control.initialise(c, boot_id())
-        return c

@@ -33,6 +33,7 @@ from typing import Final
 from .. import _fs
 from .._errors import LockTimeout
 from . import _format, _platform
+from ._control import Control
 from ._fold import Checkpoint, Installed, fold_range, read_checkpoint, write_checkpoint
 from ._log_core import FIRST_POSITION, FOLD_LOCK, LogCore, _storage_errors, record_of
 
@@ -158,13 +159,16 @@ class LogFold(LogCore):
 
     def _publish_folded(self, cp: Checkpoint) -> None:
         """Tell every process (the control page) that the shards hold the log up to the checkpoint."""
-        with self._append_locked():
-            c = self._control(held=True)
-            if cp.folded > c.folded or cp.folded_lsn > c.folded_lsn:
-                c.folded, c.folded_lsn = max(c.folded, cp.folded), max(c.folded_lsn, cp.folded_lsn)
-                c.folds += 1
-                c.commits += 1  # readers look again: they drop what the shards now hold
-                self.control.write(c)
+
+        def folded(c: Control) -> bool:
+            if cp.folded <= c.folded and cp.folded_lsn <= c.folded_lsn:
+                return False
+            c.folded, c.folded_lsn = max(c.folded, cp.folded), max(c.folded_lsn, cp.folded_lsn)
+            c.folds += 1
+            c.commits += 1  # readers look again: they drop what the shards now hold
+            return True
+
+        self._update_page(folded, append_held=False)
 
     def _fold_stops(self, start: int, limit: int) -> list[int]:
         """Where a fold from ``start`` to ``limit`` checkpoints: batch ends a step apart, then ``limit``."""

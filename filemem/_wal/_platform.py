@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from typing import Final
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "preallocate",
     "pwrite",
     "unlock",
+    "yield_cpu",
 ]
 
 #: Force the portable fallbacks (tests set it to cover them on Linux).
@@ -58,6 +60,14 @@ _ZERO_CHUNK: Final = 1 << 20
 # The seek+write fallback moves the fd's shared offset: one lock for all of
 # them in this process keeps two threads from interleaving seek and write.
 _seek_lock = threading.Lock()
+
+_yield: Final = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+
+
+def yield_cpu() -> None:
+    """Let another runnable thread or process have this core (``sched_yield``; ``sleep(0)`` where missing)."""
+    _yield()
+
 
 try:  # POSIX
     import fcntl as _fcntl

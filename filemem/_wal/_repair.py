@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .. import _fs
 from . import _format, _platform
+from ._control import Control
 from ._fold import Checkpoint, read_checkpoint, write_checkpoint
 
 if TYPE_CHECKING:
@@ -125,10 +126,13 @@ def cut(log: Log, pos: int) -> int:
                 if s > seg:
                     os.unlink(src)
         zero_tail(log, pos)
-        c = log._control(held=True)
-        c.appended = c.synced = pos
-        c.commits += 1
-        log.control.write(c)
+
+        def cut_at(c: Control) -> bool:
+            c.appended = c.synced = pos
+            c.commits += 1
+            return True
+
+        log._update_page(cut_at, append_held=True)
         log.overlay.reset(min(log.overlay.pos, pos), log.overlay.pruned_lsn)
         log.on_folded(None)
     return lost

@@ -457,10 +457,21 @@ def accounts(namespaces: int = 3, per_ns: int = 4) -> list[list[Any]]:
 
 
 def mover_child(
-    path: str, opts: dict[str, Any], accts: list[list[Any]], seconds: float, seed: int, result_path: str
+    path: str,
+    opts: dict[str, Any],
+    accts: list[list[Any]],
+    seconds: float,
+    seed: int,
+    result_path: str,
+    moving_path: str | None = None,
 ) -> None:
-    """Move money between two accounts in one batch, again and again; add filler keys so shards split."""
+    """Move money between two accounts in one batch, again and again; add filler keys so shards split.
+
+    ``moving_path`` is created once the store is open, right before the first move.
+    """
     store = Store(path, **opts)
+    if moving_path is not None:
+        touch(moving_path)
     rng = random.Random(seed)
     moves = 0
     end = time.monotonic() + seconds
@@ -479,15 +490,32 @@ def mover_child(
 
 
 def sum_reader_child(
-    path: str, opts: dict[str, Any], accts: list[list[Any]], total: int, stop_path: str, result_path: str
+    path: str,
+    opts: dict[str, Any],
+    accts: list[list[Any]],
+    total: int,
+    stop_path: str,
+    result_path: str,
+    ready_path: str | None = None,
+    moving_path: str | None = None,
 ) -> None:
-    """Read every account inside one snapshot (by get or by items); the sum must never change."""
+    """Read every account inside one snapshot (by get or by items); the sum must never change.
+
+    Creates ``ready_path`` after its first snapshot; ``during`` counts the
+    snapshots begun once ``moving_path`` exists (the mover is moving).
+    """
     store = Store(path, **opts)
     namespaces = sorted({tuple(ns) for ns, _ in accts})
     names = {(tuple(ns), k) for ns, k in accts}
-    snapshots = 0
+    snapshots = during = 0
+    moving = moving_path is None
     bad: list[Any] = []
     while not os.path.exists(stop_path):
+        if snapshots == 1 and ready_path is not None:
+            touch(ready_path)
+        if not moving and moving_path is not None:
+            moving = os.path.exists(moving_path)
+        during += moving
         with store.snapshot() as s:
             if snapshots % 2 == 0:
                 got = [s.get(tuple(ns), k) for ns, k in accts]
@@ -496,7 +524,7 @@ def sum_reader_child(
         snapshots += 1
         if len(got) != len(accts) or sum(got) != total:
             bad.append(got)
-    write_result(result_path, {"snapshots": snapshots, "bad": bad[:5], "n_bad": len(bad)})
+    write_result(result_path, {"snapshots": snapshots, "during": during, "bad": bad[:5], "n_bad": len(bad)})
     store.close()
 
 

@@ -163,6 +163,34 @@ def test_control_page_round_trips_and_only_the_seqlock_guards_it(tmp_path: Path)
     other.close()
 
 
+@pytest.mark.skipif(_platform.PORTABLE, reason="the mapped page; the portable path reads the file")
+def test_a_reader_waiting_out_an_update_yields_its_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that finds the page mid-update gives its core away after a few tight spins.
+
+    With more processes than cores the writer is usually descheduled
+    mid-update; a reader spinning in Python kept it off the CPU (four writers
+    on two cores spent a fifth of their CPU spinning here).
+    """
+    path = str(tmp_path / "control")
+    page = ControlPage(path)
+    page.initialise(Control(appended=10, synced=9), 1)
+    c = page.read()
+    assert c is not None
+    yields: list[int] = []
+    finish_after = 5
+
+    def writer_runs() -> None:  # the descheduled writer gets the core and finishes its update
+        yields.append(1)
+        if len(yields) == finish_after:
+            page.repair()
+
+    monkeypatch.setattr(_platform, "yield_cpu", writer_runs)
+    page._put(2, page._get(2) + 1)  # seq odd: a writer is mid-update
+    assert page.read() == c
+    assert len(yields) == finish_after
+    page.close()
+
+
 # ---------------------------------------------------------------------- overlay
 
 
