@@ -26,6 +26,7 @@ from ._feed import ChangeFeed
 from ._fs import read_file
 from ._shard import decode_shard
 from ._types import Item
+from ._wal._carry import Carried, is_carried_float
 from ._wal._format import PUT
 from ._watch import ShardEventKind, Watcher, start_watcher
 
@@ -164,7 +165,10 @@ class Freshness:
                     continue
                 value = codecs[op.codec].decode(op.value)
                 version = batch.first_lsn + i
-                by_key[op.key] = Item(op.namespace, op.key, value, version, op.created_at, batch.time, op.expires_at)
+                created = op.created_at
+                if is_carried_float(created):  # NaN: carried over from the record the put replaced (_wal._carry)
+                    created = self.engine.resolve_created(op.namespace, op.key, version, Carried(batch.time))
+                by_key[op.key] = Item(op.namespace, op.key, value, version, created, batch.time, op.expires_at)
         except (KeyError, ValueError, FileMemError):
             return None  # the subscribers read the keys themselves; the log's readers report the damage
         return out

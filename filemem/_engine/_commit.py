@@ -25,6 +25,7 @@ from .._errors import InvalidValueError, LockTimeout
 from .._names import hash_bits
 from .._shard import Record, Shard, encode_shard
 from .._view import View
+from .._wal._carry import Carried
 from ._ops import Op, _checked_version, copy_value
 from ._split import Splits, maintain_shard
 
@@ -189,8 +190,10 @@ class Commits(Splits):
         # from the count compact reports, whenever the fold ran).
         installing = ops[0].kind == "install"
         if installing:
+            _resolve_carried(ops, work)  # against the records as they were, expired or not
+            horizon = ops[0].expired_before
             for lp, shard in work.items():
-                if shard.drop_expired(now):
+                if shard.drop_expired(now if horizon is None else min(now, horizon)):
                     dirty.setdefault(lp, [])  # rewritten; expiry is no change to announce
         for op in ops:
             assert op.view is not None
@@ -318,3 +321,26 @@ def _max_locks() -> int:
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return 1 << 20
     return max(16, soft - 128)
+
+
+def _resolve_carried(ops: list[Op], work: dict[str, Shard]) -> None:
+    """The fold: give each installed record whose ``created_at`` was carried over its value.
+
+    The shard's record of the key is the one the put replaced (the writer
+    carries only when the log held no unfolded record of the key; one
+    earlier in the same fold range was resolved by the fold already), unless
+    the shard already holds this version or a newer one: then nothing is
+    installed.
+    """
+    for op in ops:
+        record = op.record
+        if record is None or not isinstance(record["created_at"], Carried):
+            continue
+        assert op.view is not None
+        prev = work[op.view.lock_path(op.prefix)].records.get(op.key)
+        if prev is not None and prev["version"] >= op.version:
+            continue
+        created = record["created_at"].resolve(prev)
+        if isinstance(created, Carried):  # a shard never holds one; a bug, never written
+            raise AssertionError(f"unresolved created_at for {op.key!r}")
+        op.record = {**record, "created_at": created}

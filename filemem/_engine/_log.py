@@ -18,6 +18,7 @@ check/compact/CLI through the documented engine interface (``settle``,
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -26,11 +27,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from .. import _fs, _locks
-from .._errors import CorruptShardError, InvalidValueError
+from .._errors import CorruptShardError, InvalidValueError, StorageError
 from .._names import hash_bits
 from .._shard import SHARD_SUFFIX, Record
 from .._view import MAX_PREFIX_BITS
 from .._wal import WAL_DIR, Log
+from .._wal._carry import Carried, carried_from, frame_created
 from .._wal._fold import Checkpoint, Installed, write_checkpoint
 from .._wal._format import DELETE, PUT, LogOp
 from .._wal._log import APPEND_LOCK, FIRST_POSITION, LogIssue
@@ -48,6 +50,8 @@ FOLD_IDLE_S: Final = 0.25
 FOLD_STEP_BYTES: Final = 1 << 20
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
+#: ``_decide``: a plain put's previous record, not read (its created_at is carried over).
+_CARRY: Final[Any] = object()
 #: Folded keys whose cached shards are forgotten between two releases of the GIL.
 _FORGET_SLICE: Final = 256
 
@@ -73,6 +77,7 @@ class LogGlue(Commits):
             )
         except OSError as exc:
             raise _fs.storage_error(exc, "open the log in", wal) from exc
+        self.log.resolve_created = self.resolve_created
         if not self.readonly:
             self._announce_fd = control_fd(wal)
         if not self.readonly and self.log.unfolded_bytes() > 0 and self.log.last_handle():
@@ -321,11 +326,15 @@ class LogGlue(Commits):
 
         return LogPin(frozen, release)
 
-    def _install(self, records: list[Installed]) -> None:
-        """The fold's installer: write folded records into their shards, idempotently."""
+    def _install(self, records: list[Installed], expired_before: float) -> None:
+        """The fold's installer: write folded records into their shards, idempotently.
+
+        Carried ``created_at`` values are resolved against the shards' records
+        there (``_commit``), before any expired record is dropped.
+        """
         ops: list[Op] = []
         for ns, key, lsn, record in records:
-            ops.append(Op(ns, key, "install", record=record, version=lsn))
+            ops.append(Op(ns, key, "install", record=record, version=lsn, expired_before=expired_before))
         # Group by the shard each key resolves to, a few dozen shards per
         # commit: one syncfs makes a group durable, and no group holds more
         # locks than the open-file limit allows.
@@ -374,8 +383,21 @@ class LogGlue(Commits):
                 rec = mine[ident]
             else:
                 entry = latest(op.namespace, op.key)
-                rec = entry.record if entry is not None else self._read_shards(op.namespace, op.key, fresh_ok=True)[0]
-            rec, _ = _checked_version(op, rec, now)
+                if entry is not None:
+                    rec = entry.record
+                elif op.kind == "put" and op.if_version is None:
+                    # A plain put needs nothing of the record it replaces but
+                    # its created_at: log it as carried over (see _wal._carry)
+                    # instead of reading the shard under the append lock (a
+                    # cold shard parse per key: issue 13). The namespace's
+                    # view still refuses a directory that is a link (once per
+                    # namespace and process), as a read of the shard did.
+                    self.view(op.namespace)
+                    rec = _CARRY
+                else:
+                    rec = self._read_shards(op.namespace, op.key, fresh_ok=True)[0]
+            if rec is not _CARRY:
+                rec, _ = _checked_version(op, rec, now)
             lsn = first_lsn + len(logged)
             if op.kind == "delete":
                 results.append(rec is not None)
@@ -403,14 +425,67 @@ class LogGlue(Commits):
                 expires = now + op.ttl
             elif op.kind == "update" and rec is not None:
                 expires = rec.get("expires_at")
-            created = rec["created_at"] if rec is not None else now
+            created = Carried(now) if rec is _CARRY else carried_from(rec, now)
             new: Record = {"value": value, "version": lsn, "created_at": created, "updated_at": now}
             if expires is not None:
                 new["expires_at"] = expires
-            logged.append(LogOp(op.namespace, op.key, PUT, codec.name, data, created, expires))
-            changes.append((op.namespace, op.key, Entry(lsn, new)))
+            logged.append(LogOp(op.namespace, op.key, PUT, codec.name, data, frame_created(created), expires))
+            if isinstance(created, Carried):
+                # This process's readers get the resolved time, looked up on
+                # first read (outside the append lock).
+                entry = Entry(lsn, None, functools.partial(self._resolved_own, op.namespace, op.key, new))
+            else:
+                entry = Entry(lsn, new)
+            changes.append((op.namespace, op.key, entry))
             mine[ident] = new
         return logged, results, changes
+
+    def _resolved_own(self, namespace: tuple[str, ...], key: str, record: Record) -> Record:
+        """This process's own carried put, as readers are served it (``created_at`` resolved)."""
+        created = record["created_at"]
+        if not isinstance(created, Carried):
+            return record
+        return {**record, "created_at": self.resolve_created(namespace, key, record["version"], created)}
+
+    def resolve_created(self, namespace: tuple[str, ...], key: str, lsn: int, carried: Carried) -> float:
+        """The ``created_at`` a put logged at ``lsn`` carried over, from the shard record it replaced.
+
+        The writer carried it only because the log held nothing unfolded of the
+        key, so the shard's record (if older than ``lsn``) is the one the put
+        replaced. If a fold has installed the put since, the shard holds its
+        resolved value; if a fold went past it to a later write of the key, that
+        write's ``created_at`` is the same unless the key was deleted or expired
+        in between (then it is later than the put, which is how that is told).
+        """
+        rec = self._raw_shard_record(namespace, key)
+        if rec is None:
+            return carried.as_of
+        version = rec["version"]
+        created = rec["created_at"]
+        if version < lsn:
+            got = carried.resolve(rec)
+            return got if not isinstance(got, Carried) else carried.as_of
+        if version == lsn or created <= carried.as_of:
+            return float(created)
+        # Folded past the put and past a delete or expiry of the key after it:
+        # the time it carried is gone from the shards; the put's own is the
+        # best left (only a read racing two folds lands here).
+        return carried.as_of
+
+    def _raw_shard_record(self, namespace: tuple[str, ...], key: str) -> Record | None:
+        """The key's record in its shard, expired or not (None: no record)."""
+        view = self.view(namespace)
+        bits = hash_bits(key)
+        for _ in range(8):
+            prefix = view.resolve(bits)
+            shard = self.load(view.shard_path(prefix), prefix)
+            if shard is None or shard.splitting:
+                if view.recheck(prefix, bits, missing=shard is None):
+                    continue
+                if shard is None:
+                    return None
+            return shard.records.get(key)
+        raise StorageError(f"namespace {view.dir} kept changing while reading {key!r}; retry", path=view.dir)
 
     def _after_commit(self, log: Log) -> None:
         """Fold triggers: soon after the last write (a timer), at once past the size threshold."""

@@ -98,6 +98,9 @@ class Op:
     #: ``install`` (the fold): the record to put (None: delete) and its version.
     record: Record | None = None
     version: int = 0
+    #: ``install``: the shards may drop records expired before this time, no later ones
+    #: (a carried ``created_at`` still to be resolved may need them; see filemem._wal._carry).
+    expired_before: float | None = None
     #: ``put``: the value as already encoded by the codec named here (checked
     #: against the limit), so the commit does not encode it again; None: encode it then.
     encoded: tuple[str, bytes] | None = field(default=None, repr=False)

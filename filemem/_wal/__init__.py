@@ -8,6 +8,7 @@ One room per role, after leveldb's ``db/``:
 * ``_reader``   scanning frames, stopping at a torn or damaged tail
 * ``_control``  the shared control page (where the log ends, what is synced, what is folded)
 * ``_overlay``  this process's map of unfolded records
+* ``_carry``    a put's created_at carried over from the previous record, resolved later
 * ``_fold``     moving synced records into the shards; the checkpoint
 * ``_log_core`` the append lock and a consistent control page, shared by the parts of :class:`Log`
 * ``_log_fold`` the fold's steps and checkpoints, segment retirement, pins

@@ -7,7 +7,8 @@ being folded.
 1. read the checkpoint ``wal/checkpoint``: the position up to which the shards
    hold the log, and the highest sequence number there;
 2. scan the log from there to the *synced* position (never past it);
-3. keep the newest record of each key, and hand them, by namespace, to the
+3. keep the newest record of each key (a carried ``created_at`` taking the
+   one of the op it replaces in the range, see _carry), and hand them, by namespace, to the
    installer, which writes the shard files through the ordinary atomic path
    under the shard locks;
 4. write the new checkpoint (temp, fsync, rename, directory fsync);
@@ -28,6 +29,7 @@ its end.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import zlib
@@ -38,6 +40,7 @@ from typing import Any, Final, Protocol
 from .. import _fs
 from .._errors import CorruptShardError
 from . import _format
+from ._carry import Carried, carried_from
 from ._reader import LogReader
 
 __all__ = ["Checkpoint", "Installer", "fold_range", "read_checkpoint", "write_checkpoint"]
@@ -51,8 +54,14 @@ Installed = tuple[tuple[str, ...], str, int, dict[str, Any] | None]
 class Installer(Protocol):
     """Writes folded records into the shard files (the engine implements it)."""
 
-    def install(self, records: list[Installed]) -> None:
-        """Put each record in its shard unless the shard already holds that key at a version >= it."""
+    def install(self, records: list[Installed], expired_before: float) -> None:
+        """Put each record in its shard unless the shard already holds that key at a version >= it.
+
+        A carried ``created_at`` (:class:`~filemem._wal._carry.Carried`) is
+        resolved against the record the shard holds for the key; records of
+        the shards expired before ``expired_before`` may be dropped meanwhile,
+        later ones must be kept (a carried op may still need them).
+        """
         ...
 
 
@@ -91,7 +100,7 @@ def fold_range(
     reader: LogReader,
     start: int,
     limit: int,
-    install: Callable[[list[Installed]], None],
+    install: Callable[[list[Installed], float], None],
     record_of: Callable[[_format.LogOp, int, float], dict[str, Any] | None],
 ) -> tuple[int, int]:
     """Fold the log from ``start`` to ``limit`` into the shards; return (last lsn folded, records).
@@ -106,6 +115,7 @@ def fold_range(
             path=reader.wal_dir,
         )
     newest: dict[tuple[tuple[str, ...], str], Installed] = {}
+    oldest = math.inf
     last = 0
     count = 0
     for n, frame in enumerate(scan.frames):
@@ -123,10 +133,24 @@ def fold_range(
                 f"write-ahead log in {reader.wal_dir}: frame at {frame.pos:#x} does not decode: {exc}",
                 path=reader.wal_dir,
             ) from exc
+        oldest = min(oldest, now)
         for i, op in enumerate(ops):
-            newest[(op.namespace, op.key)] = (op.namespace, op.key, first + i, record_of(op, first + i, now))
+            ident = (op.namespace, op.key)
+            rec = record_of(op, first + i, now)
+            if rec is not None and isinstance(rec["created_at"], Carried):
+                prev = newest.get(ident)
+                if prev is not None:
+                    # Only the newest op of a key is installed: a carried
+                    # created_at takes the one it replaces in this range now
+                    # (still a Carried if that one was: the shard decides).
+                    rec["created_at"] = carried_from(prev[3], now)
+            newest[ident] = (op.namespace, op.key, first + i, rec)
         count += len(ops)
         last = first + len(ops) - 1 if ops else last
     if newest:
-        install(sorted(newest.values(), key=lambda r: (r[0], r[1])))
+        # Only records expired before the oldest batch here may be dropped: a
+        # put of this range or a later one (all stamped later: the time is
+        # taken under the append lock) may carry its created_at over from a
+        # record live at its time, and resolves it against the shard.
+        install(sorted(newest.values(), key=lambda r: (r[0], r[1])), oldest)
     return last, count

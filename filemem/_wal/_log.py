@@ -60,6 +60,7 @@ from ._log_core import (
     Decision,
     _storage_errors,
     record_of,
+    resolved_record_of,
 )
 from ._log_fold import LogFold
 from ._overlay import Change, Entry, Overlay
@@ -176,9 +177,14 @@ class Log(LogFold):
         self.overlay = Overlay(c.folded)
         self.overlay.pruned_lsn = c.folded_lsn
         self._seen_commits = -1
-        #: One decode for every unfolded entry this handle reads in (see _overlay.Entry).
-        self._decode_record = functools.partial(record_of, self.codecs)
+        #: One decode for every unfolded entry this handle reads in (see _overlay.Entry);
+        #: it resolves a carried ``created_at`` with the engine's resolver, set after the open.
+        self._decode_record = self._resolved_record
         self._seen_folds = c.folds
+
+    def _resolved_record(self, op: _format.LogOp, lsn: int, now: float) -> dict[str, Any] | None:
+        """The record an unfolded op stands for, as readers are served it (see ``resolved_record_of``)."""
+        return resolved_record_of(self.codecs, self.resolve_created, op, lsn, now)
 
     def _rederive(self) -> None:
         """Find the log's end from the checkpoint and a scan.

@@ -25,6 +25,7 @@ from .. import _fs, _locks
 from .._errors import FileMemError, LockTimeout, StorageError
 from ..codecs import Codec
 from . import _format, _platform
+from ._carry import Carried, is_carried_float
 from ._control import Control, ControlPage, boot_id
 from ._fold import Checkpoint, read_checkpoint
 from ._lockwait import FlockWaiter
@@ -75,19 +76,40 @@ def _storage_errors(action: str) -> Callable[[Callable[Concatenate[_L, _P], _R]]
 Decision = tuple[list[_format.LogOp], list[Any], list[Change]]
 
 
+#: Resolves a carried ``created_at`` (see _carry): (namespace, key, lsn, carried) -> the time.
+Resolver = Callable[[tuple[str, ...], str, int, Carried], float]
+
+
 def record_of(codecs: dict[str, Codec], op: _format.LogOp, lsn: int, now: float) -> dict[str, Any] | None:
-    """The shard record a logged op stands for (None: deleted)."""
+    """The shard record a logged op stands for (None: deleted).
+
+    A carried ``created_at`` (NaN in the frame) stays a :class:`Carried` here:
+    the fold resolves it against the shard it rewrites.
+    """
     if op.kind != _format.PUT:
         return None
     assert op.value is not None and op.codec is not None
+    created = op.created_at
     rec: dict[str, Any] = {
         "value": codecs[op.codec].decode(op.value),
         "version": lsn,
-        "created_at": op.created_at,
+        "created_at": Carried(now) if is_carried_float(created) else created,
         "updated_at": now,
     }
     if op.expires_at is not None:
         rec["expires_at"] = op.expires_at
+    return rec
+
+
+def resolved_record_of(
+    codecs: dict[str, Codec], resolve: Resolver | None, op: _format.LogOp, lsn: int, now: float
+) -> dict[str, Any] | None:
+    """Like :func:`record_of`, with a carried ``created_at`` resolved (what readers are served)."""
+    rec = record_of(codecs, op, lsn, now)
+    if rec is not None and resolve is not None:
+        created = rec["created_at"]
+        if isinstance(created, Carried):
+            rec["created_at"] = resolve(op.namespace, op.key, lsn, created)
     return rec
 
 
@@ -104,6 +126,8 @@ class LogCore:
     fold_bytes: int
     fold_step_bytes: int
     on_folded: Callable[[list[tuple[tuple[str, ...], str]] | None], None]
+    #: Resolves carried ``created_at`` values of records served from the overlay (the engine sets it).
+    resolve_created: Resolver | None = None
     failed: StorageError | None
     folds: int
     fold_cut: bool

@@ -90,7 +90,9 @@ class LogFold(LogCore):
         return c.synced, c.folded
 
     @_storage_errors("fold the log in")
-    def fold(self, install: Callable[[list[Installed]], None], *, wait: bool, max_bytes: int | None = None) -> bool:
+    def fold(
+        self, install: Callable[[list[Installed], float], None], *, wait: bool, max_bytes: int | None = None
+    ) -> bool:
         """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
 
         ``wait``: wait up to the lock timeout for the fold lock. ``max_bytes``:
@@ -122,7 +124,7 @@ class LogFold(LogCore):
             self._fold_mu.release()
         return True
 
-    def _fold_locked(self, install: Callable[[list[Installed]], None], max_bytes: int | None) -> None:
+    def _fold_locked(self, install: Callable[[list[Installed], float], None], max_bytes: int | None) -> None:
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         c = self._control()
         limit = c.synced

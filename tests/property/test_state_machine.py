@@ -56,6 +56,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.location = self.dir + "/s" if factory is None else factory()
         self.model: dict[tuple[tuple[str, ...], str], Any] = {}
         self.versions: dict[tuple[tuple[str, ...], str], int] = {}
+        #: created_at of each live key, as first seen: every later write keeps it (issue 13: a plain put
+        #: carries it over without reading the old record, resolved by the fold or on read).
+        self.created: dict[tuple[tuple[str, ...], str], float] = {}
         self.store = self._open()
 
     def _open(self) -> filemem.Store:
@@ -65,12 +68,28 @@ class StoreMachine(RuleBasedStateMachine):
     def start(self) -> None:
         pass
 
+    def _wrote(self, ns: tuple[str, ...], key: str, *, new: bool) -> None:
+        """After a write that left ``key`` live: a new record is created at its write; others keep the time."""
+        item = self.store.get_item(ns, key)
+        assert item is not None
+        if new:
+            assert item.created_at == item.updated_at
+            self.created[(ns, key)] = item.created_at
+        else:
+            assert item.created_at == self.created[(ns, key)], (item, self.created[(ns, key)])
+
+    def _check_created(self, items: Any) -> None:
+        for it in items:
+            assert it.created_at == self.created[(it.namespace, it.key)], (it, self.created[(it.namespace, it.key)])
+
     @rule(ns=namespaces, key=keys, value=values)
     def put(self, ns: tuple[str, ...], key: str, value: Any) -> None:
         v = self.store.put(ns, key, value)
         assert v > self.versions.get((ns, key), 0)
+        new = (ns, key) not in self.model
         self.model[(ns, key)] = value
         self.versions[(ns, key)] = v
+        self._wrote(ns, key, new=new)
 
     @rule(ns=namespaces, key=keys, value=values, stale=st.booleans())
     def put_if_version(self, ns: tuple[str, ...], key: str, value: Any, stale: bool) -> None:
@@ -81,16 +100,22 @@ class StoreMachine(RuleBasedStateMachine):
                 self.store.put(ns, key, value, if_version=expected)
             return
         self.versions[(ns, key)] = self.store.put(ns, key, value, if_version=expected)
+        new = (ns, key) not in self.model
         self.model[(ns, key)] = value
+        self._wrote(ns, key, new=new)
 
     @rule(ns=namespaces, key=keys)
     def get(self, ns: tuple[str, ...], key: str) -> None:
         assert self.store.get(ns, key, "<missing>") == self.model.get((ns, key), "<missing>")
+        item = self.store.get_item(ns, key)
+        if item is not None:
+            self._check_created([item])
 
     @rule(ns=namespaces, key=keys)
     def delete(self, ns: tuple[str, ...], key: str) -> None:
         assert self.store.delete(ns, key) == ((ns, key) in self.model)
         self.model.pop((ns, key), None)
+        self.created.pop((ns, key), None)
 
     @rule(ns=namespaces, key=keys, n=st.integers(1, 5))
     def update(self, ns: tuple[str, ...], key: str, n: int) -> None:
@@ -100,10 +125,12 @@ class StoreMachine(RuleBasedStateMachine):
         new = self.store.update(ns, key, fn)
         old = self.model.get((ns, key))
         assert new == (old if isinstance(old, int) else 0) + n
+        fresh = (ns, key) not in self.model
         self.model[(ns, key)] = new
         item = self.store.get_item(ns, key)
         assert item is not None
         self.versions[(ns, key)] = item.version
+        self._wrote(ns, key, new=fresh)
 
     @rule(ops=st.lists(st.tuples(st.booleans(), namespaces, keys, values), min_size=1, max_size=12))
     def batch(self, ops: list[tuple[bool, tuple[str, ...], str, Any]]) -> None:
@@ -113,15 +140,22 @@ class StoreMachine(RuleBasedStateMachine):
                     b.put(ns, key, value)
                 else:
                     b.delete(ns, key)
+        renewed: set[tuple[tuple[str, ...], str]] = set()  # keys the batch (re)created
         for is_put, ns, key, value in ops:
             if is_put:
+                if (ns, key) not in self.model:
+                    renewed.add((ns, key))
                 self.model[(ns, key)] = value
             else:
                 self.model.pop((ns, key), None)
+                self.created.pop((ns, key), None)
         for _, ns, key, _ in ops:
             item = self.store.get_item(ns, key)
             if item is not None:
                 self.versions[(ns, key)] = item.version
+        for ident in {(ns, key) for _, ns, key, _ in ops}:
+            if ident in self.model:
+                self._wrote(*ident, new=ident in renewed)
 
     @rule()
     def reopen(self) -> None:
@@ -142,11 +176,16 @@ class StoreMachine(RuleBasedStateMachine):
         """A second handle in this process (its own overlay and cache) agrees with the model at once."""
         with filemem.Store(self.location, codec=self.codec, durability="flush") as other:
             assert other.get(ns, key, "<missing>") == self.model.get((ns, key), "<missing>")
+            item = other.get_item(ns, key)
+            if item is not None:
+                self._check_created([item])
             assert other.keys(ns) == sorted(k for (n, k) in self.model if n == ns)
 
     @rule(ns=st.sampled_from(NAMESPACES))
     def items_versions_are_current(self, ns: tuple[str, ...]) -> None:
-        for it in self.store.items(ns):
+        items = self.store.items(ns)
+        self._check_created(items)
+        for it in items:
             assert it.value == self.model[(ns, it.key)]
             got: Any = self.versions.get((ns, it.key))
             assert got is None or it.version >= got
@@ -156,6 +195,7 @@ class StoreMachine(RuleBasedStateMachine):
     def snapshot_matches(self) -> None:
         with self.store.snapshot() as snap:
             for ns in NAMESPACES:
+                self._check_created(snap.items(ns))
                 got = {it.key: it.value for it in snap.items(ns)}
                 assert got == {k: v for (n, k), v in self.model.items() if n == ns}
 

@@ -118,13 +118,23 @@ def test_damaged_shard_is_never_served(store: filemem.Store, damage: str) -> Non
             fresh.get(NS, "k")
         assert err.value.path == path and path in str(err.value)
         with pytest.raises(CorruptShardError):
-            fresh.put(NS, "k", 2)  # a writer never builds on a damaged shard
+            fresh.update(NS, "k", lambda v: 2)  # a write that reads the old record never builds on a damaged one
+        # A plain put reads nothing (issue 13): it is logged, and its created_at
+        # carried over from the damaged record cannot be served either.
+        fresh.put(NS, "k", 2)
+        with pytest.raises(CorruptShardError):
+            fresh.get(NS, "k")
         findings = fresh.check()
         assert [f.code for f in findings] == ["corrupt-shard"]
         fixed = fresh.check(fix=True)
         assert fixed[0].fixed and "quarantine" in fixed[0].action
         assert fresh.check() == []
-        assert fresh.get(NS, "k") is None  # lost, and said so; never served wrong
+        # The old record is lost, and said so; the acknowledged put is kept,
+        # created when it was made (nothing older to carry over).
+        got = fresh.get_item(NS, "k")
+        assert got is not None and got.value == 2 and got.created_at == got.updated_at
+        fresh.delete(NS, "k")
+        assert fresh.get(NS, "k") is None
         fresh.put(NS, "k", "again")
         assert fresh.get(NS, "k") == "again"
     assert os.listdir(os.path.join(store.path, "quarantine"))

@@ -284,7 +284,7 @@ def test_fold_installs_the_newest_record_per_key_and_moves_the_checkpoint(tmp_pa
     try:
         for i in range(5):
             log.commit(_put_decision(("n",), f"k{i % 2}", i))
-        assert log.fold(got.extend, wait=True)
+        assert log.fold(lambda recs, _before: got.extend(recs), wait=True)
         assert [(k, lsn, r["value"]) for _, k, lsn, r in got] == [("k0", 5, 4), ("k1", 4, 3)]
         cp = read_checkpoint(str(tmp_path / "wal"))
         assert cp is not None and cp.folded_lsn == 5
@@ -303,7 +303,7 @@ def test_a_fold_that_dies_part_way_keeps_what_it_moved(tmp_path: Path) -> None:
             log.commit(_put_decision(("n",), f"k{i}", pad))
         calls: list[int] = []
 
-        def install(records: list[Any]) -> None:
+        def install(records: list[Any], _before: float) -> None:
             calls.append(len(records))
             if len(calls) == 3:
                 raise OSError(errno.EIO, "the folder dies here")
@@ -313,7 +313,7 @@ def test_a_fold_that_dies_part_way_keeps_what_it_moved(tmp_path: Path) -> None:
         cp = read_checkpoint(str(tmp_path / "wal"))
         assert cp is not None and 0 < cp.folded_lsn < 40, cp  # two steps kept
         got: list[Any] = []
-        assert log.fold(got.extend, wait=True)
+        assert log.fold(lambda recs, _before: got.extend(recs), wait=True)
         assert sorted(lsn for _, _, lsn, _ in got) == list(range(cp.folded_lsn + 1, 41))  # resumed there
         assert read_checkpoint(str(tmp_path / "wal")).folded_lsn == 40  # type: ignore[union-attr]
     finally:

@@ -55,13 +55,13 @@ def test_open_returns_before_the_backlog_is_folded_and_close_folds_the_rest(
     release = threading.Event()
     real = engine_log.LogGlue._install
 
-    def counted(self: Any, records: list[Installed]) -> None:
+    def counted(self: Any, records: list[Installed], expired_before: float) -> None:
         installs.append((threading.get_ident(), len(records)))
         # Hold the background fold until the open has been looked at (the old
         # code folded inside the open, on this thread, and never waited here).
         if threading.get_ident() != opener:
             release.wait(30)
-        real(self, records)
+        real(self, records, expired_before)
 
     monkeypatch.setattr(engine_log.LogGlue, "_install", counted)
     opener = threading.get_ident()
