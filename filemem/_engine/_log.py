@@ -18,7 +18,6 @@ check/compact/CLI through the documented engine interface (``settle``,
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import threading
@@ -433,12 +432,16 @@ class LogGlue(Commits):
             if isinstance(created, Carried):
                 # This process's readers get the resolved time, looked up on
                 # first read (outside the append lock).
-                entry = Entry(lsn, None, functools.partial(self._resolved_own, op.namespace, op.key, new))
+                entry = Entry(lsn, None, (op.namespace, op.key, new), now, self._resolved_own_entry)
             else:
                 entry = Entry(lsn, new)
             changes.append((op.namespace, op.key, entry))
             mine[ident] = new
         return logged, results, changes
+
+    def _resolved_own_entry(self, own: tuple[tuple[str, ...], str, Record], _lsn: int, _now: float) -> Record:
+        """An overlay entry's decode (see ``_wal._overlay.Entry``) for this process's own carried put."""
+        return self._resolved_own(*own)
 
     def _resolved_own(self, namespace: tuple[str, ...], key: str, record: Record) -> Record:
         """This process's own carried put, as readers are served it (``created_at`` resolved)."""
