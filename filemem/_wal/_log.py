@@ -48,7 +48,6 @@ from .._errors import CorruptShardError, StorageError
 from ..codecs import Codec
 from . import _format, _platform, _repair
 from ._control import Control, ControlPage, boot_id
-from ._lockwait import FlockWaiter
 from ._log_core import (
     APPEND_LOCK,
     CONTROL,
@@ -147,9 +146,6 @@ class Log(LogFold):
             self._page_path = os.path.join(self.dir, PAGE_LOCK)
             self._append_fd = os.open(self._append_path, os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._append_fd))
-            self._append_waiter = FlockWaiter(self._append_fd) if _platform.NATIVE_FLOCK else None
-            if self._append_waiter is not None:
-                opened.append(self._append_waiter.close)
             self._page_fd = os.open(self._page_path, os.O_RDWR | os.O_CREAT, 0o600)
             opened.append(functools.partial(os.close, self._page_fd))
             self._open_fd = os.open(os.path.join(self.dir, OPEN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
@@ -222,8 +218,6 @@ class Log(LogFold):
                 with suppress(OSError):
                     os.close(fd)
         self._writers_fd = None
-        if self._append_waiter is not None:
-            self._append_waiter.forget()
         self.control.close()
         self.reader.close()
         if self.writer is not None:
@@ -240,8 +234,6 @@ class Log(LogFold):
             return False
         last = _platform.lock(self._open_fd, exclusive=True, blocking=False)
         os.close(self._open_fd)
-        if self._append_waiter is not None:
-            self._append_waiter.close()
         os.close(self._append_fd)
         os.close(self._page_fd)
         if self._writers_fd is not None:  # not left (a failed handle): closing lets go of it

@@ -37,7 +37,6 @@ import time
 from typing import Final
 
 __all__ = [
-    "NATIVE_FLOCK",
     "PORTABLE",
     "datasync",
     "lock",
@@ -51,8 +50,6 @@ __all__ = [
 #: Force the portable fallbacks (tests set it to cover them on Linux).
 PORTABLE: Final = os.environ.get("FILEMEM_PORTABLE_IO", "") not in ("", "0")
 
-#: Whether :func:`lock` is ``fcntl.flock`` (a blocking wait can then run in a helper thread on a dup'd fd).
-NATIVE_FLOCK: Final = sys.platform != "win32" and not PORTABLE
 _HAVE_PWRITE: Final = hasattr(os, "pwrite") and not PORTABLE
 _HAVE_FALLOCATE: Final = hasattr(os, "posix_fallocate") and not PORTABLE
 _ZERO_CHUNK: Final = 1 << 20

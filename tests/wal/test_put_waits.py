@@ -1,11 +1,11 @@
-"""What a format-2 put waits for: the append lock (a blocking wait in a helper thread) and the fold timer.
+"""What a format-2 put waits for, and what it does under the append lock.
 
-A writer that finds the append lock busy no longer sleeps between tries: a
-helper thread blocks in ``flock`` on a duplicate descriptor and hands the lock
-over. These tests hold the lock through another open file description (a
-separate ``os.open``, as another process would) and check the three promises:
-a wait times out, a wait can be aborted, and a lock the thread obtains after
-its caller gave up is let go at once (nobody is locked out by a dead wait).
+A put reads other writers' frames before it takes the append lock, takes it
+once (the publish of its sync holds only the page lock), does not wake the
+fold thread each time, encodes its value once and decodes nobody else's.
+The append lock is polled (try, sleep, try again): a helper thread blocked
+in ``flock`` on the writer's behalf was tried and measured slower once the
+publish left the append lock.
 """
 
 from __future__ import annotations
@@ -13,129 +13,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import filemem
 from filemem._errors import LockTimeout
-from filemem._locks import WaitAborted
 from filemem._wal import _platform
-from filemem._wal._lockwait import FlockWaiter
 from filemem._wal._log import APPEND_LOCK, WAL_DIR
-
-pytestmark = pytest.mark.skipif(not _platform.NATIVE_FLOCK, reason="the waiter serves native flock only")
-
-
-@pytest.fixture
-def lock_path(tmp_path: os.PathLike[str]) -> str:
-    return os.path.join(os.fspath(tmp_path), "x.lock")
-
-
-@pytest.fixture
-def fds(lock_path: str) -> Iterator[list[int]]:
-    opened: list[int] = []
-    yield opened
-    for fd in opened:
-        os.close(fd)
-
-
-def _open(lock_path: str, fds: list[int]) -> int:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    fds.append(fd)
-    return fd
-
-
-def _free_within(lock_path: str, fds: list[int], seconds: float) -> bool:
-    """Whether a newcomer gets the lock (without blocking) within ``seconds``; releases it again."""
-    fd = _open(lock_path, fds)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if _platform.lock(fd, exclusive=True, blocking=False):
-            _platform.unlock(fd)
-            return True
-        time.sleep(0.005)
-    return False
-
-
-def test_a_wait_is_granted_when_the_holder_lets_go(lock_path: str, fds: list[int]) -> None:
-    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
-    assert _platform.lock(holder, exclusive=True, blocking=False)
-    waiter = FlockWaiter(mine)
-    try:
-        threading.Timer(0.1, _platform.unlock, (holder,)).start()
-        assert waiter.acquire(10.0, lambda: None)
-        # Held on the caller's behalf: nobody else gets it until the caller unlocks.
-        assert not _platform.lock(holder, exclusive=True, blocking=False)
-        _platform.unlock(mine)
-        assert _free_within(lock_path, fds, 2.0)
-    finally:
-        waiter.close()
-
-
-def test_a_wait_times_out_and_the_late_grant_is_released(lock_path: str, fds: list[int]) -> None:
-    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
-    assert _platform.lock(holder, exclusive=True, blocking=False)
-    waiter = FlockWaiter(mine)
-    try:
-        t0 = time.monotonic()
-        assert waiter.acquire(0.2, lambda: None) is False
-        assert 0.15 <= time.monotonic() - t0 < 5.0
-        # The helper thread still blocks in flock: when the holder lets go it
-        # gets the lock, finds nobody waiting, and must let go at once.
-        _platform.unlock(holder)
-        assert _free_within(lock_path, fds, 5.0)
-        # And the waiter still works for the next caller.
-        assert waiter.acquire(5.0, lambda: None)
-        _platform.unlock(mine)
-    finally:
-        waiter.close()
-
-
-def test_a_wait_after_a_timed_out_one_takes_over_the_pending_grant(lock_path: str, fds: list[int]) -> None:
-    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
-    assert _platform.lock(holder, exclusive=True, blocking=False)
-    waiter = FlockWaiter(mine)
-    try:
-        assert waiter.acquire(0.05, lambda: None) is False
-        threading.Timer(0.1, _platform.unlock, (holder,)).start()
-        assert waiter.acquire(10.0, lambda: None)
-        assert not _platform.lock(holder, exclusive=True, blocking=False)
-        _platform.unlock(mine)
-    finally:
-        waiter.close()
-
-
-def test_an_aborted_wait_raises_and_leaves_the_lock_free(lock_path: str, fds: list[int]) -> None:
-    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
-    assert _platform.lock(holder, exclusive=True, blocking=False)
-    waiter = FlockWaiter(mine)
-    abort = threading.Event()
-
-    def check() -> None:
-        if abort.is_set():
-            raise WaitAborted(lock_path)
-
-    try:
-        threading.Timer(0.05, abort.set).start()
-        with pytest.raises(WaitAborted):
-            waiter.acquire(30.0, check)
-        _platform.unlock(holder)
-        assert _free_within(lock_path, fds, 5.0)
-    finally:
-        waiter.close()
-
-
-def test_close_while_the_thread_waits_releases_the_late_grant(lock_path: str, fds: list[int]) -> None:
-    holder, mine = _open(lock_path, fds), _open(lock_path, fds)
-    assert _platform.lock(holder, exclusive=True, blocking=False)
-    waiter = FlockWaiter(mine)
-    assert waiter.acquire(0.05, lambda: None) is False
-    waiter.close()
-    _platform.unlock(holder)
-    assert _free_within(lock_path, fds, 5.0)
 
 
 def _hold_append_lock(root: str, ready: mp.synchronize.Event, release: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
