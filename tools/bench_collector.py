@@ -5,7 +5,7 @@ Usage::
     python tools/bench_collector.py                    # all figures at a modest size
     python tools/bench_collector.py --records 20000 --latency 100000 --queued 1000000 --json
     python tools/bench_collector.py --only latency --no-burst --pace-us 100 1000   # paced rows only
-    python tools/bench_collector.py --code /tmp/old --only latency --no-burst   # filemem from /tmp/old/filemem
+    python tools/bench_collector.py --code ../old --only latency --no-burst   # filemem from ../old/filemem
 
 Figures:
 
