@@ -100,7 +100,10 @@ def _sign_in(driver: Any, server: ServerProc, token: str) -> None:
         found = driver.find_elements(By.ID, "token")
         return found[0] if found and found[0].is_displayed() and found[0].is_enabled() else None
 
-    box = _wait(shown, what="the login form")
+    # The first page of a fresh browser: 30 s, since a full parallel suite on
+    # two cores once kept Chromium from drawing it within 10 (it passes alone
+    # in under 2).
+    box = _wait(shown, timeout=30.0, what="the login form")
     box.send_keys(server.tokens.get(token, token))
     driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
 
