@@ -23,6 +23,7 @@ import pytest
 
 import filemem
 from filemem import _engine, _fs, _locks
+from filemem._wal._writer import LogWriter
 from filemem.aio import AsyncStore
 from tests.aio import _children
 from tests.aio._util import _HeldAfterOpen, busy_locks, lock_files, temp_files, writer_lock
@@ -51,10 +52,21 @@ def _slow(monkeypatch: pytest.MonkeyPatch) -> None:
         time.sleep(STEP_S)
         return replace(*a, **k)
 
+    # Format 2: a plain put reads no shard and takes no shard lock any more
+    # (issue 13), so its one slow step is the log's sync. Without this the
+    # put was over too fast for a cancel to land while it ran (CI: no
+    # "cancelled-new" outcome once in five runs).
+    sync = LogWriter.sync
+
+    def slow_sync(self: Any, *a: Any, **k: Any) -> Any:
+        time.sleep(STEP_S)
+        return sync(self, *a, **k)
+
     monkeypatch.setattr(_locks, "exclusive", slow_exclusive)
     monkeypatch.setattr(_locks, "shared", slow_shared)
     monkeypatch.setattr(_fs.TempFile, "fill", slow_fill)
     monkeypatch.setattr(_fs, "replace", slow_replace)
+    monkeypatch.setattr(LogWriter, "sync", slow_sync)
 
 
 KEYS = [("a", "k1"), ("b", "k2"), ("c", "k3")]
