@@ -19,9 +19,9 @@ from typing import Any, Final
 from .._errors import InvalidQueryError
 from .._shard import Shard
 from ._filter import Predicate
-from ._segment import Segment
+from ._segment import Segment, norm
 
-__all__ = ["K1", "RRF_K", "B", "DocRef", "Part", "query_vector", "rank"]
+__all__ = ["K1", "RRF_K", "B", "DocRef", "Part", "cosine", "norm", "query_vector", "rank"]
 
 
 def query_vector(
@@ -177,8 +177,18 @@ def _bm25(
     return scores
 
 
+def cosine(q: Sequence[float], qn: float, v: Sequence[float], vn: float) -> float:
+    """The exact cosine of ``q`` (length ``qn``) and ``v`` (length ``vn``, not 0).
+
+    One definition for the file store and the PostgreSQL backend, whose
+    scores must be equal to the last bit (``math.fsum``: the sum's order
+    does not move the result).
+    """
+    return math.fsum(a * b for a, b in zip(q, v, strict=True)) / (qn * vn)
+
+
 def _cosine(parts: list[Part], cands: list[list[bool] | None], q: list[float]) -> dict[DocRef, float]:
-    qn = math.sqrt(sum(x * x for x in q))
+    qn = norm(q)
     out: dict[DocRef, float] = {}
     for pi, part in enumerate(parts):
         seg = part.seg
@@ -188,7 +198,7 @@ def _cosine(parts: list[Part], cands: list[list[bool] | None], q: list[float]) -
         for doc, v in enumerate(seg.vectors):
             if v is None or (cand is not None and not cand[doc]):
                 continue
-            norm = seg.norms[doc]
-            if norm:
-                out[(pi, doc)] = math.fsum(a * b for a, b in zip(q, v, strict=True)) / (qn * norm)
+            vn = seg.norms[doc]
+            if vn:
+                out[(pi, doc)] = cosine(q, qn, v, vn)
     return out

@@ -36,7 +36,7 @@ from .._errors import InvalidValueError
 from .._shard import Shard
 from ._text import record_text, tokenize
 
-__all__ = ["Embed", "Segment", "build_segment", "decode_segment", "encode_segment"]
+__all__ = ["Embed", "Segment", "build_segment", "decode_segment", "encode_segment", "norm"]
 
 #: A user's embedding function: text -> vector.
 Embed = Callable[[str], Sequence[float]]
@@ -64,6 +64,11 @@ def _unpack(typecode: str, raw: bytes) -> array[Any]:
     if _SWAP:
         a.byteswap()
     return a
+
+
+def norm(v: Sequence[float]) -> float:
+    """A vector's Euclidean length, as every backend computes it (``_scoring.cosine`` divides by it)."""
+    return math.sqrt(sum(x * x for x in v))
 
 
 class Segment:
@@ -185,7 +190,7 @@ class Segment:
     def norms(self) -> list[float]:
         """Euclidean norm of each vector (0.0 where none)."""
         if self._norms is None:
-            self._norms = [math.sqrt(sum(x * x for x in v)) if v is not None else 0.0 for v in self.vectors]
+            self._norms = [norm(v) if v is not None else 0.0 for v in self.vectors]
         return self._norms
 
     def postings(self, term: str) -> array[int] | None:

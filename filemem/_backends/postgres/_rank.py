@@ -45,7 +45,7 @@ import psycopg
 from ..._errors import InvalidQueryError, InvalidValueError
 from ..._search import Embed, SearchHit
 from ..._search._filter import Predicate
-from ..._search._scoring import K1, RRF_K, B, query_vector
+from ..._search._scoring import K1, RRF_K, B, cosine, norm, query_vector
 from ..._search._text import record_text, tokenize
 from ..._shard import Record
 from ..._snapshot import item_of
@@ -406,7 +406,7 @@ class Ranker:
                 return self._cosine_pgvector(conn, prefix, q, pred, where, want)
             # The whole ranking (hybrid): no order to ask the server for, every vector is read.
             vec_sql = f"coalesce(v.pvec, v.vec::{self.vectors.names(conn)[0]})::real[]::float8[]"
-        qn = math.sqrt(sum(x * x for x in q))
+        qn = norm(q)
         hits: list[_Hit] = []
         dim = 0
         if self.readonly:
@@ -439,11 +439,9 @@ class Ranker:
             dim = len(vec)
             if dim != len(q):
                 raise InvalidQueryError(f"vector has {len(q)} dimensions; the index holds {dim}")
-            norm = math.sqrt(sum(x * x for x in vec))
-            if norm:
-                hits.append(
-                    (got[0], got[1], math.fsum(a * b for a, b in zip(q, vec, strict=True)) / (qn * norm), got[2])
-                )
+            vn = norm(vec)
+            if vn:
+                hits.append((got[0], got[1], cosine(q, qn, vec, vn), got[2]))
         return hits
 
     def _cosine_pgvector(
@@ -479,7 +477,7 @@ class Ranker:
             f" WHERE {_LIVE_R} AND v.version = r.version AND {pv} IS NOT NULL AND {scope} AND {narrow}"
             ") x ORDER BY x.dist"
         )
-        qn = math.sqrt(sum(x * x for x in q))
+        qn = norm(q)
         margin = cosine_margin(len(q))
         hits: list[_Hit] = []
         best: list[float] = []  # a min-heap of the ``want`` best exact scores held
@@ -505,10 +503,10 @@ class Ranker:
                 got = self._hit(row[:7], pred)
                 if got is None:
                     continue
-                norm = math.sqrt(sum(x * x for x in vec))
-                if not norm:
+                vn = norm(vec)
+                if not vn:
                     continue
-                score = math.fsum(a * b for a, b in zip(q, vec, strict=True)) / (qn * norm)
+                score = cosine(q, qn, vec, vn)
                 hits.append((got[0], got[1], score, got[2]))
                 if want is not None:
                     if len(best) < want:
