@@ -18,7 +18,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from .. import _fs, _locks
@@ -194,71 +194,53 @@ class LogCore:
             folds=page.folds if page else 0,
         )
 
-    @contextmanager
-    def _append_locked(self) -> Iterator[None]:
-        deadline = time.monotonic() + self.lock_timeout_s
-        path = self._append_path
-        # Both waits give up when the thread's abort event is set (an async
-        # caller was cancelled: _locks.set_abort); nothing is logged then.
-        got = self._append_mu.acquire(blocking=False)
-        while not got and (left := deadline - time.monotonic()) > 0:
-            _locks.check_abort(path)
-            got = self._append_mu.acquire(timeout=min(left, _ABORT_CHECK_S))
-        if not got:
-            raise LockTimeout(f"timed out waiting for the append lock {path}", path=path, waited_s=self.lock_timeout_s)
-        try:
-            sleep = _FIRST_SLEEP_S
-            # Try, sleep, try again. A helper thread blocked in flock for the
-            # waiter (this session's _lockwait.FlockWaiter) measured 16-21%
-            # fewer puts/s from four writers than this loop once the sync's
-            # publish left the append lock (quiet machine, same run): each
-            # hand-over cost two thread switches, more than the sleep it saved.
-            while not _platform.lock(self._append_fd, exclusive=True, blocking=False):
-                _locks.check_abort(path)
-                now = time.monotonic()
-                if now >= deadline:
-                    raise LockTimeout(
-                        f"timed out after {self.lock_timeout_s:.3f}s waiting for the append lock {path}",
-                        path=path,
-                        waited_s=self.lock_timeout_s,
-                    )
-                time.sleep(sleep)
-                sleep = min(sleep * 2, _MAX_SLEEP_S)
-            try:
-                yield
-            finally:
-                _platform.unlock(self._append_fd)
-        finally:
-            self._append_mu.release()
+    def _append_locked(self) -> AbstractContextManager[None]:
+        """Hold the append lock (threads of this process queue on a mutex first, processes on ``flock``).
 
-    @contextmanager
-    def _page_locked(self) -> Iterator[None]:
+        Waited for by polling (try, sleep 20 us doubling to 2 ms). A helper
+        thread blocked in flock for the waiter (``_lockwait.FlockWaiter``,
+        the session before) measured 16-21% fewer puts/s from four writers
+        than this once the sync's publish left the append lock (quiet
+        machine, same run): each hand-over cost two thread switches, more
+        than the sleep it saved.
+        """
+        return self._flock_section(self._append_mu, self._append_fd, self._append_path, "append", 0)
+
+    def _page_locked(self) -> AbstractContextManager[None]:
         """Hold the page lock: every write of the control page happens under it (after the append lock, if both).
 
         Its sections are a read and a write of the page (microseconds), so a
-        busy lock is waited for by yielding, then short sleeps: no helper
-        thread, whose hand-over would cost more than the wait.
+        busy lock is first waited for by yielding the CPU (its holder is most
+        likely descheduled mid-section), then by polling.
+        """
+        return self._flock_section(self._page_mu, self._page_fd, self._page_path, "page", _PAGE_YIELDS)
+
+    @contextmanager
+    def _flock_section(self, mu: threading.Lock, fd: int, path: str, name: str, yields: int) -> Iterator[None]:
+        """Hold ``mu`` then ``flock(fd)``, giving up after ``lock_timeout_s`` (``LockTimeout``).
+
+        Both waits give up when the thread's abort event is set (an async
+        caller was cancelled: ``_locks.set_abort``); nothing is written then.
         """
         deadline = time.monotonic() + self.lock_timeout_s
-        path = self._page_path
-        got = self._page_mu.acquire(blocking=False)
+        got = mu.acquire(blocking=False)
         while not got and (left := deadline - time.monotonic()) > 0:
             _locks.check_abort(path)
-            got = self._page_mu.acquire(timeout=min(left, _ABORT_CHECK_S))
+            got = mu.acquire(timeout=min(left, _ABORT_CHECK_S))
         if not got:
-            raise LockTimeout(f"timed out waiting for the page lock {path}", path=path, waited_s=self.lock_timeout_s)
+            raise LockTimeout(f"timed out waiting for the {name} lock {path}", path=path, waited_s=self.lock_timeout_s)
         try:
             tries = 0
             sleep = _FIRST_SLEEP_S
-            while not _platform.lock(self._page_fd, exclusive=True, blocking=False):
+            while not _platform.lock(fd, exclusive=True, blocking=False):
                 tries += 1
-                if tries <= _PAGE_YIELDS:
-                    _platform.yield_cpu()  # the holder is most likely descheduled mid-section
+                if tries <= yields:
+                    _platform.yield_cpu()
                     continue
                 _locks.check_abort(path)
                 if time.monotonic() >= deadline:
                     raise LockTimeout(
-                        f"timed out after {self.lock_timeout_s:.3f}s waiting for the page lock {path}",
+                        f"timed out after {self.lock_timeout_s:.3f}s waiting for the {name} lock {path}",
                         path=path,
                         waited_s=self.lock_timeout_s,
                     )
@@ -267,9 +249,9 @@ class LogCore:
             try:
                 yield
             finally:
-                _platform.unlock(self._page_fd)
+                _platform.unlock(fd)
         finally:
-            self._page_mu.release()
+            mu.release()
 
     def _update_page(self, change: Callable[[Control], bool], *, append_held: bool) -> Control:
         """Read the page under the page lock, let ``change`` edit it, write it if ``change`` says so.
