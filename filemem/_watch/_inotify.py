@@ -166,6 +166,13 @@ class InotifyWatcher:
                 self._watched.discard(gone)
 
     def on_queue_overflow(self) -> None:
-        """The kernel dropped events."""
+        """The kernel dropped events (watchdog calls on_events_lost next)."""
         self.overflows += 1
+
+    def on_events_lost(self) -> None:
+        """Every watch has recovered from an overflow: distrust the cache now.
+
+        watchdog (7.1+) calls this after on_queue_overflow has returned for
+        every callback, so a rescan the sink starts sees repaired watches.
+        """
         self.sink.events_lost()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import pathlib
+import sys
 import threading
 import time
 
@@ -337,3 +339,35 @@ def test_watch_limit_midway_falls_back_without_leaking(store_path: str, monkeypa
             writer.put(("c", "d"), "k", 1)
             spin_get(reader, ("c", "d"), "k", 1, timeout=10.0)
     assert len(calls) >= 2
+
+
+class _RecordingSink:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def shard_changed(self, directory: str, name: str, kind: str) -> None:
+        self.calls.append("shard_changed")
+
+    def log_changed(self) -> None:
+        self.calls.append("log_changed")
+
+    def events_lost(self) -> None:
+        self.calls.append("events_lost")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux only")
+def test_an_inotify_queue_overflow_reaches_the_sink_once(tmp_path: pathlib.Path) -> None:
+    # watchdog's real dispatch of an overflow (IN_Q_OVERFLOW, wd -1): it calls
+    # on_queue_overflow on every callback, then on_events_lost; the store
+    # must hear "events lost" exactly once, from the second hook.
+    sink = _RecordingSink()
+    watcher = _inotify.InotifyWatcher(str(tmp_path), sink)
+    watcher.start()
+    try:
+        assert watcher._fd is not None
+        overflow = _inotify.InotifyEvent(-1, _inotify.InotifyConstants.IN_Q_OVERFLOW, 0, b"")
+        watcher._fd.handle_event(overflow)
+        assert sink.calls == ["events_lost"]
+        assert watcher.overflows == 1
+    finally:
+        watcher.stop()
