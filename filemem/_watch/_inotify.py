@@ -35,6 +35,29 @@ _MASK: Final = Mask(
 _STOP_TIMEOUT_S: Final = 5.0
 
 
+def _release_after_exit(fd: InotifyFD) -> None:
+    """Close the inotify descriptor that watchdog left open when its thread exited.
+
+    watchdog's ``close()`` (7.1.0 and 7.1.1) leaves the closing to the reader
+    thread whenever it believes that thread is reading (``_is_reading``, true
+    from construction); a thread stopped between two reads, or before its
+    first, leaves its loop without reading again, so the descriptor and its
+    wake-up pipe stay open: one leaked inotify instance per stopped store,
+    until the per-user limit (128 by default) refuses new ones. Once the
+    thread has exited nothing else will close them, so we do, under watchdog's
+    own lock, exactly when ``close()`` deferred to a reader that never came.
+    """
+    if fd.is_alive():
+        return  # still running: it closes them itself when it wakes
+    lock = getattr(fd, "_lock", None)
+    if lock is None or not hasattr(fd, "_is_reading") or not hasattr(fd, "_close_resources"):
+        return  # a watchdog we do not know the insides of
+    with lock:
+        if fd._is_reading:
+            fd._is_reading = False
+            fd._close_resources()
+
+
 class WatchLimitError(OSError):
     """inotify could not add a watch (watch or instance limit reached)."""
 
@@ -78,6 +101,7 @@ class InotifyWatcher:
         if fd is not None:
             fd.stop()
             fd.join(_STOP_TIMEOUT_S)
+            _release_after_exit(fd)
 
     def _watch_tree(self, top: str) -> None:
         # Watch a directory *before* listing it: a subdirectory created after
