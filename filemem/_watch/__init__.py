@@ -8,6 +8,7 @@ warning when native watching is impossible; it never raises for that.
 
 from __future__ import annotations
 
+import errno
 import sys
 import warnings
 
@@ -39,7 +40,10 @@ def start_watcher(
             try:
                 watcher.start()
             except WatchLimitError as exc:
-                reason = f"{exc} (raise fs.inotify.max_user_watches)"
+                # EMFILE: too many inotify instances for this user (one per
+                # open store with a watcher); ENOSPC: too many watches.
+                knob = "max_user_instances" if exc.errno == errno.EMFILE else "max_user_watches"
+                reason = f"{exc} (raise fs.inotify.{knob})"
             else:
                 return watcher
     else:

@@ -311,7 +311,7 @@ def test_no_inotify_instance_falls_back_to_polling(store_path: str, monkeypatch:
     monkeypatch.setattr(_inotify, "InotifyFD", no_instance)
     with make_store(store_path) as reader:
         reader.put(NS, "k", 0)
-        with pytest.warns(FileMemWatchWarning, match="polling"):
+        with pytest.warns(FileMemWatchWarning, match="max_user_instances.*polling"):
             assert reader.get(NS, "k") == 0
         assert reader.stats()["watcher"]["backend"] == "polling"
 
@@ -332,7 +332,7 @@ def test_watch_limit_midway_falls_back_without_leaking(store_path: str, monkeypa
             writer.put(ns, "k", 0)
         monkeypatch.setattr(_inotify.InotifyFD, "add_callback", add_callback)
         with make_store(store_path, poll_interval_s=0.02) as reader:
-            with pytest.warns(FileMemWatchWarning, match="polling"):
+            with pytest.warns(FileMemWatchWarning, match="max_user_watches.*polling"):
                 assert reader.get(("c", "d"), "k") == 0
             assert reader.stats()["watcher"]["backend"] == "polling"
             assert [t for t in threading.enumerate() if "Inotify" in type(t).__name__] == []
