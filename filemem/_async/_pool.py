@@ -20,8 +20,8 @@ the GIL for the whole round trip in a thread, while the async connection
 wakes the event loop several times per query, and every wakeup of a
 single-threaded loop competes with everything else for a core. So
 ``USE_ASYNC_POOL`` is False and a server AsyncStore reads in its worker
-threads, like a file store; set it (or pass ``enabled=True``) to use the pool
-where measurements say otherwise. Both paths run in tests/aio.
+threads, like a file store; ``AsyncStore(url, server_reads="pool")`` (or
+this flag) uses the pool where measurements say otherwise. Both paths run in tests/aio.
 """
 
 from __future__ import annotations

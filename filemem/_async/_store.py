@@ -7,7 +7,7 @@ import concurrent.futures
 import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from .._collector import Collector, CollectorConfig, DeadLetter
 from .._errors import InvalidValueError
@@ -60,7 +60,11 @@ class AsyncStore:
     Constructing opens the store with a few small file operations on the
     calling thread; inside a running loop, ``await AsyncStore.open(path, ...)``
     does that in a worker thread instead. Arguments are those of ``Store``,
-    plus ``max_in_flight`` (default 16).
+    plus ``max_in_flight`` (default 16) and, on a ``postgresql://`` URL,
+    ``server_reads``: ``"threads"`` (the default: reads run the sync backend
+    in the worker threads, measured faster here) or ``"pool"`` (reads over
+    psycopg's ``AsyncConnection`` and ``AsyncConnectionPool`` on the loop;
+    docs/scale-out.md compares them). Ignored on a directory.
     """
 
     def __init__(
@@ -85,8 +89,11 @@ class AsyncStore:
         embed_id: str | None = None,
         index_on_write: bool = True,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        server_reads: Literal["threads", "pool"] | None = None,
     ) -> None:
-        # Check our own argument first: a refused one must not leave an open store behind.
+        # Check our own arguments first: a refused one must not leave an open store behind.
+        if server_reads not in (None, "threads", "pool"):
+            raise InvalidValueError(f"server_reads must be 'threads' or 'pool', not {server_reads!r}")
         runner = Runner(max_in_flight)
         try:
             self._store = Store(
@@ -125,7 +132,9 @@ class AsyncStore:
         self._closed = False
         self.consistency: Consistency = consistency
         # On a server store: reads over psycopg's async pool, on the loop (_pool.py).
-        self._pool = PoolReads(self._store, max_in_flight)
+        self._pool = PoolReads(
+            self._store, max_in_flight, enabled=None if server_reads is None else server_reads == "pool"
+        )
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> AsyncStore:

@@ -102,3 +102,22 @@ def test_off_by_default_reads_go_through_threads(pg_url: str) -> None:
             assert "async_reads" not in (await store.stats())["aio"]
 
     asyncio.run(main())
+
+
+def test_server_reads_chooses_the_path_per_store(pg_url: str) -> None:
+    # The public switch: "pool" reads on the loop, "threads" (the default) in
+    # the worker threads; anything else is refused before anything opens.
+    async def main() -> None:
+        async with AsyncStore(pg_url, server_reads="pool") as pooled_store:
+            await pooled_store.put("a", "k", "v")
+            assert await pooled_store.get("a", "k") == "v"
+            stats = (await pooled_store.stats())["aio"]
+            assert stats["async_reads"] >= 1 and stats["ops"] == 1  # only the put ran in a thread
+        async with AsyncStore(pg_url, server_reads="threads") as threaded:
+            assert await threaded.get("a", "k") == "v"
+            stats = (await threaded.stats())["aio"]
+            assert stats.get("async_reads", 0) == 0 and stats["ops"] == 1
+        with pytest.raises(filemem.InvalidValueError, match="server_reads"):
+            AsyncStore(pg_url, server_reads="fibers")  # type: ignore[arg-type]
+
+    asyncio.run(main())
