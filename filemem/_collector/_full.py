@@ -14,8 +14,9 @@ import time
 
 from .._errors import FileMemError, QueueFullError
 from ._apply import IDLE_WAIT_S, ApplyLoop
+from ._journal import encode_frame
 from ._journal_thread import Bell
-from ._spool import Rec
+from ._spool import Rec, rec_of_frame
 
 __all__ = ["FullQueue", "WouldBlock"]
 
@@ -49,9 +50,10 @@ class FullQueue(ApplyLoop):
                 if journaled:
                     self._ready[victim.prio].appendleft(victim)
                 else:
-                    self._incoming.appendleft(
-                        (victim.seq, victim.prio, victim.ts, victim.ns, victim.key, victim.payload)
+                    frame = encode_frame(
+                        victim.seq, victim.ts, victim.prio, victim.ns, victim.key, self._codec.name, victim.payload
                     )
+                    self._incoming.appendleft(victim.seq, victim.prio, frame)
                 self._progress.notify_all()
             self.last_error = f"dead letter for dropped record {victim.seq}: {exc}"
             if journaled:
@@ -115,7 +117,7 @@ class FullQueue(ApplyLoop):
                 self._dropping[victim.seq] = True  # journaled: to retire once its letter is durable
                 return victim
         if self._incoming:
-            victim = Rec(*self._incoming.popleft())  # not journaled yet: nothing to retire
+            victim = rec_of_frame(*self._incoming.popleft())  # not journaled yet: nothing to retire
             self._dropping[victim.seq] = False
             return victim
         return None

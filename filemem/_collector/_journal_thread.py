@@ -2,8 +2,8 @@
 
 A mixin of :class:`~filemem._collector._writer.Collector`, kept apart because
 it is one mechanism. Invariant: a record is *accepted* (counted, and handed
-to the apply thread) only after the group holding its frame was packed,
-appended and fsynced; from then on it waits in the spools as (id, frame offset, size),
+to the apply thread) only after the group holding its frame was appended and
+fsynced; from then on it waits in the spools as (id, frame offset, size),
 and the journal holds the rest. A group that could not be journaled while
 closing is handed on unjournaled (``_unjournaled``), never dropped.
 
@@ -23,8 +23,7 @@ from typing import Final
 from .._errors import FileMemError
 from ._apply import IDLE_WAIT_S, ApplyLoop
 from ._breaker import backoff_delay
-from ._journal import TailPacker
-from ._spool import Item, Rec, pack_group, recs_of_items
+from ._spool import Hot, Rec, Taken, recs_of_taken
 
 __all__ = ["Bell", "JournalLoop"]
 
@@ -67,9 +66,8 @@ class JournalLoop(ApplyLoop):
     """The journal thread's half of the collector (state is set up by Collector.__init__)."""
 
     _jwake: Bell
-    _jgroup: list[Item] | None
+    _jgroup: Taken | None
     _unjournaled: set[int]
-    _packer: TailPacker
 
     def _journal_loop(self) -> None:
         journal = self._journal
@@ -80,17 +78,15 @@ class JournalLoop(ApplyLoop):
             if self.config.journal_group_delay:
                 time.sleep(self.config.journal_group_delay)
             with self._lock:
-                items = self._incoming.take_all() if self._incoming else None  # hands the list over: no copy
-                if items:
-                    self._jbatch_min = items[0][0]
-                    self._jgroup = items
+                group = self._incoming.take_all() if self._incoming else None  # hands the buffer over: no copy
+                if group is not None:
+                    self._jbatch_min = group.seqs[0]
+                    self._jgroup = group
             self._let_callers_in()
-            if not items:
+            if group is None:
                 if self._stop.is_set():
                     return
                 continue
-            # The frames are packed here, outside the lock and off collect()'s thread.
-            group = pack_group(items, self._packer)
             journaled = False
             base = 0  # where the group starts in the journal file
             while True:
@@ -114,8 +110,8 @@ class JournalLoop(ApplyLoop):
                         # unjournaled rather than lose it.
                         break
             # Worked out outside the lock, which collect() waits for.
-            recs: list[Rec] = [] if journaled else recs_of_items(items)
-            by_prio: list[tuple[int, array[int], array[int], array[int], list[Item] | None]] = []
+            recs: list[Rec] = [] if journaled else recs_of_taken(group)
+            by_prio: list[tuple[int, array[int], array[int], array[int], list[Hot] | None]] = []
             if journaled:
                 offs = array("q", accumulate(group.sizes, initial=base))  # where each frame starts
                 offs.pop()  # (the end of the last)

@@ -6,14 +6,12 @@ in packed arrays), not as a Python object; the apply side reads its frame
 back when it takes it. Records the journal does not hold (a collector without
 a journal, or records handed on unjournaled while closing with a failing
 journal) wait as :class:`Rec` objects. Order is first in, first out; records
-put back go to the front. While few records wait (the journal thread bounds
-it), a journaled record also keeps the tuple ``collect()`` queued (*hot*), so
-the apply side builds it without reading its frame back.
+put back go to the front.
 
 :class:`Inbox` holds what ``collect()`` queued and the journal thread has not
-written yet, one tuple a record, and only briefly: the journal thread takes
-the whole list at each wake and packs the frames (:func:`pack_group`), outside
-the lock ``collect()`` waits for and off the caller's thread.
+written yet, as the journal frames themselves, appended to one buffer
+(about 100 bytes a record instead of a 300-byte object); the journal thread
+writes the buffer as it is.
 
 Why: a million queued records cost 298 bytes each as objects (313.6 MB),
 against the seeds' budget of 50 MB for queue and cache. Their frames are
@@ -28,21 +26,24 @@ from collections import deque
 from typing import Final, NamedTuple
 from zlib import crc32
 
-from ._journal import FRAME, TailPacker, pack_uint
+from ._journal import FRAME, decode_frame, pack_uint
 
 __all__ = [
+    "HOT_INBOX_RECORDS",
+    "Hot",
     "Inbox",
-    "Item",
     "Rec",
     "Run",
     "Spool",
     "Taken",
-    "pack_group",
+    "rec_of_frame",
     "recs_of_hot",
-    "recs_of_items",
     "recs_of_runs",
+    "recs_of_taken",
 ]
 
+#: Most records whose fields the inbox keeps beside their frames (beyond it, a group is handed on cold).
+HOT_INBOX_RECORDS: Final = 8192
 #: Drop the consumed head of a packed chunk once this many entries are consumed (and half of it).
 _COMPACT_AFTER: Final = 4096
 
@@ -87,9 +88,8 @@ class Rec:
         return r
 
 
-#: A record as ``collect()`` queues it: (id, priority, collected_at, namespace, key, payload), the
-#: arguments of :class:`Rec`. The spools keep it beside its frame while few records wait (*hot*).
-Item = tuple[int, int, float, tuple[str, ...], str, bytes]
+#: A journaled record's fields kept beside its frame (a *hot* record): collected_at, namespace, key, payload.
+Hot = tuple[float, tuple[str, ...], str, bytes]
 
 
 class _Packed:
@@ -104,7 +104,7 @@ class _Packed:
         self.seqs = array("q")
         self.offs = array("q")
         self.sizes = array("I")
-        self.hot: list[Item] | None = [] if hot else None
+        self.hot: list[Hot] | None = [] if hot else None
         self.head = 0
 
     def __len__(self) -> int:
@@ -159,7 +159,7 @@ class Spool:
         self._count += 1
 
     def extend_packed(
-        self, seqs: array[int], offs: array[int], sizes: array[int], hot: list[Item] | None = None
+        self, seqs: array[int], offs: array[int], sizes: array[int], hot: list[Hot] | None = None
     ) -> None:
         """Add journaled records at the back, by where their frames are (three arrays of one length).
 
@@ -288,105 +288,132 @@ class Spool:
 
 
 class Inbox:
-    """Records ``collect()`` queued and the journal thread has not written yet, in order, each one :data:`Item`.
+    """Journal frames queued by ``collect()``, not yet written: one buffer, ids/priorities/sizes in arrays.
 
-    Not thread-safe (the collector's lock guards it). ``collect()`` adds one
-    tuple (the fields it has anyway); ``take_all`` hands the whole list to the
-    journal thread at once, which packs the frames outside the lock
-    (:func:`pack_group`); ``popleft``/``appendleft`` serve ``on_full="drop_oldest"``.
+    Not thread-safe (the collector's lock guards it). ``take_all`` hands the
+    whole content to the journal thread at once; ``popleft``/``appendleft``
+    serve ``on_full="drop_oldest"``.
     """
 
-    __slots__ = ("_front", "_head", "_items")
+    __slots__ = ("_buf", "_front", "_head", "_hot", "_off", "_prios", "_seqs", "_sizes")
 
     def __init__(self) -> None:
-        self._items: list[Item] = []
-        self._head = 0  # next entry of the list to take
-        self._front: deque[Item] = deque()  # records put back, before the list
+        self._buf = bytearray()
+        self._seqs = array("q")
+        self._prios = array("b")
+        self._sizes = array("I")
+        #: Each frame's fields as collect() had them (``add_tail``): handed on with the frames so
+        #: the apply side need not decode them again. Aligned with the arrays while ``_head`` is 0
+        #: and no more than HOT_INBOX_RECORDS arrived since the last take (else not handed on).
+        self._hot: list[Hot] = []
+        self._head = 0  # next entry of the arrays to take
+        self._off = 0  # its offset in the buffer
+        self._front: deque[tuple[int, int, bytes]] = deque()  # records put back, before the buffer
 
     def __len__(self) -> int:
-        return len(self._front) + len(self._items) - self._head
+        return len(self._front) + len(self._seqs) - self._head
 
     def __bool__(self) -> bool:
         return len(self) > 0
 
-    def add(self, item: Item) -> None:
-        """Queue one record at the back (collect()'s path, under its lock: one append)."""
-        self._items.append(item)
+    def add(self, seq: int, prio: int, frame: bytes) -> None:
+        self._buf += frame
+        self._seqs.append(seq)
+        self._prios.append(prio)
+        self._sizes.append(len(frame))
+
+    def add_tail(self, seq: int, prio: int, tail: bytes, hot: Hot) -> None:
+        """``add(seq, prio, frame_with_seq(seq, tail))``, written into the buffer piece by piece.
+
+        collect()'s path, under its lock: no joined frame object, one call.
+        ``hot``: the frame's fields (collected_at, namespace, key, payload).
+        """
+        if len(self._hot) < HOT_INBOX_RECORDS:
+            self._hot.append(hot)
+        # else: a burst outruns the journal thread; its records wait as frames alone (~100 bytes
+        # each, not ~300 with their fields) and the group is read back (the 1M-queued memory figure).
+        head = b"\x97" + pack_uint(seq)  # a 7-element array: the id, then the tail's six fields
+        body = len(head) + len(tail)
+        buf = self._buf
+        buf += FRAME.pack(body, crc32(tail, crc32(head)))
+        buf += head
+        buf += tail
+        self._seqs.append(seq)
+        self._prios.append(prio)
+        self._sizes.append(FRAME.size + body)
 
     def head_seq(self) -> int | None:
         if self._front:
             return self._front[0][0]
-        return self._items[self._head][0] if self._head < len(self._items) else None
+        return self._seqs[self._head] if self._head < len(self._seqs) else None
 
-    def popleft(self) -> Item:
-        """The oldest record. IndexError if empty."""
+    def popleft(self) -> tuple[int, int, bytes]:
+        """The oldest (id, priority, frame). IndexError if empty."""
         if self._front:
             return self._front.popleft()
         i = self._head
-        if i >= len(self._items):
+        if i >= len(self._seqs):
             raise IndexError("pop from an empty inbox")
-        got = self._items[i]
-        self._head = i + 1
-        if self._head == len(self._items):
-            self.take_all()  # empty: start the list over
+        size = self._sizes[i]
+        got = self._seqs[i], self._prios[i], bytes(self._buf[self._off : self._off + size])
+        self._head, self._off = i + 1, self._off + size
+        if self._head == len(self._seqs):
+            self.take_all()  # empty: start the buffer over
         return got
 
-    def appendleft(self, item: Item) -> None:
-        self._front.appendleft(item)
+    def appendleft(self, seq: int, prio: int, frame: bytes) -> None:
+        self._front.appendleft((seq, prio, frame))
 
-    def peek(self) -> Item | None:
-        """The oldest record, left in place."""
+    def peek(self) -> tuple[int, int, bytes] | None:
+        """The oldest (id, priority, frame), left in place."""
         if self._front:
             return self._front[0]
-        return self._items[self._head] if self._head < len(self._items) else None
+        i = self._head
+        if i >= len(self._seqs):
+            return None
+        return self._seqs[i], self._prios[i], bytes(self._buf[self._off : self._off + self._sizes[i]])
 
-    def take_all(self) -> list[Item]:
+    def take_all(self) -> Taken:
         """Everything queued, in order, and the inbox emptied.
 
-        In the common case (nothing put back or popped) the list itself is
-        handed over, with no copy: the caller holds the collector's lock,
-        which ``collect()`` waits for.
+        In the common case (nothing put back or popped) the buffer and arrays
+        themselves are handed over, with no copy: the caller holds the
+        collector's lock, which ``collect()`` waits for.
         """
-        items = self._items
-        if self._front or self._head:
-            items = [*self._front, *items[self._head :]]
-            self._front.clear()
-        self._items = []
-        self._head = 0
-        return items
-
-
-def pack_group(items: list[Item], packer: TailPacker) -> Taken:
-    """The journal frames of ``items``, back to back, with each one's id, priority and size (the journal thread's).
-
-    Byte for byte what :func:`~filemem._collector._journal.encode_frame` makes for each record.
-    """
-    parts: list[bytes] = []
-    sizes = array("I")
-    pack = packer.pack
-    head_size = FRAME.size
-    for seq, prio, ts, ns, key, payload in items:
-        tail = pack(ts, prio, ns, key, payload)
-        head = b"\x97" + pack_uint(seq)  # a 7-element array: the id, then the tail's six fields
-        body = len(head) + len(tail)
-        parts += (FRAME.pack(body, crc32(tail, crc32(head))), head, tail)
-        sizes.append(head_size + body)
-    return Taken(
-        b"".join(parts), array("q", [it[0] for it in items]), array("b", [it[1] for it in items]), sizes, items
-    )
+        h = self._head
+        if not self._front and h == 0:
+            hot = self._hot if len(self._hot) == len(self._seqs) else None  # (add() keeps no fields)
+            taken = Taken(self._buf, self._seqs, self._prios, self._sizes, hot)
+            self._buf = bytearray()
+            self._seqs, self._prios, self._sizes = array("q"), array("b"), array("I")
+            self._hot = []
+            self._off = 0
+            return taken
+        taken = Taken(
+            b"".join(frame for _, _, frame in self._front) + bytes(memoryview(self._buf)[self._off :]),
+            array("q", [seq for seq, _, _ in self._front]) + self._seqs[h:],
+            array("b", [prio for _, prio, _ in self._front]) + self._prios[h:],
+            array("I", [len(frame) for _, _, frame in self._front]) + self._sizes[h:],
+        )
+        self._buf = bytearray()
+        self._seqs, self._prios, self._sizes = array("q"), array("b"), array("I")
+        self._hot = []
+        self._head = self._off = 0
+        self._front.clear()
+        return taken
 
 
 class Taken(NamedTuple):
-    """A group the journal thread packed (:func:`pack_group`): the frames back to back, each one's id, priority, size.
+    """What the journal thread took from the inbox: the frames back to back, and each one's id, priority, size.
 
-    ``hot``: the records themselves, in the same order.
+    ``hot``: each frame's fields, when the inbox kept them for every frame taken (else None).
     """
 
     data: bytes | bytearray
     seqs: array[int]
     prios: array[int]
     sizes: array[int]
-    hot: list[Item]
+    hot: list[Hot] | None = None
 
 
 class Run(NamedTuple):
@@ -401,7 +428,7 @@ class Run(NamedTuple):
     offs: array[int] | None
     sizes: array[int] | None
     recs: list[Rec] | None
-    hot: list[Item] | None = None
+    hot: list[Hot] | None = None
 
     @property
     def first_seq(self) -> int:
@@ -428,16 +455,32 @@ def recs_of_runs(runs: list[Run]) -> list[Rec]:
 def recs_of_hot(run: Run) -> list[Rec]:
     """The records of a hot packed run, whole (no read back from the journal)."""
     assert run.seqs is not None and run.offs is not None and run.sizes is not None and run.hot is not None
-    return [Rec(*item, off, size) for item, off, size in zip(run.hot, run.offs, run.sizes, strict=True)]
+    prio = run.prio
+    return [
+        Rec(seq, prio, f[0], f[1], f[2], f[3], off, size)
+        for seq, off, size, f in zip(run.seqs, run.offs, run.sizes, run.hot, strict=True)
+    ]
 
 
 def chunk_rec(chunk: _Packed, i: int, prio: int) -> Rec:
     """Entry ``i`` of a packed chunk as a record: whole if hot, else a stub."""
     if chunk.hot is not None:
-        return Rec(*chunk.hot[i], chunk.offs[i], chunk.sizes[i])
+        ts, ns, key, payload = chunk.hot[i]
+        return Rec(chunk.seqs[i], prio, ts, ns, key, payload, chunk.offs[i], chunk.sizes[i])
     return Rec.stub(chunk.seqs[i], prio, chunk.offs[i], chunk.sizes[i])
 
 
-def recs_of_items(items: list[Item]) -> list[Rec]:
-    """Queued records (not journaled) as objects."""
-    return [Rec(*item) for item in items]
+def rec_of_frame(seq: int, prio: int, frame: bytes | bytearray) -> Rec:
+    """The record in a frame that waited in the inbox, as an object."""
+    got = decode_frame(frame)
+    return Rec(seq, prio, got.collected_at, got.namespace, got.key, got.payload)
+
+
+def recs_of_taken(taken: Taken) -> list[Rec]:
+    """The records of frames taken from the inbox, as objects."""
+    out: list[Rec] = []
+    pos = 0
+    for seq, prio, size in zip(taken.seqs, taken.prios, taken.sizes, strict=True):
+        out.append(rec_of_frame(seq, prio, taken.data[pos : pos + size]))
+        pos += size
+    return out

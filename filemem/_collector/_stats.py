@@ -15,6 +15,7 @@ from typing import Any
 from .._engine import _fork_generation
 from .._errors import FileMemError
 from ._apply import ApplyLoop
+from ._journal import decode_frame
 from ._spool import Rec
 
 __all__ = ["StatsView"]
@@ -51,7 +52,7 @@ class StatsView(ApplyLoop):
                 counts = dict(self._counts)
                 depth = self._queued
                 first = self._incoming.peek()
-                heads = [first[2]] if first is not None else []  # (its collected_at)
+                heads = [decode_frame(first[2]).collected_at] if first is not None else []
                 heads += [r.ts for r in self._loaded_heads()]
                 inflight = self._inflight
                 heads += [inflight[0].ts] if inflight and inflight[0].loaded else []

@@ -2,20 +2,19 @@
 
 Path of one record::
 
-    collect()  --validate, encode, queue a tuple-->  incoming  (memory; collect returns here)
-    journal thread  --pack the frames, append + fsync a group-->  ready[high|normal|low]  ("accepted")
+    collect()  --validate, encode, pack its journal frame-->  incoming  (memory; collect returns here)
+    journal thread  --append + fsync a group-->  ready[high|normal|low]  ("accepted")
     apply thread  --one engine batch: records + applied-ids marker-->  store  ("applied")
 
 Invariant: ``collect()`` never touches the disk and never waits for a writer
 thread's work: it checks the record, encodes the value with the store's codec
-(so a bad value fails *now*), and under a lock held for one list append gives
-it an id and queues it in the in-memory inbox (the journal thread packs its
-frame: a paced caller pays for each line it runs with cold caches).
-Everything the writer threads do under that lock is O(1) or C-speed array
-work (see ``_journal_thread`` and ``_apply``). The journal thread packs and
-writes everything that arrived since its last write as one group and fsyncs
-once; only then is a record *accepted* (it survives a crash of this process)
-and handed to the apply thread. Without a journal, records are
+(so a bad value fails *now*), packs the record's journal frame, and under a
+lock held for a few array appends gives it an id and appends the frame to the
+in-memory inbox. Everything the writer threads do under that lock is O(1) or
+C-speed array work (see ``_journal_thread`` and ``_apply``). The journal
+thread writes everything that arrived since its last write as one group and
+fsyncs once; only then is a record *accepted* (it survives a crash of this
+process) and handed to the apply thread. Without a journal, records are
 handed over at once.
 
 The apply thread takes up to ``batch_size`` records, high priority first, and
@@ -53,7 +52,7 @@ from ._full import FullQueue, WouldBlock
 from ._journal import JournalFile, TailPacker
 from ._journal_thread import Bell, JournalLoop
 from ._replay import recover_journals
-from ._spool import Inbox, Item, Rec, Spool, recs_of_items
+from ._spool import Inbox, Rec, Spool, Taken, recs_of_taken
 from ._stats import StatsView
 
 __all__ = ["PRIORITIES", "Collector"]
@@ -109,7 +108,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         # Journaled records wait here as (id, frame offset, size), not as objects (see _spool).
         self._ready: tuple[Spool, Spool, Spool] = (Spool(0), Spool(1), Spool(2))
         self._jbatch_min = math.inf  # lowest id the journal thread holds
-        self._jgroup: list[Item] | None = None  # the group the journal thread holds
+        self._jgroup: Taken | None = None  # the group the journal thread holds
         self._inflight: list[Rec] = []  # the batch being applied
         self._inflight_lo: float = math.inf  # the lowest id in flight (set with the lock, as they are taken)
         #: Records being dropped (on_full="drop_oldest") whose letter is not written yet: seq -> journaled.
@@ -208,6 +207,13 @@ class Collector(FullQueue, JournalLoop, StatsView):
             raise InvalidValueError(f"value encodes to {len(payload)} bytes; the limit is {self._max_value_bytes}")
         self._last_collect = ts = time.time()  # the apply thread yields the GIL only to paced callers
         journaled = self._journal is not None
+        # In journal mode the record is queued as its journal frame; all of it but the id is packed here,
+        # outside the lock.
+        tail = self._packer.pack(ts, prio, ns, key, payload) if journaled else b""
+        if journaled:
+            # The payload kept beside the frame (hot) is the frame's own copy: orjson's output
+            # object holds a ~4 KB allocation however short the JSON (4 KB a queued record).
+            payload = tail[len(tail) - len(payload) :]
         lock = self._lock
         while True:
             if not lock.acquire(blocking=False):
@@ -223,8 +229,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
                     self._seq = seq = self._seq + 1
                     self._queued += 1
                     if journaled:
-                        # Queued as it is: the journal thread packs its frame (off this thread).
-                        self._incoming.add((seq, prio, ts, ns, key, payload))
+                        self._incoming.add_tail(seq, prio, tail, (ts, ns, key, payload))
                     else:
                         self._ready[prio].append(Rec(seq, prio, ts, ns, key, payload))
                     break
@@ -345,8 +350,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
             # letter's replay skips it as superseded. Better than losing it.)
             with self._lock:
                 if self._jgroup is not None:
-                    left += recs_of_items(self._jgroup)
-                left += recs_of_items(self._incoming.take_all())
+                    left += recs_of_taken(self._jgroup)
+                left += recs_of_taken(self._incoming.take_all())
                 self._jgroup = None
         if left:
             self._dead_letter(left, "unfinished", "collector closed before the store took it")

@@ -28,9 +28,9 @@ def collect_child(
     Ack lines: ``["accepted", proc, n]`` (records 1..n are journal-fsynced:
     the journal writes in id order, so the accepted count is the highest
     accepted id) and ``["flushed", proc, count]`` after flush().
-    ``slow_after``: from that record on, pause 2 ms every 50 records (a victim
-    the parent means to kill mid-stream: a fast collector could otherwise
-    finish before the parent polls its acks).
+    ``slow_after``: from that record on, pause 1 ms per record (a victim the
+    parent means to kill mid-stream: a fast collector could otherwise finish
+    before a parent on a loaded machine polls its acks).
     """
     fd = open_ack(ack_path)
     with filemem.Store(path) as store:
@@ -41,8 +41,8 @@ def collect_child(
         for n in range(1, count + 1):
             op = c.collect(ns, record_key(proc, n), {"proc": proc, "n": n})
             assert op == n
-            if slow_after and n >= slow_after and n % 50 == 0:
-                time.sleep(0.002)
+            if slow_after and n >= slow_after:
+                time.sleep(0.001)
             if n % 250 == 0:
                 accepted = c.stats()["accepted"]
                 if accepted > last:

@@ -21,7 +21,7 @@ from filemem._collector._journal import (
     frame_with_seq,
 )
 from filemem._collector._journal_thread import Bell
-from filemem._collector._spool import Inbox, Item, Rec, Spool, pack_group, recs_of_runs
+from filemem._collector._spool import HOT_INBOX_RECORDS, Inbox, Rec, Spool, recs_of_runs
 from filemem._errors import StorageError
 
 ops = st.lists(
@@ -101,19 +101,20 @@ inbox_ops = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(inbox_ops)
-def test_inbox_holds_records_in_order_and_packs_their_frames(script: list[tuple[str, int]]) -> None:
+def test_inbox_holds_frames_in_order(script: list[tuple[str, int]]) -> None:
     inbox = Inbox()
-    model: deque[Item] = deque()
+    model: deque[tuple[int, int, bytes]] = deque()
     seq = 0
-    dropped: list[Item] = []
-    packer = TailPacker("json")
+    dropped: list[tuple[int, int, bytes]] = []
     for op, n in script:
         if op == "add":
             for _ in range(n):
                 seq += 1
-                item: Item = (seq, seq % 3, float(seq), ("a",), f"k{seq}", b"1" * (seq % 9))
-                inbox.add(item)
-                model.append(item)
+                frame = frame_with_seq(
+                    seq, frame_tail(float(seq), seq % 3, ("a",), f"k{seq}", "json", b"1" * (seq % 9))
+                )
+                inbox.add(seq, seq % 3, frame)
+                model.append((seq, seq % 3, frame))
         elif op == "drop":
             for _ in range(min(n, len(model))):
                 got = inbox.popleft()
@@ -121,18 +122,14 @@ def test_inbox_holds_records_in_order_and_packs_their_frames(script: list[tuple[
                 dropped.append(got)
         elif op == "undrop" and dropped:
             back = dropped.pop()
-            inbox.appendleft(back)
+            inbox.appendleft(*back)
             model.appendleft(back)
         elif op == "take":
-            items = inbox.take_all()
-            assert items == list(model)
-            if items:
-                taken = pack_group(items, packer)
-                frames = [encode_frame(s, ts, p, ns, k, "json", v) for s, p, ts, ns, k, v in model]
-                assert taken.data == b"".join(frames) and taken.hot is items
-                assert list(taken.seqs) == [it[0] for it in model]
-                assert list(taken.prios) == [it[1] for it in model]
-                assert list(taken.sizes) == [len(f) for f in frames]
+            taken = inbox.take_all()
+            assert taken.data == b"".join(f for _, _, f in model)
+            assert list(taken.seqs) == [s for s, _, _ in model]
+            assert list(taken.prios) == [p for _, p, _ in model]
+            assert list(taken.sizes) == [len(f) for _, _, f in model]
             model.clear()
         assert len(inbox) == len(model)
         assert inbox.head_seq() == (model[0][0] if model else None)
@@ -179,11 +176,46 @@ def test_frames_packed_by_hand_are_msgpacks_byte_for_byte(
     assert frame_with_seq(seq, packer.pack(ts, prio, ns, key, payload)) == want  # the namespace, cached
     rec = decode_frame(want)
     assert (rec.seq, rec.namespace, rec.key, rec.payload) == (seq, ns, key, payload)
-    inbox = Inbox()  # collect()'s path: a tuple queued, the frame packed by the journal thread
-    inbox.add((seq, prio, ts, ns, key, payload))
-    taken = pack_group(inbox.take_all(), packer)
+    inbox = Inbox()  # collect()'s path: the frame written into the buffer piece by piece
+    inbox.add_tail(seq, prio, packer.pack(ts, prio, ns, key, payload), (ts, ns, key, payload))
+    taken = inbox.take_all()
     assert bytes(taken.data) == want and list(taken.sizes) == [len(want)] and list(taken.seqs) == [seq]
-    assert taken.hot == [(seq, prio, ts, ns, key, payload)]  # the record handed on beside its frame
+    assert taken.hot == [(ts, ns, key, payload)]  # the fields handed on beside the frame
+
+
+def test_hot_fields_stay_aligned_with_their_frames_or_are_dropped() -> None:
+    """The fields kept beside the frames must belong to them: after a pop or a put-back they are not handed on."""
+    packer = TailPacker("json")
+
+    def put(inbox: Inbox, seq: int) -> None:
+        inbox.add_tail(seq, 1, packer.pack(1.0, 1, ("a",), f"k{seq}", b"1"), (1.0, ("a",), f"k{seq}", b"1"))
+
+    inbox = Inbox()
+    for seq in (1, 2, 3):
+        put(inbox, seq)
+    assert [h[2] for h in inbox.take_all().hot or []] == ["k1", "k2", "k3"]
+    for seq in (4, 5, 6):
+        put(inbox, seq)
+    assert inbox.popleft()[0] == 4  # (on_full="drop_oldest")
+    put(inbox, 7)
+    taken = inbox.take_all()
+    assert list(taken.seqs) == [5, 6, 7] and taken.hot is None  # not aligned any more: read back instead
+    put(inbox, 8)
+    inbox.add(9, 1, frame_with_seq(9, frame_tail(1.0, 1, ("a",), "k9", "json", b"1")))  # a frame without fields
+    assert inbox.take_all().hot is None
+
+
+def test_a_burst_past_the_hot_bound_keeps_frames_alone() -> None:
+    """A caller outrunning the journal thread must not keep ~300 bytes of fields per record (the memory figure)."""
+    packer = TailPacker("json")
+    inbox = Inbox()
+    for seq in range(1, HOT_INBOX_RECORDS + 2):
+        inbox.add_tail(seq, 1, packer.pack(1.0, 1, ("a",), "k", b"1"), (1.0, ("a",), "k", b"1"))
+    assert len(inbox._hot) == HOT_INBOX_RECORDS  # no more fields kept than the bound
+    taken = inbox.take_all()
+    assert taken.hot is None and len(taken.seqs) == HOT_INBOX_RECORDS + 1  # all frames, read back later
+    inbox.add_tail(1, 1, packer.pack(1.0, 1, ("a",), "k", b"1"), (1.0, ("a",), "k", b"1"))
+    assert inbox.take_all().hot == [(1.0, ("a",), "k", b"1")]  # hot again after the take
 
 
 def test_a_hot_spool_hands_whole_records_and_a_cold_one_stubs() -> None:
@@ -193,10 +225,10 @@ def test_a_hot_spool_hands_whole_records_and_a_cold_one_stubs() -> None:
         array("q", [1, 2]),
         array("q", [10, 20]),
         array("I", [10, 10]),
-        [(1, 1, 1.0, ("a",), "k1", b"1"), (2, 1, 2.0, ("a",), "k2", b"2")],
+        [(1.0, ("a",), "k1", b"1"), (2.0, ("a",), "k2", b"2")],
     )
     q.extend_packed(array("q", [3]), array("q", [30]), array("I", [10]))  # past the bound: cold
-    q.extend_packed(array("q", [4]), array("q", [40]), array("I", [10]), [(4, 1, 4.0, ("b",), "k4", b"4")])
+    q.extend_packed(array("q", [4]), array("q", [40]), array("I", [10]), [(4.0, ("b",), "k4", b"4")])
     head = q.head()
     assert head is not None and head.loaded and head.key == "k1"
     recs = recs_of_runs(q.take_runs(10))
@@ -209,16 +241,17 @@ def test_a_hot_spool_hands_whole_records_and_a_cold_one_stubs() -> None:
     assert recs[3].ns == ("b",) and recs[3].payload == b"4" and len(q) == 0
 
 
-def test_taking_everything_from_the_inbox_hands_the_list_over_without_copying() -> None:
+def test_taking_everything_from_the_inbox_hands_the_buffer_over_without_copying() -> None:
     inbox = Inbox()
-    items: list[Item] = [(i, 1, 1.0, ("a",), f"k{i}", b"1") for i in range(1, 4)]
-    for it in items:
-        inbox.add(it)
-    held = inbox._items
+    frames = [frame_with_seq(i, frame_tail(1.0, 1, ("a",), f"k{i}", "json", b"1")) for i in range(1, 4)]
+    for i, f in enumerate(frames, 1):
+        inbox.add(i, 1, f)
+    buf = inbox._buf
     taken = inbox.take_all()
-    assert taken is held and taken == items and not inbox
-    inbox.add(items[0])  # the inbox starts a new list: what was taken is not touched
-    assert taken == items and len(inbox) == 1
+    assert taken.data is buf and taken.data == b"".join(frames)
+    assert list(taken.seqs) == [1, 2, 3] and not inbox and inbox._buf is not buf
+    inbox.add(4, 0, frames[0])  # the inbox starts a new buffer: what was taken is not touched
+    assert taken.data == b"".join(frames) and list(taken.seqs) == [1, 2, 3]
 
 
 def test_a_bell_rung_once_wakes_one_wait_and_rings_are_not_counted() -> None:
