@@ -20,7 +20,7 @@ from collections import deque
 from operator import attrgetter
 from typing import Final
 
-from .._engine import Engine, Op
+from .._engine import UNDECODED, Engine, Op
 from .._errors import FileMemError, InvalidKeyError, InvalidValueError, LockTimeout, StorageError
 from ..codecs import Codec
 from ._applied import RangeSet, marker_op, read_marker
@@ -28,7 +28,7 @@ from ._breaker import CircuitBreaker, backoff_delay
 from ._config import CollectorConfig
 from ._deadletter import append_dead_letters, letter
 from ._journal import JournalFile
-from ._spool import Inbox, Rec, Run, Spool, recs_of_runs
+from ._spool import Inbox, Rec, Run, Spool, recs_of_hot, recs_of_runs
 
 __all__ = ["ApplyLoop"]
 
@@ -68,6 +68,8 @@ class ApplyLoop:
     last_error: str
     _engine: Engine
     _codec: Codec
+    #: The engine takes puts as their codec bytes alone (see ``Engine.takes_undecoded``).
+    _undecoded: bool
     _lock: threading.Lock
     _progress: threading.Condition
     _queued: int
@@ -134,7 +136,7 @@ class ApplyLoop:
         retries, which handle the error.
         """
         journal = self._journal
-        if journal is None or all(run.recs is not None for run in runs):
+        if journal is None or all(run.recs is not None or run.hot is not None for run in runs):
             return recs_of_runs(runs)
         out: list[Rec] = []
         slices = 0
@@ -142,6 +144,9 @@ class ApplyLoop:
             for run in runs:
                 if run.recs is not None:
                     out += run.recs
+                    continue
+                if run.hot is not None:
+                    out += recs_of_hot(run)
                     continue
                 assert run.seqs is not None and run.offs is not None and run.sizes is not None
                 prio = run.prio
@@ -270,7 +275,9 @@ class ApplyLoop:
         Each group that commits is finished at once (a retry never applies it again).
         """
         self._load(batch)  # outside the collector's lock: collect() never waits for this read
-        decode = self._codec.decode
+        # The file engine logs the records' bytes as they are (UNDECODED: no decode here);
+        # another engine (PostgreSQL) is given the values.
+        decode = self._codec.decode if not self._undecoded else None
         cname = self._codec.name
         groups: list[list[Rec]] = [[]]
         seen: set[tuple[str, ...]] = set()
@@ -288,7 +295,13 @@ class ApplyLoop:
                 # The payload is already the codec's bytes (collect() encoded it): the commit logs them
                 # as they are; the decoded value is for this process's view of the log.
                 ops += [
-                    Op(r.ns, r.key, "put", decode(r.payload), encoded=(cname, r.payload))
+                    Op(
+                        r.ns,
+                        r.key,
+                        "put",
+                        UNDECODED if decode is None else decode(r.payload),
+                        encoded=(cname, r.payload),
+                    )
                     for r in group[i : i + SLICE_RECORDS]
                 ]
             if self._journal is None:

@@ -28,8 +28,22 @@ from zlib import crc32
 
 from ._journal import FRAME, decode_frame, pack_uint
 
-__all__ = ["Inbox", "Rec", "Run", "Spool", "Taken", "rec_of_frame", "recs_of_runs", "recs_of_taken"]
+__all__ = [
+    "HOT_INBOX_RECORDS",
+    "Hot",
+    "Inbox",
+    "Rec",
+    "Run",
+    "Spool",
+    "Taken",
+    "rec_of_frame",
+    "recs_of_hot",
+    "recs_of_runs",
+    "recs_of_taken",
+]
 
+#: Most records whose fields the inbox keeps beside their frames (beyond it, a group is handed on cold).
+HOT_INBOX_RECORDS: Final = 8192
 #: Drop the consumed head of a packed chunk once this many entries are consumed (and half of it).
 _COMPACT_AFTER: Final = 4096
 
@@ -74,19 +88,35 @@ class Rec:
         return r
 
 
+#: A journaled record's fields kept beside its frame (a *hot* record): collected_at, namespace, key, payload.
+Hot = tuple[float, tuple[str, ...], str, bytes]
+
+
 class _Packed:
-    """Journaled records: ids, frame offsets and sizes in parallel arrays; ``head`` is the next to take."""
+    """Journaled records: ids, frame offsets and sizes in parallel arrays; ``head`` is the next to take.
 
-    __slots__ = ("head", "offs", "seqs", "sizes")
+    ``hot``: the records' fields too, in a list beside the arrays (None: read them back from the journal).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("head", "hot", "offs", "seqs", "sizes")
+
+    def __init__(self, hot: bool = False) -> None:
         self.seqs = array("q")
         self.offs = array("q")
         self.sizes = array("I")
+        self.hot: list[Hot] | None = [] if hot else None
         self.head = 0
 
     def __len__(self) -> int:
         return len(self.seqs) - self.head
+
+    def compact(self) -> None:
+        """Drop the consumed head (dead weight in a long-lived chunk appended to while taken from)."""
+        h = self.head
+        del self.seqs[:h], self.offs[:h], self.sizes[:h]
+        if self.hot is not None:
+            del self.hot[:h]
+        self.head = 0
 
 
 class Spool:
@@ -120,7 +150,7 @@ class Spool:
     def append_packed(self, seq: int, off: int, size: int) -> None:
         """Add a journaled record at the back, by where its frame is."""
         tail = self._chunks[-1] if self._chunks else None
-        if not isinstance(tail, _Packed):
+        if not isinstance(tail, _Packed) or tail.hot is not None:
             tail = _Packed()
             self._chunks.append(tail)
         tail.seqs.append(seq)
@@ -128,15 +158,24 @@ class Spool:
         tail.sizes.append(size)
         self._count += 1
 
-    def extend_packed(self, seqs: array[int], offs: array[int], sizes: array[int]) -> None:
-        """Add journaled records at the back, by where their frames are (three arrays of one length)."""
+    def extend_packed(
+        self, seqs: array[int], offs: array[int], sizes: array[int], hot: list[Hot] | None = None
+    ) -> None:
+        """Add journaled records at the back, by where their frames are (three arrays of one length).
+
+        ``hot``: their fields as well (one per record), kept so that the apply
+        side need not read them back; the caller bounds how many wait so.
+        """
         tail = self._chunks[-1] if self._chunks else None
-        if not isinstance(tail, _Packed):
-            tail = _Packed()
+        if not isinstance(tail, _Packed) or (tail.hot is None) != (hot is None):
+            tail = _Packed(hot is not None)
             self._chunks.append(tail)
         tail.seqs.extend(seqs)
         tail.offs.extend(offs)
         tail.sizes.extend(sizes)
+        if hot is not None:
+            assert tail.hot is not None
+            tail.hot += hot
         self._count += len(seqs)
 
     def appendleft(self, rec: Rec) -> None:
@@ -168,8 +207,7 @@ class Spool:
                 if chunk:
                     return chunk[0]
             elif len(chunk):
-                i = chunk.head
-                return Rec.stub(chunk.seqs[i], self.prio, chunk.offs[i], chunk.sizes[i])
+                return chunk_rec(chunk, chunk.head, self.prio)
         return None
 
     def popleft(self) -> Rec:
@@ -185,15 +223,13 @@ class Spool:
                     return rec
             elif len(chunk):
                 i = chunk.head
-                rec = Rec.stub(chunk.seqs[i], self.prio, chunk.offs[i], chunk.sizes[i])
+                rec = chunk_rec(chunk, i, self.prio)
                 chunk.head = i + 1
                 self._count -= 1
                 if not len(chunk):
                     self._chunks.popleft()
                 elif chunk.head >= _COMPACT_AFTER and chunk.head * 2 >= len(chunk.seqs):
-                    # The consumed head of a long-lived chunk (appended to while taken from) is dead weight.
-                    del chunk.seqs[: chunk.head], chunk.offs[: chunk.head], chunk.sizes[: chunk.head]
-                    chunk.head = 0
+                    chunk.compact()
                 return rec
             self._chunks.popleft()
         raise IndexError("pop from an empty spool")
@@ -221,13 +257,21 @@ class Spool:
             else:
                 i = chunk.head
                 k = min(n, len(chunk))
+                hot = chunk.hot
                 out.append(
-                    Run(self.prio, k, chunk.seqs[i : i + k], chunk.offs[i : i + k], chunk.sizes[i : i + k], None)
+                    Run(
+                        self.prio,
+                        k,
+                        chunk.seqs[i : i + k],
+                        chunk.offs[i : i + k],
+                        chunk.sizes[i : i + k],
+                        None,
+                        None if hot is None else hot[i : i + k],
+                    )
                 )
                 chunk.head = i + k
                 if len(chunk) and chunk.head >= _COMPACT_AFTER and chunk.head * 2 >= len(chunk.seqs):
-                    del chunk.seqs[: chunk.head], chunk.offs[: chunk.head], chunk.sizes[: chunk.head]
-                    chunk.head = 0
+                    chunk.compact()
             self._count -= k
             n -= k
             if not len(chunk):
@@ -251,13 +295,17 @@ class Inbox:
     serve ``on_full="drop_oldest"``.
     """
 
-    __slots__ = ("_buf", "_front", "_head", "_off", "_prios", "_seqs", "_sizes")
+    __slots__ = ("_buf", "_front", "_head", "_hot", "_off", "_prios", "_seqs", "_sizes")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._seqs = array("q")
         self._prios = array("b")
         self._sizes = array("I")
+        #: Each frame's fields as collect() had them (``add_tail``): handed on with the frames so
+        #: the apply side need not decode them again. Aligned with the arrays while ``_head`` is 0
+        #: and no more than HOT_INBOX_RECORDS arrived since the last take (else not handed on).
+        self._hot: list[Hot] = []
         self._head = 0  # next entry of the arrays to take
         self._off = 0  # its offset in the buffer
         self._front: deque[tuple[int, int, bytes]] = deque()  # records put back, before the buffer
@@ -274,11 +322,16 @@ class Inbox:
         self._prios.append(prio)
         self._sizes.append(len(frame))
 
-    def add_tail(self, seq: int, prio: int, tail: bytes) -> None:
+    def add_tail(self, seq: int, prio: int, tail: bytes, hot: Hot) -> None:
         """``add(seq, prio, frame_with_seq(seq, tail))``, written into the buffer piece by piece.
 
         collect()'s path, under its lock: no joined frame object, one call.
+        ``hot``: the frame's fields (collected_at, namespace, key, payload).
         """
+        if len(self._hot) < HOT_INBOX_RECORDS:
+            self._hot.append(hot)
+        # else: a burst outruns the journal thread; its records wait as frames alone (~100 bytes
+        # each, not ~300 with their fields) and the group is read back (the 1M-queued memory figure).
         head = b"\x97" + pack_uint(seq)  # a 7-element array: the id, then the tail's six fields
         body = len(head) + len(tail)
         buf = self._buf
@@ -329,9 +382,11 @@ class Inbox:
         """
         h = self._head
         if not self._front and h == 0:
-            taken = Taken(self._buf, self._seqs, self._prios, self._sizes)
+            hot = self._hot if len(self._hot) == len(self._seqs) else None  # (add() keeps no fields)
+            taken = Taken(self._buf, self._seqs, self._prios, self._sizes, hot)
             self._buf = bytearray()
             self._seqs, self._prios, self._sizes = array("q"), array("b"), array("I")
+            self._hot = []
             self._off = 0
             return taken
         taken = Taken(
@@ -342,22 +397,30 @@ class Inbox:
         )
         self._buf = bytearray()
         self._seqs, self._prios, self._sizes = array("q"), array("b"), array("I")
+        self._hot = []
         self._head = self._off = 0
         self._front.clear()
         return taken
 
 
 class Taken(NamedTuple):
-    """What the journal thread took from the inbox: the frames back to back, and each one's id, priority, size."""
+    """What the journal thread took from the inbox: the frames back to back, and each one's id, priority, size.
+
+    ``hot``: each frame's fields, when the inbox kept them for every frame taken (else None).
+    """
 
     data: bytes | bytearray
     seqs: array[int]
     prios: array[int]
     sizes: array[int]
+    hot: list[Hot] | None = None
 
 
 class Run(NamedTuple):
-    """Records taken from a :class:`Spool` in one piece: packed (``seqs``/``offs``/``sizes``) or ``recs``."""
+    """Records taken from a :class:`Spool` in one piece: packed (``seqs``/``offs``/``sizes``) or ``recs``.
+
+    ``hot``: a packed run's fields, when they were kept (see :meth:`Spool.extend_packed`).
+    """
 
     prio: int
     n: int
@@ -365,6 +428,7 @@ class Run(NamedTuple):
     offs: array[int] | None
     sizes: array[int] | None
     recs: list[Rec] | None
+    hot: list[Hot] | None = None
 
     @property
     def first_seq(self) -> int:
@@ -373,17 +437,37 @@ class Run(NamedTuple):
 
 
 def recs_of_runs(runs: list[Run]) -> list[Rec]:
-    """The records of runs taken with :meth:`Spool.take_runs` (stubs for packed ones), in order."""
+    """The records of runs taken with :meth:`Spool.take_runs` (stubs for packed ones not hot), in order."""
     out: list[Rec] = []
     stub = Rec.stub
     for run in runs:
         if run.recs is not None:
             out += run.recs
+        elif run.hot is not None:
+            out += recs_of_hot(run)
         else:
             assert run.seqs is not None and run.offs is not None and run.sizes is not None
             prio = run.prio
             out += [stub(seq, prio, off, size) for seq, off, size in zip(run.seqs, run.offs, run.sizes, strict=True)]
     return out
+
+
+def recs_of_hot(run: Run) -> list[Rec]:
+    """The records of a hot packed run, whole (no read back from the journal)."""
+    assert run.seqs is not None and run.offs is not None and run.sizes is not None and run.hot is not None
+    prio = run.prio
+    return [
+        Rec(seq, prio, f[0], f[1], f[2], f[3], off, size)
+        for seq, off, size, f in zip(run.seqs, run.offs, run.sizes, run.hot, strict=True)
+    ]
+
+
+def chunk_rec(chunk: _Packed, i: int, prio: int) -> Rec:
+    """Entry ``i`` of a packed chunk as a record: whole if hot, else a stub."""
+    if chunk.hot is not None:
+        ts, ns, key, payload = chunk.hot[i]
+        return Rec(chunk.seqs[i], prio, ts, ns, key, payload, chunk.offs[i], chunk.sizes[i])
+    return Rec.stub(chunk.seqs[i], prio, chunk.offs[i], chunk.sizes[i])
 
 
 def rec_of_frame(seq: int, prio: int, frame: bytes | bytearray) -> Rec:

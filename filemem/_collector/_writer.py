@@ -96,6 +96,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
         self._engine = engine
         self._normalize = normalize
         self._codec = engine.codec
+        takes = getattr(engine, "takes_undecoded", None)  # the file engine's; a server store's engine decodes
+        self._undecoded = bool(takes is not None and takes())
         self.jid = f"j{os.getpid()}-{secrets.token_hex(4)}"
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)  # space freed / records finished
@@ -208,6 +210,10 @@ class Collector(FullQueue, JournalLoop, StatsView):
         # In journal mode the record is queued as its journal frame; all of it but the id is packed here,
         # outside the lock.
         tail = self._packer.pack(ts, prio, ns, key, payload) if journaled else b""
+        if journaled:
+            # The payload kept beside the frame (hot) is the frame's own copy: orjson's output
+            # object holds a ~4 KB allocation however short the JSON (4 KB a queued record).
+            payload = tail[len(tail) - len(payload) :]
         lock = self._lock
         while True:
             if not lock.acquire(blocking=False):
@@ -223,7 +229,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
                     self._seq = seq = self._seq + 1
                     self._queued += 1
                     if journaled:
-                        self._incoming.add_tail(seq, prio, tail)
+                        self._incoming.add_tail(seq, prio, tail, (ts, ns, key, payload))
                     else:
                         self._ready[prio].append(Rec(seq, prio, ts, ns, key, payload))
                     break

@@ -44,7 +44,7 @@ from ._marker import (
     STORE_FORMAT_VERSION,
     _read_marker,
 )
-from ._ops import MAX_DEPTH, Op, OpKind, _checked_version, copier, copy_value
+from ._ops import MAX_DEPTH, UNDECODED, Op, OpKind, _checked_version, copier, copy_value
 from ._split import maintain_shard
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "ROOT_ENTRIES",
     "SESSION_DIR",
     "STORE_FORMAT_VERSION",
+    "UNDECODED",
     "CacheEntryLike",
     "Engine",
     "EngineAPI",

@@ -20,6 +20,7 @@ every later read of any process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from ._api import EngineAPI
 from ._handle import ShardCacheLike, _fork_generation
 from ._log import LogGlue, _Folder
 from ._marker import BATCH_DIR, NS_DIR, STORE_FORMAT_VERSION
-from ._ops import Op
+from ._ops import UNDECODED, Op
 
 
 class Engine(LogGlue):
@@ -165,13 +166,28 @@ class Engine(LogGlue):
             raise ReadOnlyError(f"store {self.root} was opened read-only")
         log = self.log
         if log is None:
-            return self._apply_shards(ops)
+            return self._apply_shards([_decoded(op, self._codecs) for op in ops])
         results = log.commit(lambda latest, first, now: self._decide(ops, latest, first, now))
         self.counters["log_commits"] += 1
         if self._announce_fd is not None:
             announce(self._announce_fd)  # after the commit is published: followers read it at once
         self._after_commit(log)
         return results
+
+    def takes_undecoded(self) -> bool:
+        """Whether ``apply`` takes puts whose value is :data:`UNDECODED` (only their ``encoded`` bytes given).
+
+        Always, for the file engine: it decodes them itself where a value is needed.
+        """
+        return True
+
+
+def _decoded(op: Op, codecs: dict[str, Codec]) -> Op:
+    """``op`` with an :data:`UNDECODED` value decoded from its bytes (the shard path writes values)."""
+    if op.value is not UNDECODED:
+        return op
+    assert op.encoded is not None, "an UNDECODED put carries its encoding"
+    return dataclasses.replace(op, value=codecs[op.encoded[0]].decode(op.encoded[1]))
 
 
 #: Type-checked only: the file engine is one EngineAPI (mypy fails here if it drifts).

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 import time
@@ -35,11 +36,12 @@ from .._wal._carry import Carried, carried_from, frame_created
 from .._wal._fold import Checkpoint, Installed, write_checkpoint
 from .._wal._format import DELETE, PUT, LogOp
 from .._wal._log import APPEND_LOCK, FIRST_POSITION, LogIssue
+from .._wal._log_core import record_of, resolved_record_of
 from .._wal._overlay import Change, Entry
 from .._wal._tail import CONTROL_PAGE, LogTail, control_fd
 from ._commit import Commits
 from ._marker import INTERNAL_DIR, MARKER, STORE_FORMAT_VERSION, _read_marker
-from ._ops import Op, _checked_version, copy_value
+from ._ops import UNDECODED, Op, _checked_version, copy_value
 
 #: Fold when this many bytes of log are unfolded (also the overlay's bound).
 FOLD_BYTES: Final = 4 << 20
@@ -127,6 +129,12 @@ class LogGlue(Commits):
         if keys is None:
             self.cache.clear()
             return
+        # The deepest shard of each namespace, worked out once per call: per key it
+        # was a walk over every shard of the namespace (20k folded keys x 1k shards
+        # held a collector's apply step, which reads the fold's prunes in, for
+        # seconds: issue 13). A split seen only after it was worked out is one
+        # level below a known shard: the 8 levels of margin cover it, as before.
+        deepest_of: dict[tuple[str, ...], int] = {}
         for n, (ns, key) in enumerate(keys):
             if n and not n % _FORGET_SLICE:
                 # Thousands of keys after a big fold, each a few dozen paths:
@@ -139,7 +147,9 @@ class LogGlue(Commits):
             # Every shard that can hold the key, not just the one our listing
             # names: the fold may have split or a compaction merged since we
             # listed, and a stale cached leaf must never answer for it.
-            deepest = max((len(p) for p in view.existing), default=0) + 8
+            deepest = deepest_of.get(ns)
+            if deepest is None:
+                deepest = deepest_of[ns] = max((len(p) for p in view.existing), default=0) + 8
             for depth in range(min(deepest, MAX_PREFIX_BITS) + 1):
                 self.cache.forget(view.shard_path(bits[:depth]))
             view.stale = True
@@ -374,12 +384,49 @@ class LogGlue(Commits):
         logged: list[LogOp] = []
         changes: list[Change] = []
         results: list[Any] = []
-        mine: dict[tuple[tuple[str, ...], str], Record | None] = {}
+        #: This batch's earlier write of a key: its record, or (lsn, logged op) for an undecoded put.
+        mine: dict[tuple[tuple[str, ...], str], Record | tuple[int, LogOp] | None] = {}
         codec = self.codec
+        cname = codec.name
+        checked: set[tuple[str, ...]] = set()  # namespaces whose view was checked in this batch
+        decode_logged = self._decode_logged
         for op in ops:
             ident = (op.namespace, op.key)
+            enc = op.encoded
+            if (
+                op.value is UNDECODED
+                and enc is not None
+                and enc[0] == cname
+                and op.kind == "put"
+                and op.if_version is None
+                and op.ttl is None
+                and ident not in mine
+            ):
+                # A plain put given only as codec bytes (the collector's): log the bytes as they
+                # are, and let this process's readers decode them on first read, as they do
+                # another process's frames. No decode, no record built (issue 13).
+                lsn = first_lsn + len(logged)
+                data = enc[1]
+                if len(data) > self.max_value_bytes:
+                    raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
+                entry = latest(op.namespace, op.key)
+                if entry is not None:
+                    created_at = frame_created(carried_from(entry.record, now))
+                else:
+                    # Carried over, as in the plain put below (see _wal._carry).
+                    if op.namespace not in checked:
+                        self.view(op.namespace)
+                        checked.add(op.namespace)
+                    created_at = math.nan
+                lop = LogOp(op.namespace, op.key, PUT, cname, data, created_at)
+                logged.append(lop)
+                results.append(lsn)
+                changes.append((op.namespace, op.key, Entry(lsn, None, lop, now, decode_logged)))
+                mine[ident] = (lsn, lop)
+                continue
             if ident in mine:
-                rec = mine[ident]
+                got = mine[ident]
+                rec = record_of(self._codecs, got[1], got[0], now) if isinstance(got, tuple) else got
             else:
                 entry = latest(op.namespace, op.key)
                 if entry is not None:
@@ -411,11 +458,13 @@ class LogGlue(Commits):
                 results.append(copy_value(value))
             else:
                 value = op.value
+                if value is UNDECODED:
+                    assert enc is not None, "an UNDECODED put carries its encoding"
+                    value = self._codecs[enc[0]].decode(enc[1])
                 results.append(lsn)
             # Encoded when it was checked (put(), batch(), the collector): not
             # again, unless the store's codec changed since (a convert ran):
             # bytes of another codec are never logged under this one's name.
-            enc = op.encoded
             data = enc[1] if op.kind == "put" and enc is not None and enc[0] == codec.name else codec.encode(value)
             if len(data) > self.max_value_bytes:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
@@ -438,6 +487,10 @@ class LogGlue(Commits):
             changes.append((op.namespace, op.key, entry))
             mine[ident] = new
         return logged, results, changes
+
+    def _decode_logged(self, op: LogOp, lsn: int, now: float) -> Record | None:
+        """An overlay entry's decode (see ``_wal._overlay.Entry``) for an undecoded put this process logged."""
+        return resolved_record_of(self._codecs, self.resolve_created, op, lsn, now)
 
     def _resolved_own_entry(self, own: tuple[tuple[str, ...], str, Record], _lsn: int, _now: float) -> Record:
         """An overlay entry's decode (see ``_wal._overlay.Entry``) for this process's own carried put."""

@@ -81,6 +81,24 @@ def _same(value: Any) -> Any:
 OpKind = Literal["put", "delete", "update", "install"]
 
 
+class _Undecoded:
+    """The type of :data:`UNDECODED` (one instance; its repr names it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNDECODED"
+
+
+#: A put's ``value`` when only its ``encoded`` bytes are given (the collector:
+#: its records wait as codec bytes, and decoding each one only to log the same
+#: bytes again was a third of its apply step, issue 13). The file engine
+#: decodes the bytes where it needs the value (a format-1 store's shard write,
+#: a later op of the same key in one batch, a read of the record) and never
+#: otherwise. Only for engines that say so (``Engine.takes_undecoded``).
+UNDECODED: Final[Any] = _Undecoded()
+
+
 @dataclass(slots=True)
 class Op:
     """One write in a transaction. ``value`` is already copied off the caller."""

@@ -20,12 +20,17 @@ def record_key(proc: int, n: int) -> str:
     return f"p{proc}-r{n}"
 
 
-def collect_child(path: str, proc: int, count: int, ack_path: str, ready_path: str, opts: dict[str, Any]) -> None:
+def collect_child(
+    path: str, proc: int, count: int, ack_path: str, ready_path: str, opts: dict[str, Any], slow_after: int = 0
+) -> None:
     """Collect ``count`` records into ``("proc", <proc>)``; ack how many are accepted as we go; flush at the end.
 
     Ack lines: ``["accepted", proc, n]`` (records 1..n are journal-fsynced:
     the journal writes in id order, so the accepted count is the highest
     accepted id) and ``["flushed", proc, count]`` after flush().
+    ``slow_after``: from that record on, pause 1 ms per record (a victim the
+    parent means to kill mid-stream: a fast collector could otherwise finish
+    before a parent on a loaded machine polls its acks).
     """
     fd = open_ack(ack_path)
     with filemem.Store(path) as store:
@@ -36,6 +41,8 @@ def collect_child(path: str, proc: int, count: int, ack_path: str, ready_path: s
         for n in range(1, count + 1):
             op = c.collect(ns, record_key(proc, n), {"proc": proc, "n": n})
             assert op == n
+            if slow_after and n >= slow_after:
+                time.sleep(0.001)
             if n % 250 == 0:
                 accepted = c.stats()["accepted"]
                 if accepted > last:

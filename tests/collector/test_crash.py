@@ -38,15 +38,19 @@ def test_eight_collectors_some_sigkilled_lose_nothing_accepted(store_path: str, 
     filemem.Store(store_path).close()
     ack_path = os.path.join(tmp, "acks.log")
     procs = []
+    victims = {1, 4, 6}
+    rng = random.Random(5)
+    # Where each victim is killed (once it has accepted that many); from there it slows down, so the
+    # kill lands mid-stream however fast the collector is (else it may flush and retire its journal first).
+    wants = {i: rng.randint(1000, 7000) for i in sorted(victims)}
     for i in range(PROCS):
         ready = os.path.join(tmp, f"ready-{i}")
         p = spawn_ctx.Process(
-            target=ch.collect_child, args=(store_path, i, COUNT, ack_path, ready, {"batch_size": 1000})
+            target=ch.collect_child,
+            args=(store_path, i, COUNT, ack_path, ready, {"batch_size": 1000}, wants.get(i, 0)),
         )
         p.start()
         procs.append((p, ready))
-    victims = {1, 4, 6}
-    rng = random.Random(5)
     try:
         deadline = time.monotonic() + 60
         # Every child has opened the store (and replayed what it found)
@@ -55,7 +59,7 @@ def test_eight_collectors_some_sigkilled_lose_nothing_accepted(store_path: str, 
             time.sleep(0.01)
         # Kill each victim at a random point after it has accepted something.
         for i in sorted(victims):
-            want = rng.randint(1000, 7000)
+            want = wants[i]
             while time.monotonic() < deadline:
                 got = [a[2] for a in read_acks(ack_path) if a[0] == "accepted" and a[1] == i]
                 done = any(a[0] == "flushed" and a[1] == i for a in read_acks(ack_path))

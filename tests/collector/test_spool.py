@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from array import array
 from collections import deque
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from filemem._collector._journal import (
     frame_with_seq,
 )
 from filemem._collector._journal_thread import Bell
-from filemem._collector._spool import Inbox, Rec, Spool, recs_of_runs
+from filemem._collector._spool import HOT_INBOX_RECORDS, Inbox, Rec, Spool, recs_of_runs
 from filemem._errors import StorageError
 
 ops = st.lists(
@@ -176,9 +177,68 @@ def test_frames_packed_by_hand_are_msgpacks_byte_for_byte(
     rec = decode_frame(want)
     assert (rec.seq, rec.namespace, rec.key, rec.payload) == (seq, ns, key, payload)
     inbox = Inbox()  # collect()'s path: the frame written into the buffer piece by piece
-    inbox.add_tail(seq, prio, packer.pack(ts, prio, ns, key, payload))
+    inbox.add_tail(seq, prio, packer.pack(ts, prio, ns, key, payload), (ts, ns, key, payload))
     taken = inbox.take_all()
     assert bytes(taken.data) == want and list(taken.sizes) == [len(want)] and list(taken.seqs) == [seq]
+    assert taken.hot == [(ts, ns, key, payload)]  # the fields handed on beside the frame
+
+
+def test_hot_fields_stay_aligned_with_their_frames_or_are_dropped() -> None:
+    """The fields kept beside the frames must belong to them: after a pop or a put-back they are not handed on."""
+    packer = TailPacker("json")
+
+    def put(inbox: Inbox, seq: int) -> None:
+        inbox.add_tail(seq, 1, packer.pack(1.0, 1, ("a",), f"k{seq}", b"1"), (1.0, ("a",), f"k{seq}", b"1"))
+
+    inbox = Inbox()
+    for seq in (1, 2, 3):
+        put(inbox, seq)
+    assert [h[2] for h in inbox.take_all().hot or []] == ["k1", "k2", "k3"]
+    for seq in (4, 5, 6):
+        put(inbox, seq)
+    assert inbox.popleft()[0] == 4  # (on_full="drop_oldest")
+    put(inbox, 7)
+    taken = inbox.take_all()
+    assert list(taken.seqs) == [5, 6, 7] and taken.hot is None  # not aligned any more: read back instead
+    put(inbox, 8)
+    inbox.add(9, 1, frame_with_seq(9, frame_tail(1.0, 1, ("a",), "k9", "json", b"1")))  # a frame without fields
+    assert inbox.take_all().hot is None
+
+
+def test_a_burst_past_the_hot_bound_keeps_frames_alone() -> None:
+    """A caller outrunning the journal thread must not keep ~300 bytes of fields per record (the memory figure)."""
+    packer = TailPacker("json")
+    inbox = Inbox()
+    for seq in range(1, HOT_INBOX_RECORDS + 2):
+        inbox.add_tail(seq, 1, packer.pack(1.0, 1, ("a",), "k", b"1"), (1.0, ("a",), "k", b"1"))
+    assert len(inbox._hot) == HOT_INBOX_RECORDS  # no more fields kept than the bound
+    taken = inbox.take_all()
+    assert taken.hot is None and len(taken.seqs) == HOT_INBOX_RECORDS + 1  # all frames, read back later
+    inbox.add_tail(1, 1, packer.pack(1.0, 1, ("a",), "k", b"1"), (1.0, ("a",), "k", b"1"))
+    assert inbox.take_all().hot == [(1.0, ("a",), "k", b"1")]  # hot again after the take
+
+
+def test_a_hot_spool_hands_whole_records_and_a_cold_one_stubs() -> None:
+    """Hot runs carry each record's fields (no read back); packed ones only where the frame is."""
+    q = Spool(1)
+    q.extend_packed(
+        array("q", [1, 2]),
+        array("q", [10, 20]),
+        array("I", [10, 10]),
+        [(1.0, ("a",), "k1", b"1"), (2.0, ("a",), "k2", b"2")],
+    )
+    q.extend_packed(array("q", [3]), array("q", [30]), array("I", [10]))  # past the bound: cold
+    q.extend_packed(array("q", [4]), array("q", [40]), array("I", [10]), [(4.0, ("b",), "k4", b"4")])
+    head = q.head()
+    assert head is not None and head.loaded and head.key == "k1"
+    recs = recs_of_runs(q.take_runs(10))
+    assert [(r.seq, r.loaded, r.key, r.off) for r in recs] == [
+        (1, True, "k1", 10),
+        (2, True, "k2", 20),
+        (3, False, "", 30),
+        (4, True, "k4", 40),
+    ]
+    assert recs[3].ns == ("b",) and recs[3].payload == b"4" and len(q) == 0
 
 
 def test_taking_everything_from_the_inbox_hands_the_buffer_over_without_copying() -> None:
