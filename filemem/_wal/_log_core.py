@@ -125,6 +125,7 @@ class LogCore:
     fold_bytes: int
     fold_step_bytes: int
     on_folded: Callable[[list[tuple[tuple[str, ...], str]] | None], None]
+    on_published: Callable[[], None]
     #: Resolves carried ``created_at`` values of records served from the overlay (the engine sets it).
     resolve_created: Resolver | None = None
     failed: StorageError | None
