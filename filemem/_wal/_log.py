@@ -182,9 +182,12 @@ class Log(LogFold):
         self._decode_record = self._resolved_record
         self._seen_folds = c.folds
 
-    def _resolved_record(self, op: _format.LogOp, lsn: int, now: float) -> dict[str, Any] | None:
-        """The record an unfolded op stands for, as readers are served it (see ``resolved_record_of``)."""
-        return resolved_record_of(self.codecs, self.resolve_created, op, lsn, now)
+    def _resolved_record(self, ref: tuple[bytes, _format.IndexedOp], lsn: int, now: float) -> dict[str, Any] | None:
+        """The record an indexed op stands for, as readers are served it (see ``resolved_record_of``).
+
+        ``ref`` is the frame's payload and the op as :func:`_format.index_batch` found it.
+        """
+        return resolved_record_of(self.codecs, self.resolve_created, _format.op_at(*ref), lsn, now)
 
     def _rederive(self) -> None:
         """Find the log's end from the checkpoint and a scan.
@@ -349,18 +352,21 @@ class Log(LogFold):
             self.on_folded(gone)
 
     def _changes(self, frame: Any) -> list[Change]:
+        # Keys and where each value lies, not the values: see _format.index_batch.
+        payload = frame.payload
         try:
-            first, now, ops = _format.decode_batch(frame.payload)
+            first, now, ops = _format.index_batch(payload)
         except ValueError as exc:
             raise CorruptShardError(
                 f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
             ) from exc
         decode = self._decode_record
+        put = _format.PUT
         return [
             (
-                op.namespace,
-                op.key,
-                Entry(first + i, None, op, now, decode) if op.kind == _format.PUT else Entry(first + i, None),
+                op[0],
+                op[1],
+                Entry(first + i, None, (payload, op), now, decode) if op[2] == put else Entry(first + i, None),
             )
             for i, op in enumerate(ops)
         ]
