@@ -23,7 +23,8 @@ Rules, and why:
   field from before an update and one from after) is never used.
 * **Counters only grow.** A reader that only asks "did anything commit?"
   compares ``commits`` alone (one 8-byte read, no system call): a torn read
-  can only make it look again.
+  can only make it look again. A writer asking "is my frame synced?" reads
+  ``synced`` alone the same way: a value it sees was true when written.
 * **The page is a cache of the log, never the truth.** It is not synced.
   After a reboot (``boot`` differs from this machine's boot id) or when no
   process had the store open, the opener re-derives every field from the
