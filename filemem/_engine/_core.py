@@ -31,7 +31,6 @@ from .._errors import FileMemError, InvalidValueError, ReadOnlyError
 from .._types import Durability
 from .._view import View
 from .._wal import Log
-from .._wal._tail import announce
 from ..codecs import Codec, get_codec
 from . import _marker
 from ._api import EngineAPI
@@ -168,9 +167,7 @@ class Engine(LogGlue):
         if log is None:
             return self._apply_shards([_decoded(op, self._codecs) for op in ops])
         results = log.commit(lambda latest, first, now: self._decide(ops, latest, first, now))
-        self.counters["log_commits"] += 1
-        if self._announce_fd is not None:
-            announce(self._announce_fd)  # after the commit is published: followers read it at once
+        self.counters["log_commits"] += 1  # the log announced it once published (LogGlue._announce)
         self._after_commit(log)
         return results
 

@@ -38,7 +38,7 @@ from .._wal._format import DELETE, PUT, LogOp
 from .._wal._log import APPEND_LOCK, FIRST_POSITION, LogIssue
 from .._wal._log_core import record_of, resolved_record_of
 from .._wal._overlay import Change, Entry
-from .._wal._tail import CONTROL_PAGE, LogTail, control_fd
+from .._wal._tail import CONTROL_PAGE, LogTail, announce, control_fd
 from ._commit import Commits
 from ._marker import INTERNAL_DIR, MARKER, STORE_FORMAT_VERSION, _read_marker
 from ._ops import UNDECODED, Op, _checked_version, copy_value
@@ -81,6 +81,9 @@ class LogGlue(Commits):
         self.log.resolve_created = self.resolve_created
         if not self.readonly:
             self._announce_fd = control_fd(wal)
+            # Once per publish, not per commit: a sync that covers other
+            # writers' frames publishes (and announces) for them too.
+            self.log.on_published = self._announce
         if not self.readonly and self.log.unfolded_bytes() > 0 and self.log.last_handle():
             # Recovery: a writer died with records unfolded, and nobody else is
             # here to fold them. The open has already recovered the log and its
@@ -90,6 +93,12 @@ class LogGlue(Commits):
             # small shards that meant seconds: issue 13). A close still folds
             # whatever is left, so a store at rest has every record in its shards.
             self._poke_folder(now=True)
+
+    def _announce(self) -> None:
+        """Wake the store's watchers: a commit was published (see :func:`filemem._wal._tail.announce`)."""
+        fd = self._announce_fd
+        if fd is not None:
+            announce(fd)
 
     def upgrade(self) -> bool:
         """Upgrade a version-1 store in place to version 2; False if it already was.

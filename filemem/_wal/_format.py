@@ -51,6 +51,7 @@ __all__ = [
     "END",
     "FRAME_HEADER_BYTES",
     "SEGMENT_HEADER_BYTES",
+    "IndexedOp",
     "LogOp",
     "check_frame",
     "decode_batch",
@@ -60,7 +61,9 @@ __all__ = [
     "encode_frame",
     "encode_segment_header",
     "frame_size",
+    "index_batch",
     "offset_of",
+    "op_at",
     "position",
     "segment_name",
     "segment_of",
@@ -258,3 +261,71 @@ def decode_batch(payload: bytes) -> tuple[int, float, list[LogOp]]:
     if at != len(payload):
         raise ValueError("batch has trailing bytes")
     return first, now, ops
+
+
+#: One op of a batch as :func:`index_batch` finds it: namespace, key, kind,
+#: codec id, and where its put tail starts in the payload (0 for a delete).
+IndexedOp = tuple[tuple[str, ...], str, int, int, int]
+
+
+def index_batch(payload: bytes) -> tuple[int, float, list[IndexedOp]]:
+    """Like :func:`decode_batch` (the same checks, the same ``ValueError``), without building values.
+
+    A writer reads every other writer's frame to know which keys the log
+    holds unfolded; the values it almost never needs (issue 13: decoding
+    them, op objects and value copies, was most of a put's catch-up with
+    four writers). :func:`op_at` makes the full op from an entry when asked.
+    """
+    try:
+        first, now, count = _BATCH_HEAD.unpack_from(payload)
+        at = _BATCH_HEAD.size
+        end = len(payload)
+        ops: list[IndexedOp] = []
+        op_head = _OP_HEAD.unpack_from
+        put_tail = _PUT_TAIL.unpack_from
+        tail_size = _PUT_TAIL.size
+        for _ in range(count):
+            kind, codec, ns_len, key_len = op_head(payload, at)
+            at += _OP_HEAD.size
+            if at + ns_len + key_len > end:
+                raise ValueError("truncated namespace or key")
+            namespace = _ns_tuple(payload[at : at + ns_len])
+            at += ns_len
+            key = payload[at : at + key_len].decode()
+            at += key_len
+            if kind == PUT:
+                if codec not in CODEC_NAMES:
+                    raise ValueError("unknown codec")
+                tail = at
+                value_len = put_tail(payload, at)[2]
+                at += tail_size + value_len
+                if at > end:
+                    raise ValueError("truncated value")
+                ops.append((namespace, key, kind, codec, tail))
+            elif kind == DELETE:
+                ops.append((namespace, key, kind, 0, 0))
+            else:
+                raise ValueError(f"unknown op kind {kind}")
+    except (struct.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed batch: {exc}") from exc
+    if at != end:
+        raise ValueError("batch has trailing bytes")
+    return first, now, ops
+
+
+def op_at(payload: bytes, op: IndexedOp) -> LogOp:
+    """The full op :func:`index_batch` indexed in ``payload`` (which it checked)."""
+    namespace, key, kind, codec, tail = op
+    if kind != PUT:
+        return LogOp(namespace, key, kind)
+    created, expires, value_len = _PUT_TAIL.unpack_from(payload, tail)
+    start = tail + _PUT_TAIL.size
+    return LogOp(
+        namespace,
+        key,
+        PUT,
+        CODEC_NAMES[codec],
+        payload[start : start + value_len],
+        created,
+        None if math.isnan(expires) else expires,
+    )

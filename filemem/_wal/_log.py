@@ -112,6 +112,10 @@ class Log(LogFold):
         #: shards now hold them (their cached shards are stale), or None when
         #: the log behind the overlay was retired (every cached shard is).
         self.on_folded = on_folded
+        #: Told, outside every lock, each time this handle publishes commits
+        #: (its own or, through a sync that covered them, other writers'):
+        #: the engine wakes the store's watchers then (see _wal._tail).
+        self.on_published: Callable[[], None] = lambda: None
         #: The error that made this handle unusable for writes (a failed sync).
         self.failed: StorageError | None = None
         self._mu = threading.RLock()  # overlay and control reads/writes in this process
@@ -178,9 +182,12 @@ class Log(LogFold):
         self._decode_record = self._resolved_record
         self._seen_folds = c.folds
 
-    def _resolved_record(self, op: _format.LogOp, lsn: int, now: float) -> dict[str, Any] | None:
-        """The record an unfolded op stands for, as readers are served it (see ``resolved_record_of``)."""
-        return resolved_record_of(self.codecs, self.resolve_created, op, lsn, now)
+    def _resolved_record(self, ref: tuple[bytes, _format.IndexedOp], lsn: int, now: float) -> dict[str, Any] | None:
+        """The record an indexed op stands for, as readers are served it (see ``resolved_record_of``).
+
+        ``ref`` is the frame's payload and the op as :func:`_format.index_batch` found it.
+        """
+        return resolved_record_of(self.codecs, self.resolve_created, _format.op_at(*ref), lsn, now)
 
     def _rederive(self) -> None:
         """Find the log's end from the checkpoint and a scan.
@@ -345,18 +352,21 @@ class Log(LogFold):
             self.on_folded(gone)
 
     def _changes(self, frame: Any) -> list[Change]:
+        # Keys and where each value lies, not the values: see _format.index_batch.
+        payload = frame.payload
         try:
-            first, now, ops = _format.decode_batch(frame.payload)
+            first, now, ops = _format.index_batch(payload)
         except ValueError as exc:
             raise CorruptShardError(
                 f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
             ) from exc
         decode = self._decode_record
+        put = _format.PUT
         return [
             (
-                op.namespace,
-                op.key,
-                Entry(first + i, None, op, now, decode) if op.kind == _format.PUT else Entry(first + i, None),
+                op[0],
+                op[1],
+                Entry(first + i, None, (payload, op), now, decode) if op[2] == put else Entry(first + i, None),
             )
             for i, op in enumerate(ops)
         ]
@@ -439,6 +449,8 @@ class Log(LogFold):
                 # fail against a version no read returns (issue 13). Make them
                 # durable and published before the caller hears the outcome.
                 self._publish_synced(*seen_pending)
+        if not self.sync_on:
+            self.on_published()  # the append published it (``appended`` above)
         self._publish_synced(end, last_lsn)
         self.last_write = time.monotonic()
         return results
@@ -463,39 +475,75 @@ class Log(LogFold):
             self._advance(c, c.appended)
 
     def _publish_synced(self, end: int, last_lsn: int) -> None:
-        """Sync the log up to ``end`` (outside the append lock) and publish it as synced."""
+        """Sync the log up to ``end`` (outside the append lock) and publish it as synced.
+
+        Three things keep four writers on two cores from queueing here (issue 13):
+
+        * ``synced`` is looked at as one word (it only grows), never through
+          the seqlock: a reader that found the page mid-update used to spin
+          on a writer the scheduler had taken off the CPU.
+        * A frame whose publish another writer's sync already made (its sync
+          took this frame too) is not published again.
+        * The sync publishes everything appended in the same segment before
+          it started, not only this frame: ``fdatasync`` flushes the file,
+          whoever wrote it, and every frame below ``appended`` was written
+          whole before ``appended`` moved past it. The first of several
+          writers whose syncs the kernel merged publishes for all of them,
+          and the rest find their frame covered (one word, no page lock).
+        """
         if not self.sync_on:
             return
         assert self.writer is not None
+        page = self._private is None
+        # Never skipped for a ``synced`` that already covers the frame: a
+        # handle opened with durability="flush" publishes its frames as synced
+        # without syncing, and this handle's caller was promised a sync.
+        # Taken before the sync, so every frame below it is in the file when the sync starts.
+        ahead = self.control.read_once() if page else None
         try:
             self.writer.sync(end)
         except OSError as exc:
             self.failed = _fs.storage_error(exc, "sync", self.dir)
             raise self.failed from exc
-        c_now = None if self._private is not None else self.control.read()
-        if c_now is not None and c_now.synced >= end:
-            # Another writer's later frame was synced (which covers this one:
-            # fdatasync takes the whole segment, and earlier segments were
-            # synced when they were closed) and published already: nothing to
-            # publish, no second turn on the append lock. With several writers
-            # syncing at once, most of them end here.
-            with self._mu:
-                self.overlay.promote(c_now.synced)
-            return
+        if page:
+            now_synced = self.control.synced()
+            if now_synced >= end:
+                # Another writer's sync covered this frame and was published
+                # already: nothing to publish, no turn on the page lock.
+                self._promote(now_synced)
+                return
+        if (
+            ahead is not None
+            and ahead.appended > end
+            and _format.segment_of(ahead.appended - 1) == _format.segment_of(end - 1)
+        ):
+            # Later frames of the same segment, written before the sync began:
+            # durable now too (a later segment is not: the sync took this one).
+            end, last_lsn = ahead.appended, max(last_lsn, ahead.last_lsn)
+
+        raised = False
 
         def synced(p: Control) -> bool:
+            nonlocal raised
             if p.synced >= end:
                 return False  # a later frame's sync, published meanwhile, covers this one
             p.synced, p.synced_lsn = end, max(p.synced_lsn, last_lsn)
             p.commits += 1
+            raised = True
             return True
 
         # The page lock alone, not the append lock: the section is a read and a
         # write of the page, and appenders deciding under the append lock no
         # longer stand between a synced writer and its return.
         c = self._update_page(synced, append_held=False)
+        self._promote(max(c.synced, end))
+        if raised:  # else the publish that covered this frame meanwhile announced it
+            self.on_published()
+
+    def _promote(self, synced: int) -> None:
+        """Let this process's readers see its pending entries below ``synced`` (the log is durable there)."""
         with self._mu:
-            self.overlay.promote(max(c.synced, end))
+            self.overlay.promote(synced)
 
     def unfolded_bytes(self) -> int:
         """Roughly how many bytes of log the shards do not hold yet."""

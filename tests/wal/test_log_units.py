@@ -42,10 +42,44 @@ def test_batch_round_trips_every_field() -> None:
 
 
 @pytest.mark.parametrize("cut", [1, 5, 20])
-def test_truncated_batch_is_refused(cut: int) -> None:
+@pytest.mark.parametrize("decode", [_format.decode_batch, _format.index_batch])
+def test_truncated_batch_is_refused(cut: int, decode: Any) -> None:
     payload = _format.encode_batch(1, 0.0, [_put(("a",), "k", "v" * 30)])
     with pytest.raises(ValueError):
-        _format.decode_batch(payload[:-cut])
+        decode(payload[:-cut])
+
+
+def test_an_indexed_batch_gives_back_every_op_on_demand() -> None:
+    """index_batch finds the keys without building values; op_at builds the op decode_batch would."""
+    ops = [
+        _put(("a", "b"), "k", {"x": [1, 2]}),
+        _format.LogOp(("\x00internal", "applied"), "ключ", _format.DELETE),
+        _put(("a",), "", None, expires_at=99.25),
+        _format.LogOp(("a",), "m", _format.PUT, "msgpack", CODECS["msgpack"].encode([1, "z"]), float("nan")),
+    ]
+    payload = _format.encode_batch(41, 7.5, ops)
+    first, now, indexed = _format.index_batch(payload)
+    assert (first, now) == (41, 7.5)
+    assert [(ns, key, kind) for ns, key, kind, _, _ in indexed] == [(op.namespace, op.key, op.kind) for op in ops]
+    back = [_format.op_at(payload, op) for op in indexed]
+    assert back[:3] == ops[:3] == _format.decode_batch(payload)[2][:3]
+    assert back[3].value == ops[3].value and back[3].codec == "msgpack" and back[3].created_at != back[3].created_at
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p[:20] + b"\x07" + p[21:],  # op kind 7 (after the 20-byte batch head)
+        lambda p: p[:21] + b"\x09" + p[22:],  # codec 9
+        lambda p: p + b"\x00",  # trailing byte
+    ],
+)
+def test_an_index_refuses_what_the_decoder_refuses(damage: Any) -> None:
+    payload = damage(_format.encode_batch(1, 0.0, [_put(("a",), "k", "v")]))
+    with pytest.raises(ValueError):
+        _format.decode_batch(payload)
+    with pytest.raises(ValueError):
+        _format.index_batch(payload)
 
 
 def test_frame_checks_crc_position_and_zeros() -> None:

@@ -117,6 +117,67 @@ def test_a_put_whose_frame_another_writer_published_takes_the_lock_once(store_pa
 
 
 @pytest.mark.store_format(2)
+def test_a_sync_publishes_the_frames_appended_before_it_began(store_path: str) -> None:
+    """One sync publishes (and announces) every frame of its segment written before it started.
+
+    ``fdatasync`` flushes the file whoever wrote it, so a writer publishes
+    the page's ``appended`` as read just before its sync, not only its own
+    frame. Here ``b`` appends right after ``a``'s frame and then stalls
+    before its own sync: ``a``'s put returns with ``b``'s frame synced and
+    readable, and ``b``, let go, finds its frame published: it neither
+    writes the page nor wakes the watchers. Before, ``synced`` stopped at
+    ``a``'s frame and ``b`` published its own.
+    """
+    with filemem.Store(store_path) as a, filemem.Store(store_path) as b, filemem.Store(store_path) as reader:
+        a.put(("w",), "warm-a", 0)
+        b.put(("w",), "warm-b", 0)
+        la, lb = a._engine.log, b._engine.log
+        assert la is not None and lb is not None and lb.writer is not None
+        announced = {"a": 0, "b": 0}
+        real_a_announce, real_b_announce = la.on_published, lb.on_published
+        la.on_published = lambda: (announced.__setitem__("a", announced["a"] + 1), real_a_announce())[1]
+        lb.on_published = lambda: (announced.__setitem__("b", announced["b"] + 1), real_b_announce())[1]
+        b_in_sync, release_b = threading.Event(), threading.Event()
+        real_b_sync = lb.writer.sync
+
+        def b_stalls_before_its_sync(end: int) -> None:
+            b_in_sync.set()
+            assert release_b.wait(30)
+            real_b_sync(end)
+
+        lb.writer.sync = b_stalls_before_its_sync  # type: ignore[method-assign]
+        real_read_once = la.control.read_once
+        b_put = threading.Thread(target=b.put, args=(("w",), "later", 2))
+
+        def b_appends_first() -> Any:
+            # a's frame is written and the append lock free: b appends behind it.
+            b_put.start()
+            assert b_in_sync.wait(30)
+            return real_read_once()
+
+        la.control.read_once = b_appends_first  # type: ignore[method-assign]
+        try:
+            a.put(("w",), "first", 1)
+            la.control.read_once = real_read_once  # type: ignore[method-assign]
+            assert b_put.is_alive()  # b has not synced yet
+            assert la.control.synced() == la.control.appended()  # b's frame is synced, by a's sync
+            assert reader.get(("w",), "later") == 2
+            commits = la.control.commits()
+            release_b.set()
+            b_put.join(30)
+            assert not b_put.is_alive()
+            assert la.control.commits() == commits  # b found its frame published: no page write
+            assert announced == {"a": 1, "b": 0}
+        finally:
+            la.control.read_once = real_read_once  # type: ignore[method-assign]
+            release_b.set()
+            if b_put.is_alive():
+                b_put.join(30)
+            lb.writer.sync = real_b_sync  # type: ignore[method-assign]
+        assert b.get(("w",), "first") == 1 and a.get(("w",), "later") == 2
+
+
+@pytest.mark.store_format(2)
 def test_a_synced_put_publishes_without_waiting_for_the_append_lock(store_path: str) -> None:
     """Publishing a sync takes the page lock only: an appender holding the append lock does not delay it.
 
