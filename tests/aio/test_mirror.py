@@ -62,9 +62,11 @@ def test_async_store_mirrors_every_public_store_member() -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_constructor_takes_the_same_arguments_plus_max_in_flight() -> None:
-    assert _params(AsyncStore.__init__, drop={"max_in_flight"}) == _params(Store.__init__)
-    assert "max_in_flight" in inspect.signature(AsyncStore.__init__).parameters
+def test_constructor_takes_the_same_arguments_plus_its_own() -> None:
+    # Its own: max_in_flight (the worker threads) and server_reads (threads or pool on a URL).
+    own = {"max_in_flight", "server_reads"}
+    assert _params(AsyncStore.__init__, drop=own) == _params(Store.__init__)
+    assert own <= set(inspect.signature(AsyncStore.__init__).parameters)
 
 
 def test_the_check_names_a_missing_method_and_a_mismatched_signature() -> None:
