@@ -58,12 +58,12 @@ from ...codecs import Codec
 from ._fusion import FusionStats, fuse_all, fuse_top
 from ._names import INTERNAL_TEXT, decode_ns, prefix_range
 from ._pgvector import VectorSupport, cosine_margin
-from ._vector_order import COLS, PgvectorOrder, candidates_sql, check_first
-from ._writes import NOW_SQL, record_of
+from ._vector_order import COLS, LIVE_R, PgvectorOrder, candidates_sql, check_first
+from ._writes import record_of
 
 __all__ = ["Ranker"]
 
-_LIVE_R: Final = f"(r.expires_at IS NULL OR r.expires_at > {NOW_SQL})"
+_LIVE_R: Final = LIVE_R
 _NOT_INTERNAL: Final = "NOT (r.ns >= %s AND r.ns < %s)"
 #: Rows fetched per round trip while streaming a ranking.
 _ITERSIZE: Final = 500

@@ -38,14 +38,15 @@ from ..._search._scoring import cosine, norm
 from ._fusion import Hit
 from ._names import encode_ns
 from ._pgvector import VectorSupport, cosine_margin
-from ._writes import NOW_SQL
 
-__all__ = ["COLS", "SAFE_NORMS", "PgvectorOrder", "candidates_sql"]
+__all__ = ["COLS", "LIVE_R", "SAFE_NORMS", "PgvectorOrder", "candidates_sql"]
 
 COLS: Final = "r.ns, r.key, r.value, r.version, r.created_at, r.updated_at, r.expires_at"
 #: Norms outside this range may under- or overflow pgvector's float4 sums: read every row then.
 SAFE_NORMS: Final = (1e-15, 1e15)
-_LIVE_R: Final = f"(r.expires_at IS NULL OR r.expires_at > {NOW_SQL})"
+#: Live at the search's transaction start: every statement of one search sees the same records (a record
+#: expiring between the stream and a ``ranks`` query would otherwise be counted by one and not the other).
+LIVE_R: Final = "(r.expires_at IS NULL OR r.expires_at > extract(epoch from transaction_timestamp())::float8)"
 #: Rows per FETCH: the first batch, and the most (each batch doubles).
 _FIRST: Final = 64
 _MOST: Final = 512
@@ -75,7 +76,7 @@ def candidates_sql(
         f" nullif({ext}.vector_norm({pv}), 0) AS norm,"
         f" CASE WHEN {dims_fn}({pv}) = %s THEN {pv} {cos_op} %s::float8[]::{vtype} END AS dist"
         " FROM filemem_records r JOIN filemem_vectors v ON v.cfg = %s AND v.ns = r.ns AND v.key = r.key"
-        f" WHERE {_LIVE_R} AND v.version = r.version AND {pv} IS NOT NULL AND {scope[0]} AND {where[0]}"
+        f" WHERE {LIVE_R} AND v.version = r.version AND {pv} IS NOT NULL AND {scope[0]} AND {where[0]}"
     )
     return sql, [len(q), q, cfg, *scope[1], *where[1]]
 
