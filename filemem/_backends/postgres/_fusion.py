@@ -105,7 +105,10 @@ def fuse_top(bm25: list[Hit], order: VectorOrder, want: int, stats: FusionStats 
             last = known[want - 1]
             c = 1.0 / (RRF_K + j + 1)
             if not c < last[2]:
-                break  # a record outside the BM25 ranking could still place
+                # A record outside the BM25 ranking could still place. (Not reached: want records are
+                # known only once j >= want, and the want-th of the first j scores at least
+                # 1/(RRF_K + want) > c. Kept: it is the rule, the arithmetic is the proof.)
+                break
             have = {(h[0], h[1]) for h in known}
             need = []
             for h in bm:

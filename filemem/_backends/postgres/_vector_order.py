@@ -74,7 +74,7 @@ def candidates_sql(
     sql = (
         f"SELECT {COLS}, {pv} AS pv, {dims_fn}({pv}) AS dims,"
         f" nullif({ext}.vector_norm({pv}), 0) AS norm,"
-        f" CASE WHEN {dims_fn}({pv}) = %s THEN {pv} {cos_op} %s::float8[]::{vtype} END AS dist"
+        f" CASE WHEN {dims_fn}({pv}) = %s THEN {pv} {cos_op} (SELECT %s::float8[]::{vtype}) END AS dist"
         " FROM filemem_records r JOIN filemem_vectors v ON v.cfg = %s AND v.ns = r.ns AND v.key = r.key"
         f" WHERE {LIVE_R} AND v.version = r.version AND {pv} IS NOT NULL AND {scope[0]} AND {where[0]}"
     )
@@ -183,10 +183,13 @@ class PgvectorOrder:
         # Every candidate up to the widest band: ns/key (the value only for the filter), the vector in a band.
         value = "x.value" if self._pred is not None else "NULL::bytea"
         rows = self._conn.execute(
-            f"SELECT x.ns, x.key, {value}, x.version, x.created_at, x.updated_at, x.expires_at, x.dist,"
-            " CASE WHEN EXISTS (SELECT 1 FROM unnest(%s::float8[], %s::float8[]) AS b(lo, hi)"
-            "   WHERE x.dist >= b.lo AND x.dist <= b.hi) THEN x.pv::real[]::float8[] END"
-            f" FROM ({inner}) x WHERE x.dist <= %s",
+            # The bands once (a CTE), not one unnest of the arrays per row.
+            "WITH b AS MATERIALIZED (SELECT * FROM unnest(%s::float8[], %s::float8[]) AS b(lo, hi))"
+            f" SELECT x.ns, x.key, {value}, x.version, x.created_at, x.updated_at, x.expires_at, x.dist,"
+            " CASE WHEN EXISTS (SELECT 1 FROM b WHERE x.dist >= b.lo AND x.dist <= b.hi)"
+            " THEN x.pv::real[]::float8[] END"
+            # OFFSET 0: a fence, so each row's distance is computed once, not again per band in EXISTS.
+            f" FROM ({inner} OFFSET 0) x WHERE x.dist <= %s",
             (los, his, *params, max(his)),
         ).fetchall()
         dists: list[float] = []
