@@ -31,7 +31,10 @@ server store; each query kind is timed warm (after one untimed run) as the
 median of ``--repeat`` rounds of 20 searches, top 10, under the prefix of
 half the namespaces: ``bm25`` (2 terms), ``bm25+filter``, ``vector`` (a
 deterministic 16-dim toy embedding, or with ``--embed-dims N`` a sum of
-seeded N-dim Gaussian word vectors), ``hybrid``, ``filter`` only. Which
+seeded N-dim Gaussian word vectors), ``hybrid``, ``hybrid far`` (the
+vector's words none of the query's), ``filter`` only (with
+``rows read``: the vector rows the server store read per vector or hybrid
+search, from its ``vector_rows_read`` counter). Which
 vector path the server took is in the output (``vectors``: ``pgvector
 0.6.2`` or ``real[] (why)``); ``--url`` of a server with pgvector (e.g.
 ``FILEMEM_PG_BINDIR=$(python -m tests.pgserver --pgvector-bindir) python -m
@@ -443,6 +446,8 @@ def _search_bench(base: str, tmp: str, n_docs: int, repeat: int, embed_dims: int
         "bm25 1 ns": {"query": "w3 w17", "prefix": ("ns03",)},
         "vector": {"vector": "w3 w17 w200"},
         "hybrid": {"query": "w3 w17", "vector": "w3 w17 w200"},
+        # The vector far from the query's words: BM25's top hits sit deep in the vector order.
+        "hybrid far": {"query": "w3 w17", "vector": "w260 w310 w390"},
         "filter": {"filter": {"n": {"$gte": 98}, "tag": "x"}},
     }
     out: dict[str, Any] = {"docs": n_docs, "embed": embed_id}
@@ -467,12 +472,16 @@ def _search_bench(base: str, tmp: str, n_docs: int, repeat: int, embed_dims: int
             for name, store in stores.items():
                 pages[name] = [(h.item.key, h.score) for h in store.search(pre, limit=10, **kw)]  # warm-up
                 runs = []
+                read0 = store.stats().get("vector_rows_read", 0)
                 for _ in range(repeat):
                     t0 = time.perf_counter()
                     for _ in range(20):
                         store.search(pre, limit=10, **kw)
                     runs.append((time.perf_counter() - t0) / 20 * 1000)
                 row[f"{name} ms"] = round(statistics.median(runs), 2)
+                if name == "postgres" and "vector" in kw:
+                    # Vectors the server store read into Python per search (the file store reads all).
+                    row["rows read"] = round((store.stats().get("vector_rows_read", 0) - read0) / (20 * repeat))
             row["ratio"] = round(row["postgres ms"] / row["file ms"], 2)
             row["same page"] = pages["file"] == pages["postgres"]
             out[kind] = row

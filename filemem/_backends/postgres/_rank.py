@@ -21,7 +21,12 @@ file store's ``filemem._search._scoring.rank``:
   orders the rows by ``<=>`` and the stream stops once the page is held and
   the server's similarity, plus ``cosine_margin`` (its float4 error), is
   below the page's last exact score: no row left unread could reach the page.
-* Both: reciprocal rank fusion (k = 60) of the two complete rankings.
+* Both: reciprocal rank fusion (k = 60), as of the two complete rankings
+  (``_fusion``). With pgvector the vector ranking is read in the server's
+  order only until no record left unread, or unranked, could enter the
+  page (``_fusion.fuse_top``; ``_vector_order`` asks the server for the
+  exact vector rank of the few BM25 hits that still could); without it,
+  or when the page needs it, both rankings are read whole and fused.
 * Ties in (namespace, key) order as tuples, which the "C" order of the
   escaped ``ns`` text does not give, so the page is cut here: rows stream
   in score order and stop once ``offset + limit`` hits are held and the
@@ -45,25 +50,25 @@ import psycopg
 from ..._errors import InvalidQueryError, InvalidValueError
 from ..._search import Embed, SearchHit
 from ..._search._filter import Predicate
-from ..._search._scoring import K1, RRF_K, B, cosine, norm, query_vector
+from ..._search._scoring import K1, B, cosine, norm, query_vector
 from ..._search._text import record_text, tokenize
 from ..._shard import Record
 from ..._snapshot import item_of
 from ...codecs import Codec
+from ._fusion import FusionStats, fuse_all, fuse_top
 from ._names import INTERNAL_TEXT, decode_ns, prefix_range
 from ._pgvector import VectorSupport, cosine_margin
-from ._writes import NOW_SQL, record_of
+from ._vector_order import COLS, LIVE_R, PgvectorOrder, candidates_sql, check_first
+from ._writes import record_of
 
 __all__ = ["Ranker"]
 
-_LIVE_R: Final = f"(r.expires_at IS NULL OR r.expires_at > {NOW_SQL})"
+_LIVE_R: Final = LIVE_R
 _NOT_INTERNAL: Final = "NOT (r.ns >= %s AND r.ns < %s)"
 #: Rows fetched per round trip while streaming a ranking.
 _ITERSIZE: Final = 500
-_COLS: Final = "r.ns, r.key, r.value, r.version, r.created_at, r.updated_at, r.expires_at"
+_COLS: Final = COLS
 
-#: Norms outside this range may under- or overflow pgvector's float4 sums: read every row then.
-_SAFE_NORMS: Final = (1e-15, 1e15)
 #: Namespaces decoded once per process, not once per row (a search reads thousands of rows of few namespaces).
 _decode_ns: Final = functools.lru_cache(maxsize=4096)(decode_ns)
 
@@ -93,7 +98,14 @@ class Ranker:
         spec = {"v": 1, "fields": [list(f) for f in index_fields] if index_fields else None, "embed": embed_id}
         #: Names this configuration's vectors (fields and embedder), as the file store's index config does.
         self.cfg = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-        self.counters = {"ranked_searches": 0, "vectors_embedded": 0, "vector_rows_read": 0}
+        self.counters = {
+            "ranked_searches": 0,
+            "vectors_embedded": 0,
+            "vector_rows_read": 0,
+            # Hybrid searches on pgvector: vector ranks asked of the server, rankings read to the end.
+            "vector_ranks_asked": 0,
+            "hybrid_whole_reads": 0,
+        }
         #: pgvector on the server, or None (``real[]``); the backend sets it after opening.
         self.vectors = VectorSupport(None, None, "not detected")
 
@@ -126,16 +138,15 @@ class Ranker:
                 else:
                     bm25 = self._bm25(conn, prefix, terms, pred, where, None if qvec is not None else want)
             cos = None
-            if qvec is not None:
+            fused: list[_Hit] | None = None
+            if bm25 is not None and qvec is not None and self.vectors.schema is not None and not self.readonly:
+                fused = self._fuse_pgvector(conn, prefix, bm25, qvec, pred, where, want)
+            elif qvec is not None:
                 cos = self._cosine(conn, prefix, qvec, pred, where, want if terms is None else None)
-        if bm25 is not None and cos is not None:
-            fused: dict[tuple[tuple[str, ...], str], list[Any]] = {}
-            for ranking in (bm25, cos):
-                ranking.sort(key=lambda h: (-h[2], h[0], h[1]))
-                for rank, (ns, key, _, row) in enumerate(ranking, 1):
-                    got = fused.setdefault((ns, key), [0.0, row])
-                    got[0] += 1.0 / (RRF_K + rank)
-            hits = [(ns, key, s, row) for (ns, key), (s, row) in fused.items()]
+        if fused is not None:
+            hits = fused
+        elif bm25 is not None and cos is not None:
+            hits = fuse_all(bm25, cos)
         else:
             got_hits = bm25 if bm25 is not None else cos
             assert got_hits is not None
@@ -400,12 +411,9 @@ class Ranker:
         where: tuple[str, list[Any]],
         want: int | None,
     ) -> list[_Hit]:
-        vec_sql = "v.vec::float8[]"  # float4 -> float8 is exact; float4 text is not
         if self.vectors.schema is not None and not self.readonly:
-            if want is not None:
-                return self._cosine_pgvector(conn, prefix, q, pred, where, want)
-            # The whole ranking (hybrid): no order to ask the server for, every vector is read.
-            vec_sql = f"coalesce(v.pvec, v.vec::{self.vectors.names(conn)[0]})::real[]::float8[]"
+            return self._cosine_pgvector(conn, prefix, q, pred, where, want)
+        vec_sql = "v.vec::float8[]"  # float4 -> float8 is exact; float4 text is not
         qn = norm(q)
         hits: list[_Hit] = []
         dim = 0
@@ -444,6 +452,27 @@ class Ranker:
                 hits.append((got[0], got[1], cosine(q, qn, vec, vn), got[2]))
         return hits
 
+    def _fuse_pgvector(
+        self,
+        conn: psycopg.Connection[Any],
+        prefix: tuple[str, ...],
+        bm25: list[_Hit],
+        q: list[float],
+        pred: Predicate | None,
+        where: tuple[str, list[Any]],
+        want: int,
+    ) -> list[_Hit]:
+        """The fusion's first ``want`` hits (at least), the vector ranking read from pgvector only as needed."""
+        cands = candidates_sql(self.vectors, conn, self._scope(prefix, "r.ns"), where, self.cfg, q)
+        order = PgvectorOrder(conn, cands, q, pred, self._hit, self.counters)
+        stats = FusionStats()
+        try:
+            return fuse_top(bm25, order, want, stats)
+        finally:
+            order.close()
+            self.counters["vector_ranks_asked"] += stats.asked
+            self.counters["hybrid_whole_reads"] += stats.whole
+
     def _cosine_pgvector(
         self,
         conn: psycopg.Connection[Any],
@@ -461,21 +490,12 @@ class Ranker:
         is below the ``want``-th best exact score, every row not yet read
         scores strictly lower, so the page and all its ties are complete.
         """
-        vtype, cos_op, ext = self.vectors.names(conn)
-        dims_fn = f"{ext}.vector_dims"
-        pv = f"coalesce(v.pvec, v.vec::{vtype})"
-        scope, sargs = self._scope(prefix, "r.ns")
-        narrow, nargs = where
+        inner, params = candidates_sql(self.vectors, conn, self._scope(prefix, "r.ns"), where, self.cfg, q)
         # NULL distance: a vector of another dimension (raised below from the window's min/max).
         sql = (
             f"SELECT {_COLS.replace('r.', 'x.')}, x.pv::real[]::float8[], x.dist,"
-            " min(x.dims) OVER (), max(x.dims) OVER (), min(x.norm) OVER (), max(x.norm) OVER () FROM ("
-            f" SELECT {_COLS}, {pv} AS pv, {dims_fn}({pv}) AS dims,"
-            f" nullif({ext}.vector_norm({pv}), 0) AS norm,"
-            f" CASE WHEN {dims_fn}({pv}) = %s THEN {pv} {cos_op} %s::float8[]::{vtype} END AS dist"
-            " FROM filemem_records r JOIN filemem_vectors v ON v.cfg = %s AND v.ns = r.ns AND v.key = r.key"
-            f" WHERE {_LIVE_R} AND v.version = r.version AND {pv} IS NOT NULL AND {scope} AND {narrow}"
-            ") x ORDER BY x.dist"
+            " min(x.dims) OVER (), max(x.dims) OVER (), min(x.norm) OVER (), max(x.norm) OVER ()"
+            f" FROM ({inner}) x ORDER BY x.dist"
         )
         qn = norm(q)
         margin = cosine_margin(len(q))
@@ -484,18 +504,12 @@ class Ranker:
         checked = False
         with conn.cursor(name="filemem_vec") as cur:
             cur.itersize = _ITERSIZE if want is None else min(_ITERSIZE, max(64, 2 * want))
-            cur.execute(sql, (len(q), q, self.cfg, *sargs, *nargs))
+            cur.execute(sql, params)
             for row in cur:
-                vec, dist, lo_dim, hi_dim, lo_norm, hi_norm = row[7:13]
+                vec, dist = row[7:9]
                 if not checked:
-                    if lo_dim != hi_dim:
-                        raise InvalidValueError(f"embed returned vectors of {lo_dim} and {hi_dim} dimensions")
-                    if lo_dim != len(q):
-                        raise InvalidQueryError(f"vector has {len(q)} dimensions; the index holds {lo_dim}")
-                    if lo_norm is None or not (_SAFE_NORMS[0] <= lo_norm and hi_norm <= _SAFE_NORMS[1]):
+                    if not check_first(q, qn, row[9:13]):
                         want = None  # float4 may under- or overflow: the margin does not hold, read all
-                    if not _SAFE_NORMS[0] <= qn <= _SAFE_NORMS[1]:
-                        want = None
                     checked = True
                 if want is not None and len(best) >= want and dist is not None and (1.0 - dist) + margin < best[0]:
                     break  # NaN (a zero vector) never stops the stream: it compares False
