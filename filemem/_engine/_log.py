@@ -28,7 +28,7 @@ from typing import Any, Final
 from .. import _fs, _locks
 from .._errors import CorruptShardError, InvalidValueError, StorageError
 from .._names import hash_bits
-from .._shard import SHARD_SUFFIX, Record
+from .._shard import SHARD_SUFFIX, Record, shard_name
 from .._view import MAX_PREFIX_BITS
 from .._wal import WAL_DIR, Log
 from .._wal._carry import Carried, carried_from, frame_created
@@ -127,6 +127,8 @@ class LogGlue(Commits):
         if keys is None:
             self.cache.clear()
             return
+        depths: dict[tuple[str, ...], int] = {}
+        forget = self.cache.forget
         for n, (ns, key) in enumerate(keys):
             if n and not n % _FORGET_SLICE:
                 # Thousands of keys after a big fold, each a few dozen paths:
@@ -135,14 +137,21 @@ class LogGlue(Commits):
             view = self._views.get(ns)
             if view is None:
                 continue  # never read here: nothing cached through a view
+            deepest = depths.get(ns)
+            if deepest is None:
+                # Once per namespace and call, not per key (it walks the listing).
+                deepest = depths[ns] = min(max((len(p) for p in view.existing), default=0) + 8, MAX_PREFIX_BITS)
+                view.stale = True
             bits = hash_bits(key)
             # Every shard that can hold the key, not just the one our listing
             # names: the fold may have split or a compaction merged since we
-            # listed, and a stale cached leaf must never answer for it.
-            deepest = max((len(p) for p in view.existing), default=0) + 8
-            for depth in range(min(deepest, MAX_PREFIX_BITS) + 1):
-                self.cache.forget(view.shard_path(bits[:depth]))
-            view.stale = True
+            # listed, and a stale cached leaf must never answer for it. The
+            # paths are built, not asked of the view: its memo would keep one
+            # per key and depth for ever (issue 13: tens of MB per process
+            # after a few folds of random keys).
+            where = view.dir
+            for depth in range(deepest + 1):
+                forget(os.path.join(where, shard_name(bits[:depth])))
 
     def changed(self) -> bool:
         """Whether another write may have committed since this process last looked (no system call)."""
