@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from .. import _fs, _locks
-from .._errors import CorruptShardError, InvalidValueError, StorageError
+from .._errors import CorruptShardError, FileMemError, InvalidValueError, StorageError
 from .._names import hash_bits
 from .._shard import SHARD_SUFFIX, Record, shard_name
 from .._view import MAX_PREFIX_BITS
@@ -43,6 +43,9 @@ from ._ops import Op, _checked_version, copy_value
 
 #: Fold when this many bytes of log are unfolded (also the overlay's bound).
 FOLD_BYTES: Final = 4 << 20
+#: Past this much unfolded log a writer folds itself after its commit; if that
+#: fold fails, its next write folds first and is refused if it fails again.
+BACKLOG_BYTES: Final = 4 * FOLD_BYTES
 #: Fold this long after the last write of a process.
 FOLD_IDLE_S: Final = 0.25
 #: How much log the background folder moves per fold before it lets go of the fold lock.
@@ -502,12 +505,53 @@ class LogGlue(Commits):
     def _after_commit(self, log: Log) -> None:
         """Fold triggers: soon after the last write (a timer), at once past the size threshold."""
         unfolded = log.unfolded_at_commit  # as of this commit's append: no second read of the page
-        if unfolded > 4 * FOLD_BYTES:
+        if unfolded > BACKLOG_BYTES:
             # The folder falls behind: the writer folds itself (back-pressure,
             # so the log cannot grow without bound).
-            self.fold(wait=True)
+            try:
+                self.fold(wait=True)
+            except FileMemError as exc:
+                # Never raised from here: this write is in the log, synced, and
+                # acknowledging it as failed would make a retried update apply
+                # twice. The next write of this handle folds first instead and
+                # is refused, unlogged, if the fold still fails (_before_commit).
+                self.counters["fold_failures"] += 1
+                self._fold_error = exc
+            else:
+                self._fold_error = None
             return
         self._poke_folder(now=unfolded > FOLD_BYTES)
+
+    def _before_commit(self, log: Log) -> None:
+        """Back-pressure that bounds the log when the fold fails (a damaged shard, a full disk).
+
+        Only after this handle's own back-pressure fold failed (no page read
+        otherwise): while the log is still more than :data:`BACKLOG_BYTES`
+        behind, fold first, and refuse the write, before anything is logged,
+        if that fails too. So a fold that cannot move (it stops at a shard it
+        cannot read until ``check --fix``) costs writers a clear error once
+        the backlog passes the bound, instead of a log and an overlay in
+        every process that grow without limit.
+        """
+        failed = self._fold_error
+        if failed is None:
+            return
+        behind = log.unfolded_bytes()
+        if behind <= BACKLOG_BYTES:
+            self._fold_error = None  # another process's fold got through (after check --fix, say)
+            return
+        try:
+            self.fold(wait=True)
+        except FileMemError as exc:
+            self.counters["fold_failures"] += 1
+            self._fold_error = exc
+            raise StorageError(
+                f"write refused, nothing was logged: the write-ahead log of {self.root} is "
+                f"{behind / (1 << 20):.1f} MiB behind the shard files and the fold cannot move ({exc}); "
+                "`filemem check --fix` repairs what stops it",
+                path=getattr(exc, "path", None) or self.root,
+            ) from exc
+        self._fold_error = None
 
     def _poke_folder(self, *, now: bool) -> None:
         """Ask this process's background folder to fold (at once, or :data:`FOLD_IDLE_S` from now); start it first."""

@@ -109,7 +109,9 @@ def test_a_bounded_fold_reads_only_about_its_own_share_of_the_log(store_path: st
         now_folded = log.positions()[1]
         assert folded < now_folded < synced  # one bounded fold: some of the log, not all
         # It read up to where it stopped and a window more at most, not the whole backlog.
-        assert _format.offset_of(furthest[0]) - _format.offset_of(now_folded) <= max(log.fold_step_bytes, 1 << 16) + 4096
+        assert (
+            _format.offset_of(furthest[0]) - _format.offset_of(now_folded) <= max(log.fold_step_bytes, 1 << 16) + 4096
+        )
         engine.settle()
         assert log.positions()[1] == log.positions()[0]
         assert store.get(NS, "key-5999") == {"n": 5999, "text": "x" * 100}
