@@ -75,10 +75,6 @@ class LogGlue(Commits):
                 codecs=self._codecs,
                 lock_timeout_s=self.lock_timeout_s,
                 fold_bytes=FOLD_BYTES,
-                # One checkpoint per bounded fold: with keys spread over the
-                # namespace every step rewrites about every shard, so four
-                # 256 KiB steps per MiB cost four rewrites of each.
-                fold_step_bytes=FOLD_STEP_BYTES,
                 on_folded=self._forget_folded,
             )
         except OSError as exc:
