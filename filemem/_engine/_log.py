@@ -507,9 +507,12 @@ class LogGlue(Commits):
         unfolded = log.unfolded_at_commit  # as of this commit's append: no second read of the page
         if unfolded > BACKLOG_BYTES:
             # The folder falls behind: the writer folds itself (back-pressure,
-            # so the log cannot grow without bound).
+            # so the log cannot grow without bound), its share only: what lies
+            # past the bound, about its own frame. Folding the whole backlog
+            # here stalled one put of a fresh Store for 327 s after a 1M-record
+            # populate (tools/bench.py latency, issue 13).
             try:
-                self.fold(wait=True)
+                self.fold(wait=True, max_bytes=unfolded - BACKLOG_BYTES + FOLD_STEP_BYTES)
             except FileMemError as exc:
                 # Never raised from here: this write is in the log, synced, and
                 # acknowledging it as failed would make a retried update apply
@@ -541,7 +544,7 @@ class LogGlue(Commits):
             self._fold_error = None  # another process's fold got through (after check --fix, say)
             return
         try:
-            self.fold(wait=True)
+            self.fold(wait=True, max_bytes=behind - BACKLOG_BYTES + FOLD_STEP_BYTES)
         except FileMemError as exc:
             self.counters["fold_failures"] += 1
             self._fold_error = exc

@@ -115,3 +115,29 @@ def test_a_bounded_fold_reads_only_about_its_own_share_of_the_log(store_path: st
         engine.settle()
         assert log.positions()[1] == log.positions()[0]
         assert store.get(NS, "key-5999") == {"n": 5999, "text": "x" * 100}
+
+
+def test_a_writer_past_the_bound_folds_what_lies_past_it_not_the_whole_backlog(
+    store_path: str, no_background_fold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with filemem.Store(store_path) as store:
+        engine = _engine(store)
+        log = engine.log
+        for chunk in range(60):  # frames of 200 records: the fold can stop between any two
+            with store.batch() as b:
+                for i in range(chunk * 200, chunk * 200 + 200):
+                    b.put(NS, f"key-{i}", {"n": i, "text": "x" * 100})
+        backlog = log.unfolded_bytes()
+        assert backlog > 1 << 20
+        bound = 1 << 20  # several of the fold's 256 KiB checkpoint steps
+        monkeypatch.setattr(engine_log, "FOLD_BYTES", bound // 4)
+        monkeypatch.setattr(engine_log, "BACKLOG_BYTES", bound)
+        monkeypatch.setattr(engine_log, "FOLD_STEP_BYTES", 128 << 10)
+        store.put(NS, "one-more", 1)  # past the bound: this writer folds
+        left = log.unfolded_bytes()
+        # Its share: the log is back near the bound, not folded to the end (a put
+        # of a fresh Store once folded a whole 1M-record populate's backlog: 327 s).
+        assert 0 < left <= bound
+        assert left >= bound - (128 << 10) - log.fold_step_bytes - (64 << 10)
+        assert store.get(NS, "key-11999") == {"n": 11999, "text": "x" * 100}
+        assert store.get(NS, "one-more") == 1
