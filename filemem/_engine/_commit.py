@@ -154,7 +154,9 @@ class Commits(Splits):
             shards: dict[str, Shard] = {}
             for lock_path in order:
                 view, prefix = targets[lock_path]
-                shard = self.load(view.shard_path(prefix), prefix)
+                # On a logged store only the fold (and splits after it) comes
+                # here: a shard it parses is rewritten at once, not kept.
+                shard = self.load(view.shard_path(prefix), prefix, keep=self.log is None)
                 if shard is None:
                     view.refresh_below(prefix)
                     if any(o.view is view and view.resolve(o.bits) != o.prefix for o in ops):

@@ -114,6 +114,8 @@ class Engine(LogGlue):
         self._folder: _Folder | None = None
         self._folder_lock = threading.Lock()
         self._pins = 0
+        #: The error of this handle's last failed back-pressure fold (see LogGlue._before_commit).
+        self._fold_error: FileMemError | None = None
         if self.store_version < _marker.NEW_STORE_FORMAT and not self.readonly:
             self.upgrade()
         if self.store_version >= STORE_FORMAT_VERSION and self.log is None:
@@ -166,6 +168,7 @@ class Engine(LogGlue):
         log = self.log
         if log is None:
             return self._apply_shards([_decoded(op, self._codecs) for op in ops])
+        self._before_commit(log)
         results = log.commit(lambda latest, first, now: self._decide(ops, latest, first, now))
         self.counters["log_commits"] += 1  # the log announced it once published (LogGlue._announce)
         self._after_commit(log)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .._errors import InvalidValueError, StoreClosedError
+from .._errors import FileMemError, InvalidValueError, StoreClosedError
 from .._shard import Shard
 from .._types import Durability
 from .._view import View
@@ -116,6 +116,7 @@ class Handle:
     _folder: _Folder | None
     _folder_lock: threading.Lock
     _pins: int
+    _fold_error: FileMemError | None
 
     def check_value(self, value: Any, key: str | None = None) -> bytes:
         """Raise InvalidValueError now, before any lock or file, if ``value`` cannot be stored; return its encoding.

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from .. import _fs, _locks
-from .._errors import CorruptShardError, InvalidValueError, StorageError
+from .._errors import CorruptShardError, FileMemError, InvalidValueError, StorageError
 from .._names import hash_bits
-from .._shard import SHARD_SUFFIX, Record
+from .._shard import SHARD_SUFFIX, Record, shard_name
 from .._view import MAX_PREFIX_BITS
 from .._wal import WAL_DIR, Log
 from .._wal._carry import Carried, carried_from, frame_created
@@ -45,6 +45,9 @@ from ._ops import UNDECODED, Op, _checked_version, copy_value
 
 #: Fold when this many bytes of log are unfolded (also the overlay's bound).
 FOLD_BYTES: Final = 4 << 20
+#: Past this much unfolded log a writer folds itself after its commit; if that
+#: fold fails, its next write folds first and is refused if it fails again.
+BACKLOG_BYTES: Final = 4 * FOLD_BYTES
 #: Fold this long after the last write of a process.
 FOLD_IDLE_S: Final = 0.25
 #: How much log the background folder moves per fold before it lets go of the fold lock.
@@ -138,12 +141,8 @@ class LogGlue(Commits):
         if keys is None:
             self.cache.clear()
             return
-        # The deepest shard of each namespace, worked out once per call: per key it
-        # was a walk over every shard of the namespace (20k folded keys x 1k shards
-        # held a collector's apply step, which reads the fold's prunes in, for
-        # seconds: issue 13). A split seen only after it was worked out is one
-        # level below a known shard: the 8 levels of margin cover it, as before.
-        deepest_of: dict[tuple[str, ...], int] = {}
+        depths: dict[tuple[str, ...], int] = {}
+        forget = self.cache.forget
         for n, (ns, key) in enumerate(keys):
             if n and not n % _FORGET_SLICE:
                 # Thousands of keys after a big fold, each a few dozen paths:
@@ -152,16 +151,21 @@ class LogGlue(Commits):
             view = self._views.get(ns)
             if view is None:
                 continue  # never read here: nothing cached through a view
+            deepest = depths.get(ns)
+            if deepest is None:
+                # Once per namespace and call, not per key (it walks the listing).
+                deepest = depths[ns] = min(max((len(p) for p in view.existing), default=0) + 8, MAX_PREFIX_BITS)
+                view.stale = True
             bits = hash_bits(key)
             # Every shard that can hold the key, not just the one our listing
             # names: the fold may have split or a compaction merged since we
-            # listed, and a stale cached leaf must never answer for it.
-            deepest = deepest_of.get(ns)
-            if deepest is None:
-                deepest = deepest_of[ns] = max((len(p) for p in view.existing), default=0) + 8
-            for depth in range(min(deepest, MAX_PREFIX_BITS) + 1):
-                self.cache.forget(view.shard_path(bits[:depth]))
-            view.stale = True
+            # listed, and a stale cached leaf must never answer for it. The
+            # paths are built, not asked of the view: its memo would keep one
+            # per key and depth for ever (issue 13: tens of MB per process
+            # after a few folds of random keys).
+            where = view.dir
+            for depth in range(deepest + 1):
+                forget(os.path.join(where, shard_name(bits[:depth])))
 
     def changed(self) -> bool:
         """Whether another write may have committed since this process last looked (no system call)."""
@@ -555,12 +559,56 @@ class LogGlue(Commits):
     def _after_commit(self, log: Log) -> None:
         """Fold triggers: soon after the last write (a timer), at once past the size threshold."""
         unfolded = log.unfolded_at_commit  # as of this commit's append: no second read of the page
-        if unfolded > 4 * FOLD_BYTES:
+        if unfolded > BACKLOG_BYTES:
             # The folder falls behind: the writer folds itself (back-pressure,
-            # so the log cannot grow without bound).
-            self.fold(wait=True)
+            # so the log cannot grow without bound), its share only: what lies
+            # past the bound, about its own frame. Folding the whole backlog
+            # here stalled one put of a fresh Store for 327 s after a 1M-record
+            # populate (tools/bench.py latency, issue 13).
+            try:
+                self.fold(wait=True, max_bytes=unfolded - BACKLOG_BYTES + FOLD_STEP_BYTES)
+            except FileMemError as exc:
+                # Never raised from here: this write is in the log, synced, and
+                # acknowledging it as failed would make a retried update apply
+                # twice. The next write of this handle folds first instead and
+                # is refused, unlogged, if the fold still fails (_before_commit).
+                self.counters["fold_failures"] += 1
+                self._fold_error = exc
+            else:
+                self._fold_error = None
             return
         self._poke_folder(now=unfolded > FOLD_BYTES)
+
+    def _before_commit(self, log: Log) -> None:
+        """Back-pressure that bounds the log when the fold fails (a damaged shard, a full disk).
+
+        Only after this handle's own back-pressure fold failed (no page read
+        otherwise): while the log is still more than :data:`BACKLOG_BYTES`
+        behind, fold first, and refuse the write, before anything is logged,
+        if that fails too. So a fold that cannot move (it stops at a shard it
+        cannot read until ``check --fix``) costs writers a clear error once
+        the backlog passes the bound, instead of a log and an overlay in
+        every process that grow without limit.
+        """
+        failed = self._fold_error
+        if failed is None:
+            return
+        behind = log.unfolded_bytes()
+        if behind <= BACKLOG_BYTES:
+            self._fold_error = None  # another process's fold got through (after check --fix, say)
+            return
+        try:
+            self.fold(wait=True, max_bytes=behind - BACKLOG_BYTES + FOLD_STEP_BYTES)
+        except FileMemError as exc:
+            self.counters["fold_failures"] += 1
+            self._fold_error = exc
+            raise StorageError(
+                f"write refused, nothing was logged: the write-ahead log of {self.root} is "
+                f"{behind / (1 << 20):.1f} MiB behind the shard files and the fold cannot move ({exc}); "
+                "`filemem check --fix` repairs what stops it",
+                path=getattr(exc, "path", None) or self.root,
+            ) from exc
+        self._fold_error = None
 
     def _poke_folder(self, *, now: bool) -> None:
         """Ask this process's background folder to fold (at once, or :data:`FOLD_IDLE_S` from now); start it first."""

@@ -75,13 +75,15 @@ class Reads(Marker):
 
     # ------------------------------------------------------------------ cache
 
-    def load(self, path: str, prefix: str | None, *, fresh_ok: bool = False) -> Shard | None:
+    def load(self, path: str, prefix: str | None, *, fresh_ok: bool = False, keep: bool = True) -> Shard | None:
         """The current parse of the shard at ``path``, or None if absent.
 
         ``fresh_ok``: a cache entry that is still fresh (TTL, no change event)
         is used with no system call. Otherwise one ``stat`` when the cached
-        parse is current, a read and parse when not. Raises CorruptShardError
-        for a damaged file.
+        parse is current, a read and parse when not. ``keep=False``: a new
+        parse is not added to the cache (the fold's: it rewrites the shard at
+        once and reads nothing of it). Raises CorruptShardError for a damaged
+        file.
         """
         cache = self.cache
         if fresh_ok:
@@ -100,7 +102,10 @@ class Reads(Marker):
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            cache.store(path, None, 0, as_of=started)
+            if keep:
+                cache.store(path, None, 0, as_of=started)
+            else:
+                cache.forget(path)
             return None
         except OSError as exc:
             raise _fs.storage_error(exc, "stat", path) from exc
@@ -114,7 +119,10 @@ class Reads(Marker):
             return entry.shard
         got = _fs.read_file(path)
         if got is None:
-            cache.store(path, None, 0, as_of=started)
+            if keep:
+                cache.store(path, None, 0, as_of=started)
+            else:
+                cache.forget(path)
             return None
         data, key = got
         # With a log, shards are written only by folds, splits and compaction,
@@ -124,7 +132,10 @@ class Reads(Marker):
         shard = decode_shard(data, path, self._codecs, prefix, keep_pairs=self.log is None)
         shard.statkey = key
         self.counters["shard_parses"] += 1
-        cache.store(path, shard, len(data), as_of=started)
+        if keep:
+            cache.store(path, shard, len(data), as_of=started)
+        elif entry is not None:
+            cache.forget(path)  # stale: a later reader must not revalidate against it
         return shard
 
     # ------------------------------------------------------------------ reads
@@ -237,6 +248,14 @@ class Reads(Marker):
         # Our own write is current by construction: a process reads its own
         # writes at once, whatever the cache's TTL.
         shard.statkey = key
+        if self.log is not None and self.cache.peek(path) is None:
+            # On a logged store shards are written by folds, splits and
+            # compaction, which read nothing back: caching every shard they
+            # write kept the whole store decoded in the folding process (the
+            # cache's bound counts file bytes, a parse takes 3-5x that; issue
+            # 13: the folder's peak RSS). A shard this process had cached is
+            # replaced by the new one, so its readers still skip a parse.
+            return
         if self.log is not None and shard.pairs:
             # As in load(): on a logged store the cache keeps records only. A
             # copy, since the writer may still use the encoded pairs it made

@@ -128,13 +128,7 @@ class LogFold(LogCore):
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         c = self._control()
         limit = c.synced
-        stops = self._fold_stops(cp.folded, limit)
-        if max_bytes is not None:
-            start = cp.folded
-            for i, stop in enumerate(stops):
-                if _distance(start, stop, self.segment_bytes) >= max_bytes:
-                    del stops[i + 1 :]
-                    break
+        stops = self._fold_stops(cp.folded, limit, max_bytes)
         self.fold_cut = bool(stops) and stops[-1] < limit
         for stop in stops:
             # A checkpoint per step: a fold killed part way (its process
@@ -170,16 +164,35 @@ class LogFold(LogCore):
 
         self._update_page(folded, append_held=False)
 
-    def _fold_stops(self, start: int, limit: int) -> list[int]:
-        """Where a fold from ``start`` to ``limit`` checkpoints: batch ends a step apart, then ``limit``."""
+    def _fold_stops(self, start: int, limit: int, max_bytes: int | None) -> list[int]:
+        """Where a fold from ``start`` to ``limit`` checkpoints: batch ends a step apart, then ``limit``.
+
+        With ``max_bytes``, only the steps up to the first that reaches that
+        much log from ``start``. The log is read a window at a time and only
+        frame ends are kept: a fold behind by megabytes held every frame of
+        the backlog here, once per bounded step (issue 13: the folding
+        process's peak RSS).
+        """
         if limit <= start:
             return []
         stops: list[int] = []
-        mark = start
-        for frame in self.reader.scan(start, limit).frames:
-            if frame.kind == _format.BATCH and frame.end < limit and frame.end - mark >= self.fold_step_bytes:
-                stops.append(frame.end)
-                mark = frame.end
+        mark = pos = start
+        window = max(self.fold_step_bytes, 1 << 16)
+        while pos < limit:
+            upto = _advance(pos, window, limit, self.segment_bytes)
+            scan = self.reader.scan(pos, upto)
+            ends = [(f.kind, f.end) for f in scan.frames]
+            del scan
+            if not ends:
+                break  # unreadable here: fold_range raises with the detail
+            step, seg_bytes = self.fold_step_bytes, self.segment_bytes
+            for kind, end in ends:
+                if kind == _format.BATCH and end < limit and _distance(mark, end, seg_bytes) >= step:
+                    stops.append(end)
+                    mark = end
+                    if max_bytes is not None and _distance(start, end, seg_bytes) >= max_bytes:
+                        return stops
+            pos = ends[-1][1]
         stops.append(limit)
         return stops
 
@@ -235,6 +248,18 @@ class LogFold(LogCore):
                 _platform.unlock(fd)
         finally:
             os.close(fd)
+
+
+def _advance(pos: int, nbytes: int, limit: int, segment_bytes: int) -> int:
+    """The position about ``nbytes`` of log after ``pos`` (the next segment's start at most), capped at ``limit``.
+
+    A scan up to it reads whole frames only: one that would cross it is
+    left for the next window (the reader never returns a frame past its limit).
+    """
+    seg, off = _format.segment_of(pos), _format.offset_of(pos)
+    if off + nbytes < segment_bytes:
+        return min(_format.position(seg, off + nbytes), limit)
+    return min(_format.position(seg + 1, _format.SEGMENT_HEADER_BYTES), limit)
 
 
 def _distance(start: int, end: int, segment_bytes: int) -> int:

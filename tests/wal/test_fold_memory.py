@@ -1,0 +1,143 @@
+"""What the folding process holds: no shard it did not read, no path per folded key, no whole backlog per step.
+
+Issue 13's memory figure (peak RSS per process under sustained 4-writer load
+under 50 MB) was missed by the one process that folds; these pin the three
+things that made it hold more than the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import filemem
+from filemem._engine import _log as engine_log
+from filemem._wal import _format
+
+NS = ("agent", "facts")
+
+
+@pytest.fixture
+def no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes leave the log unfolded until the test folds (no folder thread, no back-pressure fold)."""
+    monkeypatch.setattr(engine_log.LogGlue, "_poke_folder", lambda self, *, now: None)
+    monkeypatch.setattr(engine_log, "FOLD_BYTES", 1 << 40)
+
+
+def _engine(store: filemem.Store) -> Any:
+    return store._backend.engine  # type: ignore[attr-defined]
+
+
+def _fill(store: filemem.Store, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        store.put(NS, f"key-{i}", {"n": i, "text": "x" * 100})
+
+
+def test_the_fold_caches_no_shard_this_process_did_not_read(store_path: str, no_background_fold: None) -> None:
+    with filemem.Store(store_path, shard_max_bytes=4096) as store:
+        _fill(store, 1500)
+        _engine(store).settle()
+        _fill(store, 1500)  # overwrite them all: the second fold rewrites shards that exist
+        engine = _engine(store)
+        cached_during: list[int] = []
+        install = engine._install
+
+        def spy(records: list[Any], expired_before: float) -> None:
+            install(records, expired_before)
+            cached_during.append(len(engine.cache))  # before the fold's own refresh forgets anything
+
+        engine._install = spy
+        engine.settle()
+        shards = engine.counters["shard_writes"]
+        assert cached_during, "the fold installed nothing"
+        assert shards > 50  # many shards rewritten...
+        assert max(cached_during) == 0  # ...and none of them kept decoded in this process
+        assert store.get(NS, "key-7") == {"n": 7, "text": "x" * 100}
+
+
+def test_a_shard_this_process_had_cached_reads_the_folded_records(store_path: str, no_background_fold: None) -> None:
+    with filemem.Store(store_path, shard_max_bytes=1 << 20) as store:  # one shard
+        _fill(store, 50)
+        engine = _engine(store)
+        engine.settle()
+        assert store.get(NS, "key-1", consistency="strict") == {"n": 1, "text": "x" * 100}
+        store.put(NS, "key-1", {"n": -1})
+        store.put(NS, "other", 1)
+        engine.settle()  # revalidates the cached shard, rewrites it, replaces the cached copy
+        assert engine.log.positions()[1] == engine.log.positions()[0]
+        for consistency in ("cached", "strict"):
+            assert store.get(NS, "key-1", consistency=consistency) == {"n": -1}
+            assert store.get(NS, "other", consistency=consistency) == 1
+            assert store.get(NS, "key-2", consistency=consistency) == {"n": 2, "text": "x" * 100}
+
+
+def test_forgetting_folded_keys_keeps_no_path_per_key(store_path: str, no_background_fold: None) -> None:
+    with filemem.Store(store_path, shard_max_bytes=4096) as store:
+        store.get(NS, "key-0")  # this process has a view of the namespace: folds tell it what to forget
+        engine = _engine(store)
+        for round_ in range(3):
+            _fill(store, 1000, start=round_ * 1000)
+            engine.settle()
+        view = engine.view(NS)
+        shard_files = len(view.existing)
+        assert shard_files > 20
+        # A path is kept per shard this process looked up, not per key and depth
+        # (3,000 keys folded: tens of thousands of paths before).
+        assert len(view._paths) < 4 * shard_files
+
+
+def test_a_bounded_fold_reads_only_about_its_own_share_of_the_log(store_path: str, no_background_fold: None) -> None:
+    with filemem.Store(store_path) as store:
+        _fill(store, 6000)  # about 1.3 MB of log, unfolded
+        engine = _engine(store)
+        log = engine.log
+        synced, folded = log.positions()
+        assert synced - folded > 1 << 20
+        furthest = [0]
+        scan = log.reader.scan
+
+        def spy(start: int, limit: int | None = None) -> Any:
+            got = scan(start, limit)
+            furthest[0] = max(furthest[0], got.end)
+            return got
+
+        log.reader.scan = spy
+        step = 128 << 10
+        assert engine.fold(wait=True, max_bytes=step)
+        log.reader.scan = scan
+        now_folded = log.positions()[1]
+        assert folded < now_folded < synced  # one bounded fold: some of the log, not all
+        # It read up to where it stopped and a window more at most, not the whole backlog.
+        assert (
+            _format.offset_of(furthest[0]) - _format.offset_of(now_folded) <= max(log.fold_step_bytes, 1 << 16) + 4096
+        )
+        engine.settle()
+        assert log.positions()[1] == log.positions()[0]
+        assert store.get(NS, "key-5999") == {"n": 5999, "text": "x" * 100}
+
+
+def test_a_writer_past_the_bound_folds_what_lies_past_it_not_the_whole_backlog(
+    store_path: str, no_background_fold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with filemem.Store(store_path) as store:
+        engine = _engine(store)
+        log = engine.log
+        for chunk in range(60):  # frames of 200 records: the fold can stop between any two
+            with store.batch() as b:
+                for i in range(chunk * 200, chunk * 200 + 200):
+                    b.put(NS, f"key-{i}", {"n": i, "text": "x" * 100})
+        backlog = log.unfolded_bytes()
+        assert backlog > 1 << 20
+        bound = 1 << 20  # several of the fold's 256 KiB checkpoint steps
+        monkeypatch.setattr(engine_log, "FOLD_BYTES", bound // 4)
+        monkeypatch.setattr(engine_log, "BACKLOG_BYTES", bound)
+        monkeypatch.setattr(engine_log, "FOLD_STEP_BYTES", 128 << 10)
+        store.put(NS, "one-more", 1)  # past the bound: this writer folds
+        left = log.unfolded_bytes()
+        # Its share: the log is back near the bound, not folded to the end (a put
+        # of a fresh Store once folded a whole 1M-record populate's backlog: 327 s).
+        assert 0 < left <= bound
+        assert left >= bound - (128 << 10) - log.fold_step_bytes - (64 << 10)
+        assert store.get(NS, "key-11999") == {"n": 11999, "text": "x" * 100}
+        assert store.get(NS, "one-more") == 1
