@@ -12,16 +12,14 @@ advisory locks, retried on a serialization failure, with the change feed's
 outbox row; it runs in the worker thread through the one implementation the
 conformance suite checks.
 
-Which path is used: ``tools/bench_pg.py --aio`` measures both read paths in
-one run. On the 2-core test machine (load 15-28 from other work) the worker
-threads were 1.25x to 3x faster than the pool, at 1 and at 16 concurrent
-coroutines (docs/scale-out.md has the figures): psycopg's C layer releases
-the GIL for the whole round trip in a thread, while the async connection
-wakes the event loop several times per query, and every wakeup of a
-single-threaded loop competes with everything else for a core. So
-``USE_ASYNC_POOL`` is False and a server AsyncStore reads in its worker
-threads, like a file store; ``AsyncStore(url, server_reads="pool")`` (or
-this flag) uses the pool where measurements say otherwise. Both paths run in tests/aio.
+Which path is used: ``tools/bench_pg.py --aio-only`` measures both read
+paths in one run. On a quiet 2-core machine the pool was 1.3-1.4x faster
+than the worker threads with 1 coroutine and 1.9-2.4x with 16
+(docs/scale-out.md has the figures); under load 15-28 from other work the
+threads had looked faster, each wakeup of the loop competing for a core. So
+``USE_ASYNC_POOL`` is True and a server AsyncStore reads over the pool;
+``AsyncStore(url, server_reads="threads")`` (or this flag) keeps reads in
+the worker threads. Both paths run in tests/aio and tests/pg.
 """
 
 from __future__ import annotations
@@ -36,8 +34,8 @@ from .._types import Item, NamespaceLike
 
 __all__ = ["NOT_HERE", "USE_ASYNC_POOL", "PoolReads"]
 
-#: Whether an AsyncStore on a server reads over the async pool: no, the worker threads measured faster.
-USE_ASYNC_POOL = False
+#: Whether an AsyncStore on a server reads over the async pool by default (measured faster on a quiet machine).
+USE_ASYNC_POOL = True
 NOT_HERE: Final[Any] = object()
 
 

@@ -61,10 +61,10 @@ class AsyncStore:
     calling thread; inside a running loop, ``await AsyncStore.open(path, ...)``
     does that in a worker thread instead. Arguments are those of ``Store``,
     plus ``max_in_flight`` (default 16) and, on a ``postgresql://`` URL,
-    ``server_reads``: ``"threads"`` (the default: reads run the sync backend
-    in the worker threads, measured faster here) or ``"pool"`` (reads over
-    psycopg's ``AsyncConnection`` and ``AsyncConnectionPool`` on the loop;
-    docs/scale-out.md compares them). Ignored on a directory.
+    ``server_reads``: ``"pool"`` (the default: reads over psycopg's
+    ``AsyncConnection`` and ``AsyncConnectionPool`` on the loop) or
+    ``"threads"`` (reads run the sync backend in the worker threads, as on
+    files); docs/scale-out.md compares them. Ignored on a directory.
     """
 
     def __init__(
