@@ -11,7 +11,8 @@ the next::
     _batch.py    multi-shard batches: intents and their recovery
     _split.py    shard splits (crash-safe without a manifest), maintain_shard
     _commit.py   commits to the shard files (format 1, and the fold's installs)
-    _log.py      the write-ahead log in front of the shards: decide, fold, pin
+    _decide.py   write decisions under the log's append lock; carried created_at
+    _log.py      the write-ahead log in front of the shards: fold, pin
     _core.py     Engine: open, apply, close
     _api.py      EngineAPI: the backend-neutral part of the engine interface
 

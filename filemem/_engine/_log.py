@@ -1,8 +1,9 @@
 """The log glue: the write-ahead log (filemem._wal) in front of the shards (layer L2).
 
-On a format-2 store a write is one record appended to the log (``_decide``
-turns ops into log ops under the append lock), and a fold later installs the
-log's records into the shards through ``_commit`` (``_install``).
+On a format-2 store a write is one record appended to the log (``_decide``,
+in ``_decide.py``, turns ops into log ops under the append lock), and a fold
+later installs the log's records into the shards through ``_commit``
+(``_install``).
 
 Invariant: the log's unfolded records are above the shards: a read asks the
 log first, a listing merges its entries over the shards keeping the higher
@@ -19,29 +20,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Final
 
 from .. import _fs, _locks
-from .._errors import CorruptShardError, FileMemError, InvalidValueError, StorageError
+from .._errors import CorruptShardError, FileMemError, StorageError
 from .._names import hash_bits
 from .._shard import SHARD_SUFFIX, Record, shard_name
 from .._view import MAX_PREFIX_BITS
 from .._wal import WAL_DIR, Log
-from .._wal._carry import Carried, carried_from, frame_created
 from .._wal._fold import Checkpoint, Installed, write_checkpoint
-from .._wal._format import DELETE, PUT, LogOp
 from .._wal._log import APPEND_LOCK, FIRST_POSITION, LogIssue
-from .._wal._log_core import record_of, resolved_record_of
-from .._wal._overlay import Change, Entry
+from .._wal._overlay import Entry
 from .._wal._tail import CONTROL_PAGE, LogTail, announce, control_fd
-from ._commit import Commits
+from ._decide import Decisions
 from ._marker import INTERNAL_DIR, MARKER, STORE_FORMAT_VERSION, _read_marker
-from ._ops import UNDECODED, Op, _checked_version, copy_value
+from ._ops import Op
 
 #: Fold when this many bytes of log are unfolded (also the overlay's bound).
 FOLD_BYTES: Final = 4 << 20
@@ -54,13 +51,11 @@ FOLD_IDLE_S: Final = 0.25
 FOLD_STEP_BYTES: Final = 1 << 20
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
-#: ``_decide``: a plain put's previous record, not read (its created_at is carried over).
-_CARRY: Final[Any] = object()
 #: Folded keys whose cached shards are forgotten between two releases of the GIL.
 _FORGET_SLICE: Final = 256
 
 
-class LogGlue(Commits):
+class LogGlue(Decisions):
     """The engine's side of the log: open, upgrade, decide, fold, pin."""
 
     def _open_log(self) -> None:
@@ -385,176 +380,6 @@ class LogGlue(Commits):
         self.counters["records_folded"] += len(records)
 
     # ------------------------------------------------------------------ views
-
-    def _decide(
-        self,
-        ops: list[Op],
-        latest: Callable[[tuple[str, ...], str], Entry | None],
-        first_lsn: int,
-        now: float,
-    ) -> tuple[list[LogOp], list[Any], list[Change]]:
-        """Under the append lock: check and turn ``ops`` into log ops (all or none: raising logs nothing)."""
-        logged: list[LogOp] = []
-        changes: list[Change] = []
-        results: list[Any] = []
-        #: This batch's earlier write of a key: its record, or (lsn, logged op) for an undecoded put.
-        mine: dict[tuple[tuple[str, ...], str], Record | tuple[int, LogOp] | None] = {}
-        codec = self.codec
-        cname = codec.name
-        checked: set[tuple[str, ...]] = set()  # namespaces whose view was checked in this batch
-        decode_logged = self._decode_logged
-        for op in ops:
-            ident = (op.namespace, op.key)
-            enc = op.encoded
-            if (
-                op.value is UNDECODED
-                and enc is not None
-                and enc[0] == cname
-                and op.kind == "put"
-                and op.if_version is None
-                and op.ttl is None
-                and ident not in mine
-            ):
-                # A plain put given only as codec bytes (the collector's): log the bytes as they
-                # are, and let this process's readers decode them on first read, as they do
-                # another process's frames. No decode, no record built (issue 13).
-                lsn = first_lsn + len(logged)
-                data = enc[1]
-                if len(data) > self.max_value_bytes:
-                    raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
-                entry = latest(op.namespace, op.key)
-                if entry is not None:
-                    created_at = frame_created(carried_from(entry.record, now))
-                else:
-                    # Carried over, as in the plain put below (see _wal._carry).
-                    if op.namespace not in checked:
-                        self.view(op.namespace)
-                        checked.add(op.namespace)
-                    created_at = math.nan
-                lop = LogOp(op.namespace, op.key, PUT, cname, data, created_at)
-                logged.append(lop)
-                results.append(lsn)
-                changes.append((op.namespace, op.key, Entry(lsn, None, lop, now, decode_logged)))
-                mine[ident] = (lsn, lop)
-                continue
-            if ident in mine:
-                got = mine[ident]
-                rec = record_of(self._codecs, got[1], got[0], now) if isinstance(got, tuple) else got
-            else:
-                entry = latest(op.namespace, op.key)
-                if entry is not None:
-                    rec = entry.record
-                elif op.kind == "put" and op.if_version is None:
-                    # A plain put needs nothing of the record it replaces but
-                    # its created_at: log it as carried over (see _wal._carry)
-                    # instead of reading the shard under the append lock (a
-                    # cold shard parse per key: issue 13). The namespace's
-                    # view still refuses a directory that is a link (once per
-                    # namespace and process), as a read of the shard did.
-                    self.view(op.namespace)
-                    rec = _CARRY
-                else:
-                    rec = self._read_shards(op.namespace, op.key, fresh_ok=True)[0]
-            if rec is not _CARRY:
-                rec, _ = _checked_version(op, rec, now)
-            lsn = first_lsn + len(logged)
-            if op.kind == "delete":
-                results.append(rec is not None)
-                if rec is not None:
-                    logged.append(LogOp(op.namespace, op.key, DELETE))
-                    changes.append((op.namespace, op.key, Entry(lsn, None)))
-                    mine[ident] = None
-                continue
-            if op.kind == "update":
-                assert op.fn is not None
-                value = copy_value(op.fn(copy_value(rec["value"]) if rec is not None else None))
-                results.append(copy_value(value))
-            else:
-                value = op.value
-                if value is UNDECODED:
-                    assert enc is not None, "an UNDECODED put carries its encoding"
-                    value = self._codecs[enc[0]].decode(enc[1])
-                results.append(lsn)
-            # Encoded when it was checked (put(), batch(), the collector): not
-            # again, unless the store's codec changed since (a convert ran):
-            # bytes of another codec are never logged under this one's name.
-            data = enc[1] if op.kind == "put" and enc is not None and enc[0] == codec.name else codec.encode(value)
-            if len(data) > self.max_value_bytes:
-                raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
-            expires: float | None = None
-            if op.ttl is not None:
-                expires = now + op.ttl
-            elif op.kind == "update" and rec is not None:
-                expires = rec.get("expires_at")
-            created = Carried(now) if rec is _CARRY else carried_from(rec, now)
-            new: Record = {"value": value, "version": lsn, "created_at": created, "updated_at": now}
-            if expires is not None:
-                new["expires_at"] = expires
-            logged.append(LogOp(op.namespace, op.key, PUT, codec.name, data, frame_created(created), expires))
-            if isinstance(created, Carried):
-                # This process's readers get the resolved time, looked up on
-                # first read (outside the append lock).
-                entry = Entry(lsn, None, (op.namespace, op.key, new), now, self._resolved_own_entry)
-            else:
-                entry = Entry(lsn, new)
-            changes.append((op.namespace, op.key, entry))
-            mine[ident] = new
-        return logged, results, changes
-
-    def _decode_logged(self, op: LogOp, lsn: int, now: float) -> Record | None:
-        """An overlay entry's decode (see ``_wal._overlay.Entry``) for an undecoded put this process logged."""
-        return resolved_record_of(self._codecs, self.resolve_created, op, lsn, now)
-
-    def _resolved_own_entry(self, own: tuple[tuple[str, ...], str, Record], _lsn: int, _now: float) -> Record:
-        """An overlay entry's decode (see ``_wal._overlay.Entry``) for this process's own carried put."""
-        return self._resolved_own(*own)
-
-    def _resolved_own(self, namespace: tuple[str, ...], key: str, record: Record) -> Record:
-        """This process's own carried put, as readers are served it (``created_at`` resolved)."""
-        created = record["created_at"]
-        if not isinstance(created, Carried):
-            return record
-        return {**record, "created_at": self.resolve_created(namespace, key, record["version"], created)}
-
-    def resolve_created(self, namespace: tuple[str, ...], key: str, lsn: int, carried: Carried) -> float:
-        """The ``created_at`` a put logged at ``lsn`` carried over, from the shard record it replaced.
-
-        The writer carried it only because the log held nothing unfolded of the
-        key, so the shard's record (if older than ``lsn``) is the one the put
-        replaced. If a fold has installed the put since, the shard holds its
-        resolved value; if a fold went past it to a later write of the key, that
-        write's ``created_at`` is the same unless the key was deleted or expired
-        in between (then it is later than the put, which is how that is told).
-        """
-        rec = self._raw_shard_record(namespace, key)
-        if rec is None:
-            return carried.as_of
-        version = rec["version"]
-        created = rec["created_at"]
-        if version < lsn:
-            got = carried.resolve(rec)
-            return got if not isinstance(got, Carried) else carried.as_of
-        if version == lsn or created <= carried.as_of:
-            return float(created)
-        # Folded past the put and past a delete or expiry of the key after it:
-        # the time it carried is gone from the shards; the put's own is the
-        # best left (only a read racing two folds lands here).
-        return carried.as_of
-
-    def _raw_shard_record(self, namespace: tuple[str, ...], key: str) -> Record | None:
-        """The key's record in its shard, expired or not (None: no record)."""
-        view = self.view(namespace)
-        bits = hash_bits(key)
-        for _ in range(8):
-            prefix = view.resolve(bits)
-            shard = self.load(view.shard_path(prefix), prefix)
-            if shard is None or shard.splitting:
-                if view.recheck(prefix, bits, missing=shard is None):
-                    continue
-                if shard is None:
-                    return None
-            return shard.records.get(key)
-        raise StorageError(f"namespace {view.dir} kept changing while reading {key!r}; retry", path=view.dir)
 
     def _after_commit(self, log: Log) -> None:
         """Fold triggers: soon after the last write (a timer), at once past the size threshold."""
