@@ -31,12 +31,15 @@ _NEVER: Final = float("-inf")
 class CacheEntry:
     """One cached shard (or absence), when it was last known current, and whether it was used since."""
 
-    __slots__ = ("fresh_until", "shard", "size", "used")
+    __slots__ = ("fresh_until", "seen", "shard", "size", "used")
 
-    def __init__(self, shard: Shard | None, size: int, fresh_until: float) -> None:
+    def __init__(self, shard: Shard | None, size: int, fresh_until: float, seen: float = _NEVER) -> None:
         self.shard = shard
         self.size = size
         self.fresh_until = fresh_until
+        #: When the file was looked at for this entry (monotonic): an older
+        #: look never replaces it (ShardCache.store).
+        self.seen = seen
         #: Set by every read that uses the entry; eviction gives used entries a
         #: second chance (CLOCK), so a read costs one attribute store, not a
         #: reordering under a lock.
@@ -91,8 +94,22 @@ class ShardCache:
         Readers pass the time *before* they looked at the file, so a slow read
         cannot stretch an entry's life past the TTL.
         """
-        entry = CacheEntry(shard, size, (time.monotonic() if as_of is None else as_of) + self.ttl_s)
+        seen = time.monotonic() if as_of is None else as_of
+        entry = CacheEntry(shard, size, seen + self.ttl_s, seen)
         with self._lock:
+            old = self._entries.get(path)
+            if old is not None and old.seen > seen:
+                # This reader looked at the file before the entry there was
+                # made: a thread of this process wrote the shard meanwhile (a
+                # split installing its leaves) or a later read stored it. The
+                # older look must not replace it: stored fresh, a reader's
+                # "absent" taken before a split created the leaf hid the
+                # leaf's keys from this process for up to the TTL. If that
+                # newer entry was since invalidated, ours is stored but not
+                # fresh: the next read revalidates with a stat.
+                if old.fresh_until != _NEVER:
+                    return
+                entry.fresh_until = _NEVER
             old = self._entries.pop(path, None)
             if old is not None:
                 old.fresh_until = _NEVER  # superseded: no one may serve it any more
