@@ -26,7 +26,7 @@ from .._names import hash_bits
 from .._shard import Record, Shard, encode_shard
 from .._view import View
 from .._wal._carry import Carried
-from ._ops import Op, _checked_version, copy_value
+from ._ops import Op, _checked_version, _written_value, copy_value
 from ._split import Splits, maintain_shard
 
 #: While holding some of a batch's locks, wait at most this long for the next
@@ -223,13 +223,8 @@ class Commits(Splits):
                     dirty.setdefault(lp, []).append(op.key)
                 results.append(removed)
                 continue
-            if op.kind == "update":
-                assert op.fn is not None
-                value = copy_value(op.fn(copy_value(rec["value"]) if rec is not None else None))
-                results.append(copy_value(value))
-            else:
-                value = op.value
-                results.append(version)
+            value, updated = _written_value(op, rec)
+            results.append(copy_value(value) if updated else version)
             new: Record = {
                 "value": value,
                 "version": version,

@@ -29,7 +29,7 @@ from .._wal._format import DELETE, PUT, LogOp
 from .._wal._log_core import record_of, resolved_record_of
 from .._wal._overlay import Change, Entry
 from ._commit import Commits
-from ._ops import UNDECODED, Op, _checked_version, copy_value
+from ._ops import UNDECODED, Op, _checked_version, _written_value, copy_value
 
 __all__ = ["Decisions"]
 
@@ -119,12 +119,10 @@ class Decisions(Commits):
                     changes.append((op.namespace, op.key, Entry(lsn, None)))
                     mine[ident] = None
                 continue
-            if op.kind == "update":
-                assert op.fn is not None
-                value = copy_value(op.fn(copy_value(rec["value"]) if rec is not None else None))
+            value, updated = _written_value(op, rec)
+            if updated:
                 results.append(copy_value(value))
             else:
-                value = op.value
                 if value is UNDECODED:
                     assert enc is not None, "an UNDECODED put carries its encoding"
                     value = self._codecs[enc[0]].decode(enc[1])

@@ -390,17 +390,11 @@ class LogGlue(Decisions):
             # past the bound, about its own frame. Folding the whole backlog
             # here stalled one put of a fresh Store for 327 s after a 1M-record
             # populate (tools/bench.py latency, issue 13).
-            try:
-                self.fold(wait=True, max_bytes=unfolded - BACKLOG_BYTES + FOLD_STEP_BYTES)
-            except FileMemError as exc:
-                # Never raised from here: this write is in the log, synced, and
-                # acknowledging it as failed would make a retried update apply
-                # twice. The next write of this handle folds first instead and
-                # is refused, unlogged, if the fold still fails (_before_commit).
-                self.counters["fold_failures"] += 1
-                self._fold_error = exc
-            else:
-                self._fold_error = None
+            # Never raised from here: this write is in the log, synced, and
+            # acknowledging it as failed would make a retried update apply
+            # twice. The next write of this handle folds first instead and is
+            # refused, unlogged, if the fold still fails (_before_commit).
+            self._fold_share(unfolded)
             return
         self._poke_folder(now=unfolded > FOLD_BYTES)
 
@@ -422,18 +416,25 @@ class LogGlue(Decisions):
         if behind <= BACKLOG_BYTES:
             self._fold_error = None  # another process's fold got through (after check --fix, say)
             return
-        try:
-            self.fold(wait=True, max_bytes=behind - BACKLOG_BYTES + FOLD_STEP_BYTES)
-        except FileMemError as exc:
-            self.counters["fold_failures"] += 1
-            self._fold_error = exc
+        exc = self._fold_share(behind)
+        if exc is not None:
             raise StorageError(
                 f"write refused, nothing was logged: the write-ahead log of {self.root} is "
                 f"{behind / (1 << 20):.1f} MiB behind the shard files and the fold cannot move ({exc}); "
                 "`filemem check --fix` repairs what stops it",
                 path=getattr(exc, "path", None) or self.root,
             ) from exc
+
+    def _fold_share(self, behind: int) -> FileMemError | None:
+        """Fold what lies past :data:`BACKLOG_BYTES` (plus a step); remember and return a failure."""
+        try:
+            self.fold(wait=True, max_bytes=behind - BACKLOG_BYTES + FOLD_STEP_BYTES)
+        except FileMemError as exc:
+            self.counters["fold_failures"] += 1
+            self._fold_error = exc
+            return exc
         self._fold_error = None
+        return None
 
     def _poke_folder(self, *, now: bool) -> None:
         """Ask this process's background folder to fold (at once, or :data:`FOLD_IDLE_S` from now); start it first."""

@@ -142,3 +142,17 @@ def _checked_version(op: Op, rec: Record | None, now: float) -> tuple[Record | N
             current_version=current,
         )
     return rec, current
+
+
+def _written_value(op: Op, rec: Record | None) -> tuple[Any, bool]:
+    """The value a put or update writes over the live ``rec``, and whether it was an update.
+
+    One rule for both write paths, as :func:`_checked_version`: an update's
+    function gets a copy of the current value (None if absent) and its result
+    is copied, so neither aliases a cached record. A put's value is the op's
+    (it may be :data:`UNDECODED`; the caller decodes where it needs it).
+    """
+    if op.kind == "update":
+        assert op.fn is not None
+        return copy_value(op.fn(copy_value(rec["value"]) if rec is not None else None)), True
+    return op.value, False

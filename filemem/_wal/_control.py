@@ -204,21 +204,15 @@ class ControlPage:
     def read(self) -> Control | None:
         """A consistent copy of the counters, or None if a writer seems to have died mid-update."""
         for spin in range(_SPINS):
-            s1 = self._get(_SEQ)
-            if s1 & 1:
-                if spin >= _TIGHT_SPINS:
-                    # The writer is mid-update and, with more processes than
-                    # cores, most likely descheduled: spinning in Python only
-                    # keeps it off the CPU (four writers on two cores spent a
-                    # fifth of their CPU here). Give the core away instead.
-                    _platform.yield_cpu()
-                continue
-            if self._map is not None:
-                values = struct.unpack_from("<8Q", self._map, _FIRST_FIELD * 8)
-            else:
-                values = struct.unpack("<8Q", self._pread(64, _FIRST_FIELD * 8))
-            if self._get(_SEQ) == s1:
-                return Control(*values)
+            got = self._read_try()
+            if got is not None:
+                return got
+            if spin >= _TIGHT_SPINS:
+                # The writer is mid-update and, with more processes than
+                # cores, most likely descheduled: spinning in Python only
+                # keeps it off the CPU (four writers on two cores spent a
+                # fifth of their CPU here). Give the core away instead.
+                _platform.yield_cpu()
         return None
 
     def read_once(self) -> Control | None:
@@ -229,6 +223,10 @@ class ControlPage:
         descheduled mid-update cost four writers on two cores a fifth of
         their CPU.
         """
+        return self._read_try()
+
+    def _read_try(self) -> Control | None:
+        """One try of the seqlock read: a consistent copy, or None (mid-update, or one finished meanwhile)."""
         s1 = self._get(_SEQ)
         if s1 & 1:
             return None

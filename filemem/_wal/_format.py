@@ -226,41 +226,14 @@ def encode_batch(first_lsn: int, now: float, ops: list[LogOp]) -> bytes:
 
 
 def decode_batch(payload: bytes) -> tuple[int, float, list[LogOp]]:
-    """(first lsn, time, ops) of a BATCH payload. Raises ValueError if it is malformed."""
-    try:
-        first, now, count = _BATCH_HEAD.unpack_from(payload)
-        at = _BATCH_HEAD.size
-        ops: list[LogOp] = []
-        for _ in range(count):
-            kind, codec, ns_len, key_len = _OP_HEAD.unpack_from(payload, at)
-            at += _OP_HEAD.size
-            ns_raw = payload[at : at + ns_len]
-            if len(ns_raw) != ns_len:
-                raise ValueError("truncated namespace")
-            namespace = _ns_tuple(bytes(ns_raw))
-            at += ns_len
-            key = payload[at : at + key_len].decode()
-            at += key_len
-            op = LogOp(namespace, key, kind)
-            if kind == PUT:
-                created, expires, value_len = _PUT_TAIL.unpack_from(payload, at)
-                at += _PUT_TAIL.size
-                value = payload[at : at + value_len]
-                if len(value) != value_len or codec not in CODEC_NAMES:
-                    raise ValueError("truncated value or unknown codec")
-                at += value_len
-                op.codec = CODEC_NAMES[codec]
-                op.value = bytes(value)
-                op.created_at = created
-                op.expires_at = None if math.isnan(expires) else expires
-            elif kind != DELETE:
-                raise ValueError(f"unknown op kind {kind}")
-            ops.append(op)
-    except (struct.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"malformed batch: {exc}") from exc
-    if at != len(payload):
-        raise ValueError("batch has trailing bytes")
-    return first, now, ops
+    """(first lsn, time, ops) of a BATCH payload. Raises ValueError if it is malformed.
+
+    :func:`index_batch` checks the payload; each op is then built from it
+    (one parser for both: a frame the fold decodes and a frame a writer only
+    indexes cannot be judged differently).
+    """
+    first, now, indexed = index_batch(payload)
+    return first, now, [op_at(payload, op) for op in indexed]
 
 
 #: One op of a batch as :func:`index_batch` finds it: namespace, key, kind,
