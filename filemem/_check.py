@@ -32,7 +32,6 @@ them, and ``quarantine/`` itself may be the link.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import time
 from collections.abc import Callable
@@ -75,7 +74,7 @@ _BITS = frozenset("01")
 def quarantine_name(root: str, path: str) -> str:
     """Where ``check(fix=True)`` moves a corrupt file."""
     rel = os.path.relpath(path, root).replace(os.sep, "__")
-    return os.path.join(root, QUARANTINE_DIR, f"{rel}.{time.time_ns()}-{secrets.token_hex(3)}")
+    return os.path.join(root, QUARANTINE_DIR, f"{rel}.{time.time_ns()}-{os.urandom(3).hex()}")
 
 
 def check_log(engine: Engine, *, fix: bool) -> list[Finding]:

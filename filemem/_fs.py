@@ -34,7 +34,6 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-import secrets
 import stat as _stat
 import sys
 import time
@@ -237,7 +236,7 @@ def stat_key(st: os.stat_result) -> StatKey:
 
 def temp_path(target: str, tag: str = "") -> str:
     """A fresh temp name beside ``target`` (pid and randomness keep writers apart)."""
-    return f"{target}{TEMP_MARK}{tag}{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{target}{TEMP_MARK}{tag}{os.getpid()}-{os.urandom(4).hex()}"
 
 
 def ensure_dir(path: str) -> None:

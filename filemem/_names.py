@@ -17,9 +17,9 @@ the children of ``("tenant", "acme")`` live under ``ns/tenant/acme/``, and
 from __future__ import annotations
 
 import functools
-import hashlib
 from typing import Final
 
+from ._digest import blake2b
 from ._errors import InvalidKeyError
 
 __all__ = [
@@ -183,5 +183,5 @@ def hash_bits(key: str) -> str:
     versions (it is part of the on-disk format): BLAKE2b, 8-byte digest, of the
     key's UTF-8 bytes, big-endian.
     """
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    digest = blake2b(key.encode("utf-8"), digest_size=8).digest()
     return format(int.from_bytes(digest, "big"), "064b")

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import random
-import secrets
 import threading
 import time
 from collections import deque
@@ -98,7 +97,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         self._codec = engine.codec
         takes = getattr(engine, "takes_undecoded", None)  # the file engine's; a server store's engine decodes
         self._undecoded = bool(takes is not None and takes())
-        self.jid = f"j{os.getpid()}-{secrets.token_hex(4)}"
+        self.jid = f"j{os.getpid()}-{os.urandom(4).hex()}"
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)  # space freed / records finished
         self._seq = 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
 import time
 import zlib
@@ -47,7 +46,7 @@ class Batches(Reads):
         encoded: dict[str, bytes],
         shards: dict[str, Shard],
     ) -> None:
-        batch_id = secrets.token_hex(8)
+        batch_id = os.urandom(8).hex()
         written: list[tuple[str, str, str, _fs.StatKey]] = []  # (lock path, temp, target, key)
         jobs = []
         for lp in encoded:

@@ -21,7 +21,7 @@ Ranking is in ``_scoring`` (and docs/search.md).
 from __future__ import annotations
 
 import bisect
-import hashlib
+import functools
 import json
 import math
 import os
@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from .. import _fs
+from .._digest import sha256
 from .._engine import Engine, Op, _fork_generation, copy_value
 from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Record, Shard
@@ -96,7 +97,7 @@ class Searcher:
             embed_id = f"{getattr(embed, '__module__', '?')}.{getattr(embed, '__qualname__', type(embed).__name__)}"
         self.embed_id = embed_id if embed is not None else None
         spec = {"v": 1, "fields": [list(f) for f in self.fields] if self.fields else None, "embed": self.embed_id}
-        self.config = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        self._spec = spec
         self._states: dict[tuple[str, ...], _NsState] = {}
         self._lock = threading.RLock()
         self._fork = _fork_generation[0]
@@ -114,6 +115,14 @@ class Searcher:
         }
 
     # ------------------------------------------------------------------ index state
+
+    @functools.cached_property
+    def config(self) -> str:
+        """The id of this index configuration, kept in index files (a file of another is rebuilt).
+
+        Computed on first use (every Store builds a Searcher; most never search).
+        """
+        return sha256(json.dumps(self._spec, sort_keys=True).encode()).hexdigest()[:12]
 
     def _state(self, ns: tuple[str, ...]) -> _NsState:
         st = self._states.get(ns)

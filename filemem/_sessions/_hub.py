@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 import weakref
@@ -137,7 +136,7 @@ class SessionHub:
         limited = bool(self.slots.scopes_for(namespace))
         now = time.time()
         info = SessionInfo(
-            id=f"{time.time_ns():016x}{secrets.token_hex(4)}",
+            id=f"{time.time_ns():016x}{os.urandom(4).hex()}",
             agent=agent,
             pid=os.getpid(),
             host=HOST,

@@ -27,7 +27,6 @@ jittered back-off (flock has no wake-up), so a freed slot is taken within about
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .. import _fs, _locks
+from .._digest import blake2b
 from .._errors import InvalidValueError, SessionLimitError, StoreClosedError
 from .._names import escape_segment
 from ._api import Releasable
@@ -65,7 +65,7 @@ def scope_name(scope: Scope) -> str:
         return "store"
     name = "ns." + ".".join(escape_segment(s) for s in scope)
     if len(name) > _SCOPE_NAME_MAX:
-        name = "nsh." + hashlib.blake2b("/".join(scope).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        name = "nsh." + blake2b("/".join(scope).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     return name
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import mmap
 import os
 import struct
@@ -51,6 +50,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .. import _fs
+from .._digest import blake2b
 from . import _platform
 
 __all__ = ["PAGE_BYTES", "Control", "ControlPage", "boot_id"]
@@ -101,7 +101,7 @@ def boot_id() -> int:
             raw = fh.read().strip()
     except OSError:
         return 0
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
+    return int.from_bytes(blake2b(raw, digest_size=8).digest(), "little")
 
 
 class ControlPage:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -41,7 +40,7 @@ def new_id(now_ns: int | None = None) -> str:
             _last_ns[0] = 0
         t = max(t, _last_ns[0] + 1)
         _last_ns[0] = t
-    return f"{t:016x}-{secrets.token_hex(4)}"
+    return f"{t:016x}-{os.urandom(4).hex()}"
 
 
 _last_pid = [os.getpid()]

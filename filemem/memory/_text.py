@@ -5,7 +5,6 @@ Nothing here touches the store, so each function is tested on its own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -13,6 +12,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
+
+from .._digest import blake2b
 
 __all__ = [
     "BM25_B",
@@ -51,7 +52,7 @@ def tokens(text: str) -> list[str]:
 def stable_key(*parts: Any, prefix: str = "") -> str:
     """A short key (``prefix`` + 20 hex digits of BLAKE2b) from JSON-encodable ``parts``; same in every process."""
     raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return prefix + hashlib.blake2b(raw.encode("utf-8"), digest_size=10).hexdigest()
+    return prefix + blake2b(raw.encode("utf-8"), digest_size=10).hexdigest()
 
 
 def slug(text: str, limit: int = 40) -> str:

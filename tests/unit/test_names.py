@@ -61,3 +61,17 @@ def test_hash_bits_is_stable() -> None:
     assert hash_bits("hello") == format(
         int.from_bytes(__import__("hashlib").blake2b(b"hello", digest_size=8).digest(), "big"), "064b"
     )
+
+
+def test_builtin_digests_equal_hashlibs() -> None:
+    """Shard names, index ids and lock ids are on-disk format: the builtin digests must be hashlib's bytes."""
+    import hashlib
+    import os
+
+    from filemem._digest import blake2b, sha256
+
+    for n in (0, 1, 7, 64, 1000):
+        raw = os.urandom(n)
+        for size in (8, 10, 12, 16):
+            assert blake2b(raw, digest_size=size).digest() == hashlib.blake2b(raw, digest_size=size).digest()
+        assert sha256(raw).hexdigest() == hashlib.sha256(raw).hexdigest()
