@@ -23,8 +23,13 @@ Figures:
    not inflate. Each row also counts the calls over 50 us, and of those the
    ones that overlapped a garbage collection run in the calling thread and
    the ones that found the collector's lock held by a writer thread.
-   ``--pace-us`` chooses the pacings (default 100 and 1000); ``--no-burst``
-   and ``--no-parked`` skip rows. Each row records the 1-minute load average
+   ``floor_*``: the machine's floor, the same pacing loop timing a trivial
+   Python call instead (a function that stores its arguments in a dict: the
+   call ``collect()`` is, with none of its work), no store and no other
+   thread: what any Python call costs after that sleep on this machine, so
+   the part of a paced row that is ours is the difference.
+   ``--pace-us`` chooses the pacings (default 100 and 1000); ``--no-burst``,
+   ``--no-parked`` and ``--no-floor`` skip rows. Each row records the 1-minute load average
    when it ended (the machine may be shared).
 2. ``throughput``: N processes each collect ``--records`` records into their
    own namespace and ``flush()``; records/s = all records / wall time from the
@@ -141,6 +146,57 @@ def latency_modes(pace_us: list[int], *, burst: bool, parked: bool) -> list[tupl
     return modes
 
 
+def _paced_count(n: int, gap_s: float) -> int:
+    """Calls timed in a row: ``n`` back to back, fewer when paced (a row lasts ~2 s per 100,000 of ``n``)."""
+    return n if not gap_s else max(1000, int(n * 0.0001 / gap_s) // 5)
+
+
+def bench_floor(n: int, pace_us: list[int]) -> dict[str, Any]:
+    """The machine's floor for the paced rows: the same loop timing a trivial Python call, no store, no thread.
+
+    The call takes ``collect()``'s arguments and stores them in a dict (a
+    function call and a dict insert, about 0.1 us when warm): whatever it
+    costs after the sleep is the wake-up of this thread on this machine
+    (caches and branch predictors gone cold, the CPU's frequency, the
+    scheduler), which no change to the collector can remove.
+    """
+    out: dict[str, Any] = {}
+    ns = ("bench", "events")
+    for us in pace_us:
+        gap_s = us / 1e6
+        seen: dict[str, Any] = {}
+
+        def trivial(namespace: tuple[str, ...], key: str, value: Any, seen: dict[str, Any] = seen) -> int:
+            seen[key] = value
+            return len(seen)
+
+        for i in range(1000):  # warm up, as the collector rows do
+            trivial(ns, f"w{i}", VALUE)
+        count = _paced_count(n, gap_s)
+        times: list[float] = []
+        pc = time.perf_counter_ns
+        next_at = time.perf_counter()
+        for i in range(count):
+            next_at += gap_s
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            t0 = pc()
+            trivial(ns, f"k{i}", VALUE)
+            t1 = pc()
+            times.append((t1 - t0) / 1000)
+        out[f"floor_{_pace_name(us)}"] = {
+            "loadavg_1min": round(os.getloadavg()[0], 2),
+            "calls": count,
+            "p50_us": round(pct(times, 0.5), 2),
+            "p99_us": round(pct(times, 0.99), 2),
+            "p999_us": round(pct(times, 0.999), 2),
+            "max_us": round(max(times), 1),
+            "over_50us": sum(1 for t in times if t > 50),
+        }
+    return out
+
+
 def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for mode, gap_s, parked in modes:
@@ -171,7 +227,7 @@ def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dic
 
             gc.callbacks.append(on_gc)
             lock = c._lock
-            count = n if not gap_s else max(1000, int(n * 0.0001 / gap_s) // 5)
+            count = _paced_count(n, gap_s)
             next_at = time.perf_counter()
             cpu0 = time.thread_time_ns()
             for i in range(count):
@@ -407,6 +463,7 @@ def main() -> None:
     )
     ap.add_argument("--no-burst", action="store_true", help="skip the back-to-back latency row")
     ap.add_argument("--no-parked", action="store_true", help="skip the writers-parked control rows")
+    ap.add_argument("--no-floor", action="store_true", help="skip the floor rows (a trivial call, paced alike)")
     ap.add_argument("--only", choices=["latency", "throughput", "visibility", "memory"], action="append")
     ap.add_argument("--code", metavar="DIR", help="import filemem from DIR/filemem (A/B runs of two trees)")
     ap.add_argument("--json", action="store_true")
@@ -425,6 +482,8 @@ def main() -> None:
         if "latency" in only:
             modes = latency_modes(args.pace_us, burst=not args.no_burst, parked=not args.no_parked)
             results["latency"] = bench_latency(tmp, args.latency, modes)
+            if not args.no_floor:
+                results["latency"].update(bench_floor(args.latency, args.pace_us))
         if "throughput" in only:
             results["throughput"] = bench_throughput(tmp, args.records, args.batch)
         if "visibility" in only:

@@ -53,6 +53,7 @@ _FLUSHING_GAP_S: Final = 0.005
 _PERMANENT: Final = (InvalidValueError, InvalidKeyError)
 _SEQ: Final = attrgetter("seq")
 _OFF: Final = attrgetter("off")
+_NS: Final = attrgetter("ns")
 #: The store's trouble, not the record's (a full disk, an I/O error, a busy
 #: shard): such records are never dead-lettered; they stay in flight (and in
 #: the journal) and are retried behind the breaker until the store takes them.
@@ -279,14 +280,16 @@ class ApplyLoop:
         # another engine (PostgreSQL) is given the values.
         decode = self._codec.decode if not self._undecoded else None
         cname = self._codec.name
-        groups: list[list[Rec]] = [[]]
-        seen: set[tuple[str, ...]] = set()
-        for r in batch:
-            if r.ns not in seen and len(seen) >= _MAX_NAMESPACES_PER_APPLY:
-                groups.append([])
-                seen = set()
-            seen.add(r.ns)
-            groups[-1].append(r)
+        groups: list[list[Rec]] = [batch]
+        if len(set(map(_NS, batch))) > _MAX_NAMESPACES_PER_APPLY:  # (the count at C speed: the usual batch fits)
+            groups = [[]]
+            seen: set[tuple[str, ...]] = set()
+            for r in batch:
+                if r.ns not in seen and len(seen) >= _MAX_NAMESPACES_PER_APPLY:
+                    groups.append([])
+                    seen = set()
+                seen.add(r.ns)
+                groups[-1].append(r)
         for group in groups:
             ops: list[Op] = []
             for i in range(0, len(group), SLICE_RECORDS):
@@ -314,7 +317,7 @@ class ApplyLoop:
                 done = RangeSet(self._applied.ranges)
             for lo, hi in retired.ranges:
                 done.add_range(lo, hi)
-            done.add_many(r.seq for r in group)
+            done.add_many(list(map(_SEQ, group)))
             try:
                 self._engine.apply([*ops, marker_op(self.jid, done)])
             except BaseException as exc:

@@ -200,7 +200,9 @@ class Collector(FullQueue, JournalLoop, StatsView):
             raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}")
         ns = self._normalize(namespace)
         validate_key(key)
-        _check_depth(value)  # as put() does
+        t = type(value)
+        if not (t is dict and _SCALAR_TYPES.issuperset(map(type, value.values()))) and t not in _SCALAR_TYPES:
+            _check_depth(value)  # as put() does (a flat record or a scalar, checked here, needs no call)
         payload = self._codec.encode(value)
         if len(payload) > self._max_value_bytes:
             raise InvalidValueError(f"value encodes to {len(payload)} bytes; the limit is {self._max_value_bytes}")

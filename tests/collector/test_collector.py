@@ -510,3 +510,57 @@ def test_a_forked_child_cannot_use_the_parents_collector(store: filemem.Store) -
         assert len(_journals(store)) == 1  # still ours
         c.collect("ns", "k2", 2)
     assert store.get("ns", "k2") == 2
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [[], [7], [3, 1, 2], [1, 1, 3], [1, 3, 3], [2, 2], [5, 6, 7, 9], [10, 9, 8, 8, 7], list(range(1, 1001))],
+)
+def test_rangeset_add_many_is_the_set_of_its_ids(ids: list[int]) -> None:
+    # add_many takes one run without a gap whole (the usual apply batch); a duplicate
+    # must not make a gapped list look like one run ([1, 1, 3] spans three ids but misses 2).
+    r = RangeSet([[100, 100]])
+    r.add_many(ids)
+    expect = sorted({*ids, 100})
+    assert [n for lo, hi in r.ranges for n in range(lo, hi + 1)] == expect
+    assert len(r) == len(expect)
+
+
+def test_a_batch_over_64_namespaces_is_applied_in_groups_of_at_most_64(
+    store: filemem.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each engine batch holds the shard locks of its namespaces: the apply splits a batch
+    # spanning more than 64 into groups (each with the marker), and applies every record.
+    spans: list[int] = []
+    real = Engine.apply
+
+    def apply(engine: Engine, ops: list[Op]) -> list[Any]:
+        spans.append(len({op.namespace for op in ops if op.namespace[0] == "many"}))
+        return real(engine, ops)
+
+    monkeypatch.setattr(Engine, "apply", apply)
+    with store.collector(batch_size=1000, batch_timeout=0.5) as c:  # one batch: flush() ends its wait
+        for i in range(300):
+            c.collect(("many", f"n{i % 150}"), f"k{i}", i)
+        c.flush()
+    assert sum(1 for n in spans if n) >= 3 and max(spans) <= 64
+    assert sum(len(store.keys(("many", f"n{j}"))) for j in range(150)) == 300
+
+
+def test_collect_refuses_a_value_nested_deeper_than_put_allows(store: filemem.Store) -> None:
+    # collect() checks depth as put() does; a flat record and a scalar skip the walk, nothing else.
+    deep: Any = 1
+    for _ in range(150):
+        deep = {"d": deep}
+    with store.collector() as c:
+        with pytest.raises(filemem.InvalidValueError):
+            store.put("direct", "k", deep)
+        with pytest.raises(filemem.InvalidValueError):
+            c.collect("t", "deep", deep)
+        with pytest.raises(filemem.InvalidValueError):
+            c.collect("t", "deep-list", [deep])
+        c.collect("t", "flat", {"a": 1, "b": "x"})
+        c.collect("t", "scalar", 3)
+        c.collect("t", "list", [1, 2])
+        c.flush()
+    assert sorted(store.keys("t")) == ["flat", "list", "scalar"]
