@@ -25,12 +25,24 @@ flagged shards, as many as such a shard holds):
 A prefix that appears as an **ancestor** of ranges read whole (a merge that
 finished between two listings) is read with a filter that drops keys under
 those ranges and keys already emitted from a flagged read.
+
+**Progress under any write rate.** Each listing reads only what changed
+since the last, but a namespace that splits faster than a listing reads
+(small shards, a storm of writes, a loaded machine) could keep a walk
+listing for ever. After :data:`OPTIMISTIC_PASSES` listings the walk takes the
+caller's ``hold`` (on a format-2 store: the fold lock, shared, as a snapshot
+does), under which the fold, the only writer of shard files there, cannot
+change the set of files. The next listing then reads what is left, and one
+whose shards were all read whole, none gone, ends the walk: nothing can have
+split or merged meanwhile. Writers are not held: the log takes their writes.
+The hold is let go when the walk ends, is closed or raises.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import Final
 
 from . import _fs
@@ -38,10 +50,18 @@ from ._errors import StorageError
 from ._names import hash_bits
 from ._view import View
 
-__all__ = ["MAX_PASSES", "ShardWalk"]
+__all__ = ["MAX_PASSES", "OPTIMISTIC_PASSES", "Hold", "ShardWalk"]
 
-#: A namespace that keeps changing under a listing is given up after this many listings.
+#: A namespace that keeps changing under a listing is given up after this many
+#: listings (only reachable without a ``hold``: a format-1 store, whose
+#: writers split the shards themselves; or while check/compact merge).
 MAX_PASSES: Final = 64
+#: Listings taken before the walk takes its ``hold``: on a quiet namespace a
+#: walk ends after one or two, and a split under way needs one more.
+OPTIMISTIC_PASSES: Final = 3
+
+#: Holds the set of shard files still while the context is entered (see the module docstring).
+Hold = Callable[[], AbstractContextManager[object]]
 
 
 class ShardWalk:
@@ -50,16 +70,34 @@ class ShardWalk:
     For each prefix yielded, read its shard and call :meth:`take` (or
     :meth:`gone` if the file vanished). ``settle``: stop after a listing whose
     shards were all read whole and none vanished (no second listing needed;
-    the search uses it). Raises StorageError when the namespace keeps changing
-    for :data:`MAX_PASSES` listings (``doing`` names the caller's activity).
+    the search uses it). ``hold``: taken after :data:`OPTIMISTIC_PASSES`
+    listings, kept until the walk ends (:attr:`holding` says when; a caller
+    that hands records to user code meanwhile should keep them until the walk
+    ends instead, so that user code never runs under the hold). Raises
+    StorageError when the namespace keeps changing for :data:`MAX_PASSES`
+    listings (``doing`` names the caller's activity).
     """
 
-    __slots__ = ("_current", "_doing", "_emitted", "_flagged", "_settle", "_settled", "_whole", "_whole_above", "view")
+    __slots__ = (
+        "_current",
+        "_doing",
+        "_emitted",
+        "_flagged",
+        "_held",
+        "_hold",
+        "_settle",
+        "_settled",
+        "_whole",
+        "_whole_above",
+        "view",
+    )
 
-    def __init__(self, view: View, doing: str, *, settle: bool = False) -> None:
+    def __init__(self, view: View, doing: str, *, settle: bool = False, hold: Hold | None = None) -> None:
         self.view = view
         self._doing = doing
         self._settle = settle
+        self._hold = hold
+        self._held: AbstractContextManager[object] | None = None
         self._settled = True
         self._whole: set[str] = set()
         #: Proper prefixes of ``_whole`` as of the start of the pass: which
@@ -71,21 +109,38 @@ class ShardWalk:
         self._emitted: dict[str, set[str]] = {}
         self._current: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
+    @property
+    def holding(self) -> bool:
+        """Whether the walk holds its ``hold`` now (from its next listing on, until it ends)."""
+        return self._held is not None
+
     def __iter__(self) -> Iterator[str]:
         view = self.view
-        for _ in range(MAX_PASSES):
-            view.refresh()
-            listing = view.listing
-            self._settled = True
-            self._whole_above = frozenset(w[:d] for w in self._whole for d in range(len(w)))
-            todo = [p for p in sorted(listing.existing) if self._due(p, listing.existing)]
-            if not todo:
-                return
-            self._current = listing.existing, listing.internal
-            yield from todo
-            if self._settle and self._settled:
-                return
-        raise StorageError(f"namespace {view.dir} kept changing while being {self._doing}; retry", path=view.dir)
+        try:
+            for n in range(MAX_PASSES):
+                if n >= OPTIMISTIC_PASSES and self._hold is not None and self._held is None:
+                    hold = self._hold()
+                    hold.__enter__()
+                    self._held = hold
+                view.refresh()
+                listing = view.listing
+                self._settled = True
+                self._whole_above = frozenset(w[:d] for w in self._whole for d in range(len(w)))
+                todo = [p for p in sorted(listing.existing) if self._due(p, listing.existing)]
+                if not todo:
+                    return
+                self._current = listing.existing, listing.internal
+                yield from todo
+                # Under the hold no file came or went since the listing unless
+                # a shard read vanished or was flagged (check or compact at
+                # work): when none did, every range was read whole.
+                if (self._settle or self._held is not None) and self._settled:
+                    return
+            raise StorageError(f"namespace {view.dir} kept changing while being {self._doing}; retry", path=view.dir)
+        finally:
+            taken, self._held = self._held, None
+            if taken is not None:
+                taken.__exit__(None, None, None)
 
     def _due(self, prefix: str, existing: frozenset[str]) -> bool:
         whole = self._whole

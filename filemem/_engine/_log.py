@@ -39,6 +39,7 @@ from .._wal._tail import CONTROL_PAGE, LogTail, announce, control_fd
 from ._decide import Decisions
 from ._marker import INTERNAL_DIR, MARKER, STORE_FORMAT_VERSION, _read_marker
 from ._ops import Op
+from ._reads import FOLD_WAIT_LOCK, pinned
 
 #: Fold when this many bytes of log are unfolded (also the overlay's bound).
 FOLD_BYTES: Final = 4 << 20
@@ -309,6 +310,14 @@ class LogGlue(Decisions):
         log = self.log
         if log is None or self.readonly:
             return True
+        if not wait:
+            # A listing or a snapshot waits to hold the folds off (see
+            # _reads.pinned): let it in before this step, as if the lock were
+            # busy; the caller tries again later.
+            probe = _locks.try_exclusive(os.path.join(log.dir, FOLD_WAIT_LOCK))
+            if probe is None:
+                return False
+            probe.release()
         done = log.fold(self._install, wait=wait, max_bytes=max_bytes)
         if done:
             self.counters["folds"] += 1
@@ -327,7 +336,7 @@ class LogGlue(Decisions):
         if log is None:
             return None
         stack = contextlib.ExitStack()
-        stack.enter_context(log.pin())
+        stack.enter_context(pinned(log, self.lock_timeout_s))
         self._pins += 1
         try:
             log.refresh()

@@ -18,6 +18,7 @@ shards: a read asks the log first (one 8-byte read of its commit counter).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -29,9 +30,13 @@ from .._errors import StorageError
 from .._names import escape_segment, hash_bits, legacy_segment, unescape_segment
 from .._shard import SHARD_SUFFIX, Record, Shard, decode_shard
 from .._view import View
+from .._wal import Log
 from .._walk import ShardWalk
 from ._handle import CacheEntryLike
 from ._marker import INTERNAL_DIR, INTERNAL_NS, Marker
+
+#: Held shared (in ``wal/``) by whoever waits to hold the folds off: folds back off meanwhile.
+FOLD_WAIT_LOCK: Final = "foldwait.lock"
 
 
 class Reads(Marker):
@@ -227,6 +232,38 @@ class Reads(Marker):
             return rec, hit
         raise StorageError(f"namespace {view.dir} kept changing while reading {key!r}; retry", path=view.dir)
 
+    def walk(self, namespace: tuple[str, ...], doing: str, *, settle: bool = False) -> ShardWalk:
+        """A shard-by-shard listing of ``namespace`` (:mod:`filemem._walk`); ``doing`` names it in errors.
+
+        On a format-2 store a walk that keeps meeting splits holds the folds
+        off to finish (:meth:`folds_held`), so a listing ends whatever the
+        write rate; a format-1 store's writers split the shards themselves,
+        and nothing holds them.
+        """
+        hold = self.folds_held if self.log is not None else None
+        return ShardWalk(self.view(namespace), doing, settle=settle, hold=hold)
+
+    @contextlib.contextmanager
+    def folds_held(self) -> Iterator[None]:
+        """Every process's folds wait while the block runs (the fold lock, shared, as a snapshot's pin).
+
+        The fold is the only writer of shard files on a format-2 store
+        (check and compact aside), so the set of files stands still; writes
+        go on into the log. Waits for a fold in progress to finish its step
+        (:func:`pinned`; LockTimeout after the lock timeout).
+        """
+        log = self.log
+        if log is None:
+            yield
+            return
+        with pinned(log, self.lock_timeout_s):
+            # Like a snapshot's pin: this process's settle() must not wait for it.
+            self._pins += 1
+            try:
+                yield
+            finally:
+                self._pins -= 1
+
     def iter_shards(self, namespace: tuple[str, ...]) -> Iterator[tuple[str, Shard, Callable[[str], bool]]]:
         """Each live shard of a namespace with a filter saying which of its keys to take.
 
@@ -235,7 +272,7 @@ class Reads(Marker):
         holds records already taken from its leaves; the filter keeps each
         record that exists throughout exactly once.
         """
-        walk = ShardWalk(self.view(namespace), "listed")
+        walk = self.walk(namespace, "listed")
         for prefix in walk:
             shard = self.load(walk.view.shard_path(prefix), prefix)
             if shard is None:
@@ -339,6 +376,26 @@ class Reads(Marker):
 
 def _all(_key: str) -> bool:
     return True
+
+
+@contextlib.contextmanager
+def pinned(log: Log, timeout_s: float) -> Iterator[None]:
+    """Hold every process's folds off (``wal/fold.lock`` shared) while the block runs.
+
+    While it waits for a fold in progress, the waiter holds
+    :data:`FOLD_WAIT_LOCK` shared, and a fold about to start a step backs
+    off while that lock is held (``LogGlue.fold``): without it a folder that
+    steps through a backlog back to back (taking the lock again within
+    microseconds) kept a listing or a snapshot waiting for seconds under
+    load, up to the lock timeout.
+    """
+    with _locks.shared(os.path.join(log.dir, FOLD_WAIT_LOCK), timeout_s):
+        pin = log.pin()
+        pin.__enter__()
+    try:
+        yield
+    finally:
+        pin.__exit__(None, None, None)
 
 
 class HasGeneration(Protocol):

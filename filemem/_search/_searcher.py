@@ -36,7 +36,6 @@ from .._engine import Engine, Op, _fork_generation, copy_value
 from .._errors import FileMemError, InvalidQueryError, StorageError
 from .._shard import Record, Shard
 from .._types import Item
-from .._walk import ShardWalk
 from ._filter import check_search_args, compile_filter
 from ._indexfile import Entries, IndexFile, bucket_of, index_lock, read_index, write_index
 from ._result import SearchHit
@@ -235,7 +234,7 @@ class Searcher:
         # (filemem._walk). A second listing is needed only if a shard
         # vanished or was flagged: otherwise every existing file was read for
         # its whole range, and leaves split off it later add nothing.
-        walk = ShardWalk(engine.view(ns), "searched", settle=True)
+        walk = engine.walk(ns, "searched", settle=True)
         parts: list[Part] = []
         for prefix in walk:
             path = walk.view.shard_path(prefix)

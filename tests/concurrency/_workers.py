@@ -147,28 +147,63 @@ def batch_incr_child(
 # ---------------------------------------------------------------- 5. optimistic concurrency
 
 
+#: cas_child's first rounds run in lockstep: every process reads the same key,
+#: waits for all the others to have read it, then writes (see cas_child).
+CAS_LOCKSTEP_ROUNDS = 10
+
+
 def cas_child(
     path: str, opts: dict[str, Any], ns: str, keys: list[str], m: int, seed: int, result_path: str, barrier: Any
 ) -> None:
-    """``m`` compare-and-set increments (read, compute, put if_version, retry on conflict)."""
+    """``m`` compare-and-set increments (read, compute, put if_version, retry on conflict).
+
+    The first :data:`CAS_LOCKSTEP_ROUNDS` (at most ``m``) hold the race open
+    on purpose: all processes read the round's key, meet at ``barrier``, and
+    only then put, so each read the same version and at most one first put
+    per round can succeed: ``lockstep_conflicts`` is at least (processes - 1)
+    per round, on a quiet machine or a loaded one (where processes scheduled
+    one after another might never overlap by chance). A second barrier ends
+    the round once every process has landed its increment. The rest run
+    free, on random keys.
+    """
     store = Store(path, **opts)
     rng = random.Random(seed)
     conflicts = 0
+    lockstep_conflicts = 0
     counts: dict[str, int] = {}
     barrier.wait(60)
-    for _ in range(m):
-        key = rng.choice(keys)
+
+    def increment(key: str, item: Any) -> int:
+        """Put ``item``'s value + 1 if its version still holds, re-reading after each conflict; the conflicts."""
+        seen = 0
         while True:
-            item = store.get_item(ns, key)
             current, version = (item.value, item.version) if item is not None else (0, 0)
             try:
                 store.put(ns, key, current + 1, if_version=version)
-                break
+                return seen
             except ConflictError as exc:
                 assert exc.current_version != version
-                conflicts += 1
+                seen += 1
+            item = store.get_item(ns, key)
+
+    rounds = min(CAS_LOCKSTEP_ROUNDS, m)
+    for r in range(rounds):
+        key = keys[r % len(keys)]
+        item = store.get_item(ns, key)
+        barrier.wait(60)  # every process has read this round's version: now all write
+        got = increment(key, item)
+        lockstep_conflicts += 1 if got else 0
+        conflicts += got
         counts[key] = counts.get(key, 0) + 1
-    write_result(result_path, {"conflicts": conflicts, "counts": counts})
+        barrier.wait(60)  # every increment of the round landed: the next round reads after them
+    for _ in range(m - rounds):
+        key = rng.choice(keys)
+        conflicts += increment(key, store.get_item(ns, key))
+        counts[key] = counts.get(key, 0) + 1
+    write_result(
+        result_path,
+        {"conflicts": conflicts, "lockstep_conflicts": lockstep_conflicts, "rounds": rounds, "counts": counts},
+    )
     store.close()
 
 

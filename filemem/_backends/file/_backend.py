@@ -28,7 +28,6 @@ from ..._sessions import SessionHub
 from ..._shard import Record, Shard, decode_shard
 from ..._snapshot import Snapshot, item_of
 from ..._types import Consistency, Durability, Finding, Item, NamespaceLike
-from ..._walk import ShardWalk
 from ...codecs import Codec
 
 __all__ = ["FileBackend"]
@@ -315,7 +314,11 @@ class FileBackend:
         engine = self.engine
         # Splits and merges may run meanwhile: the walk says which shards to
         # read and which of their keys have not come out yet (filemem._walk).
-        walk = ShardWalk(engine.view(ns), "scanned")
+        walk = engine.walk(ns, "scanned")
+        # What the walk reads while it holds the folds off is kept here and
+        # handed out once it let go: the caller's loop body must not run under
+        # the hold (every process's folds would wait for it).
+        held: list[tuple[str, Record | None, float]] = []
         for prefix in walk:
             engine.check_open()
             shard = self._scan_load(walk.view.shard_path(prefix), prefix)
@@ -324,12 +327,17 @@ class FileBackend:
                 continue
             kept = walk.take(prefix, shard.statkey, shard.splitting, shard.records)
             now = time.time()
+            holding = walk.holding
             for key in sorted(shard.records if kept is None else kept):
                 rec: Record | None = shard.records[key]
                 logged = unfolded.pop(key, None)
                 if logged is not None and rec is not None and logged[0] > rec["version"]:
                     rec = logged[1]  # the log's newer version (None: deleted since)
-                yield key, rec, now
+                if holding:
+                    held.append((key, rec, now))
+                else:
+                    yield key, rec, now
+        yield from held
         # Keys no shard held when its turn came: the log has them alone.
         now = time.time()
         for key in sorted(unfolded):
