@@ -165,6 +165,8 @@ class Log(LogFold):
             finally:
                 # Shared from now on (a downgrade for the first opener).
                 _platform.lock(self._open_fd, exclusive=False, blocking=True)
+            if self.writer is not None:
+                self._prepare_writer()
         except BaseException:
             # A handle that failed to open must not stay counted as open: its
             # open lock would make every later opener skip the recovery this
@@ -181,6 +183,21 @@ class Log(LogFold):
         #: it resolves a carried ``created_at`` with the engine's resolver, set after the open.
         self._decode_record = self._resolved_record
         self._seen_folds = c.folds
+
+    def _prepare_writer(self) -> None:
+        """Open the segment the next frame goes to, creating it if nobody has yet (a read-write open's last step).
+
+        So a new store's first put does not create the log's first segment
+        under the append lock (about a millisecond of file creation and
+        syncs, every other writer waiting; issue 13). Opening a segment that
+        exists needs no lock; creating one takes the append lock, and the
+        page is read again under it (another writer may have moved on).
+        """
+        assert self.writer is not None
+        if self.writer.prepare(_format.segment_of(self._control().appended), create=False):
+            return
+        with self._append_locked():
+            self.writer.prepare(_format.segment_of(self._control(held=True).appended), create=True)
 
     def _resolved_record(self, ref: tuple[bytes, _format.IndexedOp], lsn: int, now: float) -> dict[str, Any] | None:
         """The record an indexed op stands for, as readers are served it (see ``resolved_record_of``).
