@@ -46,7 +46,7 @@ from typing import Any
 from .. import _fs
 from .._errors import CorruptShardError, StorageError
 from ..codecs import Codec
-from . import _format, _platform, _repair
+from . import _control, _format, _platform, _repair
 from ._control import Control, ControlPage, boot_id
 from ._log_core import (
     APPEND_LOCK,
@@ -160,6 +160,11 @@ class Log(LogFold):
             self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
             first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
             try:
+                layout = self.control.layout()
+                if not first and not self.readonly and layout is not None and layout != _control.LAYOUT:
+                    # Live handles of another build guard the page another way:
+                    # rebuilding it under them would break their seqlocks.
+                    raise self._foreign_layout()
                 if first or not self.control.valid() or self.control.boot() != boot_id():
                     self._rederive()
             finally:
@@ -183,6 +188,15 @@ class Log(LogFold):
         #: it resolves a carried ``created_at`` with the engine's resolver, set after the open.
         self._decode_record = self._resolved_record
         self._seen_folds = c.folds
+
+    def _foreign_layout(self) -> StorageError:
+        """The error for a control page of another layout under live handles (see _control, "Layouts")."""
+        path = self.control.path
+        return StorageError(
+            f"control page {path} has layout {self.control.layout()}, not {_control.LAYOUT}: a process running "
+            "another build of filemem has this store open; close it, then open the store again",
+            path=path,
+        )
 
     def _prepare_writer(self) -> None:
         """Open the segment the next frame goes to, creating it if nobody has yet (a read-write open's last step).
@@ -422,6 +436,8 @@ class Log(LogFold):
         self._catch_up()
         try:
             with self._append_locked(), self._mu:
+                if self.control.layout_word() != _control.LAYOUT and self._private is None:
+                    raise self._foreign_layout()
                 c = self._control(held=True)
                 self._advance(c, c.appended)
                 now = time.time()
@@ -443,17 +459,16 @@ class Log(LogFold):
                     # part of the frame reached the file.
                     raise _fs.storage_error(exc, "append to", self.dir) from exc
                 last_lsn = c.last_lsn + len(ops)
-                sync_on = self.sync_on
+                # ``appended`` and ``last_lsn`` are the append lock's own words
+                # (their own seqlock): no page lock inside this hold.
+                self.control.write_appended(end, last_lsn)
+                if not self.sync_on:
 
-                def appended(p: Control) -> bool:
-                    # ``appended`` and ``last_lsn`` move only under the append lock
-                    # (held): the rest of the fresh copy is left as others set it.
-                    p.appended, p.last_lsn = end, last_lsn
-                    if not sync_on:
+                    def flushed(p: Control) -> bool:
                         p.synced, p.synced_lsn, p.commits = end, last_lsn, p.commits + 1
-                    return True
+                        return True
 
-                self._update_page(appended, append_held=True)
+                    self._update_page(flushed, append_held=True)
                 self.overlay.add(end, changes, synced=not self.sync_on)
                 self.unfolded_at_commit = self._span(c.folded, end)
         finally:
