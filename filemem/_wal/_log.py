@@ -459,12 +459,16 @@ class Log(LogFold):
                     # part of the frame reached the file.
                     raise _fs.storage_error(exc, "append to", self.dir) from exc
                 last_lsn = c.last_lsn + len(ops)
-                # ``appended`` and ``last_lsn`` are the append lock's own words
-                # (their own seqlock): no page lock inside this hold.
-                self.control.write_appended(end, last_lsn)
-                if not self.sync_on:
+                if self.sync_on:
+                    # ``appended`` and ``last_lsn`` are the append lock's own
+                    # words (their own seqlock): no page lock inside this hold.
+                    self.control.write_appended(end, last_lsn)
+                else:
 
                     def flushed(p: Control) -> bool:
+                        # "flush" publishes the frame as synced at once: the
+                        # page lock's fields too (both groups written once).
+                        p.appended, p.last_lsn = end, last_lsn
                         p.synced, p.synced_lsn, p.commits = end, last_lsn, p.commits + 1
                         return True
 
