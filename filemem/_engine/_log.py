@@ -75,6 +75,8 @@ class LogGlue(Decisions):
                 fold_bytes=FOLD_BYTES,
                 on_folded=self._forget_folded,
             )
+        except FileMemError:
+            raise  # ours already (a LockTimeout is an OSError too, and must stay one)
         except OSError as exc:
             raise _fs.storage_error(exc, "open the log in", wal) from exc
         self.log.resolve_created = self.resolve_created
@@ -92,6 +94,11 @@ class LogGlue(Decisions):
             # small shards that meant seconds: issue 13). A close still folds
             # whatever is left, so a store at rest has every record in its shards.
             self._poke_folder(now=True)
+        elif not self.readonly:
+            # Started here, not on the first write: starting a thread waits
+            # until it runs, which with four fresh writers on two cores took
+            # milliseconds of each one's first put (issue 13).
+            self._start_folder()
 
     def _announce(self) -> None:
         """Wake the store's watchers: a commit was published (see :func:`filemem._wal._tail.announce`)."""
@@ -447,14 +454,17 @@ class LogGlue(Decisions):
 
     def _poke_folder(self, *, now: bool) -> None:
         """Ask this process's background folder to fold (at once, or :data:`FOLD_IDLE_S` from now); start it first."""
-        folder = self._folder
-        if folder is None:
-            with self._folder_lock:  # threads of one process share one folder
-                folder = self._folder
-                if folder is None and not self.closed:
-                    folder = self._folder = _Folder(self)
+        folder = self._folder or self._start_folder()
         if folder is not None:
             folder.poke(now=now)
+
+    def _start_folder(self) -> _Folder | None:
+        """This process's background folder, started if it is not yet (None once closed)."""
+        with self._folder_lock:  # threads of one process share one folder
+            folder = self._folder
+            if folder is None and not self.closed:
+                folder = self._folder = _Folder(self)
+            return folder
 
 
 class LogPin:

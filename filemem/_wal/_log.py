@@ -46,7 +46,7 @@ from typing import Any
 from .. import _fs
 from .._errors import CorruptShardError, StorageError
 from ..codecs import Codec
-from . import _format, _platform, _repair
+from . import _control, _format, _platform, _repair
 from ._control import Control, ControlPage, boot_id
 from ._log_core import (
     APPEND_LOCK,
@@ -160,11 +160,18 @@ class Log(LogFold):
             self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
             first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
             try:
+                layout = self.control.layout()
+                if not first and not self.readonly and layout is not None and layout != _control.LAYOUT:
+                    # Live handles of another build guard the page another way:
+                    # rebuilding it under them would break their seqlocks.
+                    raise self._foreign_layout()
                 if first or not self.control.valid() or self.control.boot() != boot_id():
                     self._rederive()
             finally:
                 # Shared from now on (a downgrade for the first opener).
                 _platform.lock(self._open_fd, exclusive=False, blocking=True)
+            if self.writer is not None:
+                self._prepare_writer()
         except BaseException:
             # A handle that failed to open must not stay counted as open: its
             # open lock would make every later opener skip the recovery this
@@ -181,6 +188,30 @@ class Log(LogFold):
         #: it resolves a carried ``created_at`` with the engine's resolver, set after the open.
         self._decode_record = self._resolved_record
         self._seen_folds = c.folds
+
+    def _foreign_layout(self) -> StorageError:
+        """The error for a control page of another layout under live handles (see _control, "Layouts")."""
+        path = self.control.path
+        return StorageError(
+            f"control page {path} has layout {self.control.layout()}, not {_control.LAYOUT}: a process running "
+            "another build of filemem has this store open; close it, then open the store again",
+            path=path,
+        )
+
+    def _prepare_writer(self) -> None:
+        """Open the segment the next frame goes to, creating it if nobody has yet (a read-write open's last step).
+
+        So a new store's first put does not create the log's first segment
+        under the append lock (about a millisecond of file creation and
+        syncs, every other writer waiting; issue 13). Opening a segment that
+        exists needs no lock; creating one takes the append lock, and the
+        page is read again under it (another writer may have moved on).
+        """
+        assert self.writer is not None
+        if self.writer.prepare(_format.segment_of(self._control().appended), create=False):
+            return
+        with self._append_locked():
+            self.writer.prepare(_format.segment_of(self._control(held=True).appended), create=True)
 
     def _resolved_record(self, ref: tuple[bytes, _format.IndexedOp], lsn: int, now: float) -> dict[str, Any] | None:
         """The record an indexed op stands for, as readers are served it (see ``resolved_record_of``).
@@ -405,6 +436,8 @@ class Log(LogFold):
         self._catch_up()
         try:
             with self._append_locked(), self._mu:
+                if self.control.layout_word() != _control.LAYOUT and self._private is None:
+                    raise self._foreign_layout()
                 c = self._control(held=True)
                 self._advance(c, c.appended)
                 now = time.time()
@@ -426,17 +459,20 @@ class Log(LogFold):
                     # part of the frame reached the file.
                     raise _fs.storage_error(exc, "append to", self.dir) from exc
                 last_lsn = c.last_lsn + len(ops)
-                sync_on = self.sync_on
+                if self.sync_on:
+                    # ``appended`` and ``last_lsn`` are the append lock's own
+                    # words (their own seqlock): no page lock inside this hold.
+                    self.control.write_appended(end, last_lsn)
+                else:
 
-                def appended(p: Control) -> bool:
-                    # ``appended`` and ``last_lsn`` move only under the append lock
-                    # (held): the rest of the fresh copy is left as others set it.
-                    p.appended, p.last_lsn = end, last_lsn
-                    if not sync_on:
+                    def flushed(p: Control) -> bool:
+                        # "flush" publishes the frame as synced at once: the
+                        # page lock's fields too (both groups written once).
+                        p.appended, p.last_lsn = end, last_lsn
                         p.synced, p.synced_lsn, p.commits = end, last_lsn, p.commits + 1
-                    return True
+                        return True
 
-                self._update_page(appended, append_held=True)
+                    self._update_page(flushed, append_held=True)
                 self.overlay.add(end, changes, synced=not self.sync_on)
                 self.unfolded_at_commit = self._span(c.folded, end)
         finally:

@@ -6,7 +6,8 @@ needs: the append lock (threads of a process queue on a mutex, processes on
 checkpoint and a scan when a writer died inside an update), and the
 translation of ``OSError`` into ``StorageError`` at the entry points.
 
-Invariant: the control page is written only under the page lock (taken after
+Invariant: the control page's ``appended`` and ``last_lsn`` are written only
+under the append lock, its other fields only under the page lock (taken after
 the append lock by those that hold both), and its
 counters (``commits``, ``last_lsn``, ``folds``) never go down, even when the
 page is re-derived: sequence numbers the page handed out are never reused.
@@ -261,13 +262,17 @@ class LogCore:
         append lock was a quarter of a put's time with four writers). Fields
         a caller read earlier may be stale by now: ``change`` sets only what
         its caller owns (``appended`` under the append lock, ``synced`` after
-        a sync, ``folded`` after a fold), on the fresh copy.
+        a sync, ``folded`` after a fold), on the fresh copy. ``appended`` and
+        ``last_lsn`` are written back only for a caller that holds the append
+        lock (``append_held``): nobody else may move them.
         """
         for _ in range(3):
             with self._page_locked():
                 c = self.control.read()
                 if c is not None:
                     if change(c):
+                        if append_held:
+                            self.control.write_appended(c.appended, c.last_lsn)
                         self.control.write(c)
                     return c
             # The page is mid-update and its writer is gone (its page lock was
@@ -290,10 +295,11 @@ class LogCore:
             return c
         if self.readonly:
             # A writer is updating the page (or died doing it): it holds the
-            # page lock while it does, so wait for that lock. A read-only
-            # handle waits too (a writer descheduled mid-update on a loaded
-            # machine is no stuck page), but never repairs.
-            with self._page_locked():
+            # append lock (``appended``, ``last_lsn``) or the page lock (the
+            # rest) while it does, so wait for both. A read-only handle waits
+            # too (a writer descheduled mid-update on a loaded machine is no
+            # stuck page), but never repairs.
+            with self._append_locked(), self._page_locked():
                 c = self.control.read()
             if c is None:
                 raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)

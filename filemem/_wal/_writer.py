@@ -54,18 +54,46 @@ class LogWriter:
     def _fd(self, segment: int) -> int:
         fd = self._fds.get(segment)
         if fd is None:
-            path = self.path(segment)
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                self.create_segment(segment)
-                fd = os.open(path, os.O_RDWR)
-            self._fds[segment] = fd
-            self._allocated[segment] = os.fstat(fd).st_size
-            for old in [s for s in self._fds if s < segment - 1]:
-                os.close(self._fds.pop(old))
-                self._allocated.pop(old, None)
+            fd = self._open(segment, create=True)
+            assert fd is not None
         return fd
+
+    def _open(self, segment: int, *, create: bool) -> int | None:
+        """Open ``segment`` for appends and remember it; create it first if missing and ``create`` (append lock held).
+
+        None if it is missing and ``create`` is off: only a holder of the
+        append lock may create a segment (a second creator's rename would
+        replace a file the first may have appended to already).
+        """
+        path = self.path(segment)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            if not create:
+                return None
+            self.create_segment(segment)
+            fd = os.open(path, os.O_RDWR)
+        try:
+            self._allocated[segment] = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds[segment] = fd
+        for old in [s for s in self._fds if s < segment - 1]:
+            os.close(self._fds.pop(old))
+            self._allocated.pop(old, None)
+        return fd
+
+    def prepare(self, segment: int, *, create: bool) -> bool:
+        """Open ``segment`` ahead of the first append to it; False if it is missing and ``create`` is off.
+
+        With ``create`` (append lock held) a missing segment is created: a
+        read-write open does this, so the first put of a new store does not
+        pay a segment's creation (a temp file, space reserved, a synced
+        header, a rename, a directory sync) under the append lock while
+        every other writer waits (issue 13).
+        """
+        return segment in self._fds or self._open(segment, create=create) is not None
 
     def create_segment(self, segment: int) -> None:
         """Create segment ``segment`` (header only, space reserved) unless it exists. Append lock held."""

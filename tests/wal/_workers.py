@@ -65,7 +65,8 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
     not count it as synced yet. ``"before-sync"``: the page counts the frame as
     appended, its ``fdatasync`` never ran. ``"after-write"``: the frame is in the file,
     the page does not count it as appended yet. ``"mid-page"``: inside the
-    page update after the frame, with ``appended`` written and ``last_lsn`` not.
+    page update after the frame (the append group, ``aseq`` odd), with
+    ``appended`` written and ``last_lsn`` not.
     ``ready`` hears "armed" first.
     """
     import signal
@@ -85,22 +86,22 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
             _writer.LogWriter.sync = sync  # type: ignore[method-assign]
         elif point == "mid-page":
 
-            def write(self: Any, control: Any) -> None:
-                # What a writer killed inside its update leaves: seq odd,
-                # "appended" new, "last_lsn" and the rest still old.
-                self._put(_control._SEQ, self._get(_control._SEQ) + 1)
-                self._put(_control._APPENDED, control.appended)
+            def write_appended(self: Any, appended: int, last_lsn: int) -> None:
+                # What a writer killed inside its update leaves: the append
+                # group's seqlock odd, "appended" new, "last_lsn" still old.
+                self._put(_control._ASEQ, self._get(_control._ASEQ) + 1)
+                self._put(_control._APPENDED, appended)
                 os.kill(os.getpid(), signal.SIGKILL)
 
-            _control.ControlPage.write = write  # type: ignore[method-assign]
+            _control.ControlPage.write_appended = write_appended  # type: ignore[method-assign]
         else:
-            real_write = _control.ControlPage.write
+            real_write_appended = _control.ControlPage.write_appended
 
-            def write(self: Any, control: Any) -> None:
+            def write_appended(self: Any, appended: int, last_lsn: int) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
-                real_write(self, control)
+                real_write_appended(self, appended, last_lsn)
 
-            _control.ControlPage.write = write  # type: ignore[method-assign]
+            _control.ControlPage.write_appended = write_appended  # type: ignore[method-assign]
         ready.send("armed")
         s.put(NS, "killed", value)
     raise AssertionError("not killed")  # pragma: no cover

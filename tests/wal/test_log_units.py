@@ -193,8 +193,35 @@ def test_control_page_round_trips_and_only_the_seqlock_guards_it(tmp_path: Path)
     assert other.read() is None
     page.repair()
     assert other.read() == c
+    # The append group's own seqlock (aseq, word 12) guards appended and last_lsn the same way.
+    aseq = struct.unpack_from("<Q", raw, 96)[0]
+    page._put(12, aseq + 1)
+    assert other.read() is None and other.read_once() is None
+    page.repair()
+    assert other.read() == c
     page.close()
     other.close()
+
+
+def test_a_page_lock_writer_never_writes_the_append_groups_words(tmp_path: Path) -> None:
+    """``write`` (page lock) leaves ``appended`` and ``last_lsn`` to ``write_appended`` (append lock).
+
+    An appender no longer takes the page lock, so a publisher holding a copy
+    read before an append must not write its older ``appended`` back (the
+    next frame would overwrite the appender's).
+    """
+    path = str(tmp_path / "control")
+    page = ControlPage(path)
+    page.initialise(Control(appended=10, synced=9, commits=1, last_lsn=5, synced_lsn=4), 7)
+    stale = page.read()
+    assert stale is not None
+    page.write_appended(100, 50)  # an appender, between the publisher's read and its write
+    stale.synced, stale.synced_lsn, stale.commits = 10, 5, 2
+    page.write(stale)
+    got = page.read()
+    assert got == Control(appended=100, synced=10, commits=2, last_lsn=50, synced_lsn=5)
+    assert page.layout() == 2 and page.valid()
+    page.close()
 
 
 @pytest.mark.skipif(_platform.PORTABLE, reason="the mapped page; the portable path reads the file")

@@ -335,3 +335,131 @@ def test_a_codec_change_between_the_check_and_the_commit_logs_the_new_codecs_byt
         assert reader.get(("w",), "k") == {"a": [1, 2, 3]}  # another handle decodes the logged frame
         reader._engine.fold(wait=True)
         assert reader.get(("w",), "k") == {"a": [1, 2, 3]}
+
+
+@pytest.mark.store_format(2)
+def test_a_read_write_open_prepares_what_the_first_put_needs(store_path: str) -> None:
+    """The log's first segment and the fold thread exist after the open: a new store's first put creates neither.
+
+    Both were made by the first put, inside the timed window of every
+    benchmark and of an agent's first write: the segment (temp file, space
+    reserved, a synced header, a rename, a directory sync) under the append
+    lock with every other writer waiting, the thread with a wait until it ran.
+    """
+    wal = os.path.join(store_path, WAL_DIR)
+    with filemem.Store(store_path) as s:
+        engine = s._engine
+        segment = os.path.join(wal, "0000000000000001.log")
+        assert os.path.exists(segment)
+        assert engine._folder is not None and engine._folder._thread.is_alive()
+        log = engine.log
+        assert log is not None and log.writer is not None
+        created: list[int] = []
+        real_create = log.writer.create_segment
+        log.writer.create_segment = lambda seg: (created.append(seg), real_create(seg))[1]  # type: ignore[method-assign]
+        folder = engine._folder
+        before = sorted(os.listdir(wal))
+        assert s.put(("w",), "first", 1) > 0
+        assert created == [] and sorted(os.listdir(wal)) == before
+        assert engine._folder is folder
+        thread = folder._thread
+    assert not thread.is_alive()  # stopped by the close
+    with filemem.Store(store_path, readonly=True) as ro:
+        assert ro._engine._folder is None  # a read-only handle never folds
+        assert ro.get(("w",), "first") == 1
+
+
+@pytest.mark.store_format(2)
+def test_an_open_behind_a_busy_append_lock_does_not_create_a_segment_without_it(store_path: str) -> None:
+    """Creating a segment needs the append lock; an open that finds none waits for the lock, not around it."""
+    filemem.Store(store_path).close()
+    wal = os.path.join(store_path, WAL_DIR)
+    os.remove(os.path.join(wal, "0000000000000001.log"))  # as a store created before this release left it
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_append_lock, args=(store_path, ready, release))
+    child.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(LockTimeout):
+            filemem.Store(store_path, lock_timeout_s=0.3)
+        assert not os.path.exists(os.path.join(wal, "0000000000000001.log"))
+    finally:
+        release.set()
+        child.join(30)
+    with filemem.Store(store_path) as s:
+        assert os.path.exists(os.path.join(wal, "0000000000000001.log"))
+        assert s.put(("w",), "k", 1) > 0 and s.get(("w",), "k") == 1
+
+
+@pytest.mark.store_format(2)
+def test_an_append_takes_no_page_lock_inside_the_append_lock(store_path: str) -> None:
+    """``appended`` and ``last_lsn`` have their own seqlock (layout 2): the append lock's hold has no page-lock turn.
+
+    Layout 1 took the page lock for every append (two ``flock`` calls and a
+    copy of the page inside the append lock's hold, issue 13).
+    """
+    with filemem.Store(store_path) as s:
+        s.put(("w",), "warm", 0)
+        log = s._engine.log
+        assert log is not None
+        held: list[str] = []
+        inside: list[str] = []
+        real_append, real_page = log._append_locked, log._page_locked
+
+        class Tracked:
+            def __init__(self, name: str, real: Any) -> None:
+                self.name, self.real = name, real
+
+            def __enter__(self) -> None:
+                if held:
+                    inside.append(f"{self.name} inside {held[-1]}")
+                self.real.__enter__()
+                held.append(self.name)
+
+            def __exit__(self, *exc: object) -> None:
+                held.pop()
+                self.real.__exit__(*exc)
+
+        log._append_locked = lambda: Tracked("append", real_append())  # type: ignore[method-assign]
+        log._page_locked = lambda: Tracked("page", real_page())  # type: ignore[method-assign]
+        try:
+            for i in range(20):
+                s.put(("w",), f"k{i}", i)
+        finally:
+            log._append_locked = real_append  # type: ignore[method-assign]
+            log._page_locked = real_page  # type: ignore[method-assign]
+        assert inside == []
+        assert s.get(("w",), "k19") == 19
+
+
+@pytest.mark.store_format(2)
+def test_a_control_page_of_another_layout_is_refused_under_live_handles_and_rebuilt_when_alone(
+    store_path: str,
+) -> None:
+    """A page an earlier build wrote (layout 1: every field under one seqlock) is never written around.
+
+    While a handle has the store open, a read-write opener refuses it (rebuilding
+    it would break the live handles' seqlocks) and a writer whose page changed
+    layout under it refuses to append; an opener alone rebuilds it in layout 2.
+    """
+    from filemem._errors import StorageError
+
+    page = os.path.join(store_path, WAL_DIR, "control")
+    with filemem.Store(store_path) as live:
+        live.put(("w",), "before", 1)
+        with open(page, "r+b") as fh:  # what an earlier build's rebuild leaves: its layout in the header
+            fh.seek(8)
+            fh.write((1).to_bytes(4, "little"))
+        with pytest.raises(StorageError, match="layout 1"):
+            filemem.Store(store_path)
+        with pytest.raises(StorageError, match="layout 1"):
+            live.put(("w",), "refused", 2)
+        with filemem.Store(store_path, readonly=True) as ro:  # a read-only handle reads the log itself
+            assert ro.get(("w",), "before") == 1
+    with filemem.Store(store_path) as alone:
+        with open(page, "rb") as fh:
+            head = fh.read(16)
+        assert int.from_bytes(head[8:12], "little") == 2
+        assert alone.get(("w",), "before") == 1 and alone.get(("w",), "refused") is None
+        assert alone.put(("w",), "after", 3) > 0
