@@ -32,6 +32,7 @@ from typing import Any, Final
 from .. import _fs, _locks
 from .._engine import JOURNAL_DIR, Engine, Op
 from .._errors import ConflictError, FileMemError, StorageError
+from .._wal import _platform
 from ..codecs import get_codec
 
 __all__ = ["DeadLetter", "append_dead_letters", "list_dead_letters", "replay_dead_letters"]
@@ -110,7 +111,7 @@ def append_dead_letters(engine: Engine, jid: str, letters: list[dict[str, Any]])
         try:
             try:
                 size = os.fstat(fd).st_size
-                torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+                torn = size > 0 and _platform.pread(fd, 1, size - 1) != b"\n"
             except OSError as exc:
                 raise _fs.storage_error(exc, "read", path) from exc
             if torn:

@@ -31,6 +31,7 @@ import msgpack
 
 from .. import _fs, _locks
 from .._errors import StorageError
+from .._wal import _platform
 
 __all__ = [
     "FRAME",
@@ -319,10 +320,7 @@ class JournalFile:
     def append(self, data: bytes | bytearray) -> None:
         """Write ``data`` at the end; on failure cut the file back so no half frame stays before later ones."""
         try:
-            written = 0
-            view = memoryview(data)
-            while written < len(data):
-                written += os.pwrite(self.fd, view[written:], self.offset + written)
+            _platform.pwrite(self.fd, memoryview(data), self.offset)  # seek+write where no pwrite
         except OSError as exc:
             self._cut(self.offset)
             raise _fs.storage_error(exc, "append to journal", self.path) from exc
@@ -363,7 +361,7 @@ class JournalFile:
                 end += sizes[j]
                 j += 1
             try:
-                data = os.pread(self.fd, end - start, start)
+                data = _platform.pread(self.fd, end - start, start)
             except OSError as exc:
                 raise _fs.storage_error(exc, "read back from journal", self.path) from exc
             view = memoryview(data)
@@ -407,7 +405,7 @@ class JournalFile:
         if not self.sync:
             return
         try:
-            os.fdatasync(self.fd) if hasattr(os, "fdatasync") else os.fsync(self.fd)
+            _platform.datasync(self.fd)
         except OSError as exc:
             raise _fs.storage_error(exc, "fsync journal", self.path) from exc
 
