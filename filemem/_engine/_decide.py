@@ -74,6 +74,13 @@ class Decisions(Commits):
                 data = enc[1]
                 if len(data) > self.max_value_bytes:
                     raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
+                if op.value is not UNDECODED:
+                    # The overlay keeps these bytes until a read or the fold: an
+                    # exact copy, since orjson's output object holds a ~4 KB
+                    # allocation however short the JSON (4.3 KB an unfolded
+                    # record, measured). The collector's bytes are already a
+                    # slice of its journal frame.
+                    data = bytes(memoryview(data))
                 entry = latest(op.namespace, op.key)
                 if entry is not None:
                     created_at = frame_created(carried_from(entry.record, now))
