@@ -209,7 +209,12 @@ class Decisions(Commits):
         bits = hash_bits(key)
         for _ in range(8):
             prefix = view.resolve(bits)
-            shard = self.load(view.shard_path(prefix), prefix)
+            path = view.shard_path(prefix)
+            if self.lacks(path, prefix, key):
+                # Read and checked, not decoded: a new key (the common case of
+                # a carried created_at) costs no parse of its shard.
+                return None
+            shard = self.load(path, prefix)
             if shard is None or shard.splitting:
                 if view.recheck(prefix, bits, missing=shard is None):
                     continue
