@@ -21,7 +21,7 @@ from typing import Any, Final
 from ._errors import CorruptShardError, UnsupportedFormatError
 from .codecs import Codec
 
-__all__ = ["FORMAT_VERSION", "Record", "Shard", "decode_shard", "encode_shard", "shard_name"]
+__all__ = ["FORMAT_VERSION", "Record", "Shard", "decode_shard", "encode_shard", "lacks_key", "shard_name"]
 
 #: Bump only with a migration path; readers refuse versions above theirs.
 FORMAT_VERSION: Final = 1
@@ -247,3 +247,38 @@ def decode_shard(
         splitting=bool(header.get("splitting")),
         touched=touched if isinstance(touched, list) else None,
     )
+
+
+def lacks_key(data: bytes, path: str, key: str, expected_prefix: str | None = None) -> bool:
+    """Whether the shard file ``data`` surely holds no record of ``key``, found without decoding its records.
+
+    The header and checksum are checked as :func:`decode_shard` checks them
+    (``CorruptShardError`` naming ``path``). True only when the key's UTF-8
+    bytes occur nowhere in the body, where that proves it absent: msgpack
+    writes a str key's bytes as they are, and JSON writes a key with no
+    quote, backslash or control character either as its bytes or with a
+    ``\\u`` escape, so for JSON also no ``\\u`` may occur in the body.
+    False means "maybe": decode the shard. A splitting shard is always
+    "maybe" (its reader must look further). Resolving a carried
+    ``created_at`` of a new key asks only this (issue 13: a parse of the
+    key's shard per overwrite of a key not folded yet).
+    """
+    header, offset = read_header(data, path)
+    if expected_prefix is not None and header["prefix"] != expected_prefix:
+        raise CorruptShardError(
+            f"corrupt shard {path}: holds prefix {header['prefix']!r}, file name says {expected_prefix!r}", path=path
+        )
+    if header.get("splitting"):
+        return False
+    codec = header["codec"]
+    if codec == "json":
+        if not _verbatim_in_json(key) or data.find(b"\\u", offset) >= 0:
+            return False
+    elif codec != "msgpack":
+        return False
+    return data.find(key.encode(), offset) < 0
+
+
+def _verbatim_in_json(key: str) -> bool:
+    """Whether JSON writes ``key`` as its own characters: no quote, backslash or control character."""
+    return '"' not in key and "\\" not in key and (key.isprintable() or not any(c < " " for c in key))

@@ -51,7 +51,7 @@ class Decisions(Commits):
         logged: list[LogOp] = []
         changes: list[Change] = []
         results: list[Any] = []
-        #: This batch's earlier write of a key: its record, or (lsn, logged op) for an undecoded put.
+        #: This batch's earlier write of a key: its record, or (lsn, logged op) for a put logged as bytes.
         mine: dict[tuple[tuple[str, ...], str], Record | tuple[int, LogOp] | None] = {}
         codec = self.codec
         cname = codec.name
@@ -60,32 +60,42 @@ class Decisions(Commits):
         for op in ops:
             ident = (op.namespace, op.key)
             enc = op.encoded
-            if (
-                op.value is UNDECODED
-                and enc is not None
-                and enc[0] == cname
-                and op.kind == "put"
-                and op.if_version is None
-                and op.ttl is None
-                and ident not in mine
-            ):
-                # A plain put given only as codec bytes (the collector's): log the bytes as they
-                # are, and let this process's readers decode them on first read, as they do
-                # another process's frames. No decode, no record built (issue 13).
+            if op.kind == "put" and op.if_version is None and enc is not None and enc[0] == cname and ident not in mine:
+                # A plain put (no condition) already encoded by the store's
+                # codec: log its bytes as they are, and keep no record of it,
+                # only the logged op, which this process's readers decode on
+                # first read as they do another process's frames (the
+                # collector's undecoded puts take this path too). No record,
+                # Carried or copy built per put: a 1,000-record batch spent
+                # most of its decision there, and in the garbage collector
+                # walking them (issue 13). The value read back is the codec's
+                # round trip, what every other process and the fold see.
                 lsn = first_lsn + len(logged)
                 data = enc[1]
                 if len(data) > self.max_value_bytes:
                     raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {self.max_value_bytes}")
+                if op.value is not UNDECODED:
+                    # The overlay keeps these bytes until a read or the fold: an
+                    # exact copy, since orjson's output object holds a ~4 KB
+                    # allocation however short the JSON (4.3 KB an unfolded
+                    # record, measured). The collector's bytes are already a
+                    # slice of its journal frame.
+                    data = bytes(memoryview(data))
                 entry = latest(op.namespace, op.key)
                 if entry is not None:
                     created_at = frame_created(carried_from(entry.record, now))
                 else:
-                    # Carried over, as in the plain put below (see _wal._carry).
+                    # Carried over (see _wal._carry): the shard record it
+                    # replaces is not read under the append lock. The
+                    # namespace's view still refuses a directory that is a
+                    # link (once per namespace and batch), as a read did.
                     if op.namespace not in checked:
                         self.view(op.namespace)
                         checked.add(op.namespace)
                     created_at = math.nan
-                lop = LogOp(op.namespace, op.key, PUT, cname, data, created_at)
+                lop = LogOp(
+                    op.namespace, op.key, PUT, cname, data, created_at, None if op.ttl is None else now + op.ttl
+                )
                 logged.append(lop)
                 results.append(lsn)
                 changes.append((op.namespace, op.key, Entry(lsn, None, lop, now, decode_logged)))
@@ -154,7 +164,7 @@ class Decisions(Commits):
         return logged, results, changes
 
     def _decode_logged(self, op: LogOp, lsn: int, now: float) -> Record | None:
-        """An overlay entry's decode (see ``_wal._overlay.Entry``) for an undecoded put this process logged."""
+        """An overlay entry's decode (see ``_wal._overlay.Entry``) for a plain put this process logged as bytes."""
         return resolved_record_of(self._codecs, self.resolve_created, op, lsn, now)
 
     def _resolved_own_entry(self, own: tuple[tuple[str, ...], str, Record], _lsn: int, _now: float) -> Record:
@@ -199,7 +209,12 @@ class Decisions(Commits):
         bits = hash_bits(key)
         for _ in range(8):
             prefix = view.resolve(bits)
-            shard = self.load(view.shard_path(prefix), prefix)
+            path = view.shard_path(prefix)
+            if self.lacks(path, prefix, key):
+                # Read and checked, not decoded: a new key (the common case of
+                # a carried created_at) costs no parse of its shard.
+                return None
+            shard = self.load(path, prefix)
             if shard is None or shard.splitting:
                 if view.recheck(prefix, bits, missing=shard is None):
                     continue

@@ -28,7 +28,7 @@ from typing import Final, Protocol
 from .. import _fs, _locks
 from .._errors import StorageError
 from .._names import escape_segment, hash_bits, legacy_segment, unescape_segment
-from .._shard import SHARD_SUFFIX, Record, Shard, decode_shard
+from .._shard import SHARD_SUFFIX, Record, Shard, decode_shard, lacks_key
 from .._view import View
 from .._wal import Log
 from .._walk import ShardWalk
@@ -79,6 +79,23 @@ class Reads(Marker):
         return self._views_by_dir.get(directory)
 
     # ------------------------------------------------------------------ cache
+
+    def lacks(self, path: str, prefix: str, key: str) -> bool:
+        """Whether the shard at ``path`` surely holds no record of ``key`` (False: maybe, or no file: ask :meth:`load`).
+
+        A cached parse answers through :meth:`load`; otherwise the file is
+        read and checked (header, checksum) but its records are not decoded
+        (:func:`filemem._shard.lacks_key`), and nothing is cached.
+        """
+        if self._overlay:
+            return False  # a dead writer's batch may owe this shard: load knows where to read
+        entry = self.cache.peek(path)
+        if entry is not None and entry.shard is not None:
+            return False
+        got = _fs.read_file(path)
+        if got is None:
+            return False
+        return lacks_key(got[0], path, key, prefix)
 
     def load(self, path: str, prefix: str | None, *, fresh_ok: bool = False, keep: bool = True) -> Shard | None:
         """The current parse of the shard at ``path``, or None if absent.

@@ -210,18 +210,36 @@ def _ns_tuple(raw: bytes) -> tuple[str, ...]:
 def encode_batch(first_lsn: int, now: float, ops: list[LogOp]) -> bytes:
     """The payload of a BATCH frame."""
     out = [_BATCH_HEAD.pack(first_lsn, now, len(ops))]
+    # One extend of whole op pieces, packers and a batch's namespaces looked
+    # up once: a 1,000-record batch() spent half a millisecond here in calls
+    # (issue 13). The bytes are the same as ever.
+    extend = out.extend
+    op_head = _OP_HEAD.pack
+    put_tail = _PUT_TAIL.pack
+    codec_ids = CODEC_IDS
+    nan = math.nan
+    names: dict[tuple[str, ...], bytes] = {}
     for op in ops:
-        ns = _ns_bytes(op.namespace)
+        ns = names.get(op.namespace)
+        if ns is None:
+            ns = names[op.namespace] = _ns_bytes(op.namespace)
         key = op.key.encode()
-        codec = CODEC_IDS[op.codec] if op.kind == PUT and op.codec is not None else 0
-        out.append(_OP_HEAD.pack(op.kind, codec, len(ns), len(key)))
-        out.append(ns)
-        out.append(key)
         if op.kind == PUT:
-            assert op.value is not None
-            x = math.nan if op.expires_at is None else op.expires_at
-            out.append(_PUT_TAIL.pack(op.created_at, x, len(op.value)))
-            out.append(op.value)
+            value = op.value
+            assert value is not None
+            x = op.expires_at
+            codec = 0 if op.codec is None else codec_ids[op.codec]
+            extend(
+                (
+                    op_head(PUT, codec, len(ns), len(key)),
+                    ns,
+                    key,
+                    put_tail(op.created_at, nan if x is None else x, len(value)),
+                    value,
+                )
+            )
+        else:
+            extend((op_head(op.kind, 0, len(ns), len(key)), ns, key))
     return b"".join(out)
 
 

@@ -587,9 +587,23 @@ class Log(LogFold):
         return self._span(c.folded, c.synced)
 
     def _span(self, start: int, end: int) -> int:
-        """Roughly how many bytes of log lie between two positions."""
-        segs = _format.segment_of(end) - _format.segment_of(start)
-        return segs * self.segment_bytes + _format.offset_of(end) - _format.offset_of(start)
+        """Roughly how many bytes of log lie between two positions (never negative).
+
+        A frame bigger than a segment gets a segment of its own, grown past
+        ``segment_bytes``: a position in it can lie past that size. Counting
+        every segment before ``end``'s as ``segment_bytes`` long made the span
+        from such a position negative, so the fold triggers and the
+        back-pressure bound stopped seeing the backlog behind it; a 1M-record
+        populate in 100k-record batches left 48 MB unfolded, and one put of
+        the next writer folded 199,700 records (438 s, issue 13). Segments
+        between the two are still counted at ``segment_bytes``.
+        """
+        first, last = _format.segment_of(start), _format.segment_of(end)
+        if first == last:
+            return max(_format.offset_of(end) - _format.offset_of(start), 0)
+        off = _format.offset_of(start)
+        rest_of_first = max(self.segment_bytes, off) - off
+        return rest_of_first + (last - first - 1) * self.segment_bytes + _format.offset_of(end)
 
     @_storage_errors("check the log in")
     def verify(self, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue]:

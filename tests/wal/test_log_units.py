@@ -412,3 +412,23 @@ def test_a_failed_sync_is_fatal_for_the_handle(tmp_path: Path, monkeypatch: pyte
             log.commit(_put_decision(("n",), "k", 3))
     finally:
         log.close()
+
+
+def test_the_unfolded_span_counts_past_an_oversized_segment(tmp_path: Path) -> None:
+    """A position in a segment grown past ``segment_bytes`` (one frame bigger than a segment): the span stays right.
+
+    The span is what the fold triggers and the back-pressure bound read: a
+    negative one hid the whole backlog behind such a segment (issue 13).
+    """
+    (tmp_path / "wal").mkdir()
+    log = Log(str(tmp_path), readonly=False, sync=False, codecs={}, lock_timeout_s=1.0, segment_bytes=1 << 20)
+    try:
+        header = _format.SEGMENT_HEADER_BYTES
+        big_end = _format.position(2, header + (3 << 20))  # the end of a 3 MiB frame alone in segment 2
+        assert log._span(big_end, _format.position(3, header + 100)) == header + 100
+        assert log._span(_format.position(2, header), big_end) == 3 << 20
+        assert log._span(_format.position(1, header), _format.position(3, header)) == (2 << 20)
+        assert log._span(big_end, _format.position(5, 4096)) == (1 << 20) * 2 + 4096
+        assert log._span(_format.position(1, 500), _format.position(1, 500)) == 0
+    finally:
+        log.close()
