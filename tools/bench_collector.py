@@ -132,6 +132,18 @@ def _parked_writers() -> Iterator[threading.Event]:
         gate.set()
 
 
+def _latency_row(times: list[float], count: int) -> dict[str, Any]:
+    """The percentiles every latency row reports (microseconds), and the load they were taken at."""
+    return {
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+        "calls": count,
+        "p50_us": round(pct(times, 0.5), 2),
+        "p99_us": round(pct(times, 0.99), 2),
+        "p999_us": round(pct(times, 0.999), 2),
+        "max_us": round(max(times), 1),
+    }
+
+
 def _pace_name(us: int) -> str:
     return f"paced_{us // 1000}ms" if us % 1000 == 0 else f"paced_{us}us"
 
@@ -186,12 +198,7 @@ def bench_floor(n: int, pace_us: list[int]) -> dict[str, Any]:
             t1 = pc()
             times.append((t1 - t0) / 1000)
         out[f"floor_{_pace_name(us)}"] = {
-            "loadavg_1min": round(os.getloadavg()[0], 2),
-            "calls": count,
-            "p50_us": round(pct(times, 0.5), 2),
-            "p99_us": round(pct(times, 0.99), 2),
-            "p999_us": round(pct(times, 0.999), 2),
-            "max_us": round(max(times), 1),
+            **_latency_row(times, count),
             "over_50us": sum(1 for t in times if t > 50),
         }
     return out
@@ -251,12 +258,7 @@ def bench_latency(tmp: str, n: int, modes: list[tuple[str, float, bool]]) -> dic
                 gate.set()
             c.flush()
         out[mode] = {
-            "loadavg_1min": round(os.getloadavg()[0], 2),
-            "calls": count,
-            "p50_us": round(pct(times, 0.5), 2),
-            "p99_us": round(pct(times, 0.99), 2),
-            "p999_us": round(pct(times, 0.999), 2),
-            "max_us": round(max(times), 1),
+            **_latency_row(times, count),
             # Of the calls over 50 us: how many overlapped a garbage collection run in the
             # calling thread, and how many found the collector's lock held by a writer thread.
             "over_50us": len(spans),
