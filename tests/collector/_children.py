@@ -30,7 +30,10 @@ def collect_child(
     accepted id) and ``["flushed", proc, count]`` after flush().
     ``slow_after``: from that record on, pause 1 ms per record (a victim the
     parent means to kill mid-stream: a fast collector could otherwise finish
-    before a parent on a loaded machine polls its acks).
+    before a parent on a loaded machine polls its acks); and a victim that
+    gets to the end anyway waits there to be killed instead of flushing (a
+    parent at load 10+ once polled too late for all three victims, which had
+    flushed and retired their journals).
     """
     fd = open_ack(ack_path)
     with filemem.Store(path) as store:
@@ -48,6 +51,9 @@ def collect_child(
                 if accepted > last:
                     ack(fd, "accepted", proc, accepted)
                     last = accepted
+        if slow_after:
+            ack(fd, "accepted", proc, c.stats()["accepted"])
+            time.sleep(3600)  # killed here at the latest; never flushed, so its journal is left
         c.flush()
         ack(fd, "flushed", proc, count)
         c.close()

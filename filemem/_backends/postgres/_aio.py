@@ -44,6 +44,10 @@ _LIVE_ROWS: Final = (
 _KEYS: Final = f"SELECT key FROM filemem_records WHERE ns = %s AND {_LIVE} ORDER BY key"
 
 
+#: How long closing waits for the pool's workers to end their task (see AsyncReads.close).
+CLOSE_TIMEOUT_S = 30.0
+
+
 class AsyncReads:
     """A lazily opened async pool and the read statements of the sync backend."""
 
@@ -134,4 +138,8 @@ class AsyncReads:
         self.closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close(timeout=5.0)
+            # psycopg-pool waits this long for its workers to end (5 s by default). A worker busy
+            # adding a connection under load can take longer; one left behind meets asyncio.run's
+            # final cancellation, which a pool worker can swallow (psycopg/psycopg#1345), and the
+            # program hangs at exit (seen once in CI at load 10+).
+            await pool.close(timeout=CLOSE_TIMEOUT_S)
