@@ -406,13 +406,10 @@ def pinned(log: Log, timeout_s: float) -> Iterator[None]:
     microseconds) kept a listing or a snapshot waiting for seconds under
     load, up to the lock timeout.
     """
-    with _locks.shared(os.path.join(log.dir, FOLD_WAIT_LOCK), timeout_s):
-        pin = log.pin()
-        pin.__enter__()
-    try:
+    with contextlib.ExitStack() as stack:
+        with _locks.shared(os.path.join(log.dir, FOLD_WAIT_LOCK), timeout_s):
+            stack.enter_context(log.pin())  # the wait lock is let go once the pin is had
         yield
-    finally:
-        pin.__exit__(None, None, None)
 
 
 class HasGeneration(Protocol):

@@ -12,6 +12,7 @@ One room per role, after leveldb's ``db/``:
 * ``_fold``     moving synced records into the shards; the checkpoint
 * ``_log_core`` the append lock and a consistent control page, shared by the parts of :class:`Log`
 * ``_log_fold`` the fold's steps and checkpoints, segment retirement, pins
+* ``_log_reads`` the commit counter, and the overlay brought up to the synced end of the log
 * ``_repair``   checking and repairing the log
 * ``_log``      the coordinator the engine talks to (:class:`Log`): open, close, reads, writes
 """

@@ -35,7 +35,6 @@ write is acknowledged only once the synced position covers it.
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import threading
 import time
@@ -44,7 +43,7 @@ from contextlib import suppress
 from typing import Any
 
 from .. import _fs
-from .._errors import CorruptShardError, StorageError
+from .._errors import StorageError
 from ..codecs import Codec
 from . import _control, _format, _platform, _repair
 from ._control import Control, ControlPage, boot_id
@@ -61,8 +60,8 @@ from ._log_core import (
     record_of,
     resolved_record_of,
 )
-from ._log_fold import LogFold
-from ._overlay import Change, Entry, Overlay
+from ._log_reads import LogReads
+from ._overlay import Entry, Overlay
 from ._reader import LogReader
 from ._repair import LogIssue
 from ._writer import LogWriter
@@ -82,7 +81,7 @@ __all__ = [
 ]
 
 
-class Log(LogFold):
+class Log(LogReads):
     """The log of one store, seen from one process. Thread-safe."""
 
     def __init__(
@@ -157,7 +156,7 @@ class Log(LogFold):
             if not self.readonly:
                 self._writers_fd = self._join_writers()  # see LogFold.leave_writers
                 opened.append(functools.partial(os.close, self._writers_fd))
-            self._private: Control | None = None  # a read-only handle's own view when the page cannot be trusted
+            self._private = None  # a read-only handle's own view when the page cannot be trusted
             first = _platform.lock(self._open_fd, exclusive=True, blocking=False)
             try:
                 layout = self.control.layout()
@@ -298,123 +297,6 @@ class Log(LogFold):
         # (issue 13's lost acknowledged puts).
         _platform.lock(self._open_fd, exclusive=False, blocking=True)
         return False
-
-    # ------------------------------------------------------------------ reads
-
-    def changed(self) -> bool:
-        """Whether anything committed since the last :meth:`refresh` (no system call where mapped)."""
-        return self._private is not None or self.control.commits() != self._seen_commits
-
-    def commits_reader(self) -> Callable[[], int]:
-        """The commit counter as a cheap call, for caches above the log (valid until :meth:`close`).
-
-        A value cached when it read ``n`` is current while it still reads ``n``
-        (and the overlay's generation has not moved). A handle that cannot
-        trust the page (:meth:`changed` always True) gets a call that never
-        repeats a number, so nothing cached against it is ever current.
-        """
-        if self._private is not None:
-            return itertools.count(-(1 << 62)).__next__
-        return self.control.commits_reader()
-
-    def readable_bounds(self) -> tuple[int, int] | None:
-        """(how far this handle may read, where the folded part ends); None while the page is mid-update.
-
-        For a :class:`filemem._wal._tail.LogTail`. A handle that cannot trust
-        the page reads as far as the good frames go, like :meth:`refresh`.
-        """
-        if self._private is not None:
-            return (1 << 63) - 1, self._private.folded
-        c = self.control.read()
-        return None if c is None else (c.synced, c.folded)
-
-    def refresh(self) -> None:
-        """Bring the overlay up to the synced end of the log (``on_folded`` hears of what the fold took)."""
-        if self._private is None and self.control.commits() == self._seen_commits:
-            return  # the hot path: one 8-byte read, nothing to translate
-        self._refresh()
-
-    @_storage_errors("read the log in")
-    def _refresh(self) -> None:
-        with self._mu:
-            commits = self.control.commits()
-            c = self._control()
-            if self._private is not None:
-                scan = self.reader.scan(self.overlay.tail, None)
-                self._private.synced = self._private.appended = max(scan.end, self._private.synced)
-            self._advance(c, c.synced)
-            self._seen_commits = commits
-
-    def _advance(self, c: Control, upto: int) -> None:
-        """Read frames from the overlay's tail to ``upto`` (``_mu`` held)."""
-        ov = self.overlay
-        reset = False
-        for _ in range(100):
-            if ov.tail >= upto:
-                break
-            scan = self.reader.scan(ov.tail, upto)
-            for frame in scan.frames:
-                if frame.kind == _format.BATCH:
-                    ov.add(frame.end, self._changes(frame), synced=frame.end <= c.synced)
-                else:
-                    ov.add(frame.end, [], synced=frame.end <= c.synced)
-            if scan.end >= upto:
-                break
-            if scan.stop == "missing" or ov.tail < c.folded:
-                # The fold retired the segment we were reading: everything in it
-                # is in the shards now. Start again where the shards end.
-                c = self._control()
-                ov.reset(c.folded, c.folded_lsn)
-                self.reader.forget_below(_format.segment_of(c.folded))
-                reset = True
-                upto = max(upto, c.synced) if upto == c.synced else upto
-                continue
-            raise CorruptShardError(
-                f"write-ahead log in {self.dir} is damaged below its synced end: {scan.detail}", path=self.dir
-            )
-        ov.promote(c.synced)
-        gone = ov.prune(c.folded_lsn)
-        if c.folds != self._seen_folds:
-            self._seen_folds = c.folds
-            self.reader.forget_below(_format.segment_of(c.folded))
-        if reset:
-            self.on_folded(None)
-        elif gone:
-            self.on_folded(gone)
-
-    def _changes(self, frame: Any) -> list[Change]:
-        # Keys and where each value lies, not the values: see _format.index_batch.
-        payload = frame.payload
-        try:
-            first, now, ops = _format.index_batch(payload)
-        except ValueError as exc:
-            raise CorruptShardError(
-                f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
-            ) from exc
-        decode = self._decode_record
-        put = _format.PUT
-        return [
-            (
-                op[0],
-                op[1],
-                Entry(first + i, None, (payload, op), now, decode) if op[2] == put else Entry(first + i, None),
-            )
-            for i, op in enumerate(ops)
-        ]
-
-    def get(self, namespace: tuple[str, ...], key: str) -> Entry | None:
-        """The newest synced unfolded entry of a key (call :meth:`refresh` first)."""
-        return self.overlay.get(namespace, key)
-
-    def entries(self, namespace: tuple[str, ...]) -> dict[str, Entry]:
-        """A copy of the synced unfolded entries of one namespace."""
-        with self._mu:
-            return self.overlay.namespace(namespace)
-
-    def namespaces(self) -> list[tuple[str, ...]]:
-        """Namespaces with synced unfolded entries."""
-        with self._mu:
-            return self.overlay.namespaces()
 
     # ------------------------------------------------------------------ writes
 
