@@ -14,12 +14,13 @@ Thread-safe; a forked child starts empty (the engine replaces its cache).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
 from typing import Final
 
-from ._shard import Shard
+from ._shard import SHARD_SUFFIX, Shard
 
 __all__ = ["ABSENT", "CacheEntry", "ShardCache"]
 
@@ -144,6 +145,28 @@ class ShardCache:
         if entry is not None:
             entry.fresh_until = _NEVER
             self.invalidations += 1
+
+    def invalidate_family(self, directory: str, prefix: str) -> None:
+        """Shard ``prefix`` appeared in ``directory``: its ancestors and descendants may be gone unannounced.
+
+        A new prefix means a split (its parent's file vanished) or a merge
+        (its leaves' did). A watcher can miss a short-lived file's whole life
+        (a polling round that never ran while a split's leaf existed), so the
+        vanished file's deletion may never be reported, and its entry, still
+        fresh, kept serving the key's old value for up to the TTL through the
+        hot path (issue 13's flaky visibility test). Such entries must be
+        revalidated before use. One pass over the entries: a new prefix is a
+        split or merge, far rarer than a write.
+        """
+        head = os.path.join(directory, "s")
+        with self._lock:
+            for path, entry in self._entries.items():
+                if not path.startswith(head) or not path.endswith(SHARD_SUFFIX):
+                    continue
+                other = path[len(head) : -len(SHARD_SUFFIX)]
+                if other != prefix and os.sep not in other and (other.startswith(prefix) or prefix.startswith(other)):
+                    entry.fresh_until = _NEVER
+                    self.invalidations += 1
 
     def forget(self, path: str) -> None:
         """Drop the entry for ``path``."""

@@ -118,6 +118,10 @@ class Freshness:
             prefix = name[1 : -len(".shard")]
             if (kind == "deleted") == (prefix in view.existing):
                 view.stale = True  # a shard appeared or vanished: re-list on next read
+                if kind != "deleted":
+                    # A split's parent or a merge's leaves vanished with it, and
+                    # their deletion may never be reported (see invalidate_family).
+                    self.cache.invalidate_family(directory, prefix)
         if self.feed.active and not self.feed.from_log:
             self.feed.publish(directory, name, "write" if kind == "written" else "delete")
 
