@@ -26,7 +26,7 @@ from ._feed import ChangeFeed
 from ._fs import read_file
 from ._shard import decode_shard
 from ._types import Item
-from ._wal._carry import Carried, Header, carried_over, is_carried_float
+from ._wal._carry import Carried, is_carried_float
 from ._wal._format import PUT
 from ._watch import ShardEventKind, Watcher, start_watcher
 
@@ -140,10 +140,8 @@ class Freshness:
                     committed, lost = [], True
             if lost:
                 self.feed.publish_missed()
-            #: Each key's last record in the batches read so far (for the chain rule, _wal._carry).
-            chain: dict[tuple[tuple[str, ...], str], Header] = {}
             for batch in committed:
-                items = self._items_of(batch, chain)
+                items = self._items_of(batch)
                 for namespace, keys in batch.keys.items():
                     if namespace and namespace[0] == INTERNAL_NS:
                         continue  # the store's own records (journal replay marks): never announced
@@ -151,38 +149,33 @@ class Freshness:
                         namespace, keys, batch.time, tuple(items[namespace][k] for k in keys) if items else None
                     )
 
-    def _items_of(
-        self, batch: Committed, chain: dict[tuple[tuple[str, ...], str], Header]
-    ) -> dict[tuple[str, ...], dict[str, Item | None]] | None:
+    def _items_of(self, batch: Committed) -> dict[tuple[str, ...], dict[str, Item | None]] | None:
         """What each key of a commit holds after it (None: deleted); None if a value does not decode.
 
         Decoded once here for every subscriber: reading each key back instead
         costs a log refresh per key and may see a later write. A carried
         ``created_at`` resolves against the key's previous record in log
-        order (_wal._carry): one read in this call's earlier batches
-        (``chain``, updated here), else the engine's (the log, then the shard).
+        order (_wal._carry): what the tail found it carries from the key's
+        previous unfolded op, else the shard's record.
         """
         out: dict[tuple[str, ...], dict[str, Item | None]] = {}
         codecs = self.engine._codecs
         try:
             for i, op in enumerate(batch.ops):
                 by_key = out.setdefault(op.namespace, {})
-                ident = (op.namespace, op.key)
                 if op.kind != PUT or op.value is None or op.codec is None:
                     by_key[op.key] = None
-                    chain[ident] = None
                     continue
                 value = codecs[op.codec].decode(op.value)
                 version = batch.first_lsn + i
                 created: Any = op.created_at
                 if is_carried_float(created):  # NaN: carried over from the record the put replaced (_wal._carry)
-                    if ident in chain:
-                        created = carried_over(chain[ident], batch.time)
-                        if isinstance(created, Carried):
-                            created = self.engine.resolve_created(op.namespace, op.key, version, created)
-                    else:
-                        created = self.engine.resolve_logged(op.namespace, op.key, version, Carried(batch.time))
-                chain[ident] = (created, op.expires_at)
+                    base = batch.carried[i] if batch.carried else None
+                    if base is None:
+                        base = Carried(batch.time)
+                    if isinstance(base, Carried):
+                        base = self.engine.resolve_created(op.namespace, op.key, version, base)
+                    created = base
                 by_key[op.key] = Item(op.namespace, op.key, value, version, created, batch.time, op.expires_at)
         except (KeyError, ValueError, FileMemError):
             return None  # the subscribers read the keys themselves; the log's readers report the damage

@@ -7,7 +7,7 @@ log ops, all or none (raising logs nothing). A plain put reads nothing: its
 ``created_at`` is logged as carried over (``filemem._wal._carry``) and
 resolved later, against the key's previous record in log order (the chain
 rule): by the overlay (``_wal._log_reads``) and ``resolve_created`` (on a
-read, outside the lock), by the fold, by the change feed (``resolve_logged``).
+read, outside the lock), by the fold, by the change feed (``_wal._tail``).
 ``_decide_blind`` logs a batch of plain puts without the log's tail at all.
 
 Invariant: the decision sees every write committed before it (the log tail
@@ -254,30 +254,6 @@ class Decisions(Commits):
         # the time it carried is gone from the shards; the put's own is the
         # best left (only a read racing two folds lands here).
         return carried.as_of
-
-    def resolve_logged(self, namespace: tuple[str, ...], key: str, lsn: int, carried: Carried) -> float:
-        """``created_at`` of the put logged at ``lsn`` with a carried time (the change feed's resolver).
-
-        The put's own overlay entry knows its previous record in log order
-        (``_wal._log_reads``); once it is folded, the shard does. A later
-        unfolded write of the key that replaced it in the overlay answers as
-        the shard does for one folded past it (:meth:`resolve_created`).
-        """
-        log = self.log
-        if log is not None:
-            log.refresh()
-            entry = log.get(namespace, key)
-            if entry is not None and entry.lsn >= lsn:
-                head = entry.header()
-                if head is None:
-                    return carried.as_of  # deleted since: as for a shard folded past a delete
-                created = head[0]
-                if isinstance(created, Carried):
-                    created = self.resolve_created(namespace, key, entry.lsn, created)
-                if entry.lsn == lsn or created <= carried.as_of:
-                    return float(created)
-                return carried.as_of
-        return self.resolve_created(namespace, key, lsn, carried)
 
     def _raw_shard_record(self, namespace: tuple[str, ...], key: str) -> Record | None:
         """The key's record in its shard, expired or not (None: no record)."""

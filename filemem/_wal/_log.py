@@ -123,6 +123,8 @@ class Log(LogReads):
         self._page_mu = threading.Lock()
         self._fold_mu = threading.Lock()
         self.folds = 0
+        #: Commits of plain puts logged without reading the log's tail (``commit``'s ``blind``).
+        self.blind_commits = 0
         #: Whether this handle's last fold stopped at ``max_bytes`` with synced log left behind.
         self.fold_cut = False
         self.last_write = 0.0
@@ -391,6 +393,8 @@ class Log(LogReads):
                     self._update_page(flushed, append_held=True)
                 if changes is not None:
                     self.overlay.add(end, changes, synced=not self.sync_on)
+                else:
+                    self.blind_commits += 1
                 self.unfolded_at_commit = self._span(c.folded, end)
         finally:
             if seen_pending is not None:
