@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 import filemem
+import filemem.admin
 from filemem._engine import _log as engine_log
 from filemem._wal import _format
 from filemem.codecs import get_codec
