@@ -112,6 +112,14 @@ class StoreMachine(RuleBasedStateMachine):
         self.versions[(ns, key)] = v
         self._wrote(ns, key, new=new, via=self.peer)
 
+    @rule(data=st.data(), value=values, twice=st.booleans())
+    def both_write_one_key(self, data: st.DataObject, value: Any, twice: bool) -> None:
+        """The peer writes a key (often a live one), then ``store``, behind it, puts it blind: the chain rule."""
+        pick = st.sampled_from(sorted(self.model, key=repr)) if self.model else st.tuples(namespaces, keys)
+        ns, key = data.draw(pick)
+        self.peer_puts(ns, key, "peer", twice)
+        self.put(ns, key, value)
+
     @rule(ns=namespaces, key=keys, value=values, stale=st.booleans())
     def put_if_version(self, ns: tuple[str, ...], key: str, value: Any, stale: bool) -> None:
         current = self.versions.get((ns, key), 0) if (ns, key) in self.model else 0
