@@ -10,7 +10,9 @@ What the engine calls, and nothing else:
 * :meth:`Log.commit` for a write: under the append lock it brings the overlay
   to the log's end, lets the caller decide (conditional writes see every
   earlier write, synced or not), appends one frame, releases the lock, syncs,
-  publishes. The caller's writes are acknowledged only after that.
+  publishes. The caller's writes are acknowledged only after that. A batch of
+  plain puts from a handle whose overlay is behind skips the first step and
+  leaves its frame out of the overlay (``blind``; the chain rule, _carry).
 * :meth:`Log.fold` to move synced frames into the shards, and
   :meth:`Log.pin` to keep folds out while a snapshot reads.
 
