@@ -191,9 +191,7 @@ class Decisions(Commits):
         for op in ops:
             enc = op.encoded
             if enc is not None and enc[0] == cname:
-                data = enc[1]
-                if op.value is not UNDECODED:
-                    data = bytes(memoryview(data))  # see _decide: an exact copy, not orjson's buffer
+                data = enc[1]  # no copy: nothing keeps it past the append (no overlay entry)
             else:
                 value = op.value
                 if value is UNDECODED:
