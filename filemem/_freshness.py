@@ -157,7 +157,10 @@ class Freshness:
         """What each key of a commit holds after it (None: deleted); None if a value does not decode.
 
         Decoded once here for every subscriber: reading each key back instead
-        costs a log refresh per key and may see a later write.
+        costs a log refresh per key and may see a later write. A carried
+        ``created_at`` resolves against the key's previous record in log
+        order (_wal._carry): what the tail found it carries from the key's
+        previous unfolded op, else the shard's record.
         """
         out: dict[tuple[str, ...], dict[str, Item | None]] = {}
         codecs = self.engine._codecs
@@ -169,9 +172,14 @@ class Freshness:
                     continue
                 value = codecs[op.codec].decode(op.value)
                 version = batch.first_lsn + i
-                created = op.created_at
+                created: Any = op.created_at
                 if is_carried_float(created):  # NaN: carried over from the record the put replaced (_wal._carry)
-                    created = self.engine.resolve_created(op.namespace, op.key, version, Carried(batch.time))
+                    base = batch.carried[i] if batch.carried else None
+                    if base is None:
+                        base = Carried(batch.time)
+                    if isinstance(base, Carried):
+                        base = self.engine.resolve_created(op.namespace, op.key, version, base)
+                    created = base
                 by_key[op.key] = Item(op.namespace, op.key, value, version, created, batch.time, op.expires_at)
         except (KeyError, ValueError, FileMemError):
             return None  # the subscribers read the keys themselves; the log's readers report the damage

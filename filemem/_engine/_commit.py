@@ -323,11 +323,13 @@ def _max_locks() -> int:
 def _resolve_carried(ops: list[Op], work: dict[str, Shard]) -> None:
     """The fold: give each installed record whose ``created_at`` was carried over its value.
 
-    The shard's record of the key is the one the put replaced (the writer
-    carries only when the log held no unfolded record of the key; one
-    earlier in the same fold range was resolved by the fold already), unless
-    the shard already holds this version or a newer one: then nothing is
-    installed.
+    The shard's record of the key is the one the put replaced, the key's
+    previous record in log order (the chain rule, see _wal._carry): one
+    earlier in the same fold range was taken by the fold already (a
+    :class:`Carried` left here is the time of the range's first put of the
+    key, carried from before the range), and one in an earlier range is in
+    the shard, installed by that range's fold. Unless the shard already holds
+    this version or a newer one: then nothing is installed.
     """
     for op in ops:
         record = op.record

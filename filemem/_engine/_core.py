@@ -31,6 +31,7 @@ from .._errors import FileMemError, InvalidValueError, ReadOnlyError
 from .._types import Durability
 from .._view import View
 from .._wal import Log
+from .._wal._format import LogOp
 from ..codecs import Codec, get_codec
 from . import _marker
 from ._api import EngineAPI
@@ -169,7 +170,14 @@ class Engine(LogGlue):
         if log is None:
             return self._apply_shards([_decoded(op, self._codecs) for op in ops])
         self._before_commit(log)
-        results = log.commit(lambda latest, first, now: self._decide(ops, latest, first, now))
+        blind = None
+        if all(op.kind == "put" and op.if_version is None for op in ops):
+            # Plain puts need nothing of the log's tail (their created_at is
+            # carried over): the log need not read other writers' frames.
+            def blind(first: int, now: float) -> tuple[list[LogOp], list[Any]]:
+                return self._decide_blind(ops, first, now)
+
+        results = log.commit(lambda latest, first, now: self._decide(ops, latest, first, now), blind)
         self.counters["log_commits"] += 1  # the log announced it once published (LogGlue._announce)
         self._after_commit(log)
         return results

@@ -5,8 +5,10 @@ batch of ops against the log's tail and the shards (``if_version``, CAS,
 ``update``, deletes that report whether the key existed) and turns them into
 log ops, all or none (raising logs nothing). A plain put reads nothing: its
 ``created_at`` is logged as carried over (``filemem._wal._carry``) and
-resolved later, against the shard record it replaced, by ``resolve_created``
-(on a read, outside the lock) or by the fold.
+resolved later, against the key's previous record in log order (the chain
+rule): by the overlay (``_wal._log_reads``) and ``resolve_created`` (on a
+read, outside the lock), by the fold, by the change feed (``_wal._tail``).
+``_decide_blind`` logs a batch of plain puts without the log's tail at all.
 
 Invariant: the decision sees every write committed before it (the log tail
 under the append lock, then the shards), so versions (log positions) only
@@ -24,7 +26,7 @@ from typing import Any, Final
 from .._errors import InvalidValueError, StorageError
 from .._names import hash_bits
 from .._shard import Record
-from .._wal._carry import Carried, carried_from, frame_created
+from .._wal._carry import Carried, carried_from, carried_over, frame_created
 from .._wal._format import DELETE, PUT, LogOp
 from .._wal._log_core import record_of, resolved_record_of
 from .._wal._overlay import Change, Entry
@@ -83,7 +85,15 @@ class Decisions(Commits):
                     data = bytes(memoryview(data))
                 entry = latest(op.namespace, op.key)
                 if entry is not None:
-                    created_at = frame_created(carried_from(entry.record, now))
+                    # Its header, not its value, where that says the time (a
+                    # delete, a record expired by now, a time logged). This
+                    # process's own entries get no carried base (only frames
+                    # read from the log do, _wal._log_reads): a time still
+                    # carried is resolved here, as before the chain rule.
+                    created = carried_over(entry.header(), now)
+                    if isinstance(created, Carried):
+                        created = carried_from(entry.record, now)
+                    created_at = frame_created(created)
                 else:
                     # Carried over (see _wal._carry): the shard record it
                     # replaces is not read under the append lock. The
@@ -163,6 +173,43 @@ class Decisions(Commits):
             mine[ident] = new
         return logged, results, changes
 
+    def _decide_blind(self, ops: list[Op], first_lsn: int, now: float) -> tuple[list[LogOp], list[Any]]:
+        """Under the append lock, for a batch of plain puts only, without the log's tail: log each as carried over.
+
+        The caller has not read the other writers' frames (``Log.commit``'s
+        blind path), so nothing here may look at the overlay: every put's
+        ``created_at`` is logged as carried over (NaN) and resolved later by
+        the chain rule (_wal._carry). No overlay entries: this process reads
+        its own frame back from the log, in log order, like any other.
+        """
+        logged: list[LogOp] = []
+        results: list[Any] = []
+        codec = self.codec
+        cname = codec.name
+        checked: set[tuple[str, ...]] = set()
+        limit = self.max_value_bytes
+        for op in ops:
+            enc = op.encoded
+            if enc is not None and enc[0] == cname:
+                data = enc[1]  # no copy: nothing keeps it past the append (no overlay entry)
+            else:
+                value = op.value
+                if value is UNDECODED:
+                    assert enc is not None, "an UNDECODED put carries its encoding"
+                    value = self._codecs[enc[0]].decode(enc[1])
+                data = codec.encode(value)
+            if len(data) > limit:
+                raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {limit}")
+            if op.namespace not in checked:
+                # The namespace's view still refuses a directory that is a link, as a read did.
+                self.view(op.namespace)
+                checked.add(op.namespace)
+            results.append(first_lsn + len(logged))
+            logged.append(
+                LogOp(op.namespace, op.key, PUT, cname, data, math.nan, None if op.ttl is None else now + op.ttl)
+            )
+        return logged, results
+
     def _decode_logged(self, op: LogOp, lsn: int, now: float) -> Record | None:
         """An overlay entry's decode (see ``_wal._overlay.Entry``) for a plain put this process logged as bytes."""
         return resolved_record_of(self._codecs, self.resolve_created, op, lsn, now)
@@ -179,14 +226,17 @@ class Decisions(Commits):
         return {**record, "created_at": self.resolve_created(namespace, key, record["version"], created)}
 
     def resolve_created(self, namespace: tuple[str, ...], key: str, lsn: int, carried: Carried) -> float:
-        """The ``created_at`` a put logged at ``lsn`` carried over, from the shard record it replaced.
+        """The ``created_at`` a put logged at ``lsn`` carried over, from the shard record before it.
 
-        The writer carried it only because the log held nothing unfolded of the
-        key, so the shard's record (if older than ``lsn``) is the one the put
-        replaced. If a fold has installed the put since, the shard holds its
-        resolved value; if a fold went past it to a later write of the key, that
-        write's ``created_at`` is the same unless the key was deleted or expired
-        in between (then it is later than the put, which is how that is told).
+        For a carried time the log no longer explains: the put's previous
+        record in log order (the chain rule, _wal._carry) is not in the log
+        unfolded, or ``carried`` was already taken one step back along the
+        chain (its ``as_of`` is then the earlier put's time), so the shard's
+        record, if older than ``lsn``, is the one it replaced. If a fold has
+        installed the put since, the shard holds its resolved value; if a fold
+        went past it to a later write of the key, that write's ``created_at``
+        is the same unless the key was deleted or expired in between (then it
+        is later than the put, which is how that is told).
         """
         rec = self._raw_shard_record(namespace, key)
         if rec is None:

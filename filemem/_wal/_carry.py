@@ -2,18 +2,28 @@
 
 A plain put (no ``if_version``, not an update) needs nothing of the record it
 replaces except its ``created_at``, and reading that record meant reading its
-shard under the append lock (a cold shard parse per key: issue 13). So such a
-put may log ``created_at`` as NaN, meaning *carried over*: the previous
-record's ``created_at`` if that record was live at the put's time, else the
-put's time. In memory an unresolved value is a :class:`Carried` (never a
-float, so encoding one into a shard fails loudly instead of writing a wrong
-time); whoever needs the number resolves it against the previous record: the
-fold (it reads the shard anyway to rewrite it) and a read answering from the
-overlay (once, outside the append lock).
+shard, or indexing every other writer's frames, under the append lock (issue
+13). So such a put may log ``created_at`` as NaN, meaning *carried over*: the
+previous record's ``created_at`` if that record was live at the put's time,
+else the put's time. In memory an unresolved value is a :class:`Carried`
+(never a float, so encoding one into a shard fails loudly instead of writing
+a wrong time); whoever needs the number resolves it against the previous
+record: the fold (it reads the shard anyway to rewrite it), a read answering
+from the overlay (once, outside the append lock) and the change feed.
 
-Invariant: a writer logs a carried ``created_at`` only for a key the log holds
-no unfolded record of (or whose previous op is in the same batch), so the
-previous record of a carried op is in the shards, or earlier in its own batch.
+**The chain rule.** "The previous record" is the key's previous record *in
+log order*: the previous unfolded op of the key if the log holds one (a
+delete: none, so the put's own time), else the shard's record. Only that
+record's header is needed (``created_at``, ``expires_at``, whether it is a
+delete), never its value; when its own ``created_at`` is carried too the
+chain goes one step further back (:func:`carried_from` then returns a
+:class:`Carried` of the earlier put's time, which the shard resolves).
+
+Invariant: a carried ``created_at`` resolves to the same time whoever
+resolves it, before or after any fold: every resolver takes the previous
+record in log order, from the log while it is unfolded and from the shard
+once folded (the fold installs the resolved time, and never installs a
+record over a newer one).
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["Carried", "carried_from", "frame_created", "is_carried_float"]
+__all__ = ["Carried", "Header", "carried_from", "carried_over", "frame_created", "is_carried_float"]
 
 
 class Carried:
@@ -51,6 +61,20 @@ def carried_from(prev: dict[str, Any] | None, as_of: float) -> Any:
     if x is not None and x <= as_of:
         return as_of
     return prev["created_at"]
+
+
+#: The header of a key's record the chain rule needs: (created_at, expires_at); None for a delete.
+Header = tuple[Any, float | None] | None
+
+
+def carried_over(prev: Header, as_of: float) -> Any:
+    """Like :func:`carried_from`, from the previous record's :data:`Header` (its value is never needed)."""
+    if prev is None:
+        return as_of
+    created, x = prev
+    if x is not None and x <= as_of:
+        return as_of
+    return created
 
 
 def frame_created(created: Any) -> float:

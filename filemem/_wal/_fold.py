@@ -8,7 +8,8 @@ being folded.
    hold the log, and the highest sequence number there;
 2. scan the log from there to the *synced* position (never past it);
 3. keep the newest record of each key (a carried ``created_at`` taking the
-   one of the op it replaces in the range, see _carry), and hand them, by namespace, to the
+   one of the op it replaces in the range, and the shard's for the range's
+   first op of a key: the chain rule, see _carry), and hand them, by namespace, to the
    installer, which writes the shard files through the ordinary atomic path
    under the shard locks;
 4. write the new checkpoint (temp, fsync, rename, directory fsync);

@@ -65,6 +65,7 @@ __all__ = [
     "offset_of",
     "op_at",
     "position",
+    "put_header",
     "segment_name",
     "segment_of",
 ]
@@ -302,6 +303,12 @@ def index_batch(payload: bytes) -> tuple[int, float, list[IndexedOp]]:
     if at != end:
         raise ValueError("batch has trailing bytes")
     return first, now, ops
+
+
+def put_header(payload: bytes, op: IndexedOp) -> tuple[float, float | None]:
+    """(created_at, expires_at) of a put :func:`index_batch` indexed, without its value (NaN created: carried)."""
+    created, expires, _ = _PUT_TAIL.unpack_from(payload, op[4])
+    return created, None if math.isnan(expires) else expires
 
 
 def op_at(payload: bytes, op: IndexedOp) -> LogOp:

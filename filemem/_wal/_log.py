@@ -10,7 +10,9 @@ What the engine calls, and nothing else:
 * :meth:`Log.commit` for a write: under the append lock it brings the overlay
   to the log's end, lets the caller decide (conditional writes see every
   earlier write, synced or not), appends one frame, releases the lock, syncs,
-  publishes. The caller's writes are acknowledged only after that.
+  publishes. The caller's writes are acknowledged only after that. A batch of
+  plain puts from a handle whose overlay is behind skips the first step and
+  leaves its frame out of the overlay (``blind``; the chain rule, _carry).
 * :meth:`Log.fold` to move synced frames into the shards, and
   :meth:`Log.pin` to keep folds out while a snapshot reads.
 
@@ -46,6 +48,7 @@ from .. import _fs
 from .._errors import StorageError
 from ..codecs import Codec
 from . import _control, _format, _platform, _repair
+from ._carry import Carried
 from ._control import Control, ControlPage, boot_id
 from ._log_core import (
     APPEND_LOCK,
@@ -61,7 +64,7 @@ from ._log_core import (
     resolved_record_of,
 )
 from ._log_reads import LogReads
-from ._overlay import Entry, Overlay
+from ._overlay import Change, Entry, Overlay
 from ._reader import LogReader
 from ._repair import LogIssue
 from ._writer import LogWriter
@@ -122,6 +125,8 @@ class Log(LogReads):
         self._page_mu = threading.Lock()
         self._fold_mu = threading.Lock()
         self.folds = 0
+        #: Commits of plain puts logged without reading the log's tail (``commit``'s ``blind``).
+        self.blind_commits = 0
         #: Whether this handle's last fold stopped at ``max_bytes`` with synced log left behind.
         self.fold_cut = False
         self.last_write = 0.0
@@ -212,12 +217,24 @@ class Log(LogReads):
         with self._append_locked():
             self.writer.prepare(_format.segment_of(self._control(held=True).appended), create=True)
 
-    def _resolved_record(self, ref: tuple[bytes, _format.IndexedOp], lsn: int, now: float) -> dict[str, Any] | None:
+    def _resolved_record(self, ref: tuple[Any, ...], lsn: int, now: float) -> dict[str, Any] | None:
         """The record an indexed op stands for, as readers are served it (see ``resolved_record_of``).
 
-        ``ref`` is the frame's payload and the op as :func:`_format.index_batch` found it.
+        ``ref`` is the frame's payload and the op as :func:`_format.index_batch`
+        found it, and for a carried put whose key had an earlier entry, what
+        its ``created_at`` carries over from that entry (``_changes``): a time,
+        or a :class:`Carried` the shard resolves.
         """
-        return resolved_record_of(self.codecs, self.resolve_created, _format.op_at(*ref), lsn, now)
+        op = _format.op_at(ref[0], ref[1])
+        if len(ref) == 2:
+            return resolved_record_of(self.codecs, self.resolve_created, op, lsn, now)
+        rec = record_of(self.codecs, op, lsn, now)
+        if rec is not None and isinstance(rec["created_at"], Carried):
+            base = ref[2]
+            if isinstance(base, Carried) and self.resolve_created is not None:
+                base = self.resolve_created(op.namespace, op.key, lsn, base)
+            rec["created_at"] = base
+        return rec
 
     def _rederive(self) -> None:
         """Find the log's end from the checkpoint and a scan.
@@ -302,37 +319,58 @@ class Log(LogReads):
 
     @_storage_errors("append to the log in")
     def commit(
-        self, decide: Callable[[Callable[[tuple[str, ...], str], Entry | None], int, float], Decision]
+        self,
+        decide: Callable[[Callable[[tuple[str, ...], str], Entry | None], int, float], Decision],
+        blind: Callable[[int, float], tuple[list[_format.LogOp], list[Any]]] | None = None,
     ) -> list[Any]:
         """Decide and log one write; return the caller's results once it is durable.
 
         ``decide(latest, first_lsn, now)`` runs under the append lock;
         ``latest(ns, key)`` is the newest logged entry of a key (pending ones
         included), None if the log has none unfolded (then the shards say).
+
+        ``blind(first_lsn, now)``, given for a batch of plain puts only, is
+        used instead when this process's overlay is behind the log's end: the
+        other writers' frames are not read at all (with four writers, reading
+        them was most of every put, issue 13), and the ops it returns carry
+        their ``created_at`` over (the chain rule, _carry). Its frame is not
+        added to the overlay, which stays in log order: the next read or
+        conditional write reads it back from the log with the frames before it.
         """
         if self.failed is not None:
             raise self.failed
         assert self.writer is not None
         #: Set when the decision saw frames nobody has published as synced yet.
         seen_pending: tuple[int, int] | None = None
-        self._catch_up()
+        changes: list[Change] | None = None
+        if blind is None:
+            self._catch_up()
         try:
             with self._append_locked(), self._mu:
                 if self.control.layout_word() != _control.LAYOUT and self._private is None:
                     raise self._foreign_layout()
                 c = self._control(held=True)
-                self._advance(c, c.appended)
-                now = time.time()
-                try:
-                    ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
-                except Exception:
-                    if c.appended > c.synced:
-                        seen_pending = (c.appended, c.last_lsn)
-                    raise
-                if not ops:
-                    if c.appended > c.synced:
-                        seen_pending = (c.appended, c.last_lsn)
-                    return results
+                if blind is not None and self.overlay.tail < c.appended:
+                    now = time.time()
+                    # Nothing of the tail is read: no decision made against
+                    # unsynced frames (seen_pending), and nothing to raise
+                    # for but the ops' own values.
+                    ops, results = blind(c.last_lsn + 1, now)
+                    if not ops:
+                        return results
+                else:
+                    self._advance(c, c.appended)
+                    now = time.time()
+                    try:
+                        ops, results, changes = decide(self.overlay.get_latest, c.last_lsn + 1, now)
+                    except Exception:
+                        if c.appended > c.synced:
+                            seen_pending = (c.appended, c.last_lsn)
+                        raise
+                    if not ops:
+                        if c.appended > c.synced:
+                            seen_pending = (c.appended, c.last_lsn)
+                        return results
                 payload = _format.encode_batch(c.last_lsn + 1, now, ops)
                 try:
                     _, end = self.writer.append(c.appended, _format.BATCH, payload)
@@ -355,7 +393,10 @@ class Log(LogReads):
                         return True
 
                     self._update_page(flushed, append_held=True)
-                self.overlay.add(end, changes, synced=not self.sync_on)
+                if changes is not None:
+                    self.overlay.add(end, changes, synced=not self.sync_on)
+                else:
+                    self.blind_commits += 1
                 self.unfolded_at_commit = self._span(c.folded, end)
         finally:
             if seen_pending is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._errors import CorruptShardError
 from . import _format
+from ._carry import carried_over, is_carried_float
 from ._control import Control
 from ._log_core import _storage_errors
 from ._log_fold import LogFold
@@ -32,7 +33,7 @@ class LogReads(LogFold):
     _seen_commits: int
     _seen_folds: int
     #: How an indexed op of another process's frame becomes a record, on first read.
-    _decode_record: Callable[[tuple[bytes, _format.IndexedOp], int, float], dict[str, Any] | None]
+    _decode_record: Callable[[tuple[Any, ...], int, float], dict[str, Any] | None]
 
     def changed(self) -> bool:
         """Whether anything committed since the last :meth:`refresh` (no system call where mapped)."""
@@ -116,7 +117,14 @@ class LogReads(LogFold):
             self.on_folded(gone)
 
     def _changes(self, frame: Any) -> list[Change]:
-        # Keys and where each value lies, not the values: see _format.index_batch.
+        """The entries of one frame, in op order (the overlay must hold every frame before it).
+
+        Keys and where each value lies, not the values: see _format.index_batch.
+        A put logged as carried over whose key has an earlier entry (in this
+        frame or the overlay) gets that entry's header resolved into it now,
+        as its *base* (the chain rule, _carry): the overlay keeps only the
+        newest entry of a key, so the previous one is known only here.
+        """
         payload = frame.payload
         try:
             first, now, ops = _format.index_batch(payload)
@@ -126,14 +134,25 @@ class LogReads(LogFold):
             ) from exc
         decode = self._decode_record
         put = _format.PUT
-        return [
-            (
-                op[0],
-                op[1],
-                Entry(first + i, None, (payload, op), now, decode) if op[2] == put else Entry(first + i, None),
-            )
-            for i, op in enumerate(ops)
-        ]
+        previous = self.overlay.get_latest
+        out: list[Change] = []
+        mine: dict[tuple[tuple[str, ...], str], Entry] = {}  # this frame's entries by key (a batch may repeat one)
+        for i, op in enumerate(ops):
+            ident = (op[0], op[1])
+            if op[2] == put:
+                ref: tuple[Any, ...] = (payload, op)
+                prev = mine.get(ident) if mine else None
+                if prev is None:
+                    prev = previous(op[0], op[1])
+                if prev is not None and is_carried_float(_format.put_header(payload, op)[0]):
+                    ref = (payload, op, carried_over(prev.header(), now))
+                entry = Entry(first + i, None, ref, now, decode)
+            else:
+                entry = Entry(first + i, None)
+            if len(ops) > 1:
+                mine[ident] = entry
+            out.append((op[0], op[1], entry))
+        return out
 
     def get(self, namespace: tuple[str, ...], key: str) -> Entry | None:
         """The newest synced unfolded entry of a key (call :meth:`refresh` first)."""

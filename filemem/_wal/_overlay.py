@@ -31,6 +31,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._carry import Carried, Header, is_carried_float
+from ._format import LogOp, put_header
+
 __all__ = ["Entry", "Overlay"]
 
 
@@ -71,6 +74,34 @@ class Entry:
             self._decode = None
             self._op = None  # the codec bytes are not needed any more
         return self._record
+
+    def header(self) -> Header:
+        """(created_at, expires_at) of the record, None for a delete, without decoding its value if it can.
+
+        What a later put of the key logged as carried over needs of it (the
+        chain rule, see _carry). ``created_at`` may be a :class:`Carried`
+        (then it is this put's own, resolved against the record before it).
+        Frame entries (``(payload, indexed op[, carried base])``) and this
+        process's puts logged as bytes (a :class:`LogOp`) are read in place;
+        anything else is decoded.
+        """
+        if self._decode is None:
+            rec = self._record
+            return None if rec is None else (rec["created_at"], rec.get("expires_at"))
+        op = self._op
+        base: Any = None
+        if isinstance(op, LogOp):
+            created, expires = op.created_at, op.expires_at
+        elif type(op) is tuple and type(op[1]) is tuple:
+            created, expires = put_header(op[0], op[1])
+            if len(op) == 3:
+                base = op[2]
+        else:
+            rec = self.record
+            return None if rec is None else (rec["created_at"], rec.get("expires_at"))
+        if is_carried_float(created):
+            return (Carried(self._now) if base is None else base), expires
+        return created, expires
 
     @property
     def deleted(self) -> bool:

@@ -235,6 +235,26 @@ def wal_writes(path: str, acks: Acks) -> None:
                 b.put(ns, k, v)
 
 
+def wal_blind(path: str, acks: Acks) -> None:
+    """On a v2 store, two handles taking turns: the one behind logs its plain puts without reading the other's frames.
+
+    Those commits (``Log.commit``'s blind path) append, sync and publish
+    without adding to their overlay; a delete in between is decided as before.
+    """
+    with _on_log(path) as a, _on_log(path) as b:
+        for i in range(2):
+            with acks.op({("bl", "k"): f"a{i}"}):
+                a.put("bl", "k", f"a{i}")
+            with acks.op({("bl", "k"): f"b{i}"}):
+                b.put("bl", "k", f"b{i}")  # behind a: blind
+        with acks.op({("bl", "k"): DELETED}):
+            a.delete("bl", "k")
+        two = {("bl", "k"): "batch", ("bm", "j"): "batch"}
+        with acks.op(two), b.batch() as batch:  # behind again: one blind frame
+            for (ns, k), v in two.items():
+                batch.put(ns, k, v)
+
+
 def wal_fold(path: str, acks: Acks) -> None:
     """On a v2 store: writes, a fold into the shards (splits included), more writes, and the closing fold."""
     with _on_log(path, shard_max_bytes=1024) as s:
@@ -383,6 +403,7 @@ WORKLOADS: dict[str, Callable[[str, Acks], None]] = {
     "compaction": compaction,
     "collector": collector,
     "wal_writes": wal_writes,
+    "wal_blind": wal_blind,
     "wal_fold": wal_fold,
     "wal_recovery": wal_recovery,
     "wal_segments": wal_segments,

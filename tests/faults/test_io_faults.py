@@ -37,6 +37,7 @@ STRIDE = {
     "collector": 12,
     # Format 2 (the write-ahead log): every call, even in the fast run.
     "wal_writes": 1,
+    "wal_blind": 1,
     "wal_fold": 1,
     "wal_recovery": 1,
     "wal_segments": 1,

@@ -60,6 +60,9 @@ class StoreMachine(RuleBasedStateMachine):
         #: carries it over without reading the old record, resolved by the fold or on read).
         self.created: dict[tuple[tuple[str, ...], str], float] = {}
         self.store = self._open()
+        #: A second long-lived handle that writes too: after it does, ``store`` is behind the
+        #: log's end and its plain puts are logged blind (carried created_at, the chain rule).
+        self.peer: filemem.Store | None = None
 
     def _open(self) -> filemem.Store:
         return filemem.Store(self.location, codec=self.codec, shard_max_bytes=1024, durability="flush")
@@ -68,9 +71,9 @@ class StoreMachine(RuleBasedStateMachine):
     def start(self) -> None:
         pass
 
-    def _wrote(self, ns: tuple[str, ...], key: str, *, new: bool) -> None:
+    def _wrote(self, ns: tuple[str, ...], key: str, *, new: bool, via: filemem.Store | None = None) -> None:
         """After a write that left ``key`` live: a new record is created at its write; others keep the time."""
-        item = self.store.get_item(ns, key)
+        item = (via or self.store).get_item(ns, key)
         assert item is not None
         if new:
             assert item.created_at == item.updated_at
@@ -90,6 +93,32 @@ class StoreMachine(RuleBasedStateMachine):
         self.model[(ns, key)] = value
         self.versions[(ns, key)] = v
         self._wrote(ns, key, new=new)
+
+    @rule(ns=namespaces, key=keys, value=values, twice=st.booleans())
+    def peer_puts(self, ns: tuple[str, ...], key: str, value: Any, twice: bool) -> None:
+        """The second handle writes (read back through it, so ``store`` stays behind for its next write)."""
+        if self.peer is None:
+            self.peer = self._open()
+        if twice:
+            with self.peer.batch() as b:
+                b.put(ns, key, "first")
+                b.put(ns, key, value)
+            v = b.results[1]
+        else:
+            v = self.peer.put(ns, key, value)
+        assert v > self.versions.get((ns, key), 0)
+        new = (ns, key) not in self.model
+        self.model[(ns, key)] = value
+        self.versions[(ns, key)] = v
+        self._wrote(ns, key, new=new, via=self.peer)
+
+    @rule(data=st.data(), value=values, twice=st.booleans())
+    def both_write_one_key(self, data: st.DataObject, value: Any, twice: bool) -> None:
+        """The peer writes a key (often a live one), then ``store``, behind it, puts it blind: the chain rule."""
+        pick = st.sampled_from(sorted(self.model, key=repr)) if self.model else st.tuples(namespaces, keys)
+        ns, key = data.draw(pick)
+        self.peer_puts(ns, key, "peer", twice)
+        self.put(ns, key, value)
 
     @rule(ns=namespaces, key=keys, value=values, stale=st.booleans())
     def put_if_version(self, ns: tuple[str, ...], key: str, value: Any, stale: bool) -> None:
@@ -208,6 +237,8 @@ class StoreMachine(RuleBasedStateMachine):
         try:
             assert self.store.check() == []
         finally:
+            if self.peer is not None:
+                self.peer.close()
             self.store.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 

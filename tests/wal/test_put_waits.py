@@ -282,6 +282,8 @@ def test_a_writer_reads_other_writers_frames_before_it_takes_the_append_lock(sto
 
     With four writers, reading the other three's frames was the longest part
     of a put's hold on the append lock (every other writer waited through it).
+    A conditional write reads them (it decides against them); a plain put
+    reads none (tests/wal/test_blind_puts.py).
     """
     with filemem.Store(store_path) as a, filemem.Store(store_path) as b:
         a.put(("w",), "warm", 0)
@@ -299,7 +301,7 @@ def test_a_writer_reads_other_writers_frames_before_it_takes_the_append_lock(sto
             b.put(("w",), f"b{i}", i)
         log.reader.scan = spying_scan  # type: ignore[method-assign]
         try:
-            a.put(("w",), "mine", 1)
+            a.put(("w",), "mine", 1, if_version=0)
         finally:
             log.reader.scan = real_scan  # type: ignore[method-assign]
         assert sum(n for held, n in scanned if not held) == 20
