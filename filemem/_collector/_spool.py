@@ -546,8 +546,7 @@ def recs_of_hot(run: Run) -> list[Rec]:
     assert run.seqs is not None and run.offs is not None and run.sizes is not None and run.hot is not None
     prio = run.prio
     return [
-        Rec(seq, prio, f[0], f[1], f[2], f[3], off, size)
-        for seq, off, size, f in zip(run.seqs, run.offs, run.sizes, run.hot, strict=True)
+        Rec(seq, prio, *f, off, size) for seq, off, size, f in zip(run.seqs, run.offs, run.sizes, run.hot, strict=True)
     ]
 
 

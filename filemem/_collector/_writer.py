@@ -101,6 +101,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         #: them up without a call (most callers use a handful). Only hashable ones that passed the check.
         self._namespaces: dict[NamespaceLike, tuple[str, ...]] = {}
         self._codec = engine.codec
+        self._encode = self._codec.encode  # (bound once: collect() calls it per record)
         takes = getattr(engine, "takes_undecoded", None)  # the file engine's; a server store's engine decodes
         self._undecoded = bool(takes is not None and takes())
         self.jid = f"j{os.getpid()}-{os.urandom(4).hex()}"
@@ -182,7 +183,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
 
         >>> op = collector.collect("agent-1/events", "ev-7", {"ok": True})  # doctest: +SKIP
         """
-        return self._collect(namespace, key, value, priority, wait=True)
+        return self._collect(namespace, key, value, priority, True)  # (positional: no keyword parsing per call)
 
     async def acollect(self, namespace: NamespaceLike, key: str, value: Any, priority: str = "normal") -> int:
         """:meth:`collect` for asyncio: never blocks the event loop (with a full queue,
@@ -191,13 +192,13 @@ class Collector(FullQueue, JournalLoop, StatsView):
         >>> op = await collector.acollect("agent-1/events", "ev-8", {"ok": True})  # doctest: +SKIP
         """
         try:
-            return self._collect(namespace, key, value, priority, wait=False)
+            return self._collect(namespace, key, value, priority, False)
         except WouldBlock:
             import asyncio  # noqa: PLC0415 - here: a process that never awaits need not load it
 
-            return await asyncio.to_thread(self._collect, namespace, key, value, priority, wait=True)
+            return await asyncio.to_thread(self._collect, namespace, key, value, priority, True)
 
-    def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, *, wait: bool) -> int:
+    def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, wait: bool) -> int:
         # The hot path of the package: every line here runs per record, in the
         # caller's thread, and a paced caller runs it with cold caches.
         if self._closed or self._fatal is not None or self._fork != _fork_generation[0]:
@@ -213,7 +214,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         t = type(value)
         if not (t is dict and _SCALAR_TYPES.issuperset(map(type, value.values()))) and t not in _SCALAR_TYPES:
             _check_depth(value)  # as put() does (a flat record or a scalar, checked here, needs no call)
-        payload = self._codec.encode(value)
+        payload = self._encode(value)
         if len(payload) > self._max_value_bytes:
             raise InvalidValueError(f"value encodes to {len(payload)} bytes; the limit is {self._max_value_bytes}")
         self._last_collect = ts = time.time()  # the apply thread yields the GIL only to paced callers
