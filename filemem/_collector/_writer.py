@@ -203,9 +203,10 @@ class Collector(FullQueue, JournalLoop, StatsView):
         # caller's thread, and a paced caller runs it with cold caches.
         if self._closed or self._fatal is not None or self._fork != _fork_generation[0]:
             self._check_usable()
-        prio = _PRIO.get(prio_name) if isinstance(prio_name, str) else None
-        if prio is None:
-            raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}")
+        try:
+            prio = _PRIO[prio_name]  # (no isinstance first: a try costs nothing until it raises)
+        except (KeyError, TypeError):  # (TypeError: not hashable)
+            raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}") from None
         try:
             ns = self._namespaces[namespace]  # checked before (one dict lookup, no call)
         except (KeyError, TypeError):  # (TypeError: a list, not hashable)
