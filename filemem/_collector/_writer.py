@@ -14,9 +14,9 @@ outruns the journal thread, its journal frame, packed before the lock: see
 ``_spool.Inbox``). Everything the writer threads do under that lock is O(1)
 or C-speed array work (see ``_journal_thread`` and ``_apply``). The journal
 thread packs the frames of everything that arrived since its last write,
-writes them as one group and fsyncs once; only then is a record *accepted* (it survives a crash of this
-process) and handed to the apply thread. Without a journal, records are
-handed over at once.
+writes them as one group and fsyncs once; only then is a record *accepted*
+(it survives a crash of this process) and handed to the apply thread.
+Without a journal, records are handed over at once.
 
 The apply thread takes up to ``batch_size`` records, high priority first, and
 applies them in id order as one engine batch: all their shards are locked
@@ -109,7 +109,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         self._progress = threading.Condition(self._lock)  # space freed / records finished
         self._seq = 0
         self._queued = 0  # queued and not yet finished
-        # Queued, not yet journaled: the journal frames themselves, in one buffer (see _spool).
+        # Queued, not yet journaled: their fields, or in a burst their journal frames (see _spool.Inbox).
         self._incoming = Inbox(self._codec.name if config.journal else None)
         # Journaled records wait here as (id, frame offset, size), not as objects (see _spool).
         self._ready: tuple[Spool, Spool, Spool] = (Spool(0), Spool(1), Spool(2))
