@@ -101,7 +101,6 @@ class Collector(FullQueue, JournalLoop, StatsView):
         #: them up without a call (most callers use a handful). Only hashable ones that passed the check.
         self._namespaces: dict[NamespaceLike, tuple[str, ...]] = {}
         self._codec = engine.codec
-        self._encode = self._codec.encode  # (bound once: collect() calls it per record)
         takes = getattr(engine, "takes_undecoded", None)  # the file engine's; a server store's engine decodes
         self._undecoded = bool(takes is not None and takes())
         self.jid = f"j{os.getpid()}-{os.urandom(4).hex()}"
@@ -215,7 +214,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         t = type(value)
         if not (t is dict and _SCALAR_TYPES.issuperset(map(type, value.values()))) and t not in _SCALAR_TYPES:
             _check_depth(value)  # as put() does (a flat record or a scalar, checked here, needs no call)
-        payload = self._encode(value)
+        payload = self._codec.encode(value)
         if len(payload) > self._max_value_bytes:
             raise InvalidValueError(f"value encodes to {len(payload)} bytes; the limit is {self._max_value_bytes}")
         self._last_collect = ts = time.time()  # the apply thread yields the GIL only to paced callers
