@@ -54,6 +54,9 @@ _PERMANENT: Final = (InvalidValueError, InvalidKeyError)
 _SEQ: Final = attrgetter("seq")
 _OFF: Final = attrgetter("off")
 _NS: Final = attrgetter("ns")
+#: ``Op``'s fields between ``value`` and ``encoded``, at their defaults: ttl, if_version, fn, bits,
+#: view, prefix, record, version, expired_before (a test holds it to Op's field list).
+_PUT_ARGS: Final = (None, None, None, "", None, "", None, 0, None)
 #: The store's trouble, not the record's (a full disk, an I/O error, a busy
 #: shard): such records are never dead-lettered; they stay in flight (and in
 #: the journal) and are retried behind the breaker until the store takes them.
@@ -221,7 +224,8 @@ class ApplyLoop:
                 self._inflight_lo = min((r.first_seq for r in runs), default=math.inf)
             self._let_callers_in()
             batch = self._recs_of_runs(runs)
-            batch.sort(key=_SEQ)
+            if len(runs) > 1:
+                batch.sort(key=_SEQ)  # (one run, the usual batch: in id order already)
             self._inflight = batch
             if not self._apply_with_retries():
                 # Closing interrupted the retries: put what is left back in line.
@@ -297,16 +301,17 @@ class ApplyLoop:
                     self._yield_gil()
                 # The payload is already the codec's bytes (collect() encoded it): the commit logs them
                 # as they are; the decoded value is for this process's view of the log.
-                ops += [
-                    Op(
-                        r.ns,
-                        r.key,
-                        "put",
-                        UNDECODED if decode is None else decode(r.payload),
-                        encoded=(cname, r.payload),
-                    )
-                    for r in group[i : i + SLICE_RECORDS]
-                ]
+                # Positional (Op's fields in order, as in _PUT_ARGS): keyword parsing was a sixth of an Op.
+                if decode is None:
+                    ops += [
+                        Op(r.ns, r.key, "put", UNDECODED, *_PUT_ARGS, (cname, r.payload))
+                        for r in group[i : i + SLICE_RECORDS]
+                    ]
+                else:
+                    ops += [
+                        Op(r.ns, r.key, "put", decode(r.payload), *_PUT_ARGS, (cname, r.payload))
+                        for r in group[i : i + SLICE_RECORDS]
+                    ]
             if self._journal is None:
                 if ops:
                     self._engine.apply(ops)
@@ -317,7 +322,10 @@ class ApplyLoop:
                 done = RangeSet(self._applied.ranges)
             for lo, hi in retired.ranges:
                 done.add_range(lo, hi)
-            done.add_many(list(map(_SEQ, group)))
+            if group and group[-1].seq - group[0].seq + 1 == len(group):
+                done.add_range(group[0].seq, group[-1].seq)  # ids unique and in order: no gap, one range
+            else:
+                done.add_many(list(map(_SEQ, group)))
             try:
                 self._engine.apply([*ops, marker_op(self.jid, done)])
             except BaseException as exc:

@@ -23,7 +23,7 @@ from typing import Final
 from .._errors import FileMemError
 from ._apply import IDLE_WAIT_S, ApplyLoop
 from ._breaker import backoff_delay
-from ._spool import Hot, Rec, Taken, recs_of_taken
+from ._spool import Hot, Rec, Taken, recs_of_taken, sealed
 
 __all__ = ["Bell", "JournalLoop"]
 
@@ -43,23 +43,25 @@ class Bell:
     True
     """
 
-    __slots__ = ("_lock",)
+    __slots__ = ("lock",)
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
+        #: Held while not rung: ``lock.locked()`` False means rung and not yet heard (a caller
+        #: on a hot path may test it before calling ``ring``).
+        self.lock = threading.Lock()
+        self.lock.acquire()
 
     def ring(self) -> None:
         """Wake the waiter (or the next wait). Thread-safe; never blocks."""
-        if self._lock.locked():
+        if self.lock.locked():
             try:  # noqa: SIM105 - contextlib.suppress would cost a context manager on collect()'s hot path
-                self._lock.release()
+                self.lock.release()
             except RuntimeError:  # another thread rang first: it is rung
                 pass
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a ring; True if rung (the ring is consumed)."""
-        return self._lock.acquire(timeout=timeout)
+        return self.lock.acquire(timeout=timeout)
 
 
 class JournalLoop(ApplyLoop):
@@ -80,13 +82,16 @@ class JournalLoop(ApplyLoop):
             with self._lock:
                 group = self._incoming.take_all() if self._incoming else None  # hands the buffer over: no copy
                 if group is not None:
-                    self._jbatch_min = group.seqs[0]
+                    self._jbatch_min = group.first_seq
                     self._jgroup = group
             self._let_callers_in()
             if group is None:
                 if self._stop.is_set():
                     return
                 continue
+            # The frames of records queued as fields are packed here, outside the lock and off
+            # collect()'s path (close() recovers the group from _jgroup as it was taken).
+            group = sealed(group, self._codec.name)
             journaled = False
             base = 0  # where the group starts in the journal file
             while True:

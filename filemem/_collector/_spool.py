@@ -9,9 +9,10 @@ journal) wait as :class:`Rec` objects. Order is first in, first out; records
 put back go to the front.
 
 :class:`Inbox` holds what ``collect()`` queued and the journal thread has not
-written yet, as the journal frames themselves, appended to one buffer
-(about 100 bytes a record instead of a 300-byte object); the journal thread
-writes the buffer as it is.
+written yet: a few thousand records as their fields (the journal thread packs
+their frames, off ``collect()``'s path), and past that bound as the journal
+frames themselves, appended to one buffer (about 100 bytes a record instead
+of a 300-byte object), which the journal thread writes as it is.
 
 Why: a million queued records cost 298 bytes each as objects (313.6 MB),
 against the seeds' budget of 50 MB for queue and cache. Their frames are
@@ -27,7 +28,7 @@ from collections import deque
 from typing import Final, NamedTuple
 from zlib import crc32
 
-from ._journal import FRAME, decode_frame, pack_uint
+from ._journal import FRAME, decode_frame, encode_frame, pack_frames, pack_uint
 
 __all__ = [
     "HOT_INBOX_RECORDS",
@@ -41,9 +42,10 @@ __all__ = [
     "recs_of_hot",
     "recs_of_runs",
     "recs_of_taken",
+    "sealed",
 ]
 
-#: Most records whose fields the inbox keeps beside their frames (beyond it, a group is handed on cold).
+#: Most records the inbox keeps as fields (beyond it, records come as frames and the group is handed on cold).
 HOT_INBOX_RECORDS: Final = 8192
 #: A frame's first bytes: msgpack's 7-element array header, then the id as uint 16 / uint 32.
 _SEQ_U16: Final = struct.Struct(">BBH")
@@ -292,50 +294,85 @@ class Spool:
 
 
 class Inbox:
-    """Journal frames queued by ``collect()``, not yet written: one buffer, ids/priorities/sizes in arrays.
+    """What ``collect()`` queued and the journal thread has not written yet, in id order.
+
+    Two forms, one line: while the journal thread keeps up, a record waits as
+    its fields (``add_fields``: its id and priority in arrays, a :data:`Hot`
+    tuple beside them) and the journal thread packs its frame, outside
+    ``collect()``'s path (issue 13: packing the frame in the caller's thread
+    was a third of ``collect()``, cold after a paced caller's sleep). Once
+    :data:`HOT_INBOX_RECORDS` wait so (a burst outruns the journal thread),
+    further records come as journal frames in one buffer (``add_tail``,
+    ``add``; ``framed`` is then True): ~100 bytes a record instead of ~300,
+    the 1M-queued memory figure. Fields always come before frames, and
+    records put back (``appendleft``: on_full="drop_oldest") before both.
 
     Not thread-safe (the collector's lock guards it). ``take_all`` hands the
-    whole content to the journal thread at once; ``popleft``/``appendleft``
-    serve ``on_full="drop_oldest"``.
+    whole content to the journal thread at once, without copying.
     """
 
-    __slots__ = ("_buf", "_front", "_head", "_hot", "_off", "_prios", "_seqs", "_sizes")
+    __slots__ = (
+        "_buf",
+        "_codec",
+        "_front",
+        "_head",
+        "_off",
+        "_phot",
+        "_pprios",
+        "_prios",
+        "_pseqs",
+        "_seqs",
+        "_sizes",
+        "framed",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, codec: str | None = None) -> None:
+        #: The codec name written into a frame this inbox packs (None: it keeps no fields, frames only).
+        self._codec = codec
+        self._pseqs = array("q")
+        self._pprios = array("b")
+        self._phot: list[Hot] = []
         self._buf = bytearray()
         self._seqs = array("q")
         self._prios = array("b")
         self._sizes = array("I")
-        #: Each frame's fields as collect() had them (``add_tail``): handed on with the frames so
-        #: the apply side need not decode them again. Aligned with the arrays while ``_head`` is 0
-        #: and no more than HOT_INBOX_RECORDS arrived since the last take (else not handed on).
-        self._hot: list[Hot] = []
-        self._head = 0  # next entry of the arrays to take
+        self._head = 0  # next framed entry to take
         self._off = 0  # its offset in the buffer
-        self._front: deque[tuple[int, int, bytes]] = deque()  # records put back, before the buffer
+        self._front: deque[tuple[int, int, bytes]] = deque()  # records put back, before everything
+        #: New records must come as frames (``add_fields`` refuses them): read without the lock by
+        #: collect(), which packs the frame outside the lock then (a stale read only costs a pack).
+        self.framed = codec is None
 
     def __len__(self) -> int:
-        return len(self._front) + len(self._seqs) - self._head
+        return len(self._front) + len(self._pseqs) + len(self._seqs) - self._head
 
     def __bool__(self) -> bool:
         return len(self) > 0
+
+    def add_fields(self, seq: int, prio: int, hot: Hot) -> bool:
+        """Queue a record as its fields (collect()'s path, under its lock); False: it must come as a frame."""
+        if self.framed:
+            return False
+        self._pseqs.append(seq)
+        self._pprios.append(prio)
+        phot = self._phot
+        phot.append(hot)
+        if len(phot) >= HOT_INBOX_RECORDS:
+            self.framed = True
+        return True
 
     def add(self, seq: int, prio: int, frame: bytes) -> None:
         self._buf += frame
         self._seqs.append(seq)
         self._prios.append(prio)
         self._sizes.append(len(frame))
+        self.framed = True
 
-    def add_tail(self, seq: int, prio: int, tail: bytes, hot: Hot) -> None:
+    def add_tail(self, seq: int, prio: int, tail: bytes) -> None:
         """``add(seq, prio, frame_with_seq(seq, tail))``, written into the buffer piece by piece.
 
-        collect()'s path, under its lock: no joined frame object, one call.
-        ``hot``: the frame's fields (collected_at, namespace, key, payload).
+        collect()'s path when the inbox is ``framed``, under its lock: no joined frame object, one call.
         """
-        if len(self._hot) < HOT_INBOX_RECORDS:
-            self._hot.append(hot)
-        # else: a burst outruns the journal thread; its records wait as frames alone (~100 bytes
-        # each, not ~300 with their fields) and the group is read back (the 1M-queued memory figure).
         # A 7-element array: the id, then the tail's six fields. One struct call for the two usual
         # id sizes (pack_uint is a call more, on collect()'s path under its lock).
         if 65536 <= seq < 4294967296:
@@ -352,24 +389,38 @@ class Inbox:
         self._seqs.append(seq)
         self._prios.append(prio)
         self._sizes.append(FRAME.size + body)
+        self.framed = True
 
     def head_seq(self) -> int | None:
         if self._front:
             return self._front[0][0]
+        if self._pseqs:
+            return self._pseqs[0]
         return self._seqs[self._head] if self._head < len(self._seqs) else None
+
+    def _fields_frame(self, i: int) -> tuple[int, int, bytes]:
+        """Entry ``i`` of the records queued as fields, as (id, priority, frame)."""
+        assert self._codec is not None
+        seq, prio = self._pseqs[i], self._pprios[i]
+        ts, ns, key, payload = self._phot[i]
+        return seq, prio, encode_frame(seq, ts, prio, ns, key, self._codec, payload)
 
     def popleft(self) -> tuple[int, int, bytes]:
         """The oldest (id, priority, frame). IndexError if empty."""
         if self._front:
             return self._front.popleft()
-        i = self._head
-        if i >= len(self._seqs):
-            raise IndexError("pop from an empty inbox")
-        size = self._sizes[i]
-        got = self._seqs[i], self._prios[i], bytes(self._buf[self._off : self._off + size])
-        self._head, self._off = i + 1, self._off + size
-        if self._head == len(self._seqs):
-            self.take_all()  # empty: start the buffer over
+        if self._pseqs:
+            got = self._fields_frame(0)
+            del self._pseqs[0], self._pprios[0], self._phot[0]  # (on_full="drop_oldest" only: rare)
+        else:
+            i = self._head
+            if i >= len(self._seqs):
+                raise IndexError("pop from an empty inbox")
+            size = self._sizes[i]
+            got = self._seqs[i], self._prios[i], bytes(self._buf[self._off : self._off + size])
+            self._head, self._off = i + 1, self._off + size
+        if not self:
+            self.take_all()  # empty: start over (fields first, a new buffer)
         return got
 
     def appendleft(self, seq: int, prio: int, frame: bytes) -> None:
@@ -379,6 +430,8 @@ class Inbox:
         """The oldest (id, priority, frame), left in place."""
         if self._front:
             return self._front[0]
+        if self._pseqs:
+            return self._fields_frame(0)
         i = self._head
         if i >= len(self._seqs):
             return None
@@ -387,37 +440,41 @@ class Inbox:
     def take_all(self) -> Taken:
         """Everything queued, in order, and the inbox emptied.
 
-        In the common case (nothing put back or popped) the buffer and arrays
-        themselves are handed over, with no copy: the caller holds the
-        collector's lock, which ``collect()`` waits for.
+        In the common case (nothing put back or popped) the arrays, the
+        fields and the buffer themselves are handed over, with no copy and no
+        per-record work: the caller holds the collector's lock, which
+        ``collect()`` waits for. The records queued as fields come as
+        ``Taken.fields``, to be packed with :func:`sealed` outside the lock.
         """
         h = self._head
         if not self._front and h == 0:
-            hot = self._hot if len(self._hot) == len(self._seqs) else None  # (add() keeps no fields)
-            taken = Taken(self._buf, self._seqs, self._prios, self._sizes, hot)
-            self._buf = bytearray()
-            self._seqs, self._prios, self._sizes = array("q"), array("b"), array("I")
-            self._hot = []
-            self._off = 0
-            return taken
-        taken = Taken(
-            b"".join(frame for _, _, frame in self._front) + bytes(memoryview(self._buf)[self._off :]),
-            array("q", [seq for seq, _, _ in self._front]) + self._seqs[h:],
-            array("b", [prio for _, prio, _ in self._front]) + self._prios[h:],
-            array("I", [len(frame) for _, _, frame in self._front]) + self._sizes[h:],
-        )
+            fields = (self._pseqs, self._pprios, self._phot) if self._pseqs else None
+            taken = Taken(self._buf, self._seqs, self._prios, self._sizes, None, fields)
+        else:
+            # Something was put back or popped (on_full="drop_oldest"): rare, so copied and packed here.
+            front = list(self._front)
+            front += [self._fields_frame(i) for i in range(len(self._pseqs))]
+            taken = Taken(
+                b"".join(frame for _, _, frame in front) + bytes(memoryview(self._buf)[self._off :]),
+                array("q", [seq for seq, _, _ in front]) + self._seqs[h:],
+                array("b", [prio for _, prio, _ in front]) + self._prios[h:],
+                array("I", [len(frame) for _, _, frame in front]) + self._sizes[h:],
+            )
+        self._pseqs, self._pprios, self._phot = array("q"), array("b"), []
         self._buf = bytearray()
         self._seqs, self._prios, self._sizes = array("q"), array("b"), array("I")
-        self._hot = []
         self._head = self._off = 0
         self._front.clear()
+        self.framed = self._codec is None
         return taken
 
 
 class Taken(NamedTuple):
-    """What the journal thread took from the inbox: the frames back to back, and each one's id, priority, size.
+    """What the journal thread took from the inbox: frames back to back, and each one's id, priority, size.
 
-    ``hot``: each frame's fields, when the inbox kept them for every frame taken (else None).
+    ``fields``: records queued before those frames as their fields (ids,
+    priorities, :data:`Hot` tuples), not packed yet: :func:`sealed` packs
+    them. ``hot``: each frame's fields, when known for every frame (else None).
     """
 
     data: bytes | bytearray
@@ -425,6 +482,27 @@ class Taken(NamedTuple):
     prios: array[int]
     sizes: array[int]
     hot: list[Hot] | None = None
+    fields: tuple[array[int], array[int], list[Hot]] | None = None
+
+    @property
+    def first_seq(self) -> int:
+        """The id of the first record (a group taken is never empty)."""
+        return self.fields[0][0] if self.fields is not None else self.seqs[0]
+
+
+def sealed(taken: Taken, codec: str) -> Taken:
+    """``taken`` with its records queued as fields packed into frames, before the others (no ``fields`` left).
+
+    The journal thread's work, outside the collector's lock. The fields stay
+    as ``hot`` when no frame followed them (the apply side then reads nothing back).
+    """
+    if taken.fields is None:
+        return taken
+    seqs, prios, hot = taken.fields
+    data, sizes = pack_frames(seqs, prios, hot, codec)
+    if not taken.seqs:
+        return Taken(data, seqs, prios, sizes, hot)
+    return Taken(data + taken.data, seqs + taken.seqs, prios + taken.prios, sizes + taken.sizes)
 
 
 class Run(NamedTuple):
@@ -468,8 +546,7 @@ def recs_of_hot(run: Run) -> list[Rec]:
     assert run.seqs is not None and run.offs is not None and run.sizes is not None and run.hot is not None
     prio = run.prio
     return [
-        Rec(seq, prio, f[0], f[1], f[2], f[3], off, size)
-        for seq, off, size, f in zip(run.seqs, run.offs, run.sizes, run.hot, strict=True)
+        Rec(seq, prio, *f, off, size) for seq, off, size, f in zip(run.seqs, run.offs, run.sizes, run.hot, strict=True)
     ]
 
 
@@ -488,8 +565,11 @@ def rec_of_frame(seq: int, prio: int, frame: bytes | bytearray) -> Rec:
 
 
 def recs_of_taken(taken: Taken) -> list[Rec]:
-    """The records of frames taken from the inbox, as objects."""
+    """The records of what was taken from the inbox, as objects."""
     out: list[Rec] = []
+    if taken.fields is not None:
+        seqs, prios, hot = taken.fields
+        out += [Rec(seq, prio, *fields) for seq, prio, fields in zip(seqs, prios, hot, strict=True)]
     pos = 0
     for seq, prio, size in zip(taken.seqs, taken.prios, taken.sizes, strict=True):
         out.append(rec_of_frame(seq, prio, taken.data[pos : pos + size]))

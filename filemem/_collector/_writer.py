@@ -2,20 +2,21 @@
 
 Path of one record::
 
-    collect()  --validate, encode, pack its journal frame-->  incoming  (memory; collect returns here)
-    journal thread  --append + fsync a group-->  ready[high|normal|low]  ("accepted")
+    collect()  --validate, encode-->  incoming  (memory; collect returns here)
+    journal thread  --pack the frames, append + fsync a group-->  ready[high|normal|low]  ("accepted")
     apply thread  --one engine batch: records + applied-ids marker-->  store  ("applied")
 
 Invariant: ``collect()`` never touches the disk and never waits for a writer
 thread's work: it checks the record, encodes the value with the store's codec
-(so a bad value fails *now*), packs the record's journal frame, and under a
-lock held for a few array appends gives it an id and appends the frame to the
-in-memory inbox. Everything the writer threads do under that lock is O(1) or
-C-speed array work (see ``_journal_thread`` and ``_apply``). The journal
-thread writes everything that arrived since its last write as one group and
-fsyncs once; only then is a record *accepted* (it survives a crash of this
-process) and handed to the apply thread. Without a journal, records are
-handed over at once.
+(so a bad value fails *now*), and under a lock held for a few array appends
+gives it an id and queues its fields in the in-memory inbox (in a burst that
+outruns the journal thread, its journal frame, packed before the lock: see
+``_spool.Inbox``). Everything the writer threads do under that lock is O(1)
+or C-speed array work (see ``_journal_thread`` and ``_apply``). The journal
+thread packs the frames of everything that arrived since its last write,
+writes them as one group and fsyncs once; only then is a record *accepted*
+(it survives a crash of this process) and handed to the apply thread.
+Without a journal, records are handed over at once.
 
 The apply thread takes up to ``batch_size`` records, high priority first, and
 applies them in id order as one engine batch: all their shards are locked
@@ -51,7 +52,7 @@ from ._full import FullQueue, WouldBlock
 from ._journal import JournalFile, TailPacker
 from ._journal_thread import Bell, JournalLoop
 from ._replay import recover_journals
-from ._spool import Inbox, Rec, Spool, Taken, recs_of_taken
+from ._spool import Hot, Inbox, Rec, Spool, Taken, recs_of_taken
 from ._stats import StatsView
 
 __all__ = ["PRIORITIES", "Collector"]
@@ -61,6 +62,8 @@ log = logging.getLogger("filemem.collector")
 #: Priority names, most urgent first; records are taken into batches in this order.
 PRIORITIES: Final = ("high", "normal", "low")
 _PRIO: Final = {name: i for i, name in enumerate(PRIORITIES)}
+#: Most namespaces collect() keeps checked (past it the cache starts over).
+_NAMESPACES_KEPT: Final = 4096
 
 
 class Collector(FullQueue, JournalLoop, StatsView):
@@ -94,6 +97,9 @@ class Collector(FullQueue, JournalLoop, StatsView):
         self.config = config
         self._engine = engine
         self._normalize = normalize
+        #: Namespaces as callers pass them (a str, a tuple) -> normalized and checked: collect() looks
+        #: them up without a call (most callers use a handful). Only hashable ones that passed the check.
+        self._namespaces: dict[NamespaceLike, tuple[str, ...]] = {}
         self._codec = engine.codec
         takes = getattr(engine, "takes_undecoded", None)  # the file engine's; a server store's engine decodes
         self._undecoded = bool(takes is not None and takes())
@@ -102,8 +108,8 @@ class Collector(FullQueue, JournalLoop, StatsView):
         self._progress = threading.Condition(self._lock)  # space freed / records finished
         self._seq = 0
         self._queued = 0  # queued and not yet finished
-        # Queued, not yet journaled: the journal frames themselves, in one buffer (see _spool).
-        self._incoming = Inbox()
+        # Queued, not yet journaled: their fields, or in a burst their journal frames (see _spool.Inbox).
+        self._incoming = Inbox(self._codec.name if config.journal else None)
         # Journaled records wait here as (id, frame offset, size), not as objects (see _spool).
         self._ready: tuple[Spool, Spool, Spool] = (Spool(0), Spool(1), Spool(2))
         self._jbatch_min = math.inf  # lowest id the journal thread holds
@@ -113,6 +119,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
         #: Records being dropped (on_full="drop_oldest") whose letter is not written yet: seq -> journaled.
         self._dropping: dict[int, bool] = {}
         self._jwake = Bell()
+        self._jbell = self._jwake.lock  # collect() reads whether it is rung without a call
         self._awake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
@@ -175,7 +182,7 @@ class Collector(FullQueue, JournalLoop, StatsView):
 
         >>> op = collector.collect("agent-1/events", "ev-7", {"ok": True})  # doctest: +SKIP
         """
-        return self._collect(namespace, key, value, priority, wait=True)
+        return self._collect(namespace, key, value, priority, True)  # (positional: no keyword parsing per call)
 
     async def acollect(self, namespace: NamespaceLike, key: str, value: Any, priority: str = "normal") -> int:
         """:meth:`collect` for asyncio: never blocks the event loop (with a full queue,
@@ -184,21 +191,25 @@ class Collector(FullQueue, JournalLoop, StatsView):
         >>> op = await collector.acollect("agent-1/events", "ev-8", {"ok": True})  # doctest: +SKIP
         """
         try:
-            return self._collect(namespace, key, value, priority, wait=False)
+            return self._collect(namespace, key, value, priority, False)
         except WouldBlock:
             import asyncio  # noqa: PLC0415 - here: a process that never awaits need not load it
 
-            return await asyncio.to_thread(self._collect, namespace, key, value, priority, wait=True)
+            return await asyncio.to_thread(self._collect, namespace, key, value, priority, True)
 
-    def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, *, wait: bool) -> int:
+    def _collect(self, namespace: NamespaceLike, key: str, value: Any, prio_name: str, wait: bool) -> int:
         # The hot path of the package: every line here runs per record, in the
         # caller's thread, and a paced caller runs it with cold caches.
         if self._closed or self._fatal is not None or self._fork != _fork_generation[0]:
             self._check_usable()
-        prio = _PRIO.get(prio_name) if isinstance(prio_name, str) else None
-        if prio is None:
-            raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}")
-        ns = self._normalize(namespace)
+        try:
+            prio = _PRIO[prio_name]  # (no isinstance first: a try costs nothing until it raises)
+        except (KeyError, TypeError):  # (TypeError: not hashable)
+            raise InvalidValueError(f"priority must be one of {PRIORITIES}, not {prio_name!r}") from None
+        try:
+            ns = self._namespaces[namespace]  # checked before (one dict lookup, no call)
+        except (KeyError, TypeError):  # (TypeError: a list, not hashable)
+            ns = self._new_namespace(namespace)
         validate_key(key)
         t = type(value)
         if not (t is dict and _SCALAR_TYPES.issuperset(map(type, value.values()))) and t not in _SCALAR_TYPES:
@@ -207,14 +218,19 @@ class Collector(FullQueue, JournalLoop, StatsView):
         if len(payload) > self._max_value_bytes:
             raise InvalidValueError(f"value encodes to {len(payload)} bytes; the limit is {self._max_value_bytes}")
         self._last_collect = ts = time.time()  # the apply thread yields the GIL only to paced callers
-        journaled = self._journal is not None
-        # In journal mode the record is queued as its journal frame; all of it but the id is packed here,
-        # outside the lock.
-        tail = self._packer.pack(ts, prio, ns, key, payload) if journaled else b""
-        if journaled:
-            # The payload kept beside the frame (hot) is the frame's own copy: orjson's output
-            # object holds a ~4 KB allocation however short the JSON (4 KB a queued record).
-            payload = tail[len(tail) - len(payload) :]
+        inbox = self._incoming
+        tail: bytes | None = None
+        hot: Hot | None = None
+        if self._journal is None:
+            pass
+        elif inbox.framed:
+            # A burst outran the journal thread: the record is queued as its journal frame, all of
+            # it but the id packed here, outside the lock (~100 bytes a record, not ~300).
+            tail = self._packer.pack(ts, prio, ns, key, payload)
+        else:
+            # Queued as its fields; the journal thread packs the frame (off this path: issue 13).
+            # A copy of the bytes: orjson's output object holds a ~4 KB allocation however short.
+            hot = (ts, ns, key, bytes(memoryview(payload)))
         lock = self._lock
         while True:
             if not lock.acquire(blocking=False):
@@ -229,8 +245,11 @@ class Collector(FullQueue, JournalLoop, StatsView):
                 if victim is None:
                     self._seq = seq = self._seq + 1
                     self._queued += 1
-                    if journaled:
-                        self._incoming.add_tail(seq, prio, tail, (ts, ns, key, payload))
+                    if hot is not None:
+                        if not inbox.add_fields(seq, prio, hot):  # the inbox turned to frames since
+                            inbox.add_tail(seq, prio, self._packer.pack(ts, prio, ns, key, payload))
+                    elif tail is not None:
+                        inbox.add_tail(seq, prio, tail)
                     else:
                         self._ready[prio].append(Rec(seq, prio, ts, ns, key, payload))
                     break
@@ -239,11 +258,24 @@ class Collector(FullQueue, JournalLoop, StatsView):
             # A record was pushed out to make room: its dead letter must be
             # durable before its id is retired (or a crash in between loses it).
             self._drop_durably(victim)
-        if journaled:
-            self._jwake.ring()
+        if self._journal is not None:
+            if self._jbell.locked():  # (else rung already, not yet heard: no call)
+                self._jwake.ring()
         elif not self._awake.is_set() and (not self._filling or self._queued >= self.config.batch_size):
             self._awake.set()  # (not for each record while the apply thread waits for its batch to fill)
         return seq
+
+    def _new_namespace(self, namespace: NamespaceLike) -> tuple[str, ...]:
+        """``namespace`` normalized and checked (the same errors as every other call), kept for the next collect()."""
+        ns = self._normalize(namespace)
+        try:
+            hash(namespace)
+        except TypeError:
+            return ns
+        if len(self._namespaces) >= _NAMESPACES_KEPT:
+            self._namespaces = {}
+        self._namespaces[namespace] = ns
+        return ns
 
     def _check_usable(self) -> None:
         if self._closed or self._fork != _fork_generation[0]:

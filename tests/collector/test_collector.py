@@ -127,6 +127,31 @@ def test_bad_input_raises_and_queues_nothing(store: filemem.Store) -> None:
         assert c.collect("ns", "k", 1) == 1
 
 
+def test_namespaces_kept_by_collect_are_checked_every_time_and_name_one_namespace(store: filemem.Store) -> None:
+    """collect() keeps the namespaces it has checked (issue 13): a bad one is refused every time, never kept;
+    every form of one namespace (str, tuple, list: not hashable) lands in the same place."""
+    with store.collector() as c:
+        for _ in range(2):
+            with pytest.raises(filemem.InvalidKeyError):
+                c.collect("a/../b", "k", 1)
+            with pytest.raises(filemem.InvalidKeyError):
+                c.collect(("a", "b/c"), "k", 1)
+            with pytest.raises(filemem.InvalidKeyError):
+                c.collect(["a", ""], "k", 1)
+            with pytest.raises(filemem.InvalidKeyError):
+                c.collect(7, "k", 1)  # type: ignore[arg-type]
+            with pytest.raises(filemem.InvalidValueError, match="priority"):
+                c.collect("a/b", "k", 1, priority=["high"])  # type: ignore[arg-type]
+        assert c.stats()["collected"] == 0
+        c.collect("a/b", "s", 1)
+        c.collect(("a", "b"), "t", 2)
+        c.collect(["a", "b"], "l", 3)
+        c.collect("a/b", "s2", 4)
+        c.flush()
+    assert store.list_namespaces() == [("a", "b")]
+    assert sorted(store.keys(("a", "b"))) == ["l", "s", "s2", "t"]
+
+
 def test_high_priority_goes_first(store: filemem.Store, stall: Stall) -> None:
     with store.collector(batch_size=10, batch_timeout=0) as c:
         c.collect("stalled", "first", 0)

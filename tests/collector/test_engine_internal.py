@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zlib
@@ -10,7 +11,8 @@ import pytest
 
 import filemem
 from filemem._check import _EXTRA_CHECKS, register_check
-from filemem._engine import INTERNAL_NS, Engine, Op, _parse_intent
+from filemem._collector._apply import _PUT_ARGS
+from filemem._engine import INTERNAL_NS, UNDECODED, Engine, Op, _parse_intent
 from filemem._names import normalize_namespace
 from filemem._types import Finding
 from tests.helpers import settle
@@ -59,3 +61,10 @@ def test_register_check_adds_findings(store: filemem.Store) -> None:
     finally:
         _EXTRA_CHECKS.remove(extra)
     assert store.check() == []
+
+
+def test_the_collectors_positional_put_is_the_keyword_one() -> None:
+    """The apply thread builds its puts positionally (issue 13): a field added to Op must not shift them."""
+    positional = Op(("a",), "k", "put", UNDECODED, *_PUT_ARGS, ("json", b"1"))
+    assert positional == Op(("a",), "k", "put", UNDECODED, encoded=("json", b"1"))
+    assert [f.name for f in dataclasses.fields(Op)][-1] == "encoded"

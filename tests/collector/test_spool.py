@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import filemem._collector._spool as spool
 from filemem._collector._journal import (
     JournalFile,
     TailPacker,
@@ -21,7 +22,7 @@ from filemem._collector._journal import (
     frame_with_seq,
 )
 from filemem._collector._journal_thread import Bell
-from filemem._collector._spool import HOT_INBOX_RECORDS, Inbox, Rec, Spool, recs_of_runs
+from filemem._collector._spool import HOT_INBOX_RECORDS, Inbox, Rec, Spool, recs_of_runs, recs_of_taken, sealed
 from filemem._errors import StorageError
 
 ops = st.lists(
@@ -91,6 +92,7 @@ def test_a_long_lived_packed_chunk_drops_its_consumed_head() -> None:
 inbox_ops = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.integers(1, 20)),
+        st.tuples(st.just("fields"), st.integers(1, 20)),
         st.tuples(st.just("drop"), st.integers(1, 5)),
         st.tuples(st.just("undrop"), st.just(0)),
         st.tuples(st.just("take"), st.just(0)),
@@ -100,20 +102,30 @@ inbox_ops = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(inbox_ops)
-def test_inbox_holds_frames_in_order(script: list[tuple[str, int]]) -> None:
-    inbox = Inbox()
+@given(inbox_ops, st.sampled_from([1, 3, HOT_INBOX_RECORDS]))
+def test_inbox_holds_frames_in_order(script: list[tuple[str, int]], bound: int) -> None:
+    """Records queued as frames or as fields come out as the journal's frames, in id order, whatever the mix."""
+    saved = spool.HOT_INBOX_RECORDS
+    spool.HOT_INBOX_RECORDS = bound  # a small bound: fields, then frames after them, in one take
+    try:
+        _run_inbox_script(script)
+    finally:
+        spool.HOT_INBOX_RECORDS = saved
+
+
+def _run_inbox_script(script: list[tuple[str, int]]) -> None:
+    inbox = Inbox("json")
     model: deque[tuple[int, int, bytes]] = deque()
     seq = 0
     dropped: list[tuple[int, int, bytes]] = []
     for op, n in script:
-        if op == "add":
+        if op in ("add", "fields"):
             for _ in range(n):
                 seq += 1
-                frame = frame_with_seq(
-                    seq, frame_tail(float(seq), seq % 3, ("a",), f"k{seq}", "json", b"1" * (seq % 9))
-                )
-                inbox.add(seq, seq % 3, frame)
+                fields = (float(seq), ("a",), f"k{seq}", b"1" * (seq % 9))
+                frame = encode_frame(seq, fields[0], seq % 3, fields[1], fields[2], "json", fields[3])
+                if op == "add" or not inbox.add_fields(seq, seq % 3, fields):
+                    inbox.add(seq, seq % 3, frame)
                 model.append((seq, seq % 3, frame))
         elif op == "drop":
             for _ in range(min(n, len(model))):
@@ -125,11 +137,16 @@ def test_inbox_holds_frames_in_order(script: list[tuple[str, int]]) -> None:
             inbox.appendleft(*back)
             model.appendleft(back)
         elif op == "take":
-            taken = inbox.take_all()
+            raw = inbox.take_all()
+            assert [r.seq for r in recs_of_taken(raw)] == [s for s, _, _ in model]  # (close()'s path)
+            taken = sealed(raw, "json")
+            assert taken.fields is None
             assert taken.data == b"".join(f for _, _, f in model)
             assert list(taken.seqs) == [s for s, _, _ in model]
             assert list(taken.prios) == [p for _, p, _ in model]
             assert list(taken.sizes) == [len(f) for _, _, f in model]
+            if taken.hot is not None:  # the fields handed on must be the frames' own
+                assert [h[2] for h in taken.hot] == [decode_frame(f).key for _, _, f in model]
             model.clear()
         assert len(inbox) == len(model)
         assert inbox.head_seq() == (model[0][0] if model else None)
@@ -176,46 +193,60 @@ def test_frames_packed_by_hand_are_msgpacks_byte_for_byte(
     assert frame_with_seq(seq, packer.pack(ts, prio, ns, key, payload)) == want  # the namespace, cached
     rec = decode_frame(want)
     assert (rec.seq, rec.namespace, rec.key, rec.payload) == (seq, ns, key, payload)
-    inbox = Inbox()  # collect()'s path: the frame written into the buffer piece by piece
-    inbox.add_tail(seq, prio, packer.pack(ts, prio, ns, key, payload), (ts, ns, key, payload))
-    taken = inbox.take_all()
+    inbox = Inbox()  # collect()'s path in a burst: the frame written into the buffer piece by piece
+    inbox.add_tail(seq, prio, packer.pack(ts, prio, ns, key, payload))
+    taken = sealed(inbox.take_all(), codec)
+    assert bytes(taken.data) == want and list(taken.sizes) == [len(want)] and list(taken.seqs) == [seq]
+    assert taken.hot is None
+    inbox = Inbox(codec)  # collect()'s usual path: the fields, packed by the journal thread
+    assert inbox.add_fields(seq, prio, (ts, ns, key, payload))
+    taken = sealed(inbox.take_all(), codec)
     assert bytes(taken.data) == want and list(taken.sizes) == [len(want)] and list(taken.seqs) == [seq]
     assert taken.hot == [(ts, ns, key, payload)]  # the fields handed on beside the frame
 
 
 def test_hot_fields_stay_aligned_with_their_frames_or_are_dropped() -> None:
-    """The fields kept beside the frames must belong to them: after a pop or a put-back they are not handed on."""
-    packer = TailPacker("json")
+    """The fields handed on beside the frames must belong to them: after a pop or a put-back they are not."""
 
     def put(inbox: Inbox, seq: int) -> None:
-        inbox.add_tail(seq, 1, packer.pack(1.0, 1, ("a",), f"k{seq}", b"1"), (1.0, ("a",), f"k{seq}", b"1"))
+        assert inbox.add_fields(seq, 1, (1.0, ("a",), f"k{seq}", b"1"))
 
-    inbox = Inbox()
+    inbox = Inbox("json")
     for seq in (1, 2, 3):
         put(inbox, seq)
-    assert [h[2] for h in inbox.take_all().hot or []] == ["k1", "k2", "k3"]
+    assert [h[2] for h in sealed(inbox.take_all(), "json").hot or []] == ["k1", "k2", "k3"]
     for seq in (4, 5, 6):
         put(inbox, seq)
     assert inbox.popleft()[0] == 4  # (on_full="drop_oldest")
+    inbox.appendleft(4, 1, encode_frame(4, 1.0, 1, ("a",), "k4", "json", b"1"))  # (its letter failed)
     put(inbox, 7)
-    taken = inbox.take_all()
-    assert list(taken.seqs) == [5, 6, 7] and taken.hot is None  # not aligned any more: read back instead
+    taken = sealed(inbox.take_all(), "json")
+    assert list(taken.seqs) == [4, 5, 6, 7] and taken.hot is None  # not aligned any more: read back instead
+    ends = [sum(taken.sizes[: i + 1]) for i in range(4)]
+    keys = [decode_frame(taken.data[e - taken.sizes[i] : e]).key for i, e in enumerate(ends)]
+    assert keys == ["k4", "k5", "k6", "k7"]
     put(inbox, 8)
     inbox.add(9, 1, frame_with_seq(9, frame_tail(1.0, 1, ("a",), "k9", "json", b"1")))  # a frame without fields
-    assert inbox.take_all().hot is None
+    assert not inbox.add_fields(10, 1, (1.0, ("a",), "k10", b"1"))  # after a frame, frames only (id order)
+    taken = sealed(inbox.take_all(), "json")
+    assert list(taken.seqs) == [8, 9] and taken.hot is None
+    assert inbox.add_fields(10, 1, (1.0, ("a",), "k10", b"1"))  # fields again after the take
 
 
 def test_a_burst_past_the_hot_bound_keeps_frames_alone() -> None:
     """A caller outrunning the journal thread must not keep ~300 bytes of fields per record (the memory figure)."""
     packer = TailPacker("json")
-    inbox = Inbox()
-    for seq in range(1, HOT_INBOX_RECORDS + 2):
-        inbox.add_tail(seq, 1, packer.pack(1.0, 1, ("a",), "k", b"1"), (1.0, ("a",), "k", b"1"))
-    assert len(inbox._hot) == HOT_INBOX_RECORDS  # no more fields kept than the bound
-    taken = inbox.take_all()
-    assert taken.hot is None and len(taken.seqs) == HOT_INBOX_RECORDS + 1  # all frames, read back later
-    inbox.add_tail(1, 1, packer.pack(1.0, 1, ("a",), "k", b"1"), (1.0, ("a",), "k", b"1"))
-    assert inbox.take_all().hot == [(1.0, ("a",), "k", b"1")]  # hot again after the take
+    inbox = Inbox("json")
+    seq = 0
+    while inbox.add_fields(seq + 1, 1, (1.0, ("a",), "k", b"1")):
+        seq += 1
+    assert seq == HOT_INBOX_RECORDS and inbox.framed  # no more fields kept than the bound
+    inbox.add_tail(seq + 1, 1, packer.pack(1.0, 1, ("a",), "k", b"1"))
+    taken = sealed(inbox.take_all(), "json")
+    assert taken.hot is None and list(taken.seqs) == list(range(1, HOT_INBOX_RECORDS + 2))  # read back later
+    assert not inbox.framed and inbox.add_fields(1, 1, (1.0, ("a",), "k", b"1"))  # fields again after the take
+    assert sealed(inbox.take_all(), "json").hot == [(1.0, ("a",), "k", b"1")]
+    assert Inbox().framed and not Inbox().add_fields(1, 1, (1.0, ("a",), "k", b"1"))  # no codec: frames only
 
 
 def test_a_hot_spool_hands_whole_records_and_a_cold_one_stubs() -> None:
