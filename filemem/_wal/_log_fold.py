@@ -106,13 +106,16 @@ class LogFold(LogCore):
         stamps itself later than now. Any later moment keeps it valid (the
         fold only moves the oldest batch later), so a caller may take it once
         and sweep many shards with it. ``-inf`` (drop nothing) where the log
-        cannot be read to say.
+        cannot be read to say, or the append lock cannot be had in time.
         """
         if self.readonly:
             return -math.inf
-        with self._append_locked():
-            now = time.time()
-            c = self._control(held=True)
+        try:
+            with self._append_locked():
+                now = time.time()
+                c = self._control(held=True)
+        except LockTimeout:
+            return -math.inf  # writers kept it: no sweep needs to wait for them
         pos, end = c.folded, c.appended
         reader = LogReader(self.dir)  # its own: the handle's reader belongs to its refresh and fold
         try:
