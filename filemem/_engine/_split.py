@@ -28,6 +28,16 @@ from ._batch import Batches
 class Splits(Batches):
     """Splitting a shard whose lock the caller holds."""
 
+    def sweep_horizon(self) -> float:
+        """Records that expired before this time may leave their shards (see ``Log.sweep_horizon``).
+
+        Now, without a log; with one, no later than its oldest unfolded batch:
+        a put there may carry its ``created_at`` over from a record that was
+        live at its time and has expired since (the chain rule, _wal._carry).
+        """
+        log = self.log
+        return time.time() if log is None else log.sweep_horizon()
+
     def _split(self, view: View, shard: Shard, *, target_bytes: int | None = None, leaf: bool = False) -> None:
         """Split ``shard`` (whose lock we hold) into leaves of at most ``target_bytes``.
 
@@ -115,10 +125,17 @@ class Splits(Batches):
 def maintain_shard(engine: Splits, view: View, prefix: str, *, wait: bool = True) -> tuple[int, int]:
     """Under the shard's lock: finish a split, drop expired records, split if oversize.
 
+    Drops only records that expired before :meth:`Splits.sweep_horizon`: one
+    that expired after an unfolded put of its key may still give it its
+    ``created_at``; the next sweep after the fold drops it.
+
     Returns (records dropped, splits done). With ``wait=False`` a busy shard
     is skipped (0, 0).
     """
     splits_before = engine.counters["splits"]
+    # Taken before the lock (no append lock under a shard lock), and still
+    # valid after it: the oldest unfolded batch only moves later.
+    horizon = engine.sweep_horizon()
     if wait:
         held = _locks.exclusive(view.lock_path(prefix), engine.lock_timeout_s, turnstile=view.turnstile)
     else:
@@ -138,7 +155,7 @@ def maintain_shard(engine: Splits, view: View, prefix: str, *, wait: bool = True
             engine._split(view, shard)
             return 0, engine.counters["splits"] - splits_before
         work = shard.copy()
-        gone = work.drop_expired(time.time())
+        gone = work.drop_expired(min(time.time(), horizon))
         data = b""
         if gone:
             work.generation += 1

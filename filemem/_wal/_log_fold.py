@@ -24,6 +24,7 @@ fold killed anywhere loses nothing, and the next one starts where it stopped.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from . import _format, _platform
 from ._control import Control
 from ._fold import Checkpoint, Installed, fold_range, read_checkpoint, write_checkpoint
 from ._log_core import FIRST_POSITION, FOLD_LOCK, LogCore, _storage_errors, record_of
+from ._reader import LogReader
 
 #: Held shared by every open read-write handle (see the module docstring).
 WRITERS_LOCK: Final = "writers.lock"
@@ -88,6 +90,50 @@ class LogFold(LogCore):
         """(synced, folded): how far the log is durable, and how far the shards hold it."""
         c = self._control()
         return c.synced, c.folded
+
+    @_storage_errors("read the log in")
+    def sweep_horizon(self) -> float:
+        """A time before which a shard's expired records may be dropped: none of them can matter to the log.
+
+        A put logged with its ``created_at`` carried over takes the time of
+        the key's previous record if that was live at the put's time (the
+        chain rule, _carry), and a key with no earlier unfolded op resolves
+        against its shard record: so a record may leave its shard only if it
+        expired before every unfolded batch, as in the fold's own install
+        (``fold_range``). Returns the earlier of now and the oldest unfolded
+        batch's time. Taken under the append lock: a put that read the clock
+        before it has appended its frame (then counted here), one after
+        stamps itself later than now. Any later moment keeps it valid (the
+        fold only moves the oldest batch later), so a caller may take it once
+        and sweep many shards with it. ``-inf`` (drop nothing) where the log
+        cannot be read to say, or the append lock cannot be had in time.
+        """
+        if self.readonly:
+            return -math.inf
+        try:
+            with self._append_locked():
+                now = time.time()
+                c = self._control(held=True)
+        except LockTimeout:
+            return -math.inf  # writers kept it: no sweep needs to wait for them
+        pos, end = c.folded, c.appended
+        reader = LogReader(self.dir)  # its own: the handle's reader belongs to its refresh and fold
+        try:
+            while pos < end:
+                scan = reader.scan(pos, pos + 1)  # one frame (an END frame moves on to the next segment)
+                if not scan.frames:
+                    return -math.inf  # retired by a fold meanwhile, or damaged: the next sweep sees
+                frame = scan.frames[0]
+                if frame.kind == _format.BATCH:
+                    try:
+                        stamped = _format.index_batch(frame.payload)[1]
+                    except ValueError:
+                        return -math.inf
+                    return min(now, stamped)
+                pos = frame.end
+        finally:
+            reader.close()
+        return now
 
     @_storage_errors("fold the log in")
     def fold(

@@ -58,7 +58,7 @@ def visibility_writer(path: str, conn: Any, rounds: int) -> None:
         conn.send(None)
 
 
-def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
+def killed_at(path: str, point: str, value: Any, ready: Any, behind: bool = False) -> None:
     """Put ``value`` under key "killed" and SIGKILL this process at ``point`` inside the put (a fault point).
 
     ``"after-sync"``: the frame's ``fdatasync`` returned, the control page does
@@ -67,7 +67,9 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
     the page does not count it as appended yet. ``"mid-page"``: inside the
     page update after the frame (the append group, ``aseq`` odd), with
     ``appended`` written and ``last_lsn`` not.
-    ``ready`` hears "armed" first.
+    ``ready`` hears "armed" first. ``behind``: another handle writes after
+    "before", so this handle's overlay is behind the log's end and its put is
+    logged blind (no catch-up, ``created_at`` carried over).
     """
     import signal
 
@@ -75,6 +77,11 @@ def killed_at(path: str, point: str, value: Any, ready: Any) -> None:
 
     with filemem.Store(path) as s:
         s.put(NS, "before", 1)
+        if behind:
+            with filemem.Store(path) as other:
+                other.put(NS, "other", 0)
+            log = s._engine.log
+            assert log is not None and log.overlay.tail < log.positions()[0], "not behind: the put would catch up"
         if point in ("after-sync", "before-sync"):
             real_sync = _writer.LogWriter.sync
 

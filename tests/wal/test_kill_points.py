@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 
 import filemem
+from filemem._engine import _log as engine_log
 from tests.helpers import reap
 from tests.wal import _workers as w
 
 NS = w.NS
 
 
-def _kill_child_at(store_path: str, spawn_ctx: Any, point: str, value: Any) -> None:
+def _kill_child_at(store_path: str, spawn_ctx: Any, point: str, value: Any, *, behind: bool = False) -> None:
     here, there = spawn_ctx.Pipe()
-    p = spawn_ctx.Process(target=w.killed_at, args=(store_path, point, value, there))
+    p = spawn_ctx.Process(target=w.killed_at, args=(store_path, point, value, there, behind))
     p.start()
     try:
         assert here.poll(120), "the child never armed its fault point"
@@ -158,4 +159,42 @@ def test_a_dead_writers_unsynced_frame_never_fools_a_conditional_write(
         assert s.check() == []
     with filemem.Store(store_path) as s:
         assert s.get(NS, "killed") == {"v": 2}
+        assert s.check() == []
+
+
+@pytest.mark.parametrize("point", ["after-write", "mid-page", "before-sync", "after-sync"])
+def test_a_blind_writer_killed_inside_its_put(
+    store_path: str, spawn_ctx: Any, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dead writer was behind the log's end, so its put was blind: logged without reading the log's tail.
+
+    Its frame carries ``created_at`` over from the key's unfolded record (the
+    chain rule). Whatever becomes of the frame, the next writer (blind too:
+    it is behind) publishes past it, versions stay unique, a frame that
+    survives keeps the first record's ``created_at`` for every reader, and a
+    synced one survives. This process never folds on its own (the first
+    record stays in the log, so the chain runs through it).
+    """
+    monkeypatch.setattr(engine_log.LogGlue, "_poke_folder", lambda _self, *, now: None)
+    with filemem.Store(store_path) as s:
+        s.put(NS, "killed", {"v": 0})
+        first = s.get_item(NS, "killed")
+        assert first is not None
+        _kill_child_at(store_path, spawn_ctx, point, {"v": 1}, behind=True)
+        s.put(NS, "next", 2)
+        items = {k: s.get_item(NS, k) for k in ("before", "killed", "next")}
+        versions = [i.version for i in items.values() if i is not None]
+        assert len(versions) == 3 and len(set(versions)) == 3, items
+        killed = items["killed"]
+        assert killed is not None and killed.value in ({"v": 0}, {"v": 1}), items
+        if point == "after-sync":
+            assert killed.value == {"v": 1}  # durable before the kill: must survive
+        assert killed.created_at == first.created_at, (first, killed)
+        with filemem.Store(store_path, readonly=True) as fresh:
+            assert {k: fresh.get_item(NS, k) for k in items} == items
+        assert all(f.severity == "info" for f in s.check()), s.check()
+        s.check(fix=True)
+        assert s.check() == []
+    with filemem.Store(store_path) as s:
+        assert {k: s.get_item(NS, k) for k in items} == items
         assert s.check() == []
