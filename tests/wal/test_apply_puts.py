@@ -30,21 +30,36 @@ def _marker(n: int) -> Op:
     return Op(("internal", "m"), "applied", "put", {"ranges": [[1, n]]})
 
 
-def _batches(codec: str) -> list[tuple[str, list[tuple[tuple[str, ...], str, bytes]], list[Op]]]:
+_Puts = list[tuple[tuple[str, ...], str, bytes]]
+
+
+def _batches(codec: str) -> list[tuple[str, _Puts, list[Op]]]:
     enc = filemem.codecs.get_codec(codec).encode
-    fresh = [(("a",), f"k{i}", enc({"i": i})) for i in range(40)] + [(("b", "c"), f"k{i}", enc([i])) for i in range(5)]
-    again = [(("a",), f"k{i}", enc({"i": -i})) for i in range(0, 40, 3)] + [(("a",), "new", enc("x"))]
-    repeated = [(("a",), "r", enc(1)), (("b", "c"), "k1", enc(2)), (("a",), "r", enc(3))]
+    fresh: _Puts = [(("a",), f"k{i}", enc({"i": i})) for i in range(40)] + [
+        (("b", "c"), f"k{i}", enc([i])) for i in range(5)
+    ]
+    again: _Puts = [(("a",), f"k{i}", enc({"i": -i})) for i in range(0, 40, 3)]
+    again.append((("a",), "new", enc("x")))
+    repeated: _Puts = [(("a",), "r", enc(1)), (("b", "c"), "k1", enc(2)), (("a",), "r", enc(3))]
+    other: _Puts = [(("b", "c"), "k2", enc("by the other handle"))]
+    blind: _Puts = [(("a",), f"k{i}", enc(i)) for i in range(30, 50)]
     return [
         ("own", fresh, [_marker(1)]),
         ("own", again, [_marker(2)]),
         ("own", repeated, []),
-        ("other", [(("b", "c"), "k2", enc("by the other handle"))], []),
-        ("own", [(("a",), f"k{i}", enc(i)) for i in range(30, 50)], [_marker(3)]),
+        ("other", other, []),
+        ("own", blind, [_marker(3)]),
     ]
 
 
-def _run(root: Path, new: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], list[Any], dict[str, Any], int]:
+def _run(root: Path, new: bool) -> tuple[list[bytes], list[Any], dict[str, Any], int]:
+    with pytest.MonkeyPatch.context() as monkeypatch:  # (its own: the conftest's patches stay)
+        return _run_patched(root, new, monkeypatch)
+
+
+def _run_patched(
+    root: Path, new: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[bytes], list[Any], dict[str, Any], int]:
     frames: list[bytes] = []
     real = _format.encode_batch
 
@@ -74,13 +89,12 @@ def _run(root: Path, new: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[b
     with filemem.Store(str(root)) as fresh:
         seen.update({f"fresh {ns}/{key}": fresh.get(ns, key) for ns, key in keys})
         seen["fresh meta"] = fresh._engine.read(("a",), "k0")
-    monkeypatch.undo()
     return frames, results, seen, blind
 
 
-def test_apply_puts_logs_the_frames_apply_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    old = _run(tmp_path / "old", False, monkeypatch)
-    new = _run(tmp_path / "new", True, monkeypatch)
+def test_apply_puts_logs_the_frames_apply_logs(tmp_path: Path) -> None:
+    old = _run(tmp_path / "old", False)
+    new = _run(tmp_path / "new", True)
     assert len(new[0]) == len(old[0]) == 5
     for i, (a, b) in enumerate(zip(old[0], new[0], strict=True)):
         assert a == b, f"frame {i} differs"
