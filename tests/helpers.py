@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from typing import Any
 
 import filemem
 import filemem.admin
@@ -51,3 +52,17 @@ def needs_keyword_search(store: filemem.Store) -> None:
         store.search(None, query="probe", limit=1)
     except filemem.UnsupportedFeatureError as exc:
         pytest.skip(f"needs search(query=...) on the {exc.backend} backend (issue 16, pgsearch branch): {exc}")
+
+
+def apply_puts_via_apply(engine: Any, puts: list[Any], extra: Any = ()) -> list[Any]:
+    """An ``Engine.apply_puts`` that hands its batch to ``engine.apply`` as ``Op`` s.
+
+    For tests that stall or fail the engine by patching ``Engine.apply``
+    (or an engine's ``apply``): patch ``Engine.apply_puts`` with this too and
+    the collector's batches reach that ``apply`` as they did before it took
+    the tuple entry point. ``tests/wal/test_apply_puts.py`` holds the two
+    entry points to the same frames.
+    """
+    from filemem._engine._core import puts_as_ops
+
+    return list(engine.apply([*puts_as_ops(engine.codec.name, puts), *extra]))

@@ -282,8 +282,11 @@ class ApplyLoop:
         self._load(batch)  # outside the collector's lock: collect() never waits for this read
         # The file engine logs the records' bytes as they are (UNDECODED: no decode here);
         # another engine (PostgreSQL) is given the values.
-        decode = self._codec.decode if not self._undecoded else None
+        # The file engine logs the records' bytes as they are (no decode here), given as tuples
+        # (Engine.apply_puts: no Op per record); another engine (PostgreSQL) is given the values.
         cname = self._codec.name
+        as_puts = self._undecoded and cname == self._engine.codec.name
+        decode = self._codec.decode
         groups: list[list[Rec]] = [batch]
         if len(set(map(_NS, batch))) > _MAX_NAMESPACES_PER_APPLY:  # (the count at C speed: the usual batch fits)
             groups = [[]]
@@ -295,14 +298,17 @@ class ApplyLoop:
                 seen.add(r.ns)
                 groups[-1].append(r)
         for group in groups:
+            puts: list[tuple[tuple[str, ...], str, bytes]] = []
             ops: list[Op] = []
             for i in range(0, len(group), SLICE_RECORDS):
                 if i:
                     self._yield_gil()
                 # The payload is already the codec's bytes (collect() encoded it): the commit logs them
                 # as they are; the decoded value is for this process's view of the log.
-                # Positional (Op's fields in order, as in _PUT_ARGS): keyword parsing was a sixth of an Op.
-                if decode is None:
+                if as_puts:
+                    puts += [(r.ns, r.key, r.payload) for r in group[i : i + SLICE_RECORDS]]
+                elif self._undecoded:
+                    # Positional (Op's fields in order, as in _PUT_ARGS): keyword parsing was a sixth of an Op.
                     ops += [
                         Op(r.ns, r.key, "put", UNDECODED, *_PUT_ARGS, (cname, r.payload))
                         for r in group[i : i + SLICE_RECORDS]
@@ -313,8 +319,11 @@ class ApplyLoop:
                         for r in group[i : i + SLICE_RECORDS]
                     ]
             if self._journal is None:
-                if ops:
+                if puts:
+                    self._engine.apply_puts(puts)
+                elif ops:
                     self._engine.apply(ops)
+                if group:
                     self._finished(group, applied=len(group))
                 continue
             with self._lock:
@@ -327,7 +336,10 @@ class ApplyLoop:
             else:
                 done.add_many(list(map(_SEQ, group)))
             try:
-                self._engine.apply([*ops, marker_op(self.jid, done)])
+                if as_puts:
+                    self._engine.apply_puts(puts, [marker_op(self.jid, done)])
+                else:
+                    self._engine.apply([*ops, marker_op(self.jid, done)])
             except BaseException as exc:
                 if not (isinstance(exc, FileMemError) and not isinstance(exc, _PERMANENT) and self._marker_is(done)):
                     with self._lock:

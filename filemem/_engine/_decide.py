@@ -38,6 +38,9 @@ __all__ = ["Decisions"]
 #: ``_decide``: a plain put's previous record, not read (its created_at is carried over).
 _CARRY: Final[Any] = object()
 
+#: One plain put of :meth:`Decisions._decide_puts`: namespace, key, the store codec's bytes.
+Put = tuple[tuple[str, ...], str, bytes]
+
 
 class Decisions(Commits):
     """``_decide`` and the resolution of carried ``created_at``; mixed into ``LogGlue``."""
@@ -208,6 +211,78 @@ class Decisions(Commits):
             logged.append(
                 LogOp(op.namespace, op.key, PUT, cname, data, math.nan, None if op.ttl is None else now + op.ttl)
             )
+        return logged, results
+
+    def _decide_puts(
+        self,
+        puts: list[Put],
+        extra: list[Op],
+        latest: Callable[[tuple[str, ...], str], Entry | None],
+        first_lsn: int,
+        now: float,
+    ) -> tuple[list[LogOp], list[Any], list[Change]]:
+        """``_decide`` of ``[Op(ns, key, "put", UNDECODED, encoded=(codec, data)) ...] + extra``, the same logged.
+
+        The caller (``Engine.apply_puts``) has checked that no key repeats in
+        the batch, ``extra`` included: each put then takes ``_decide``'s plain
+        branch for undecoded bytes, as done here without the ``Op`` and the
+        branch's tests per record.
+        """
+        cname = self.codec.name
+        limit = self.max_value_bytes
+        decode_logged = self._decode_logged
+        checked: set[tuple[str, ...]] = set()
+        logged: list[LogOp] = []
+        changes: list[Change] = []
+        lsn = first_lsn
+        nan = math.nan
+        for ns, key, data in puts:
+            if len(data) > limit:
+                raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {limit}")
+            entry = latest(ns, key)
+            if entry is not None:
+                created = carried_over(entry.header(), now)
+                if isinstance(created, Carried):
+                    created = carried_from(entry.record, now)
+                created_at = frame_created(created)
+            else:
+                if ns not in checked:
+                    self.view(ns)
+                    checked.add(ns)
+                created_at = nan
+            lop = LogOp(ns, key, PUT, cname, data, created_at, None)
+            logged.append(lop)
+            changes.append((ns, key, Entry(lsn, None, lop, now, decode_logged)))
+            lsn += 1
+        results: list[Any] = list(range(first_lsn, lsn))
+        if extra:
+            more, got, more_changes = self._decide(extra, latest, lsn, now)
+            logged += more
+            results += got
+            changes += more_changes
+        return logged, results, changes
+
+    def _decide_puts_blind(
+        self, puts: list[Put], extra: list[Op], first_lsn: int, now: float
+    ) -> tuple[list[LogOp], list[Any]]:
+        """``_decide_blind`` of the same batch as :meth:`_decide_puts`."""
+        cname = self.codec.name
+        limit = self.max_value_bytes
+        checked: set[tuple[str, ...]] = set()
+        nan = math.nan
+        logged: list[LogOp] = []
+        for ns, key, data in puts:
+            if len(data) > limit:
+                raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {limit}")
+            if ns not in checked:
+                self.view(ns)
+                checked.add(ns)
+            logged.append(LogOp(ns, key, PUT, cname, data, nan, None))
+        results: list[Any] = list(range(first_lsn, first_lsn + len(logged)))
+        if extra:
+            more, got = self._decide_blind(extra, first_lsn + len(logged), now)
+            logged += more
+            results += got
         return logged, results
 
     def _decode_logged(self, op: LogOp, lsn: int, now: float) -> Record | None:

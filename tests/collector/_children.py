@@ -14,6 +14,7 @@ from typing import Any
 import filemem
 from filemem._engine import Engine
 from tests.concurrency._workers import ack, open_ack, touch
+from tests.helpers import apply_puts_via_apply
 
 
 def record_key(proc: int, n: int) -> str:
@@ -75,6 +76,7 @@ def journal_only_child(path: str, count: int, ready_path: str) -> None:
         return real_apply(self, ops)
 
     Engine.apply = stalled_apply  # type: ignore[method-assign]
+    Engine.apply_puts = apply_puts_via_apply  # type: ignore[method-assign]
     store = filemem.Store(path)
     c = store.collector(batch_size=count, max_queue=count)
     for n in range(1, count + 1):
@@ -119,6 +121,7 @@ def failing_store_child(path: str, count: int, fail_for_s: float, result_path: s
         return real_apply(self, ops)
 
     Engine.apply = flaky_apply  # type: ignore[method-assign]
+    Engine.apply_puts = apply_puts_via_apply  # type: ignore[method-assign]
     with filemem.Store(path) as store:
         c = store.collector(batch_size=100, breaker_threshold=3, breaker_reset=0.2, backoff_base=0.01, backoff_max=0.05)
         states = set()

@@ -18,7 +18,7 @@ from filemem import CollectorConfig
 from filemem._collector._applied import RangeSet, marker_op
 from filemem._collector._journal import HEADER, encode_frame, read_journal
 from filemem._engine import Engine, Op
-from tests.helpers import settle
+from tests.helpers import apply_puts_via_apply, settle
 
 
 def _journals(store: filemem.Store) -> list[str]:
@@ -46,6 +46,7 @@ class Stall:
             return real(engine, ops)
 
         monkeypatch.setattr(Engine, "apply", apply)
+        monkeypatch.setattr(Engine, "apply_puts", apply_puts_via_apply)
 
     def release(self) -> None:
         self.gate.set()
@@ -285,6 +286,7 @@ def test_failing_store_trips_breaker_backs_off_recovers(store: filemem.Store, mo
         return real(engine, ops)
 
     monkeypatch.setattr(Engine, "apply", flaky)
+    monkeypatch.setattr(Engine, "apply_puts", apply_puts_via_apply)
     with store.collector(breaker_threshold=3, breaker_reset=0.3, backoff_base=0.005, backoff_max=0.02) as c:
         for i in range(100):
             c.collect("flaky", f"k{i}", i)
@@ -318,6 +320,7 @@ def test_record_the_store_refuses_goes_to_dead_letters_and_replays(store: fileme
         return real(engine, ops)
 
     monkeypatch.setattr(Engine, "apply", picky)
+    monkeypatch.setattr(Engine, "apply_puts", apply_puts_via_apply)
     with store.collector(batch_timeout=0.05) as c:
         for i in range(20):
             c.collect("pick", f"k{i}", i)
@@ -447,6 +450,7 @@ def _failing(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
         return real(engine, ops)
 
     monkeypatch.setattr(Engine, "apply", apply)
+    monkeypatch.setattr(Engine, "apply_puts", apply_puts_via_apply)
     return failing
 
 
@@ -564,6 +568,7 @@ def test_a_batch_over_64_namespaces_is_applied_in_groups_of_at_most_64(
         return real(engine, ops)
 
     monkeypatch.setattr(Engine, "apply", apply)
+    monkeypatch.setattr(Engine, "apply_puts", apply_puts_via_apply)
     with store.collector(batch_size=1000, batch_timeout=0.5) as c:  # one batch: flush() ends its wait
         for i in range(300):
             c.collect(("many", f"n{i % 150}"), f"k{i}", i)

@@ -16,6 +16,7 @@ import filemem
 from filemem._collector import _apply
 from filemem._errors import LockTimeout, QueueFullError
 from tests.collector.test_collector import Stall
+from tests.helpers import apply_puts_via_apply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -41,6 +42,7 @@ import filemem
 from filemem._collector import _apply
 from filemem._collector._applied import read_marker
 from filemem._engine import Engine
+from filemem._engine._core import puts_as_ops
 
 root = sys.argv[1]
 real_apply = Engine.apply
@@ -48,6 +50,7 @@ def slow_apply(engine, ops):
     time.sleep(0.02)  # a slowish disk: records wait in the ready queue
     return real_apply(engine, ops)
 Engine.apply = slow_apply
+Engine.apply_puts = lambda self, puts, extra=(): self.apply([*puts_as_ops(self.codec.name, puts), *extra])
 
 def kill_before_letter(engine, jid, letters):
     seq = letters[0]["id"]
@@ -159,6 +162,7 @@ def test_failed_dead_letter_keeps_the_writer_alive_and_retries(
         return real_apply(engine, ops)
 
     monkeypatch.setattr(Engine, "apply", apply)
+    monkeypatch.setattr(Engine, "apply_puts", apply_puts_via_apply)
     real_letter = _apply.append_dead_letters
     fails = [3]
 
@@ -231,6 +235,7 @@ root, value, gate = sys.argv[1:4]
 store = filemem.Store(root)
 c = store.collector(batch_timeout=0)
 store._engine.apply = lambda ops: time.sleep(3600)  # the apply stalls: the record stays journaled only
+store._engine.apply_puts = lambda puts, extra=(): time.sleep(3600)
 print(c.jid, flush=True)
 while not os.path.exists(gate):
     time.sleep(0.001)
@@ -400,6 +405,7 @@ def test_batch_that_raised_after_its_commit_is_not_applied_again(
         return out
 
     monkeypatch.setattr(Engine, "apply", apply)
+    monkeypatch.setattr(Engine, "apply_puts", apply_puts_via_apply)
     with store.collector(batch_timeout=0, backoff_base=0.001) as c:
         c.collect("ev", "k", 1)
         c.flush(10)
