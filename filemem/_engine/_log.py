@@ -328,7 +328,10 @@ class LogGlue(Decisions):
         done = log.fold(self._install, wait=wait, max_bytes=max_bytes)
         if done:
             self.counters["folds"] += 1
-            log.refresh()
+            # Drop what this fold moved from the overlay (and the cached shards
+            # it made stale), without reading the unfolded rest of the log in:
+            # that is the next read's refresh (see Log.drop_folded).
+            log.drop_folded()
         return done
 
     def pin(self) -> LogPin | None:

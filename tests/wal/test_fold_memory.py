@@ -1,8 +1,11 @@
 """What the folding process holds: no shard it did not read, no path per folded key, no whole backlog per step.
 
 Issue 13's memory figure (peak RSS per process under sustained 4-writer load
-under 50 MB) was missed by the one process that folds; these pin the three
-things that made it hold more than the others.
+under 50 MB) was missed by the one process that folds; these pin the things
+that made it hold more than the others: cached shards, view paths, the whole
+backlog's frames, and (for a fold of other processes' records, the last
+writer's close) the unfolded rest of the log read into its overlay after each
+step and every folded key kept in the key-hash cache.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import pytest
 import filemem
 from filemem._engine import _log as engine_log
 from filemem._wal import _format
+from tests.helpers import reap
+from tests.wal import _workers
 
 NS = ("agent", "facts")
 
@@ -141,3 +146,46 @@ def test_a_writer_past_the_bound_folds_what_lies_past_it_not_the_whole_backlog(
         assert left >= bound - (128 << 10) - log.fold_step_bytes - (64 << 10)
         assert store.get(NS, "key-11999") == {"n": 11999, "text": "x" * 100}
         assert store.get(NS, "one-more") == 1
+
+
+OTHERS = ("agent", "others")
+
+
+def _puts_from_another_process(ctx: Any, path: str, count: int) -> None:
+    """``count`` records another process put and left unfolded (this one keeps a read-write handle open)."""
+    p = ctx.Process(target=_workers.unfolded_puts, args=(path, OTHERS, count))
+    p.start()
+    try:
+        p.join(120)
+        assert p.exitcode == 0
+    finally:
+        reap([p], timeout=5)
+
+
+def test_a_fold_reads_into_the_overlay_no_further_than_it_folded(
+    store_path: str, spawn_ctx: Any, no_background_fold: None
+) -> None:
+    with filemem.Store(store_path) as store:
+        engine = _engine(store)
+        log = engine.log
+        store.put(OTHERS, "k00000", {"i": -1})
+        engine.settle()
+        assert store.get(OTHERS, "k00000", consistency="strict") == {"i": -1}  # its shard is cached here
+        _puts_from_another_process(spawn_ctx, store_path, 6000)  # about 1.3 MB of log, none of it read here
+        synced, folded = log.positions()
+        assert synced - folded > 1 << 20
+        assert engine.fold(wait=True, max_bytes=128 << 10)
+        now_folded = log.positions()[1]
+        assert folded < now_folded < synced  # one bounded fold: some of the log, not all
+        # The overlay went as far as the fold and no further: nothing of the
+        # unfolded rest was read in (the old code read all of it after each
+        # step, so the last writer's close held every other writer's records).
+        assert log.overlay.tail == now_folded
+        assert log.overlay.count == 0
+        # The cached shard the fold rewrote was forgotten; the rest comes from the log when asked.
+        assert store.get(OTHERS, "k00000") == {"i": 0, "text": "x" * 100}
+        assert store.get(OTHERS, "k05999") == {"i": 5999, "text": "x" * 100}
+        assert log.overlay.count > 0
+        engine.settle()
+        assert log.overlay.count == 0
+        assert store.get(OTHERS, "k03000", consistency="strict") == {"i": 3000, "text": "x" * 100}
