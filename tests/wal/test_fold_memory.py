@@ -16,6 +16,7 @@ import pytest
 
 import filemem
 from filemem._engine import _log as engine_log
+from filemem._names import hash_bits
 from filemem._wal import _format
 from tests.helpers import reap
 from tests.wal import _workers
@@ -189,3 +190,24 @@ def test_a_fold_reads_into_the_overlay_no_further_than_it_folded(
         engine.settle()
         assert log.overlay.count == 0
         assert store.get(OTHERS, "k03000", consistency="strict") == {"i": 3000, "text": "x" * 100}
+
+
+def test_the_fold_keeps_no_folded_key_in_the_key_hash_cache(
+    store_path: str, spawn_ctx: Any, no_background_fold: None
+) -> None:
+    with filemem.Store(store_path, shard_max_bytes=4096) as store:
+        engine = _engine(store)
+        store.put(OTHERS, "hot", 1)
+        engine.settle()
+        _puts_from_another_process(spawn_ctx, store_path, 3000)
+        assert store.get(OTHERS, "hot", consistency="strict") == 1  # a view of the namespace: folds are forgotten here
+        hash_bits.cache_clear()
+        assert store.get(OTHERS, "hot", consistency="strict") == 1
+        cached = hash_bits.cache_info().currsize
+        engine.settle()  # 3,000 keys installed, shards split, their cached copies forgotten
+        assert engine.counters["records_folded"] >= 3000
+        assert engine.counters["shard_writes"] > 50
+        # Each was hashed and let go: the cache holds what this process reads,
+        # not every key it folded (about 250 bytes each, up to 65,536 of them).
+        assert hash_bits.cache_info().currsize == cached
+        assert store.get(OTHERS, "k02999", consistency="strict") == {"i": 2999, "text": "x" * 100}
