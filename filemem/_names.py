@@ -183,5 +183,17 @@ def hash_bits(key: str) -> str:
     versions (it is part of the on-disk format): BLAKE2b, 8-byte digest, of the
     key's UTF-8 bytes, big-endian.
     """
+    return hash_bits_once(key)
+
+
+def hash_bits_once(key: str) -> str:
+    """:func:`hash_bits` without its cache, for keys a process meets once in bulk.
+
+    The fold, a split and the forgetting of folded keys hash thousands of keys
+    nobody in this process asked for: through the cache each one stayed, with
+    its key and the cache's link, about 250 bytes (a whole store's keys in the
+    folding process, up to 65,536 of them: 16 MB; issue 13), and pushed the
+    keys this process does read out of it.
+    """
     digest = blake2b(key.encode("utf-8"), digest_size=8).digest()
     return format(int.from_bytes(digest, "big"), "064b")

@@ -56,7 +56,8 @@ class Commits(Splits):
         """Apply ``ops`` to the shard files directly (a v1 store opened read-write never gets here; the fold does)."""
         for op in ops:
             op.view = self.view(op.namespace)
-            op.bits = hash_bits(op.key)
+            if not op.bits:  # the fold's installs come with theirs
+                op.bits = hash_bits(op.key)
         deadline = time.monotonic() + self.lock_timeout_s
         backoff = 0.001
         ctx = _WriteContext()

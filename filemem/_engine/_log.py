@@ -28,7 +28,7 @@ from typing import Final
 
 from .. import _fs, _locks
 from .._errors import CorruptShardError, FileMemError, StorageError
-from .._names import hash_bits
+from .._names import hash_bits_once
 from .._shard import SHARD_SUFFIX, Record, shard_name
 from .._view import MAX_PREFIX_BITS
 from .._wal import WAL_DIR, Log
@@ -159,7 +159,7 @@ class LogGlue(Decisions):
                 # Once per namespace and call, not per key (it walks the listing).
                 deepest = depths[ns] = min(max((len(p) for p in view.existing), default=0) + 8, MAX_PREFIX_BITS)
                 view.stale = True
-            bits = hash_bits(key)
+            bits = hash_bits_once(key)
             # Every shard that can hold the key, not just the one our listing
             # names: the fold may have split or a compaction merged since we
             # listed, and a stale cached leaf must never answer for it. The
@@ -328,7 +328,10 @@ class LogGlue(Decisions):
         done = log.fold(self._install, wait=wait, max_bytes=max_bytes)
         if done:
             self.counters["folds"] += 1
-            log.refresh()
+            # Drop what this fold moved from the overlay (and the cached shards
+            # it made stale), without reading the unfolded rest of the log in:
+            # that is the next read's refresh (see Log.drop_folded).
+            log.drop_folded()
         return done
 
     def pin(self) -> LogPin | None:
@@ -382,7 +385,8 @@ class LogGlue(Decisions):
                 view.dir_known = False
         for op in ops:
             view = self.view(op.namespace)
-            groups.setdefault((op.namespace, view.resolve(hash_bits(op.key))), []).append(op)
+            op.bits = hash_bits_once(op.key)  # once per op (``_apply_shards`` keeps it), not through the cache
+            groups.setdefault((op.namespace, view.resolve(op.bits)), []).append(op)
         batch: list[Op] = []
         shards = 0
         for group in groups.values():

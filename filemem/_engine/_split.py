@@ -19,7 +19,7 @@ import os
 import time
 
 from .. import _fs, _locks
-from .._names import hash_bits
+from .._names import hash_bits_once
 from .._shard import Shard, encode_shard
 from .._view import MAX_PREFIX_BITS, View
 from ._batch import Batches
@@ -70,7 +70,7 @@ class Splits(Batches):
             view.refresh()
             below = {p for p in view.existing if p.startswith(shard.prefix) and p != shard.prefix}
         written: list[str] = []
-        bits = {k: hash_bits(k) for k in shard.records}
+        bits = {k: hash_bits_once(k) for k in shard.records}  # every key of the shard: not through the cache
         generation = shard.generation + 1
 
         def place(region: str, keys: list[str]) -> None:

@@ -225,7 +225,7 @@ class LogFold(LogCore):
         mark = pos = start
         window = max(self.fold_step_bytes, 1 << 16)
         while pos < limit:
-            upto = _advance(pos, window, limit, self.segment_bytes)
+            upto = window_end(pos, window, limit, self.segment_bytes)
             scan = self.reader.scan(pos, upto)
             ends = [(f.kind, f.end) for f in scan.frames]
             del scan
@@ -296,11 +296,11 @@ class LogFold(LogCore):
             os.close(fd)
 
 
-def _advance(pos: int, nbytes: int, limit: int, segment_bytes: int) -> int:
+def window_end(pos: int, nbytes: int, limit: int, segment_bytes: int) -> int:
     """The position about ``nbytes`` of log after ``pos`` (the next segment's start at most), capped at ``limit``.
 
-    A scan up to it reads whole frames only: one that would cross it is
-    left for the next window (the reader never returns a frame past its limit).
+    A scan up to it reads whole frames: one that starts before it is read to
+    its end, past it, and the next window starts there.
     """
     seg, off = _format.segment_of(pos), _format.offset_of(pos)
     if off + nbytes < segment_bytes:

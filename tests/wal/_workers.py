@@ -176,3 +176,18 @@ def batch_writer(path: str, ack_path: str, ready: str, stop: str) -> None:
             if n == 20:
                 with open(ready, "w"):
                     pass
+
+
+def unfolded_puts(path: str, namespace: tuple[str, ...], count: int) -> None:
+    """Put ``count`` new keys ``k00000``... and close, leaving every record unfolded.
+
+    No background fold and no back-pressure fold in this child; its close
+    leaves the fold to the read-write handle the parent keeps open.
+    """
+    from filemem._engine import _log as engine_log
+
+    engine_log.LogGlue._poke_folder = lambda self, *, now: None  # type: ignore[method-assign]
+    engine_log.FOLD_BYTES = engine_log.BACKLOG_BYTES = 1 << 40  # type: ignore[misc]
+    with filemem.Store(path) as s:
+        for i in range(count):
+            s.put(namespace, f"k{i:05d}", {"i": i, "text": "x" * 100})

@@ -1,8 +1,11 @@
 """What the folding process holds: no shard it did not read, no path per folded key, no whole backlog per step.
 
 Issue 13's memory figure (peak RSS per process under sustained 4-writer load
-under 50 MB) was missed by the one process that folds; these pin the three
-things that made it hold more than the others.
+under 50 MB) was missed by the one process that folds; these pin the things
+that made it hold more than the others: cached shards, view paths, the whole
+backlog's frames, and (for a fold of other processes' records, the last
+writer's close) the unfolded rest of the log read into its overlay after each
+step and every folded key kept in the key-hash cache.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import pytest
 
 import filemem
 from filemem._engine import _log as engine_log
+from filemem._names import hash_bits
 from filemem._wal import _format
+from tests.helpers import reap
+from tests.wal import _workers
 
 NS = ("agent", "facts")
 
@@ -141,3 +147,67 @@ def test_a_writer_past_the_bound_folds_what_lies_past_it_not_the_whole_backlog(
         assert left >= bound - (128 << 10) - log.fold_step_bytes - (64 << 10)
         assert store.get(NS, "key-11999") == {"n": 11999, "text": "x" * 100}
         assert store.get(NS, "one-more") == 1
+
+
+OTHERS = ("agent", "others")
+
+
+def _puts_from_another_process(ctx: Any, path: str, count: int) -> None:
+    """``count`` records another process put and left unfolded (this one keeps a read-write handle open)."""
+    p = ctx.Process(target=_workers.unfolded_puts, args=(path, OTHERS, count))
+    p.start()
+    try:
+        p.join(120)
+        assert p.exitcode == 0
+    finally:
+        reap([p], timeout=5)
+
+
+def test_a_fold_reads_into_the_overlay_no_further_than_it_folded(
+    store_path: str, spawn_ctx: Any, no_background_fold: None
+) -> None:
+    with filemem.Store(store_path) as store:
+        engine = _engine(store)
+        log = engine.log
+        store.put(OTHERS, "k00000", {"i": -1})
+        engine.settle()
+        assert store.get(OTHERS, "k00000", consistency="strict") == {"i": -1}  # its shard is cached here
+        _puts_from_another_process(spawn_ctx, store_path, 6000)  # about 1.3 MB of log, none of it read here
+        synced, folded = log.positions()
+        assert synced - folded > 1 << 20
+        assert engine.fold(wait=True, max_bytes=128 << 10)
+        now_folded = log.positions()[1]
+        assert folded < now_folded < synced  # one bounded fold: some of the log, not all
+        # The overlay went as far as the fold and no further: nothing of the
+        # unfolded rest was read in (the old code read all of it after each
+        # step, so the last writer's close held every other writer's records).
+        assert log.overlay.tail == now_folded
+        assert log.overlay.count == 0
+        # The cached shard the fold rewrote was forgotten; the rest comes from the log when asked.
+        assert store.get(OTHERS, "k00000") == {"i": 0, "text": "x" * 100}
+        assert store.get(OTHERS, "k05999") == {"i": 5999, "text": "x" * 100}
+        assert log.overlay.count > 0
+        engine.settle()
+        assert log.overlay.count == 0
+        assert store.get(OTHERS, "k03000", consistency="strict") == {"i": 3000, "text": "x" * 100}
+
+
+def test_the_fold_keeps_no_folded_key_in_the_key_hash_cache(
+    store_path: str, spawn_ctx: Any, no_background_fold: None
+) -> None:
+    with filemem.Store(store_path, shard_max_bytes=4096) as store:
+        engine = _engine(store)
+        store.put(OTHERS, "hot", 1)
+        engine.settle()
+        _puts_from_another_process(spawn_ctx, store_path, 3000)
+        assert store.get(OTHERS, "hot", consistency="strict") == 1  # a view of the namespace: folds are forgotten here
+        hash_bits.cache_clear()
+        assert store.get(OTHERS, "hot", consistency="strict") == 1
+        cached = hash_bits.cache_info().currsize
+        engine.settle()  # 3,000 keys installed, shards split, their cached copies forgotten
+        assert engine.counters["records_folded"] >= 3000
+        assert engine.counters["shard_writes"] > 50
+        # Each was hashed and let go: the cache holds what this process reads,
+        # not every key it folded (about 250 bytes each, up to 65,536 of them).
+        assert hash_bits.cache_info().currsize == cached
+        assert store.get(OTHERS, "k02999", consistency="strict") == {"i": 2999, "text": "x" * 100}
