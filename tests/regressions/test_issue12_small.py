@@ -17,6 +17,7 @@ from filemem import InvalidKeyError, InvalidValueError
 from filemem._cli import main
 from filemem._engine import Engine, Op
 from filemem._names import escape_segment, unescape_segment
+from tests.helpers import apply_puts_via_apply
 
 
 def _files(root: str) -> list[str]:
@@ -35,13 +36,18 @@ def test_a_transiently_full_disk_dead_letters_nothing(store: filemem.Store, monk
     full = threading.Event()
     full.set()
 
+    refused: list[int] = []
+
     def disk_full_for_big(engine: Engine, ops: list[Op]) -> list[Any]:
         # The disk has room for the small records, not for "big", until it is freed.
         if full.is_set() and any(op.key == "big" for op in ops):
+            refused.append(1)
             raise filemem.StorageError("could not write: disk full", errno=errno.ENOSPC, path=engine.root)
         return real(engine, ops)
 
     monkeypatch.setattr(Engine, "apply", disk_full_for_big)
+    # The collector commits through the tuple entry point: route it to the patched apply.
+    monkeypatch.setattr(Engine, "apply_puts", apply_puts_via_apply)
     with store.collector(max_retries=1, backoff_base=0.005, backoff_max=0.02, breaker_reset=0.05) as c:
         for i in range(10):
             c.collect("full", f"k{i}", i)
@@ -51,6 +57,7 @@ def test_a_transiently_full_disk_dead_letters_nothing(store: filemem.Store, monk
             time.sleep(0.01)
         time.sleep(0.2)  # several isolate rounds happen here
         assert c.stats()["dead_letters"] == 0
+        assert refused, "the injected full disk was never met"
         full.clear()  # space freed
         c.flush(timeout=10)
         assert c.stats()["applied"] == 11 and c.stats()["dead_letters"] == 0
