@@ -8,6 +8,7 @@ from typing import Any
 
 import filemem
 from tests.concurrency._workers import touch
+from tests.helpers import apply_puts_via_apply
 
 
 def journal_only_child(location: str, count: int, ready_path: str) -> None:
@@ -28,6 +29,10 @@ def journal_only_child(location: str, count: int, ready_path: str) -> None:
         return real_apply(ops)
 
     engine.apply = stalled_apply
+    if hasattr(engine, "apply_puts"):
+        # The file engine takes the collector's batches through the tuple
+        # entry point: route them to the stalled apply.
+        engine.apply_puts = lambda puts, extra=(): apply_puts_via_apply(engine, puts, extra)
     c = store.collector(batch_size=count, max_queue=count)
     for n in range(1, count + 1):
         c.collect(("journal-only",), f"k{n}", {"n": n})
