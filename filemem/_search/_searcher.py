@@ -110,6 +110,7 @@ class Searcher:
             "search_retries": 0,
             "segments_built_on_write": 0,
             "index_write_errors": 0,
+            "index_writes_skipped_busy": 0,
             "log_segments_built": 0,
         }
 
@@ -329,6 +330,16 @@ class Searcher:
         if self.engine.readonly:
             return
         self._after_fork()
+        # Never wait for a search running in another thread: a search holds
+        # this lock while its listing may wait for the fold lock (a walk that
+        # holds the folds off), and this process's fold thread calls here
+        # from its install, holding the fold lock: waiting would deadlock the
+        # two until the lock timeout (a search raised LockTimeout in CI). What
+        # is skipped costs nothing but work: a search checks every segment
+        # against its shard file and rebuilds what this did not.
+        if not self._lock.acquire(blocking=False):
+            self.counters["index_writes_skipped_busy"] += 1
+            return
         try:
             with self._lock:
                 by_ns: dict[tuple[str, ...], set[str]] = {}
@@ -354,6 +365,8 @@ class Searcher:
                     self._maybe_persist(ns, state)
         except Exception:  # the write committed: a failing embed= or disk must not turn it into an error
             self.counters["index_write_errors"] += 1
+        finally:
+            self._lock.release()
 
     def _maybe_persist(self, ns: tuple[str, ...], state: _NsState) -> None:
         now = time.monotonic()
