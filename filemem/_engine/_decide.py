@@ -86,26 +86,7 @@ class Decisions(Commits):
                     # record, measured). The collector's bytes are already a
                     # slice of its journal frame.
                     data = bytes(memoryview(data))
-                entry = latest(op.namespace, op.key)
-                if entry is not None:
-                    # Its header, not its value, where that says the time (a
-                    # delete, a record expired by now, a time logged). This
-                    # process's own entries get no carried base (only frames
-                    # read from the log do, _wal._log_reads): a time still
-                    # carried is resolved here, as before the chain rule.
-                    created = carried_over(entry.header(), now)
-                    if isinstance(created, Carried):
-                        created = carried_from(entry.record, now)
-                    created_at = frame_created(created)
-                else:
-                    # Carried over (see _wal._carry): the shard record it
-                    # replaces is not read under the append lock. The
-                    # namespace's view still refuses a directory that is a
-                    # link (once per namespace and batch), as a read did.
-                    if op.namespace not in checked:
-                        self.view(op.namespace)
-                        checked.add(op.namespace)
-                    created_at = math.nan
+                created_at = self._plain_created_at(latest, op.namespace, op.key, now, checked)
                 lop = LogOp(
                     op.namespace, op.key, PUT, cname, data, created_at, None if op.ttl is None else now + op.ttl
                 )
@@ -176,6 +157,37 @@ class Decisions(Commits):
             mine[ident] = new
         return logged, results, changes
 
+    def _plain_created_at(
+        self,
+        latest: Callable[[tuple[str, ...], str], Entry | None],
+        namespace: tuple[str, ...],
+        key: str,
+        now: float,
+        checked: set[tuple[str, ...]],
+    ) -> float:
+        """The ``created_at`` field a plain put logs (``_decide``'s plain branch and ``_decide_puts``).
+
+        With an unfolded entry of the key: from its header, not its value,
+        where that tells the time (a delete, a record expired by now, a time
+        logged); this process's own entries get no carried base (only frames
+        read from the log do, _wal._log_reads), so a time still carried is
+        resolved from the record, as before the chain rule. Without one:
+        carried over (NaN, see _wal._carry), the shard record it replaces not
+        read under the append lock; the namespace's view still refuses a
+        directory that is a link (once per namespace and batch, ``checked``),
+        as a read did.
+        """
+        entry = latest(namespace, key)
+        if entry is None:
+            if namespace not in checked:
+                self.view(namespace)
+                checked.add(namespace)
+            return math.nan
+        created = carried_over(entry.header(), now)
+        if isinstance(created, Carried):
+            created = carried_from(entry.record, now)
+        return frame_created(created)
+
     def _decide_blind(self, ops: list[Op], first_lsn: int, now: float) -> tuple[list[LogOp], list[Any]]:
         """Under the append lock, for a batch of plain puts only, without the log's tail: log each as carried over.
 
@@ -235,22 +247,11 @@ class Decisions(Commits):
         logged: list[LogOp] = []
         changes: list[Change] = []
         lsn = first_lsn
-        nan = math.nan
+        plain_created_at = self._plain_created_at
         for ns, key, data in puts:
             if len(data) > limit:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {limit}")
-            entry = latest(ns, key)
-            if entry is not None:
-                created = carried_over(entry.header(), now)
-                if isinstance(created, Carried):
-                    created = carried_from(entry.record, now)
-                created_at = frame_created(created)
-            else:
-                if ns not in checked:
-                    self.view(ns)
-                    checked.add(ns)
-                created_at = nan
-            lop = LogOp(ns, key, PUT, cname, data, created_at, None)
+            lop = LogOp(ns, key, PUT, cname, data, plain_created_at(latest, ns, key, now, checked), None)
             logged.append(lop)
             changes.append((ns, key, Entry(lsn, None, lop, now, decode_logged)))
             lsn += 1

@@ -6,8 +6,11 @@ with ``FILEMEM_STORE_FORMAT=1``.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+import filemem
 from filemem import _engine
 
 
@@ -15,3 +18,13 @@ from filemem import _engine
 def _new_stores_use_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_engine._marker, "NEW_STORE_FORMAT", _engine.STORE_FORMAT_VERSION)
     monkeypatch.setenv("FILEMEM_STORE_FORMAT", str(_engine.STORE_FORMAT_VERSION))  # spawned children read it
+
+
+@pytest.fixture(params=["fsync", "flush"])
+def pair(store_path: str, request: pytest.FixtureRequest) -> Iterator[tuple[filemem.Store, filemem.Store]]:
+    """Two handles on one store, both durable ("fsync") or both "flush" (the blind-put tests)."""
+    with (
+        filemem.Store(store_path, durability=request.param) as a,
+        filemem.Store(store_path, durability=request.param) as b,
+    ):
+        yield a, b

@@ -13,7 +13,6 @@ catch-up. (tests/wal/test_chain_rule.py has the real processes.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,15 +36,6 @@ def _spy_scans(log: Log, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(log.reader, "scan", spying)
     return frames
-
-
-@pytest.fixture(params=["fsync", "flush"])
-def pair(store_path: str, request: pytest.FixtureRequest) -> Iterator[tuple[filemem.Store, filemem.Store]]:
-    with (
-        filemem.Store(store_path, durability=request.param) as a,
-        filemem.Store(store_path, durability=request.param) as b,
-    ):
-        yield a, b
 
 
 def _log(s: filemem.Store) -> Log:

@@ -19,7 +19,6 @@ import json
 import os
 import select
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,15 +26,6 @@ import pytest
 import filemem
 
 NS = ("readback", "ns")
-
-
-@pytest.fixture(params=["fsync", "flush"])
-def pair(store_path: str, request: pytest.FixtureRequest) -> Iterator[tuple[filemem.Store, filemem.Store]]:
-    with (
-        filemem.Store(store_path, durability=request.param) as a,
-        filemem.Store(store_path, durability=request.param) as b,
-    ):
-        yield a, b
 
 
 def _behind(a: filemem.Store, b: filemem.Store) -> float:
