@@ -15,6 +15,7 @@ page is re-derived: sequence numbers the page handed out are never reused.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -299,7 +300,7 @@ class LogCore:
             # rest) while it does, so wait for both. A read-only handle waits
             # too (a writer descheduled mid-update on a loaded machine is no
             # stuck page), but never repairs.
-            with self._append_locked(), self._page_locked():
+            with contextlib.nullcontext() if held else self._append_locked(), self._page_locked():
                 c = self.control.read()
             if c is None:
                 raise StorageError(f"control page {self.control.path} is stuck mid-update", path=self.control.path)

@@ -85,19 +85,20 @@ def verify(log: Log, *, fix: bool, base_lsn: Callable[[], int]) -> list[LogIssue
         issues.append(issue)
     elif scan.stop == "torn":
         issue = LogIssue("torn-log", seg_path, f"torn tail after {scan.end:#x} (a write cut short)", "info")
-        if not log.readonly:
-            # The scan ran without the append lock: a writer may have been
-            # writing its frame there. Under the lock no append is half done;
-            # if ``appended`` has moved past the tail the scan saw, that was a
-            # write in progress, now whole: nothing is torn (a live check
-            # reported it once in 1,873 rounds, tests/concurrency/test_live_check.py).
-            with log._append_locked():
-                c = log._control(held=True)
-                if c.appended > scan.end:
-                    return issues
-                if fix:
-                    zero_tail(log, scan.end)
-                    issue.fixed, issue.action = True, "tail zeroed"
+        # The scan ran without the append lock: a writer may have been
+        # writing its frame there. Under the lock no append is half done; if
+        # ``appended`` has moved past the tail the scan saw, that was a write
+        # in progress, now whole: nothing is torn (a live check reported it
+        # once in 1,873 rounds, tests/concurrency/test_live_check.py). A
+        # read-only handle looks again too: the command line's ``check``
+        # without ``--fix`` is one (tests/cli/test_live.py met it in CI).
+        with log._append_locked():
+            c = log._control(held=True)
+            if c.appended > scan.end:
+                return issues
+            if fix and not log.readonly:
+                zero_tail(log, scan.end)
+                issue.fixed, issue.action = True, "tail zeroed"
         issues.append(issue)
     return issues
 

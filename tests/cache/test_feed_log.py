@@ -94,7 +94,6 @@ def test_a_batch_is_one_change_per_namespace_with_its_keys(store_path: str) -> N
     assert got[0].time == got[1].time  # one commit
 
 
-
 def test_changes_carry_the_records_each_commit_left(store_path: str) -> None:
     """``Change.items``: what each key held right after that commit (from the log), not what a read finds later."""
     with make_store(store_path) as store:
@@ -224,4 +223,3 @@ def test_the_last_subscriber_leaving_stops_following_the_log(store_path: str) ->
         time.sleep(0.2)
         sub.close()
     assert [c.keys for c in got] == [("two",)]
-

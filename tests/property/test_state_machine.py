@@ -263,6 +263,7 @@ class Format1StoreMachine(StoreMachine):
 TestJsonStoreFormat1 = pytest.mark.store_format(1)(Format1StoreMachine.TestCase)
 TestJsonStoreFormat1.settings = _SETTINGS
 
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
 def test_state_machine_on_postgres(pg_server_url: str, codec: str) -> None:

@@ -211,9 +211,7 @@ def test_waiters_in_other_processes_see_a_limit_raised_or_removed(
         assert store.check() == []
 
 
-def test_closing_the_store_ends_its_waiters(
-    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
-) -> None:
+def test_closing_the_store_ends_its_waiters(location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext) -> None:
     """A thread waiting for a slot when its Store closes gives up; it never takes the slot freed later."""
     ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
     with filemem.Store(location) as setup:

@@ -24,9 +24,7 @@ N_PROCS = 6
 UPDATES = 30
 
 
-def test_status_updates_from_many_processes(
-    location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext
-) -> None:
+def test_status_updates_from_many_processes(location: str, tmp_path: Path, spawn_ctx: mp.context.SpawnContext) -> None:
     ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
     procs = [spawn_ctx.Process(target=status_child, args=(location, i, UPDATES, ready, go)) for i in range(N_PROCS)]
     with filemem.Store(location) as store:

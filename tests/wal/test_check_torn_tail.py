@@ -72,3 +72,49 @@ def test_a_write_in_progress_during_the_scan_is_not_torn(store_path: str, monkey
         monkeypatch.undo()
         assert store.check() == []
         assert store.get(NS, "b") == 2
+
+
+def test_a_read_only_check_looks_again_too(store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line's ``check`` without ``--fix`` opens read-only: it must not call a write in progress torn."""
+    with filemem.Store(store_path) as writer:
+        writer.put(NS, "a", 1)
+        with filemem.Store(store_path, readonly=True) as reader:
+            _garbage_at_end(writer)
+            log = _log(reader)
+            locked = log._append_locked
+
+            @contextlib.contextmanager
+            def writer_finishes_first() -> Iterator[None]:
+                writer.put(NS, "b", 2)
+                with locked():
+                    yield
+
+            monkeypatch.setattr(log, "_append_locked", writer_finishes_first)
+            assert [f for f in reader.check() if f.code == "torn-log"] == []
+            monkeypatch.undo()
+            # A tail that is really torn is still reported by the read-only handle (and left alone).
+            _garbage_at_end(writer)
+            found = [f for f in reader.check() if f.code == "torn-log"]
+            assert len(found) == 1 and not found[0].fixed
+
+
+def test_a_read_only_handle_holding_the_append_lock_waits_only_for_the_page(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_control(held=True)`` on a read-only handle meeting a page mid-update must not take the append lock again."""
+    with filemem.Store(store_path) as writer:
+        writer.put(NS, "a", 1)
+        with filemem.Store(store_path, readonly=True, lock_timeout_s=2.0) as reader:
+            log = _log(reader)
+            real = log.control.read
+            stuck = [True]
+
+            def read_once_mid_update() -> Any:
+                if stuck:
+                    return stuck.pop() and None  # the page seen mid-update once
+                return real()
+
+            monkeypatch.setattr(log.control, "read", read_once_mid_update)
+            with log._append_locked():
+                assert log._control(held=True).appended == writer._backend.engine.log._control().appended
+            assert not stuck, "the page was seen mid-update"
