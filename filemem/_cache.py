@@ -14,6 +14,7 @@ Thread-safe; a forked child starts empty (the engine replaces its cache).
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -167,6 +168,36 @@ class ShardCache:
                 if other != prefix and os.sep not in other and (other.startswith(prefix) or prefix.startswith(other)):
                     entry.fresh_until = _NEVER
                     self.invalidations += 1
+
+    def forget_covering(self, directory: str, bits: list[str], deepest: int) -> int:
+        """Drop every shard entry in ``directory`` whose prefix (at most ``deepest`` bits) starts some of ``bits``.
+
+        ``bits`` must be sorted. The same entries as forgetting the shard path
+        of every prefix of every key's bits up to ``deepest``, in one pass over
+        the entries (a few thousand) instead of one path per key and depth
+        (570,000 ``os.path.join`` calls after a fold of 30,000 keys). Returns
+        how many were dropped.
+        """
+        head = os.path.join(directory, "s")
+        cut = len(head)
+        gone: list[str] = []
+        with self._lock:
+            for path in self._entries:
+                if not path.startswith(head) or not path.endswith(SHARD_SUFFIX):
+                    continue
+                prefix = path[cut : -len(SHARD_SUFFIX)]
+                if len(prefix) > deepest or os.sep in prefix:
+                    continue
+                i = bisect.bisect_left(bits, prefix)
+                if i < len(bits) and bits[i].startswith(prefix):
+                    gone.append(path)
+            for path in gone:
+                old = self._entries.pop(path)
+                old.fresh_until = _NEVER
+                self._bytes -= old.size
+            if gone:
+                self.epoch += 1
+        return len(gone)
 
     def forget(self, path: str) -> None:
         """Drop the entry for ``path``."""

@@ -29,7 +29,7 @@ from typing import Final
 from .. import _fs, _locks
 from .._errors import CorruptShardError, FileMemError, StorageError
 from .._names import hash_bits_once
-from .._shard import SHARD_SUFFIX, Record, shard_name
+from .._shard import SHARD_SUFFIX, Record
 from .._view import MAX_PREFIX_BITS
 from .._wal import WAL_DIR, Log
 from .._wal._fold import Checkpoint, Installed, write_checkpoint
@@ -52,8 +52,6 @@ FOLD_IDLE_S: Final = 0.25
 FOLD_STEP_BYTES: Final = 1 << 20
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
-#: Folded keys whose cached shards are forgotten between two releases of the GIL.
-_FORGET_SLICE: Final = 256
 
 
 class LogGlue(Decisions):
@@ -144,31 +142,24 @@ class LogGlue(Decisions):
         if keys is None:
             self.cache.clear()
             return
-        depths: dict[tuple[str, ...], int] = {}
-        forget = self.cache.forget
-        for n, (ns, key) in enumerate(keys):
-            if n and not n % _FORGET_SLICE:
-                # Thousands of keys after a big fold, each a few dozen paths:
-                # let go of the GIL between slices (an event loop waits for it).
-                time.sleep(0)
+        by_ns: dict[tuple[str, ...], list[str]] = {}
+        for ns, key in keys:
+            by_ns.setdefault(ns, []).append(key)
+        for ns, ns_keys in by_ns.items():
             view = self._views.get(ns)
             if view is None:
                 continue  # never read here: nothing cached through a view
-            deepest = depths.get(ns)
-            if deepest is None:
-                # Once per namespace and call, not per key (it walks the listing).
-                deepest = depths[ns] = min(max((len(p) for p in view.existing), default=0) + 8, MAX_PREFIX_BITS)
-                view.stale = True
-            bits = hash_bits_once(key)
-            # Every shard that can hold the key, not just the one our listing
+            # Once per namespace and call, not per key (it walks the listing).
+            deepest = min(max((len(p) for p in view.existing), default=0) + 8, MAX_PREFIX_BITS)
+            view.stale = True
+            # Every shard that can hold a key, not just the one our listing
             # names: the fold may have split or a compaction merged since we
             # listed, and a stale cached leaf must never answer for it. The
-            # paths are built, not asked of the view: its memo would keep one
-            # per key and depth for ever (issue 13: tens of MB per process
-            # after a few folds of random keys).
-            where = view.dir
-            for depth in range(deepest + 1):
-                forget(os.path.join(where, shard_name(bits[:depth])))
+            # cache is asked, not the view: its memo would keep one path per
+            # key and depth for ever (issue 13: tens of MB per process after a
+            # few folds of random keys).
+            self.cache.forget_covering(view.dir, sorted(hash_bits_once(k) for k in ns_keys), deepest)
+            time.sleep(0)  # let go of the GIL between namespaces (an event loop waits for it)
 
     def changed(self) -> bool:
         """Whether another write may have committed since this process last looked (no system call)."""

@@ -150,8 +150,11 @@ class Reads(Marker):
         # With a log, shards are written only by folds, splits and compaction,
         # a few times per shard where reads parse it in every process: the
         # encoded copies of its records (a quarter of a cached shard's memory)
-        # are made again by the writer that needs them (issue 13).
-        shard = decode_shard(data, path, self._codecs, prefix, keep_pairs=self.log is None)
+        # are not kept in the cache (issue 13). A parse that is not kept is the
+        # fold's, which rewrites the shard at once: it keeps them, or every
+        # record of every shard it touches was encoded again (8 encodes per
+        # folded record folding 30k keys into one namespace).
+        shard = decode_shard(data, path, self._codecs, prefix, keep_pairs=self.log is None or not keep)
         shard.statkey = key
         self.counters["shard_parses"] += 1
         if keep:
