@@ -50,6 +50,8 @@ BACKLOG_BYTES: Final = 4 * FOLD_BYTES
 FOLD_IDLE_S: Final = 0.25
 #: How much log the background folder moves per fold before it lets go of the fold lock.
 FOLD_STEP_BYTES: Final = 1 << 20
+#: How much log a fold moves between two checkpoints (each step rewrites every shard its records land in).
+FOLD_CHECKPOINT_BYTES: Final = 256 << 10
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
 
@@ -71,6 +73,7 @@ class LogGlue(Decisions):
                 codecs=self._codecs,
                 lock_timeout_s=self.lock_timeout_s,
                 fold_bytes=FOLD_BYTES,
+                fold_step_bytes=FOLD_CHECKPOINT_BYTES,
                 on_folded=self._forget_folded,
             )
         except FileMemError:
