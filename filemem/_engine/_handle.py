@@ -79,6 +79,10 @@ class ShardCacheLike(Protocol):
         """Drop an entry."""
         ...
 
+    def forget_covering(self, directory: str, bits: list[str], deepest: int) -> int:
+        """Drop the shard entries of ``directory`` whose prefix (at most ``deepest`` bits) starts some of ``bits``."""
+        ...
+
     def clear(self) -> None:
         """Drop everything."""
         ...
