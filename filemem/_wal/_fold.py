@@ -64,7 +64,7 @@ SCAN_WINDOW_BYTES: Final = 256 << 10
 #: Shard groups one install gets at most (the engine commits 64 shards at a time).
 SHARDS_PER_INSTALL: Final = 64
 #: Records one install gets at most: what the folding process holds decoded at once.
-RECORDS_PER_INSTALL: Final = 4096
+RECORDS_PER_INSTALL: Final = 1024
 #: BATCH frames the second pass keeps read (it reads them in log order).
 _FRAME_CACHE: Final = 4
 
