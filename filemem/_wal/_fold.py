@@ -126,6 +126,25 @@ def window_end(pos: int, nbytes: int, limit: int, segment_bytes: int) -> int:
     return min(_format.position(seg + 1, _format.SEGMENT_HEADER_BYTES), limit)
 
 
+class _Yield:
+    """Lets go of the GIL at most every :data:`_YIELD_EVERY_S` (call :meth:`maybe` often)."""
+
+    __slots__ = ("_at",)
+
+    def __init__(self) -> None:
+        self._at = time.perf_counter()
+
+    def maybe(self) -> None:
+        """Folds run in a background thread: a thread waiting for the GIL (an event loop) waits a fraction of a ms.
+
+        Not on every call: under load each ``sleep(0)`` is a trip through
+        the scheduler (a third of a close fold's time when it ran per frame).
+        """
+        if time.perf_counter() - self._at >= _YIELD_EVERY_S:
+            time.sleep(0)
+            self._at = time.perf_counter()
+
+
 class _RangeIndex:
     """Pass 1 of a range fold: per key, where its newest op lies and its chain-rule header; no values.
 
@@ -227,7 +246,7 @@ def fold_range(
     oldest = math.inf
     last = 0
     count = 0
-    yielded = time.perf_counter()
+    pause = _Yield()
     pos = start
     while pos < limit:
         # A window at a time: the frames of a multi-megabyte range are never held together.
@@ -240,14 +259,7 @@ def fold_range(
         for frame in scan.frames:
             if frame.kind != _format.BATCH:
                 continue
-            if time.perf_counter() - yielded >= _YIELD_EVERY_S:
-                # Folds run in a background thread: let go of the GIL now and then
-                # (each frame is a batch to index), so a thread waiting for it (an
-                # event loop) waits for a fraction of a millisecond, not for the
-                # whole range. Not after every frame: under load each sleep(0) is a
-                # trip through the scheduler (a third of a close fold's time).
-                time.sleep(0)
-                yielded = time.perf_counter()
+            pause.maybe()  # each frame is a batch to index
             try:
                 first, now, ops = _format.index_batch(frame.payload)
             except ValueError as exc:
@@ -276,6 +288,7 @@ def fold_range(
     def grouped(ns: tuple[str, ...], keys: Iterable[str]) -> list[tuple[tuple[tuple[str, ...], str], list[str]]]:
         groups: dict[tuple[tuple[str, ...], str], list[str]] = {}
         for key in keys:
+            pause.maybe()  # a hash per key: tens of milliseconds for a step
             label = "" if shard_of is None else shard_of(ns, key)
             got = groups.get((ns, label))
             if got is None:
@@ -294,7 +307,7 @@ def fold_range(
     while pending:
         (ns, _label), keys = pending.pop()
         if batch and (shards >= shards_per_install or len(batch) + len(keys) > records_per_install):
-            _install_some(index, frames, batch, install, record_of, oldest)
+            _install_some(index, frames, batch, install, record_of, oldest, pause)
             batch, shards = [], 0
         if len(keys) > records_per_install:
             # More keys for one shard than an install holds (a new namespace:
@@ -302,14 +315,14 @@ def fold_range(
             # the rest again by the shards now there; slicing blindly rewrote
             # every leaf once per slice.
             batch = [(ns, k) for k in keys[:records_per_install]]
-            _install_some(index, frames, batch, install, record_of, oldest)
+            _install_some(index, frames, batch, install, record_of, oldest, pause)
             batch = []
             pending.extend(grouped(ns, keys[records_per_install:]))
             continue
         batch.extend((ns, k) for k in keys)
         shards += 1
     if batch:
-        _install_some(index, frames, batch, install, record_of, oldest)
+        _install_some(index, frames, batch, install, record_of, oldest, pause)
     return last, count
 
 
@@ -320,6 +333,7 @@ def _install_some(
     install: Callable[[list[Installed], float], None],
     record_of: Callable[[_format.LogOp, int, float], dict[str, Any] | None],
     oldest: float,
+    pause: _Yield,
 ) -> None:
     """Pass 2 for some keys: re-read their newest ops (in log order), build their records, install them."""
     # In log order: the frames are read once each, one after the other.
@@ -327,6 +341,7 @@ def _install_some(
     slots.sort(key=lambda s: index.frame[s[0]])
     out: list[Installed] = []
     for slot, ns, key in slots:
+        pause.maybe()  # a value to decode per key
         lsn = index.lsn[slot]
         tail = index.tail[slot]
         if tail == 0:
