@@ -50,8 +50,13 @@ BACKLOG_BYTES: Final = 4 * FOLD_BYTES
 FOLD_IDLE_S: Final = 0.25
 #: How much log the background folder moves per fold before it lets go of the fold lock.
 FOLD_STEP_BYTES: Final = 1 << 20
-#: How much log a fold moves between two checkpoints (each step rewrites every shard its records land in).
-FOLD_CHECKPOINT_BYTES: Final = 256 << 10
+#: How much log a fold moves between two checkpoints. Each step writes every
+#: shard its records land in once (``fold_range`` indexes the step, then installs
+#: it shard group by shard group, holding a few thousand records decoded at a
+#: time), so a longer step means fewer shard writes per record: 256 KiB steps
+#: cost about one shard rewrite per folded record once a namespace has more
+#: shards than a step has records (issue 13; docs/benchmarks.md).
+FOLD_CHECKPOINT_BYTES: Final = 4 << 20
 #: How often forgetting folded keys' cached shards lets go of the GIL.
 _FORGET_YIELD_EVERY_S: Final = 0.0005
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
@@ -327,7 +332,7 @@ class LogGlue(Decisions):
             if probe is None:
                 return False
             probe.release()
-        done = log.fold(self._install, wait=wait, max_bytes=max_bytes)
+        done = log.fold(self._install, wait=wait, max_bytes=max_bytes, shard_of=self._shard_of)
         if done:
             self.counters["folds"] += 1
             # Drop what this fold moved from the overlay (and the cached shards
@@ -363,6 +368,10 @@ class LogGlue(Decisions):
             stack.close()
 
         return LogPin(frozen, release)
+
+    def _shard_of(self, namespace: tuple[str, ...], key: str) -> str:
+        """The shard ``key`` resolves to now (the fold groups a range's keys by it; a split meanwhile only regroups)."""
+        return self.view(namespace).resolve(hash_bits_once(key))
 
     def _install(self, records: list[Installed], expired_before: float) -> None:
         """The fold's installer: write folded records into their shards, idempotently.

@@ -35,7 +35,16 @@ from .. import _fs
 from .._errors import LockTimeout
 from . import _format, _platform
 from ._control import Control
-from ._fold import Checkpoint, Installed, fold_range, read_checkpoint, write_checkpoint
+from ._fold import (
+    SCAN_WINDOW_BYTES,
+    Checkpoint,
+    Installed,
+    ShardOf,
+    fold_range,
+    read_checkpoint,
+    window_end,
+    write_checkpoint,
+)
 from ._log_core import FIRST_POSITION, FOLD_LOCK, LogCore, _storage_errors, record_of
 from ._reader import LogReader
 
@@ -137,13 +146,19 @@ class LogFold(LogCore):
 
     @_storage_errors("fold the log in")
     def fold(
-        self, install: Callable[[list[Installed], float], None], *, wait: bool, max_bytes: int | None = None
+        self,
+        install: Callable[[list[Installed], float], None],
+        *,
+        wait: bool,
+        max_bytes: int | None = None,
+        shard_of: ShardOf | None = None,
     ) -> bool:
         """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
 
         ``wait``: wait up to the lock timeout for the fold lock. ``max_bytes``:
         stop after the checkpoint step that reaches that much log (at least
-        one step), leaving the rest for a later fold.
+        one step), leaving the rest for a later fold. ``shard_of``: the shard a
+        key lands in, so that a step writes each shard once (``fold_range``).
         """
         if self.readonly:
             return False
@@ -161,7 +176,7 @@ class LogFold(LogCore):
                     time.sleep(sleep)
                     sleep = min(sleep * 2, 0.02)
                 try:
-                    self._fold_locked(install, max_bytes)
+                    self._fold_locked(install, max_bytes, shard_of)
                 finally:
                     _platform.unlock(fd)
             finally:
@@ -170,7 +185,9 @@ class LogFold(LogCore):
             self._fold_mu.release()
         return True
 
-    def _fold_locked(self, install: Callable[[list[Installed], float], None], max_bytes: int | None) -> None:
+    def _fold_locked(
+        self, install: Callable[[list[Installed], float], None], max_bytes: int | None, shard_of: ShardOf | None
+    ) -> None:
         cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
         c = self._control()
         limit = c.synced
@@ -183,7 +200,13 @@ class LogFold(LogCore):
             # whose folders kept dying grew until a fold at open, which nobody
             # kills, moved it all (issue 13: 5-47 s opens in the SIGKILL loop).
             last, _ = fold_range(
-                self.reader, cp.folded, stop, install, lambda op, lsn, now: record_of(self.codecs, op, lsn, now)
+                self.reader,
+                cp.folded,
+                stop,
+                install,
+                lambda op, lsn, now: record_of(self.codecs, op, lsn, now),
+                segment_bytes=self.segment_bytes,
+                shard_of=shard_of,
             )
             cp = Checkpoint(stop, max(last, cp.folded_lsn))
             write_checkpoint(self.dir, cp, sync=self.sync_on)
@@ -223,7 +246,8 @@ class LogFold(LogCore):
             return []
         stops: list[int] = []
         mark = pos = start
-        window = max(self.fold_step_bytes, 1 << 16)
+        # A fixed window, not a step: steps of megabytes held that much log here.
+        window = SCAN_WINDOW_BYTES
         while pos < limit:
             upto = window_end(pos, window, limit, self.segment_bytes)
             scan = self.reader.scan(pos, upto)
@@ -294,18 +318,6 @@ class LogFold(LogCore):
                 _platform.unlock(fd)
         finally:
             os.close(fd)
-
-
-def window_end(pos: int, nbytes: int, limit: int, segment_bytes: int) -> int:
-    """The position about ``nbytes`` of log after ``pos`` (the next segment's start at most), capped at ``limit``.
-
-    A scan up to it reads whole frames: one that starts before it is read to
-    its end, past it, and the next window starts there.
-    """
-    seg, off = _format.segment_of(pos), _format.offset_of(pos)
-    if off + nbytes < segment_bytes:
-        return min(_format.position(seg, off + nbytes), limit)
-    return min(_format.position(seg + 1, _format.SEGMENT_HEADER_BYTES), limit)
 
 
 def _distance(start: int, end: int, segment_bytes: int) -> int:

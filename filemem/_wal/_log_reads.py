@@ -17,8 +17,9 @@ from .._errors import CorruptShardError
 from . import _format
 from ._carry import carried_over, is_carried_float
 from ._control import Control
+from ._fold import SCAN_WINDOW_BYTES, window_end
 from ._log_core import _storage_errors
-from ._log_fold import LogFold, window_end
+from ._log_fold import LogFold
 from ._overlay import Change, Entry
 
 __all__ = ["LogReads"]
@@ -95,7 +96,9 @@ class LogReads(LogFold):
         """
         with self._mu:
             c = self._control()
-            window = max(self.fold_step_bytes, 1 << 16)
+            # A fixed window, not a fold step: a multi-megabyte step read into
+            # the overlay at once would be the folding process's peak.
+            window = SCAN_WINDOW_BYTES
             while True:
                 tail = self.overlay.tail
                 # One window (or just the prune when the overlay is already there).

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import filemem
+from filemem._wal import _fold
 
 Key = tuple[str, str]
 #: A change that removes the key.
@@ -270,6 +271,34 @@ def wal_fold(path: str, acks: Acks) -> None:
             s.put("p", "key-02", "new")
 
 
+def wal_range_fold(path: str, acks: Acks) -> None:
+    """On a v2 store: one fold step installed a shard per commit (several), each key's newest op of several.
+
+    A crash between two installs of the step leaves the checkpoint before it:
+    the next fold installs the whole step again, over shards some of which
+    already hold it (idempotent by version).
+    """
+    with _on_log(path, shard_max_bytes=1024) as s:
+        for i in range(8):
+            with acks.op({("p", f"key-{i:02d}"): "x" * 150}):
+                s.put("p", f"key-{i:02d}", "x" * 150)
+        with acks.op({}):
+            s._engine.settle()  # splits: the namespace has several shards now
+        saved = _fold.SHARDS_PER_INSTALL
+        _fold.SHARDS_PER_INSTALL = 1  # type: ignore[misc]  # one shard per install: a crash can fall between two
+        try:
+            for round_ in range(2):
+                for i in range(0, 8, 2):
+                    with acks.op({("p", f"key-{i:02d}"): f"r{round_}"}):
+                        s.put("p", f"key-{i:02d}", f"r{round_}")
+            with acks.op({("p", "key-03"): DELETED}):
+                s.delete("p", "key-03")
+            with acks.op({}):
+                s._engine.settle()
+        finally:
+            _fold.SHARDS_PER_INSTALL = saved  # type: ignore[misc]
+
+
 def _abandon(s: filemem.Store) -> None:
     """Leave a v2 store as a SIGKILLed writer would: records unfolded, no closing fold, its locks released."""
     log = s._engine.log
@@ -405,6 +434,7 @@ WORKLOADS: dict[str, Callable[[str, Acks], None]] = {
     "wal_writes": wal_writes,
     "wal_blind": wal_blind,
     "wal_fold": wal_fold,
+    "wal_range_fold": wal_range_fold,
     "wal_recovery": wal_recovery,
     "wal_segments": wal_segments,
     "wal_collector": wal_collector,

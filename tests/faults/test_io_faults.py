@@ -39,6 +39,7 @@ STRIDE = {
     "wal_writes": 1,
     "wal_blind": 1,
     "wal_fold": 1,
+    "wal_range_fold": 1,
     "wal_recovery": 1,
     "wal_segments": 1,
     "wal_collector": 1,

@@ -29,6 +29,9 @@ def no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Writes leave the log unfolded until the test folds (no folder thread, no back-pressure fold)."""
     monkeypatch.setattr(engine_log.LogGlue, "_poke_folder", lambda self, *, now: None)
     monkeypatch.setattr(engine_log, "FOLD_BYTES", 1 << 40)
+    # Steps of 256 KiB (the engine's are 4 MiB): these logs of about a
+    # megabyte must take several steps for a bounded fold to stop inside them.
+    monkeypatch.setattr(engine_log, "FOLD_CHECKPOINT_BYTES", 256 << 10)
 
 
 def _engine(store: filemem.Store) -> Any:

@@ -86,6 +86,7 @@ def test_the_background_folder_moves_a_backlog_in_bounded_steps(
 ) -> None:
     """A backlog several steps long is folded by several background folds, and is all in the shards afterwards."""
     monkeypatch.setattr(engine_log, "FOLD_STEP_BYTES", 256 << 10)
+    monkeypatch.setattr(engine_log, "FOLD_CHECKPOINT_BYTES", 256 << 10)  # a step is at least one checkpoint step
     _leave_unfolded(store_path, 1500, "y" * 1000)
     backlog = _unfolded_at_rest(store_path)
     assert backlog > 4 * engine_log.FOLD_STEP_BYTES
