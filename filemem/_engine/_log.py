@@ -55,8 +55,14 @@ FOLD_STEP_BYTES: Final = 1 << 20
 #: it shard group by shard group, holding a few thousand records decoded at a
 #: time), so a longer step means fewer shard writes per record: 256 KiB steps
 #: cost about one shard rewrite per folded record once a namespace has more
-#: shards than a step has records (issue 13; docs/benchmarks.md).
-FOLD_CHECKPOINT_BYTES: Final = 4 << 20
+#: shards than a step has records (issue 13; docs/benchmarks.md). Not longer:
+#: a listing that waits for a fold in progress waits for its step (it holds
+#: the fold lock throughout), and 4 MiB steps into 1 KiB shards made a listing
+#: after a SIGKILL loop time out (10 s) on a loaded machine, in CI and 2 of 2
+#: local runs with two CPU hogs (1 MiB: 3 of 3 passed;
+#: tests/concurrency/test_crash.py). Longer steps need the fold to let a
+#: waiting listing in between two installs of a step.
+FOLD_CHECKPOINT_BYTES: Final = 1 << 20
 #: How often forgetting folded keys' cached shards lets go of the GIL.
 _FORGET_YIELD_EVERY_S: Final = 0.0005
 #: Shards one fold commit writes at most (one syncfs each; locks held together).

@@ -58,7 +58,7 @@ def _fold_counting(store: filemem.Store) -> int:
     """Fold everything unfolded in one ``fold()``; return the shard files it wrote."""
     engine = _engine(store)
     log = engine.log
-    # Several of the old 256 KiB steps, one of the engine's 4 MiB ranges.
+    # Several 256 KiB steps, one 4 MiB step (the tests set it: the engine's is 1 MiB).
     assert log is not None and 768 << 10 < log.unfolded_bytes() < 4 << 20, log.unfolded_bytes()
     before = engine.counters["shard_writes"]
     assert engine.fold(wait=True)
@@ -66,8 +66,11 @@ def _fold_counting(store: filemem.Store) -> int:
     return int(engine.counters["shard_writes"] - before)
 
 
-def test_many_keys_over_few_shards_write_each_shard_once(store_path: str, no_background_fold: None) -> None:
+def test_many_keys_over_few_shards_write_each_shard_once(
+    store_path: str, no_background_fold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """N >> S: 3,000 new keys (about 1 MiB of log) over a few dozen shards."""
+    monkeypatch.setattr(engine_log, "FOLD_CHECKPOINT_BYTES", 4 << 20)  # the whole fold is one step
     shards = _sharded(store_path, 600)
     assert 8 <= shards <= 200, shards
     keys = [f"new-{i}" for i in range(3000)]
@@ -83,8 +86,11 @@ def test_many_keys_over_few_shards_write_each_shard_once(store_path: str, no_bac
         assert r.check() == []
 
 
-def test_few_keys_rewritten_often_write_each_shard_once(store_path: str, no_background_fold: None) -> None:
+def test_few_keys_rewritten_often_write_each_shard_once(
+    store_path: str, no_background_fold: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """N << S: 20 keys over hundreds of shards, each put 8 times (about 3 MiB of log): 20 shard writes, not 8x."""
+    monkeypatch.setattr(engine_log, "FOLD_CHECKPOINT_BYTES", 4 << 20)  # the whole fold is one step
     shards = _sharded(store_path, 3000)
     assert shards >= 100, shards
     keys = [f"hot-{i}" for i in range(20)]
