@@ -179,14 +179,23 @@ class Decisions(Commits):
         """
         entry = latest(namespace, key)
         if entry is None:
-            if namespace not in checked:
-                self.view(namespace)
-                checked.add(namespace)
-            return math.nan
+            return self._carried_created_at(namespace, checked)
         created = carried_over(entry.header(), now)
         if isinstance(created, Carried):
             created = carried_from(entry.record, now)
         return frame_created(created)
+
+    def _carried_created_at(self, namespace: tuple[str, ...], checked: set[tuple[str, ...]]) -> float:
+        """NaN, a ``created_at`` carried over (see _wal._carry), once the namespace's view was checked.
+
+        The shard record it replaces is not read under the append lock; the
+        view still refuses a directory that is a link, as a read did (once
+        per namespace and batch: ``checked``).
+        """
+        if namespace not in checked:
+            self.view(namespace)
+            checked.add(namespace)
+        return math.nan
 
     def _decide_blind(self, ops: list[Op], first_lsn: int, now: float) -> tuple[list[LogOp], list[Any]]:
         """Under the append lock, for a batch of plain puts only, without the log's tail: log each as carried over.
@@ -215,13 +224,10 @@ class Decisions(Commits):
                 data = codec.encode(value)
             if len(data) > limit:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {limit}")
-            if op.namespace not in checked:
-                # The namespace's view still refuses a directory that is a link, as a read did.
-                self.view(op.namespace)
-                checked.add(op.namespace)
+            created_at = self._carried_created_at(op.namespace, checked)
             results.append(first_lsn + len(logged))
             logged.append(
-                LogOp(op.namespace, op.key, PUT, cname, data, math.nan, None if op.ttl is None else now + op.ttl)
+                LogOp(op.namespace, op.key, PUT, cname, data, created_at, None if op.ttl is None else now + op.ttl)
             )
         return logged, results
 
@@ -270,15 +276,12 @@ class Decisions(Commits):
         cname = self.codec.name
         limit = self.max_value_bytes
         checked: set[tuple[str, ...]] = set()
-        nan = math.nan
+        carried = self._carried_created_at
         logged: list[LogOp] = []
         for ns, key, data in puts:
             if len(data) > limit:
                 raise InvalidValueError(f"value encodes to {len(data)} bytes; the limit is {limit}")
-            if ns not in checked:
-                self.view(ns)
-                checked.add(ns)
-            logged.append(LogOp(ns, key, PUT, cname, data, nan, None))
+            logged.append(LogOp(ns, key, PUT, cname, data, carried(ns, checked), None))
         results: list[Any] = list(range(first_lsn, first_lsn + len(logged)))
         if extra:
             more, got = self._decide_blind(extra, first_lsn + len(logged), now)

@@ -341,28 +341,27 @@ class Searcher:
             self.counters["index_writes_skipped_busy"] += 1
             return
         try:
-            with self._lock:
-                by_ns: dict[tuple[str, ...], set[str]] = {}
-                for op in ops:
-                    by_ns.setdefault(op.namespace, set()).add(op.bits)
-                for ns, bits in by_ns.items():
-                    state = self._states.get(ns)
-                    if state is None:
-                        # No state for namespaces nobody searched: one stat, no memory.
-                        where = IndexFile(self.engine.root, ns, self.config)
-                        if not os.path.exists(where.lock):  # made by the first index write
-                            continue
-                        state = self._states[ns] = _NsState(where)
-                    view = self.engine.view(ns)
-                    for prefix in {view.resolve(b) for b in bits}:
-                        shard = self.engine.load(view.shard_path(prefix), prefix)
-                        if shard is None or shard.statkey is None:
-                            continue
-                        seg = state.segs.get(prefix)
-                        if seg is None or seg.statkey != shard.statkey:
-                            self._build(state, prefix, shard)
-                            self.counters["segments_built_on_write"] += 1
-                    self._maybe_persist(ns, state)
+            by_ns: dict[tuple[str, ...], set[str]] = {}
+            for op in ops:
+                by_ns.setdefault(op.namespace, set()).add(op.bits)
+            for ns, bits in by_ns.items():
+                state = self._states.get(ns)
+                if state is None:
+                    # No state for namespaces nobody searched: one stat, no memory.
+                    where = IndexFile(self.engine.root, ns, self.config)
+                    if not os.path.exists(where.lock):  # made by the first index write
+                        continue
+                    state = self._states[ns] = _NsState(where)
+                view = self.engine.view(ns)
+                for prefix in {view.resolve(b) for b in bits}:
+                    shard = self.engine.load(view.shard_path(prefix), prefix)
+                    if shard is None or shard.statkey is None:
+                        continue
+                    seg = state.segs.get(prefix)
+                    if seg is None or seg.statkey != shard.statkey:
+                        self._build(state, prefix, shard)
+                        self.counters["segments_built_on_write"] += 1
+                self._maybe_persist(ns, state)
         except Exception:  # the write committed: a failing embed= or disk must not turn it into an error
             self.counters["index_write_errors"] += 1
         finally:

@@ -12,6 +12,7 @@ import pytest
 
 import filemem
 from filemem import _engine
+from filemem._engine import _log as engine_log
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +29,11 @@ def pair(store_path: str, request: pytest.FixtureRequest) -> Iterator[tuple[file
         filemem.Store(store_path, durability=request.param) as b,
     ):
         yield a, b
+
+
+@pytest.fixture
+def no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes leave the log unfolded until the test folds (no folder thread, no back-pressure fold)."""
+    monkeypatch.setattr(engine_log.LogGlue, "_poke_folder", lambda self, *, now: None)
+    monkeypatch.setattr(engine_log, "FOLD_BYTES", 1 << 40)
+    monkeypatch.setattr(engine_log, "BACKLOG_BYTES", 1 << 40)

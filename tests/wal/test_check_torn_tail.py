@@ -40,6 +40,21 @@ def _garbage_at_end(store: filemem.Store) -> int:
     return end
 
 
+def _writer_finishes_first(checker: filemem.Store, writer: filemem.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``checker``'s next look under the append lock comes after ``writer``'s frame landed whole over the tail."""
+    log = _log(checker)
+    locked = log._append_locked
+
+    @contextlib.contextmanager
+    def writer_finishes_first() -> Iterator[None]:
+        # Between the scan and the lock, the writer's frame lands whole over those bytes.
+        writer.put(NS, "b", 2)
+        with locked():
+            yield
+
+    monkeypatch.setattr(log, "_append_locked", writer_finishes_first)
+
+
 def test_a_torn_tail_is_reported_and_zeroed(store_path: str) -> None:
     with filemem.Store(store_path) as store:
         store.put(NS, "a", 1)
@@ -57,17 +72,7 @@ def test_a_write_in_progress_during_the_scan_is_not_torn(store_path: str, monkey
     with filemem.Store(store_path) as store, filemem.Store(store_path) as writer:
         store.put(NS, "a", 1)
         _garbage_at_end(store)  # what the scan sees: a frame being written there
-        log = _log(store)
-        locked = log._append_locked
-
-        @contextlib.contextmanager
-        def writer_finishes_first() -> Iterator[None]:
-            # Between the scan and the lock, the writer's frame lands whole over those bytes.
-            writer.put(NS, "b", 2)
-            with locked():
-                yield
-
-        monkeypatch.setattr(log, "_append_locked", writer_finishes_first)
+        _writer_finishes_first(store, writer, monkeypatch)
         assert [f for f in store.check(fix=True) if f.code == "torn-log"] == []
         monkeypatch.undo()
         assert store.check() == []
@@ -80,16 +85,7 @@ def test_a_read_only_check_looks_again_too(store_path: str, monkeypatch: pytest.
         writer.put(NS, "a", 1)
         with filemem.Store(store_path, readonly=True) as reader:
             _garbage_at_end(writer)
-            log = _log(reader)
-            locked = log._append_locked
-
-            @contextlib.contextmanager
-            def writer_finishes_first() -> Iterator[None]:
-                writer.put(NS, "b", 2)
-                with locked():
-                    yield
-
-            monkeypatch.setattr(log, "_append_locked", writer_finishes_first)
+            _writer_finishes_first(reader, writer, monkeypatch)
             assert [f for f in reader.check() if f.code == "torn-log"] == []
             monkeypatch.undo()
             # A tail that is really torn is still reported by the read-only handle (and left alone).

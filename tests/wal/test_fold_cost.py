@@ -19,16 +19,9 @@ import pytest
 
 import filemem
 from filemem._cache import ShardCache
-from filemem._engine import _log as engine_log
 from filemem._shard import Shard, shard_name
 
 NS = ("agent", "facts")
-
-
-@pytest.fixture
-def no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_log.LogGlue, "_poke_folder", lambda self, *, now: None)
-    monkeypatch.setattr(engine_log, "FOLD_BYTES", 1 << 40)
 
 
 def test_a_fold_encodes_only_the_records_it_installs(

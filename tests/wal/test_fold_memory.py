@@ -25,12 +25,9 @@ NS = ("agent", "facts")
 
 
 @pytest.fixture
-def no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writes leave the log unfolded until the test folds (no folder thread, no back-pressure fold)."""
-    monkeypatch.setattr(engine_log.LogGlue, "_poke_folder", lambda self, *, now: None)
-    monkeypatch.setattr(engine_log, "FOLD_BYTES", 1 << 40)
-    # Steps of 256 KiB (the engine's are 4 MiB): these logs of about a
-    # megabyte must take several steps for a bounded fold to stop inside them.
+def no_background_fold(no_background_fold: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/wal/conftest.py's, with steps of 256 KiB (the engine's are 1 MiB): these logs of about a
+    megabyte must take several steps for a bounded fold to stop inside them."""
     monkeypatch.setattr(engine_log, "FOLD_CHECKPOINT_BYTES", 256 << 10)
 
 

@@ -24,14 +24,6 @@ from filemem._wal._fold import read_checkpoint
 NS = ("agent", "facts")
 
 
-@pytest.fixture
-def no_background_fold(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writes leave the log unfolded until the test folds (no folder thread, no back-pressure fold)."""
-    monkeypatch.setattr(engine_log.LogGlue, "_poke_folder", lambda self, *, now: None)
-    monkeypatch.setattr(engine_log, "FOLD_BYTES", 1 << 40)
-    monkeypatch.setattr(engine_log, "BACKLOG_BYTES", 1 << 40)
-
-
 def _engine(store: filemem.Store) -> Any:
     return store._backend.engine  # type: ignore[attr-defined]
 
