@@ -19,6 +19,7 @@ check/compact/CLI through the documented engine interface (``settle``,
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -55,18 +56,26 @@ FOLD_STEP_BYTES: Final = 1 << 20
 #: it shard group by shard group, holding a few thousand records decoded at a
 #: time), so a longer step means fewer shard writes per record: 256 KiB steps
 #: cost about one shard rewrite per folded record once a namespace has more
-#: shards than a step has records (issue 13; docs/benchmarks.md). Not longer:
-#: a listing that waits for a fold in progress waits for its step (it holds
-#: the fold lock throughout), and 4 MiB steps into 1 KiB shards made a listing
-#: after a SIGKILL loop time out (10 s) on a loaded machine, in CI and 2 of 2
-#: local runs with two CPU hogs (1 MiB: 3 of 3 passed;
-#: tests/concurrency/test_crash.py). Longer steps need the fold to let a
-#: waiting listing in between two installs of a step.
-FOLD_CHECKPOINT_BYTES: Final = 1 << 20
+#: shards than a step has records (issue 13; docs/benchmarks.md). A listing or
+#: a snapshot that waits for a fold in progress is let in between two installs
+#: of a step (``LogFold._let_readers_in``), not at its end: before, 4 MiB steps
+#: into 1 KiB shards made a listing after a SIGKILL loop time out (10 s) on a
+#: loaded machine (tests/concurrency/test_crash.py). Not longer: the step's
+#: index costs about 200 bytes a key in the folding process.
+FOLD_CHECKPOINT_BYTES: Final = 4 << 20
 #: How often forgetting folded keys' cached shards lets go of the GIL.
 _FORGET_YIELD_EVERY_S: Final = 0.0005
 #: Shards one fold commit writes at most (one syncfs each; locks held together).
 _FOLD_SHARDS_PER_COMMIT: Final = 64
+
+
+def _waited_on(wait_lock: str) -> bool:
+    """True while a listing or a snapshot waits to hold the folds off (``pinned`` holds the wait lock shared)."""
+    probe = _locks.try_exclusive(wait_lock)
+    if probe is None:
+        return True
+    probe.release()
+    return False
 
 
 class LogGlue(Decisions):
@@ -330,15 +339,14 @@ class LogGlue(Decisions):
         log = self.log
         if log is None or self.readonly:
             return True
-        if not wait:
-            # A listing or a snapshot waits to hold the folds off (see
-            # _reads.pinned): let it in before this step, as if the lock were
-            # busy; the caller tries again later.
-            probe = _locks.try_exclusive(os.path.join(log.dir, FOLD_WAIT_LOCK))
-            if probe is None:
-                return False
-            probe.release()
-        done = log.fold(self._install, wait=wait, max_bytes=max_bytes, shard_of=self._shard_of)
+        wait_lock = os.path.join(log.dir, FOLD_WAIT_LOCK)
+        # A listing or a snapshot waits to hold the folds off (see
+        # _reads.pinned): let it in before this fold, as if the lock were
+        # busy (the caller tries again later), and between two installs.
+        if not wait and _waited_on(wait_lock):
+            return False
+        waiting = functools.partial(_waited_on, wait_lock)
+        done = log.fold(self._install, wait=wait, max_bytes=max_bytes, shard_of=self._shard_of, waiting=waiting)
         if done:
             self.counters["folds"] += 1
             # Drop what this fold moved from the overlay (and the cached shards

@@ -48,7 +48,16 @@ from . import _format
 from ._carry import Carried
 from ._reader import LogReader
 
-__all__ = ["Checkpoint", "Installer", "ShardOf", "fold_range", "read_checkpoint", "window_end", "write_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "FoldSupersededError",
+    "Installer",
+    "ShardOf",
+    "fold_range",
+    "read_checkpoint",
+    "window_end",
+    "write_checkpoint",
+]
 
 CHECKPOINT: Final = "checkpoint"
 #: How long the fold decodes frames before it lets go of the GIL once.
@@ -81,6 +90,10 @@ class Installer(Protocol):
         later ones must be kept (a carried op may still need them).
         """
         ...
+
+
+class FoldSupersededError(Exception):
+    """Raised by ``between`` of :func:`fold_range` (it returned False): another fold moved the checkpoint meanwhile."""
 
 
 @dataclass(slots=True)
@@ -226,6 +239,7 @@ def fold_range(
     *,
     segment_bytes: int,
     shard_of: ShardOf | None = None,
+    between: Callable[[], bool] | None = None,
 ) -> tuple[int, int]:
     """Fold the log from ``start`` to ``limit`` into the shards; return (last lsn folded, records).
 
@@ -238,6 +252,10 @@ def fold_range(
     once, not once per few hundred kilobytes of log (issue 13: with keys spread
     by hash over more shards than a step has records, every folded record cost
     a whole shard rewrite), unless one shard's keys alone pass the record bound.
+
+    ``between``: called between two installs (not before the first); False
+    raises :class:`FoldSupersededError` (the caller let go of its lock there and
+    someone else folded: this range is no longer its to finish).
 
     Raises CorruptShardError if the log cannot be read all the way to
     ``limit`` (a synced frame that fails its checks is damage, not a tail).
@@ -302,27 +320,34 @@ def fold_range(
         pending.extend(grouped(ns, index.keys[ns]))
     shards_per_install, records_per_install = SHARDS_PER_INSTALL, RECORDS_PER_INSTALL
     frames = _FrameCache(reader)
+    installs = 0
+
+    def install_some(keys: list[tuple[tuple[str, ...], str]]) -> None:
+        nonlocal installs
+        if installs and between is not None and not between():
+            raise FoldSupersededError
+        _install_some(index, frames, keys, install, record_of, oldest, pause)
+        installs += 1
+
     batch: list[tuple[tuple[str, ...], str]] = []
     shards = 0
     while pending:
         (ns, _label), keys = pending.pop()
         if batch and (shards >= shards_per_install or len(batch) + len(keys) > records_per_install):
-            _install_some(index, frames, batch, install, record_of, oldest, pause)
+            install_some(batch)
             batch, shards = [], 0
         if len(keys) > records_per_install:
             # More keys for one shard than an install holds (a new namespace:
             # one shard): install a slice, which splits the shard, and group
             # the rest again by the shards now there; slicing blindly rewrote
             # every leaf once per slice.
-            batch = [(ns, k) for k in keys[:records_per_install]]
-            _install_some(index, frames, batch, install, record_of, oldest, pause)
-            batch = []
+            install_some([(ns, k) for k in keys[:records_per_install]])
             pending.extend(grouped(ns, keys[records_per_install:]))
             continue
         batch.extend((ns, k) for k in keys)
         shards += 1
     if batch:
-        _install_some(index, frames, batch, install, record_of, oldest, pause)
+        install_some(batch)
     return last, count
 
 

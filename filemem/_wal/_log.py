@@ -125,6 +125,8 @@ class Log(LogReads):
         self._page_mu = threading.Lock()
         self._fold_mu = threading.Lock()
         self.folds = 0
+        self.fold_yields = 0
+        self.fold_restarts = 0
         #: Commits of plain puts logged without reading the log's tail (``commit``'s ``blind``).
         self.blind_commits = 0
         #: Whether this handle's last fold stopped at ``max_bytes`` with synced log left behind.

@@ -132,6 +132,9 @@ class LogCore:
     resolve_created: Resolver | None = None
     failed: StorageError | None
     folds: int
+    #: Times a fold let a waiting listing or snapshot in mid-fold, and restarted after another fold.
+    fold_yields: int
+    fold_restarts: int
     fold_cut: bool
     unfolded_at_commit: int
     last_write: float

@@ -24,6 +24,7 @@ fold killed anywhere loses nothing, and the next one starts where it stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -38,6 +39,7 @@ from ._control import Control
 from ._fold import (
     SCAN_WINDOW_BYTES,
     Checkpoint,
+    FoldSupersededError,
     Installed,
     ShardOf,
     fold_range,
@@ -152,6 +154,7 @@ class LogFold(LogCore):
         wait: bool,
         max_bytes: int | None = None,
         shard_of: ShardOf | None = None,
+        waiting: Callable[[], bool] | None = None,
     ) -> bool:
         """Fold every synced frame into the shards; False if another fold or a snapshot held the fold lock.
 
@@ -159,6 +162,10 @@ class LogFold(LogCore):
         stop after the checkpoint step that reaches that much log (at least
         one step), leaving the rest for a later fold. ``shard_of``: the shard a
         key lands in, so that a step writes each shard once (``fold_range``).
+        ``waiting``: True while a listing or a snapshot waits to hold the folds
+        off; between two installs the fold then lets go of its lock until they
+        have it, and takes it back after them (:meth:`_let_readers_in`). Also
+        False if it could not take it back within the lock timeout.
         """
         if self.readonly:
             return False
@@ -176,7 +183,9 @@ class LogFold(LogCore):
                     time.sleep(sleep)
                     sleep = min(sleep * 2, 0.02)
                 try:
-                    self._fold_locked(install, max_bytes, shard_of)
+                    self._fold_locked(install, max_bytes, shard_of, self._between(fd, waiting))
+                except _LockLostError:
+                    return False  # a pin kept it past the lock timeout: the steps done are checkpointed
                 finally:
                     _platform.unlock(fd)
             finally:
@@ -186,39 +195,100 @@ class LogFold(LogCore):
         return True
 
     def _fold_locked(
-        self, install: Callable[[list[Installed], float], None], max_bytes: int | None, shard_of: ShardOf | None
+        self,
+        install: Callable[[list[Installed], float], None],
+        max_bytes: int | None,
+        shard_of: ShardOf | None,
+        between: Callable[[int], bool] | None,
     ) -> None:
-        cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
-        c = self._control()
-        limit = c.synced
-        stops = self._fold_stops(cp.folded, limit, max_bytes)
-        self.fold_cut = bool(stops) and stops[-1] < limit
-        for stop in stops:
-            # A checkpoint per step: a fold killed part way (its process
-            # SIGKILLed, as writers are) keeps what it moved, so the next fold
-            # starts there instead of redoing the whole range. Without it a log
-            # whose folders kept dying grew until a fold at open, which nobody
-            # kills, moved it all (issue 13: 5-47 s opens in the SIGKILL loop).
-            last, _ = fold_range(
-                self.reader,
-                cp.folded,
-                stop,
-                install,
-                lambda op, lsn, now: record_of(self.codecs, op, lsn, now),
-                segment_bytes=self.segment_bytes,
-                shard_of=shard_of,
-            )
-            cp = Checkpoint(stop, max(last, cp.folded_lsn))
-            write_checkpoint(self.dir, cp, sync=self.sync_on)
-            # Published per step, not once at the end: a closer or a scan
-            # waiting for the shards to hold the log up to some position sees
-            # this fold's progress and keeps waiting instead of timing out
-            # behind a long backlog (issue 13).
-            self._publish_folded(cp)
+        limit = self._control().synced
+        while True:
+            cp = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
+            stops = self._fold_stops(cp.folded, limit, max_bytes)
+            self.fold_cut = bool(stops) and stops[-1] < limit
+            try:
+                for i, stop in enumerate(stops):
+                    if i and between is not None and not between(cp.folded):
+                        raise FoldSupersededError
+                    # A checkpoint per step: a fold killed part way (its process
+                    # SIGKILLed, as writers are) keeps what it moved, so the next fold
+                    # starts there instead of redoing the whole range. Without it a log
+                    # whose folders kept dying grew until a fold at open, which nobody
+                    # kills, moved it all (issue 13: 5-47 s opens in the SIGKILL loop).
+                    step_start = cp.folded
+                    last, _ = fold_range(
+                        self.reader,
+                        step_start,
+                        stop,
+                        install,
+                        lambda op, lsn, now: record_of(self.codecs, op, lsn, now),
+                        segment_bytes=self.segment_bytes,
+                        shard_of=shard_of,
+                        between=None if between is None else functools.partial(between, step_start),
+                    )
+                    cp = Checkpoint(stop, max(last, cp.folded_lsn))
+                    write_checkpoint(self.dir, cp, sync=self.sync_on)
+                    # Published per step, not once at the end: a closer or a scan
+                    # waiting for the shards to hold the log up to some position sees
+                    # this fold's progress and keeps waiting instead of timing out
+                    # behind a long backlog (issue 13).
+                    self._publish_folded(cp)
+            except FoldSupersededError:
+                # Another process folded while we let a reader in: its
+                # checkpoint is past ours (and may have retired segments we
+                # would read). What we installed is there idempotently; start
+                # again from its checkpoint, up to the same limit.
+                self.fold_restarts += 1
+                continue
+            break
         if not stops:
             self._publish_folded(cp)  # a page re-derived behind the checkpoint catches up
         self.folds += 1
         self._retire(_format.segment_of(cp.folded))
+
+    def _between(self, fd: int, waiting: Callable[[], bool] | None) -> Callable[[int], bool] | None:
+        """The fold's pause between two installs: :meth:`_let_readers_in` on ``fd`` when someone waits."""
+        if waiting is None:
+            return None
+
+        def between(folded: int) -> bool:
+            if not waiting():
+                return True
+            return self._let_readers_in(fd, waiting, folded)
+
+        return between
+
+    def _let_readers_in(self, fd: int, waiting: Callable[[], bool], folded: int) -> bool:
+        """Let go of the fold lock until the waiting pins have it, then take it back; False if the checkpoint moved.
+
+        Mid-step is safe to show: the shards then hold some of the step's
+        records and the log (the overlay from the checkpoint) holds all of
+        them, newer or equal, as after a fold killed there. A pin waits for a
+        fold in progress to finish (``wal/foldwait.lock`` shared while it
+        waits): before, a listing waited for a whole step, and steps of a few
+        MiB into small shards took longer than the lock timeout on a loaded
+        machine (issue 13; tests/concurrency/test_crash.py). Raises
+        :class:`_LockLostError` if pins keep the lock past the lock timeout.
+        """
+        _platform.unlock(fd)
+        self.fold_yields += 1
+        deadline = time.monotonic() + self.lock_timeout_s
+        sleep = 0.0005
+        # Until every waiter holds its pin (it lets the wait lock go then); one
+        # that gave up meanwhile ends the wait too.
+        while waiting() and time.monotonic() < deadline:
+            time.sleep(sleep)
+            sleep = min(sleep * 2, 0.02)
+        sleep = 0.0005
+        while not _platform.lock(fd, exclusive=True, blocking=False):
+            if time.monotonic() >= deadline:
+                raise _LockLostError
+            time.sleep(sleep)
+            sleep = min(sleep * 2, 0.02)
+        # Anyone may have folded in between (a fold of another process waiting
+        # for the lock): then our step is theirs, and our frames may be gone.
+        now = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
+        return now.folded == folded
 
     def _publish_folded(self, cp: Checkpoint) -> None:
         """Tell every process (the control page) that the shards hold the log up to the checkpoint."""
@@ -318,6 +388,10 @@ class LogFold(LogCore):
                 _platform.unlock(fd)
         finally:
             os.close(fd)
+
+
+class _LockLostError(Exception):
+    """A fold that let readers in could not take its lock back within the lock timeout."""
 
 
 def _distance(start: int, end: int, segment_bytes: int) -> int:
