@@ -57,6 +57,9 @@ def main() -> None:
         "--step-kib", type=int, default=0, help="log moved per fold checkpoint step (KiB; default: the engine's)"
     )
     ap.add_argument("--profile", action="store_true", help="fold: cProfile's top 30 functions")
+    ap.add_argument(
+        "--durability", choices=("fsync", "flush"), default="fsync", help="the store's durability (default fsync)"
+    )
     a = ap.parse_args()
     code = os.path.abspath(a.code)
     sys.path.insert(0, code)
@@ -70,7 +73,7 @@ def main() -> None:
     if a.step_kib:
         engine_log.FOLD_CHECKPOINT_BYTES = a.step_kib << 10
     path = tempfile.mkdtemp(prefix="filemem-diag-collector-fold-")
-    store = filemem.Store(path)
+    store = filemem.Store(path, durability=a.durability)
     try:
         engine: Any = store._backend.engine  # type: ignore[attr-defined]
         collector = store.collector(max_queue=a.records + 1000)

@@ -45,7 +45,7 @@ from ._marker import (
     STORE_FORMAT_VERSION,
     _read_marker,
 )
-from ._ops import MAX_DEPTH, UNDECODED, Op, OpKind, _checked_version, copier, copy_value
+from ._ops import MAX_DEPTH, UNDECODED, Op, OpKind, _checked_version, check_nesting, copier, copy_value
 from ._split import maintain_shard
 
 __all__ = [
@@ -79,6 +79,7 @@ __all__ = [
     "_max_version",
     "_parse_intent",
     "_read_marker",
+    "check_nesting",
     "copier",
     "copy_value",
     "maintain_shard",

@@ -55,6 +55,35 @@ def copy_value(value: Any, _depth: int = 0) -> Any:
     return value
 
 
+def check_nesting(value: Any, _depth: int = 0) -> None:
+    """Raise InvalidValueError exactly where :func:`copy_value` would (nesting past :data:`MAX_DEPTH`); copy nothing.
+
+    For a value encoded at once and never kept (a plain put of a batch: only
+    its bytes are), so no copy is made only to be dropped. Keep it in step
+    with :func:`copy_value` (``tests/unit/test_check_nesting.py`` compares them).
+
+    >>> check_nesting({"a": [1, {"b": 2}]})
+    """
+    t = type(value)
+    if t is dict or t is list:
+        scalars = _SCALAR_TYPES
+        items = value.values() if t is dict else value
+        for v in items:
+            if type(v) not in scalars:
+                break
+        else:
+            return  # copy_value's fast path: a flat container, at any depth
+    elif isinstance(value, (dict, list, tuple)):
+        items = value.values() if isinstance(value, dict) else value
+    else:
+        return
+    if _depth >= MAX_DEPTH:
+        raise InvalidValueError(f"value is nested deeper than {MAX_DEPTH} levels")
+    for v in items:
+        if type(v) not in _SCALAR_TYPES:
+            check_nesting(v, _depth + 1)
+
+
 def copier(value: Any) -> Callable[[Any], Any]:
     """The cheapest call that copies ``value`` as :func:`copy_value` does, chosen once for a cached value.
 

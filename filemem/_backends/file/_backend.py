@@ -18,7 +18,7 @@ from typing import Any, Final
 from ... import _fs
 from ..._cache import ShardCache
 from ..._check import check_store, compact_store
-from ..._engine import Engine, Op, _fork_generation, copier, copy_value
+from ..._engine import UNDECODED, Engine, Op, _fork_generation, copier, copy_value
 from ..._errors import InvalidValueError
 from ..._feed import Change, Subscription
 from ..._freshness import Freshness, WatchMode
@@ -372,6 +372,18 @@ class FileBackend:
 
     def apply(self, ops: list[Op]) -> list[Any]:
         return self.engine.apply(ops)
+
+    def apply_puts(self, puts: list[tuple[tuple[str, ...], str, str, bytes]]) -> list[Any]:
+        """``apply`` of plain puts given as (namespace, key, codec name, bytes): :meth:`Engine.apply_puts`.
+
+        Bytes of another codec than the store's (a convert ran since they
+        were encoded) go through ``apply``, which decodes and encodes them again.
+        """
+        engine = self.engine
+        cname = engine.codec.name
+        if all(p[2] == cname for p in puts):
+            return engine.apply_puts([(ns, key, data) for ns, key, _, data in puts])
+        return engine.apply([Op(ns, key, "put", UNDECODED, encoded=(c, data)) for ns, key, c, data in puts])
 
     def prepare_update(self, op: Op) -> None:
         """Refuse now a first value a new namespace could not store (before its directory exists)."""
