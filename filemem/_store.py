@@ -444,6 +444,10 @@ class Batch:
     On a clean exit of the ``with`` block the writes are committed all or
     nothing; on an exception nothing is written. ``results`` then holds one
     result per operation (as put/delete/update return).
+
+    A put's value is checked and encoded when it is queued: a value that
+    cannot be stored is refused then, and changing it afterwards changes
+    nothing that is written.
     """
 
     def __init__(self, store: Store) -> None:
