@@ -73,18 +73,30 @@ class Splits(Batches):
         bits = {k: hash_bits_once(k) for k in shard.records}  # every key of the shard: not through the cache
         generation = shard.generation + 1
 
-        def place(region: str, keys: list[str]) -> None:
+        d0 = len(shard.prefix)
+        keys = list(shard.records)
+        # Depth first, the "0" side before the "1" side, with a stack: a
+        # recursive closure referred to itself through its cell, a reference
+        # cycle that kept the whole shard (every record) alive until the
+        # garbage collector's next full pass, one per split (the fold splits
+        # a growing namespace thousands of times).
+        todo = [
+            (shard.prefix + "1", [k for k in keys if bits[k][d0] == "1"]),
+            (shard.prefix + "0", [k for k in keys if bits[k][d0] == "0"]),
+        ]
+        while todo:
+            region, keys = todo.pop()
             if region in below:
-                return
+                continue
             if any(p.startswith(region) for p in below) or (
                 len(keys) > 1
                 and len(region) < MAX_PREFIX_BITS
                 and sum(len(shard.pairs.get(k, b"")) for k in keys) > leaf_max
             ):
                 d = len(region)
-                place(region + "0", [k for k in keys if bits[k][d] == "0"])
-                place(region + "1", [k for k in keys if bits[k][d] == "1"])
-                return
+                todo.append((region + "1", [k for k in keys if bits[k][d] == "1"]))
+                todo.append((region + "0", [k for k in keys if bits[k][d] == "0"]))
+                continue
             # An empty range gets a file too: it carries the generation forward,
             # so a key deleted before the split and created again later gets a
             # version above every earlier one (no ABA).
@@ -99,11 +111,6 @@ class Splits(Batches):
             key = _fs.atomic_write(target, encode_shard(leaf_shard, self.codec), sync=self.sync)
             self._installed(target, leaf_shard, key)
             written.append(region)
-
-        d0 = len(shard.prefix)
-        keys = list(shard.records)
-        place(shard.prefix + "0", [k for k in keys if bits[k][d0] == "0"])
-        place(shard.prefix + "1", [k for k in keys if bits[k][d0] == "1"])
         try:
             os.unlink(path)
         except FileNotFoundError:
