@@ -1605,6 +1605,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-size", type=float, help="largest store size of the latency workload (default 1M, 100k with --quick)"
     )
     ap.add_argument("--collector-records", type=int, help="records per process (collector workload)")
+    ap.add_argument(
+        "--collector-shard-kib",
+        type=int,
+        default=0,
+        help="the collector workload's Store(shard_max_bytes=...) in KiB (default: the store's, 32)",
+    )
     ap.add_argument("--vis-samples", type=int, help="puts timed from returned to seen (visibility workload)")
     ap.add_argument("--fold-seconds", type=float, help="seconds of sustained 4-writer load (fold workload)")
     ap.add_argument("--fold-prefill", type=int, default=10_000, help="records in the store before the fold load")

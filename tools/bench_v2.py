@@ -121,11 +121,12 @@ def _reap(procs: list[Any]) -> None:
 # ---------------------------------------------------------------------- 5. collector
 
 
-def _collector_worker(path: str, wid: int, records: int, go: Any, out: Any) -> None:
+def _collector_worker(path: str, wid: int, records: int, go: Any, out: Any, shard_kib: int = 0) -> None:
     try:
         import filemem
 
-        with filemem.Store(path) as store, store.collector(max_queue=max(records, 1000)) as c:
+        opts: dict[str, Any] = {"shard_max_bytes": shard_kib << 10} if shard_kib else {}
+        with filemem.Store(path, **opts) as store, store.collector(max_queue=max(records, 1000)) as c:
             ns = (*NS, f"c{wid}")
             values = [(f"k{i}", make_value(i)) for i in range(records)]
             out.put({"ready": wid, "module": filemem.__file__})
@@ -184,12 +185,12 @@ def _lmdb_worker(path: str, wid: int, records: int, go: Any, out: Any) -> None:
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def _run_started(target: Any, path: str, nprocs: int, records: int) -> dict[str, Any]:
+def _run_started(target: Any, path: str, nprocs: int, records: int, extra: tuple[Any, ...] = ()) -> dict[str, Any]:
     """Start ``nprocs`` workers, wait until each is ready, release them together; records/s to the last finish."""
     ctx = mp.get_context("spawn")
     go = ctx.Event()
     out = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(path, w, records, go, out), daemon=True) for w in range(nprocs)]
+    procs = [ctx.Process(target=target, args=(path, w, records, go, out, *extra), daemon=True) for w in range(nprocs)]
     try:
         for p in procs:
             p.start()
@@ -220,12 +221,13 @@ def _run_started(target: Any, path: str, nprocs: int, records: int) -> dict[str,
 def workload_collector(cfg: Any, dirs: Any, notes: list[str], have_lmdb: bool, expected: str | None) -> dict[str, Any]:
     import filemem
 
-    res: dict[str, Any] = {"records_per_proc": cfg.collector_records, "rows": {}}
+    shard_kib = getattr(cfg, "collector_shard_kib", 0) or 0
+    res: dict[str, Any] = {"records_per_proc": cfg.collector_records, "shard_kib": shard_kib, "rows": {}}
     for n in (1, 4):
         path = dirs.new(f"collector-{n}")
         filemem.Store(path).close()
         try:
-            row = _run_started(_collector_worker, path, n, cfg.collector_records)
+            row = _run_started(_collector_worker, path, n, cfg.collector_records, (shard_kib,))
         finally:
             dirs.drop(path)
         if expected and row.get("module") and row["module"] != [expected]:
@@ -483,7 +485,9 @@ def render(results: dict[str, Any], table: Any) -> list[str]:
         parts += [
             "",
             f"5. Collector sustained durable throughput: {col['records_per_proc']:,} records per process, collect() "
-            "then flush(), store durability=fsync; lmdb sync=False with one write txn per record",
+            "then flush(), store durability=fsync"
+            + (f", shard_max_bytes {col['shard_kib']} KiB" if col.get("shard_kib") else "")
+            + "; lmdb sync=False with one write txn per record",
             table(["store", "1 proc", "4 proc"], rows),
         ]
         folded = {n: c.get("folded") for n, c in ref.items() if c.get("folded") is not None}

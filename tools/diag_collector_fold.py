@@ -58,6 +58,9 @@ def main() -> None:
     )
     ap.add_argument("--profile", action="store_true", help="fold: cProfile's top 30 functions")
     ap.add_argument(
+        "--shard-kib", type=int, default=0, help="the store's shard_max_bytes in KiB (default: the store's)"
+    )
+    ap.add_argument(
         "--durability", choices=("fsync", "flush"), default="fsync", help="the store's durability (default fsync)"
     )
     a = ap.parse_args()
@@ -73,7 +76,10 @@ def main() -> None:
     if a.step_kib:
         engine_log.FOLD_CHECKPOINT_BYTES = a.step_kib << 10
     path = tempfile.mkdtemp(prefix="filemem-diag-collector-fold-")
-    store = filemem.Store(path, durability=a.durability)
+    kwargs: dict[str, Any] = {"durability": a.durability}
+    if a.shard_kib:
+        kwargs["shard_max_bytes"] = a.shard_kib << 10
+    store = filemem.Store(path, **kwargs)
     try:
         engine: Any = store._backend.engine  # type: ignore[attr-defined]
         collector = store.collector(max_queue=a.records + 1000)
