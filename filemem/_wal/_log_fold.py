@@ -1,7 +1,10 @@
 """Folding the log (layer L2): moving synced frames into the shards, and pins that hold folds off.
 
-One fold at a time over all processes (``wal/fold.lock`` exclusive, and a
-mutex for the threads of one process); a snapshot holds the same lock shared.
+One fold at a time over all processes (``wal/folding.lock`` exclusive for the
+whole fold, ``wal/fold.lock`` exclusive while it reads and writes, and a mutex
+for the threads of one process); a snapshot holds ``fold.lock`` shared, and a
+fold lets go of it between two installs while one waits (keeping
+``folding.lock``, so no other fold starts then).
 A fold starts at the checkpoint, installs records idempotently through the
 engine's ``install``, and after every step of ``fold_step_bytes`` writes the
 checkpoint and publishes ``folded`` on the control page (so a process waiting
@@ -52,6 +55,11 @@ from ._reader import LogReader
 
 #: Held shared by every open read-write handle (see the module docstring).
 WRITERS_LOCK: Final = "writers.lock"
+#: Held exclusively by the one folder for the whole of its fold, also while it
+#: lets waiting readers in (``fold.lock`` is let go then; pins never take this one).
+FOLDING_LOCK: Final = "folding.lock"
+#: How long a fold told not to wait (``wait=False``) waits for its lock back after letting readers in.
+_RELOCK_NO_WAIT_S: Final = 1.0
 
 
 class LogFold(LogCore):
@@ -169,27 +177,32 @@ class LogFold(LogCore):
         """
         if self.readonly:
             return False
-        path = os.path.join(self.dir, FOLD_LOCK)
         if not self._fold_mu.acquire(timeout=self.lock_timeout_s if wait else 0):
             return False
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            folding = os.open(os.path.join(self.dir, FOLDING_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                deadline = time.monotonic() + (self.lock_timeout_s if wait else 0)
-                sleep = 0.0005
-                while not _platform.lock(fd, exclusive=True, blocking=False):
-                    if time.monotonic() >= deadline:
-                        return False
-                    time.sleep(sleep)
-                    sleep = min(sleep * 2, 0.02)
+                fd = os.open(os.path.join(self.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
                 try:
-                    self._fold_locked(install, max_bytes, shard_of, self._between(fd, waiting))
-                except _LockLostError:
-                    return False  # a pin kept it past the lock timeout: the steps done are checkpointed
+                    deadline = time.monotonic() + (self.lock_timeout_s if wait else 0)
+                    # The folders' lock first, for the whole fold (also while it
+                    # lets readers in); then the fold lock pins share with it.
+                    if not _lock_by(folding, deadline) or not _lock_by(fd, deadline):
+                        return False
+                    try:
+                        # A fold told not to wait does not wait long for its lock
+                        # back either: its caller (the fold thread, settle) may be
+                        # one that close() joins.
+                        relock_s = self.lock_timeout_s if wait else min(self.lock_timeout_s, _RELOCK_NO_WAIT_S)
+                        self._fold_locked(install, max_bytes, shard_of, self._between(fd, waiting, relock_s))
+                    except _LockLostError:
+                        return False  # a pin kept it past the lock timeout: the steps done are checkpointed
+                    finally:
+                        _platform.unlock(fd)
                 finally:
-                    _platform.unlock(fd)
+                    os.close(fd)
             finally:
-                os.close(fd)
+                os.close(folding)  # lets go of the folders' lock
         finally:
             self._fold_mu.release()
         return True
@@ -246,7 +259,7 @@ class LogFold(LogCore):
         self.folds += 1
         self._retire(_format.segment_of(cp.folded))
 
-    def _between(self, fd: int, waiting: Callable[[], bool] | None) -> Callable[[int], bool] | None:
+    def _between(self, fd: int, waiting: Callable[[], bool] | None, relock_s: float) -> Callable[[int], bool] | None:
         """The fold's pause between two installs: :meth:`_let_readers_in` on ``fd`` when someone waits."""
         if waiting is None:
             return None
@@ -254,11 +267,11 @@ class LogFold(LogCore):
         def between(folded: int) -> bool:
             if not waiting():
                 return True
-            return self._let_readers_in(fd, waiting, folded)
+            return self._let_readers_in(fd, waiting, folded, relock_s)
 
         return between
 
-    def _let_readers_in(self, fd: int, waiting: Callable[[], bool], folded: int) -> bool:
+    def _let_readers_in(self, fd: int, waiting: Callable[[], bool], folded: int, relock_s: float) -> bool:
         """Let go of the fold lock until the waiting pins have it, then take it back; False if the checkpoint moved.
 
         Mid-step is safe to show: the shards then hold some of the step's
@@ -268,11 +281,20 @@ class LogFold(LogCore):
         waits): before, a listing waited for a whole step, and steps of a few
         MiB into small shards took longer than the lock timeout on a loaded
         machine (issue 13; tests/concurrency/test_crash.py). Raises
-        :class:`_LockLostError` if pins keep the lock past the lock timeout.
+        :class:`_LockLostError` if pins keep the lock past ``relock_s``.
+
+        The fold keeps ``wal/folding.lock`` meanwhile, so no other fold of
+        this build starts in the gap: two folds from one checkpoint, taking
+        turns, could each install part of a step up to a different limit
+        without the checkpoint moving, and an older put installed after a
+        newer delete brought the deleted key back for good once the later
+        checkpoint passed the delete (``tests/wal/test_fold_interleave_resurrects.py``).
+        The checkpoint is still read again after: a fold that does not take
+        the folders' lock (a build before it) may have folded meanwhile.
         """
         _platform.unlock(fd)
         self.fold_yields += 1
-        deadline = time.monotonic() + self.lock_timeout_s
+        deadline = time.monotonic() + relock_s
         sleep = 0.0005
         # Until every waiter holds its pin (it lets the wait lock go then); one
         # that gave up meanwhile ends the wait too.
@@ -388,6 +410,17 @@ class LogFold(LogCore):
                 _platform.unlock(fd)
         finally:
             os.close(fd)
+
+
+def _lock_by(fd: int, deadline: float) -> bool:
+    """Lock ``fd`` exclusively, polling until ``deadline``; False if it stayed busy."""
+    sleep = 0.0005
+    while not _platform.lock(fd, exclusive=True, blocking=False):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(sleep)
+        sleep = min(sleep * 2, 0.02)
+    return True
 
 
 class _LockLostError(Exception):

@@ -65,6 +65,19 @@ def test_check_nesting_agrees_with_copy_value_on_random_shapes() -> None:
     assert seen == {True, False}
 
 
+class _ValuesLie(dict):  # type: ignore[type-arg]
+    """A dict subclass whose values() hides its nesting (copy_value walks items())."""
+
+    def values(self) -> Any:
+        return [1]
+
+
+def test_check_nesting_walks_a_dict_subclass_as_copy_value_does() -> None:
+    value = _ValuesLie(a=_nested(MAX_DEPTH + 2, False))
+    assert _raises(copy_value, value)
+    assert _raises(check_nesting, value)
+
+
 @pytest.mark.parametrize("fmt", ["1", "2"])
 def test_a_plain_put_takes_its_value_when_queued(store_path: str, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FILEMEM_STORE_FORMAT", fmt)

@@ -23,8 +23,9 @@ import filemem
 from filemem import _locks
 from filemem._engine import _log as engine_log
 from filemem._engine._reads import FOLD_WAIT_LOCK
-from filemem._wal import _fold
+from filemem._wal import _fold, _platform
 from filemem._wal._fold import read_checkpoint
+from filemem._wal._log_core import FOLD_LOCK
 
 NS = ("agent", "facts")
 KEYS = 3000
@@ -108,7 +109,7 @@ def test_a_waiting_listing_gets_in_mid_step_and_sees_everything(
 def test_a_fold_superseded_while_it_let_readers_in_starts_again_from_the_new_checkpoint(
     store_path: str, no_background_fold: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another handle folds one step while the first waits: the first re-reads the checkpoint and folds the rest."""
+    """An older folder folds one step while the first waits: the first re-reads the checkpoint and folds the rest."""
     monkeypatch.setattr(engine_log, "FOLD_CHECKPOINT_BYTES", 256 << 10)  # several steps
     monkeypatch.setattr(_fold, "RECORDS_PER_INSTALL", 200)  # several installs per step
     with (
@@ -127,12 +128,21 @@ def test_a_fold_superseded_while_it_let_readers_in_starts_again_from_the_new_che
 
         def waiting() -> bool:
             # First call (after the first install of the first step): "someone waits", so the
-            # fold lets go; second call (while it waits for them): another handle folds one step.
+            # fold lets go of fold.lock; second call (while it waits for them): a folder that
+            # takes only fold.lock (a build before wal/folding.lock) folds one step.
             calls["n"] += 1
             if calls["n"] == 1:
                 return True
             if calls["n"] == 2:
-                assert eb.fold(wait=False, max_bytes=1)  # one step, under the lock the first let go
+                assert eb.fold(wait=False, max_bytes=1) is False  # this build's folders wait for the first
+                lb = eb.log
+                assert lb is not None
+                fd = os.open(os.path.join(lb.dir, FOLD_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    assert _platform.lock(fd, exclusive=True, blocking=False)
+                    lb._fold_locked(eb._install, 1, eb._shard_of, None)
+                finally:
+                    os.close(fd)
                 cp = read_checkpoint(log.dir)
                 assert cp is not None
                 moved.append(cp.folded)
