@@ -109,6 +109,9 @@ class Engine(LogGlue):
             "fold_failures": 0,
             "fold_waits": 0,
             "close_folds": 0,
+            #: Times a fold let a waiting listing or snapshot in mid-fold, and started over after another folded.
+            "fold_yields": 0,
+            "fold_restarts": 0,
         }
         self.log: Log | None = None
         #: The control page file, touched after each commit so watchers wake (see _wal._tail).

@@ -346,7 +346,12 @@ class LogGlue(Decisions):
         if not wait and _waited_on(wait_lock):
             return False
         waiting = functools.partial(_waited_on, wait_lock)
-        done = log.fold(self._install, wait=wait, max_bytes=max_bytes, shard_of=self._shard_of, waiting=waiting)
+        yields, restarts = log.fold_yields, log.fold_restarts
+        try:
+            done = log.fold(self._install, wait=wait, max_bytes=max_bytes, shard_of=self._shard_of, waiting=waiting)
+        finally:
+            self.counters["fold_yields"] += log.fold_yields - yields
+            self.counters["fold_restarts"] += log.fold_restarts - restarts
         if done:
             self.counters["folds"] += 1
             # Drop what this fold moved from the overlay (and the cached shards

@@ -100,6 +100,7 @@ def test_a_waiting_listing_gets_in_mid_step_and_sees_everything(
         assert len(seen["items"]) == KEYS
         assert seen["items"]["k-2999"] == {"n": 2999, "text": "t" * 200}
         assert log.fold_yields == 1 and log.fold_restarts == 0
+        assert store.stats()["fold_yields"] == 1  # what a person sees
         assert log.unfolded_bytes() == 0
     with filemem.Store(store_path, readonly=True) as r:
         _expect_all(r)
