@@ -456,11 +456,14 @@ class Batch:
         self._ops: list[Op | _PlainPut] = []
         self._done = False
         self.results: list[Any] = []
-        # The file backend logs plain puts as their codec bytes (Engine.apply_puts,
-        # the collector's path): a queued put then keeps no copy of its value and
+        # A file store with a log (format 2) logs plain puts as their codec bytes
+        # (Engine.apply_puts, the collector's path): a queued put then keeps no copy of its value and
         # no Op, which a 1,000-record batch spent about 2 us per record on,
         # half of it the garbage collector walking them (issue 13).
-        self._apply_puts: Callable[[list[_PlainPut]], list[Any]] | None = getattr(store._backend, "apply_puts", None)
+        backend = store._backend
+        self._apply_puts: Callable[[list[_PlainPut]], list[Any]] | None = (
+            getattr(backend, "apply_puts", None) if getattr(backend, "logs_puts", False) else None
+        )
 
     @property
     def done(self) -> bool:

@@ -373,6 +373,14 @@ class FileBackend:
     def apply(self, ops: list[Op]) -> list[Any]:
         return self.engine.apply(ops)
 
+    @property
+    def logs_puts(self) -> bool:
+        """Whether plain puts go to a write-ahead log as bytes (format 2): then ``Batch`` queues them as bytes.
+
+        A format-1 store writes values into shards, so it would decode them again: it gets ``Op`` s.
+        """
+        return self.engine.log is not None
+
     def apply_puts(self, puts: list[tuple[tuple[str, ...], str, str, bytes]]) -> list[Any]:
         """``apply`` of plain puts given as (namespace, key, codec name, bytes): :meth:`Engine.apply_puts`.
 
