@@ -10,7 +10,7 @@ from typing import Any
 
 from ._backends import ReadView, StoreBackend, open_backend
 from ._collector import check_journals
-from ._engine import UNDECODED, Engine, Op, check_nesting, copy_value
+from ._engine import Engine, Op, check_nesting, copy_value, undecoded_put
 from ._errors import InvalidValueError, StoreClosedError
 from ._feed import Change, Subscription
 from ._freshness import Freshness, WatchMode
@@ -434,8 +434,7 @@ def _as_op(op: Op | _PlainPut) -> Op:
     """A queued write as an Op (a plain put: its bytes alone, ``UNDECODED``; the engine decodes where needed)."""
     if isinstance(op, Op):
         return op
-    ns, key, codec, data = op
-    return Op(ns, key, "put", UNDECODED, encoded=(codec, data))
+    return undecoded_put(*op)
 
 
 class Batch:

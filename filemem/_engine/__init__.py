@@ -45,7 +45,17 @@ from ._marker import (
     STORE_FORMAT_VERSION,
     _read_marker,
 )
-from ._ops import MAX_DEPTH, UNDECODED, Op, OpKind, _checked_version, check_nesting, copier, copy_value
+from ._ops import (
+    MAX_DEPTH,
+    UNDECODED,
+    Op,
+    OpKind,
+    _checked_version,
+    check_nesting,
+    copier,
+    copy_value,
+    undecoded_put,
+)
 from ._split import maintain_shard
 
 __all__ = [
@@ -83,4 +93,5 @@ __all__ = [
     "copier",
     "copy_value",
     "maintain_shard",
+    "undecoded_put",
 ]

@@ -39,7 +39,7 @@ from ._decide import Put
 from ._handle import ShardCacheLike, _fork_generation
 from ._log import LogGlue, _Folder
 from ._marker import BATCH_DIR, NS_DIR, STORE_FORMAT_VERSION
-from ._ops import UNDECODED, Op
+from ._ops import UNDECODED, Op, undecoded_put
 
 
 class Engine(LogGlue):
@@ -228,7 +228,7 @@ class Engine(LogGlue):
 
 def puts_as_ops(codec: str, puts: list[Put]) -> list[Op]:
     """The ``Op`` list ``Engine.apply_puts`` stands for (its fallback, and what tests compare it with)."""
-    return [Op(ns, key, "put", UNDECODED, encoded=(codec, data)) for ns, key, data in puts]
+    return [undecoded_put(ns, key, codec, data) for ns, key, data in puts]
 
 
 def _decoded(op: Op, codecs: dict[str, Codec]) -> Op:

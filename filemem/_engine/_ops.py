@@ -155,6 +155,15 @@ class Op:
     encoded: tuple[str, bytes] | None = field(default=None, repr=False)
 
 
+def undecoded_put(namespace: tuple[str, ...], key: str, codec: str, data: bytes) -> Op:
+    """A plain put given as its codec bytes alone (value :data:`UNDECODED`); the engine decodes it where needed.
+
+    >>> undecoded_put(("ns",), "k", "json", b"1").encoded
+    ('json', b'1')
+    """
+    return Op(namespace, key, "put", UNDECODED, encoded=(codec, data))
+
+
 def _checked_version(op: Op, rec: Record | None, now: float) -> tuple[Record | None, int]:
     """The live record and its version (0 when absent or expired); ``ConflictError`` if ``op.if_version`` differs.
 

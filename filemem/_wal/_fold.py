@@ -46,7 +46,7 @@ from .. import _fs
 from .._errors import CorruptShardError
 from . import _format
 from ._carry import Carried
-from ._reader import LogReader
+from ._reader import LogReader, Scan, undecodable
 
 __all__ = [
     "Checkpoint",
@@ -270,10 +270,7 @@ def fold_range(
         # A window at a time: the frames of a multi-megabyte range are never held together.
         scan = reader.scan(pos, window_end(pos, SCAN_WINDOW_BYTES, limit, segment_bytes))
         if not scan.frames:
-            raise CorruptShardError(
-                f"write-ahead log in {reader.wal_dir} cannot be read up to its synced end: {scan.detail or scan.stop}",
-                path=reader.wal_dir,
-            )
+            raise _unreadable(reader, scan)
         for frame in scan.frames:
             if frame.kind != _format.BATCH:
                 continue
@@ -281,19 +278,13 @@ def fold_range(
             try:
                 first, now, ops = _format.index_batch(frame.payload)
             except ValueError as exc:
-                raise CorruptShardError(
-                    f"write-ahead log in {reader.wal_dir}: frame at {frame.pos:#x} does not decode: {exc}",
-                    path=reader.wal_dir,
-                ) from exc
+                raise undecodable(reader.wal_dir, frame.pos, exc) from exc
             oldest = min(oldest, now)
             index.add_frame(frame.pos, frame.payload, first, now, ops)
             count += len(ops)
             last = first + len(ops) - 1 if ops else last
         if scan.end < limit and scan.stop != "limit":
-            raise CorruptShardError(
-                f"write-ahead log in {reader.wal_dir} cannot be read up to its synced end: {scan.detail or scan.stop}",
-                path=reader.wal_dir,
-            )
+            raise _unreadable(reader, scan)
         pos = scan.end
         del scan
     if not len(index):
@@ -349,6 +340,14 @@ def fold_range(
     if batch:
         install_some(batch)
     return last, count
+
+
+def _unreadable(reader: LogReader, scan: Scan) -> CorruptShardError:
+    """The error for a range whose synced frames cannot all be read (a synced frame failing its checks is damage)."""
+    return CorruptShardError(
+        f"write-ahead log in {reader.wal_dir} cannot be read up to its synced end: {scan.detail or scan.stop}",
+        path=reader.wal_dir,
+    )
 
 
 def _install_some(

@@ -301,12 +301,8 @@ class LogFold(LogCore):
         while waiting() and time.monotonic() < deadline:
             time.sleep(sleep)
             sleep = min(sleep * 2, 0.02)
-        sleep = 0.0005
-        while not _platform.lock(fd, exclusive=True, blocking=False):
-            if time.monotonic() >= deadline:
-                raise _LockLostError
-            time.sleep(sleep)
-            sleep = min(sleep * 2, 0.02)
+        if not _lock_by(fd, deadline):
+            raise _LockLostError
         # Anyone may have folded in between (a fold of another process waiting
         # for the lock): then our step is theirs, and our frames may be gone.
         now = read_checkpoint(self.dir) or Checkpoint(FIRST_POSITION, 0)
@@ -393,17 +389,12 @@ class LogFold(LogCore):
         except OSError as exc:
             raise _fs.storage_error(exc, "open the fold lock in", self.dir) from exc
         try:
-            deadline = time.monotonic() + self.lock_timeout_s
-            sleep = 0.0005
-            while not _platform.lock(fd, exclusive=False, blocking=False):
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"timed out waiting for the fold lock in {self.dir}",
-                        path=self.dir,
-                        waited_s=self.lock_timeout_s,
-                    )
-                time.sleep(sleep)
-                sleep = min(sleep * 2, 0.02)
+            if not _lock_by(fd, time.monotonic() + self.lock_timeout_s, exclusive=False):
+                raise LockTimeout(
+                    f"timed out waiting for the fold lock in {self.dir}",
+                    path=self.dir,
+                    waited_s=self.lock_timeout_s,
+                )
             try:
                 yield
             finally:
@@ -412,10 +403,10 @@ class LogFold(LogCore):
             os.close(fd)
 
 
-def _lock_by(fd: int, deadline: float) -> bool:
-    """Lock ``fd`` exclusively, polling until ``deadline``; False if it stayed busy."""
+def _lock_by(fd: int, deadline: float, *, exclusive: bool = True) -> bool:
+    """Lock ``fd`` (exclusively unless told), polling with backoff until ``deadline``; False if it stayed busy."""
     sleep = 0.0005
-    while not _platform.lock(fd, exclusive=True, blocking=False):
+    while not _platform.lock(fd, exclusive=exclusive, blocking=False):
         if time.monotonic() >= deadline:
             return False
         time.sleep(sleep)

@@ -21,6 +21,7 @@ from ._fold import SCAN_WINDOW_BYTES, window_end
 from ._log_core import _storage_errors
 from ._log_fold import LogFold
 from ._overlay import Change, Entry
+from ._reader import undecodable
 
 __all__ = ["LogReads"]
 
@@ -156,9 +157,7 @@ class LogReads(LogFold):
         try:
             first, now, ops = _format.index_batch(payload)
         except ValueError as exc:
-            raise CorruptShardError(
-                f"write-ahead log in {self.dir}: frame at {frame.pos:#x} does not decode: {exc}", path=self.dir
-            ) from exc
+            raise undecodable(self.dir, frame.pos, exc) from exc
         decode = self._decode_record
         put = _format.PUT
         previous = self.overlay.get_latest

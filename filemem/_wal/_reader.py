@@ -13,12 +13,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Final
 
+from .._errors import CorruptShardError
 from . import _format, _platform
 
 __all__ = ["Frame", "LogReader", "Scan"]
 
 #: Bytes read per system call while scanning.
 _CHUNK_BYTES: Final = 1 << 20
+
+
+def undecodable(wal_dir: str, pos: int, exc: Exception) -> CorruptShardError:
+    """The error for a synced BATCH frame whose checks pass but whose payload does not decode (damage, not a tail)."""
+    return CorruptShardError(f"write-ahead log in {wal_dir}: frame at {pos:#x} does not decode: {exc}", path=wal_dir)
 
 
 @dataclass(slots=True)

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import _fs
-from .._errors import CorruptShardError, FileMemError
+from .._errors import FileMemError
 from . import _format
 from ._carry import Carried, Header, carried_over, is_carried_float
-from ._reader import LogReader
+from ._reader import LogReader, undecodable
 
 __all__ = ["CONTROL_PAGE", "Committed", "LogTail", "announce", "control_fd"]
 
@@ -177,10 +177,7 @@ class LogTail:
                     try:
                         first, now, ops = _format.decode_batch(frame.payload)
                     except ValueError as exc:
-                        raise CorruptShardError(
-                            f"write-ahead log in {self.wal_dir}: frame at {frame.pos:#x} does not decode: {exc}",
-                            path=self.wal_dir,
-                        ) from exc
+                        raise undecodable(self.wal_dir, frame.pos, exc) from exc
                     keys: dict[tuple[str, ...], dict[str, None]] = {}
                     for op in ops:
                         keys.setdefault(op.namespace, {})[op.key] = None

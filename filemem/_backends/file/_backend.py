@@ -18,7 +18,7 @@ from typing import Any, Final
 from ... import _fs
 from ..._cache import ShardCache
 from ..._check import check_store, compact_store
-from ..._engine import UNDECODED, Engine, Op, _fork_generation, copier, copy_value
+from ..._engine import Engine, Op, _fork_generation, copier, copy_value, undecoded_put
 from ..._errors import InvalidValueError
 from ..._feed import Change, Subscription
 from ..._freshness import Freshness, WatchMode
@@ -391,7 +391,7 @@ class FileBackend:
         cname = engine.codec.name
         if all(p[2] == cname for p in puts):
             return engine.apply_puts([(ns, key, data) for ns, key, _, data in puts])
-        return engine.apply([Op(ns, key, "put", UNDECODED, encoded=(c, data)) for ns, key, c, data in puts])
+        return engine.apply([undecoded_put(*p) for p in puts])
 
     def prepare_update(self, op: Op) -> None:
         """Refuse now a first value a new namespace could not store (before its directory exists)."""
